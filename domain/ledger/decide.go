@@ -1,0 +1,261 @@
+package ledger
+
+import (
+	"regexp"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Limits on what a command may carry.
+const (
+	MaxSeats       = 1_000_000
+	MaxNameLen     = 200
+	MaxEmailLen    = 254
+	MaxReasonLen   = 500
+	MaxRefLen      = 200
+	MaxAccountName = 200
+)
+
+var (
+	accountIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	idPattern        = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+	kindPattern      = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
+)
+
+// ValidAccountID reports whether id is a well-formed account id.
+func ValidAccountID(id string) bool { return accountIDPattern.MatchString(id) }
+
+// ValidID reports whether id is a well-formed user or activity id.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+// Decide returns the events cmd causes on an account in state s, or a
+// *RuleError when cmd breaks a rule. A command that changes nothing (a
+// repeated deactivation or activation) returns no event and no error.
+func Decide(s State, cmd Command) ([]Event, error) {
+	switch c := cmd.(type) {
+	case OpenAccount:
+		return decideOpen(s, c)
+	}
+	if !s.Opened() {
+		return nil, refuse(RuleAccountNotFound, "account not found")
+	}
+	switch c := cmd.(type) {
+	case PurchaseSeats:
+		if err := checkCount(c.Count); err != nil {
+			return nil, err
+		}
+		return one(SeatsPurchased{Count: c.Count, At: s.at(c.At)})
+	case ScheduleSeatReduction:
+		return decideReduction(s, c)
+	case AddUser:
+		return decideAdd(s, c)
+	case DeactivateUser:
+		return decideDeactivate(s, c)
+	case ActivateUser:
+		return decideActivate(s, c)
+	case DeleteUser:
+		return decideDelete(s, c)
+	case RecordActivity:
+		return decideActivity(s, c)
+	}
+	return nil, refuse(RuleInvalidCommand, "unknown command %T", cmd)
+}
+
+// at keeps an account's event times from going backwards when clocks of
+// several writers disagree: replay as of an instant relies on it.
+func (s State) at(t time.Time) time.Time {
+	t = t.UTC()
+	if t.Before(s.LastAt) {
+		return s.LastAt
+	}
+	return t
+}
+
+func one(e Event) ([]Event, error) { return []Event{e}, nil }
+
+func checkCount(n int) error {
+	if n < 1 || n > MaxSeats {
+		return refuse(RuleInvalidCount, "seat count must be between 1 and %d, got %d", MaxSeats, n)
+	}
+	return nil
+}
+
+func decideOpen(s State, c OpenAccount) ([]Event, error) {
+	if s.Opened() {
+		return nil, refuse(RuleAccountExists, "account %q already exists", s.Account)
+	}
+	if !ValidAccountID(c.Account) {
+		return nil, refuse(RuleInvalidAccountID, "account id must match [a-z0-9][a-z0-9_-]{0,62}")
+	}
+	name := strings.TrimSpace(c.Name)
+	if name == "" || utf8.RuneCountInString(name) > MaxAccountName || !printable(name) {
+		return nil, refuse(RuleInvalidAccountName, "account name must be 1 to %d printable characters", MaxAccountName)
+	}
+	if err := checkCount(c.Seats); err != nil {
+		return nil, err
+	}
+	if c.At.IsZero() {
+		return nil, refuse(RuleInvalidCommand, "command has no time")
+	}
+	return one(AccountOpened{Account: c.Account, Name: name, Seats: c.Seats, At: c.At.UTC()})
+}
+
+func decideReduction(s State, c ScheduleSeatReduction) ([]Event, error) {
+	if err := checkCount(c.Count); err != nil {
+		return nil, err
+	}
+	after := s.SeatsAfterReductions()
+	if after-c.Count < s.Active {
+		return nil, refuse(RuleReductionBelowActive,
+			"cannot remove %d seats: %d would remain for %d active users; deactivate users first",
+			c.Count, after-c.Count, s.Active)
+	}
+	at := s.at(c.At)
+	return one(SeatReductionScheduled{Count: c.Count, EffectiveAt: NextCycleStart(s.OpenedAt, at), At: at})
+}
+
+func decideAdd(s State, c AddUser) ([]Event, error) {
+	if !ValidID(c.UserID) {
+		return nil, refuse(RuleInvalidUser, "user id must match [A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+	}
+	if _, ok := s.Users[c.UserID]; ok {
+		return nil, refuse(RuleUserExists, "user %s already exists", c.UserID)
+	}
+	name, email := strings.TrimSpace(c.Name), strings.TrimSpace(c.Email)
+	if name == "" || utf8.RuneCountInString(name) > MaxNameLen || !printable(name) {
+		return nil, refuse(RuleInvalidUser, "name must be 1 to %d printable characters", MaxNameLen)
+	}
+	if !validEmail(email) {
+		return nil, refuse(RuleInvalidUser, "email must look like name@example.com")
+	}
+	if !c.Role.Valid() {
+		return nil, refuse(RuleInvalidUser, "role must be admin or member")
+	}
+	if s.EmailInUse(email) {
+		return nil, refuse(RuleDuplicateEmail, "another user of this account has that email")
+	}
+	if s.Available() < 1 {
+		return nil, noSeat(s)
+	}
+	return one(UserAdded{UserID: c.UserID, Name: name, Email: email, Role: c.Role, At: s.at(c.At)})
+}
+
+func noSeat(s State) error {
+	if pending, _ := s.PendingReduction(time.Time{}); pending > 0 {
+		return refuse(RuleNoSeatAvailable, "no seat available: %d of %d in use, counting a pending reduction of %d",
+			s.Active, s.SeatsAfterReductions(), pending)
+	}
+	return refuse(RuleNoSeatAvailable, "no seat available: %d of %d in use", s.Active, s.Seats)
+}
+
+// user returns the user a command is about, refusing unknown and deleted
+// users.
+func (s State) user(id string) (User, error) {
+	u, ok := s.Users[id]
+	if !ok {
+		return User{}, refuse(RuleUserNotFound, "user %q not found", id)
+	}
+	if u.Status == StatusDeleted {
+		return User{}, refuse(RuleUserDeleted, "user %s was deleted: deleted users cannot be recovered", id)
+	}
+	return u, nil
+}
+
+func (s State) lastActiveAdmin(u User) bool {
+	return u.Status == StatusActive && u.Role == RoleAdmin && s.ActiveAdmins <= 1
+}
+
+func decideDeactivate(s State, c DeactivateUser) ([]Event, error) {
+	u, err := s.user(c.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if u.Status == StatusDeactivated {
+		return nil, nil
+	}
+	if s.lastActiveAdmin(u) {
+		return nil, refuse(RuleLastActiveAdmin, "user %s is the last active admin: make another user admin first", u.ID)
+	}
+	reason := strings.TrimSpace(c.Reason)
+	if utf8.RuneCountInString(reason) > MaxReasonLen || !printable(reason) {
+		return nil, refuse(RuleInvalidUser, "reason must be at most %d printable characters", MaxReasonLen)
+	}
+	return one(UserDeactivated{UserID: u.ID, Reason: reason, At: s.at(c.At)})
+}
+
+func decideActivate(s State, c ActivateUser) ([]Event, error) {
+	u, err := s.user(c.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if u.Status == StatusActive {
+		return nil, nil
+	}
+	if s.Available() < 1 {
+		return nil, noSeat(s)
+	}
+	return one(UserActivated{UserID: u.ID, At: s.at(c.At)})
+}
+
+func decideDelete(s State, c DeleteUser) ([]Event, error) {
+	u, err := s.user(c.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if c.Confirm != c.UserID {
+		return nil, refuse(RuleConfirmationRequired,
+			"deleting user %s is permanent and cannot be undone; confirm with the user's id, or deactivate the user instead to keep them", u.ID)
+	}
+	if s.lastActiveAdmin(u) {
+		return nil, refuse(RuleLastActiveAdmin, "user %s is the last active admin: make another user admin first", u.ID)
+	}
+	if c.ReassignTo != "" {
+		to, ok := s.Users[c.ReassignTo]
+		if !ok || to.ID == u.ID || to.Status == StatusDeleted {
+			return nil, refuse(RuleInvalidReassignment, "reassign_to must be another user of this account that is not deleted")
+		}
+	}
+	return one(UserDeleted{UserID: u.ID, ReassignTo: c.ReassignTo, At: s.at(c.At)})
+}
+
+func decideActivity(s State, c RecordActivity) ([]Event, error) {
+	if !ValidID(c.ActivityID) {
+		return nil, refuse(RuleInvalidActivity, "activity id must match [A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+	}
+	if !kindPattern.MatchString(c.Kind) {
+		return nil, refuse(RuleInvalidActivity, "kind must match [a-z0-9][a-z0-9_.-]{0,63}")
+	}
+	if c.Ref == "" || utf8.RuneCountInString(c.Ref) > MaxRefLen || !printable(c.Ref) {
+		return nil, refuse(RuleInvalidActivity, "ref must be 1 to %d printable characters", MaxRefLen)
+	}
+	u, err := s.user(c.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if u.Status != StatusActive {
+		return nil, refuse(RuleUserDeactivated, "user %s is deactivated and cannot record activities", u.ID)
+	}
+	return one(ActivityRecorded{ActivityID: c.ActivityID, UserID: u.ID, Kind: c.Kind, Ref: c.Ref, At: s.at(c.At)})
+}
+
+func validEmail(e string) bool {
+	if len(e) > MaxEmailLen || !printable(e) || strings.ContainsAny(e, " \t<>,;\"") {
+		return false
+	}
+	local, domain, ok := strings.Cut(e, "@")
+	return ok && local != "" && domain != "" && !strings.Contains(domain, "@") &&
+		strings.Contains(domain, ".") && !strings.HasPrefix(domain, ".") && !strings.HasSuffix(domain, ".")
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return utf8.ValidString(s)
+}
+
+func foldEmail(e string) string { return strings.ToLower(strings.TrimSpace(e)) }

@@ -1,0 +1,92 @@
+package ledger
+
+// Evolve returns the state after event e. It trusts e: events are facts
+// that Decide accepted, so Evolve checks no rule. It reuses s's maps and
+// slices (see [State]).
+func Evolve(s State, e Event) State {
+	if at := e.OccurredAt().UTC(); at.After(s.LastAt) {
+		s.LastAt = at
+	}
+	if IsActivity(e) {
+		return s
+	}
+	s.Version++
+	switch e := e.(type) {
+	case AccountOpened:
+		s.Account, s.Name, s.OpenedAt, s.Seats = e.Account, e.Name, e.At.UTC(), e.Seats
+		s.Users = make(map[string]User)
+		s.emails = make(map[string]string)
+	case SeatsPurchased:
+		s.Seats += e.Count
+	case SeatReductionScheduled:
+		s.Reductions = append(s.Reductions, Reduction{Count: e.Count, ScheduledAt: e.At, EffectiveAt: e.EffectiveAt.UTC()})
+	case UserAdded:
+		if s.Users == nil {
+			s.Users = make(map[string]User)
+			s.emails = make(map[string]string)
+		}
+		s.Users[e.UserID] = User{ID: e.UserID, Name: e.Name, Email: e.Email, Role: e.Role,
+			Status: StatusActive, AddedAt: e.At, ChangedAt: e.At}
+		s.Order = append(s.Order, e.UserID)
+		if e.Email != "" {
+			s.emails[foldEmail(e.Email)] = e.UserID
+		}
+		s = s.countActive(e.Role, 1)
+	case UserDeactivated:
+		u, ok := s.Users[e.UserID]
+		if !ok || u.Status != StatusActive {
+			return s
+		}
+		u.Status, u.Reason, u.ChangedAt = StatusDeactivated, e.Reason, e.At
+		s.Users[u.ID] = u
+		s.Deactivated++
+		s = s.countActive(u.Role, -1)
+	case UserActivated:
+		u, ok := s.Users[e.UserID]
+		if !ok || u.Status != StatusDeactivated {
+			return s
+		}
+		u.Status, u.ChangedAt = StatusActive, e.At
+		s.Users[u.ID] = u
+		s.Deactivated--
+		s = s.countActive(u.Role, 1)
+	case UserDeleted:
+		u, ok := s.Users[e.UserID]
+		if !ok || u.Status == StatusDeleted {
+			return s
+		}
+		switch u.Status {
+		case StatusActive:
+			s = s.countActive(u.Role, -1)
+		case StatusDeactivated:
+			s.Deactivated--
+		}
+		if id, ok := s.emails[foldEmail(u.Email)]; ok && id == u.ID {
+			delete(s.emails, foldEmail(u.Email))
+		}
+		u.Status, u.ChangedAt, u.ReassignTo = StatusDeleted, e.At, e.ReassignTo
+		u.Name, u.Email, u.Reason = "", "", ""
+		s.Users[u.ID] = u
+		s.Deleted++
+	}
+	return s
+}
+
+func (s State) countActive(role Role, d int) State {
+	s.Active += d
+	if role == RoleAdmin {
+		s.ActiveAdmins += d
+	}
+	if s.Active > s.PeakActive {
+		s.PeakActive = s.Active
+	}
+	return s
+}
+
+// Fold applies events to s in order.
+func Fold(s State, events ...Event) State {
+	for _, e := range events {
+		s = Evolve(s, e)
+	}
+	return s
+}
