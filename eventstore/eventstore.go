@@ -137,7 +137,13 @@ func (e ExpectedRevision) String() string {
 }
 
 // Proposed is an event to append: its id, type and the stored bytes of its
-// payload and metadata. The store keeps Data and Metadata as they are.
+// payload and metadata. The store keeps Data and Metadata byte for byte.
+//
+// Data is a JSON value (the event's payload). Metadata is a flat JSON object
+// whose members are CloudEvents extension-style attributes (lower-case
+// alphanumeric names, string or number values, plus "time" and "subject"),
+// or empty. Backends that publish CloudEvents splice these members into the
+// envelope, so both must be valid JSON.
 type Proposed struct {
 	ID       uuid.UUID
 	Type     string
