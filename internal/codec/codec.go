@@ -1,0 +1,207 @@
+// Package codec turns ledger events into the bytes an event store keeps and
+// back: a JSON payload per event type with an explicit schema version, and
+// a flat JSON metadata object (recorded time, subject, actor, correlation
+// and causation ids, idempotency key, hash of the previous event).
+//
+// # Personal data
+//
+// Names, emails and deactivation reasons are sealed with the user's data
+// key ([pii.Keyring]) when encoding. Decoding opens them; when the key was
+// destroyed they decode as blank and [Decoded.Erased] is set, while the
+// event itself still decodes, folds and verifies.
+//
+// # Versions
+//
+// Each event type has a current schema version ([Versions]). Decoding an
+// unknown type or a version newer than the current one fails with
+// [ErrUnknownType] or [ErrNewerVersion]. Older versions are upcast to the
+// current one in one place, upcast.go, before decoding.
+package codec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/google/uuid"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/pii"
+)
+
+// ErrUnknownType is returned when decoding an event type the codec does
+// not know.
+var ErrUnknownType = errors.New("codec: unknown event type")
+
+// ErrNewerVersion is returned when decoding an event written by a newer
+// version of the service than this one.
+var ErrNewerVersion = errors.New("codec: event schema version newer than supported")
+
+// ErrMalformed is returned when stored bytes are not a valid event.
+var ErrMalformed = errors.New("codec: malformed event")
+
+// Versions holds the current schema version of every event type.
+var Versions = map[string]int{
+	ledger.TypeAccountOpened:          2,
+	ledger.TypeSeatsPurchased:         1,
+	ledger.TypeSeatReductionScheduled: 1,
+	ledger.TypeUserAdded:              1,
+	ledger.TypeUserDeactivated:        1,
+	ledger.TypeUserActivated:          1,
+	ledger.TypeUserDeleted:            1,
+	ledger.TypeActivityRecorded:       1,
+}
+
+// Actor is who gave a command: a principal id and its role, never a name.
+type Actor struct {
+	ID   string
+	Role string
+}
+
+// Metadata is what the ledger records about every event besides its
+// payload.
+type Metadata struct {
+	EventID uuid.UUID // the store's event id, not part of the metadata bytes
+	Type    string    // the store's event type, not part of the metadata bytes
+	// Time is when the service recorded the event.
+	Time time.Time
+	// Subject is the user the event is about, if any.
+	Subject       string
+	SchemaVersion int
+	Account       string
+	Actor         Actor
+	CorrelationID ulid.ULID
+	CausationID   ulid.ULID
+	// IdempotencyKey is the key the client gave with the command, if any.
+	IdempotencyKey string
+	// PrevHash is the chain hash of the previous event of the same stream,
+	// zero for the first.
+	PrevHash Hash
+}
+
+// wireMeta is the stored form of Metadata: flat, lower-case names that are
+// valid CloudEvents extension attribute names, so publishers can splice it
+// into an envelope.
+type wireMeta struct {
+	Time           time.Time `json:"time"`
+	Subject        string    `json:"subject,omitempty"`
+	SchemaVersion  int       `json:"schemaversion"`
+	Account        string    `json:"account"`
+	ActorID        string    `json:"actorid"`
+	ActorRole      string    `json:"actorrole"`
+	CorrelationID  string    `json:"correlationid"`
+	CausationID    string    `json:"causationid"`
+	IdempotencyKey string    `json:"idempotencykey,omitempty"`
+	PrevHash       Hash      `json:"prevhash"`
+}
+
+// Decoded is a stored event decoded: the domain event, its metadata and
+// the record it came from.
+type Decoded struct {
+	Event  ledger.Event
+	Meta   Metadata
+	Record eventstore.Record
+	// Erased is set when the event carried personal data whose key was
+	// destroyed: those fields decoded as blank.
+	Erased bool
+}
+
+// Codec encodes and decodes events, sealing and opening personal data with
+// its keyring.
+type Codec struct {
+	keys *pii.Keyring
+}
+
+// New returns a Codec that seals and opens personal data with keys.
+func New(keys *pii.Keyring) *Codec { return &Codec{keys: keys} }
+
+// Keys returns the codec's keyring.
+func (c *Codec) Keys() *pii.Keyring { return c.keys }
+
+// Encode turns e into the bytes to append, with meta as its metadata. It
+// seals personal fields under the key of the event's user, which must
+// exist. meta.Type, SchemaVersion and Subject are set from e.
+func (c *Codec) Encode(ctx context.Context, e ledger.Event, meta Metadata) (eventstore.Proposed, error) {
+	data, err := c.encodePayload(ctx, meta.Account, e)
+	if err != nil {
+		return eventstore.Proposed{}, fmt.Errorf("encode %s: %w", e.EventType(), err)
+	}
+	wm := wireMeta{
+		Time:           meta.Time.UTC(),
+		Subject:        ledger.UserOf(e),
+		SchemaVersion:  Versions[e.EventType()],
+		Account:        meta.Account,
+		ActorID:        meta.Actor.ID,
+		ActorRole:      meta.Actor.Role,
+		CorrelationID:  meta.CorrelationID.String(),
+		CausationID:    meta.CausationID.String(),
+		IdempotencyKey: meta.IdempotencyKey,
+		PrevHash:       meta.PrevHash,
+	}
+	md, err := json.Marshal(&wm, json.Deterministic(true))
+	if err != nil {
+		return eventstore.Proposed{}, fmt.Errorf("encode %s metadata: %w", e.EventType(), err)
+	}
+	return eventstore.Proposed{ID: meta.EventID, Type: e.EventType(), Data: data, Metadata: md}, nil
+}
+
+// DecodeMetadata decodes the metadata of a record without its payload.
+func DecodeMetadata(r eventstore.Record) (Metadata, error) {
+	var wm wireMeta
+	if err := json.Unmarshal(r.Metadata, &wm); err != nil {
+		return Metadata{}, fmt.Errorf("decode %s %s metadata: %w: %w", r.Type, r.ID, ErrMalformed, err)
+	}
+	m := Metadata{
+		EventID: r.ID, Type: r.Type, Time: wm.Time, Subject: wm.Subject,
+		SchemaVersion: wm.SchemaVersion, Account: wm.Account,
+		Actor:          Actor{ID: wm.ActorID, Role: wm.ActorRole},
+		IdempotencyKey: wm.IdempotencyKey, PrevHash: wm.PrevHash,
+	}
+	var err error
+	if m.CorrelationID, err = parseULID(wm.CorrelationID); err != nil {
+		return Metadata{}, fmt.Errorf("decode %s %s correlation id: %w: %w", r.Type, r.ID, ErrMalformed, err)
+	}
+	if m.CausationID, err = parseULID(wm.CausationID); err != nil {
+		return Metadata{}, fmt.Errorf("decode %s %s causation id: %w: %w", r.Type, r.ID, ErrMalformed, err)
+	}
+	return m, nil
+}
+
+func parseULID(s string) (ulid.ULID, error) {
+	if s == "" || s == (ulid.ULID{}).String() {
+		return ulid.ULID{}, nil
+	}
+	return ulid.ParseStrict(s)
+}
+
+// Decode turns a stored record back into its event and metadata, upcasting
+// older schema versions and opening personal data.
+func (c *Codec) Decode(ctx context.Context, r eventstore.Record) (Decoded, error) {
+	meta, err := DecodeMetadata(r)
+	if err != nil {
+		return Decoded{}, err
+	}
+	current, ok := Versions[r.Type]
+	if !ok {
+		return Decoded{}, fmt.Errorf("decode %q (event %s): %w", r.Type, r.ID, ErrUnknownType)
+	}
+	data := r.Data
+	switch {
+	case meta.SchemaVersion > current:
+		return Decoded{}, fmt.Errorf("decode %s version %d (event %s), this service reads up to version %d: %w",
+			r.Type, meta.SchemaVersion, r.ID, current, ErrNewerVersion)
+	case meta.SchemaVersion < current:
+		if data, err = upcast(r.Type, meta.SchemaVersion, current, data); err != nil {
+			return Decoded{}, fmt.Errorf("decode %s version %d (event %s): %w", r.Type, meta.SchemaVersion, r.ID, err)
+		}
+	}
+	e, erased, err := c.decodePayload(ctx, meta.Account, r.Type, data)
+	if err != nil {
+		return Decoded{}, fmt.Errorf("decode %s (event %s): %w", r.Type, r.ID, err)
+	}
+	return Decoded{Event: e, Meta: meta, Record: r, Erased: erased}, nil
+}

@@ -1,0 +1,251 @@
+// Package pii keeps personal data sealed: every user gets a random data key,
+// names, emails and deactivation reasons are sealed with AES-256-GCM under
+// it, and destroying the key (crypto-shredding) makes them unreadable for
+// good while the events that carry them still decode, fold and verify.
+//
+// Keys live in a [KeyStore]: [MemoryKeys] here, durable ones next to each
+// event store backend. A [Keyring] creates keys, caches them and seals and
+// opens fields.
+package pii
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// ErrErased is returned when a key was destroyed: the data it sealed is
+// gone for good.
+var ErrErased = errors.New("pii: personal data erased")
+
+// ErrNoKey is returned when no key was ever stored for an id.
+var ErrNoKey = errors.New("pii: no key")
+
+// ErrTampered is returned when a sealed field does not open under its key:
+// it was changed, or sealed for another user or field.
+var ErrTampered = errors.New("pii: sealed field does not authenticate")
+
+// KeySize is the size of a data key: AES-256.
+const KeySize = 32
+
+// KeyStore keeps data keys by id.
+type KeyStore interface {
+	// Put stores key under id. Putting the same key again is not an error;
+	// putting under a destroyed id returns ErrErased.
+	Put(ctx context.Context, id string, key []byte) error
+	// Get returns the key stored under id, ErrErased when it was destroyed
+	// or ErrNoKey when there never was one.
+	Get(ctx context.Context, id string) ([]byte, error)
+	// Destroy erases the key under id for good. Destroying twice, or an id
+	// without a key, is not an error.
+	Destroy(ctx context.Context, id string) error
+}
+
+// KeyID returns the id of the data key of a user of an account.
+func KeyID(account, user string) string { return account + "." + user }
+
+// MemoryKeys is a KeyStore kept in memory, for tests and single-process use
+// without durability.
+type MemoryKeys struct {
+	mu        sync.Mutex
+	keys      map[string][]byte
+	destroyed map[string]bool
+}
+
+var _ KeyStore = (*MemoryKeys)(nil)
+
+// NewMemoryKeys returns an empty in-memory key store.
+func NewMemoryKeys() *MemoryKeys {
+	return &MemoryKeys{keys: make(map[string][]byte), destroyed: make(map[string]bool)}
+}
+
+// Put stores key under id.
+func (m *MemoryKeys) Put(_ context.Context, id string, key []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.destroyed[id] {
+		return fmt.Errorf("put key %s: %w", id, ErrErased)
+	}
+	m.keys[id] = append([]byte(nil), key...)
+	return nil
+}
+
+// Get returns the key under id.
+func (m *MemoryKeys) Get(_ context.Context, id string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.destroyed[id] {
+		return nil, fmt.Errorf("get key %s: %w", id, ErrErased)
+	}
+	k, ok := m.keys[id]
+	if !ok {
+		return nil, fmt.Errorf("get key %s: %w", id, ErrNoKey)
+	}
+	return append([]byte(nil), k...), nil
+}
+
+// Destroy overwrites and forgets the key under id.
+func (m *MemoryKeys) Destroy(_ context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if k, ok := m.keys[id]; ok {
+		clear(k)
+		delete(m.keys, id)
+	}
+	m.destroyed[id] = true
+	return nil
+}
+
+// Keyring seals and opens personal fields with the keys of a KeyStore,
+// caching keys in memory. It is safe for concurrent use.
+type Keyring struct {
+	store KeyStore
+	rand  io.Reader
+
+	mu    sync.RWMutex
+	aeads map[string]cipher.AEAD // nil value: key destroyed
+}
+
+// NewKeyring returns a Keyring over store that draws new keys and nonces
+// from rand (crypto/rand.Reader in production).
+func NewKeyring(store KeyStore, rand io.Reader) *Keyring {
+	return &Keyring{store: store, rand: rand, aeads: make(map[string]cipher.AEAD)}
+}
+
+// Create draws a new key for id and stores it. Creating a key that exists
+// replaces nothing: the stored key stays.
+func (k *Keyring) Create(ctx context.Context, id string) error {
+	if _, err := k.store.Get(ctx, id); err == nil {
+		return nil
+	} else if !errors.Is(err, ErrNoKey) {
+		return fmt.Errorf("create key %s: %w", id, err)
+	}
+	key := make([]byte, KeySize)
+	if _, err := io.ReadFull(k.rand, key); err != nil {
+		return fmt.Errorf("create key %s: %w", id, err)
+	}
+	if err := k.store.Put(ctx, id, key); err != nil {
+		return fmt.Errorf("create key %s: %w", id, err)
+	}
+	aead, err := newAEAD(key)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.aeads[id] = aead
+	k.mu.Unlock()
+	return nil
+}
+
+// Destroy destroys the key of id in the store and forgets it here.
+func (k *Keyring) Destroy(ctx context.Context, id string) error {
+	if err := k.store.Destroy(ctx, id); err != nil {
+		return fmt.Errorf("destroy key %s: %w", id, err)
+	}
+	k.mu.Lock()
+	k.aeads[id] = nil
+	k.mu.Unlock()
+	return nil
+}
+
+// Forget drops the cached key of id, so that the next use asks the store.
+// A process that learns of a deletion made by another process calls it.
+func (k *Keyring) Forget(id string) {
+	k.mu.Lock()
+	delete(k.aeads, id)
+	k.mu.Unlock()
+}
+
+func (k *Keyring) aead(ctx context.Context, id string) (cipher.AEAD, error) {
+	k.mu.RLock()
+	a, ok := k.aeads[id]
+	k.mu.RUnlock()
+	if ok {
+		if a == nil {
+			return nil, ErrErased
+		}
+		return a, nil
+	}
+	key, err := k.store.Get(ctx, id)
+	switch {
+	case errors.Is(err, ErrErased):
+		k.mu.Lock()
+		k.aeads[id] = nil
+		k.mu.Unlock()
+		return nil, ErrErased
+	case err != nil:
+		return nil, err
+	}
+	a, err = newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	k.aeads[id] = a
+	k.mu.Unlock()
+	return a, nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("pii: key of %d bytes, want %d", len(key), KeySize)
+	}
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("pii: %w", err)
+	}
+	a, err := cipher.NewGCM(b)
+	if err != nil {
+		return nil, fmt.Errorf("pii: %w", err)
+	}
+	return a, nil
+}
+
+// Seal seals plaintext as field of the user whose key is id, returning
+// base64 of nonce and ciphertext. The id and field name are bound in as
+// additional data, so a sealed value cannot be moved to another user or
+// field. An empty plaintext seals to "".
+func (k *Keyring) Seal(ctx context.Context, id, field, plaintext string) (string, error) {
+	if plaintext == "" {
+		return "", nil
+	}
+	a, err := k.aead(ctx, id)
+	if err != nil {
+		return "", fmt.Errorf("seal %s of %s: %w", field, id, err)
+	}
+	buf := make([]byte, a.NonceSize(), a.NonceSize()+len(plaintext)+a.Overhead())
+	if _, err := io.ReadFull(k.rand, buf); err != nil {
+		return "", fmt.Errorf("seal %s of %s: %w", field, id, err)
+	}
+	buf = a.Seal(buf, buf, []byte(plaintext), additional(id, field))
+	return base64.StdEncoding.EncodeToString(buf), nil
+}
+
+// Open opens a value Seal returned. It returns ErrErased (wrapped) when the
+// key was destroyed and ErrTampered when the value does not authenticate.
+func (k *Keyring) Open(ctx context.Context, id, field, sealed string) (string, error) {
+	if sealed == "" {
+		return "", nil
+	}
+	a, err := k.aead(ctx, id)
+	if err != nil {
+		return "", fmt.Errorf("open %s of %s: %w", field, id, err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(sealed)
+	if err != nil || len(raw) < a.NonceSize()+a.Overhead() {
+		return "", fmt.Errorf("open %s of %s: %w", field, id, ErrTampered)
+	}
+	n := a.NonceSize()
+	plain, err := a.Open(raw[n:n], raw[:n], raw[n:], additional(id, field))
+	if err != nil {
+		return "", fmt.Errorf("open %s of %s: %w", field, id, ErrTampered)
+	}
+	return string(plain), nil
+}
+
+func additional(id, field string) []byte { return []byte(id + "\x00" + field) }
