@@ -1,0 +1,355 @@
+package eventstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/go-json-experiment/json/jsontext"
+	"github.com/google/uuid"
+)
+
+// CloudEventContentType is the Content-Type of a message whose body is a
+// CloudEvents 1.0 event in structured mode, JSON format.
+const CloudEventContentType = "application/cloudevents+json"
+
+// ErrInvalidCloudEvent is returned by [CloudEvent] when an event cannot be
+// written as a CloudEvent, and by [ParseCloudEvent] when bytes are not one.
+var ErrInvalidCloudEvent = errors.New("eventstore: invalid cloudevent")
+
+// coreAttributes are the envelope members CloudEvent writes itself; event
+// metadata may not carry them.
+var coreAttributes = map[string]bool{
+	"specversion":     true,
+	"id":              true,
+	"source":          true,
+	"type":            true,
+	"datacontenttype": true,
+	"data":            true,
+}
+
+// CloudEventSource returns the CloudEvents source of the events of an
+// account: "/v1/accounts/<account>".
+func CloudEventSource(account string) string { return "/v1/accounts/" + account }
+
+// CloudEvent returns the CloudEvents 1.0 structured-mode JSON envelope of an
+// event of stream:
+//
+//	{"specversion":"1.0","id":"<id>","source":"/v1/accounts/<account>","type":"<type>",
+//	 "datacontenttype":"application/json",<members of p.Metadata>,"data":<p.Data>}
+//
+// The members of p.Metadata are spliced in byte for byte (whitespace
+// included) and p.Data follows "data": byte for byte, so [ParseCloudEvent]
+// gives both back exactly; the ledger's hash chain is computed over those
+// bytes. Metadata must be empty or a JSON object written without surrounding
+// whitespace, whose member names are lower-case alphanumeric CloudEvents
+// attribute names other than the core ones CloudEvent writes (specversion,
+// id, source, type, datacontenttype, data) and whose values are strings,
+// numbers or booleans. Metadata without members ({} included) is written as
+// no extension attribute and parses back as nil. Data must be empty or a
+// JSON value; empty Data is written without a "data" member and parses back
+// as nil. Every refusal wraps [ErrInvalidCloudEvent].
+func CloudEvent(stream StreamID, p Proposed) ([]byte, error) {
+	if p.Type == "" {
+		return nil, fmt.Errorf("%w: event %s has no type", ErrInvalidCloudEvent, p.ID)
+	}
+	if len(p.Data) > 0 && !jsontext.Value(p.Data).IsValid() {
+		return nil, fmt.Errorf("%w: data of event %s is not JSON", ErrInvalidCloudEvent, p.ID)
+	}
+	inner, err := metadataMembers(p.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("%w: metadata of event %s: %w", ErrInvalidCloudEvent, p.ID, err)
+	}
+	b := make([]byte, 0, 160+len(stream.Account)+len(p.Type)+len(inner)+len(p.Data))
+	b = append(b, `{"specversion":"1.0","id":"`...)
+	var id [36]byte
+	hexUUID(&id, p.ID)
+	b = append(b, id[:]...)
+	b = append(b, `","source":`...)
+	if b, err = jsontext.AppendQuote(b, CloudEventSource(stream.Account)); err != nil {
+		return nil, fmt.Errorf("%w: account %q is not UTF-8", ErrInvalidCloudEvent, stream.Account)
+	}
+	b = append(b, `,"type":`...)
+	if b, err = jsontext.AppendQuote(b, p.Type); err != nil {
+		return nil, fmt.Errorf("%w: type %q is not UTF-8", ErrInvalidCloudEvent, p.Type)
+	}
+	b = append(b, `,"datacontenttype":"application/json"`...)
+	if len(inner) > 0 {
+		b = append(b, ',')
+		b = append(b, inner...)
+	}
+	if len(p.Data) > 0 {
+		b = append(b, `,"data":`...)
+		b = append(b, p.Data...)
+	}
+	b = append(b, '}')
+	return b, nil
+}
+
+func hexUUID(dst *[36]byte, id uuid.UUID) {
+	const hexdigits = "0123456789abcdef"
+	j := 0
+	for i, c := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst[j] = '-'
+			j++
+		}
+		dst[j] = hexdigits[c>>4]
+		dst[j+1] = hexdigits[c&0xf]
+		j += 2
+	}
+}
+
+// metadataMembers checks metadata and returns the bytes between its braces,
+// or nil when it has no member.
+func metadataMembers(md []byte) ([]byte, error) {
+	if len(md) == 0 {
+		return nil, nil
+	}
+	if md[0] != '{' || md[len(md)-1] != '}' {
+		return nil, errors.New("not a JSON object starting with '{' and ending with '}'")
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(md))
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, err
+	}
+	members := 0
+	for dec.PeekKind() != '}' {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return nil, err
+		}
+		name := tok.String()
+		if !attributeName(name) {
+			return nil, fmt.Errorf("member %q is not a lower-case alphanumeric attribute name", name)
+		}
+		if coreAttributes[name] {
+			return nil, fmt.Errorf("member %q is a CloudEvents core attribute", name)
+		}
+		switch k := dec.PeekKind(); k {
+		case '"', '0', 't', 'f':
+		default:
+			return nil, fmt.Errorf("member %q: value of kind %v is not a string, number or boolean", name, k)
+		}
+		if err := dec.SkipValue(); err != nil {
+			return nil, err
+		}
+		members++
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, err
+	}
+	if _, err := dec.ReadToken(); err == nil {
+		return nil, errors.New("trailing data after the object")
+	}
+	if dec.InputOffset() != int64(len(md)) {
+		return nil, errors.New("trailing data after the object")
+	}
+	if members == 0 {
+		return nil, nil
+	}
+	return md[1 : len(md)-1], nil
+}
+
+// attributeName reports whether name is a valid CloudEvents attribute name.
+func attributeName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// ParsedCloudEvent holds what [ParseCloudEvent] reads from an envelope: the
+// fields that do not depend on the stream the event is stored in.
+type ParsedCloudEvent struct {
+	ID     uuid.UUID
+	Source string
+	Type   string
+	// Data is the "data" member's value as it appears in the envelope, nil
+	// when there is none. It shares memory with the parsed bytes.
+	Data []byte
+	// Metadata is "{" + the extension members (time and subject included) +
+	// "}", byte for byte as [CloudEvent] was given it, nil when there is none.
+	Metadata []byte
+}
+
+// Proposed returns the event as it was proposed to a store.
+func (e ParsedCloudEvent) Proposed() Proposed {
+	return Proposed{ID: e.ID, Type: e.Type, Data: e.Data, Metadata: e.Metadata}
+}
+
+var decoderPool = sync.Pool{New: func() any { return new(parseState) }}
+
+// parseState is pooled: a Decoder reading a *bytes.Buffer uses the
+// buffer's bytes in place instead of copying them.
+type parseState struct {
+	buf bytes.Buffer
+	dec jsontext.Decoder
+}
+
+// ParseCloudEvent reads a CloudEvents 1.0 structured-mode JSON envelope. For
+// envelopes written by [CloudEvent] it returns Data and Metadata byte for
+// byte as they were given. Extension members of envelopes from other
+// producers are gathered into Metadata in their order; when they are not
+// contiguous their surrounding whitespace may differ. Errors wrap
+// [ErrInvalidCloudEvent].
+func ParseCloudEvent(b []byte) (ParsedCloudEvent, error) {
+	ps := decoderPool.Get().(*parseState)
+	defer func() {
+		ps.buf = bytes.Buffer{}
+		ps.dec.Reset(&ps.buf)
+		decoderPool.Put(ps)
+	}()
+	ps.buf = *bytes.NewBuffer(b) //nolint:govet // bytes.Buffer holds no lock
+	ps.dec.Reset(&ps.buf, jsontext.AllowDuplicateNames(true))
+	e, err := parseCloudEvent(&ps.dec, b)
+	if err != nil {
+		return ParsedCloudEvent{}, fmt.Errorf("%w: %w", ErrInvalidCloudEvent, err)
+	}
+	return e, nil
+}
+
+func parseCloudEvent(dec *jsontext.Decoder, b []byte) (ParsedCloudEvent, error) {
+	var e ParsedCloudEvent
+	tok, err := dec.ReadToken()
+	if err != nil {
+		return e, err
+	}
+	if tok.Kind() != '{' {
+		return e, errors.New("not a JSON object")
+	}
+	var (
+		start      = int(dec.InputOffset()) // just after the separator before the member
+		mdFirst    = -1                     // span of contiguous extension members
+		mdLast     = -1
+		mdSpans    [][2]int // every extension member span, when not contiguous
+		contiguous = true
+		seen       uint8
+	)
+	const (
+		seenSpec = 1 << iota
+		seenID
+		seenSource
+		seenType
+	)
+	for dec.PeekKind() != '}' {
+		// Reading the name as a raw value avoids allocating a string.
+		rawName, err := dec.ReadValue()
+		if err != nil {
+			return e, err
+		}
+		name := rawName[1 : len(rawName)-1]
+		if bytes.IndexByte(name, '\\') >= 0 {
+			if name, err = jsontext.AppendUnquote(nil, rawName); err != nil {
+				return e, err
+			}
+		}
+		colon := skipSpace(b, int(dec.InputOffset()))
+		if colon >= len(b) || b[colon] != ':' {
+			return e, fmt.Errorf("member %q: missing ':'", name)
+		}
+		val, err := dec.ReadValue()
+		if err != nil {
+			return e, err
+		}
+		sep := skipSpace(b, int(dec.InputOffset()))
+		if sep >= len(b) || (b[sep] != ',' && b[sep] != '}') {
+			return e, fmt.Errorf("member %q: missing ',' or '}'", name)
+		}
+		switch string(name) {
+		case "specversion":
+			if val.Kind() != '"' || string(val) != `"1.0"` {
+				return e, fmt.Errorf("specversion %s is not \"1.0\"", val)
+			}
+			seen |= seenSpec
+		case "id":
+			if val.Kind() != '"' {
+				return e, fmt.Errorf("id %s is not a string", val)
+			}
+			if e.ID, err = uuid.ParseBytes(val[1 : len(val)-1]); err != nil {
+				return e, fmt.Errorf("id: %w", err)
+			}
+			seen |= seenID
+		case "source":
+			if e.Source, err = stringValue(val); err != nil || e.Source == "" {
+				return e, fmt.Errorf("source: %v", err)
+			}
+			seen |= seenSource
+		case "type":
+			if e.Type, err = stringValue(val); err != nil || e.Type == "" {
+				return e, fmt.Errorf("type: %v", err)
+			}
+			seen |= seenType
+		case "datacontenttype":
+		case "data":
+			e.Data = b[colon+1 : sep]
+		default:
+			switch {
+			case mdFirst < 0:
+				mdFirst = start
+			case mdLast+1 != start:
+				contiguous = false
+			}
+			mdLast = sep
+			mdSpans = append(mdSpans, [2]int{start, sep})
+		}
+		start = sep + 1
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return e, err
+	}
+	if end := skipSpace(b, int(dec.InputOffset())); end != len(b) {
+		return e, errors.New("trailing data after the envelope")
+	}
+	if seen != seenSpec|seenID|seenSource|seenType {
+		return e, errors.New("missing one of specversion, id, source, type")
+	}
+	switch {
+	case mdFirst < 0:
+	case contiguous:
+		md := make([]byte, 0, mdLast-mdFirst+2)
+		md = append(md, '{')
+		md = append(md, b[mdFirst:mdLast]...)
+		e.Metadata = append(md, '}')
+	default:
+		md := []byte{'{'}
+		for i, s := range mdSpans {
+			if i > 0 {
+				md = append(md, ',')
+			}
+			md = append(md, b[s[0]:s[1]]...)
+		}
+		e.Metadata = append(md, '}')
+	}
+	return e, nil
+}
+
+func stringValue(v jsontext.Value) (string, error) {
+	if v.Kind() != '"' {
+		return "", fmt.Errorf("%s is not a string", v)
+	}
+	if bytes.IndexByte(v, '\\') < 0 {
+		return string(v[1 : len(v)-1]), nil
+	}
+	s, err := jsontext.AppendUnquote(nil, v)
+	return string(s), err
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
