@@ -35,8 +35,10 @@ const KeySize = 32
 
 // KeyStore keeps data keys by id.
 type KeyStore interface {
-	// Put stores key under id. Putting the same key again is not an error;
-	// putting under a destroyed id returns ErrErased.
+	// Put stores key under id. Putting under an id that already has a key
+	// is not an error and keeps the stored key (the first key put wins), so
+	// that racing creators agree on one key; putting under a destroyed id
+	// returns ErrErased.
 	Put(ctx context.Context, id string, key []byte) error
 	// Get returns the key stored under id, ErrErased when it was destroyed
 	// or ErrNoKey when there never was one.
@@ -64,12 +66,15 @@ func NewMemoryKeys() *MemoryKeys {
 	return &MemoryKeys{keys: make(map[string][]byte), destroyed: make(map[string]bool)}
 }
 
-// Put stores key under id.
+// Put stores key under id, unless id already has a key, which stays.
 func (m *MemoryKeys) Put(_ context.Context, id string, key []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.destroyed[id] {
 		return fmt.Errorf("put key %s: %w", id, ErrErased)
+	}
+	if _, ok := m.keys[id]; ok {
+		return nil
 	}
 	m.keys[id] = append([]byte(nil), key...)
 	return nil
@@ -107,6 +112,8 @@ type Keyring struct {
 	store KeyStore
 	rand  io.Reader
 
+	creating sync.Mutex // serializes Create
+
 	mu    sync.RWMutex
 	aeads map[string]cipher.AEAD // nil value: key destroyed
 }
@@ -118,8 +125,11 @@ func NewKeyring(store KeyStore, rand io.Reader) *Keyring {
 }
 
 // Create draws a new key for id and stores it. Creating a key that exists
-// replaces nothing: the stored key stays.
+// replaces nothing: the stored key stays. Creating a key that was
+// destroyed returns ErrErased.
 func (k *Keyring) Create(ctx context.Context, id string) error {
+	k.creating.Lock()
+	defer k.creating.Unlock()
 	if _, err := k.store.Get(ctx, id); err == nil {
 		return nil
 	} else if !errors.Is(err, ErrNoKey) {
@@ -132,13 +142,11 @@ func (k *Keyring) Create(ctx context.Context, id string) error {
 	if err := k.store.Put(ctx, id, key); err != nil {
 		return fmt.Errorf("create key %s: %w", id, err)
 	}
-	aead, err := newAEAD(key)
-	if err != nil {
-		return err
+	// Another process may have put its key first: load what the store
+	// kept rather than caching the key drawn here.
+	if _, err := k.aead(ctx, id); err != nil {
+		return fmt.Errorf("create key %s: %w", id, err)
 	}
-	k.mu.Lock()
-	k.aeads[id] = aead
-	k.mu.Unlock()
 	return nil
 }
 
@@ -185,9 +193,17 @@ func (k *Keyring) aead(ctx context.Context, id string) (cipher.AEAD, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A Destroy (or another load) may have filled the cache while the store
+	// answered: what is cached wins, so a destroyed key stays destroyed.
 	k.mu.Lock()
+	defer k.mu.Unlock()
+	if cached, ok := k.aeads[id]; ok {
+		if cached == nil {
+			return nil, ErrErased
+		}
+		return cached, nil
+	}
 	k.aeads[id] = a
-	k.mu.Unlock()
 	return a, nil
 }
 
