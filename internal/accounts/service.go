@@ -1,0 +1,390 @@
+// Package accounts is the application service of the license ledger: it
+// takes a command for an account, decides it against the account's state,
+// seals personal data, appends the events with the expected revision, and
+// keeps the state for the next command.
+//
+// # State in memory
+//
+// Each account's state is loaded from its streams once and kept; later
+// commands only catch up with events other processes appended. Correctness
+// across processes comes from the store's optimistic concurrency: a
+// conflict means another writer won, so the service catches up and decides
+// again, a bounded number of times.
+//
+// # Idempotency
+//
+// A command given with an idempotency key that the account has already
+// seen returns the first result and appends nothing. Keys are recorded in
+// the events' metadata, so they survive restarts and are seen by every
+// process.
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/pii"
+)
+
+// ErrPreconditionFailed is returned when a command names the ledger
+// revision it expects (If-Match) and the account has moved on.
+var ErrPreconditionFailed = errors.New("accounts: account changed since the revision given")
+
+// ErrContention is returned when a command lost the race to append more
+// times than the service retries. It wraps eventstore.ErrConflict.
+var ErrContention = fmt.Errorf("accounts: too many concurrent writers: %w", eventstore.ErrConflict)
+
+// DefaultRetries is how many times a command is decided again after losing
+// a race to append.
+const DefaultRetries = 8
+
+// Config holds what a Service needs. Clock, NewEventID and NewULID are the
+// service's only sources of time and randomness.
+type Config struct {
+	Store      eventstore.Store
+	Codec      *codec.Codec
+	Clock      func() time.Time
+	NewEventID func() uuid.UUID
+	NewULID    func() ulid.ULID
+	// Retries bounds how often a command is decided again after a conflict;
+	// DefaultRetries when 0.
+	Retries int
+	Logger  *slog.Logger
+}
+
+// Request is what the service records about who gave a command and how.
+type Request struct {
+	Actor codec.Actor
+	// IdempotencyKey makes a repeat of the command return the first result.
+	IdempotencyKey string
+	// CorrelationID ties the events to the request that caused them; a new
+	// id is drawn when zero. It is also the causation id of the first event;
+	// each later event of the same command is caused by the one before.
+	CorrelationID ulid.ULID
+	// IfMatch, when set, is the ledger revision the client last saw; the
+	// command is refused with ErrPreconditionFailed if the ledger moved.
+	IfMatch *uint64
+}
+
+// Result is what a command did.
+type Result struct {
+	// Events are the events appended, decoded (for a repeat: those of the
+	// first time). Empty when the command changed nothing.
+	Events []codec.Decoded
+	// State is the account after the command.
+	State ledger.State
+	// Position is the global position the command's events reached; a read
+	// model that has applied it reflects the command.
+	Position eventstore.Position
+	// Repeated is set when the idempotency key had been seen: nothing was
+	// appended this time.
+	Repeated bool
+}
+
+// Revision returns the account's ledger revision after the command: the
+// value clients see as ETag and give back as If-Match.
+func (r Result) Revision() uint64 { return LedgerRevision(r.State) }
+
+// LedgerRevision returns the revision of the last ledger event folded into
+// s (0 for an account with one event; also 0 before opening).
+func LedgerRevision(s ledger.State) uint64 {
+	if s.Version == 0 {
+		return 0
+	}
+	return s.Version - 1
+}
+
+// Service runs commands on accounts. It is safe for concurrent use; commands
+// on one account run one at a time within a process.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	accounts map[string]*account
+}
+
+// account is the service's memory of one account.
+type account struct {
+	mu     sync.Mutex
+	id     string
+	loaded bool
+	state  ledger.State
+	// Heads and lengths of the two streams, for the expected revision and
+	// the hash chain of the next append.
+	ledgerHead, activityHead codec.Hash
+	activityLen              uint64
+	lastPosition             eventstore.Position
+	keys                     map[string]Result // idempotency key -> first result
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	if cfg.Retries == 0 {
+		cfg.Retries = DefaultRetries
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{cfg: cfg, log: cfg.Logger, accounts: make(map[string]*account)}
+}
+
+func (s *Service) account(id string) *account {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.accounts[id]
+	if !ok {
+		a = &account{id: id, keys: make(map[string]Result)}
+		s.accounts[id] = a
+	}
+	return a
+}
+
+// State returns the account's current state as this process knows it,
+// loading it on first use. An account never opened returns a zero State
+// and ledger.ErrAccountNotFound.
+func (s *Service) State(ctx context.Context, accountID string) (ledger.State, error) {
+	if !ledger.ValidAccountID(accountID) {
+		return ledger.State{}, &ledger.RuleError{Rule: ledger.RuleAccountNotFound, Detail: "account not found"}
+	}
+	a := s.account(accountID)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := s.catchUp(ctx, a, !a.loaded); err != nil {
+		return ledger.State{}, err
+	}
+	if !a.state.Opened() {
+		return ledger.State{}, &ledger.RuleError{Rule: ledger.RuleAccountNotFound, Detail: fmt.Sprintf("account %q not found", accountID)}
+	}
+	return a.state.Clone(), nil
+}
+
+// Execute runs cmd on the account: decide, seal, append with the expected
+// revision, retrying after conflicts. Rule violations come back as
+// *ledger.RuleError and change nothing.
+func (s *Service) Execute(ctx context.Context, accountID string, cmd ledger.Command, req Request) (Result, error) {
+	if err := checkAccountID(accountID, cmd); err != nil {
+		return Result{}, err
+	}
+	a := s.account(accountID)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// An activity goes to the activity stream, whose expected revision says
+	// nothing about the ledger: catch up with the ledger first so that a user
+	// another process deactivated or deleted cannot record one.
+	current := false // whether the state was caught up during this call
+	if _, activity := cmd.(ledger.RecordActivity); activity || !a.loaded {
+		if err := s.catchUp(ctx, a, !a.loaded); err != nil {
+			return Result{}, err
+		}
+		current = true
+	}
+	if req.CorrelationID == (ulid.ULID{}) {
+		req.CorrelationID = s.cfg.NewULID()
+	}
+	for attempt := 0; ; attempt++ {
+		if r, ok := a.keys[req.IdempotencyKey]; ok && req.IdempotencyKey != "" {
+			r.State, r.Repeated = a.state.Clone(), true
+			return r, nil
+		}
+		if req.IfMatch != nil && (!a.state.Opened() || *req.IfMatch != LedgerRevision(a.state)) {
+			if !current {
+				if err := s.catchUp(ctx, a, false); err != nil {
+					return Result{}, err
+				}
+				current = true
+				continue
+			}
+			return Result{}, fmt.Errorf("if-match revision %d, account at %d: %w", *req.IfMatch, LedgerRevision(a.state), ErrPreconditionFailed)
+		}
+		events, err := ledger.Decide(a.state, cmd)
+		if (err != nil || len(events) == 0) && !current {
+			// Only an append proves the state was current. Before refusing or
+			// answering "nothing to do", catch up with what other processes
+			// appended and decide again.
+			if err := s.catchUp(ctx, a, false); err != nil {
+				return Result{}, err
+			}
+			current = true
+			continue
+		}
+		if err != nil {
+			return Result{}, err
+		}
+		if len(events) == 0 {
+			return Result{State: a.state.Clone(), Position: a.lastPosition}, nil
+		}
+		res, err := s.append(ctx, a, events, req)
+		if errors.Is(err, eventstore.ErrConflict) {
+			if attempt >= s.cfg.Retries {
+				return Result{}, fmt.Errorf("%s on %s after %d attempts: %w", cmd.CommandName(), accountID, attempt+1, ErrContention)
+			}
+			s.log.DebugContext(ctx, "append conflict, catching up", "account", accountID, "command", cmd.CommandName(), "attempt", attempt+1)
+			if err := s.catchUp(ctx, a, false); err != nil {
+				return Result{}, err
+			}
+			current = true
+			continue
+		}
+		if err != nil {
+			return Result{}, err
+		}
+		return res, nil
+	}
+}
+
+func checkAccountID(accountID string, cmd ledger.Command) error {
+	open, opening := cmd.(ledger.OpenAccount)
+	switch {
+	case opening && open.Account != accountID:
+		return &ledger.RuleError{Rule: ledger.RuleInvalidCommand, Detail: "the command names another account than the request"}
+	case ledger.ValidAccountID(accountID):
+		return nil
+	case opening:
+		return &ledger.RuleError{Rule: ledger.RuleInvalidAccountID, Detail: "account id must match [a-z0-9][a-z0-9_-]{0,62}"}
+	default:
+		return &ledger.RuleError{Rule: ledger.RuleAccountNotFound, Detail: "account not found"}
+	}
+}
+
+// append seals, chains and appends events decided together, then folds
+// them into the account. Events of one command go to one stream.
+func (s *Service) append(ctx context.Context, a *account, events []ledger.Event, req Request) (Result, error) {
+	activity := ledger.IsActivity(events[0])
+	stream, head, expected := eventstore.LedgerStream(a.id), a.ledgerHead, eventstore.ExpectRevisionAfter(a.state.Version)
+	if activity {
+		stream, head, expected = eventstore.ActivityStream(a.id), a.activityHead, eventstore.ExpectRevisionAfter(a.activityLen)
+	}
+	now := s.cfg.Clock().UTC()
+	proposed := make([]eventstore.Proposed, len(events))
+	decoded := make([]codec.Decoded, len(events))
+	causation := req.CorrelationID
+	for i, e := range events {
+		if added, ok := e.(ledger.UserAdded); ok {
+			if err := s.cfg.Codec.Keys().Create(ctx, pii.KeyID(a.id, added.UserID)); err != nil {
+				return Result{}, err
+			}
+		}
+		meta := codec.Metadata{
+			EventID: s.cfg.NewEventID(), Time: now, Account: a.id, Actor: req.Actor,
+			CorrelationID: req.CorrelationID, CausationID: causation,
+			IdempotencyKey: req.IdempotencyKey, PrevHash: head,
+		}
+		p, err := s.cfg.Codec.Encode(ctx, e, meta)
+		if err != nil {
+			return Result{}, err
+		}
+		meta.Type, meta.Subject, meta.SchemaVersion = p.Type, ledger.UserOf(e), codec.Versions[p.Type]
+		proposed[i] = p
+		decoded[i] = codec.Decoded{Event: e, Meta: meta, Record: eventstore.Record{
+			ID: p.ID, Stream: stream, Type: p.Type, Data: p.Data, Metadata: p.Metadata,
+		}}
+		head = codec.NextHash(head, p)
+		causation = ulid.ULID(p.ID) // the next event of the command is caused by this one
+	}
+	res, err := s.cfg.Store.Append(ctx, stream, expected, proposed...)
+	if err != nil {
+		return Result{}, fmt.Errorf("append %s to %s: %w", events[0].EventType(), stream, err)
+	}
+	first := res.NextRevision + 1 - uint64(len(events))
+	for i := range decoded {
+		decoded[i].Record.Revision = first + uint64(i)
+		decoded[i].Record.Position = res.Position // exact for the last; a lower bound for the others
+		a.state = ledger.Evolve(a.state, decoded[i].Event)
+		if del, ok := decoded[i].Event.(ledger.UserDeleted); ok {
+			s.destroyKey(ctx, a.id, del.UserID)
+		}
+	}
+	if activity {
+		a.activityHead, a.activityLen = head, res.NextRevision+1
+	} else {
+		a.ledgerHead = head
+	}
+	if res.Position > a.lastPosition {
+		a.lastPosition = res.Position
+	}
+	out := Result{Events: decoded, State: a.state.Clone(), Position: res.Position}
+	if req.IdempotencyKey != "" {
+		a.keys[req.IdempotencyKey] = Result{Events: decoded, Position: res.Position}
+	}
+	return out, nil
+}
+
+// destroyKey destroys a deleted user's data key. A failure is logged, not
+// returned: the deletion is recorded, and every later load of the account
+// destroys the key again until it succeeds.
+func (s *Service) destroyKey(ctx context.Context, account, user string) {
+	if err := s.cfg.Codec.Keys().Destroy(ctx, pii.KeyID(account, user)); err != nil {
+		s.log.ErrorContext(ctx, "destroy data key of deleted user", "account", account, "user", user, "err", err)
+	}
+}
+
+// catchUp folds the events of the account's streams that the service has
+// not seen yet (all of them when fresh). It destroys the keys of users
+// deleted in those events, which also finishes a deletion that a crash
+// interrupted before its key was destroyed.
+func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
+	if fresh {
+		a.state, a.ledgerHead, a.activityHead, a.activityLen, a.lastPosition = ledger.State{}, codec.Hash{}, codec.Hash{}, 0, 0
+		a.keys = make(map[string]Result)
+	}
+	for r, err := range s.cfg.Store.ReadStream(ctx, eventstore.LedgerStream(a.id), a.state.Version) {
+		if errors.Is(err, eventstore.ErrStreamNotFound) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("load account %s: %w", a.id, err)
+		}
+		d, err := s.cfg.Codec.Decode(ctx, r)
+		if err != nil {
+			return fmt.Errorf("load account %s: %w", a.id, err)
+		}
+		a.state = ledger.Evolve(a.state, d.Event)
+		a.ledgerHead = codec.RecordHash(a.ledgerHead, r)
+		s.seen(a, d)
+		if del, ok := d.Event.(ledger.UserDeleted); ok {
+			s.destroyKey(ctx, a.id, del.UserID)
+		}
+	}
+	for r, err := range s.cfg.Store.ReadStream(ctx, eventstore.ActivityStream(a.id), a.activityLen) {
+		if errors.Is(err, eventstore.ErrStreamNotFound) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("load activities of %s: %w", a.id, err)
+		}
+		d, err := s.cfg.Codec.Decode(ctx, r)
+		if err != nil {
+			return fmt.Errorf("load activities of %s: %w", a.id, err)
+		}
+		a.state = ledger.Evolve(a.state, d.Event) // moves only the time
+		a.activityHead = codec.RecordHash(a.activityHead, r)
+		a.activityLen = r.Revision + 1
+		s.seen(a, d)
+	}
+	a.loaded = true
+	return nil
+}
+
+// seen remembers a loaded event's idempotency key and position.
+func (s *Service) seen(a *account, d codec.Decoded) {
+	if d.Record.Position > a.lastPosition {
+		a.lastPosition = d.Record.Position
+	}
+	if k := d.Meta.IdempotencyKey; k != "" {
+		r := a.keys[k]
+		r.Events = append(r.Events, d)
+		r.Position = d.Record.Position
+		a.keys[k] = r
+	}
+}
