@@ -1,0 +1,340 @@
+// Package billing is the billing read model: for each monthly billing
+// cycle of an account, the seats billed at its start, the seats bought
+// during it with their proration, the reductions that took effect at its
+// start, the peak of active users and the active user-days.
+//
+// # Definitions
+//
+// Cycles are those of [ledger.CycleStart]: monthly from the opening day,
+// at midnight UTC; a period "YYYY-MM" names the cycle that starts in that
+// month. Durations are measured exactly and expressed in days of 24 hours
+// as float64 (cycles are in UTC, so every day has 24 hours).
+//
+//   - Seats billed is Seats(start): the seats at opening plus the purchases
+//     made at or before the start, minus the reductions effective at or
+//     before it. For the first cycle, which starts at midnight of the
+//     opening day, it is Seats at the opening instant.
+//   - A purchase during the cycle (strictly after the instant Seats billed
+//     is taken at, before the end) is prorated by the time left:
+//     DaysRemaining = (end - purchase time) in days, SeatDays = Count x
+//     DaysRemaining, Fraction = DaysRemaining / CycleDays, and ProratedSeats
+//     = Count x Fraction, the purchase in seat-cycles.
+//   - Reductions apply from the start of the cycle after the one they are
+//     scheduled in; a cycle lists those effective at its start (already
+//     deducted from Seats billed) and those scheduled during it (effective
+//     at its end).
+//   - Peak active is the most users active at once at any instant of
+//     [start, until), where until is the end, or now for the cycle in
+//     progress.
+//   - Active user-days is the sum over users of the time each was active
+//     within [start, until), in days: a user active for the whole of a
+//     31-day cycle counts 31, one activated at noon of the cycle's last day
+//     counts 0.5.
+package billing
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/projections"
+)
+
+// ErrBadPeriod is returned for a period that is not of the form YYYY-MM.
+var ErrBadPeriod = errors.New("billing: period must be YYYY-MM")
+
+// ErrNotStarted is returned for a cycle that starts after now, or before
+// the account was opened.
+var ErrNotStarted = errors.New("billing: no such cycle yet")
+
+// Day is the unit billing durations are expressed in.
+const Day = 24 * time.Hour
+
+// Cycle is the billing summary of one cycle of an account.
+type Cycle struct {
+	Account string `json:"account"`
+	// Period is the month the cycle starts in, YYYY-MM.
+	Period string `json:"period"`
+	// Index is the cycle's number, 0 for the cycle of the opening day.
+	Index      int       `json:"index"`
+	Start      time.Time `json:"start"`
+	End        time.Time `json:"end"`
+	CycleDays  float64   `json:"cycle_days"`
+	InProgress bool      `json:"in_progress"`
+	// Until is the end, or now for a cycle in progress: usage is counted
+	// up to it.
+	Until time.Time `json:"until"`
+
+	SeatsBilled         int        `json:"seats_billed"`
+	Purchases           []Purchase `json:"purchases"`
+	Reductions          []Reduction `json:"reductions"`
+	ScheduledReductions []Reduction `json:"scheduled_reductions"`
+	PeakActive          int        `json:"peak_active"`
+	ActiveUserDays      float64    `json:"active_user_days"`
+
+	Totals Totals `json:"totals"`
+}
+
+// Purchase is seats bought during a cycle, prorated.
+type Purchase struct {
+	Count         int       `json:"count"`
+	At            time.Time `json:"at"`
+	DaysRemaining float64   `json:"days_remaining"`
+	SeatDays      float64   `json:"seat_days"`
+	Fraction      float64   `json:"fraction"`
+	ProratedSeats float64   `json:"prorated_seats"`
+}
+
+// Reduction is a scheduled seat reduction.
+type Reduction struct {
+	Count       int       `json:"count"`
+	ScheduledAt time.Time `json:"scheduled_at"`
+	EffectiveAt time.Time `json:"effective_at"`
+}
+
+// Totals sums a cycle up.
+type Totals struct {
+	// PurchasedSeats is the seats bought during the cycle.
+	PurchasedSeats int `json:"purchased_seats"`
+	// ReducedSeats is the seats removed at the cycle's start.
+	ReducedSeats int `json:"reduced_seats"`
+	// SeatsAtEnd is SeatsBilled plus PurchasedSeats: the seats held at the
+	// end, before reductions that take effect then.
+	SeatsAtEnd int `json:"seats_at_end"`
+	// SeatCycles is SeatsBilled plus every purchase's ProratedSeats: what
+	// the cycle charges, in seats for a whole cycle.
+	SeatCycles float64 `json:"seat_cycles"`
+	// SeatDays is SeatsBilled x CycleDays plus every purchase's SeatDays.
+	SeatDays float64 `json:"seat_days"`
+}
+
+// Projection is the billing read model of every account. It is safe for
+// concurrent use; reads return copies.
+type Projection struct {
+	mu       sync.RWMutex
+	accounts map[string]*account
+	position eventstore.Position
+}
+
+type account struct {
+	opened     bool
+	openedAt   time.Time
+	opening    int
+	purchases  []purchase
+	reductions []ledger.Reduction
+	users      map[string][]span
+	changes    []change
+	active     int
+}
+
+type purchase struct {
+	count int
+	at    time.Time
+}
+
+// span is a time a user was active; to is zero while they still are.
+type span struct{ from, to time.Time }
+
+// change is the number of active users from at on.
+type change struct {
+	at     time.Time
+	active int
+}
+
+var _ projections.Projection = (*Projection)(nil)
+
+// New returns an empty billing read model.
+func New() *Projection { return &Projection{accounts: make(map[string]*account)} }
+
+// Name returns "billing".
+func (p *Projection) Name() string { return "billing" }
+
+// Apply folds one ledger event; activities only advance the position.
+func (p *Projection) Apply(d codec.Decoded) error {
+	if d.Record.Stream.Category == eventstore.Activity || ledger.IsActivity(d.Event) {
+		p.mu.Lock()
+		p.position = d.Record.Position
+		p.mu.Unlock()
+		return nil
+	}
+	id := projections.AccountOf(d)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.position = d.Record.Position
+	a := p.accounts[id]
+	if a == nil {
+		a = &account{users: make(map[string][]span)}
+		p.accounts[id] = a
+	}
+	switch e := d.Event.(type) {
+	case ledger.AccountOpened:
+		if !a.opened {
+			a.opened, a.openedAt, a.opening = true, e.At.UTC(), e.Seats
+		}
+	case ledger.SeatsPurchased:
+		a.purchases = append(a.purchases, purchase{e.Count, e.At.UTC()})
+	case ledger.SeatReductionScheduled:
+		a.reductions = append(a.reductions, ledger.Reduction{Count: e.Count, ScheduledAt: e.At.UTC(), EffectiveAt: e.EffectiveAt.UTC()})
+	case ledger.UserAdded:
+		if _, ok := a.users[e.UserID]; !ok {
+			a.start(e.UserID, e.At)
+		}
+	case ledger.UserActivated:
+		if s := a.users[e.UserID]; len(s) > 0 && !s[len(s)-1].to.IsZero() {
+			a.start(e.UserID, e.At)
+		}
+	case ledger.UserDeactivated:
+		a.stop(e.UserID, e.At)
+	case ledger.UserDeleted:
+		a.stop(e.UserID, e.At)
+	}
+	return nil
+}
+
+func (a *account) start(user string, at time.Time) {
+	at = at.UTC()
+	a.users[user] = append(a.users[user], span{from: at})
+	a.active++
+	a.changes = append(a.changes, change{at, a.active})
+}
+
+func (a *account) stop(user string, at time.Time) {
+	s := a.users[user]
+	if len(s) == 0 || !s[len(s)-1].to.IsZero() {
+		return // not active: deleting a deactivated user frees no seat
+	}
+	s[len(s)-1].to = at.UTC()
+	a.active--
+	a.changes = append(a.changes, change{at.UTC(), a.active})
+}
+
+// ParsePeriod parses "YYYY-MM".
+func ParsePeriod(period string) (time.Time, error) {
+	t, err := time.Parse("2006-01", period)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("period %q: %w", period, ErrBadPeriod)
+	}
+	return t, nil
+}
+
+// Cycle returns the billing summary of an account's cycle that starts in
+// period (YYYY-MM), counted up to now when the cycle is in progress. It
+// returns ErrBadPeriod for a malformed period, ErrNotStarted for a cycle
+// starting after now or before the opening, and projections.ErrNotFound
+// (all wrapped) for an account not opened.
+func (p *Projection) Cycle(id, period string, now time.Time) (Cycle, error) {
+	month, err := ParsePeriod(period)
+	if err != nil {
+		return Cycle{}, err
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	a := p.accounts[id]
+	if a == nil || !a.opened {
+		return Cycle{}, fmt.Errorf("billing of account %q: %w", id, projections.ErrNotFound)
+	}
+	k := (month.Year()-a.openedAt.Year())*12 + int(month.Month()) - int(a.openedAt.Month())
+	return a.cycle(id, k, now.UTC())
+}
+
+// Current returns the billing summary of an account's cycle in progress
+// at now.
+func (p *Projection) Current(id string, now time.Time) (Cycle, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	a := p.accounts[id]
+	if a == nil || !a.opened {
+		return Cycle{}, fmt.Errorf("billing of account %q: %w", id, projections.ErrNotFound)
+	}
+	return a.cycle(id, ledger.CycleIndex(a.openedAt, now), now.UTC())
+}
+
+func days(d time.Duration) float64 { return d.Hours() / 24 }
+
+func (a *account) cycle(id string, k int, now time.Time) (Cycle, error) {
+	start, end := ledger.CycleStart(a.openedAt, k), ledger.CycleStart(a.openedAt, k+1)
+	if k < 0 || start.After(now) {
+		return Cycle{}, fmt.Errorf("billing cycle %d of account %q starting %s: %w", k, id, start.Format(time.DateOnly), ErrNotStarted)
+	}
+	c := Cycle{
+		Account: id, Period: start.Format("2006-01"), Index: k,
+		Start: start, End: end, CycleDays: days(end.Sub(start)),
+		Until: end, Purchases: []Purchase{}, Reductions: []Reduction{}, ScheduledReductions: []Reduction{},
+	}
+	if now.Before(end) {
+		c.InProgress, c.Until = true, now
+	}
+	billedAt := start
+	if a.openedAt.After(billedAt) {
+		billedAt = a.openedAt
+	}
+	c.SeatsBilled = a.opening
+	for _, pu := range a.purchases {
+		switch {
+		case !pu.at.After(billedAt):
+			c.SeatsBilled += pu.count
+		case pu.at.Before(end):
+			left := days(end.Sub(pu.at))
+			frac := left / c.CycleDays
+			c.Purchases = append(c.Purchases, Purchase{Count: pu.count, At: pu.at,
+				DaysRemaining: left, SeatDays: float64(pu.count) * left,
+				Fraction: frac, ProratedSeats: float64(pu.count) * frac})
+		}
+	}
+	for _, r := range a.reductions {
+		if !r.EffectiveAt.After(billedAt) {
+			c.SeatsBilled -= r.Count
+		}
+		if r.EffectiveAt.Equal(start) {
+			c.Reductions = append(c.Reductions, Reduction(r))
+		}
+		if !r.ScheduledAt.Before(start) && r.ScheduledAt.Before(end) {
+			c.ScheduledReductions = append(c.ScheduledReductions, Reduction(r))
+		}
+	}
+
+	// Peak: the active users at the start, then every change before until.
+	for _, ch := range a.changes {
+		if ch.at.After(start) {
+			break
+		}
+		c.PeakActive = ch.active
+	}
+	for _, ch := range a.changes {
+		if ch.at.After(start) && ch.at.Before(c.Until) && ch.active > c.PeakActive {
+			c.PeakActive = ch.active
+		}
+	}
+	for _, spans := range a.users {
+		for _, s := range spans {
+			from, to := s.from, s.to
+			if to.IsZero() || to.After(c.Until) {
+				to = c.Until
+			}
+			if from.Before(start) {
+				from = start
+			}
+			if to.After(from) {
+				c.ActiveUserDays += days(to.Sub(from))
+			}
+		}
+	}
+
+	t := &c.Totals
+	t.SeatCycles = float64(c.SeatsBilled)
+	t.SeatDays = float64(c.SeatsBilled) * c.CycleDays
+	for _, pu := range c.Purchases {
+		t.PurchasedSeats += pu.Count
+		t.SeatCycles += pu.ProratedSeats
+		t.SeatDays += pu.SeatDays
+	}
+	for _, r := range c.Reductions {
+		t.ReducedSeats += r.Count
+	}
+	t.SeatsAtEnd = c.SeatsBilled + t.PurchasedSeats
+	return c, nil
+}

@@ -1,0 +1,141 @@
+// Package projections holds the read models of the license ledger. Each read
+// model is a fold over stored events: it is fed decoded events one at a
+// time, in the store's global order, and answers questions from what it has
+// seen. Any read model can be thrown away and rebuilt from the store.
+//
+// # Read models
+//
+// One package per read model:
+//
+//   - seats: seat usage and the user directory of each account.
+//   - attribution: activities with who logged them and who owns them.
+//   - audit: every event as an audit entry with its hash-chain link.
+//   - billing: per billing cycle seat quantities, proration and usage.
+//
+// Two more packages answer from a stream rather than from a fold: asof
+// rebuilds an account as it was at an instant, and chain verifies a
+// stream's hash chain.
+//
+// # Concurrency
+//
+// Every read model is safe for reads while events are being applied: Apply
+// takes a write lock, reads take a read lock and return copies, never
+// references into the model.
+//
+// # Personal data
+//
+// Read models that show names hold them per user, not per record, and
+// blank them when the user is deleted. Their snapshots ([Snapshotter]) are
+// taken from that state, so a snapshot never holds the name or email of a
+// user deleted before it was taken.
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/codec"
+)
+
+// ErrNotFound is returned (wrapped) by read models asked about an account,
+// user or period they hold nothing for.
+var ErrNotFound = errors.New("projections: not found")
+
+// Projection is a read model fed with decoded events in the store's global
+// order.
+type Projection interface {
+	// Name returns a short stable name for the read model, used in errors,
+	// metrics and snapshot keys.
+	Name() string
+	// Apply folds one event into the read model. Events must come in global
+	// order, each once; an error means the event could not be applied and
+	// the read model is unchanged by it.
+	Apply(d codec.Decoded) error
+}
+
+// Snapshotter is a read model that can export its state and later start
+// from it instead of from the first event. A snapshot holds no name or
+// email of a user deleted before it was taken.
+type Snapshotter interface {
+	// Snapshot returns the read model's state as bytes.
+	Snapshot() ([]byte, error)
+	// Restore replaces the read model's state with one Snapshot returned.
+	Restore(b []byte) error
+}
+
+// Set applies each event to several read models in turn. A Set is itself a
+// Projection.
+type Set []Projection
+
+var _ Projection = Set(nil)
+
+// Name returns "set".
+func (s Set) Name() string { return "set" }
+
+// Apply applies d to every read model of the set, in order, and returns
+// the errors of those that failed joined together; the others still apply
+// d.
+func (s Set) Apply(d codec.Decoded) error {
+	var errs []error
+	for _, p := range s {
+		if err := p.Apply(d); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p.Name(), err))
+		}
+	}
+	if errs == nil {
+		return nil
+	}
+	return fmt.Errorf("apply %s %s at position %d: %w", d.Record.Type, d.Record.ID, d.Record.Position, errors.Join(errs...))
+}
+
+// AllReader reads a store's global order; eventstore.Store is one.
+type AllReader interface {
+	ReadAll(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error]
+}
+
+// StreamReader reads one stream; eventstore.Store is one.
+type StreamReader interface {
+	ReadStream(ctx context.Context, stream eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error]
+}
+
+// Decoder turns stored records into events; *codec.Codec is one.
+type Decoder interface {
+	Decode(ctx context.Context, r eventstore.Record) (codec.Decoded, error)
+}
+
+// Fold reads the store's global order after position after, up to the
+// last event stored when the read began, decodes each record and applies
+// it to every projection. It returns the position of the last event
+// applied (after itself when there was none). It stops at the first error
+// of reading, decoding or applying; the returned position is then that of
+// the last event applied in full.
+func Fold(ctx context.Context, r AllReader, dec Decoder, after eventstore.Position, ps ...Projection) (eventstore.Position, error) {
+	set := Set(ps)
+	last := after
+	for rec, err := range r.ReadAll(ctx, after) {
+		if err != nil {
+			return last, fmt.Errorf("fold after position %d: %w", last, err)
+		}
+		d, err := dec.Decode(ctx, rec)
+		if err != nil {
+			return last, fmt.Errorf("fold at position %d: %w", rec.Position, err)
+		}
+		if err := set.Apply(d); err != nil {
+			return last, fmt.Errorf("fold: %w", err)
+		}
+		last = rec.Position
+	}
+	return last, nil
+}
+
+// AccountOf returns the account an event belongs to: that of its stream,
+// or of its metadata when the record names no stream.
+func AccountOf(d codec.Decoded) string {
+	if a := d.Record.Stream.Account; a != "" {
+		return a
+	}
+	return d.Meta.Account
+}
