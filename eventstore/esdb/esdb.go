@@ -1,0 +1,498 @@
+// Package esdb is the EventStoreDB / KurrentDB backend of the event store,
+// built on EventStore-Client-Go/v4.
+//
+// # Streams
+//
+// Each [eventstore.StreamID] is one EventStoreDB stream named by
+// StreamID.String(): "ledger-<account>" and "activity-<account>". Events are
+// written with their own ids, content type application/json, Data as the
+// event's data and Metadata as its user metadata, both byte for byte.
+//
+// # Global order
+//
+// [Store.ReadAll] and [Store.Subscribe] read $all through a server-side
+// stream-name filter that keeps only this service's streams (prefixes
+// "ledger-" and "activity-"), so system events and other applications'
+// streams never reach the client. A record's Position is the event's commit
+// position in $all. The client offers filters only on subscriptions, so
+// ReadAll is a filtered catch-up subscription that stops at the last event
+// $all held when the read began.
+//
+// Subscribe survives dropped connections: when the subscription fails it
+// subscribes again from the last event it delivered, with a bounded backoff,
+// until its context ends.
+package esdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/EventStore/EventStore-Client-Go/v4/esdb"
+
+	"github.com/licenseledger/ledger/eventstore"
+)
+
+var _ eventstore.Store = (*Store)(nil)
+
+// streamPrefixes are the stream-name prefixes of this service's streams, the
+// server-side filter of ReadAll and Subscribe.
+var streamPrefixes = []string{string(eventstore.Ledger) + "-", string(eventstore.Activity) + "-"}
+
+// Resubscription backoff: doubled after each failed attempt, reset once a
+// subscription delivers again.
+const (
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// readCount is the count sent with whole-stream reads. The server takes
+// counts as signed 64-bit numbers, as the .NET client's default shows.
+const readCount = math.MaxInt64
+
+// Store is an [eventstore.Store] on an EventStoreDB node or cluster. It is
+// safe for concurrent use.
+type Store struct {
+	logger *slog.Logger
+	conf   esdb.Configuration
+
+	mu     sync.Mutex
+	client *esdb.Client
+	closed bool
+	subs   map[*int]context.CancelFunc // live Subscribe calls, cancelled by Close
+}
+
+// Open connects to the node or cluster named by connString, an EventStoreDB
+// connection string such as "esdb://localhost:2113?tls=false", and checks
+// that $all can be read. The client logs through logger at debug level.
+func Open(ctx context.Context, connString string, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	conf, err := esdb.ParseConnectionString(connString)
+	if err != nil {
+		return nil, fmt.Errorf("esdb: parse connection string: %w", err)
+	}
+	clientLog := logger.With("component", "esdb-client")
+	conf.Logger = func(level esdb.LogLevel, format string, args ...any) {
+		// The client reports as errors what the adapter handles (dropped
+		// subscriptions, cancelled calls); the adapter logs what matters.
+		if clientLog.Enabled(context.Background(), slog.LevelDebug) {
+			clientLog.Debug(fmt.Sprintf(format, args...), "level", level)
+		}
+	}
+	s := &Store{logger: logger, conf: *conf, subs: map[*int]context.CancelFunc{}}
+	if s.client, err = s.newClient(); err != nil {
+		return nil, err
+	}
+	if _, _, err := s.head(ctx, s.client); err != nil {
+		_ = s.client.Close()
+		return nil, fmt.Errorf("esdb: open %s: %w", conf.Address, err)
+	}
+	return s, nil
+}
+
+func (s *Store) newClient() (*esdb.Client, error) {
+	conf := s.conf
+	c, err := esdb.NewClient(&conf)
+	if err != nil {
+		return nil, fmt.Errorf("esdb: new client: %w", err)
+	}
+	return c, nil
+}
+
+// current returns the client to use, or ErrClosed.
+func (s *Store) current() (*esdb.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, eventstore.ErrClosed
+	}
+	return s.client, nil
+}
+
+// renew replaces a client that gave up. The client closes itself for good
+// when node discovery fails (10 attempts, 100 ms apart by default), for
+// instance while a node restarts; the store then needs a new one.
+func (s *Store) renew(dead *esdb.Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.client != dead {
+		return
+	}
+	c, err := s.newClient()
+	if err != nil {
+		return // the configuration was valid once; keep the old client
+	}
+	_ = dead.Close()
+	s.client = c
+}
+
+// Close closes the connection and ends every subscription; later calls
+// return [eventstore.ErrClosed].
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for _, cancel := range s.subs {
+		cancel()
+	}
+	c := s.client
+	s.mu.Unlock()
+	return c.Close()
+}
+
+// fail translates a client error into the store's terms, keeping the cause.
+func (s *Store) fail(ctx context.Context, c *esdb.Client, op string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("esdb: %s: %w (%w)", op, ctxErr, err)
+	}
+	var e *esdb.Error
+	if errors.As(err, &e) {
+		switch e.Code() {
+		case esdb.ErrorCodeResourceNotFound:
+			return fmt.Errorf("esdb: %s: %w (%w)", op, eventstore.ErrStreamNotFound, err)
+		case esdb.ErrorCodeConnectionClosed:
+			if _, cerr := s.current(); cerr != nil {
+				return fmt.Errorf("esdb: %s: %w", op, cerr)
+			}
+			s.renew(c)
+		}
+	}
+	return fmt.Errorf("esdb: %s: %w", op, err)
+}
+
+func toExpected(e eventstore.ExpectedRevision) esdb.ExpectedRevision {
+	if rev, ok := e.Revision(); ok {
+		return esdb.Revision(rev)
+	}
+	if e.IsNoStream() {
+		return esdb.NoStream{}
+	}
+	return esdb.Any{}
+}
+
+// Append writes events to stream if it is at expected; see
+// [eventstore.Store.Append].
+func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, events ...eventstore.Proposed) (eventstore.AppendResult, error) {
+	c, err := s.current()
+	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("esdb: append to %s: %w", stream, err)
+	}
+	data := make([]esdb.EventData, len(events))
+	for i, e := range events {
+		data[i] = esdb.EventData{
+			EventID:     e.ID,
+			EventType:   e.Type,
+			ContentType: esdb.ContentTypeJson,
+			Data:        e.Data,
+			Metadata:    e.Metadata,
+		}
+	}
+	wr, err := c.AppendToStream(ctx, stream.String(), esdb.AppendToStreamOptions{ExpectedRevision: toExpected(expected)}, data...)
+	if err != nil {
+		var e *esdb.Error
+		if errors.As(err, &e) && e.Code() == esdb.ErrorCodeWrongExpectedVersion {
+			return eventstore.AppendResult{}, fmt.Errorf("esdb: append to %s at %s: %w (%w)", stream, expected, eventstore.ErrConflict, err)
+		}
+		return eventstore.AppendResult{}, s.fail(ctx, c, "append to "+stream.String(), err)
+	}
+	res := eventstore.AppendResult{NextRevision: wr.NextExpectedVersion, Position: eventstore.Position(wr.CommitPosition)}
+	if wr.CommitPosition == 0 && len(events) > 0 {
+		// A write the server recognised as a retry is answered without a
+		// position; the stored events still have theirs.
+		rec, err := s.readOne(ctx, c, stream, wr.NextExpectedVersion)
+		if err != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("esdb: append to %s: position of replayed write: %w", stream, err)
+		}
+		res.Position = rec.Position
+	}
+	return res, nil
+}
+
+// readOne returns the event of stream at revision rev.
+func (s *Store) readOne(ctx context.Context, c *esdb.Client, stream eventstore.StreamID, rev uint64) (eventstore.Record, error) {
+	rs, err := c.ReadStream(ctx, stream.String(), esdb.ReadStreamOptions{From: esdb.Revision(rev)}, 1)
+	if err != nil {
+		return eventstore.Record{}, s.fail(ctx, c, "read "+stream.String(), err)
+	}
+	defer rs.Close()
+	ev, err := rs.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("esdb: read %s at %d: %w", stream, rev, eventstore.ErrStreamNotFound)
+		}
+		return eventstore.Record{}, s.fail(ctx, c, "read "+stream.String(), err)
+	}
+	return toRecord(ev)
+}
+
+// ReadStream yields the events of stream from revision from; see
+// [eventstore.Store.ReadStream].
+func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error] {
+	return func(yield func(eventstore.Record, error) bool) {
+		op := "read " + stream.String()
+		c, err := s.current()
+		if err != nil {
+			yield(eventstore.Record{}, fmt.Errorf("esdb: %s: %w", op, err))
+			return
+		}
+		rs, err := c.ReadStream(ctx, stream.String(), esdb.ReadStreamOptions{From: esdb.Revision(from)}, readCount)
+		if err != nil {
+			yield(eventstore.Record{}, s.fail(ctx, c, op, err))
+			return
+		}
+		defer rs.Close()
+		for {
+			ev, err := rs.Recv()
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if err != nil {
+				yield(eventstore.Record{}, s.fail(ctx, c, op, err))
+				return
+			}
+			rec, err := toRecord(ev)
+			if !yield(rec, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// head returns the position of the last event in $all, and false when $all
+// is empty.
+func (s *Store) head(ctx context.Context, c *esdb.Client) (esdb.Position, bool, error) {
+	rs, err := c.ReadAll(ctx, esdb.ReadAllOptions{Direction: esdb.Backwards, From: esdb.End{}}, 1)
+	if err != nil {
+		return esdb.Position{}, false, s.fail(ctx, c, "read head of $all", err)
+	}
+	defer rs.Close()
+	ev, err := rs.Recv()
+	if errors.Is(err, io.EOF) {
+		return esdb.Position{}, false, nil
+	}
+	if err != nil {
+		return esdb.Position{}, false, s.fail(ctx, c, "read head of $all", err)
+	}
+	return ev.OriginalEvent().Position, true, nil
+}
+
+func subscribeOptions(from esdb.AllPosition) esdb.SubscribeToAllOptions {
+	return esdb.SubscribeToAllOptions{
+		From:   from,
+		Filter: &esdb.SubscriptionFilter{Type: esdb.StreamFilterType, Prefixes: streamPrefixes},
+	}
+}
+
+// allFrom is where a subscription starts to yield the events after p.
+func allFrom(p eventstore.Position) esdb.AllPosition {
+	if p == 0 {
+		return esdb.Start{}
+	}
+	return esdb.Position{Commit: uint64(p), Prepare: uint64(p)}
+}
+
+func isAfter(a, b esdb.Position) bool {
+	return a.Commit > b.Commit || a.Commit == b.Commit && a.Prepare > b.Prepare
+}
+
+// ReadAll yields this service's events after position after, up to the last
+// event stored when the read began; see [eventstore.Store.ReadAll].
+func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error] {
+	return func(yield func(eventstore.Record, error) bool) {
+		const op = "read $all"
+		c, err := s.current()
+		if err != nil {
+			yield(eventstore.Record{}, fmt.Errorf("esdb: %s: %w", op, err))
+			return
+		}
+		head, ok, err := s.head(ctx, c)
+		if err != nil {
+			yield(eventstore.Record{}, err)
+			return
+		}
+		if !ok || head.Commit <= uint64(after) {
+			return
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		sub, err := c.SubscribeToAll(ctx, subscribeOptions(allFrom(after)))
+		if err != nil {
+			yield(eventstore.Record{}, s.fail(ctx, c, op, err))
+			return
+		}
+		defer sub.Close()
+		for {
+			ev := sub.Recv()
+			switch {
+			case ev.EventAppeared != nil:
+				pos := ev.EventAppeared.OriginalEvent().Position
+				if isAfter(pos, head) {
+					return
+				}
+				rec, err := toRecord(ev.EventAppeared)
+				if !yield(rec, err) || err != nil || pos == head {
+					return
+				}
+			case ev.CheckPointReached != nil:
+				if !isAfter(head, *ev.CheckPointReached) {
+					return
+				}
+			case ev.CaughtUp != nil:
+				return
+			case ev.SubscriptionDropped != nil:
+				yield(eventstore.Record{}, s.fail(ctx, c, op, ev.SubscriptionDropped.Error))
+				return
+			}
+		}
+	}
+}
+
+// Subscribe yields this service's events after position after, then each
+// new one, until ctx ends or the store closes; see
+// [eventstore.Store.Subscribe]. A failed subscription is renewed from the
+// last event delivered, so no event is lost or repeated.
+func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error] {
+	return func(yield func(eventstore.Record, error) bool) {
+		const op = "subscribe to $all"
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		key := new(int)
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			yield(eventstore.Record{}, fmt.Errorf("esdb: %s: %w", op, eventstore.ErrClosed))
+			return
+		}
+		s.subs[key] = cancel
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.subs, key)
+			s.mu.Unlock()
+		}()
+
+		from := allFrom(after)
+		backoff := minBackoff
+		for attempt := 1; ; attempt++ {
+			c, err := s.current()
+			if err == nil {
+				var delivered bool
+				delivered, from, err = s.follow(ctx, c, from, yield)
+				if err == nil {
+					return // the consumer stopped
+				}
+				if delivered {
+					backoff, attempt = minBackoff, 1
+				}
+				var e *esdb.Error
+				if errors.As(err, &e) && e.Code() == esdb.ErrorCodeConnectionClosed {
+					s.renew(c)
+				}
+			}
+			if _, cerr := s.current(); cerr != nil {
+				yield(eventstore.Record{}, fmt.Errorf("esdb: %s: %w", op, cerr))
+				return
+			}
+			if ctx.Err() != nil {
+				yield(eventstore.Record{}, fmt.Errorf("esdb: %s: %w", op, context.Cause(ctx)))
+				return
+			}
+			if permanent(err) {
+				yield(eventstore.Record{}, fmt.Errorf("esdb: %s: %w", op, err))
+				return
+			}
+			s.logger.LogAttrs(ctx, slog.LevelWarn, "esdb subscription dropped, resubscribing",
+				slog.Int("attempt", attempt), slog.Duration("backoff", backoff), slog.Any("error", err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxBackoff)
+		}
+	}
+}
+
+// follow runs one subscription from from, yielding its events. It returns
+// whether it delivered any, where to resume, and why it ended; a nil error
+// means the consumer stopped.
+func (s *Store) follow(ctx context.Context, c *esdb.Client, from esdb.AllPosition, yield func(eventstore.Record, error) bool) (bool, esdb.AllPosition, error) {
+	sub, err := c.SubscribeToAll(ctx, subscribeOptions(from))
+	if err != nil {
+		return false, from, err
+	}
+	defer sub.Close()
+	delivered := false
+	for {
+		ev := sub.Recv()
+		switch {
+		case ev.EventAppeared != nil:
+			rec, err := toRecord(ev.EventAppeared)
+			if err != nil {
+				yield(eventstore.Record{}, err)
+				return delivered, from, nil
+			}
+			if !yield(rec, nil) {
+				return delivered, from, nil
+			}
+			delivered = true
+			from = ev.EventAppeared.OriginalEvent().Position
+		case ev.SubscriptionDropped != nil:
+			return delivered, from, ev.SubscriptionDropped.Error
+		}
+	}
+}
+
+// permanent reports whether a subscription error will not go away by
+// subscribing again.
+func permanent(err error) bool {
+	var e *esdb.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Code() {
+	case esdb.ErrorCodeUnauthenticated, esdb.ErrorCodeAccessDenied, esdb.ErrorCodeUnsupportedFeature:
+		return true
+	}
+	return false
+}
+
+// toRecord converts an event read from the server.
+func toRecord(ev *esdb.ResolvedEvent) (eventstore.Record, error) {
+	e := ev.OriginalEvent()
+	id, err := parseStream(e.StreamID)
+	if err != nil {
+		return eventstore.Record{}, err
+	}
+	return eventstore.Record{
+		ID:       e.EventID,
+		Stream:   id,
+		Type:     e.EventType,
+		Data:     e.Data,
+		Metadata: e.UserMetadata,
+		Revision: e.EventNumber,
+		Position: eventstore.Position(e.Position.Commit),
+		Stored:   e.CreatedDate,
+	}, nil
+}
+
+// parseStream is the inverse of StreamID.String for this service's streams.
+func parseStream(name string) (eventstore.StreamID, error) {
+	for _, c := range []eventstore.Category{eventstore.Ledger, eventstore.Activity} {
+		if acct, ok := strings.CutPrefix(name, string(c)+"-"); ok {
+			return eventstore.StreamID{Category: c, Account: acct}, nil
+		}
+	}
+	return eventstore.StreamID{}, fmt.Errorf("esdb: stream %q is not a ledger or activity stream", name)
+}
