@@ -67,6 +67,8 @@ type Store struct {
 	client *esdb.Client
 	closed bool
 	subs   map[*int]context.CancelFunc // live Subscribe calls, cancelled by Close
+
+	written *written
 }
 
 // Open connects to the node or cluster named by connString, an EventStoreDB
@@ -88,7 +90,7 @@ func Open(ctx context.Context, connString string, logger *slog.Logger) (*Store, 
 			clientLog.Debug(fmt.Sprintf(format, args...), "level", level)
 		}
 	}
-	s := &Store{logger: logger, conf: *conf, subs: map[*int]context.CancelFunc{}}
+	s := &Store{logger: logger, conf: *conf, subs: map[*int]context.CancelFunc{}, written: newWritten()}
 	if s.client, err = s.newClient(); err != nil {
 		return nil, err
 	}
@@ -189,6 +191,9 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("esdb: append to %s: %w", stream, err)
 	}
+	if res, ok := s.written.lookup(stream, events); ok {
+		return res, nil
+	}
 	data := make([]esdb.EventData, len(events))
 	for i, e := range events {
 		data[i] = esdb.EventData{
@@ -217,6 +222,7 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 		}
 		res.Position = rec.Position
 	}
+	s.written.add(stream, events, res)
 	return res, nil
 }
 

@@ -68,6 +68,7 @@ type Server struct {
 	next    uint64        // position of the next event
 	changed chan struct{} // closed and replaced on every write
 	appends int           // append calls that wrote events
+	subs    int           // subscriptions to $all started
 }
 
 type record struct {
@@ -142,6 +143,13 @@ func (s *Server) Appends() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.appends
+}
+
+// Subscriptions returns how many subscriptions to $all clients started.
+func (s *Server) Subscriptions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.subs
 }
 
 // Close stops the server and closes every connection.
@@ -549,6 +557,7 @@ func (ss *streamsServer) subscribeAll(opts *api.ReadReq_Options, match func(*rec
 	}
 
 	s.mu.Lock()
+	s.subs++
 	next := 0 // index in s.all of the next event to consider
 	switch ao := opts.GetAll(); {
 	case ao.GetEnd() != nil:
