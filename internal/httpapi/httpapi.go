@@ -1,0 +1,313 @@
+// Package httpapi is the HTTP API of the license ledger (DESIGN.md section
+// 7): JSON in and out under /v1, RFC 9457 problems, bearer-token
+// authentication with roles, ETag/If-Match, Idempotency-Key,
+// read-your-writes, metrics and the OpenAPI document.
+//
+// # Wiring
+//
+// [New] takes a [Config] naming every dependency: the application service
+// that runs commands, the read models reads are served from, the store for
+// raw history, the token store, the clock and the id sources. Nothing is
+// global.
+//
+// # Errors
+//
+// Every error is an application/problem+json body whose type is
+// [ProblemBase] followed by a stable slug: the domain rule (e.g.
+// https://licenseledger.dev/problems/no-seat-available) or a Problem*
+// constant of this package. One function, toProblem, maps errors to
+// problems with errors.Is and errors.As; only unknown errors are 500s and
+// only those are logged.
+//
+// # Authorisation
+//
+// A request without a valid token gets 401 with WWW-Authenticate. A token
+// scoped to one account that names another gets 404, as if the account did
+// not exist, whatever its role: scoped tokens cannot probe for accounts. A
+// role not allowed to do something on an account it can see gets 403.
+// /healthz, /readyz, /metrics and /openapi.json need no token.
+//
+// # Idempotency
+//
+// A write with an Idempotency-Key header is fingerprinted (SHA-256 of
+// method, path, query and body, kept in memory only). The first successful
+// (2xx) response is kept, per key, in a bounded in-memory cache
+// ([Config.IdempotencyEntries], least recently used evicted, each entry
+// kept at most [Config.IdempotencyTTL]); a repeat with the same fingerprint
+// gets it back byte for byte, with Idempotent-Replayed: true, and appends
+// nothing; another fingerprint gets 422. Refusals are not kept: nothing was
+// appended, so a retry is decided again. After a restart (or eviction) the
+// application service still knows the key from event metadata and reports
+// a repeat: the answer is then the current resource with the first status.
+//
+// # Read your writes
+//
+// Every write answers with Ledger-Position, the global position its events
+// reached, and by default waits (up to [Config.WaitTimeout]) for the read
+// models to apply it, so that a read after a write sees it. Reads accept
+// Ledger-Min-Position (header) or min_position (query) and wait for the read
+// models to reach it, answering 503 with Retry-After when they do not in
+// time.
+package httpapi
+
+import (
+	"context"
+	"io"
+	"iter"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/accounts"
+	"github.com/licenseledger/ledger/internal/auth"
+	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/projections/attribution"
+	"github.com/licenseledger/ledger/projections/audit"
+	"github.com/licenseledger/ledger/projections/billing"
+	"github.com/licenseledger/ledger/projections/seats"
+)
+
+// Commands runs commands on accounts; *accounts.Service is one.
+type Commands interface {
+	// Execute runs cmd on account. Rule violations are *ledger.RuleError;
+	// a stale IfMatch is accounts.ErrPreconditionFailed.
+	Execute(ctx context.Context, account string, cmd ledger.Command, req accounts.Request) (accounts.Result, error)
+}
+
+// SeatReader is the seat-usage and user-directory read model;
+// *seats.Projection is one. Unknown accounts and users are
+// projections.ErrNotFound.
+type SeatReader interface {
+	Usage(account string, now time.Time) (seats.Usage, error)
+	Users(account string, status ledger.Status) ([]seats.User, error)
+	User(account, user string) (seats.User, error)
+}
+
+// ActivityReader is the attribution read model; *attribution.Projection is
+// one.
+type ActivityReader interface {
+	Activities(account string, after, limit int) (attribution.Page, error)
+}
+
+// AuditReader is the audit read model; *audit.Projection is one.
+type AuditReader interface {
+	Entries(account string, f audit.Filter) ([]audit.Entry, error)
+}
+
+// BillingReader is the billing read model; *billing.Projection is one.
+type BillingReader interface {
+	Cycle(account, period string, now time.Time) (billing.Cycle, error)
+	Current(account string, now time.Time) (billing.Cycle, error)
+}
+
+// History reads one stream as stored; eventstore.Store is one. It serves
+// the raw event export, state as of an instant and chain verification.
+type History interface {
+	ReadStream(ctx context.Context, stream eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error]
+}
+
+// Decoder turns stored records into events; *codec.Codec is one.
+type Decoder interface {
+	Decode(ctx context.Context, r eventstore.Record) (codec.Decoded, error)
+}
+
+// Progress tells how far the read models have applied the store's global
+// order. The projection runner implements it; [Tracker] is a simple one.
+type Progress interface {
+	// Position returns the global position every read model has applied.
+	Position() eventstore.Position
+	// Wait returns when every read model has applied position p, or ctx's
+	// error when ctx ends first.
+	Wait(ctx context.Context, p eventstore.Position) error
+}
+
+// Check is a readiness check: nil when the dependency it checks is usable.
+type Check func(ctx context.Context) error
+
+// Defaults of Config.
+const (
+	DefaultMaxBody            = 64 << 10
+	DefaultWaitTimeout        = 5 * time.Second
+	DefaultIdempotencyEntries = 10_000
+	DefaultIdempotencyTTL     = 24 * time.Hour
+)
+
+// Config is everything the API needs. Commands, Seats, Activities, Audit,
+// Billing, History, Decoder, Tokens, Clock, NewID and Random are required.
+type Config struct {
+	Commands   Commands
+	Seats      SeatReader
+	Activities ActivityReader
+	Audit      AuditReader
+	Billing    BillingReader
+	History    History
+	Decoder    Decoder
+	// Progress is how far the read models are; nil when they are updated
+	// synchronously with every write (then nothing waits).
+	Progress Progress
+	Tokens   auth.Store
+
+	// Clock is the only source of time; NewID draws user, activity and
+	// correlation ids (ULIDs); Random draws token secrets (crypto/rand.Reader
+	// in production).
+	Clock  func() time.Time
+	NewID  func() ulid.ULID
+	Random io.Reader
+
+	Logger  *slog.Logger
+	Metrics *Metrics // NewMetrics() when nil
+	// Ready are the checks of /readyz by name, e.g. "store" and
+	// "projections".
+	Ready map[string]Check
+
+	// MaxBody caps request bodies (DefaultMaxBody when 0).
+	MaxBody int64
+	// WaitTimeout bounds how long a read waits for a min position and a
+	// write for the read models to apply it (DefaultWaitTimeout when 0).
+	WaitTimeout time.Duration
+	// NoWriteWait makes writes answer without waiting for the read models.
+	NoWriteWait bool
+	// IdempotencyEntries and IdempotencyTTL bound the in-memory
+	// idempotency cache (defaults when 0).
+	IdempotencyEntries int
+	IdempotencyTTL     time.Duration
+}
+
+type server struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *Metrics
+	idem    *idemCache
+	mux     *http.ServeMux
+	routes  []Route
+}
+
+// Route is one registered route: a method and a ServeMux path pattern.
+type Route struct {
+	Method, Path string
+}
+
+// API is the HTTP handler of the ledger.
+type API struct {
+	s *server
+}
+
+// New returns the API handler.
+func New(cfg Config) *API {
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.WaitTimeout == 0 {
+		cfg.WaitTimeout = DefaultWaitTimeout
+	}
+	if cfg.IdempotencyEntries == 0 {
+		cfg.IdempotencyEntries = DefaultIdempotencyEntries
+	}
+	if cfg.IdempotencyTTL == 0 {
+		cfg.IdempotencyTTL = DefaultIdempotencyTTL
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+	}
+	s := &server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, mux: http.NewServeMux(),
+		idem: newIdemCache(cfg.IdempotencyEntries, cfg.IdempotencyTTL, cfg.Clock)}
+	s.register()
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.send(w, r, s.problemResponse(r, newProblem(ProblemNotFound, http.StatusNotFound, "no such resource")))
+	})
+	return &API{s: s}
+}
+
+// ServeHTTP serves a request and logs one line about it.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	a.s.mux.ServeHTTP(rec, r)
+	d := time.Since(start)
+	route := r.Pattern
+	if route == "" || route == "/" {
+		route = "unmatched"
+	}
+	a.s.metrics.request(route, rec.status, d)
+	attrs := []slog.Attr{
+		slog.String("method", r.Method), slog.String("route", route),
+		slog.Int("status", rec.status), slog.Duration("duration", d),
+	}
+	if acct := r.PathValue("account"); acct != "" {
+		attrs = append(attrs, slog.String("account", acct))
+	}
+	a.s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// Routes returns the routes the API registers, in registration order.
+func (a *API) Routes() []Route { return append([]Route(nil), a.s.routes...) }
+
+// Metrics returns the metrics the API records into.
+func (a *API) Metrics() *Metrics { return a.s.metrics }
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// response is a complete answer, kept whole so that it can be replayed
+// for an idempotency key.
+type response struct {
+	status  int
+	header  http.Header
+	body    []byte
+	problem bool
+}
+
+func (s *server) send(w http.ResponseWriter, _ *http.Request, resp *response) {
+	for k, v := range resp.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.status)
+	w.Write(resp.body)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v, json.Deterministic(true))
+	if err != nil {
+		// Only values built by this package are marshalled.
+		panic(err)
+	}
+	return append(b, '\n')
+}
+
+func jsonResponse(status int, v any) *response {
+	resp := &response{status: status, header: http.Header{}, body: mustJSON(v)}
+	resp.header.Set("Content-Type", "application/json")
+	return resp
+}
+
+func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }

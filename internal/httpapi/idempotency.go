@@ -1,0 +1,126 @@
+package httpapi
+
+import (
+	"container/list"
+	"context"
+	"crypto/sha256"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// idemCache keeps, per idempotency key, the fingerprint of the first
+// request and its response, in memory only: request bodies hold personal
+// data, and neither they nor their fingerprints are ever stored. It holds
+// at most max keys, evicting the least recently used, and forgets a key
+// ttl after its response.
+type idemCache struct {
+	mu    sync.Mutex
+	max   int
+	ttl   time.Duration
+	clock func() time.Time
+	byKey map[string]*list.Element
+	lru   *list.List // of *idemEntry, most recently used first
+}
+
+type idemEntry struct {
+	key     string
+	fp      [sha256.Size]byte
+	done    chan struct{} // closed when resp is set or the entry dropped
+	resp    *response
+	expires time.Time
+}
+
+func newIdemCache(max int, ttl time.Duration, clock func() time.Time) *idemCache {
+	return &idemCache{max: max, ttl: ttl, clock: clock, byKey: make(map[string]*list.Element), lru: list.New()}
+}
+
+// begin looks key up. It returns the kept response for a repeat, an
+// idempotency-key-reused problem for a different request, or, for a new
+// key, a done func the caller must call with its response. A concurrent
+// request with the same key and fingerprint waits for the first one.
+func (c *idemCache) begin(ctx context.Context, key string, fp [sha256.Size]byte) (*response, func(*response), error) {
+	for {
+		c.mu.Lock()
+		el, ok := c.byKey[key]
+		if ok {
+			e := el.Value.(*idemEntry)
+			if e.resp != nil && c.clock().After(e.expires) {
+				c.remove(el)
+				ok = false
+			}
+		}
+		if !ok {
+			e := &idemEntry{key: key, fp: fp, done: make(chan struct{})}
+			c.byKey[key] = c.lru.PushFront(e)
+			c.evict()
+			c.mu.Unlock()
+			return nil, func(resp *response) { c.finish(e, resp) }, nil
+		}
+		e := el.Value.(*idemEntry)
+		if e.fp != fp {
+			c.mu.Unlock()
+			return nil, nil, newProblem(ProblemIdempotencyReused, http.StatusUnprocessableEntity,
+				"this Idempotency-Key was used for a different request (method, path or body): use a new key for a new request")
+		}
+		if e.resp != nil {
+			c.lru.MoveToFront(el)
+			resp := e.resp.replay()
+			c.mu.Unlock()
+			return resp, nil, nil
+		}
+		done := e.done
+		c.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+// finish keeps a successful response; any other is forgotten so that a
+// retry is decided again (nothing was appended).
+func (c *idemCache) finish(e *idemEntry, resp *response) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer close(e.done)
+	el, ok := c.byKey[e.key]
+	if !ok || el.Value.(*idemEntry) != e {
+		return // evicted meanwhile
+	}
+	if resp.status < 200 || resp.status > 299 {
+		c.remove(el)
+		return
+	}
+	e.resp = resp.clone()
+	e.expires = c.clock().Add(c.ttl)
+}
+
+func (c *idemCache) remove(el *list.Element) {
+	delete(c.byKey, el.Value.(*idemEntry).key)
+	c.lru.Remove(el)
+}
+
+func (c *idemCache) evict() {
+	for c.lru.Len() > c.max {
+		c.remove(c.lru.Back())
+	}
+}
+
+// len returns the number of keys held.
+func (c *idemCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len()
+}
+
+func (r *response) clone() *response {
+	return &response{status: r.status, header: r.header.Clone(), body: append([]byte(nil), r.body...), problem: r.problem}
+}
+
+func (r *response) replay() *response {
+	c := r.clone()
+	c.header.Set(HeaderReplayed, "true")
+	return c
+}

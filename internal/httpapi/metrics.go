@@ -1,0 +1,173 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"iter"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/licenseledger/ledger/eventstore"
+)
+
+// Metrics holds the service's metrics and writes them in the Prometheus
+// text exposition format (version 0.0.4). The HTTP API records requests
+// and commands; the projection runner calls SetProjectionLag, the publisher
+// EventsPublished, and a store wrapped with InstrumentStore observes append
+// latency. It is safe for concurrent use.
+type Metrics struct {
+	mu        sync.Mutex
+	commands  map[[2]string]uint64 // command, outcome
+	requests  map[[2]string]uint64 // route, status
+	appendLat histogram
+	cmdLat    histogram
+	reqLat    histogram
+	lag       map[string]float64
+	published uint64
+}
+
+// latencyBuckets are upper bounds in seconds, from 100 us (an in-memory
+// append) to 2.5 s (a slow replicated store).
+var latencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+
+type histogram struct {
+	counts []uint64 // per bucket, then +Inf
+	sum    float64
+	n      uint64
+}
+
+func (h *histogram) observe(d time.Duration) {
+	if h.counts == nil {
+		h.counts = make([]uint64, len(latencyBuckets)+1)
+	}
+	s := d.Seconds()
+	i, _ := slices.BinarySearch(latencyBuckets, s)
+	h.counts[i]++
+	h.sum += s
+	h.n++
+}
+
+// NewMetrics returns empty metrics.
+func NewMetrics() *Metrics {
+	return &Metrics{commands: make(map[[2]string]uint64), requests: make(map[[2]string]uint64), lag: make(map[string]float64)}
+}
+
+func (m *Metrics) commandDone(command, outcome string, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.commands[[2]string{command, outcome}]++
+	m.cmdLat.observe(d)
+}
+
+func (m *Metrics) request(route string, status int, d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.requests[[2]string{route, strconv.Itoa(status)}]++
+	m.reqLat.observe(d)
+}
+
+// ObserveAppend records the latency of one append to the store.
+func (m *Metrics) ObserveAppend(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.appendLat.observe(d)
+}
+
+// SetProjectionLag records how many positions a read model is behind the
+// store's last position.
+func (m *Metrics) SetProjectionLag(projection string, behind uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.lag[projection] = float64(behind)
+}
+
+// EventsPublished counts n events published downstream.
+func (m *Metrics) EventsPublished(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.published += uint64(n)
+}
+
+// InstrumentStore returns s with every Append timed into m.
+func (m *Metrics) InstrumentStore(s eventstore.Store) eventstore.Store { return &timedStore{s, m} }
+
+type timedStore struct {
+	eventstore.Store
+	m *Metrics
+}
+
+func (t *timedStore) Append(ctx context.Context, id eventstore.StreamID, exp eventstore.ExpectedRevision, events ...eventstore.Proposed) (eventstore.AppendResult, error) {
+	start := time.Now()
+	res, err := t.Store.Append(ctx, id, exp, events...)
+	t.m.ObserveAppend(time.Since(start))
+	return res, err
+}
+
+func (t *timedStore) ReadStream(ctx context.Context, id eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error] {
+	return t.Store.ReadStream(ctx, id, from)
+}
+
+// WriteTo writes every metric in the text exposition format.
+func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cw := &countWriter{w: bufio.NewWriter(w)}
+	counter2 := func(name, help, l1, l2 string, vals map[[2]string]uint64) {
+		fmt.Fprintf(cw, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
+		keys := slices.SortedFunc(maps.Keys(vals), func(a, b [2]string) int { return strings.Compare(a[0]+"\x00"+a[1], b[0]+"\x00"+b[1]) })
+		for _, k := range keys {
+			fmt.Fprintf(cw, "%s{%s=%s,%s=%s} %d\n", name, l1, quote(k[0]), l2, quote(k[1]), vals[k])
+		}
+	}
+	hist := func(name, help string, h *histogram) {
+		fmt.Fprintf(cw, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
+		var cum uint64
+		for i, le := range latencyBuckets {
+			if h.counts != nil {
+				cum += h.counts[i]
+			}
+			fmt.Fprintf(cw, "%s_bucket{le=\"%s\"} %d\n", name, strconv.FormatFloat(le, 'g', -1, 64), cum)
+		}
+		fmt.Fprintf(cw, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %s\n%s_count %d\n", name, h.n, name, strconv.FormatFloat(h.sum, 'g', -1, 64), name, h.n)
+	}
+	counter2("licensed_commands_total", "Commands run, by command and outcome.", "command", "outcome", m.commands)
+	hist("licensed_command_duration_seconds", "Time to run a command, append included.", &m.cmdLat)
+	hist("licensed_append_duration_seconds", "Time to append to the event store.", &m.appendLat)
+	counter2("licensed_http_requests_total", "HTTP requests, by route pattern and status.", "route", "status", m.requests)
+	hist("licensed_http_request_duration_seconds", "Time to answer an HTTP request.", &m.reqLat)
+	fmt.Fprintf(cw, "# HELP licensed_projection_lag_positions How far each read model is behind the store.\n# TYPE licensed_projection_lag_positions gauge\n")
+	for _, k := range slices.Sorted(maps.Keys(m.lag)) {
+		fmt.Fprintf(cw, "licensed_projection_lag_positions{projection=%s} %s\n", quote(k), strconv.FormatFloat(m.lag[k], 'g', -1, 64))
+	}
+	fmt.Fprintf(cw, "# HELP licensed_events_published_total Events published downstream.\n# TYPE licensed_events_published_total counter\nlicensed_events_published_total %d\n", m.published)
+	if err := cw.w.Flush(); err != nil {
+		return cw.n, err
+	}
+	return cw.n, cw.err
+}
+
+type countWriter struct {
+	w   *bufio.Writer
+	n   int64
+	err error
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// quote quotes a label value: backslash, double quote and newline escaped.
+func quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"`
+}

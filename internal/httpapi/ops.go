@@ -1,0 +1,135 @@
+package httpapi
+
+import (
+	"context"
+	_ "embed"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/licenseledger/ledger/internal/auth"
+)
+
+//go:embed openapi.json
+var openAPI []byte
+
+// OpenAPI returns the OpenAPI 3.1 document of the API.
+func OpenAPI() []byte { return append([]byte(nil), openAPI...) }
+
+func (s *server) ops() {
+	s.handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		s.send(w, r, jsonResponse(http.StatusOK, map[string]string{"status": "ok"}))
+	})
+	s.handle("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		failed := map[string]string{}
+		for _, name := range slices.Sorted(maps.Keys(s.cfg.Ready)) {
+			if err := s.cfg.Ready[name](ctx); err != nil {
+				failed[name] = err.Error()
+			}
+		}
+		if len(failed) > 0 {
+			resp := jsonResponse(http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failed": failed})
+			resp.header.Set("Retry-After", "1")
+			s.send(w, r, resp)
+			return
+		}
+		s.send(w, r, jsonResponse(http.StatusOK, map[string]string{"status": "ready"}))
+	})
+	s.handle("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		s.metrics.WriteTo(w)
+	})
+	s.handle("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(openAPI)))
+		w.Write(openAPI)
+	})
+}
+
+type mintBody struct {
+	Role    auth.Role `json:"role"`
+	Account string    `json:"account"`
+}
+
+// TokenCreated is the answer to minting a token: the only time its secret
+// is shown.
+type TokenCreated struct {
+	ID        string    `json:"id"`
+	Role      auth.Role `json:"role"`
+	Account   string    `json:"account,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	Token     string    `json:"token"`
+}
+
+// TokenInfo describes a minted token without its secret.
+type TokenInfo struct {
+	ID        string    `json:"id"`
+	Role      auth.Role `json:"role"`
+	Account   string    `json:"account,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func (s *server) tokenRoutes() {
+	s.handle("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
+		s.send(w, r, s.doMint(r))
+	})
+	s.read("GET /v1/tokens/{token}", auth.MintToken, func(ctx context.Context, r *http.Request, _ auth.Principal) (*response, error) {
+		t, err := s.cfg.Tokens.ByID(ctx, r.PathValue("token"))
+		if err != nil {
+			return nil, err
+		}
+		return jsonResponse(http.StatusOK, TokenInfo{ID: t.ID, Role: t.Role, Account: t.Account, CreatedAt: t.CreatedAt}), nil
+	})
+}
+
+// doMint mints a token. It takes an Idempotency-Key like any write; the
+// secret is then kept, in memory only, for the cache's time.
+func (s *server) doMint(r *http.Request) *response {
+	body, err := s.readBody(r)
+	if err == nil {
+		_, err = s.authorize(r, "", auth.MintToken)
+	} else if _, aerr := auth.Authenticate(r.Context(), s.cfg.Tokens, r.Header.Get("Authorization")); aerr != nil {
+		err = aerr
+	}
+	if err != nil {
+		return s.problemResponse(r, err)
+	}
+	key := r.Header.Get(HeaderIdemKey)
+	if key == "" {
+		return s.mint(r, body)
+	}
+	cached, done, err := s.idem.begin(r.Context(), key, fingerprint(r, body))
+	if err != nil {
+		return s.problemResponse(r, err)
+	}
+	if cached != nil {
+		return cached
+	}
+	resp := s.mint(r, body)
+	done(resp)
+	return resp
+}
+
+func (s *server) mint(r *http.Request, body []byte) *response {
+	var b mintBody
+	if err := decodeBody(body, &b, false); err != nil {
+		return s.problemResponse(r, err)
+	}
+	if b.Account != "" {
+		if _, err := s.exists(b.Account); err != nil {
+			return s.problemResponse(r, err)
+		}
+	}
+	t, secret, err := auth.Mint(r.Context(), s.cfg.Tokens, s.cfg.Random, b.Role, b.Account, s.cfg.Clock())
+	if err != nil {
+		return s.problemResponse(r, err)
+	}
+	resp := jsonResponse(http.StatusCreated, TokenCreated{ID: t.ID, Role: t.Role, Account: t.Account, CreatedAt: t.CreatedAt, Token: secret})
+	resp.header.Set("Location", "/v1/tokens/"+t.ID)
+	resp.header.Set("Cache-Control", "no-store")
+	return resp
+}

@@ -1,0 +1,386 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-json-experiment/json"
+
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/accounts"
+	"github.com/licenseledger/ledger/internal/auth"
+	"github.com/licenseledger/ledger/internal/codec"
+)
+
+// Header names of the API.
+const (
+	HeaderPosition    = "Ledger-Position"
+	HeaderMinPosition = "Ledger-Min-Position"
+	HeaderIdemKey     = "Idempotency-Key"
+	HeaderReplayed    = "Idempotent-Replayed"
+)
+
+type readFunc func(ctx context.Context, r *http.Request, p auth.Principal) (*response, error)
+
+// writeOp is one kind of write: how to build its command from the request
+// and how to render its result.
+type writeOp struct {
+	action auth.Action
+	// account returns the account the write is on; the path's by default.
+	account func(r *http.Request, body []byte) (string, error)
+	build   func(s *server, r *http.Request, body []byte) (ledger.Command, error)
+	// expect is the event type the command appends, to recognise a repeat
+	// of another command under the same idempotency key.
+	expect  string
+	created bool
+	render  func(s *server, r *http.Request, account string, cmd ledger.Command, res accounts.Result) (any, string, error)
+}
+
+func (s *server) register() {
+	const acct = "/v1/accounts/{account}"
+	s.write("POST /v1/accounts", openAccount)
+	s.read("GET "+acct, auth.Read, s.getAccount)
+	s.write("POST "+acct+"/seats", purchaseSeats)
+	s.read("GET "+acct+"/seats", auth.Read, s.getAccount)
+	s.write("POST "+acct+"/seat-reductions", reduceSeats)
+	s.write("POST "+acct+"/users", addUser)
+	s.read("GET "+acct+"/users", auth.Read, s.listUsers)
+	s.read("GET "+acct+"/users/{user}", auth.Read, s.getUser)
+	s.write("POST "+acct+"/users/{user}/deactivate", deactivateUser)
+	s.write("POST "+acct+"/users/{user}/activate", activateUser)
+	s.write("DELETE "+acct+"/users/{user}", deleteUser)
+	s.write("POST "+acct+"/activities", recordActivity)
+	s.read("GET "+acct+"/activities", auth.Read, s.listActivities)
+	s.read("GET "+acct+"/activities/{activity}", auth.Read, s.getActivity)
+	s.read("GET "+acct+"/audit", auth.ReadHistory, s.getAudit)
+	s.read("GET "+acct+"/audit/verify", auth.ReadHistory, s.verify)
+	s.read("GET "+acct+"/state", auth.ReadHistory, s.stateAsOf)
+	s.read("GET "+acct+"/billing", auth.ReadHistory, s.getBilling)
+	s.raw("GET "+acct+"/events", auth.ReadHistory, s.events)
+	s.tokenRoutes()
+	s.ops()
+}
+
+func (s *server) handle(pattern string, h http.HandlerFunc) {
+	method, path, _ := strings.Cut(pattern, " ")
+	s.routes = append(s.routes, Route{Method: method, Path: path})
+	s.mux.HandleFunc(pattern, h)
+}
+
+// authorize authenticates the request and checks that the principal may
+// see account (404 otherwise, so that scoped tokens learn nothing about
+// other accounts) and that its role allows action (403).
+func (s *server) authorize(r *http.Request, account string, action auth.Action) (auth.Principal, error) {
+	p, err := auth.Authenticate(r.Context(), s.cfg.Tokens, r.Header.Get("Authorization"))
+	if err != nil {
+		return auth.Principal{}, err
+	}
+	if account != "" && !p.CanSee(account) {
+		return auth.Principal{}, &ledger.RuleError{Rule: ledger.RuleAccountNotFound, Detail: "account " + strconv.Quote(account) + " not found"}
+	}
+	if !p.Role.Allows(action) {
+		return auth.Principal{}, newProblem(ProblemForbidden, http.StatusForbidden,
+			"a token with role "+string(p.Role)+" may not do this ("+string(action)+")")
+	}
+	return p, nil
+}
+
+// read registers a read: authorised, waiting for a min position, answered
+// whole.
+func (s *server) read(pattern string, action auth.Action, f readFunc) {
+	s.handle(pattern, func(w http.ResponseWriter, r *http.Request) {
+		resp, err := s.doRead(r, action, f)
+		if err != nil {
+			resp = s.problemResponse(r, err)
+		}
+		s.send(w, r, resp)
+	})
+}
+
+func (s *server) doRead(r *http.Request, action auth.Action, f readFunc) (*response, error) {
+	p, err := s.authorize(r, r.PathValue("account"), action)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.awaitMin(r); err != nil {
+		return nil, err
+	}
+	resp, err := f(r.Context(), r, p)
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.Progress != nil {
+		resp.header.Set(HeaderPosition, strconv.FormatUint(uint64(s.cfg.Progress.Position()), 10))
+	}
+	return resp, nil
+}
+
+// raw registers a read that streams its body.
+func (s *server) raw(pattern string, action auth.Action, f func(w http.ResponseWriter, r *http.Request) error) {
+	s.handle(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if _, err := s.authorize(r, r.PathValue("account"), action); err != nil {
+			s.send(w, r, s.problemResponse(r, err))
+			return
+		}
+		if err := s.awaitMin(r); err != nil {
+			s.send(w, r, s.problemResponse(r, err))
+			return
+		}
+		if err := f(w, r); err != nil {
+			s.send(w, r, s.problemResponse(r, err))
+		}
+	})
+}
+
+// awaitMin waits until the read models applied the position the request
+// asks for, if any.
+func (s *server) awaitMin(r *http.Request) error {
+	v := r.Header.Get(HeaderMinPosition)
+	if q := r.URL.Query().Get("min_position"); q != "" {
+		v = q
+	}
+	if v == "" {
+		return nil
+	}
+	pos, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return badRequest("min position %q is not a non-negative integer", v)
+	}
+	return s.awaitPosition(r.Context(), eventstore.Position(pos))
+}
+
+func (s *server) awaitPosition(ctx context.Context, pos eventstore.Position) error {
+	if s.cfg.Progress == nil || pos == 0 || s.cfg.Progress.Position() >= pos {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTimeout)
+	defer cancel()
+	if err := s.cfg.Progress.Wait(ctx, pos); err != nil {
+		return &problemError{slug: ProblemNotCaughtUp, status: http.StatusServiceUnavailable,
+			detail: "the read models have not reached position " + strconv.FormatUint(uint64(pos), 10) + " yet: retry shortly", err: err}
+	}
+	return nil
+}
+
+// write registers a write. Every write goes through the same steps:
+// authorise, read the body, check the idempotency key, run the command,
+// wait for the read models, answer.
+func (s *server) write(pattern string, op writeOp) {
+	s.handle(pattern, func(w http.ResponseWriter, r *http.Request) {
+		s.send(w, r, s.doWrite(r, op))
+	})
+}
+
+func (s *server) doWrite(r *http.Request, op writeOp) *response {
+	body, err := s.readBody(r)
+	if err != nil {
+		// The body could not be read; authenticate first so that an anonymous
+		// client learns only that it needs a token.
+		if _, aerr := auth.Authenticate(r.Context(), s.cfg.Tokens, r.Header.Get("Authorization")); aerr != nil {
+			return s.problemResponse(r, aerr)
+		}
+		return s.problemResponse(r, err)
+	}
+	account := r.PathValue("account")
+	if op.account != nil {
+		if account, err = op.account(r, body); err != nil {
+			if _, aerr := auth.Authenticate(r.Context(), s.cfg.Tokens, r.Header.Get("Authorization")); aerr != nil {
+				return s.problemResponse(r, aerr)
+			}
+			return s.problemResponse(r, err)
+		}
+	}
+	p, err := s.authorize(r, account, op.action)
+	if err != nil {
+		return s.problemResponse(r, err)
+	}
+	key := r.Header.Get(HeaderIdemKey)
+	if key == "" {
+		return s.runWrite(r, op, p, account, body, "")
+	}
+	if len(key) > 255 || strings.ContainsFunc(key, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+		return s.problemResponse(r, badRequest("Idempotency-Key must be 1 to 255 visible ASCII characters"))
+	}
+	fp := fingerprint(r, body)
+	cached, done, err := s.idem.begin(r.Context(), key, fp)
+	if err != nil {
+		return s.problemResponse(r, err)
+	}
+	if cached != nil {
+		return cached
+	}
+	resp := s.runWrite(r, op, p, account, body, key)
+	done(resp)
+	return resp
+}
+
+func fingerprint(r *http.Request, body []byte) [sha256.Size]byte {
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(r.Method), []byte(r.URL.Path), []byte(r.URL.RawQuery), body} {
+		h.Write([]byte(strconv.Itoa(len(part)) + ":"))
+		h.Write(part)
+	}
+	var fp [sha256.Size]byte
+	h.Sum(fp[:0])
+	return fp
+}
+
+func (s *server) runWrite(r *http.Request, op writeOp, p auth.Principal, account string, body []byte, key string) *response {
+	ctx := r.Context()
+	cmd, err := op.build(s, r, body)
+	if err != nil {
+		return s.problemResponse(r, err)
+	}
+	req := accounts.Request{
+		Actor:          codec.Actor{ID: p.TokenID, Role: string(p.Role)},
+		IdempotencyKey: key,
+		CorrelationID:  s.cfg.NewID(),
+	}
+	if req.IfMatch, err = ifMatch(r); err != nil {
+		return s.problemResponse(r, err)
+	}
+	start := time.Now()
+	res, err := s.cfg.Commands.Execute(ctx, account, cmd, req)
+	s.metrics.commandDone(cmd.CommandName(), outcome(res, err), time.Since(start))
+	if err != nil {
+		return s.problemResponse(r, err)
+	}
+	if res.Repeated && !sameCommand(op, cmd, res) {
+		return s.problemResponse(r, newProblem(ProblemIdempotencyReused, http.StatusUnprocessableEntity,
+			"this Idempotency-Key was used for another request: use a new key for a new request"))
+	}
+	if !s.cfg.NoWriteWait {
+		if err := s.awaitPosition(ctx, res.Position); err != nil {
+			// The write is done; a client that reads next can still ask for
+			// Ledger-Position explicitly.
+			s.log.WarnContext(ctx, "read models behind after write", "account", account, "position", uint64(res.Position))
+		}
+	}
+	v, location, err := op.render(s, r, account, cmd, res)
+	if err != nil {
+		return s.problemResponse(r, err)
+	}
+	status := http.StatusOK
+	if op.created {
+		status = http.StatusCreated
+	}
+	resp := jsonResponse(status, v)
+	if location != "" {
+		resp.header.Set("Location", location)
+	}
+	resp.header.Set("ETag", etag(res.Revision()))
+	resp.header.Set(HeaderPosition, strconv.FormatUint(uint64(res.Position), 10))
+	return resp
+}
+
+func outcome(res accounts.Result, err error) string {
+	var re *ledger.RuleError
+	switch {
+	case errors.As(err, &re):
+		return "refused"
+	case errors.Is(err, accounts.ErrPreconditionFailed):
+		return "precondition_failed"
+	case errors.Is(err, accounts.ErrContention):
+		return "contention"
+	case err != nil:
+		return "error"
+	case res.Repeated:
+		return "repeated"
+	case len(res.Events) == 0:
+		return "unchanged"
+	}
+	return "ok"
+}
+
+// sameCommand reports whether a repeated result (known to the service from
+// event metadata) is one of the command given now.
+func sameCommand(op writeOp, cmd ledger.Command, res accounts.Result) bool {
+	if len(res.Events) == 0 || res.Events[0].Event.EventType() != op.expect {
+		return false
+	}
+	var user string
+	switch c := cmd.(type) {
+	case ledger.DeactivateUser:
+		user = c.UserID
+	case ledger.ActivateUser:
+		user = c.UserID
+	case ledger.DeleteUser:
+		user = c.UserID
+	default:
+		return true
+	}
+	return ledger.UserOf(res.Events[0].Event) == user
+}
+
+func ifMatch(r *http.Request) (*uint64, error) {
+	v := strings.TrimSpace(r.Header.Get("If-Match"))
+	if v == "" || v == "*" {
+		return nil, nil
+	}
+	if len(v) < 3 || v[0] != '"' || v[len(v)-1] != '"' {
+		return nil, badRequest("If-Match must be an ETag this API returned, such as \"7\"")
+	}
+	rev, err := strconv.ParseUint(v[1:len(v)-1], 10, 64)
+	if err != nil {
+		return nil, badRequest("If-Match must be an ETag this API returned, such as \"7\"")
+	}
+	return &rev, nil
+}
+
+// readBody reads the request body whole, up to MaxBody; a larger one is
+// 413. A body that is not JSON by its Content-Type is 415.
+func (s *server) readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, s.cfg.MaxBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, newProblem(ProblemBodyTooLarge, http.StatusRequestEntityTooLarge,
+			"the request body is larger than "+strconv.FormatInt(s.cfg.MaxBody, 10)+" bytes")
+	}
+	if err != nil {
+		return nil, badRequest("the request body could not be read")
+	}
+	if len(b) > 0 {
+		if ct := r.Header.Get("Content-Type"); ct != "" {
+			mt, _, err := mime.ParseMediaType(ct)
+			if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+				return nil, newProblem(ProblemUnsupportedMedia, http.StatusUnsupportedMediaType, "the request body must be application/json")
+			}
+		}
+	}
+	return b, nil
+}
+
+// decodeBody decodes a JSON object strictly: unknown or duplicate fields,
+// wrong types and trailing data are 400. An empty body decodes as {} when
+// empty is allowed.
+func decodeBody(body []byte, v any, emptyOK bool) error {
+	if len(strings.TrimSpace(string(body))) == 0 {
+		if emptyOK {
+			return nil
+		}
+		return badRequest("a JSON body is required")
+	}
+	if err := json.Unmarshal(body, v, json.RejectUnknownMembers(true)); err != nil {
+		return &problemError{slug: ProblemMalformedRequest, status: http.StatusBadRequest, detail: describeJSONError(err), err: err}
+	}
+	return nil
+}
+
+func describeJSONError(err error) string {
+	var se *json.SemanticError
+	switch {
+	case errors.Is(err, json.ErrUnknownName) && errors.As(err, &se):
+		return "the request body has an unknown field " + string(se.JSONPointer)
+	case errors.As(err, &se) && se.JSONPointer != "":
+		return "the request body has a value of the wrong type or range at " + string(se.JSONPointer)
+	}
+	return "the request body is not a single valid JSON object of the expected shape"
+}
