@@ -1,0 +1,463 @@
+// Package keys keeps the data keys of sealed personal data in a NATS
+// JetStream stream, so that they survive restarts and can be destroyed for
+// good. It implements [pii.KeyStore].
+//
+// # Stream layout
+//
+// One file-backed stream (default "LEDGER_KEYS") with the subjects
+// "<prefix>.<account>.<user>" (default prefix "keys"). A subject holds at
+// most two messages, in this order:
+//
+//   - the key: the 32 raw key bytes as the body, no headers, published
+//     with the expectation that the subject is empty
+//     (Nats-Expected-Last-Subject-Sequence: 0), so the first key stored
+//     wins and a racing second Put is refused by the server;
+//   - the tombstone: an empty body with the header [TombstoneHeader] that
+//     holds the sequence of the key it destroys ("0" when there was none),
+//     published with the expectation that the key is still the last
+//     message of the subject.
+//
+// Get reads the last message of the subject: a tombstone means
+// [pii.ErrErased], no message [pii.ErrNoKey].
+//
+// # Erasure
+//
+// Destroy writes the tombstone first, so that the id reads as destroyed
+// even if the process stops half way, and then deletes the key message
+// with erasure (the JetStream message-delete API without no_erase, which
+// is [jetstream.Stream.SecureDeleteMsg]). What the nats-server v2.15
+// filestore does with each way of removing a message (server/filestore.go):
+//
+//   - EraseMsg calls removeMsg(seq, secure=true); removeMsgFromBlock then
+//     calls msgBlock.eraseMsg, which overwrites the whole record (subject,
+//     headers, body) in the block's buffer with random bytes, sets the
+//     erased bit on the sequence and rewrites the block file through
+//     atomicOverwriteFile (a new file, fsynced, renamed over the old one).
+//     The bytes are gone from every file at once, whatever the block's
+//     size or position. This is what Destroy uses.
+//   - RemoveMsg (DeleteMsg, no_erase) calls removeMsg(seq, secure=false):
+//     it only writes a delete tombstone and marks the sequence deleted; the
+//     record stays in the block file until the block is compacted, which
+//     happens inline only for a block that is not the last one and when
+//     that saves half of it (shouldCompactInline, over compactMinimum), or
+//     later in the sync loop (shouldCompactSync). A small key stream lives
+//     in its last block, so the bytes could stay for a long time.
+//   - A purge by subject (PurgeEx) removes each message with
+//     removeMsgFromBlock(..., secure=false): the same as RemoveMsg. Only
+//     a whole-stream purge drops block files.
+//   - A per-subject limit (MaxMsgsPerSubject 1) removes the older message
+//     with removeMsgViaLimits, also secure=false. That is why the stream
+//     keeps the limit unset and enforces "first key wins" with the
+//     expectation header instead: with a limit of 1 the tombstone would
+//     push the key out without erasing it.
+//
+// Limits of that guarantee: the filestore turns erasure off when the
+// server encrypts its store at rest (removeMsg: "If in encrypted mode
+// negate secure rewrite here"), where the old block's bytes are ciphertext
+// under the server's key; a replicated stream (Replicas > 1) also holds
+// the published key in its Raft log until that log is compacted after a
+// snapshot; and the filesystem may keep the freed blocks of the replaced
+// file on the device until they are reused. The guarantee is that no file
+// of the data directory holds the key, not that no disk sector does.
+//
+// A Destroy that stops between the tombstone and the erasure leaves a
+// subject with two messages; Open finishes those erasures, and so does the
+// next Destroy of the same id.
+//
+// The Store keeps no key in memory: every Get asks the server. Callers
+// cache through [pii.Keyring].
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/licenseledger/ledger/internal/pii"
+)
+
+// DefaultStream is the name of the key stream unless Config.Stream says
+// otherwise.
+const DefaultStream = "LEDGER_KEYS"
+
+// DefaultSubjectPrefix is the first token(s) of the key subjects unless
+// Config.SubjectPrefix says otherwise.
+const DefaultSubjectPrefix = "keys"
+
+// TombstoneHeader marks the message that destroys a key. Its value is the
+// stream sequence of the key message it destroys, "0" when there was none.
+const TombstoneHeader = "Ledger-Key-Destroyed"
+
+// maxAttempts bounds the read-and-retry loops of Put and Destroy. Each
+// retry follows a write by someone else, and a subject takes at most two
+// writes, so a few attempts always suffice.
+const maxAttempts = 5
+
+// ErrInvalidID is returned when a key id is not "<account>.<user>" with an
+// account id matching [a-z0-9][a-z0-9_-]{0,62} and a user id matching
+// [A-Za-z0-9][A-Za-z0-9_-]{0,63}: the id becomes two subject tokens, and
+// nothing else may.
+var ErrInvalidID = errors.New("keys: invalid key id")
+
+// ErrInvalidKey is returned by Put for a key that is not pii.KeySize bytes.
+var ErrInvalidKey = errors.New("keys: invalid key")
+
+// ErrCorrupt is returned when a message of the key stream is neither a key
+// nor a tombstone.
+var ErrCorrupt = errors.New("keys: unexpected message in key stream")
+
+// Config configures a Store. The zero value is usable.
+type Config struct {
+	// Stream is the name of the key stream; default [DefaultStream].
+	Stream string
+	// SubjectPrefix is put before "<account>.<user>" in the subjects of
+	// the stream; one or more dot-separated tokens without wildcards.
+	// Default [DefaultSubjectPrefix].
+	SubjectPrefix string
+	// Replicas is the number of copies of the stream in a cluster;
+	// default 1.
+	Replicas int
+	// Logger receives notices about finished erasures; nil discards them.
+	// No key is ever logged.
+	Logger *slog.Logger
+}
+
+// Store is a [pii.KeyStore] on a JetStream stream. It is safe for
+// concurrent use, also by several processes on the same stream.
+type Store struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	name   string
+	prefix string
+	log    *slog.Logger
+}
+
+var _ pii.KeyStore = (*Store)(nil)
+
+// Open creates the key stream, or updates it to the configuration it
+// needs, and finishes any erasure a Destroy left half done.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	if cfg.Stream == "" {
+		cfg.Stream = DefaultStream
+	}
+	if cfg.SubjectPrefix == "" {
+		cfg.SubjectPrefix = DefaultSubjectPrefix
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if !validStreamName(cfg.Stream) {
+		return nil, fmt.Errorf("keys: invalid stream name %q", cfg.Stream)
+	}
+	for tok := range strings.SplitSeq(cfg.SubjectPrefix, ".") {
+		if !validToken(tok) {
+			return nil, fmt.Errorf("keys: invalid subject prefix %q", cfg.SubjectPrefix)
+		}
+	}
+	if cfg.Replicas < 1 {
+		return nil, fmt.Errorf("keys: invalid replicas %d", cfg.Replicas)
+	}
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "Data keys of sealed personal data; a destroyed key is erased.",
+		Subjects:    []string{cfg.SubjectPrefix + ".*.*"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxMsgs:     -1,
+		MaxBytes:    -1,
+		// No per-subject limit: evicting by limit does not erase (see the
+		// package documentation); the expectation header keeps one key.
+		MaxMsgsPerSubject: -1,
+		// Deletes must stay allowed (erasure is a delete); purges, which
+		// would leave the bytes on disk, are refused.
+		DenyPurge:   true,
+		Compression: jetstream.NoCompression,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keys: create stream %s: %w", cfg.Stream, err)
+	}
+	s := &Store{js: js, stream: st, name: cfg.Stream, prefix: cfg.SubjectPrefix, log: cfg.Logger}
+	if err := s.finishErasures(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Put stores key under id unless id already has a key, which stays: the
+// server accepts only the first key message of a subject. It returns
+// pii.ErrErased when id was destroyed. Putting again after a lost
+// acknowledgement is safe.
+func (s *Store) Put(ctx context.Context, id string, key []byte) error {
+	subj, err := s.subject(id)
+	if err != nil {
+		return fmt.Errorf("put key %s: %w", id, err)
+	}
+	if len(key) != pii.KeySize {
+		return fmt.Errorf("put key %s: %w: %d bytes, want %d", id, ErrInvalidKey, len(key), pii.KeySize)
+	}
+	for range maxAttempts {
+		_, err := s.js.Publish(ctx, subj, key,
+			jetstream.WithExpectStream(s.name),
+			jetstream.WithExpectLastSequenceForSubject(0, subj))
+		if err == nil {
+			return nil
+		}
+		if !isWrongLastSeq(err) {
+			return fmt.Errorf("put key %s: %w", id, err)
+		}
+		// The subject has a message already: a key (first one wins, keep
+		// it) or a tombstone.
+		last, err := s.last(ctx, subj)
+		if err != nil {
+			return fmt.Errorf("put key %s: %w", id, err)
+		}
+		switch {
+		case last == nil:
+			continue // gone again in between; try once more
+		case isTombstone(last):
+			return fmt.Errorf("put key %s: %w", id, pii.ErrErased)
+		default:
+			return nil
+		}
+	}
+	return fmt.Errorf("put key %s: subject keeps changing", id)
+}
+
+// Get returns the key stored under id, pii.ErrErased when it was destroyed
+// or pii.ErrNoKey when none was stored.
+func (s *Store) Get(ctx context.Context, id string) ([]byte, error) {
+	subj, err := s.subject(id)
+	if err != nil {
+		return nil, fmt.Errorf("get key %s: %w", id, err)
+	}
+	last, err := s.last(ctx, subj)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("get key %s: %w", id, err)
+	case last == nil:
+		return nil, fmt.Errorf("get key %s: %w", id, pii.ErrNoKey)
+	case isTombstone(last):
+		return nil, fmt.Errorf("get key %s: %w", id, pii.ErrErased)
+	}
+	return last.Data, nil
+}
+
+// Destroy marks id destroyed, so that Get returns pii.ErrErased and Put
+// refuses it from now on, and erases the key's bytes from the server's
+// files. Destroying twice, or an id without a key, is not an error; a
+// second Destroy finishes an erasure the first one left undone.
+func (s *Store) Destroy(ctx context.Context, id string) error {
+	subj, err := s.subject(id)
+	if err != nil {
+		return fmt.Errorf("destroy key %s: %w", id, err)
+	}
+	for range maxAttempts {
+		last, err := s.last(ctx, subj)
+		if err != nil {
+			return fmt.Errorf("destroy key %s: %w", id, err)
+		}
+		if last != nil && isTombstone(last) {
+			if err := s.eraseDestroyed(ctx, last); err != nil {
+				return fmt.Errorf("destroy key %s: %w", id, err)
+			}
+			return nil
+		}
+		var keySeq uint64
+		if last != nil {
+			keySeq = last.Sequence
+		}
+		msg := nats.NewMsg(subj)
+		msg.Header.Set(TombstoneHeader, strconv.FormatUint(keySeq, 10))
+		_, err = s.js.PublishMsg(ctx, msg,
+			jetstream.WithExpectStream(s.name),
+			jetstream.WithExpectLastSequenceForSubject(keySeq, subj))
+		if isWrongLastSeq(err) {
+			continue // a Put or another Destroy got in first: look again
+		}
+		if err != nil {
+			return fmt.Errorf("destroy key %s: %w", id, err)
+		}
+		if keySeq != 0 {
+			if err := s.erase(ctx, keySeq); err != nil {
+				return fmt.Errorf("destroy key %s: %w", id, err)
+			}
+		}
+		s.log.DebugContext(ctx, "data key destroyed", "id", id, "stream", s.name)
+		return nil
+	}
+	return fmt.Errorf("destroy key %s: subject keeps changing", id)
+}
+
+// finishErasures erases the keys whose tombstone was written but whose
+// erasure did not happen: the subjects that still hold two messages.
+func (s *Store) finishErasures(ctx context.Context) error {
+	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(s.prefix+".*.*"))
+	if err != nil {
+		return fmt.Errorf("keys: stream %s: %w", s.name, err)
+	}
+	for subj, n := range info.State.Subjects {
+		if n < 2 {
+			continue
+		}
+		last, err := s.last(ctx, subj)
+		if err != nil {
+			return fmt.Errorf("keys: finish erasure on %s: %w", subj, err)
+		}
+		if last == nil || !isTombstone(last) {
+			s.log.WarnContext(ctx, "key subject holds several messages but no tombstone", "subject", subj, "messages", n)
+			continue
+		}
+		if err := s.eraseDestroyed(ctx, last); err != nil {
+			return fmt.Errorf("keys: finish erasure on %s: %w", subj, err)
+		}
+		s.log.InfoContext(ctx, "finished erasing a destroyed data key", "subject", subj, "stream", s.name)
+	}
+	return nil
+}
+
+// eraseDestroyed erases the key that tombstone destroys, if it is still
+// there.
+func (s *Store) eraseDestroyed(ctx context.Context, tombstone *jetstream.RawStreamMsg) error {
+	seq, err := strconv.ParseUint(tombstone.Header.Get(TombstoneHeader), 10, 64)
+	if err != nil || seq >= tombstone.Sequence {
+		return fmt.Errorf("%w: tombstone %d has header %s %q", ErrCorrupt, tombstone.Sequence,
+			TombstoneHeader, tombstone.Header.Get(TombstoneHeader))
+	}
+	if seq == 0 {
+		return nil
+	}
+	msg, err := s.stream.GetMsg(ctx, seq)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil // erased already
+	case err != nil:
+		return fmt.Errorf("read key %d: %w", seq, err)
+	case msg.Subject != tombstone.Subject:
+		return fmt.Errorf("%w: tombstone %d on %s names message %d on %s", ErrCorrupt,
+			tombstone.Sequence, tombstone.Subject, seq, msg.Subject)
+	}
+	return s.erase(ctx, seq)
+}
+
+// erase deletes the message seq with erasure: the server overwrites its
+// record with random bytes and rewrites the block file (filestore
+// EraseMsg). A message that is gone already is not an error.
+func (s *Store) erase(ctx context.Context, seq uint64) error {
+	err := s.stream.SecureDeleteMsg(ctx, seq)
+	if err == nil {
+		return nil
+	}
+	// The server answers "no message found" for a sequence removed by a
+	// racing Destroy; the delete API reports it only as text, so look.
+	if _, gerr := s.stream.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	return fmt.Errorf("erase key %d: %w", seq, err)
+}
+
+// last returns the last message on subj, nil when there is none, checking
+// that it is a key or a tombstone.
+func (s *Store) last(ctx context.Context, subj string) (*jetstream.RawStreamMsg, error) {
+	msg, err := s.stream.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !isTombstone(msg) && len(msg.Data) != pii.KeySize {
+		return nil, fmt.Errorf("%w: message %d on %s has %d bytes and no %s header",
+			ErrCorrupt, msg.Sequence, subj, len(msg.Data), TombstoneHeader)
+	}
+	return msg, nil
+}
+
+func isTombstone(msg *jetstream.RawStreamMsg) bool {
+	return msg.Header != nil && len(msg.Header.Values(TombstoneHeader)) > 0
+}
+
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// subject returns the subject of key id, refusing ids that are not
+// "<account>.<user>" with valid ids.
+func (s *Store) subject(id string) (string, error) {
+	account, user, ok := strings.Cut(id, ".")
+	if !ok || !validAccount(account) || !validUser(user) {
+		return "", fmt.Errorf("%w %q: want <account>.<user>, account [a-z0-9][a-z0-9_-]{0,62}, user [A-Za-z0-9][A-Za-z0-9_-]{0,63}",
+			ErrInvalidID, id)
+	}
+	return s.prefix + "." + account + "." + user, nil
+}
+
+// validAccount reports whether a matches [a-z0-9][a-z0-9_-]{0,62}.
+func validAccount(a string) bool {
+	if len(a) < 1 || len(a) > 63 {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		c := a[i]
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case (c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validUser reports whether u matches [A-Za-z0-9][A-Za-z0-9_-]{0,63}.
+func validUser(u string) bool {
+	if len(u) < 1 || len(u) > 64 {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case (c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validToken reports whether t is a literal subject token: not empty, no
+// wildcard, separator, whitespace or control character.
+func validToken(t string) bool {
+	if t == "" {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		switch c := t[i]; {
+		case c <= ' ', c == 0x7f, c == '.', c == '*', c == '>':
+			return false
+		}
+	}
+	return true
+}
+
+// validStreamName reports whether n can name a stream: a literal token
+// without path separators.
+func validStreamName(n string) bool {
+	return validToken(n) && !strings.ContainsAny(n, `/\`)
+}

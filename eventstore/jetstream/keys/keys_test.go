@@ -1,0 +1,583 @@
+package keys
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/licenseledger/ledger/internal/pii"
+)
+
+// testServer is an embedded nats-server with JetStream on a directory that
+// outlives it, so a test can restart it.
+type testServer struct {
+	t   *testing.T
+	dir string
+	srv *server.Server
+}
+
+func newTestServer(t *testing.T) *testServer {
+	t.Helper()
+	ts := &testServer{t: t, dir: t.TempDir()}
+	ts.start()
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+func (ts *testServer) start() {
+	ts.t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "keys-test",
+		Host:       "127.0.0.1",
+		Port:       -1,
+		JetStream:  true,
+		StoreDir:   ts.dir,
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	if err != nil {
+		ts.t.Fatalf("new server: %v", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		ts.t.Fatal("server not ready")
+	}
+	ts.srv = srv
+}
+
+func (ts *testServer) stop() {
+	if ts.srv != nil {
+		ts.srv.Shutdown()
+		ts.srv.WaitForShutdown()
+		ts.srv = nil
+	}
+}
+
+func (ts *testServer) restart() {
+	ts.t.Helper()
+	ts.stop()
+	ts.start()
+}
+
+// connect returns a JetStream context on a new connection, closed when the
+// test ends.
+func (ts *testServer) connect() jetstream.JetStream {
+	ts.t.Helper()
+	nc, err := nats.Connect(ts.srv.ClientURL(), nats.MaxReconnects(0))
+	if err != nil {
+		ts.t.Fatalf("connect: %v", err)
+	}
+	ts.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		ts.t.Fatalf("jetstream: %v", err)
+	}
+	return js
+}
+
+func (ts *testServer) open(ctx context.Context) *Store {
+	ts.t.Helper()
+	s, err := Open(ctx, ts.connect(), Config{})
+	if err != nil {
+		ts.t.Fatalf("open: %v", err)
+	}
+	return s
+}
+
+// filesContaining returns the files under dir that contain any of needles.
+func filesContaining(t *testing.T, dir string, needles map[string][]byte) []string {
+	t.Helper()
+	var hits []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for form, n := range needles {
+			if bytes.Contains(b, n) {
+				rel, _ := filepath.Rel(dir, path)
+				hits = append(hits, rel+" ("+form+")")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk %s: %v", dir, err)
+	}
+	return hits
+}
+
+// forms returns b as raw bytes and in the text encodings a program might
+// write it in.
+func forms(name string, b []byte) map[string][]byte {
+	return map[string][]byte{
+		name + " raw":       b,
+		name + " base64":    []byte(base64.StdEncoding.EncodeToString(b)),
+		name + " base64raw": []byte(base64.RawStdEncoding.EncodeToString(b)),
+		name + " base64url": []byte(base64.RawURLEncoding.EncodeToString(b)),
+		name + " hex":       []byte(hex.EncodeToString(b)),
+		name + " HEX":       []byte(strings.ToUpper(hex.EncodeToString(b))),
+	}
+}
+
+func newKey(t *testing.T) []byte {
+	t.Helper()
+	k := make([]byte, pii.KeySize)
+	if _, err := rand.Read(k); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestPutGetDestroy(t *testing.T) {
+	ctx := t.Context()
+	s := newTestServer(t).open(ctx)
+	id := pii.KeyID("acme", "u1")
+
+	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrNoKey) {
+		t.Fatalf("Get before Put: %v, want ErrNoKey", err)
+	}
+	first := newKey(t)
+	if err := s.Put(ctx, id, first); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	if err := s.Put(ctx, id, first); err != nil {
+		t.Fatalf("Put of the same key again: %v", err)
+	}
+	if err := s.Put(ctx, id, newKey(t)); err != nil {
+		t.Fatalf("Put of another key: %v", err)
+	}
+	got, err := s.Get(ctx, id)
+	if err != nil || !bytes.Equal(got, first) {
+		t.Fatalf("Get = %x, %v; want the first key %x", got, err, first)
+	}
+
+	other := pii.KeyID("acme", "u2")
+	otherKey := newKey(t)
+	if err := s.Put(ctx, other, otherKey); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := s.Destroy(ctx, id); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Get after Destroy: %v, want ErrErased", err)
+	}
+	if err := s.Put(ctx, id, newKey(t)); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Put after Destroy: %v, want ErrErased", err)
+	}
+	if err := s.Destroy(ctx, id); err != nil {
+		t.Fatalf("second Destroy: %v", err)
+	}
+	if got, err := s.Get(ctx, other); err != nil || !bytes.Equal(got, otherKey) {
+		t.Fatalf("Get of another user = %x, %v; want %x", got, err, otherKey)
+	}
+
+	never := pii.KeyID("acme", "never")
+	if err := s.Destroy(ctx, never); err != nil {
+		t.Fatalf("Destroy without a key: %v", err)
+	}
+	if _, err := s.Get(ctx, never); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Get after Destroy without a key: %v, want ErrErased", err)
+	}
+	if err := s.Put(ctx, never, newKey(t)); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Put after Destroy without a key: %v, want ErrErased", err)
+	}
+}
+
+func TestInvalidIDsAndKeys(t *testing.T) {
+	ctx := t.Context()
+	s := newTestServer(t).open(ctx)
+	long := strings.Repeat("a", 64)
+	for _, id := range []string{
+		"", "acme", "acme.", ".u1", "Acme.u1", "acme.u.1", "acme.*", "acme.>", "*.u1",
+		"acme.u 1", "acme.u\t1", "-acme.u1", "acme._u1", "acme.ü", long + ".u1",
+		"acme." + long + "b",
+	} {
+		if err := s.Put(ctx, id, newKey(t)); !errors.Is(err, ErrInvalidID) {
+			t.Errorf("Put(%q): %v, want ErrInvalidID", id, err)
+		}
+		if _, err := s.Get(ctx, id); !errors.Is(err, ErrInvalidID) {
+			t.Errorf("Get(%q): %v, want ErrInvalidID", id, err)
+		}
+		if err := s.Destroy(ctx, id); !errors.Is(err, ErrInvalidID) {
+			t.Errorf("Destroy(%q): %v, want ErrInvalidID", id, err)
+		}
+	}
+	for _, id := range []string{"a.b", "acme-1_x.U-1_z", long[:63] + "." + long, "0.0"} {
+		if err := s.Put(ctx, id, newKey(t)); err != nil {
+			t.Errorf("Put(%q): %v", id, err)
+		}
+	}
+	for _, k := range [][]byte{nil, make([]byte, 16), make([]byte, 33)} {
+		if err := s.Put(ctx, "acme.u1", k); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Put of %d bytes: %v, want ErrInvalidKey", len(k), err)
+		}
+	}
+	if _, err := s.Get(ctx, "acme.u1"); !errors.Is(err, pii.ErrNoKey) {
+		t.Errorf("Get after refused Puts: %v, want ErrNoKey", err)
+	}
+
+	for _, cfg := range []Config{
+		{Stream: "a.b"}, {Stream: "a b"}, {Stream: "a/b"},
+		{SubjectPrefix: "keys.*"}, {SubjectPrefix: "keys."}, {SubjectPrefix: ">"},
+		{Replicas: -1},
+	} {
+		if _, err := Open(ctx, s.js, cfg); err == nil {
+			t.Errorf("Open(%+v) succeeded", cfg)
+		}
+	}
+}
+
+func TestKeysSurviveRestart(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s := ts.open(ctx)
+	kept, gone := pii.KeyID("acme", "kept"), pii.KeyID("acme", "gone")
+	keptKey := newKey(t)
+	if err := s.Put(ctx, kept, keptKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, gone, newKey(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Destroy(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+
+	ts.restart()
+	s = ts.open(ctx)
+	if got, err := s.Get(ctx, kept); err != nil || !bytes.Equal(got, keptKey) {
+		t.Fatalf("Get after restart = %x, %v; want %x", got, err, keptKey)
+	}
+	if _, err := s.Get(ctx, gone); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Get of destroyed key after restart: %v, want ErrErased", err)
+	}
+	if err := s.Put(ctx, gone, newKey(t)); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Put of destroyed key after restart: %v, want ErrErased", err)
+	}
+	if err := s.Put(ctx, kept, newKey(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(ctx, kept); err != nil || !bytes.Equal(got, keptKey) {
+		t.Fatalf("Put after restart replaced the key: %x, %v; want %x", got, err, keptKey)
+	}
+}
+
+// TestConcurrentPut races two stores on two connections (two processes)
+// putting different keys under one id: exactly one key is kept and both
+// read it back.
+func TestConcurrentPut(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	a, b := ts.open(ctx), ts.open(ctx)
+	winsA, winsB := 0, 0
+	for i := range 20 {
+		id := pii.KeyID("acme", "u"+strconv.Itoa(i))
+		ka, kb := newKey(t), newKey(t)
+		var wg sync.WaitGroup
+		var errA, errB error
+		start := make(chan struct{})
+		wg.Go(func() { <-start; errA = a.Put(ctx, id, ka) })
+		wg.Go(func() { <-start; errB = b.Put(ctx, id, kb) })
+		close(start)
+		wg.Wait()
+		if errA != nil || errB != nil {
+			t.Fatalf("%s: Put errors %v, %v", id, errA, errB)
+		}
+		ga, errA := a.Get(ctx, id)
+		gb, errB := b.Get(ctx, id)
+		if errA != nil || errB != nil {
+			t.Fatalf("%s: Get errors %v, %v", id, errA, errB)
+		}
+		if !bytes.Equal(ga, gb) {
+			t.Fatalf("%s: the stores disagree: %x and %x", id, ga, gb)
+		}
+		switch {
+		case bytes.Equal(ga, ka):
+			winsA++
+		case bytes.Equal(ga, kb):
+			winsB++
+		default:
+			t.Fatalf("%s: stored key %x is neither put", id, ga)
+		}
+		n := subjectMessages(t, ctx, a, id)
+		if n != 1 {
+			t.Fatalf("%s: %d messages on the subject, want 1", id, n)
+		}
+	}
+	t.Logf("first wins: store a %d, store b %d", winsA, winsB)
+}
+
+// TestKeyringsAgreeOverStore races two keyrings (two processes) creating
+// the key of one user; each opens what the other sealed.
+func TestKeyringsAgreeOverStore(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	ra := pii.NewKeyring(ts.open(ctx), rand.Reader)
+	rb := pii.NewKeyring(ts.open(ctx), rand.Reader)
+	id := pii.KeyID("acme", "u1")
+	var wg sync.WaitGroup
+	var errA, errB error
+	wg.Go(func() { errA = ra.Create(ctx, id) })
+	wg.Go(func() { errB = rb.Create(ctx, id) })
+	wg.Wait()
+	if errA != nil || errB != nil {
+		t.Fatalf("Create: %v, %v", errA, errB)
+	}
+	sealed, err := ra.Seal(ctx, id, "name", "Ada Lovelace")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := rb.Open(ctx, id, "name", sealed); err != nil || got != "Ada Lovelace" {
+		t.Fatalf("other keyring opens %q, %v", got, err)
+	}
+}
+
+func subjectMessages(t *testing.T, ctx context.Context, s *Store, id string) uint64 {
+	t.Helper()
+	subj, err := s.subject(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[subj]
+}
+
+// TestDestroyErasesKeyBytes checks the files of the server: the key is in
+// them before Destroy, in none of them after, nor after a restart, while
+// the other users' keys stay.
+func TestDestroyErasesKeyBytes(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s := ts.open(ctx)
+	others := make(map[string][]byte)
+	for i := range 10 {
+		id := pii.KeyID("acme", "before"+strconv.Itoa(i))
+		others[id] = newKey(t)
+		if err := s.Put(ctx, id, others[id]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	victim := pii.KeyID("acme", "victim")
+	key := newKey(t)
+	if err := s.Put(ctx, victim, key); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		id := pii.KeyID("acme", "after"+strconv.Itoa(i))
+		others[id] = newKey(t)
+		if err := s.Put(ctx, id, others[id]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	needles := forms("key", key)
+	if hits := filesContaining(t, ts.dir, map[string][]byte{"key raw": key}); len(hits) == 0 {
+		t.Fatal("control: the key is in no file before Destroy; the scan proves nothing")
+	}
+
+	if err := s.Destroy(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	if hits := filesContaining(t, ts.dir, needles); len(hits) > 0 {
+		t.Fatalf("key bytes still on disk after Destroy: %v", hits)
+	}
+	for id, k := range others {
+		if hits := filesContaining(t, ts.dir, map[string][]byte{"raw": k}); len(hits) == 0 {
+			t.Fatalf("key of %s vanished from disk", id)
+		}
+		if got, err := s.Get(ctx, id); err != nil || !bytes.Equal(got, k) {
+			t.Fatalf("Get %s = %x, %v; want %x", id, got, err, k)
+		}
+	}
+
+	ts.restart()
+	s = ts.open(ctx)
+	if hits := filesContaining(t, ts.dir, needles); len(hits) > 0 {
+		t.Fatalf("key bytes on disk after restart: %v", hits)
+	}
+	if _, err := s.Get(ctx, victim); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Get after restart: %v, want ErrErased", err)
+	}
+}
+
+// TestOpenFinishesErasure stops a Destroy between its tombstone and its
+// erasure: the key reads as erased at once, and the next Open erases its
+// bytes.
+func TestOpenFinishesErasure(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s := ts.open(ctx)
+	id := pii.KeyID("acme", "u1")
+	key := newKey(t)
+	if err := s.Put(ctx, id, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, pii.KeyID("acme", "u2"), newKey(t)); err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := s.subject(id)
+	last, err := s.last(ctx, subj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(subj)
+	msg.Header.Set(TombstoneHeader, strconv.FormatUint(last.Sequence, 10))
+	if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequenceForSubject(last.Sequence, subj)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Get after tombstone: %v, want ErrErased", err)
+	}
+	if hits := filesContaining(t, ts.dir, map[string][]byte{"key raw": key}); len(hits) == 0 {
+		t.Fatal("control: the key is in no file before the erasure")
+	}
+
+	ts.restart()
+	s = ts.open(ctx)
+	if hits := filesContaining(t, ts.dir, forms("key", key)); len(hits) > 0 {
+		t.Fatalf("key bytes on disk after Open: %v", hits)
+	}
+	if n := subjectMessages(t, ctx, s, id); n != 1 {
+		t.Fatalf("%d messages on the subject after Open, want the tombstone only", n)
+	}
+	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Get after Open: %v, want ErrErased", err)
+	}
+}
+
+// TestSealedPersonalDataShredded seals a user's name and email with a
+// keyring over the store, keeps the sealed values in an ordinary stream of
+// the same server, deletes the user and then looks at every file: the
+// name and email were never there in plaintext, and after the key is
+// destroyed neither they nor the key are, also after a restart.
+func TestSealedPersonalDataShredded(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	js := ts.connect()
+	store, err := Open(ctx, js, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "EVENTS", Subjects: []string{"events.>"}, Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring := pii.NewKeyring(store, rand.Reader)
+
+	const name, email = "Grace Brewster Hopper", "grace.hopper@example.org"
+	id := pii.KeyID("acme", "u-grace")
+	if err := ring.Create(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	key, err := store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedName, err := ring.Seal(ctx, id, "name", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedEmail, err := ring.Seal(ctx, id, "email", email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A bystander whose data must stay readable.
+	bystander := pii.KeyID("acme", "u-alan")
+	if err := ring.Create(ctx, bystander); err != nil {
+		t.Fatal(err)
+	}
+	sealedBystander, err := ring.Seal(ctx, bystander, "name", "Alan Turing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range []string{sealedName, sealedEmail, sealedBystander} {
+		body := []byte(`{"type":"UserAdded","sealed":"` + v + `"}`)
+		if _, err := js.Publish(ctx, "events.acme."+strconv.Itoa(i), body); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	personal := forms("name", []byte(name))
+	for k, v := range forms("email", []byte(email)) {
+		personal[k] = v
+	}
+	if hits := filesContaining(t, ts.dir, personal); len(hits) > 0 {
+		t.Fatalf("personal data in plaintext before deletion: %v", hits)
+	}
+	if hits := filesContaining(t, ts.dir, map[string][]byte{"sealed name": []byte(sealedName)}); len(hits) == 0 {
+		t.Fatal("control: the sealed name is in no file; the scan proves nothing")
+	}
+	if hits := filesContaining(t, ts.dir, map[string][]byte{"key raw": key}); len(hits) == 0 {
+		t.Fatal("control: the key is in no file before deletion")
+	}
+
+	if err := ring.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+
+	check := func(when string) {
+		t.Helper()
+		all := forms("key", key)
+		for k, v := range personal {
+			all[k] = v
+		}
+		if hits := filesContaining(t, ts.dir, all); len(hits) > 0 {
+			t.Fatalf("%s: found on disk: %v", when, hits)
+		}
+		// The sealed values stay, unreadable.
+		if hits := filesContaining(t, ts.dir, map[string][]byte{"sealed email": []byte(sealedEmail)}); len(hits) == 0 {
+			t.Fatalf("%s: the sealed email left the event stream", when)
+		}
+	}
+	check("after Destroy")
+
+	ts.restart()
+	js = ts.connect()
+	store, err = Open(ctx, js, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("after restart")
+
+	fresh := pii.NewKeyring(store, rand.Reader)
+	events, err = js.Stream(ctx, "EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.GetMsg(ctx, 1); err != nil {
+		t.Fatalf("event of the deleted user: %v", err)
+	}
+	if _, err := fresh.Open(ctx, id, "name", sealedName); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Open name after deletion: %v, want ErrErased", err)
+	}
+	if got, err := fresh.Open(ctx, bystander, "name", sealedBystander); err != nil || got != "Alan Turing" {
+		t.Fatalf("Open bystander = %q, %v", got, err)
+	}
+}
