@@ -34,12 +34,18 @@ func ValidID(id string) bool { return idPattern.MatchString(id) }
 // *RuleError when cmd breaks a rule. A command that changes nothing (a
 // repeated deactivation or activation) returns no event and no error.
 func Decide(s State, cmd Command) ([]Event, error) {
-	switch c := cmd.(type) {
-	case OpenAccount:
+	at, known := commandTime(cmd)
+	if !known {
+		return nil, refuse(RuleInvalidCommand, "unknown command %T", cmd)
+	}
+	if c, ok := cmd.(OpenAccount); ok {
 		return decideOpen(s, c)
 	}
 	if !s.Opened() {
 		return nil, refuse(RuleAccountNotFound, "account not found")
+	}
+	if at.IsZero() {
+		return nil, refuse(RuleInvalidCommand, "command has no time")
 	}
 	switch c := cmd.(type) {
 	case PurchaseSeats:
@@ -61,6 +67,30 @@ func Decide(s State, cmd Command) ([]Event, error) {
 		return decideActivity(s, c)
 	}
 	return nil, refuse(RuleInvalidCommand, "unknown command %T", cmd)
+}
+
+// commandTime returns the time cmd is decided at and whether cmd is a
+// command the ledger knows.
+func commandTime(cmd Command) (time.Time, bool) {
+	switch c := cmd.(type) {
+	case OpenAccount:
+		return c.At, true
+	case PurchaseSeats:
+		return c.At, true
+	case ScheduleSeatReduction:
+		return c.At, true
+	case AddUser:
+		return c.At, true
+	case DeactivateUser:
+		return c.At, true
+	case ActivateUser:
+		return c.At, true
+	case DeleteUser:
+		return c.At, true
+	case RecordActivity:
+		return c.At, true
+	}
+	return time.Time{}, false
 }
 
 // at keeps an account's event times from going backwards when clocks of
@@ -137,17 +167,19 @@ func decideAdd(s State, c AddUser) ([]Event, error) {
 		return nil, refuse(RuleDuplicateEmail, "another user of this account has that email")
 	}
 	if s.Available() < 1 {
-		return nil, noSeat(s)
+		return nil, noSeat(s, s.at(c.At))
 	}
 	return one(UserAdded{UserID: c.UserID, Name: name, Email: email, Role: c.Role, At: s.at(c.At)})
 }
 
-func noSeat(s State) error {
-	if pending, _ := s.PendingReduction(time.Time{}); pending > 0 {
+// noSeat explains a refusal for want of a seat at t: reductions already in
+// effect are simply fewer seats, pending ones are named.
+func noSeat(s State, t time.Time) error {
+	if pending, _ := s.PendingReduction(t); pending > 0 {
 		return refuse(RuleNoSeatAvailable, "no seat available: %d of %d in use, counting a pending reduction of %d",
 			s.Active, s.SeatsAfterReductions(), pending)
 	}
-	return refuse(RuleNoSeatAvailable, "no seat available: %d of %d in use", s.Active, s.Seats)
+	return refuse(RuleNoSeatAvailable, "no seat available: %d of %d in use", s.Active, s.SeatsAfterReductions())
 }
 
 // user returns the user a command is about, refusing unknown and deleted
@@ -194,7 +226,7 @@ func decideActivate(s State, c ActivateUser) ([]Event, error) {
 		return nil, nil
 	}
 	if s.Available() < 1 {
-		return nil, noSeat(s)
+		return nil, noSeat(s, s.at(c.At))
 	}
 	return one(UserActivated{UserID: u.ID, At: s.at(c.At)})
 }

@@ -1,8 +1,11 @@
 package ledger
 
 // Evolve returns the state after event e. It trusts e: events are facts
-// that Decide accepted, so Evolve checks no rule. It reuses s's maps and
-// slices (see [State]).
+// that Decide accepted, so Evolve checks no rule. An event that cannot
+// apply to s (a second opening, a user id added again, a status change from
+// the wrong status) changes nothing but Version and LastAt, so a deleted
+// user stays deleted and the counters always agree with Users. It reuses
+// s's maps and slices (see [State]).
 func Evolve(s State, e Event) State {
 	if at := e.OccurredAt().UTC(); at.After(s.LastAt) {
 		s.LastAt = at
@@ -13,20 +16,33 @@ func Evolve(s State, e Event) State {
 	s.Version++
 	switch e := e.(type) {
 	case AccountOpened:
+		if s.Opened() {
+			return s // an account is opened once
+		}
 		s.Account, s.Name, s.OpenedAt, s.Seats = e.Account, e.Name, e.At.UTC(), e.Seats
-		s.Users = make(map[string]User)
-		s.emails = make(map[string]string)
+		if s.Users == nil {
+			s.Users = make(map[string]User)
+		}
+		if s.emails == nil {
+			s.emails = emailIndex(s.Users)
+		}
 	case SeatsPurchased:
 		s.Seats += e.Count
 	case SeatReductionScheduled:
-		s.Reductions = append(s.Reductions, Reduction{Count: e.Count, ScheduledAt: e.At, EffectiveAt: e.EffectiveAt.UTC()})
+		s.Reductions = append(s.Reductions, Reduction{Count: e.Count, ScheduledAt: e.At.UTC(), EffectiveAt: e.EffectiveAt.UTC()})
 	case UserAdded:
+		if _, ok := s.Users[e.UserID]; ok {
+			return s // a user id is used once: a deleted user stays deleted
+		}
 		if s.Users == nil {
 			s.Users = make(map[string]User)
-			s.emails = make(map[string]string)
 		}
+		if s.emails == nil {
+			s.emails = emailIndex(s.Users)
+		}
+		at := e.At.UTC()
 		s.Users[e.UserID] = User{ID: e.UserID, Name: e.Name, Email: e.Email, Role: e.Role,
-			Status: StatusActive, AddedAt: e.At, ChangedAt: e.At}
+			Status: StatusActive, AddedAt: at, ChangedAt: at}
 		s.Order = append(s.Order, e.UserID)
 		if e.Email != "" {
 			s.emails[foldEmail(e.Email)] = e.UserID
@@ -37,7 +53,7 @@ func Evolve(s State, e Event) State {
 		if !ok || u.Status != StatusActive {
 			return s
 		}
-		u.Status, u.Reason, u.ChangedAt = StatusDeactivated, e.Reason, e.At
+		u.Status, u.Reason, u.ChangedAt = StatusDeactivated, e.Reason, e.At.UTC()
 		s.Users[u.ID] = u
 		s.Deactivated++
 		s = s.countActive(u.Role, -1)
@@ -46,7 +62,7 @@ func Evolve(s State, e Event) State {
 		if !ok || u.Status != StatusDeactivated {
 			return s
 		}
-		u.Status, u.ChangedAt = StatusActive, e.At
+		u.Status, u.ChangedAt = StatusActive, e.At.UTC()
 		s.Users[u.ID] = u
 		s.Deactivated--
 		s = s.countActive(u.Role, 1)
@@ -64,7 +80,7 @@ func Evolve(s State, e Event) State {
 		if id, ok := s.emails[foldEmail(u.Email)]; ok && id == u.ID {
 			delete(s.emails, foldEmail(u.Email))
 		}
-		u.Status, u.ChangedAt, u.ReassignTo = StatusDeleted, e.At, e.ReassignTo
+		u.Status, u.ChangedAt, u.ReassignTo = StatusDeleted, e.At.UTC(), e.ReassignTo
 		u.Name, u.Email, u.Reason = "", "", ""
 		s.Users[u.ID] = u
 		s.Deleted++

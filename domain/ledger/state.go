@@ -140,6 +140,24 @@ func (s State) User(id string) (User, bool) {
 // EmailInUse reports whether a user that is not deleted has email,
 // compared without regard to case.
 func (s State) EmailInUse(email string) bool {
+	if s.emails == nil && len(s.Users) > 0 {
+		// A State built without Evolve (a literal, a decoded snapshot) has
+		// no index yet.
+		_, ok := emailIndex(s.Users)[foldEmail(email)]
+		return ok
+	}
 	_, ok := s.emails[foldEmail(email)]
 	return ok
+}
+
+// emailIndex maps the lower-cased email of every user not deleted to the
+// user's id.
+func emailIndex(users map[string]User) map[string]string {
+	idx := make(map[string]string, len(users))
+	for id, u := range users {
+		if u.Status != StatusDeleted && u.Email != "" {
+			idx[foldEmail(u.Email)] = id
+		}
+	}
+	return idx
 }
