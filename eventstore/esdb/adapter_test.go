@@ -380,3 +380,57 @@ func TestCloseEndsResubscribing(t *testing.T) {
 		t.Fatal("Close did not end a resubscribing subscription")
 	}
 }
+
+// TestSubscribeSurvivesNodeDown takes the server away long enough for the
+// client to give up discovery and close itself for good; the store replaces
+// the client and the subscription goes on once the server is back.
+func TestSubscribeSurvivesNodeDown(t *testing.T) {
+	srv := startServer(t)
+	// Give up discovery quickly: 2 attempts, 20 ms apart.
+	s := open(t, srv.ConnectionString()+"&maxDiscoverAttempts=2&discoveryInterval=20")
+	ctx := testCtx(t)
+	stream := eventstore.LedgerStream("acct-" + uuid.NewString())
+	first, second := proposed(1), proposed(1)
+	if _, err := s.Append(ctx, stream, eventstore.NoStream(), first...); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan uuid.UUID, 4)
+	go func() {
+		for rec, err := range s.Subscribe(ctx, 0) {
+			if err != nil {
+				return
+			}
+			got <- rec.ID
+		}
+	}()
+	if id := <-got; id != first[0].ID {
+		t.Fatalf("first event %s, want %s", id, first[0].ID)
+	}
+	subs := srv.Subscriptions()
+	srv.Pause()
+	time.Sleep(300 * time.Millisecond) // several failed resubscriptions
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	for range 50 {
+		if _, err = s.Append(ctx, stream, eventstore.Exact(0), second...); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("append after the server came back: %v", err)
+	}
+	select {
+	case id := <-got:
+		if id != second[0].ID {
+			t.Errorf("after the outage the subscription delivered %s, want %s", id, second[0].ID)
+		}
+	case <-ctx.Done():
+		t.Fatal("the subscription did not resume after the server came back")
+	}
+	if srv.Subscriptions() <= subs {
+		t.Error("no new subscription reached the server")
+	}
+}

@@ -133,7 +133,9 @@ func (s *Store) renew(dead *esdb.Client) {
 	if err != nil {
 		return // the configuration was valid once; keep the old client
 	}
-	_ = dead.Close()
+	// The dead client is dropped, not closed: its connection loop has
+	// ended, and closing its request channel would panic any call still
+	// blocked sending to it.
 	s.client = c
 }
 

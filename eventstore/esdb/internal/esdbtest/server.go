@@ -98,7 +98,7 @@ func Start() (*Server, error) {
 		return nil, fmt.Errorf("esdbtest: listen: %w", err)
 	}
 	s := &Server{
-		lis:     &trackingListener{Listener: l, conns: map[net.Conn]struct{}{}},
+		lis:     &trackingListener{addr: l.Addr(), inner: l, conns: map[net.Conn]struct{}{}},
 		streams: map[string]*streamState{},
 		next:    1024,
 		changed: make(chan struct{}),
@@ -143,6 +143,27 @@ func (s *Server) Appends() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.appends
+}
+
+// Pause stops accepting connections and cuts the open ones, as a node that
+// goes down would; the events stay. Resume brings the server back on the
+// same address.
+func (s *Server) Pause() {
+	_ = s.lis.Close() // Serve returns
+	s.lis.closeAll()
+}
+
+// Resume listens again on the address the server had before Pause.
+func (s *Server) Resume() error {
+	l, err := net.Listen("tcp", s.lis.Addr().String())
+	if err != nil {
+		return fmt.Errorf("esdbtest: listen again: %w", err)
+	}
+	s.lis.mu.Lock()
+	s.lis.inner = l
+	s.lis.mu.Unlock()
+	go s.grpc.Serve(s.lis) //nolint:errcheck // Serve returns when Close stops the server.
+	return nil
 }
 
 // Subscriptions returns how many subscriptions to $all clients started.
@@ -701,15 +722,23 @@ func uuidFromProto(u *shared.UUID) uuid.UUID {
 }
 
 // trackingListener remembers the connections it accepted so that they can
-// be cut all at once.
+// be cut all at once. Its listener can be replaced (Resume) while an old
+// Serve loop is still returning.
 type trackingListener struct {
-	net.Listener
+	addr  net.Addr
 	mu    sync.Mutex
+	inner net.Listener
 	conns map[net.Conn]struct{}
 }
 
+func (l *trackingListener) listener() net.Listener {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inner
+}
+
 func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
+	c, err := l.listener().Accept()
 	if err != nil {
 		return nil, err
 	}
@@ -718,6 +747,10 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	l.mu.Unlock()
 	return c, nil
 }
+
+func (l *trackingListener) Close() error { return l.listener().Close() }
+
+func (l *trackingListener) Addr() net.Addr { return l.addr }
 
 func (l *trackingListener) closeAll() {
 	l.mu.Lock()
