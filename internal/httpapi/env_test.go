@@ -60,6 +60,8 @@ type env struct {
 	logs     *syncBuffer
 	operator string
 	cfg      httpapi.Config
+	// readModels are the read models the API serves from.
+	readModels []projections.Projection
 }
 
 type syncBuffer struct {
@@ -107,6 +109,7 @@ func newEnv(t *testing.T, opts ...options) *env {
 		NewEventID: func() uuid.UUID { return uuid.New() }, NewULID: newULID,
 	})
 	st, at, au, bi := seats.New(), attribution.New(), audit.New(), billing.New()
+	e.readModels = []projections.Projection{st, at, au, bi}
 	if !o.noFeed {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
