@@ -581,3 +581,70 @@ func TestSealedPersonalDataShredded(t *testing.T) {
 		t.Fatalf("Open bystander = %q, %v", got, err)
 	}
 }
+
+// TestDestroyErasesKeyInOlderBlock erases keys that sit in block files the
+// server no longer appends to, the path where the filestore rewrites a
+// closed block (and may compact it) rather than the one it writes to. The
+// stream is created first with a small MaxBytes so that its blocks are
+// small (the filestore fixes the block size when it opens the stream).
+func TestDestroyErasesKeyInOlderBlock(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	js := ts.connect()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: DefaultStream, Subjects: []string{DefaultSubjectPrefix + ".*.*"},
+		Storage: jetstream.FileStorage, MaxBytes: 100_000,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, js, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1500
+	all := make([][]byte, n)
+	for i := range n {
+		all[i] = newKey(t)
+		if _, err := js.PublishAsync(DefaultSubjectPrefix+".acme.u"+strconv.Itoa(i), all[i],
+			jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	blocks, err := filepath.Glob(filepath.Join(ts.dir, "jetstream", "*", "streams", DefaultStream, "msgs", "*.blk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(blocks) < 3 {
+		t.Fatalf("control: %d block files, want several", len(blocks))
+	}
+	// The first key, one in the middle and the last one put.
+	for _, i := range []int{0, 1, n / 2, n - 1} {
+		needles := forms("key", all[i])
+		if hits := filesContaining(t, ts.dir, map[string][]byte{"raw": all[i]}); len(hits) == 0 {
+			t.Fatalf("control: key %d is in no file", i)
+		}
+		if err := s.Destroy(ctx, pii.KeyID("acme", "u"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		if hits := filesContaining(t, ts.dir, needles); len(hits) > 0 {
+			t.Fatalf("key %d on disk after Destroy: %v", i, hits)
+		}
+	}
+	ts.restart()
+	s = ts.open(ctx)
+	for _, i := range []int{0, 1, n / 2, n - 1} {
+		if hits := filesContaining(t, ts.dir, forms("key", all[i])); len(hits) > 0 {
+			t.Fatalf("key %d on disk after restart: %v", i, hits)
+		}
+	}
+	for _, i := range []int{2, n/2 + 1, n - 2} {
+		if got, err := s.Get(ctx, pii.KeyID("acme", "u"+strconv.Itoa(i))); err != nil || !bytes.Equal(got, all[i]) {
+			t.Fatalf("key %d after restart = %x, %v", i, got, err)
+		}
+	}
+}
