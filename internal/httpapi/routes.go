@@ -198,7 +198,13 @@ func (s *server) doWrite(r *http.Request, op writeOp) *response {
 			return s.problemResponse(r, err)
 		}
 	}
-	p, err := s.authorize(r, account, op.action)
+	scope := account
+	if op.account != nil {
+		// The account named in the body does not exist yet: only the role
+		// decides (opening is for operators, who see every account).
+		scope = ""
+	}
+	p, err := s.authorize(r, scope, op.action)
 	if err != nil {
 		return s.problemResponse(r, err)
 	}
