@@ -1,0 +1,650 @@
+// Package jetstream is the NATS JetStream backend of the event store.
+//
+// # Layout
+//
+// All events live in one JetStream stream (default "LEDGER") bound to the
+// subjects ledger.> and activity.>. An event of account acme's ledger stream
+// has subject ledger.acme.<EventType>; its activities have subject
+// activity.acme.ActivityRecorded. Every message body is the event's
+// CloudEvents 1.0 structured-mode envelope ([eventstore.CloudEvent]), with
+// headers Content-Type: application/cloudevents+json, Nats-Msg-Id: the event
+// id (server-side de-duplication), and Ledger-Revision: the event's revision
+// in its stream. A [eventstore.Position] is the JetStream stream sequence.
+//
+// # Concurrency and atomicity
+//
+// An append carries the JetStream per-subject expectation
+// Nats-Expected-Last-Subject-Sequence for the filter "<category>.<account>.*":
+// the server refuses it when another event of the stream was stored since
+// the sequence the writer knows (error 10071, or 10164 on replicated
+// streams), which the store reports as [eventstore.ErrConflict]. The store
+// caches, per stream, the revision and sequence of its last event, and
+// reloads them from the server on a miss or a conflict. Several events are
+// appended as one JetStream atomic batch (stream AllowAtomicPublish): all are
+// stored or none.
+//
+// # Group commit
+//
+// Concurrent appends to different streams are coalesced into one atomic
+// batch of up to [Config.MaxBatch] events, each stream keeping its own
+// expectation. With fsync durability the server then syncs once per batch
+// instead of once per event. One wrong expectation rejects a whole batch,
+// so when a coalesced batch fails every append in it is retried on its own
+// and gets its own answer.
+//
+// # Constructors
+//
+// [Embedded] starts nats-server in this process ([StartServer]) and opens
+// the store over an in-process connection; [Connect] dials an external NATS
+// server or cluster; [Open] works over a connection the caller owns. All
+// three share the code above the connection.
+package jetstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/licenseledger/ledger/eventstore"
+)
+
+var _ eventstore.Store = (*Store)(nil)
+
+// Header names the store writes on every message.
+const (
+	// RevisionHeader carries the event's revision in its stream.
+	RevisionHeader = "Ledger-Revision"
+	// MetadataHeader carries metadata that is an object without members
+	// ("{}"), which the envelope cannot show, so that it reads back as
+	// given.
+	MetadataHeader = "Ledger-Metadata"
+	contentType    = "Content-Type"
+)
+
+// Config configures a [Store]. The zero value is usable.
+type Config struct {
+	// Stream is the JetStream stream's name; default "LEDGER".
+	Stream string
+	// Replicas is the stream's replica count: 1 (default) on a single
+	// server, 3 on a cluster.
+	Replicas int
+	// Duplicates is the server's de-duplication window for Nats-Msg-Id;
+	// default 2 minutes. Retries with [eventstore.Exact] or
+	// [eventstore.NoStream] are recognised at any age; a retry with
+	// [eventstore.Any] only within this window.
+	Duplicates time.Duration
+	// MaxBatch is the largest number of events the store coalesces from
+	// concurrent appends into one atomic batch; default 100, 1 turns
+	// coalescing off. The server refuses batches over 1,000 events.
+	MaxBatch int
+	// Committers is the number of coalesced batches in flight at once;
+	// default 4.
+	Committers int
+	// Logger receives the store's logs; default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Stream == "" {
+		c.Stream = "LEDGER"
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.Duplicates <= 0 {
+		c.Duplicates = 2 * time.Minute
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 100
+	}
+	if c.MaxBatch > 1000 {
+		c.MaxBatch = 1000
+	}
+	if c.Committers <= 0 {
+		c.Committers = 4
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// StreamConfig returns the JetStream stream configuration the store creates
+// or updates.
+func StreamConfig(cfg Config) jetstream.StreamConfig {
+	cfg.setDefaults()
+	return jetstream.StreamConfig{
+		Name:               cfg.Stream,
+		Description:        "License ledger events (CloudEvents 1.0, structured mode)",
+		Subjects:           []string{string(eventstore.Ledger) + ".>", string(eventstore.Activity) + ".>"},
+		Retention:          jetstream.LimitsPolicy,
+		Storage:            jetstream.FileStorage,
+		Replicas:           cfg.Replicas,
+		Duplicates:         cfg.Duplicates,
+		AllowAtomicPublish: true,
+		// Reads for the revision cache must see the leader's state, so no
+		// direct gets (which followers may answer).
+		AllowDirect: false,
+	}
+}
+
+// Store is the JetStream event store. It is safe for concurrent use.
+type Store struct {
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	heads  map[eventstore.StreamID]head
+	closed bool
+
+	reqs     chan *request
+	stop     chan struct{}
+	workers  sync.WaitGroup
+	inflight sync.WaitGroup
+
+	done chan struct{} // closed by Close: ends subscriptions
+
+	ownConn bool
+	srv     *server.Server
+}
+
+// head is what the store knows of a stream's end: how many events it holds
+// and the sequence and id of the last one.
+type head struct {
+	n      uint64
+	seq    uint64
+	lastID string
+}
+
+// Embedded starts nats-server in this process as scfg says, connects to it
+// in-process and opens the store. Close stops the server and waits for it.
+func Embedded(ctx context.Context, scfg ServerConfig, cfg Config) (*Store, error) {
+	srv, err := StartServer(scfg)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(srv.ClientURL(), nats.InProcessServer(srv), nats.Name("ledger-store"))
+	if err != nil {
+		StopServer(srv)
+		return nil, fmt.Errorf("jetstream: connect to embedded server: %w", err)
+	}
+	s, err := Open(ctx, nc, cfg)
+	if err != nil {
+		nc.Close()
+		StopServer(srv)
+		return nil, err
+	}
+	s.ownConn, s.srv = true, srv
+	return s, nil
+}
+
+// Connect dials the NATS server or cluster at url (comma-separated URLs
+// allowed) and opens the store. Close closes the connection.
+func Connect(ctx context.Context, url string, cfg Config, opts ...nats.Option) (*Store, error) {
+	opts = append([]nats.Option{nats.Name("ledger-store"), nats.MaxReconnects(-1)}, opts...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: connect to %s: %w", url, err)
+	}
+	s, err := Open(ctx, nc, cfg)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	s.ownConn = true
+	return s, nil
+}
+
+// Open creates or updates the ledger stream over nc and returns the store.
+// The caller keeps ownership of nc. While JetStream is not yet available (a
+// cluster electing its leader) Open retries until ctx ends.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	cfg.setDefaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	var stream jetstream.Stream
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		stream, err = js.CreateOrUpdateStream(cctx, StreamConfig(cfg))
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("jetstream: create stream %s: %w", cfg.Stream, errors.Join(err, ctx.Err()))
+		}
+		if !transient(err) {
+			return nil, fmt.Errorf("jetstream: create stream %s: %w", cfg.Stream, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	s := &Store{
+		cfg:    cfg,
+		nc:     nc,
+		js:     js,
+		stream: stream,
+		log:    cfg.Logger.With("stream", cfg.Stream),
+		heads:  make(map[eventstore.StreamID]head),
+		reqs:   make(chan *request, 4*cfg.MaxBatch*cfg.Committers),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	if cfg.MaxBatch > 1 {
+		for range cfg.Committers {
+			s.workers.Add(1)
+			go s.commitLoop()
+		}
+	}
+	return s, nil
+}
+
+// transient reports whether err may go away by itself: JetStream not ready
+// yet, no leader, a timeout.
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503 || apiErr.Code == 408 || apiErr.Code == 500
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.Is(err, nats.ErrTimeout)
+}
+
+// Server returns the embedded server, or nil when the store was not opened
+// by [Embedded].
+func (s *Store) Server() *server.Server { return s.srv }
+
+// Conn returns the store's NATS connection.
+func (s *Store) Conn() *nats.Conn { return s.nc }
+
+// Close stops accepting calls, waits for the appends in flight, and
+// releases what the store owns: the connection it dialled and the server it
+// started.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.done)
+	s.inflight.Wait()
+	close(s.stop)
+	s.workers.Wait()
+	if s.ownConn {
+		if err := s.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			s.nc.Close()
+		}
+		for i := 0; i < 100 && !s.nc.IsClosed(); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+		s.nc.Close()
+	}
+	if s.srv != nil {
+		StopServer(s.srv)
+	}
+	return nil
+}
+
+// enter registers a call in flight; it fails once the store is closed.
+func (s *Store) enter() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return eventstore.ErrClosed
+	}
+	s.inflight.Add(1)
+	return nil
+}
+
+// filter returns the subject filter matching every event of stream.
+func filter(stream eventstore.StreamID) string {
+	return string(stream.Category) + "." + stream.Account + ".*"
+}
+
+func subject(stream eventstore.StreamID, typ string) string {
+	return string(stream.Category) + "." + stream.Account + "." + typ
+}
+
+// validToken reports whether tok can be one token of a NATS subject.
+func validToken(tok string) bool {
+	if tok == "" {
+		return false
+	}
+	for i := 0; i < len(tok); i++ {
+		switch c := tok[i]; c {
+		case '.', '*', '>', ' ', '\t', '\r', '\n':
+			return false
+		default:
+			if c < 0x20 || c == 0x7f {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func checkStream(stream eventstore.StreamID) error {
+	if stream.Category != eventstore.Ledger && stream.Category != eventstore.Activity {
+		return fmt.Errorf("jetstream: unknown stream category %q", stream.Category)
+	}
+	if !validToken(stream.Account) {
+		return fmt.Errorf("jetstream: account %q cannot be a subject token", stream.Account)
+	}
+	return nil
+}
+
+// streamOf parses a subject back into its stream.
+func streamOf(subj string) (eventstore.StreamID, bool) {
+	cat, rest, ok := strings.Cut(subj, ".")
+	if !ok {
+		return eventstore.StreamID{}, false
+	}
+	acct, _, ok := strings.Cut(rest, ".")
+	if !ok {
+		return eventstore.StreamID{}, false
+	}
+	return eventstore.StreamID{Category: eventstore.Category(cat), Account: acct}, true
+}
+
+// isConflict reports whether err is JetStream's wrong-last-sequence error:
+// 10071 on a single replica, 10164 on replicated streams.
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == 10071 || apiErr.ErrorCode == 10164)
+}
+
+// isDuplicate reports whether err says an atomic batch holds a message id
+// already stored.
+func isDuplicate(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == 10201
+}
+
+func revisionOf(h nats.Header) (uint64, error) {
+	v := h.Get(RevisionHeader)
+	rev, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("jetstream: bad %s header %q: %w", RevisionHeader, v, err)
+	}
+	return rev, nil
+}
+
+// cachedHead returns the cached head of stream.
+func (s *Store) cachedHead(stream eventstore.StreamID) (head, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, ok := s.heads[stream]
+	return h, ok
+}
+
+// loadHead asks the server for the last event of stream and caches it.
+func (s *Store) loadHead(ctx context.Context, stream eventstore.StreamID) (head, error) {
+	m, err := s.stream.GetLastMsgForSubject(ctx, filter(stream))
+	var h head
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return head{}, fmt.Errorf("jetstream: last event of %s: %w", stream, err)
+	default:
+		rev, err := revisionOf(m.Header)
+		if err != nil {
+			return head{}, err
+		}
+		id, _, _ := strings.Cut(m.Header.Get(jetstream.MsgIDHeader), "@")
+		h = head{n: rev + 1, seq: m.Sequence, lastID: id}
+	}
+	s.mu.Lock()
+	s.heads[stream] = h
+	s.mu.Unlock()
+	return h, nil
+}
+
+// advance caches next as the head of stream unless a later head is
+// already known.
+func (s *Store) advance(stream eventstore.StreamID, next head) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.heads[stream]; ok && cur.seq > next.seq {
+		return
+	}
+	s.heads[stream] = next
+}
+
+func (s *Store) forget(stream eventstore.StreamID) {
+	s.mu.Lock()
+	delete(s.heads, stream)
+	s.mu.Unlock()
+}
+
+// Append implements [eventstore.Store.Append].
+func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, events ...eventstore.Proposed) (eventstore.AppendResult, error) {
+	if err := s.enter(); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	defer s.inflight.Done()
+	if err := checkStream(stream); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	if len(events) == 0 {
+		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: no events", stream)
+	}
+	if len(events) > 1000 {
+		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: %d events, at most 1000 at once", stream, len(events))
+	}
+	bodies := make([][]byte, len(events))
+	for i, e := range events {
+		if !validToken(e.Type) {
+			return eventstore.AppendResult{}, fmt.Errorf("jetstream: event type %q cannot be a subject token", e.Type)
+		}
+		b, err := eventstore.CloudEvent(stream, e)
+		if err != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: %w", stream, err)
+		}
+		bodies[i] = b
+	}
+
+	h, cached := s.cachedHead(stream)
+	fresh := false
+	// qualify makes the message ids unique to the stream, for events whose
+	// ids the server already holds in another stream.
+	qualify := false
+	for attempt := 0; ; attempt++ {
+		if !cached {
+			var err error
+			if h, err = s.loadHead(ctx, stream); err != nil {
+				return eventstore.AppendResult{}, err
+			}
+			cached, fresh = true, true
+		}
+		if !expected.Matches(h.n) {
+			if !fresh {
+				cached = false
+				continue
+			}
+			if res, ok, err := s.findOwn(ctx, stream, expected, h, events); err != nil || ok {
+				return res, err
+			}
+			return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s at %s (stream holds %d events): %w",
+				stream, expected, h.n, eventstore.ErrConflict)
+		}
+		msgs := make([]*nats.Msg, len(events))
+		for i, e := range events {
+			m := nats.NewMsg(subject(stream, e.Type))
+			m.Data = bodies[i]
+			m.Header.Set(contentType, eventstore.CloudEventContentType)
+			if qualify {
+				m.Header.Set(jetstream.MsgIDHeader, e.ID.String()+"@"+stream.String())
+			} else {
+				m.Header.Set(jetstream.MsgIDHeader, e.ID.String())
+			}
+			m.Header.Set(RevisionHeader, strconv.FormatUint(h.n+uint64(i), 10))
+			if len(e.Metadata) > 0 && emptyObject(e.Metadata) && !bytes.ContainsAny(e.Metadata, "\r\n") {
+				m.Header.Set(MetadataHeader, string(e.Metadata))
+			}
+			msgs[i] = m
+		}
+		msgs[0].Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(h.seq, 10))
+		msgs[0].Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, filter(stream))
+
+		seq, dup, err := s.publish(ctx, stream, msgs)
+		switch {
+		case err == nil && dup:
+			// Stored before within the de-duplication window: answer as
+			// the first append did, unless it was stored in another stream.
+			s.forget(stream)
+			res, same, err := s.resultAt(ctx, stream, seq)
+			if err != nil || same {
+				return res, err
+			}
+			if qualify || attempt >= 5 {
+				return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: event %s is stored in another stream", stream, events[0].ID)
+			}
+			qualify, cached = true, false
+			continue
+		case err == nil:
+			next := head{n: h.n + uint64(len(events)), seq: seq, lastID: events[len(events)-1].ID.String()}
+			s.advance(stream, next)
+			return eventstore.AppendResult{NextRevision: next.n - 1, Position: eventstore.Position(seq)}, nil
+		case isConflict(err), isDuplicate(err):
+			// Our head was stale, another writer won, or this retries an
+			// append that was stored: reload the head and decide again at
+			// the top of the loop.
+			if attempt >= 5 {
+				s.forget(stream)
+				return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s at %s: %w (%w)", stream, expected, eventstore.ErrConflict, err)
+			}
+			nh, err2 := s.loadHead(ctx, stream)
+			if err2 != nil {
+				return eventstore.AppendResult{}, err2
+			}
+			h, cached, fresh = nh, true, true
+			if isDuplicate(err) {
+				if res, ok, err3 := s.findOwn(ctx, stream, expected, h, events); err3 != nil || ok {
+					return res, err3
+				}
+				// Some id is stored already: in this stream at another
+				// place, which is a conflict, or only in other streams.
+				inStream, err3 := s.holdsAny(ctx, stream, events)
+				if err3 != nil {
+					return eventstore.AppendResult{}, err3
+				}
+				if inStream || qualify {
+					return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s at %s: events stored at another place: %w (%w)", stream, expected, eventstore.ErrConflict, err)
+				}
+				qualify = true
+			}
+			continue
+		default:
+			return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: %w", stream, err)
+		}
+	}
+}
+
+// resultAt returns the append result of the event stored at seq, and
+// whether it belongs to stream.
+func (s *Store) resultAt(ctx context.Context, stream eventstore.StreamID, seq uint64) (eventstore.AppendResult, bool, error) {
+	m, err := s.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return eventstore.AppendResult{}, false, fmt.Errorf("jetstream: event at %d of %s: %w", seq, stream, err)
+	}
+	if got, ok := streamOf(m.Subject); !ok || got != stream {
+		return eventstore.AppendResult{}, false, nil
+	}
+	rev, err := revisionOf(m.Header)
+	if err != nil {
+		return eventstore.AppendResult{}, false, err
+	}
+	return eventstore.AppendResult{NextRevision: rev, Position: eventstore.Position(seq)}, true, nil
+}
+
+// holdsAny reports whether stream holds any of events.
+func (s *Store) holdsAny(ctx context.Context, stream eventstore.StreamID, events []eventstore.Proposed) (bool, error) {
+	for rec, err := range s.ReadStream(ctx, stream, 0) {
+		if errors.Is(err, eventstore.ErrStreamNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		for _, e := range events {
+			if rec.ID == e.ID {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// emptyObject reports whether md, a valid JSON object, has no member.
+func emptyObject(md []byte) bool {
+	for _, c := range md[1 : len(md)-1] {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// findOwn looks for events already stored in stream, in order, at the
+// place expected puts them (anywhere for Any): the retry of an append whose
+// acknowledgement was lost. The server checks expectations before it
+// de-duplicates, so such a retry otherwise looks like a conflict.
+func (s *Store) findOwn(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, h head, events []eventstore.Proposed) (eventstore.AppendResult, bool, error) {
+	k := uint64(len(events))
+	var start uint64 // revision the first event would have
+	switch {
+	case expected.IsNoStream():
+		start = 0
+	case expected.IsAny():
+		start = 0
+	default:
+		r, _ := expected.Revision()
+		start = r + 1
+	}
+	if h.n < start+k {
+		return eventstore.AppendResult{}, false, nil
+	}
+	// The usual case: the retry comes right after its lost acknowledgement.
+	if h.lastID == events[k-1].ID.String() && (expected.IsAny() || h.n == start+k) {
+		return eventstore.AppendResult{NextRevision: h.n - 1, Position: eventstore.Position(h.seq)}, true, nil
+	}
+	// Otherwise others appended since: read the stream where ours would be.
+	i := uint64(0)
+	for rec, err := range s.ReadStream(ctx, stream, start) {
+		if err != nil {
+			return eventstore.AppendResult{}, false, err
+		}
+		if rec.ID == events[i].ID {
+			i++
+			if i == k {
+				return eventstore.AppendResult{NextRevision: rec.Revision, Position: rec.Position}, true, nil
+			}
+			continue
+		}
+		if !expected.IsAny() || i > 0 {
+			return eventstore.AppendResult{}, false, nil
+		}
+	}
+	return eventstore.AppendResult{}, false, nil
+}

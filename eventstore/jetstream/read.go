@@ -1,0 +1,236 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/licenseledger/ledger/eventstore"
+)
+
+// pullBatch is how many messages an ordered consumer asks for at once.
+const pullBatch = 1000
+
+// ReadStream implements [eventstore.Store.ReadStream]. It reads the stream's
+// subjects through an ordered consumer up to the event that was last when
+// the read began; JetStream has no index by revision, so events before
+// from are read and skipped.
+func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error] {
+	return func(yield func(eventstore.Record, error) bool) {
+		if err := s.open(); err != nil {
+			yield(eventstore.Record{}, err)
+			return
+		}
+		if err := checkStream(stream); err != nil {
+			yield(eventstore.Record{}, err)
+			return
+		}
+		h, err := s.loadHead(ctx, stream)
+		if err != nil {
+			yield(eventstore.Record{}, err)
+			return
+		}
+		if h.n == 0 {
+			yield(eventstore.Record{}, fmt.Errorf("jetstream: read %s: %w", stream, eventstore.ErrStreamNotFound))
+			return
+		}
+		if from >= h.n {
+			return
+		}
+		if h.n <= smallStream {
+			s.walk(ctx, stream, h, from, yield)
+			return
+		}
+		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter(stream)}}
+		for rec, err := range s.consume(ctx, cfg, h.seq) {
+			if err == nil && rec.Revision < from {
+				continue
+			}
+			if !yield(rec, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// smallStream is the size up to which ReadStream gets a stream's messages
+// one by one rather than set up an ordered consumer, which costs more than
+// a few gets.
+const smallStream = 16
+
+// walk yields the events of stream one message get at a time, up to head h.
+func (s *Store) walk(ctx context.Context, stream eventstore.StreamID, h head, from uint64, yield func(eventstore.Record, error) bool) {
+	f := filter(stream)
+	for seq := uint64(1); seq <= h.seq; seq++ {
+		m, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(f))
+		if err != nil {
+			yield(eventstore.Record{}, fmt.Errorf("jetstream: read %s: %w", stream, err))
+			return
+		}
+		seq = m.Sequence
+		if seq > h.seq {
+			return
+		}
+		rec, err := record(m.Subject, m.Header, m.Data, seq, m.Time)
+		if err == nil && rec.Revision < from {
+			continue
+		}
+		if !yield(rec, err) || err != nil {
+			return
+		}
+	}
+}
+
+// ReadAll implements [eventstore.Store.ReadAll] with an ordered consumer
+// over the whole stream.
+func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error] {
+	return func(yield func(eventstore.Record, error) bool) {
+		if err := s.open(); err != nil {
+			yield(eventstore.Record{}, err)
+			return
+		}
+		// A message get is isolated from atomic batch commits (stream info
+		// is not), so the last sequence is never inside a batch.
+		m, err := s.stream.GetLastMsgForSubject(ctx, ">")
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return
+		}
+		if err != nil {
+			yield(eventstore.Record{}, fmt.Errorf("jetstream: read all: %w", err))
+			return
+		}
+		last := m.Sequence
+		if last <= uint64(after) {
+			return
+		}
+		for rec, err := range s.consume(ctx, startAfter(after), last) {
+			if !yield(rec, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+// Subscribe implements [eventstore.Store.Subscribe]. It ends with ctx's
+// error when ctx ends and with [eventstore.ErrClosed] when the store closes.
+func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error] {
+	return func(yield func(eventstore.Record, error) bool) {
+		if err := s.open(); err != nil {
+			yield(eventstore.Record{}, err)
+			return
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-s.done:
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
+		for rec, err := range s.consume(sctx, startAfter(after), 0) {
+			if err != nil && ctx.Err() == nil && sctx.Err() != nil {
+				err = eventstore.ErrClosed
+			}
+			if !yield(rec, err) || err != nil {
+				return
+			}
+		}
+	}
+}
+
+func (s *Store) open() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return eventstore.ErrClosed
+	}
+	return nil
+}
+
+func startAfter(after eventstore.Position) jetstream.OrderedConsumerConfig {
+	if after == 0 {
+		return jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	}
+	return jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: uint64(after) + 1}
+}
+
+// consume yields the messages an ordered consumer delivers, up to sequence
+// stopAt (0: forever, until ctx ends).
+func (s *Store) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig, stopAt uint64) iter.Seq2[eventstore.Record, error] {
+	return func(yield func(eventstore.Record, error) bool) {
+		cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
+		if err != nil {
+			yield(eventstore.Record{}, fmt.Errorf("jetstream: ordered consumer: %w", err))
+			return
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(pullBatch))
+		if err != nil {
+			yield(eventstore.Record{}, fmt.Errorf("jetstream: ordered consumer: %w", err))
+			return
+		}
+		defer it.Stop()
+		for {
+			msg, err := it.Next(jetstream.NextContext(ctx))
+			if err != nil {
+				if ctx.Err() != nil {
+					err = ctx.Err()
+				}
+				yield(eventstore.Record{}, fmt.Errorf("jetstream: read: %w", err))
+				return
+			}
+			md, err := msg.Metadata()
+			if err != nil {
+				yield(eventstore.Record{}, fmt.Errorf("jetstream: read: %w", err))
+				return
+			}
+			seq := md.Sequence.Stream
+			if stopAt > 0 && seq > stopAt {
+				return
+			}
+			rec, err := record(msg.Subject(), msg.Headers(), msg.Data(), seq, md.Timestamp)
+			if !yield(rec, err) || err != nil {
+				return
+			}
+			if stopAt > 0 && (seq >= stopAt || md.NumPending == 0) {
+				return
+			}
+		}
+	}
+}
+
+// record decodes a stored message.
+func record(subj string, h nats.Header, body []byte, seq uint64, stored time.Time) (eventstore.Record, error) {
+	stream, ok := streamOf(subj)
+	if !ok {
+		return eventstore.Record{}, fmt.Errorf("jetstream: message %d: subject %q is not <category>.<account>.<type>", seq, subj)
+	}
+	rev, err := revisionOf(h)
+	if err != nil {
+		return eventstore.Record{}, fmt.Errorf("jetstream: message %d: %w", seq, err)
+	}
+	e, err := eventstore.ParseCloudEvent(body)
+	if err != nil {
+		return eventstore.Record{}, fmt.Errorf("jetstream: message %d: %w", seq, err)
+	}
+	if e.Metadata == nil {
+		if md := h.Get(MetadataHeader); md != "" {
+			e.Metadata = []byte(md)
+		}
+	}
+	return eventstore.Record{
+		ID:       e.ID,
+		Stream:   stream,
+		Type:     e.Type,
+		Data:     e.Data,
+		Metadata: e.Metadata,
+		Revision: rev,
+		Position: eventstore.Position(seq),
+		Stored:   stored,
+	}, nil
+}
