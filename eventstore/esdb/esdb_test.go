@@ -69,9 +69,12 @@ func rawClient(t testing.TB, connString string) *client.Client {
 }
 
 func TestConformance(t *testing.T) {
+	// Each case has its own server. The deadline is generous because the
+	// retrying writers reread their stream over gRPC on every conflict,
+	// which takes seconds under -race on a loaded machine.
 	eventstoretest.Run(t, func(t *testing.T) eventstore.Store {
 		return open(t, startServer(t).ConnectionString())
-	})
+	}, eventstoretest.Timeout(30*time.Second))
 }
 
 // TestConformanceRealServer runs the suite against the EventStoreDB or
