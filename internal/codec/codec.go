@@ -150,10 +150,24 @@ func (c *Codec) Encode(ctx context.Context, e ledger.Event, meta Metadata) (even
 }
 
 // DecodeMetadata decodes the metadata of a record without its payload.
+// Members it does not know are ignored: metadata is an open set of
+// CloudEvents extension attributes, which a relay may add to.
 func DecodeMetadata(r eventstore.Record) (Metadata, error) {
+	if m, ok := scanMeta(r.Metadata); ok {
+		m.EventID, m.Type = r.ID, r.Type
+		return m, nil
+	}
+	return unmarshalMeta(r)
+}
+
+// unmarshalMeta is DecodeMetadata with the general JSON decoder.
+func unmarshalMeta(r eventstore.Record) (Metadata, error) {
 	var wm wireMeta
 	if err := json.Unmarshal(r.Metadata, &wm); err != nil {
 		return Metadata{}, fmt.Errorf("decode %s %s metadata: %w: %w", r.Type, r.ID, ErrMalformed, err)
+	}
+	if !isObject(r.Metadata) {
+		return Metadata{}, fmt.Errorf("decode %s %s metadata: %w: not a JSON object", r.Type, r.ID, ErrMalformed)
 	}
 	m := Metadata{
 		EventID: r.ID, Type: r.Type, Time: wm.Time, Subject: wm.Subject,
@@ -169,6 +183,55 @@ func DecodeMetadata(r eventstore.Record) (Metadata, error) {
 		return Metadata{}, fmt.Errorf("decode %s %s causation id: %w: %w", r.Type, r.ID, ErrMalformed, err)
 	}
 	return m, nil
+}
+
+// metaNames are the members of wireMeta, in the order scanMeta uses.
+var metaNames = []string{
+	"time", "subject", "schemaversion", "account", "actorid", "actorrole",
+	"correlationid", "causationid", "idempotencykey", "prevhash",
+}
+
+// scanMeta is the fast path of DecodeMetadata (see flat.go).
+func scanMeta(data []byte) (m Metadata, ok bool) {
+	var v [10][]byte
+	var k [10]valueKind
+	if !scanFlat(data, metaNames, v[:], k[:]) {
+		return Metadata{}, false
+	}
+	if m.Time, ok = timeOf(v[0], k[0]); !ok {
+		return Metadata{}, false
+	}
+	if m.SchemaVersion, ok = intOf(v[2], k[2]); !ok {
+		return Metadata{}, false
+	}
+	if m.CorrelationID, ok = ulidOf(v[6], k[6]); !ok {
+		return Metadata{}, false
+	}
+	if m.CausationID, ok = ulidOf(v[7], k[7]); !ok {
+		return Metadata{}, false
+	}
+	switch k[9] {
+	case absent:
+	case stringValue:
+		if m.PrevHash.UnmarshalText(v[9]) != nil {
+			return Metadata{}, false
+		}
+	default:
+		return Metadata{}, false
+	}
+	if !stringsOK(k[1], k[3], k[4], k[5], k[8]) {
+		return Metadata{}, false
+	}
+	setStrings(
+		[]*string{&m.Subject, &m.Account, &m.Actor.ID, &m.Actor.Role, &m.IdempotencyKey},
+		[][]byte{v[1], v[3], v[4], v[5], v[8]})
+	return m, true
+}
+
+// isObject reports whether data, valid JSON, is an object.
+func isObject(data []byte) bool {
+	i := skipSpace(data, 0)
+	return i < len(data) && data[i] == '{'
 }
 
 func parseULID(s string) (ulid.ULID, error) {

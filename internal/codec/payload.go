@@ -112,63 +112,229 @@ func (c *Codec) encodePayload(ctx context.Context, account string, e ledger.Even
 }
 
 func (c *Codec) decodePayload(ctx context.Context, account, typ string, data []byte) (e ledger.Event, erased bool, err error) {
-	unmarshal := func(v any) error {
-		if err := json.Unmarshal(data, v, json.RejectUnknownMembers(true)); err != nil {
-			return fmt.Errorf("%w: %w", ErrMalformed, err)
-		}
-		return nil
-	}
 	switch typ {
 	case ledger.TypeAccountOpened:
 		var p accountOpenedV2
-		err = unmarshal(&p)
-		e = ledger.AccountOpened{Account: p.Account, Name: p.Name, Seats: p.Seats, At: p.At}
+		if !p.scan(data) {
+			if p, err = unmarshalPayload[accountOpenedV2](data); err != nil {
+				return nil, false, err
+			}
+		}
+		return ledger.AccountOpened{Account: p.Account, Name: p.Name, Seats: p.Seats, At: p.At}, false, nil
 	case ledger.TypeSeatsPurchased:
 		var p seatsPurchasedV1
-		err = unmarshal(&p)
-		e = ledger.SeatsPurchased{Count: p.Count, At: p.At}
+		if !p.scan(data) {
+			if p, err = unmarshalPayload[seatsPurchasedV1](data); err != nil {
+				return nil, false, err
+			}
+		}
+		return ledger.SeatsPurchased{Count: p.Count, At: p.At}, false, nil
 	case ledger.TypeSeatReductionScheduled:
 		var p seatReductionScheduledV1
-		err = unmarshal(&p)
-		e = ledger.SeatReductionScheduled{Count: p.Count, EffectiveAt: p.EffectiveAt, At: p.At}
+		if !p.scan(data) {
+			if p, err = unmarshalPayload[seatReductionScheduledV1](data); err != nil {
+				return nil, false, err
+			}
+		}
+		return ledger.SeatReductionScheduled{Count: p.Count, EffectiveAt: p.EffectiveAt, At: p.At}, false, nil
 	case ledger.TypeUserAdded:
 		var p userAddedV1
-		if err = unmarshal(&p); err != nil {
-			break
+		if !p.scan(data) {
+			if p, err = unmarshalPayload[userAddedV1](data); err != nil {
+				return nil, false, err
+			}
 		}
 		id := pii.KeyID(account, p.UserID)
 		u := ledger.UserAdded{UserID: p.UserID, Role: p.Role, At: p.At}
 		var e1, e2 error
 		u.Name, e1 = c.open(ctx, id, fieldName, p.NameSealed, &erased)
 		u.Email, e2 = c.open(ctx, id, fieldEmail, p.EmailSealed, &erased)
-		e, err = u, errors.Join(e1, e2)
+		if err := errors.Join(e1, e2); err != nil {
+			return nil, false, err
+		}
+		return u, erased, nil
 	case ledger.TypeUserDeactivated:
 		var p userDeactivatedV1
-		if err = unmarshal(&p); err != nil {
-			break
+		if !p.scan(data) {
+			if p, err = unmarshalPayload[userDeactivatedV1](data); err != nil {
+				return nil, false, err
+			}
 		}
 		d := ledger.UserDeactivated{UserID: p.UserID, At: p.At}
-		d.Reason, err = c.open(ctx, pii.KeyID(account, p.UserID), fieldReason, p.ReasonSealed, &erased)
-		e = d
+		if d.Reason, err = c.open(ctx, pii.KeyID(account, p.UserID), fieldReason, p.ReasonSealed, &erased); err != nil {
+			return nil, false, err
+		}
+		return d, erased, nil
 	case ledger.TypeUserActivated:
 		var p userActivatedV1
-		err = unmarshal(&p)
-		e = ledger.UserActivated{UserID: p.UserID, At: p.At}
+		if !p.scan(data) {
+			if p, err = unmarshalPayload[userActivatedV1](data); err != nil {
+				return nil, false, err
+			}
+		}
+		return ledger.UserActivated{UserID: p.UserID, At: p.At}, false, nil
 	case ledger.TypeUserDeleted:
 		var p userDeletedV1
-		err = unmarshal(&p)
-		e = ledger.UserDeleted{UserID: p.UserID, ReassignTo: p.ReassignTo, At: p.At}
+		if !p.scan(data) {
+			if p, err = unmarshalPayload[userDeletedV1](data); err != nil {
+				return nil, false, err
+			}
+		}
+		return ledger.UserDeleted{UserID: p.UserID, ReassignTo: p.ReassignTo, At: p.At}, false, nil
 	case ledger.TypeActivityRecorded:
 		var p activityRecordedV1
-		err = unmarshal(&p)
-		e = ledger.ActivityRecorded{ActivityID: p.ActivityID, UserID: p.UserID, Kind: p.Kind, Ref: p.Ref, At: p.At}
-	default:
-		return nil, false, ErrUnknownType
+		if !p.scan(data) {
+			if p, err = unmarshalPayload[activityRecordedV1](data); err != nil {
+				return nil, false, err
+			}
+		}
+		return ledger.ActivityRecorded{ActivityID: p.ActivityID, UserID: p.UserID, Kind: p.Kind, Ref: p.Ref, At: p.At}, false, nil
 	}
-	if err != nil {
-		return nil, false, err
+	return nil, false, ErrUnknownType
+}
+
+// unmarshalPayload decodes a stored payload with the general JSON decoder,
+// which rejects members the payload type does not have. Decoding tries the
+// payload's fast path scan (see flat.go) first; scan is a method called
+// directly so that the payload stays on the stack.
+func unmarshalPayload[P any](data []byte) (P, error) {
+	var p P
+	if err := json.Unmarshal(data, &p, json.RejectUnknownMembers(true)); err != nil {
+		return p, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	return e, erased, nil
+	if !isObject(data) {
+		return p, fmt.Errorf("%w: payload is not a JSON object", ErrMalformed)
+	}
+	return p, nil
+}
+
+// The fast path scanners of the payloads, one per type. Each reports false
+// when the general decoder must decide.
+
+var accountOpenedNames = []string{"account", "name", "seats", "at"}
+
+func (p *accountOpenedV2) scan(data []byte) (ok bool) {
+	var v [4][]byte
+	var k [4]valueKind
+	if !scanFlat(data, accountOpenedNames, v[:], k[:]) || !stringsOK(k[0], k[1]) {
+		return false
+	}
+	if p.Seats, ok = intOf(v[2], k[2]); !ok {
+		return false
+	}
+	if p.At, ok = timeOf(v[3], k[3]); !ok {
+		return false
+	}
+	setStrings([]*string{&p.Account, &p.Name}, v[:2])
+	return true
+}
+
+var seatsPurchasedNames = []string{"count", "at"}
+
+func (p *seatsPurchasedV1) scan(data []byte) (ok bool) {
+	var v [2][]byte
+	var k [2]valueKind
+	if !scanFlat(data, seatsPurchasedNames, v[:], k[:]) {
+		return false
+	}
+	if p.Count, ok = intOf(v[0], k[0]); !ok {
+		return false
+	}
+	p.At, ok = timeOf(v[1], k[1])
+	return ok
+}
+
+var seatReductionScheduledNames = []string{"count", "effective_at", "at"}
+
+func (p *seatReductionScheduledV1) scan(data []byte) (ok bool) {
+	var v [3][]byte
+	var k [3]valueKind
+	if !scanFlat(data, seatReductionScheduledNames, v[:], k[:]) {
+		return false
+	}
+	if p.Count, ok = intOf(v[0], k[0]); !ok {
+		return false
+	}
+	if p.EffectiveAt, ok = timeOf(v[1], k[1]); !ok {
+		return false
+	}
+	p.At, ok = timeOf(v[2], k[2])
+	return ok
+}
+
+var userAddedNames = []string{"user_id", "name_sealed", "email_sealed", "role", "at"}
+
+func (p *userAddedV1) scan(data []byte) (ok bool) {
+	var v [5][]byte
+	var k [5]valueKind
+	if !scanFlat(data, userAddedNames, v[:], k[:]) || !stringsOK(k[:4]...) {
+		return false
+	}
+	if p.At, ok = timeOf(v[4], k[4]); !ok {
+		return false
+	}
+	setStrings([]*string{&p.UserID, &p.NameSealed, &p.EmailSealed, (*string)(&p.Role)}, v[:4])
+	return true
+}
+
+var userDeactivatedNames = []string{"user_id", "reason_sealed", "at"}
+
+func (p *userDeactivatedV1) scan(data []byte) (ok bool) {
+	var v [3][]byte
+	var k [3]valueKind
+	if !scanFlat(data, userDeactivatedNames, v[:], k[:]) || !stringsOK(k[:2]...) {
+		return false
+	}
+	if p.At, ok = timeOf(v[2], k[2]); !ok {
+		return false
+	}
+	setStrings([]*string{&p.UserID, &p.ReasonSealed}, v[:2])
+	return true
+}
+
+var userActivatedNames = []string{"user_id", "at"}
+
+func (p *userActivatedV1) scan(data []byte) (ok bool) {
+	var v [2][]byte
+	var k [2]valueKind
+	if !scanFlat(data, userActivatedNames, v[:], k[:]) || !stringsOK(k[0]) {
+		return false
+	}
+	if p.At, ok = timeOf(v[1], k[1]); !ok {
+		return false
+	}
+	setStrings([]*string{&p.UserID}, v[:1])
+	return true
+}
+
+var userDeletedNames = []string{"user_id", "reassign_to", "at"}
+
+func (p *userDeletedV1) scan(data []byte) (ok bool) {
+	var v [3][]byte
+	var k [3]valueKind
+	if !scanFlat(data, userDeletedNames, v[:], k[:]) || !stringsOK(k[:2]...) {
+		return false
+	}
+	if p.At, ok = timeOf(v[2], k[2]); !ok {
+		return false
+	}
+	setStrings([]*string{&p.UserID, &p.ReassignTo}, v[:2])
+	return true
+}
+
+var activityRecordedNames = []string{"activity_id", "user_id", "kind", "ref", "at"}
+
+func (p *activityRecordedV1) scan(data []byte) (ok bool) {
+	var v [5][]byte
+	var k [5]valueKind
+	if !scanFlat(data, activityRecordedNames, v[:], k[:]) || !stringsOK(k[:4]...) {
+		return false
+	}
+	if p.At, ok = timeOf(v[4], k[4]); !ok {
+		return false
+	}
+	setStrings([]*string{&p.ActivityID, &p.UserID, &p.Kind, &p.Ref}, v[:4])
+	return true
 }
 
 // open opens a sealed field; a destroyed key yields "" and sets erased.

@@ -32,11 +32,20 @@ func upcast(typ string, from, to int, data []byte) ([]byte, error) {
 	return data, nil
 }
 
+// renameMember returns an upcaster that renames the member old to new. A
+// payload that already has new was not written at the old version: it is
+// malformed.
 func renameMember(old, new string) func([]byte) ([]byte, error) {
 	return func(data []byte) ([]byte, error) {
 		var m map[string]jsontext.Value
 		if err := json.Unmarshal(data, &m); err != nil {
 			return nil, err
+		}
+		if m == nil {
+			return nil, fmt.Errorf("payload is not a JSON object")
+		}
+		if _, ok := m[new]; ok {
+			return nil, fmt.Errorf("member %q is newer than this version", new)
 		}
 		if v, ok := m[old]; ok {
 			m[new] = v

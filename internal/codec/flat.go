@@ -1,0 +1,276 @@
+package codec
+
+import (
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// The fast path of decoding. Every stored payload and metadata object the
+// codec writes is a flat JSON object of strings and integers, compact and
+// without escapes. scanFlat reads exactly that form, without reflection and
+// without allocating; the typed scanners below turn what it found into
+// values with one allocation for all the strings of an object.
+//
+// The fast path never reports an error: when the input is in any other
+// form (escapes, non-ASCII text, an unknown or repeated member, a number
+// with a fraction, a value of the wrong kind, a time it does not parse...)
+// it gives up and the caller decodes with the general JSON decoder, which
+// either accepts the input or reports the precise error. So the fast path
+// changes neither what is accepted nor the errors; it only has to agree
+// with the general decoder on what it does accept, which
+// FuzzFastPathAgrees checks.
+
+// valueKind is the kind of a member's value as scanFlat found it.
+type valueKind uint8
+
+const (
+	absent valueKind = iota
+	stringValue
+	intValue
+)
+
+// maxMembers is the most members scanFlat can track.
+const maxMembers = 16
+
+// scanFlat scans data, a JSON object whose members are all named in names,
+// setting vals[i] and kinds[i] for the member names[i]: the bytes between
+// the quotes of a string, or the literal of an integer. It reports false
+// when data is not in the simple form it reads (see above).
+func scanFlat(data []byte, names []string, vals [][]byte, kinds []valueKind) bool {
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return false
+	}
+	i = skipSpace(data, i+1)
+	if i < len(data) && data[i] == '}' {
+		return skipSpace(data, i+1) == len(data)
+	}
+	var seen uint32
+	for {
+		if i >= len(data) || data[i] != '"' {
+			return false
+		}
+		name, j, ok := scanString(data, i+1)
+		if !ok {
+			return false
+		}
+		m := -1
+		for k, n := range names {
+			if string(name) == n {
+				m = k
+				break
+			}
+		}
+		if m < 0 || seen&(1<<m) != 0 {
+			return false
+		}
+		seen |= 1 << m
+		i = skipSpace(data, j)
+		if i >= len(data) || data[i] != ':' {
+			return false
+		}
+		i = skipSpace(data, i+1)
+		if i >= len(data) {
+			return false
+		}
+		var v []byte
+		switch c := data[i]; {
+		case c == '"':
+			v, j, ok = scanString(data, i+1)
+			kinds[m] = stringValue
+		case c == '-' || '0' <= c && c <= '9':
+			v, j, ok = scanInt(data, i)
+			kinds[m] = intValue
+		default:
+			return false
+		}
+		if !ok {
+			return false
+		}
+		vals[m] = v
+		i = skipSpace(data, j)
+		if i >= len(data) {
+			return false
+		}
+		switch data[i] {
+		case ',':
+			i = skipSpace(data, i+1)
+		case '}':
+			return skipSpace(data, i+1) == len(data)
+		default:
+			return false
+		}
+	}
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) {
+		switch data[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// scanString scans a string whose opening quote is before data[i], made of
+// printable ASCII without escapes. It returns its contents and the index
+// after the closing quote.
+func scanString(data []byte, i int) ([]byte, int, bool) {
+	for j := i; j < len(data); j++ {
+		switch c := data[j]; {
+		case c == '"':
+			return data[i:j], j + 1, true
+		case c < 0x20 || c == '\\' || c >= 0x7f:
+			return nil, 0, false
+		}
+	}
+	return nil, 0, false
+}
+
+// scanInt scans an integer literal of at most 18 digits at data[i]: 0, or
+// an optional minus and digits not starting with 0.
+func scanInt(data []byte, i int) ([]byte, int, bool) {
+	j := i
+	if data[j] == '-' {
+		j++
+	}
+	start := j
+	for j < len(data) && '0' <= data[j] && data[j] <= '9' {
+		j++
+	}
+	switch n := j - start; {
+	case n == 0 || n > 18:
+		return nil, 0, false
+	case data[start] == '0' && (n > 1 || start > i): // leading zero, or -0
+		return nil, 0, false
+	}
+	if j < len(data) {
+		if c := data[j]; c == '.' || c == 'e' || c == 'E' {
+			return nil, 0, false
+		}
+	}
+	return data[i:j], j, true
+}
+
+// intOf returns the integer scanFlat found, 0 when absent.
+func intOf(v []byte, k valueKind) (int, bool) {
+	switch k {
+	case absent:
+		return 0, true
+	case intValue:
+	default:
+		return 0, false
+	}
+	neg := v[0] == '-'
+	if neg {
+		v = v[1:]
+	}
+	n := 0
+	for _, c := range v {
+		n = n*10 + int(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
+}
+
+// timeOf parses a time scanFlat found in the form the codec writes,
+// "2006-01-02T15:04:05.999999999Z"; the zero time when absent.
+func timeOf(v []byte, k valueKind) (time.Time, bool) {
+	switch k {
+	case absent:
+		return time.Time{}, true
+	case stringValue:
+	default:
+		return time.Time{}, false
+	}
+	const base = len("2006-01-02T15:04:05")
+	if len(v) < base+1 || v[len(v)-1] != 'Z' {
+		return time.Time{}, false
+	}
+	for i, c := range v[:base] {
+		switch i {
+		case 4, 7:
+			if c != '-' {
+				return time.Time{}, false
+			}
+		case 10:
+			if c != 'T' {
+				return time.Time{}, false
+			}
+		case 13, 16:
+			if c != ':' {
+				return time.Time{}, false
+			}
+		default:
+			if c < '0' || c > '9' {
+				return time.Time{}, false
+			}
+		}
+	}
+	if frac := v[base : len(v)-1]; len(frac) > 0 {
+		if len(frac) < 2 || len(frac) > 10 || frac[0] != '.' {
+			return time.Time{}, false
+		}
+		for _, c := range frac[1:] {
+			if c < '0' || c > '9' {
+				return time.Time{}, false
+			}
+		}
+	}
+	var t time.Time
+	if t.UnmarshalText(v) != nil {
+		return time.Time{}, false
+	}
+	return t, true
+}
+
+// ulidOf parses a ULID scanFlat found, zero when absent or empty.
+func ulidOf(v []byte, k valueKind) (ulid.ULID, bool) {
+	switch {
+	case k == absent || k == stringValue && len(v) == 0:
+		return ulid.ULID{}, true
+	case k != stringValue || len(v) != ulid.EncodedSize:
+		return ulid.ULID{}, false
+	}
+	id, err := ulid.ParseStrict(string(v))
+	return id, err == nil
+}
+
+// stringsOK reports whether every kind is a string or absent.
+func stringsOK(kinds ...valueKind) bool {
+	for _, k := range kinds {
+		if k == intValue {
+			return false
+		}
+	}
+	return true
+}
+
+// setStrings sets *dst[i] to string(src[i]) for every i, with one
+// allocation for all of them. The strings share memory, so a kept one
+// keeps the others alive: they are the few short fields of one event.
+func setStrings(dst []*string, src [][]byte) {
+	n := 0
+	for _, s := range src {
+		n += len(s)
+	}
+	if n == 0 {
+		return
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, s := range src {
+		b.Write(s)
+	}
+	all := b.String()
+	for i, s := range src {
+		*dst[i], all = all[:len(s)], all[len(s):]
+	}
+}

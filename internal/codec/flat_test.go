@@ -1,0 +1,161 @@
+package codec
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/licenseledger/ledger/eventstore"
+)
+
+// goldenParts returns the stored payloads by type and the metadata of the
+// golden files.
+func goldenParts(tb testing.TB) (data map[string][]byte, metas [][]byte) {
+	tb.Helper()
+	paths, err := filepath.Glob(filepath.Join("testdata", "*.golden.json"))
+	if err != nil || len(paths) == 0 {
+		tb.Fatalf("no golden files: %v", err)
+	}
+	data = make(map[string][]byte)
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		var g struct {
+			Type     string         `json:"type"`
+			Data     jsontext.Value `json:"data"`
+			Metadata jsontext.Value `json:"metadata"`
+		}
+		if err := json.Unmarshal(b, &g); err != nil {
+			tb.Fatal(err)
+		}
+		data[g.Type] = g.Data
+		metas = append(metas, g.Metadata)
+	}
+	return data, metas
+}
+
+// agree checks the fast path of payload type P against the general
+// decoder on data: whatever the fast path accepts, the general decoder
+// accepts too, with the same result.
+func agree[P any](t *testing.T, data []byte, scan func(*P, []byte) bool) (fast bool) {
+	t.Helper()
+	var p P
+	if !scan(&p, data) {
+		return false
+	}
+	want, err := unmarshalPayload[P](data)
+	if err != nil {
+		t.Fatalf("fast path accepted %q, general decoder: %v", data, err)
+	}
+	if !reflect.DeepEqual(p, want) {
+		t.Fatalf("decoding %q:\nfast    %#v\ngeneral %#v", data, p, want)
+	}
+	return true
+}
+
+func agreeAll(t *testing.T, data []byte) (fast int) {
+	for _, ok := range []bool{
+		agree(t, data, (*accountOpenedV2).scan),
+		agree(t, data, (*seatsPurchasedV1).scan),
+		agree(t, data, (*seatReductionScheduledV1).scan),
+		agree(t, data, (*userAddedV1).scan),
+		agree(t, data, (*userDeactivatedV1).scan),
+		agree(t, data, (*userActivatedV1).scan),
+		agree(t, data, (*userDeletedV1).scan),
+		agree(t, data, (*activityRecordedV1).scan),
+	} {
+		if ok {
+			fast++
+		}
+	}
+	if m, ok := scanMeta(data); ok {
+		fast++
+		want, err := unmarshalMeta(eventstore.Record{Metadata: data})
+		if err != nil {
+			t.Fatalf("fast path accepted metadata %q, general decoder: %v", data, err)
+		}
+		if !reflect.DeepEqual(m, want) {
+			t.Fatalf("decoding metadata %q:\nfast    %+v\ngeneral %+v", data, m, want)
+		}
+	}
+	return fast
+}
+
+// What the codec writes takes the fast path: otherwise decoding is
+// correct but slow.
+func TestFastPathTakesStoredForm(t *testing.T) {
+	data, metas := goldenParts(t)
+	scans := map[string]func([]byte) bool{
+		"AccountOpened":          func(b []byte) bool { var p accountOpenedV2; return p.scan(b) },
+		"SeatsPurchased":         func(b []byte) bool { var p seatsPurchasedV1; return p.scan(b) },
+		"SeatReductionScheduled": func(b []byte) bool { var p seatReductionScheduledV1; return p.scan(b) },
+		"UserAdded":              func(b []byte) bool { var p userAddedV1; return p.scan(b) },
+		"UserDeactivated":        func(b []byte) bool { var p userDeactivatedV1; return p.scan(b) },
+		"UserActivated":          func(b []byte) bool { var p userActivatedV1; return p.scan(b) },
+		"UserDeleted":            func(b []byte) bool { var p userDeletedV1; return p.scan(b) },
+		"ActivityRecorded":       func(b []byte) bool { var p activityRecordedV1; return p.scan(b) },
+	}
+	if len(data) != len(scans) {
+		t.Fatalf("%d golden payloads, %d scanners", len(data), len(scans))
+	}
+	for typ, b := range data {
+		if !scans[typ](b) {
+			t.Errorf("%s: stored payload does not take the fast path: %s", typ, b)
+		}
+		agreeAll(t, b)
+	}
+	for _, m := range metas {
+		if _, ok := scanMeta(m); !ok {
+			t.Errorf("stored metadata does not take the fast path: %s", m)
+		}
+		agreeAll(t, m)
+	}
+}
+
+func TestFastPathGivesUp(t *testing.T) {
+	for _, data := range []string{
+		`{"count":1.0}`, `{"count":1e3}`, `{"count":-0}`, `{"count":01}`, `{"count":1234567890123456789}`,
+		`{"user_id":"\u0041"}`, `{"user_id":"é"}`, `{"user_id":null}`, `{"user_id":true}`, `{"user_id":["x"]}`,
+		`{"us\u0065r_id":"x"}`, `{"user_id":"x","user_id":"y"}`, `{"user_id":"x",}`, `{"user_id":"x"`, `{"user_id":"x"}x`,
+		`{"at":"2025-03-14T09:26:53+01:00"}`, `{"at":"2025-03-14 09:26:53Z"}`, `{"at":"2025-02-30T09:26:53Z"}`,
+		`{"at":"2025-03-14T24:00:00Z"}`, `{"at":"2025-03-14T09:26:53.Z"}`, `{"at":"2025-03-14T09:26:53.1234567890Z"}`,
+		`{"at":1}`, `{"user_id":1}`, `{"count":"1"}`, `{"Unknown":1}`, ``, `null`, `[]`, `{`,
+	} {
+		var p userActivatedV1
+		var q seatsPurchasedV1
+		if p.scan([]byte(data)) || q.scan([]byte(data)) {
+			t.Errorf("fast path accepted %s", data)
+		}
+	}
+	var p userActivatedV1
+	if !p.scan([]byte(" {\n\t\"user_id\" : \"u-1\" ,\r\"at\":\"2025-03-14T09:26:53.5Z\" } ")) || p.UserID != "u-1" || p.At.Nanosecond() != 5e8 {
+		t.Errorf("fast path rejected JSON with spaces: %+v", p)
+	}
+	if !p.scan([]byte(`{}`)) {
+		t.Error("fast path rejected {}")
+	}
+}
+
+// FuzzFastPathAgrees checks that the fast path of decoding accepts nothing
+// the general decoder rejects and decodes what it accepts the same way.
+func FuzzFastPathAgrees(f *testing.F) {
+	data, metas := goldenParts(f)
+	for _, b := range data {
+		f.Add(b)
+	}
+	for _, b := range metas {
+		f.Add(b)
+	}
+	f.Add([]byte(`{"count":-120,"at":"2025-12-31T23:59:60.000000001Z","effective_at":"0000-01-01T00:00:00Z"}`))
+	f.Add([]byte(` { "user_id" : "" , "role":"admin" } `))
+	f.Add([]byte(`{"user_id":"\u0041"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		agreeAll(t, data)
+	})
+}
