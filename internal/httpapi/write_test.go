@@ -229,3 +229,23 @@ func TestWriteWaitsForReadModels(t *testing.T) {
 		t.Fatalf("read after catching up: %v %s", r.Header, r.Body)
 	}
 }
+
+// TestIdempotencyCacheBound: the cache holds at most IdempotencyEntries
+// keys; an evicted key is still honoured through the service's memory of
+// keys in event metadata.
+func TestIdempotencyCacheBound(t *testing.T) {
+	e := newEnv(t, options{adjust: func(c *httpapi.Config) { c.IdempotencyEntries = 1 }})
+	e.open("acme", 5)
+	op := e.operator
+	body := map[string]string{"name": "Ann", "email": "ann@acme.test", "role": "admin"}
+	first := e.must(201, op, "POST", "/v1/accounts/acme/users", body, "Idempotency-Key", "k1")
+	e.must(200, op, "POST", "/v1/accounts/acme/seats", map[string]int{"count": 1}, "Idempotency-Key", "k2") // evicts k1
+	n := e.storeLen()
+	again := e.must(201, op, "POST", "/v1/accounts/acme/users", body, "Idempotency-Key", "k1")
+	if again.Header.Get(httpapi.HeaderReplayed) != "" {
+		t.Fatal("k1 answered from a cache bounded to one entry")
+	}
+	if again.json(t)["id"] != first.json(t)["id"] || e.storeLen() != n {
+		t.Fatalf("evicted key repeated the command: %s", again.Body)
+	}
+}
