@@ -629,22 +629,79 @@ func (s *Store) findOwn(ctx context.Context, stream eventstore.StreamID, expecte
 	if h.lastID == events[k-1].ID.String() && (expected.IsAny() || h.n == start+k) {
 		return eventstore.AppendResult{NextRevision: h.n - 1, Position: eventstore.Position(h.seq)}, true, nil
 	}
-	// Otherwise others appended since: read the stream where ours would be.
-	i := uint64(0)
-	for rec, err := range s.ReadStream(ctx, stream, start) {
-		if err != nil {
-			return eventstore.AppendResult{}, false, err
-		}
-		if rec.ID == events[i].ID {
-			i++
-			if i == k {
-				return eventstore.AppendResult{NextRevision: rec.Revision, Position: rec.Position}, true, nil
+	if expected.IsAny() {
+		// Anywhere in the stream: read it all.
+		i := uint64(0)
+		for rec, err := range s.ReadStream(ctx, stream, 0) {
+			if err != nil {
+				return eventstore.AppendResult{}, false, err
 			}
-			continue
+			switch {
+			case rec.ID == events[i].ID:
+				i++
+				if i == k {
+					return eventstore.AppendResult{NextRevision: rec.Revision, Position: rec.Position}, true, nil
+				}
+			case i > 0:
+				return eventstore.AppendResult{}, false, nil
+			}
 		}
-		if !expected.IsAny() || i > 0 {
+		return eventstore.AppendResult{}, false, nil
+	}
+	// Others appended since: look where ours would be.
+	seq, err := s.seek(ctx, stream, h, start)
+	if err != nil {
+		return eventstore.AppendResult{}, false, err
+	}
+	f := filter(stream)
+	for i := range k {
+		m, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(f))
+		if err != nil {
+			return eventstore.AppendResult{}, false, fmt.Errorf("jetstream: read %s: %w", stream, err)
+		}
+		id, _, _ := strings.Cut(m.Header.Get(jetstream.MsgIDHeader), "@")
+		if id != events[i].ID.String() {
 			return eventstore.AppendResult{}, false, nil
 		}
+		if i == k-1 {
+			rev, err := revisionOf(m.Header)
+			if err != nil {
+				return eventstore.AppendResult{}, false, err
+			}
+			return eventstore.AppendResult{NextRevision: rev, Position: eventstore.Position(m.Sequence)}, true, nil
+		}
+		seq = m.Sequence + 1
 	}
 	return eventstore.AppendResult{}, false, nil
+}
+
+// seek returns the sequence of the event of stream with revision rev, which
+// must be below h.n, by bisecting the sequences up to h.seq: JetStream
+// indexes subjects, not revisions, and both grow together.
+func (s *Store) seek(ctx context.Context, stream eventstore.StreamID, h head, rev uint64) (uint64, error) {
+	if rev == h.n-1 {
+		return h.seq, nil
+	}
+	f := filter(stream)
+	lo, hi := uint64(1), h.seq
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		m, err := s.stream.GetMsg(ctx, mid, jetstream.WithGetMsgSubject(f))
+		if err != nil {
+			return 0, fmt.Errorf("jetstream: seek %s to revision %d: %w", stream, rev, err)
+		}
+		r, err := revisionOf(m.Header)
+		if err != nil {
+			return 0, err
+		}
+		switch {
+		case r == rev:
+			return m.Sequence, nil
+		case r > rev:
+			hi = mid
+		default:
+			lo = m.Sequence + 1
+		}
+	}
+	return lo, nil
 }

@@ -18,8 +18,8 @@ const pullBatch = 1000
 
 // ReadStream implements [eventstore.Store.ReadStream]. It reads the stream's
 // subjects through an ordered consumer up to the event that was last when
-// the read began; JetStream has no index by revision, so events before
-// from are read and skipped.
+// the read began. JetStream indexes subjects, not revisions: a read from a
+// later revision first bisects the sequences to find it.
 func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
 		if err := s.open(); err != nil {
@@ -47,6 +47,14 @@ func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from
 			return
 		}
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter(stream)}}
+		if from > 0 {
+			seq, err := s.seek(ctx, stream, h, from)
+			if err != nil {
+				yield(eventstore.Record{}, err)
+				return
+			}
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq
+		}
 		for rec, err := range s.consume(ctx, cfg, h.seq) {
 			if err == nil && rec.Revision < from {
 				continue
