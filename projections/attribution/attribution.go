@@ -212,8 +212,8 @@ func (p *Projection) Owner(id, userID string) (string, error) {
 }
 
 type snapshot struct {
-	Version  int                     `json:"version"`
-	Position eventstore.Position     `json:"position"`
+	Version  int                    `json:"version"`
+	Position eventstore.Position    `json:"position"`
 	Accounts map[string]snapAccount `json:"accounts"`
 }
 

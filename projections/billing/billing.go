@@ -69,12 +69,12 @@ type Cycle struct {
 	// up to it.
 	Until time.Time `json:"until"`
 
-	SeatsBilled         int        `json:"seats_billed"`
-	Purchases           []Purchase `json:"purchases"`
+	SeatsBilled         int         `json:"seats_billed"`
+	Purchases           []Purchase  `json:"purchases"`
 	Reductions          []Reduction `json:"reductions"`
 	ScheduledReductions []Reduction `json:"scheduled_reductions"`
-	PeakActive          int        `json:"peak_active"`
-	ActiveUserDays      float64    `json:"active_user_days"`
+	PeakActive          int         `json:"peak_active"`
+	ActiveUserDays      float64     `json:"active_user_days"`
 
 	Totals Totals `json:"totals"`
 }

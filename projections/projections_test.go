@@ -1,0 +1,338 @@
+package projections_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/memory"
+	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/projections"
+	"github.com/licenseledger/ledger/projections/attribution"
+	"github.com/licenseledger/ledger/projections/audit"
+	"github.com/licenseledger/ledger/projections/billing"
+	"github.com/licenseledger/ledger/projections/chain"
+	"github.com/licenseledger/ledger/projections/internal/fixture"
+	"github.com/licenseledger/ledger/projections/seats"
+)
+
+type models struct {
+	seats *seats.Projection
+	attr  *attribution.Projection
+	audit *audit.Projection
+	bill  *billing.Projection
+}
+
+func newModels() models {
+	return models{seats.New(), attribution.New(), audit.New(), billing.New()}
+}
+
+func (m models) set() projections.Set { return projections.Set{m.seats, m.attr, m.audit, m.bill} }
+
+func seeded(t *testing.T) *fixture.Log {
+	t.Helper()
+	l := fixture.New()
+	if err := fixture.Seed(t.Context(), l); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestSeedStoryFromStore(t *testing.T) {
+	ctx := t.Context()
+	l := seeded(t)
+	store := memory.New()
+	t.Cleanup(func() { store.Close() })
+	if err := l.CopyTo(ctx, store); err != nil {
+		t.Fatal(err)
+	}
+	m := newModels()
+	pos, err := projections.Fold(ctx, store, l.Codec, 0, m.set()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := eventstore.Position(len(l.Records())); pos != want {
+		t.Fatalf("Fold returned position %d, want %d", pos, want)
+	}
+
+	u, err := m.seats.Usage("acme", fixture.H(17))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := seats.Usage{Account: "acme", Name: "Acme", OpenedAt: fixture.H(0), At: fixture.H(17),
+		Purchased: 4, Seats: 4, Active: 2, Deactivated: 1, Deleted: 1, Available: 2, PeakActive: 4,
+		Revision: 10, Position: pos}
+	if u != want {
+		t.Errorf("usage =\n %+v\nwant\n %+v", u, want)
+	}
+
+	users, err := m.seats.Users("acme", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]seats.User{}
+	for _, u := range users {
+		byID[u.ID] = u
+	}
+	if len(users) != 4 {
+		t.Fatalf("users = %+v, want ann, bob, cy, dee", users)
+	}
+	if b := byID["bob"]; b.Name != fixture.BobName || b.Email != fixture.BobEmail || b.Status != ledger.StatusDeactivated {
+		t.Errorf("bob = %+v, want deactivated with name and email kept", b)
+	}
+	if c := byID["cy"]; c.Name != "" || c.Email != "" || c.Status != ledger.StatusDeleted || c.ReassignedTo != "ann" {
+		t.Errorf("cy = %+v, want deleted, blank, reassigned to ann", c)
+	}
+
+	page, err := m.attr.Activities("acme", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]attribution.Activity{}
+	for _, a := range page.Activities {
+		got[a.ID] = a
+	}
+	if a := got["act-1"]; a.UserID != "bob" || a.UserName != fixture.BobName || a.OwnerID != "bob" || a.OwnerName != fixture.BobName {
+		t.Errorf("act-1 = %+v, want logged and owned by Bob, named although deactivated", a)
+	}
+	for _, id := range []string{"act-3", "act-4"} {
+		if a := got[id]; a.UserID != "cy" || a.UserName != "" || a.OwnerID != "ann" || a.OwnerName != fixture.AnnName {
+			t.Errorf("%s = %+v, want logged by cy with a blank name, owned by Ann", id, a)
+		}
+	}
+
+	entries, err := m.audit.Entries("acme", audit.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != len(l.Records()) {
+		t.Errorf("audit has %d entries, want %d", len(entries), len(l.Records()))
+	}
+	for _, s := range []eventstore.StreamID{eventstore.LedgerStream("acme"), eventstore.ActivityStream("acme")} {
+		rep, err := chain.Verify(ctx, store, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.OK || rep.Head != m.audit.Head(s) || rep.Head != l.Head(s) {
+			t.Errorf("verify %s = %+v, audit head %s, log head %s", s, rep, m.audit.Head(s), l.Head(s))
+		}
+	}
+}
+
+// render collects everything the read models show or export about acme.
+func render(t *testing.T, m models) map[string]any {
+	t.Helper()
+	out := map[string]any{}
+	var err error
+	if out["usage"], err = m.seats.Usage("acme", fixture.H(20)); err != nil {
+		t.Fatal(err)
+	}
+	if out["users"], err = m.seats.Users("acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	if out["activities"], err = m.attr.Activities("acme", 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if out["audit"], err = m.audit.Entries("acme", audit.Filter{}); err != nil {
+		t.Fatal(err)
+	}
+	if out["billing"], err = m.bill.Cycle("acme", "2025-01", fixture.H(20)); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func applyAll(t *testing.T, p projections.Projection, ds []codec.Decoded) {
+	t.Helper()
+	for _, d := range ds {
+		if err := p.Apply(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestErasureRebuildMatchesLiveFold(t *testing.T) {
+	l := seeded(t)
+	live := newModels()
+	applyAll(t, live.set(), l.Live())
+
+	rebuilt, err := l.Rebuild(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	erased := 0
+	for _, d := range rebuilt {
+		if d.Erased {
+			erased++
+			if ledger.UserOf(d.Event) != "cy" {
+				t.Errorf("event %s of %s decoded as erased", d.Record.Type, ledger.UserOf(d.Event))
+			}
+		}
+	}
+	if erased == 0 {
+		t.Fatal("no event decoded as erased after cy's key was destroyed")
+	}
+	again := newModels()
+	applyAll(t, again.set(), rebuilt)
+
+	a, b := render(t, live), render(t, again)
+	for k := range a {
+		if !reflect.DeepEqual(a[k], b[k]) {
+			t.Errorf("%s differs:\nlive    %+v\nrebuilt %+v", k, a[k], b[k])
+		}
+	}
+
+	// Nothing any model shows, exports or snapshots holds cy's name or email.
+	for name, m := range map[string]models{"live": live, "rebuilt": again} {
+		var blobs [][]byte
+		for _, s := range []projections.Snapshotter{m.seats, m.attr} {
+			b, err := s.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			blobs = append(blobs, b)
+		}
+		var jl bytes.Buffer
+		if err := m.audit.Export(&jl, "acme", audit.Filter{}); err != nil {
+			t.Fatal(err)
+		}
+		blobs = append(blobs, jl.Bytes())
+		for _, b := range blobs {
+			for _, secret := range []string{fixture.CyName, fixture.CyEmail} {
+				if bytes.Contains(b, []byte(secret)) {
+					t.Errorf("%s: %q found in %.80s...", name, secret, b)
+				}
+			}
+		}
+		if !bytes.Contains(blobs[0], []byte(fixture.BobName)) {
+			t.Errorf("%s: seats snapshot lacks the deactivated user's name", name)
+		}
+	}
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	l := seeded(t)
+	m := newModels()
+	applyAll(t, m.set(), l.Live())
+	restored := models{seats.New(), attribution.New(), m.audit, m.bill}
+	for _, pair := range [][2]projections.Snapshotter{{m.seats, restored.seats}, {m.attr, restored.attr}} {
+		b, err := pair[0].Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pair[1].Restore(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := render(t, m), render(t, restored)
+	for k := range a {
+		if !reflect.DeepEqual(a[k], b[k]) {
+			t.Errorf("%s differs after restore:\nbefore %+v\nafter  %+v", k, a[k], b[k])
+		}
+	}
+	if err := seats.New().Restore([]byte(`{"version":9}`)); err == nil {
+		t.Error("restoring a snapshot of an unknown version succeeded")
+	}
+}
+
+type failing struct{ err error }
+
+func (f failing) Name() string              { return "failing" }
+func (f failing) Apply(codec.Decoded) error { return f.err }
+
+func TestSetAndFoldErrors(t *testing.T) {
+	l := seeded(t)
+	boom := errors.New("boom")
+	s := seats.New()
+	set := projections.Set{failing{boom}, s}
+	err := set.Apply(l.Live()[0])
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "failing") {
+		t.Errorf("Set.Apply error = %v, want boom naming the projection", err)
+	}
+	if _, err := s.Usage("acme", fixture.H(1)); err != nil {
+		t.Errorf("the projection after the failing one did not get the event: %v", err)
+	}
+
+	pos, err := projections.Fold(t.Context(), l, l.Codec, 0, failing{boom})
+	if !errors.Is(err, boom) || pos != 0 {
+		t.Errorf("Fold = %d, %v; want 0, boom", pos, err)
+	}
+	l.Tamper(eventstore.LedgerStream("acme"), 1, func(r *eventstore.Record) { r.Type = "NoSuchEvent" })
+	pos, err = projections.Fold(t.Context(), l, l.Codec, 0, seats.New())
+	if !errors.Is(err, codec.ErrUnknownType) || pos != 1 {
+		t.Errorf("Fold over an undecodable record = %d, %v; want 1, ErrUnknownType", pos, err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := projections.Fold(ctx, l, l.Codec, 0, seats.New()); !errors.Is(err, context.Canceled) {
+		t.Errorf("Fold with a cancelled context = %v", err)
+	}
+}
+
+func TestFoldFromPosition(t *testing.T) {
+	l := seeded(t)
+	whole := audit.New()
+	if _, err := projections.Fold(t.Context(), l, l.Codec, 0, whole); err != nil {
+		t.Fatal(err)
+	}
+	part := audit.New()
+	pos, err := projections.Fold(t.Context(), l, l.Codec, 10, part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, _ := whole.Entries("acme", audit.Filter{})
+	tail, _ := part.Entries("acme", audit.Filter{})
+	if pos != eventstore.Position(len(all)) || len(tail) != len(all)-10 || tail[0].Position != 11 {
+		t.Errorf("fold after 10: position %d, %d entries starting at %d; want %d, %d, 11", pos, len(tail), tail[0].Position, len(all), len(all)-10)
+	}
+}
+
+// TestConcurrentReads reads every model while events are applied; run
+// with -race.
+func TestConcurrentReads(t *testing.T) {
+	l := seeded(t)
+	m := newModels()
+	set := m.set()
+	// The account opens before the readers start.
+	applyAll(t, set, l.Live()[:1])
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for range 3 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				u, err := m.seats.Usage("acme", fixture.H(20))
+				if err != nil || u.Active > u.Purchased {
+					t.Errorf("usage %+v, %v", u, err)
+					return
+				}
+				users, _ := m.seats.Users("acme", "")
+				for i := range users {
+					users[i].Name = "changed by a reader"
+				}
+				_, _ = m.attr.Activities("acme", 0, 2)
+				_, _ = m.audit.Entries("acme", audit.Filter{Limit: 3})
+				_, _ = m.bill.Cycle("acme", "2025-01", fixture.H(20))
+			}
+		})
+	}
+	applyAll(t, set, l.Live()[1:])
+	close(done)
+	wg.Wait()
+	users, _ := m.seats.Users("acme", "")
+	for _, u := range users {
+		if u.Name == "changed by a reader" {
+			t.Errorf("a reader changed the model through a returned copy: %+v", u)
+		}
+	}
+}
