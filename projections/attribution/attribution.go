@@ -25,6 +25,7 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/projections"
+	"github.com/licenseledger/ledger/projections/internal/chunk"
 )
 
 // Activity is an activity with its attribution.
@@ -63,7 +64,7 @@ type Projection struct {
 
 type account struct {
 	users map[string]*user
-	acts  []activity
+	acts  chunk.List[activity]
 }
 
 type user struct {
@@ -121,7 +122,7 @@ func (p *Projection) Apply(d codec.Decoded) error {
 	}
 	switch e := d.Event.(type) {
 	case ledger.ActivityRecorded:
-		a.acts = append(a.acts, activity{id: e.ActivityID, kind: e.Kind, ref: e.Ref, at: e.At.UnixNano(), by: a.user(e.UserID)})
+		a.acts.Append(activity{id: e.ActivityID, kind: e.Kind, ref: e.Ref, at: e.At.UnixNano(), by: a.user(e.UserID)})
 	case ledger.UserAdded:
 		if u := a.user(e.UserID); !u.deleted {
 			u.name = e.Name
@@ -186,14 +187,14 @@ func (p *Projection) Activities(id string, after, limit int) (Page, error) {
 		return Page{}, fmt.Errorf("activities of account %q: %w", id, projections.ErrNotFound)
 	}
 	var page Page
-	end := min(len(a.acts), after+limit)
+	end := min(a.acts.Len(), after+limit)
 	if after < end {
 		page.Activities = make([]Activity, 0, end-after)
 		for i := after; i < end; i++ {
-			page.Activities = append(page.Activities, a.view(i+1, a.acts[i]))
+			page.Activities = append(page.Activities, a.view(i+1, *a.acts.At(i)))
 		}
 	}
-	if end < len(a.acts) {
+	if end < a.acts.Len() {
 		page.Next = end
 	}
 	return page, nil
@@ -243,11 +244,12 @@ func (p *Projection) Snapshot() ([]byte, error) {
 	p.mu.RLock()
 	s := snapshot{Version: 1, Position: p.position, Accounts: make(map[string]snapAccount, len(p.accounts))}
 	for id, a := range p.accounts {
-		sa := snapAccount{Users: make([]snapUser, 0, len(a.users)), Activities: make([]snapActivity, 0, len(a.acts))}
+		sa := snapAccount{Users: make([]snapUser, 0, len(a.users)), Activities: make([]snapActivity, 0, a.acts.Len())}
 		for _, u := range a.users {
 			sa.Users = append(sa.Users, snapUser{ID: u.id, Name: u.name, Deleted: u.deleted, ReassignTo: u.reassignTo})
 		}
-		for _, act := range a.acts {
+		for i := range a.acts.Len() {
+			act := a.acts.At(i)
 			sa.Activities = append(sa.Activities, snapActivity{ID: act.id, Kind: act.kind, Ref: act.ref, At: act.at, User: act.by.id})
 		}
 		s.Accounts[id] = sa
@@ -271,12 +273,12 @@ func (p *Projection) Restore(b []byte) error {
 	}
 	accounts := make(map[string]*account, len(s.Accounts))
 	for id, sa := range s.Accounts {
-		a := &account{users: make(map[string]*user, len(sa.Users)), acts: make([]activity, 0, len(sa.Activities))}
+		a := &account{users: make(map[string]*user, len(sa.Users))}
 		for _, u := range sa.Users {
 			a.users[u.ID] = &user{id: u.ID, name: u.Name, deleted: u.Deleted, reassignTo: u.ReassignTo}
 		}
 		for _, act := range sa.Activities {
-			a.acts = append(a.acts, activity{id: act.ID, kind: act.Kind, ref: act.Ref, at: act.At, by: a.user(act.User)})
+			a.acts.Append(activity{id: act.ID, kind: act.Kind, ref: act.Ref, at: act.At, by: a.user(act.User)})
 		}
 		accounts[id] = a
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/projections"
+	"github.com/licenseledger/ledger/projections/internal/chunk"
 )
 
 // Entry is one event of the audit trail.
@@ -60,9 +61,9 @@ type Filter struct {
 	Limit int
 }
 
-func (f Filter) match(e *entry) bool {
-	return (f.User == "" || e.userID == f.User) &&
-		(f.Actor == "" || e.actorID == f.Actor) &&
+func (f Filter) match(a *account, e *entry) bool {
+	return (f.User == "" || a.names[e.user] == f.User) &&
+		(f.Actor == "" || a.names[e.actor] == f.Actor) &&
 		(f.Since.IsZero() || e.at >= f.Since.UnixNano()) &&
 		(f.Until.IsZero() || e.at < f.Until.UnixNano())
 }
@@ -76,21 +77,37 @@ type Projection struct {
 }
 
 type account struct {
-	entries              []entry
+	entries              chunk.List[entry]
 	ledgerHead, actvHead codec.Hash
+	// names interns the ids and roles of actors and users: an account has
+	// few, and entries without pointers cost the garbage collector nothing.
+	names  []string
+	nameIx map[string]uint32
+	// idem holds the idempotency keys, by entry index: most events
+	// (activities) have none.
+	idem map[int]string
 }
 
 type entry struct {
-	at                         int64
-	position                   eventstore.Position
-	revision                   uint64
-	actorID, actorRole, userID string
-	idemKey                    string
-	action                     uint8
-	category                   uint8
-	eventID                    uuid.UUID
-	correlation                ulid.ULID
-	hash                       codec.Hash
+	at                int64
+	position          eventstore.Position
+	revision          uint64
+	actor, role, user uint32 // indexes into account.names
+	action            uint8
+	category          uint8
+	eventID           uuid.UUID
+	correlation       ulid.ULID
+	hash              codec.Hash
+}
+
+func (a *account) intern(s string) uint32 {
+	if i, ok := a.nameIx[s]; ok {
+		return i
+	}
+	i := uint32(len(a.names))
+	a.names = append(a.names, s)
+	a.nameIx[s] = i
+	return i
 }
 
 var (
@@ -127,7 +144,7 @@ func (p *Projection) Apply(d codec.Decoded) error {
 	defer p.mu.Unlock()
 	a := p.accounts[id]
 	if a == nil {
-		a = &account{}
+		a = &account{names: []string{""}, nameIx: map[string]uint32{"": 0}, idem: make(map[int]string)}
 		p.accounts[id] = a
 	}
 	head := &a.ledgerHead
@@ -135,11 +152,14 @@ func (p *Projection) Apply(d codec.Decoded) error {
 		head = &a.actvHead
 	}
 	*head = codec.RecordHash(*head, d.Record)
-	a.entries = append(a.entries, entry{
+	if k := d.Meta.IdempotencyKey; k != "" {
+		a.idem[a.entries.Len()] = k
+	}
+	a.entries.Append(entry{
 		at:       d.Event.OccurredAt().UnixNano(),
 		position: d.Record.Position, revision: d.Record.Revision,
-		actorID: d.Meta.Actor.ID, actorRole: d.Meta.Actor.Role, userID: ledger.UserOf(d.Event),
-		idemKey: d.Meta.IdempotencyKey, action: action, category: cat,
+		actor: a.intern(d.Meta.Actor.ID), role: a.intern(d.Meta.Actor.Role), user: a.intern(ledger.UserOf(d.Event)),
+		action: action, category: cat,
 		eventID: d.Record.ID, correlation: d.Meta.CorrelationID, hash: *head,
 	})
 	p.position = d.Record.Position
@@ -153,13 +173,14 @@ func (p *Projection) Position() eventstore.Position {
 	return p.position
 }
 
-func (e *entry) view(account string) Entry {
+func (a *account) view(id string, i int) Entry {
+	e := a.entries.At(i)
 	return Entry{
-		Time: time.Unix(0, e.at).UTC(), ActorID: e.actorID, ActorRole: e.actorRole,
-		Action: ledger.EventTypes[e.action], UserID: e.userID,
-		Stream:   eventstore.StreamID{Category: categories[e.category], Account: account}.String(),
+		Time: time.Unix(0, e.at).UTC(), ActorID: a.names[e.actor], ActorRole: a.names[e.role],
+		Action: ledger.EventTypes[e.action], UserID: a.names[e.user],
+		Stream:   eventstore.StreamID{Category: categories[e.category], Account: id}.String(),
 		Revision: e.revision, Position: e.position, EventID: e.eventID, Hash: e.hash,
-		IdempotencyKey: e.idemKey, CorrelationID: e.correlation,
+		IdempotencyKey: a.idem[i], CorrelationID: e.correlation,
 	}
 }
 
@@ -174,12 +195,11 @@ func (p *Projection) Entries(account string, f Filter) ([]Entry, error) {
 		return nil, fmt.Errorf("audit of account %q: %w", account, projections.ErrNotFound)
 	}
 	var out []Entry
-	for i := range a.entries {
-		e := &a.entries[i]
-		if !f.match(e) {
+	for i := range a.entries.Len() {
+		if !f.match(a, a.entries.At(i)) {
 			continue
 		}
-		out = append(out, e.view(account))
+		out = append(out, a.view(account, i))
 		if f.Limit > 0 && len(out) == f.Limit {
 			break
 		}

@@ -1,0 +1,235 @@
+package projections_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/projections"
+	"github.com/licenseledger/ledger/projections/internal/fixture"
+)
+
+// The benchmark history: 1,000 accounts of 1,000 events each, interleaved
+// in global order as concurrent writers would leave them (50 each with
+// -short). Generated once per process, outside any timing.
+var (
+	benchOnce sync.Once
+	benchLog  *fixture.Log
+	benchErr  error
+)
+
+func benchHistory(b *testing.B) *fixture.Log {
+	b.Helper()
+	benchOnce.Do(func() {
+		per := 1000
+		if testing.Short() {
+			per = 50
+		}
+		start := time.Now()
+		benchLog, benchErr = generate(context.Background(), 1000, per)
+		if benchErr == nil {
+			b.Logf("generated %d events in %s", len(benchLog.Records()), time.Since(start).Round(time.Millisecond))
+		}
+	})
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	return benchLog
+}
+
+// generate builds a realistic history: each account opens, gets an admin,
+// then mostly records activities, with purchases, added users,
+// deactivations and activations, a few deletions and reductions.
+func generate(ctx context.Context, accounts, perAccount int) (*fixture.Log, error) {
+	l := fixture.New()
+	l.KeepLive = false
+	rng := rand.New(rand.NewPCG(1, 2))
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	type acct struct {
+		id         string
+		users, act int
+	}
+	as := make([]*acct, accounts)
+	for i := range as {
+		as[i] = &acct{id: fmt.Sprintf("acct-%04d", i)}
+	}
+	admin := codec.Actor{ID: "admin", Role: "admin"}
+	pick := func(s ledger.State, want ledger.Status) string {
+		if len(s.Order) < 2 {
+			return ""
+		}
+		for range 4 {
+			id := s.Order[1+rng.IntN(len(s.Order)-1)] // never u0, the admin
+			if s.Users[id].Status == want {
+				return id
+			}
+		}
+		return ""
+	}
+	for step := range perAccount {
+		for i, a := range as {
+			at := base.Add(time.Duration(step)*2*time.Hour + time.Duration(i)*time.Second)
+			s := l.Peek(a.id)
+			activity := func(user string) ledger.Command {
+				a.act++
+				return ledger.RecordActivity{ActivityID: fmt.Sprintf("a%d", a.act), UserID: user,
+					Kind: [...]string{"note", "call", "email", "meeting"}[a.act%4], Ref: fmt.Sprintf("job-%d", a.act%97), At: at}
+			}
+			addUser := func(role ledger.Role) ledger.Command {
+				id := fmt.Sprintf("u%d", a.users)
+				a.users++
+				return ledger.AddUser{UserID: id, Name: "Person " + id + " of " + a.id, Email: id + "@" + a.id + ".test", Role: role, At: at}
+			}
+			var cmd ledger.Command
+			actor := fixture.Service
+			switch r := rng.IntN(1000); {
+			case step == 0:
+				cmd, actor = ledger.OpenAccount{Account: a.id, Name: "Account " + a.id, Seats: 3 + rng.IntN(18), At: at}, fixture.Operator
+			case step == 1:
+				cmd, actor = addUser(ledger.RoleAdmin), fixture.Operator
+			case r < 930:
+				user := pick(s, ledger.StatusActive)
+				if user == "" {
+					user = "u0"
+				}
+				cmd = activity(user)
+			case r < 950:
+				cmd, actor = addUser(ledger.RoleMember), admin
+				if s.Available() < 1 {
+					cmd = ledger.PurchaseSeats{Count: 1 + rng.IntN(3), At: at}
+				}
+			case r < 965:
+				cmd, actor = ledger.PurchaseSeats{Count: 1 + rng.IntN(3), At: at}, admin
+			case r < 980:
+				cmd, actor = ledger.DeactivateUser{UserID: pick(s, ledger.StatusActive), Reason: "left", At: at}, admin
+			case r < 993:
+				cmd, actor = ledger.ActivateUser{UserID: pick(s, ledger.StatusDeactivated), At: at}, admin
+			case r < 997:
+				id, to := pick(s, ledger.StatusDeactivated), ""
+				if rng.IntN(2) == 0 {
+					to = "u0"
+				}
+				cmd, actor = ledger.DeleteUser{UserID: id, Confirm: id, ReassignTo: to, At: at}, admin
+			default:
+				cmd, actor = ledger.ScheduleSeatReduction{Count: 1, At: at}, fixture.Operator
+			}
+			evs, err := l.Do(ctx, a.id, actor, cmd)
+			if err != nil || len(evs) == 0 {
+				// Refused (no seat, nobody to deactivate...): the user
+				// logs an activity instead, so every step stores one event.
+				if _, err := l.Do(ctx, a.id, fixture.Service, activity("u0")); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return l, nil
+}
+
+func allModels() projections.Set { return newModels().set() }
+
+// report sets events/s and allocs/event from the events folded, the time
+// the timer ran and the mallocs since before.
+func report(b *testing.B, events int, before *runtime.MemStats) {
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	total := float64(events) * float64(b.N)
+	b.ReportMetric(total/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/total, "allocs/event")
+}
+
+// BenchmarkFoldStored decodes every stored record and applies it to every
+// read model: a rebuild from the store's bytes.
+func BenchmarkFoldStored(b *testing.B) {
+	l := benchHistory(b)
+	recs := l.Records()
+	ctx := context.Background()
+	b.ReportAllocs()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ResetTimer()
+	for range b.N {
+		set := allModels()
+		for _, r := range recs {
+			d, err := l.Codec.Decode(ctx, r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := set.Apply(d); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	report(b, len(recs), &ms)
+}
+
+// BenchmarkFoldDecoded applies already decoded events to every read model:
+// the read models' share of a rebuild. Events are decoded in chunks with
+// the timer stopped, so memory stays bounded.
+func BenchmarkFoldDecoded(b *testing.B) {
+	l := benchHistory(b)
+	recs := l.Records()
+	ctx := context.Background()
+	const chunk = 20_000
+	buf := make([]codec.Decoded, 0, chunk)
+	b.ReportAllocs()
+	var ms, pause runtime.MemStats
+	var untimed uint64 // mallocs while decoding, timer stopped
+	runtime.ReadMemStats(&ms)
+	b.ResetTimer()
+	for range b.N {
+		set := allModels()
+		for i := 0; i < len(recs); i += chunk {
+			b.StopTimer()
+			runtime.ReadMemStats(&pause)
+			untimed -= pause.Mallocs
+			buf = buf[:0]
+			for _, r := range recs[i:min(i+chunk, len(recs))] {
+				d, err := l.Codec.Decode(ctx, r)
+				if err != nil {
+					b.Fatal(err)
+				}
+				buf = append(buf, d)
+			}
+			runtime.ReadMemStats(&pause)
+			untimed += pause.Mallocs
+			b.StartTimer()
+			for _, d := range buf {
+				if err := set.Apply(d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	b.StopTimer()
+	ms.Mallocs += untimed
+	report(b, len(recs), &ms)
+}
+
+// BenchmarkDecode decodes every stored record and nothing else: the
+// codec's share of a rebuild.
+func BenchmarkDecode(b *testing.B) {
+	l := benchHistory(b)
+	recs := l.Records()
+	ctx := context.Background()
+	b.ReportAllocs()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ResetTimer()
+	for range b.N {
+		for _, r := range recs {
+			if _, err := l.Codec.Decode(ctx, r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	report(b, len(recs), &ms)
+}
