@@ -1,0 +1,425 @@
+// Package runner keeps read models up to date: it feeds them every event of
+// the store's global order, starting from a snapshot when there is one,
+// follows the store live, saves snapshots with their position so that a
+// restart costs only the events since the last one, rebuilds from zero on
+// demand, and tells how far behind it is.
+//
+// # Snapshots and erasure
+//
+// A snapshot holds the state of every read model at one position. Read
+// models blank a deleted user's name and email, so a snapshot taken after
+// a deletion holds neither; the runner takes one soon after it applies a
+// deletion, replacing the older snapshot that still held them.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/projections"
+)
+
+// ErrNoSnapshot is returned by SnapshotStore.Load when none was saved.
+var ErrNoSnapshot = errors.New("runner: no snapshot")
+
+// Snapshot is the state of a set of read models at a position.
+type Snapshot struct {
+	Position eventstore.Position
+	// Parts holds each read model's state by its name.
+	Parts map[string][]byte
+}
+
+// SnapshotStore keeps the latest snapshot of a runner.
+type SnapshotStore interface {
+	// Save replaces the stored snapshot with s. After Save returns, the
+	// previous snapshot's bytes are no longer readable from the store.
+	Save(ctx context.Context, s Snapshot) error
+	// Load returns the stored snapshot, or ErrNoSnapshot.
+	Load(ctx context.Context) (Snapshot, error)
+}
+
+// Config holds what a Runner needs.
+type Config struct {
+	Store eventstore.Store
+	Codec *codec.Codec
+	// Projections are the read models to feed. Snapshots are used only
+	// when every one of them is a projections.Snapshotter.
+	Projections []projections.Projection
+	// Fresh returns new empty read models of the same kinds, in the same
+	// order; Rebuild restores the live ones to their empty state with it.
+	Fresh func() []projections.Projection
+	// Snapshots keeps snapshots; nil for none.
+	Snapshots SnapshotStore
+	// SnapshotEvery is the number of events between snapshots (default
+	// 100,000); SnapshotInterval the longest time between two snapshots
+	// while events arrive (default 1 minute); ErasureDelay how soon a
+	// snapshot follows a deletion (default 1 second).
+	SnapshotEvery    int
+	SnapshotInterval time.Duration
+	ErasureDelay     time.Duration
+	// OnEvent, if set, sees every event after the read models applied it
+	// (the service uses it to forget keys of users deleted elsewhere).
+	OnEvent func(codec.Decoded)
+	Logger  *slog.Logger
+	Clock   func() time.Time
+}
+
+// Runner feeds read models from the store. Its methods are safe for
+// concurrent use; Run is called once.
+type Runner struct {
+	cfg   Config
+	set   projections.Set
+	log   *slog.Logger
+	snaps bool
+
+	mu      sync.Mutex // held while applying, snapshotting or rebuilding
+	pos     atomic.Uint64
+	seen    atomic.Uint64 // highest position known to exist, for lag
+	ready   atomic.Bool
+	wakeMu  sync.Mutex
+	wake    chan struct{}
+	applied int // events since the last snapshot
+	lastSnap, erasedAt time.Time
+	rebuild chan chan error
+	pending chan error // the rebuild request being served
+}
+
+// New returns a runner; call Run to start it.
+func New(cfg Config) *Runner {
+	if cfg.SnapshotEvery <= 0 {
+		cfg.SnapshotEvery = 100_000
+	}
+	if cfg.SnapshotInterval <= 0 {
+		cfg.SnapshotInterval = time.Minute
+	}
+	if cfg.ErasureDelay <= 0 {
+		cfg.ErasureDelay = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	r := &Runner{cfg: cfg, set: projections.Set(cfg.Projections), log: cfg.Logger,
+		wake: make(chan struct{}), rebuild: make(chan chan error)}
+	r.snaps = cfg.Snapshots != nil
+	for _, p := range cfg.Projections {
+		if _, ok := p.(projections.Snapshotter); !ok {
+			r.snaps = false
+		}
+	}
+	return r
+}
+
+// Position returns the global position of the last event every read model
+// has applied.
+func (r *Runner) Position() eventstore.Position { return eventstore.Position(r.pos.Load()) }
+
+// Observe tells the runner that an event exists at position p (a write
+// that reached it, say), for Lag.
+func (r *Runner) Observe(p eventstore.Position) {
+	for {
+		cur := r.seen.Load()
+		if uint64(p) <= cur || r.seen.CompareAndSwap(cur, uint64(p)) {
+			return
+		}
+	}
+}
+
+// Lag returns how many positions the read models are behind the highest
+// position the runner knows exists.
+func (r *Runner) Lag() uint64 {
+	seen, pos := r.seen.Load(), r.pos.Load()
+	if seen <= pos {
+		return 0
+	}
+	return seen - pos
+}
+
+// Ready reports whether the runner has caught up with the events stored
+// when it started.
+func (r *Runner) Ready() bool { return r.ready.Load() }
+
+// Wait blocks until the read models have applied position p or ctx ends.
+func (r *Runner) Wait(ctx context.Context, p eventstore.Position) error {
+	for {
+		r.wakeMu.Lock()
+		ch := r.wake
+		r.wakeMu.Unlock()
+		if r.Position() >= p {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for position %d (at %d): %w", p, r.Position(), ctx.Err())
+		}
+	}
+}
+
+func (r *Runner) advance(p eventstore.Position) {
+	r.pos.Store(uint64(p))
+	r.Observe(p)
+	r.wakeMu.Lock()
+	close(r.wake)
+	r.wake = make(chan struct{})
+	r.wakeMu.Unlock()
+}
+
+// Run restores the latest snapshot, catches up with the store and follows
+// it until ctx ends. It returns ctx's error, or the first error reading,
+// decoding or applying an event.
+func (r *Runner) Run(ctx context.Context) error {
+	start := r.cfg.Clock()
+	if err := r.restore(ctx); err != nil {
+		return err
+	}
+	from := r.Position()
+	for {
+		err := r.follow(ctx, start, from)
+		if !errors.Is(err, errRebuild) {
+			return err
+		}
+		// Rebuild: back to empty read models and position 0.
+		err = r.reset(ctx)
+		r.pending <- err
+		if err != nil {
+			return err
+		}
+		start, from = r.cfg.Clock(), 0
+	}
+}
+
+var errRebuild = errors.New("rebuild requested")
+
+// follow applies the stored events after from, then live ones.
+func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Position) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	n := 0
+	for rec, err := range r.cfg.Store.ReadAll(ctx, from) {
+		if err != nil {
+			return fmt.Errorf("catch up: %w", err)
+		}
+		if err := r.apply(ctx, rec); err != nil {
+			return err
+		}
+		n++
+		if req, ok := r.rebuildRequested(); ok {
+			r.pending = req
+			return errRebuild
+		}
+	}
+	if !r.ready.Swap(true) {
+		r.log.InfoContext(ctx, "read models caught up", "events", n, "position", r.Position(),
+			"duration", r.cfg.Clock().Sub(start).String())
+	}
+	r.maybeSnapshot(ctx, true)
+	live := make(chan struct {
+		rec eventstore.Record
+		err error
+	})
+	go func() {
+		defer close(live)
+		for rec, err := range r.cfg.Store.Subscribe(ctx, r.Position()) {
+			select {
+			case live <- struct {
+				rec eventstore.Record
+				err error
+			}{rec, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case m, ok := <-live:
+			if !ok {
+				return ctx.Err()
+			}
+			if m.err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return fmt.Errorf("follow: %w", m.err)
+			}
+			if err := r.apply(ctx, m.rec); err != nil {
+				return err
+			}
+			r.maybeSnapshot(ctx, false)
+		case <-tick.C:
+			r.maybeSnapshot(ctx, true)
+		case req := <-r.rebuild:
+			r.pending = req
+			return errRebuild
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (r *Runner) rebuildRequested() (chan error, bool) {
+	select {
+	case req := <-r.rebuild:
+		return req, true
+	default:
+		return nil, false
+	}
+}
+
+func (r *Runner) apply(ctx context.Context, rec eventstore.Record) error {
+	if rec.Position <= r.Position() {
+		return nil // already applied (a snapshot covered it, or a resubscription repeated it)
+	}
+	d, err := r.cfg.Codec.Decode(ctx, rec)
+	if err != nil {
+		return fmt.Errorf("read models at position %d: %w", rec.Position, err)
+	}
+	r.mu.Lock()
+	err = r.set.Apply(d)
+	r.applied++
+	if _, ok := d.Event.(ledger.UserDeleted); ok && r.erasedAt.IsZero() {
+		r.erasedAt = r.cfg.Clock()
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	r.advance(rec.Position)
+	if r.cfg.OnEvent != nil {
+		r.cfg.OnEvent(d)
+	}
+	return nil
+}
+
+// maybeSnapshot saves a snapshot when enough events or time have passed,
+// or soon after a deletion so that no snapshot keeps an erased name.
+func (r *Runner) maybeSnapshot(ctx context.Context, idle bool) {
+	if !r.snaps {
+		return
+	}
+	r.mu.Lock()
+	now := r.cfg.Clock()
+	due := r.applied >= r.cfg.SnapshotEvery ||
+		(r.applied > 0 && idle && now.Sub(r.lastSnap) >= r.cfg.SnapshotInterval) ||
+		(!r.erasedAt.IsZero() && (idle || now.Sub(r.erasedAt) >= r.cfg.ErasureDelay))
+	r.mu.Unlock()
+	if !due {
+		return
+	}
+	if err := r.SaveSnapshot(ctx); err != nil {
+		r.log.ErrorContext(ctx, "save snapshot of read models", "err", err)
+	}
+}
+
+// SaveSnapshot saves the read models' state at their current position.
+func (r *Runner) SaveSnapshot(ctx context.Context) error {
+	if !r.snaps {
+		return errors.New("runner: snapshots not configured or a read model cannot snapshot")
+	}
+	r.mu.Lock()
+	s := Snapshot{Position: r.Position(), Parts: make(map[string][]byte, len(r.set))}
+	for _, p := range r.set {
+		b, err := p.(projections.Snapshotter).Snapshot()
+		if err != nil {
+			r.mu.Unlock()
+			return fmt.Errorf("snapshot %s: %w", p.Name(), err)
+		}
+		s.Parts[p.Name()] = b
+	}
+	r.applied, r.erasedAt, r.lastSnap = 0, time.Time{}, r.cfg.Clock()
+	r.mu.Unlock()
+	if err := r.cfg.Snapshots.Save(ctx, s); err != nil {
+		return fmt.Errorf("save snapshot at %d: %w", s.Position, err)
+	}
+	r.log.DebugContext(ctx, "snapshot saved", "position", s.Position)
+	return nil
+}
+
+func (r *Runner) restore(ctx context.Context) error {
+	if !r.snaps {
+		return nil
+	}
+	s, err := r.cfg.Snapshots.Load(ctx)
+	if errors.Is(err, ErrNoSnapshot) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load snapshot: %w", err)
+	}
+	for _, p := range r.set {
+		b, ok := s.Parts[p.Name()]
+		if !ok {
+			r.log.WarnContext(ctx, "snapshot lacks a read model, rebuilding from the first event", "read_model", p.Name())
+			return r.reset(ctx)
+		}
+		if err := p.(projections.Snapshotter).Restore(b); err != nil {
+			r.log.WarnContext(ctx, "snapshot unreadable, rebuilding from the first event", "read_model", p.Name(), "err", err)
+			return r.reset(ctx)
+		}
+	}
+	r.advance(s.Position)
+	r.log.InfoContext(ctx, "read models restored from snapshot", "position", s.Position)
+	return nil
+}
+
+// reset restores every read model to its empty state at position 0.
+func (r *Runner) reset(context.Context) error {
+	if r.cfg.Fresh == nil {
+		return errors.New("runner: rebuild needs Config.Fresh")
+	}
+	fresh := r.cfg.Fresh()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, p := range r.set {
+		src, ok1 := fresh[i].(projections.Snapshotter)
+		dst, ok2 := p.(projections.Snapshotter)
+		if !ok1 || !ok2 {
+			return fmt.Errorf("runner: %s cannot be reset", p.Name())
+		}
+		b, err := src.Snapshot()
+		if err == nil {
+			err = dst.Restore(b)
+		}
+		if err != nil {
+			return fmt.Errorf("reset %s: %w", p.Name(), err)
+		}
+	}
+	r.pos.Store(0)
+	r.ready.Store(false)
+	r.applied = 0
+	return nil
+}
+
+// Rebuild empties every read model and folds the whole store again, while
+// Run goes on. It returns once the rebuild has started from zero; Wait
+// and Ready tell when it has caught up.
+func (r *Runner) Rebuild(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case r.rebuild <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
