@@ -80,16 +80,16 @@ type Runner struct {
 	log   *slog.Logger
 	snaps bool
 
-	mu      sync.Mutex // held while applying, snapshotting or rebuilding
-	pos     atomic.Uint64
-	seen    atomic.Uint64 // highest position known to exist, for lag
-	ready   atomic.Bool
-	wakeMu  sync.Mutex
-	wake    chan struct{}
-	applied int // events since the last snapshot
+	mu                 sync.Mutex // held while applying, snapshotting or rebuilding
+	pos                atomic.Uint64
+	seen               atomic.Uint64 // highest position known to exist, for lag
+	ready              atomic.Bool
+	wakeMu             sync.Mutex
+	wake               chan struct{}
+	applied            int // events since the last snapshot
 	lastSnap, erasedAt time.Time
-	rebuild chan chan error
-	pending chan error // the rebuild request being served
+	rebuild            chan chan error
+	pending            chan error // the rebuild request being served
 }
 
 // New returns a runner; call Run to start it.
