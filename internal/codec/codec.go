@@ -153,11 +153,24 @@ func (c *Codec) Encode(ctx context.Context, e ledger.Event, meta Metadata) (even
 // Members it does not know are ignored: metadata is an open set of
 // CloudEvents extension attributes, which a relay may add to.
 func DecodeMetadata(r eventstore.Record) (Metadata, error) {
-	if m, ok := scanMeta(r.Metadata); ok {
+	if m, ms, ok := scanMeta(r.Metadata); ok {
 		m.EventID, m.Type = r.ID, r.Type
+		ms.set(&m)
 		return m, nil
 	}
 	return unmarshalMeta(r)
+}
+
+// decodeMetadata is DecodeMetadata leaving the strings the fast path
+// found to be made by the caller; ms is empty when it was not taken.
+func decodeMetadata(r eventstore.Record) (m Metadata, ms metaStrings, err error) {
+	m, ms, ok := scanMeta(r.Metadata)
+	if ok {
+		m.EventID, m.Type = r.ID, r.Type
+		return m, ms, nil
+	}
+	m, err = unmarshalMeta(r)
+	return m, metaStrings{}, err
 }
 
 // unmarshalMeta is DecodeMetadata with the general JSON decoder.
@@ -191,41 +204,67 @@ var metaNames = []string{
 	"correlationid", "causationid", "idempotencykey", "prevhash",
 }
 
-// scanMeta is the fast path of DecodeMetadata (see flat.go).
-func scanMeta(data []byte) (m Metadata, ok bool) {
+// metaStrings are the strings of a Metadata that scanMeta found, to be
+// made in one allocation with those of the payload.
+type metaStrings struct {
+	found                                                bool
+	subject, account, actorID, actorRole, idempotencyKey []byte
+}
+
+// setWith sets the strings in m and *dst[i] to string(src[i]), with one
+// allocation.
+func (ms *metaStrings) setWith(m *Metadata, dst []*string, src [][]byte) {
+	var d [maxMembers]*string
+	var s [maxMembers][]byte
+	n := len(dst)
+	for i := range dst { // not copy, which escape analysis takes as a leak
+		d[i], s[i] = dst[i], src[i]
+	}
+	if ms.found {
+		d[n], d[n+1], d[n+2], d[n+3], d[n+4] = &m.Subject, &m.Account, &m.Actor.ID, &m.Actor.Role, &m.IdempotencyKey
+		s[n], s[n+1], s[n+2], s[n+3], s[n+4] = ms.subject, ms.account, ms.actorID, ms.actorRole, ms.idempotencyKey
+		n += 5
+	}
+	setStrings(d[:n], s[:n])
+	ms.found = false
+}
+
+// set sets the strings in m.
+func (ms *metaStrings) set(m *Metadata) { ms.setWith(m, nil, nil) }
+
+// scanMeta is the fast path of DecodeMetadata (see flat.go). The strings
+// it found are returned in ms, not set in m.
+func scanMeta(data []byte) (m Metadata, ms metaStrings, ok bool) {
 	var v [10][]byte
 	var k [10]valueKind
 	if !scanFlat(data, metaNames, v[:], k[:]) {
-		return Metadata{}, false
+		return Metadata{}, ms, false
 	}
 	if m.Time, ok = timeOf(v[0], k[0]); !ok {
-		return Metadata{}, false
+		return Metadata{}, ms, false
 	}
 	if m.SchemaVersion, ok = intOf(v[2], k[2]); !ok {
-		return Metadata{}, false
+		return Metadata{}, ms, false
 	}
 	if m.CorrelationID, ok = ulidOf(v[6], k[6]); !ok {
-		return Metadata{}, false
+		return Metadata{}, ms, false
 	}
 	if m.CausationID, ok = ulidOf(v[7], k[7]); !ok {
-		return Metadata{}, false
+		return Metadata{}, ms, false
 	}
 	switch k[9] {
 	case absent:
 	case stringValue:
 		if m.PrevHash.UnmarshalText(v[9]) != nil {
-			return Metadata{}, false
+			return Metadata{}, ms, false
 		}
 	default:
-		return Metadata{}, false
+		return Metadata{}, ms, false
 	}
 	if !stringsOK(k[1], k[3], k[4], k[5], k[8]) {
-		return Metadata{}, false
+		return Metadata{}, ms, false
 	}
-	setStrings(
-		[]*string{&m.Subject, &m.Account, &m.Actor.ID, &m.Actor.Role, &m.IdempotencyKey},
-		[][]byte{v[1], v[3], v[4], v[5], v[8]})
-	return m, true
+	return m, metaStrings{true, v[1], v[3], v[4], v[5], v[8]}, true
 }
 
 // isObject reports whether data, valid JSON, is an object.
@@ -244,7 +283,7 @@ func parseULID(s string) (ulid.ULID, error) {
 // Decode turns a stored record back into its event and metadata, upcasting
 // older schema versions and opening personal data.
 func (c *Codec) Decode(ctx context.Context, r eventstore.Record) (Decoded, error) {
-	meta, err := DecodeMetadata(r)
+	meta, ms, err := decodeMetadata(r)
 	if err != nil {
 		return Decoded{}, err
 	}
@@ -262,7 +301,7 @@ func (c *Codec) Decode(ctx context.Context, r eventstore.Record) (Decoded, error
 			return Decoded{}, fmt.Errorf("decode %s version %d (event %s): %w", r.Type, meta.SchemaVersion, r.ID, err)
 		}
 	}
-	e, erased, err := c.decodePayload(ctx, meta.Account, r.Type, data)
+	e, erased, err := c.decodePayload(ctx, &meta, &ms, r.Type, data)
 	if err != nil {
 		return Decoded{}, fmt.Errorf("decode %s (event %s): %w", r.Type, r.ID, err)
 	}

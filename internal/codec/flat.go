@@ -1,6 +1,7 @@
 package codec
 
 import (
+	"encoding/binary"
 	"strings"
 	"time"
 
@@ -8,10 +9,11 @@ import (
 )
 
 // The fast path of decoding. Every stored payload and metadata object the
-// codec writes is a flat JSON object of strings and integers, compact and
-// without escapes. scanFlat reads exactly that form, without reflection and
-// without allocating; the typed scanners below turn what it found into
-// values with one allocation for all the strings of an object.
+// codec writes is a flat JSON object of strings and integers, compact, its
+// strings (ids, base64, times) printable ASCII. scanFlat reads that form, without reflection and
+// without allocating; the typed scanners (scanMeta and the payloads' scan
+// methods) turn what it found into values, with one allocation for all the
+// strings of an event, metadata and payload.
 //
 // The fast path never reports an error: when the input is in any other
 // form (escapes, non-ASCII text, an unknown or repeated member, a number
@@ -48,21 +50,33 @@ func scanFlat(data []byte, names []string, vals [][]byte, kinds []valueKind) boo
 		return skipSpace(data, i+1) == len(data)
 	}
 	var seen uint32
+	next := 0 // the member expected next: members come in the order of names
 	for {
 		if i >= len(data) || data[i] != '"' {
 			return false
 		}
-		name, j, ok := scanString(data, i+1)
-		if !ok {
-			return false
-		}
-		m := -1
-		for k, n := range names {
-			if string(name) == n {
-				m = k
-				break
+		m, j := -1, 0
+		if next < len(names) {
+			// Most often the member expected next: compare it in place.
+			n := names[next]
+			if end := i + 1 + len(n); end < len(data) && data[end] == '"' && string(data[i+1:end]) == n {
+				m, j = next, end+1
 			}
 		}
+		if m < 0 {
+			name, end, ok := scanString(data, i+1)
+			if !ok {
+				return false
+			}
+			for k, n := range names {
+				if string(name) == n {
+					m = k
+					break
+				}
+			}
+			j = end
+		}
+		next = m + 1
 		if m < 0 || seen&(1<<m) != 0 {
 			return false
 		}
@@ -76,6 +90,7 @@ func scanFlat(data []byte, names []string, vals [][]byte, kinds []valueKind) boo
 			return false
 		}
 		var v []byte
+		var ok bool
 		switch c := data[i]; {
 		case c == '"':
 			v, j, ok = scanString(data, i+1)
@@ -121,7 +136,15 @@ func skipSpace(data []byte, i int) int {
 // printable ASCII without escapes. It returns its contents and the index
 // after the closing quote.
 func scanString(data []byte, i int) ([]byte, int, bool) {
-	for j := i; j < len(data); j++ {
+	j := i
+	// Eight bytes at a time while none is special: a quote, a backslash,
+	// a control character or a byte outside printable ASCII.
+	for ; j+8 <= len(data); j += 8 {
+		if special(binary.LittleEndian.Uint64(data[j:])) {
+			break
+		}
+	}
+	for ; j < len(data); j++ {
 		switch c := data[j]; {
 		case c == '"':
 			return data[i:j], j + 1, true
@@ -130,6 +153,24 @@ func scanString(data []byte, i int) ([]byte, int, bool) {
 		}
 	}
 	return nil, 0, false
+}
+
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// special reports whether any byte of w is '"', '\\', below 0x20 or above
+// 0x7e.
+func special(w uint64) bool {
+	// hasZero(x) is non-zero when a byte of x is zero; below(w, n) when a
+	// byte of w (all below 0x80) is below n.
+	hasZero := func(x uint64) uint64 { return (x - ones) &^ x & highs }
+	if w&highs != 0 {
+		return true
+	}
+	below := (w - ones*0x20) &^ w & highs
+	return below|hasZero(w^(ones*'"'))|hasZero(w^(ones*'\\'))|hasZero(w^(ones*0x7f)) != 0
 }
 
 // scanInt scans an integer literal of at most 18 digits at data[i]: 0, or
@@ -190,39 +231,12 @@ func timeOf(v []byte, k valueKind) (time.Time, bool) {
 	default:
 		return time.Time{}, false
 	}
-	const base = len("2006-01-02T15:04:05")
-	if len(v) < base+1 || v[len(v)-1] != 'Z' {
+	// time.Time.UnmarshalText checks the RFC 3339 form; the general decoder
+	// further requires a two-digit hour and a period before the fraction,
+	// and this path only takes UTC ("Z").
+	const hour, frac = len("2006-01-02T"), len("2006-01-02T15:04:05")
+	if len(v) <= frac || v[len(v)-1] != 'Z' || v[hour+1] == ':' || v[frac] == ',' {
 		return time.Time{}, false
-	}
-	for i, c := range v[:base] {
-		switch i {
-		case 4, 7:
-			if c != '-' {
-				return time.Time{}, false
-			}
-		case 10:
-			if c != 'T' {
-				return time.Time{}, false
-			}
-		case 13, 16:
-			if c != ':' {
-				return time.Time{}, false
-			}
-		default:
-			if c < '0' || c > '9' {
-				return time.Time{}, false
-			}
-		}
-	}
-	if frac := v[base : len(v)-1]; len(frac) > 0 {
-		if len(frac) < 2 || len(frac) > 10 || frac[0] != '.' {
-			return time.Time{}, false
-		}
-		for _, c := range frac[1:] {
-			if c < '0' || c > '9' {
-				return time.Time{}, false
-			}
-		}
 	}
 	var t time.Time
 	if t.UnmarshalText(v) != nil {

@@ -111,11 +111,17 @@ func (c *Codec) encodePayload(ctx context.Context, account string, e ledger.Even
 	return json.Marshal(v, json.Deterministic(true))
 }
 
-func (c *Codec) decodePayload(ctx context.Context, account, typ string, data []byte) (e ledger.Event, erased bool, err error) {
+// decodePayload decodes the payload data of an event of type typ. The
+// strings of meta that scanMeta found (ms) are made along with those of
+// the payload, in one allocation.
+func (c *Codec) decodePayload(ctx context.Context, meta *Metadata, ms *metaStrings, typ string, data []byte) (e ledger.Event, erased bool, err error) {
+	// The payload's fast path scan sets the strings of meta with its own;
+	// when it gives up they are set before the general decoder runs.
 	switch typ {
 	case ledger.TypeAccountOpened:
 		var p accountOpenedV2
-		if !p.scan(data) {
+		if !p.scan(data, meta, ms) {
+			ms.set(meta)
 			if p, err = unmarshalPayload[accountOpenedV2](data); err != nil {
 				return nil, false, err
 			}
@@ -123,7 +129,8 @@ func (c *Codec) decodePayload(ctx context.Context, account, typ string, data []b
 		return ledger.AccountOpened{Account: p.Account, Name: p.Name, Seats: p.Seats, At: p.At}, false, nil
 	case ledger.TypeSeatsPurchased:
 		var p seatsPurchasedV1
-		if !p.scan(data) {
+		if !p.scan(data, meta, ms) {
+			ms.set(meta)
 			if p, err = unmarshalPayload[seatsPurchasedV1](data); err != nil {
 				return nil, false, err
 			}
@@ -131,7 +138,8 @@ func (c *Codec) decodePayload(ctx context.Context, account, typ string, data []b
 		return ledger.SeatsPurchased{Count: p.Count, At: p.At}, false, nil
 	case ledger.TypeSeatReductionScheduled:
 		var p seatReductionScheduledV1
-		if !p.scan(data) {
+		if !p.scan(data, meta, ms) {
+			ms.set(meta)
 			if p, err = unmarshalPayload[seatReductionScheduledV1](data); err != nil {
 				return nil, false, err
 			}
@@ -139,12 +147,13 @@ func (c *Codec) decodePayload(ctx context.Context, account, typ string, data []b
 		return ledger.SeatReductionScheduled{Count: p.Count, EffectiveAt: p.EffectiveAt, At: p.At}, false, nil
 	case ledger.TypeUserAdded:
 		var p userAddedV1
-		if !p.scan(data) {
+		if !p.scan(data, meta, ms) {
+			ms.set(meta)
 			if p, err = unmarshalPayload[userAddedV1](data); err != nil {
 				return nil, false, err
 			}
 		}
-		id := pii.KeyID(account, p.UserID)
+		id := pii.KeyID(meta.Account, p.UserID)
 		u := ledger.UserAdded{UserID: p.UserID, Role: p.Role, At: p.At}
 		var e1, e2 error
 		u.Name, e1 = c.open(ctx, id, fieldName, p.NameSealed, &erased)
@@ -155,19 +164,21 @@ func (c *Codec) decodePayload(ctx context.Context, account, typ string, data []b
 		return u, erased, nil
 	case ledger.TypeUserDeactivated:
 		var p userDeactivatedV1
-		if !p.scan(data) {
+		if !p.scan(data, meta, ms) {
+			ms.set(meta)
 			if p, err = unmarshalPayload[userDeactivatedV1](data); err != nil {
 				return nil, false, err
 			}
 		}
 		d := ledger.UserDeactivated{UserID: p.UserID, At: p.At}
-		if d.Reason, err = c.open(ctx, pii.KeyID(account, p.UserID), fieldReason, p.ReasonSealed, &erased); err != nil {
+		if d.Reason, err = c.open(ctx, pii.KeyID(meta.Account, p.UserID), fieldReason, p.ReasonSealed, &erased); err != nil {
 			return nil, false, err
 		}
 		return d, erased, nil
 	case ledger.TypeUserActivated:
 		var p userActivatedV1
-		if !p.scan(data) {
+		if !p.scan(data, meta, ms) {
+			ms.set(meta)
 			if p, err = unmarshalPayload[userActivatedV1](data); err != nil {
 				return nil, false, err
 			}
@@ -175,7 +186,8 @@ func (c *Codec) decodePayload(ctx context.Context, account, typ string, data []b
 		return ledger.UserActivated{UserID: p.UserID, At: p.At}, false, nil
 	case ledger.TypeUserDeleted:
 		var p userDeletedV1
-		if !p.scan(data) {
+		if !p.scan(data, meta, ms) {
+			ms.set(meta)
 			if p, err = unmarshalPayload[userDeletedV1](data); err != nil {
 				return nil, false, err
 			}
@@ -183,7 +195,8 @@ func (c *Codec) decodePayload(ctx context.Context, account, typ string, data []b
 		return ledger.UserDeleted{UserID: p.UserID, ReassignTo: p.ReassignTo, At: p.At}, false, nil
 	case ledger.TypeActivityRecorded:
 		var p activityRecordedV1
-		if !p.scan(data) {
+		if !p.scan(data, meta, ms) {
+			ms.set(meta)
 			if p, err = unmarshalPayload[activityRecordedV1](data); err != nil {
 				return nil, false, err
 			}
@@ -213,7 +226,7 @@ func unmarshalPayload[P any](data []byte) (P, error) {
 
 var accountOpenedNames = []string{"account", "name", "seats", "at"}
 
-func (p *accountOpenedV2) scan(data []byte) (ok bool) {
+func (p *accountOpenedV2) scan(data []byte, m *Metadata, ms *metaStrings) (ok bool) {
 	var v [4][]byte
 	var k [4]valueKind
 	if !scanFlat(data, accountOpenedNames, v[:], k[:]) || !stringsOK(k[0], k[1]) {
@@ -225,13 +238,13 @@ func (p *accountOpenedV2) scan(data []byte) (ok bool) {
 	if p.At, ok = timeOf(v[3], k[3]); !ok {
 		return false
 	}
-	setStrings([]*string{&p.Account, &p.Name}, v[:2])
+	ms.setWith(m, []*string{&p.Account, &p.Name}, [][]byte{v[0], v[1]})
 	return true
 }
 
 var seatsPurchasedNames = []string{"count", "at"}
 
-func (p *seatsPurchasedV1) scan(data []byte) (ok bool) {
+func (p *seatsPurchasedV1) scan(data []byte, m *Metadata, ms *metaStrings) (ok bool) {
 	var v [2][]byte
 	var k [2]valueKind
 	if !scanFlat(data, seatsPurchasedNames, v[:], k[:]) {
@@ -240,13 +253,16 @@ func (p *seatsPurchasedV1) scan(data []byte) (ok bool) {
 	if p.Count, ok = intOf(v[0], k[0]); !ok {
 		return false
 	}
-	p.At, ok = timeOf(v[1], k[1])
-	return ok
+	if p.At, ok = timeOf(v[1], k[1]); !ok {
+		return false
+	}
+	ms.set(m)
+	return true
 }
 
 var seatReductionScheduledNames = []string{"count", "effective_at", "at"}
 
-func (p *seatReductionScheduledV1) scan(data []byte) (ok bool) {
+func (p *seatReductionScheduledV1) scan(data []byte, m *Metadata, ms *metaStrings) (ok bool) {
 	var v [3][]byte
 	var k [3]valueKind
 	if !scanFlat(data, seatReductionScheduledNames, v[:], k[:]) {
@@ -258,13 +274,16 @@ func (p *seatReductionScheduledV1) scan(data []byte) (ok bool) {
 	if p.EffectiveAt, ok = timeOf(v[1], k[1]); !ok {
 		return false
 	}
-	p.At, ok = timeOf(v[2], k[2])
-	return ok
+	if p.At, ok = timeOf(v[2], k[2]); !ok {
+		return false
+	}
+	ms.set(m)
+	return true
 }
 
 var userAddedNames = []string{"user_id", "name_sealed", "email_sealed", "role", "at"}
 
-func (p *userAddedV1) scan(data []byte) (ok bool) {
+func (p *userAddedV1) scan(data []byte, m *Metadata, ms *metaStrings) (ok bool) {
 	var v [5][]byte
 	var k [5]valueKind
 	if !scanFlat(data, userAddedNames, v[:], k[:]) || !stringsOK(k[:4]...) {
@@ -273,13 +292,13 @@ func (p *userAddedV1) scan(data []byte) (ok bool) {
 	if p.At, ok = timeOf(v[4], k[4]); !ok {
 		return false
 	}
-	setStrings([]*string{&p.UserID, &p.NameSealed, &p.EmailSealed, (*string)(&p.Role)}, v[:4])
+	ms.setWith(m, []*string{&p.UserID, &p.NameSealed, &p.EmailSealed, (*string)(&p.Role)}, [][]byte{v[0], v[1], v[2], v[3]})
 	return true
 }
 
 var userDeactivatedNames = []string{"user_id", "reason_sealed", "at"}
 
-func (p *userDeactivatedV1) scan(data []byte) (ok bool) {
+func (p *userDeactivatedV1) scan(data []byte, m *Metadata, ms *metaStrings) (ok bool) {
 	var v [3][]byte
 	var k [3]valueKind
 	if !scanFlat(data, userDeactivatedNames, v[:], k[:]) || !stringsOK(k[:2]...) {
@@ -288,13 +307,13 @@ func (p *userDeactivatedV1) scan(data []byte) (ok bool) {
 	if p.At, ok = timeOf(v[2], k[2]); !ok {
 		return false
 	}
-	setStrings([]*string{&p.UserID, &p.ReasonSealed}, v[:2])
+	ms.setWith(m, []*string{&p.UserID, &p.ReasonSealed}, [][]byte{v[0], v[1]})
 	return true
 }
 
 var userActivatedNames = []string{"user_id", "at"}
 
-func (p *userActivatedV1) scan(data []byte) (ok bool) {
+func (p *userActivatedV1) scan(data []byte, m *Metadata, ms *metaStrings) (ok bool) {
 	var v [2][]byte
 	var k [2]valueKind
 	if !scanFlat(data, userActivatedNames, v[:], k[:]) || !stringsOK(k[0]) {
@@ -303,13 +322,13 @@ func (p *userActivatedV1) scan(data []byte) (ok bool) {
 	if p.At, ok = timeOf(v[1], k[1]); !ok {
 		return false
 	}
-	setStrings([]*string{&p.UserID}, v[:1])
+	ms.setWith(m, []*string{&p.UserID}, [][]byte{v[0]})
 	return true
 }
 
 var userDeletedNames = []string{"user_id", "reassign_to", "at"}
 
-func (p *userDeletedV1) scan(data []byte) (ok bool) {
+func (p *userDeletedV1) scan(data []byte, m *Metadata, ms *metaStrings) (ok bool) {
 	var v [3][]byte
 	var k [3]valueKind
 	if !scanFlat(data, userDeletedNames, v[:], k[:]) || !stringsOK(k[:2]...) {
@@ -318,13 +337,13 @@ func (p *userDeletedV1) scan(data []byte) (ok bool) {
 	if p.At, ok = timeOf(v[2], k[2]); !ok {
 		return false
 	}
-	setStrings([]*string{&p.UserID, &p.ReassignTo}, v[:2])
+	ms.setWith(m, []*string{&p.UserID, &p.ReassignTo}, [][]byte{v[0], v[1]})
 	return true
 }
 
 var activityRecordedNames = []string{"activity_id", "user_id", "kind", "ref", "at"}
 
-func (p *activityRecordedV1) scan(data []byte) (ok bool) {
+func (p *activityRecordedV1) scan(data []byte, m *Metadata, ms *metaStrings) (ok bool) {
 	var v [5][]byte
 	var k [5]valueKind
 	if !scanFlat(data, activityRecordedNames, v[:], k[:]) || !stringsOK(k[:4]...) {
@@ -333,7 +352,7 @@ func (p *activityRecordedV1) scan(data []byte) (ok bool) {
 	if p.At, ok = timeOf(v[4], k[4]); !ok {
 		return false
 	}
-	setStrings([]*string{&p.ActivityID, &p.UserID, &p.Kind, &p.Ref}, v[:4])
+	ms.setWith(m, []*string{&p.ActivityID, &p.UserID, &p.Kind, &p.Ref}, [][]byte{v[0], v[1], v[2], v[3]})
 	return true
 }
 
