@@ -3,6 +3,7 @@ package codec_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -69,6 +70,8 @@ func BenchmarkDecode(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	n := 0
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
 	cpu := cpuTime()
 	for b.Loop() {
 		for _, r := range recs {
@@ -79,6 +82,8 @@ func BenchmarkDecode(b *testing.B) {
 		n += len(recs)
 	}
 	cpu = cpuTime() - cpu
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(n), "allocs/event")
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/event")
 	if cpu > 0 {
