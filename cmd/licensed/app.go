@@ -1,0 +1,363 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/eventstore/jetstream/keys"
+	"github.com/licenseledger/ledger/internal/accounts"
+	"github.com/licenseledger/ledger/internal/auth"
+	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/httpapi"
+	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/projections"
+	"github.com/licenseledger/ledger/projections/attribution"
+	"github.com/licenseledger/ledger/projections/audit"
+	"github.com/licenseledger/ledger/projections/billing"
+	"github.com/licenseledger/ledger/projections/runner"
+	"github.com/licenseledger/ledger/projections/seats"
+)
+
+// Main is the running service: every part wired together. Start brings it
+// up, Wait blocks while it serves, Close takes it down.
+type Main struct {
+	cfg Config
+	log *slog.Logger
+
+	store    eventstore.Store
+	js       *jetstream.Store // nil when another store is in use
+	keys     pii.KeyStore
+	codec    *codec.Codec
+	accounts *accounts.Service
+	runner   *runner.Runner
+	metrics  *httpapi.Metrics
+	tokens   auth.Store
+
+	httpLn  net.Listener
+	httpSrv *http.Server
+	cancel  context.CancelFunc
+	bg      sync.WaitGroup
+	errs    chan error
+}
+
+// NewMain returns a service configured by cfg that logs to log.
+func NewMain(cfg Config, log *slog.Logger) *Main {
+	return &Main{cfg: cfg, log: log, errs: make(chan error, 4)}
+}
+
+// HTTPAddr returns the address the HTTP API listens on, once started.
+func (m *Main) HTTPAddr() string { return m.httpLn.Addr().String() }
+
+// NATSURL returns the URL downstream subscribers connect to: the embedded
+// server's, or the external one's.
+func (m *Main) NATSURL() string {
+	if m.js != nil && m.js.Server() != nil {
+		return m.js.Server().ClientURL()
+	}
+	return m.cfg.NATSURL
+}
+
+// Start opens the store, loads the read models' snapshot, starts following
+// the store and begins serving HTTP. It returns once the API listens.
+func (m *Main) Start(ctx context.Context) error {
+	if err := os.MkdirAll(m.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	dataDir, err := filepath.Abs(m.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if err := m.openStore(ctx, dataDir); err != nil {
+		return err
+	}
+	m.codec = codec.New(pii.NewKeyring(m.keys, rand.Reader))
+	m.metrics = httpapi.NewMetrics()
+
+	st, at, au, bi := seats.New(), attribution.New(), audit.New(), billing.New()
+	m.runner = runner.New(runner.Config{
+		Store: m.store, Codec: m.codec,
+		Projections: []projections.Projection{st, at, au, bi},
+		Fresh: func() []projections.Projection {
+			return []projections.Projection{seats.New(), attribution.New(), audit.New(), billing.New()}
+		},
+		Snapshots: runner.FileSnapshots{Dir: filepath.Join(dataDir, "snapshots")},
+		OnEvent:   m.forgetDeletedKeys,
+		Logger:    m.log.With("component", "read-models"),
+	})
+	observed := &observedStore{Store: m.store, observe: m.runner.Observe}
+	m.accounts = accounts.New(accounts.Config{
+		Store: m.metrics.InstrumentStore(observed), Codec: m.codec,
+		Clock: time.Now, NewEventID: uuid.New, NewULID: ulid.Make,
+		Logger: m.log.With("component", "accounts"),
+	})
+
+	if m.tokens, err = auth.OpenFileStore(dataDir); err != nil {
+		return fmt.Errorf("token store: %w", err)
+	}
+	if err := m.bootstrapOperator(ctx, dataDir); err != nil {
+		return err
+	}
+
+	api := httpapi.New(httpapi.Config{
+		Commands: m.accounts, Seats: st, Activities: at, Audit: au, Billing: bi,
+		History: m.store, Decoder: m.codec, Progress: m.runner, Tokens: m.tokens,
+		Clock: time.Now, NewID: ulid.Make, Random: rand.Reader,
+		Logger: m.log.With("component", "http"), Metrics: m.metrics,
+		Ready: map[string]httpapi.Check{
+			"store":       m.storeReady,
+			"projections": m.projectionsReady,
+		},
+	})
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.cancel = cancel
+	m.bg.Go(func() {
+		if err := m.runner.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Error("read models stopped", "err", err)
+			m.errs <- fmt.Errorf("read models: %w", err)
+		}
+	})
+	m.bg.Go(func() { m.reportLag(runCtx) })
+
+	m.httpLn, err = net.Listen("tcp", m.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	m.httpSrv = &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
+	}
+	m.bg.Go(func() {
+		if err := m.httpSrv.Serve(m.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.errs <- fmt.Errorf("http: %w", err)
+		}
+	})
+	m.log.Info("licensed serving",
+		"http", "http://"+m.HTTPAddr(), "nats", m.NATSURL(), "store", m.storeName(),
+		"durability", m.cfg.Durability, "data_dir", dataDir)
+	return nil
+}
+
+// Wait blocks until ctx ends or a part of the service fails.
+func (m *Main) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-m.errs:
+		return err
+	}
+}
+
+// Close stops serving, lets requests in flight finish (up to 10 s), stops
+// the read models and closes the store.
+func (m *Main) Close() error {
+	var errs []error
+	if m.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		errs = append(errs, m.httpSrv.Shutdown(ctx))
+		cancel()
+	}
+	if m.cancel != nil {
+		m.cancel()
+	}
+	if m.runner != nil && m.runner.Ready() {
+		// A last snapshot makes the next start cheap.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := m.runner.SaveSnapshot(ctx); err != nil {
+			m.log.Debug("no snapshot at shutdown", "err", err)
+		}
+		cancel()
+	}
+	m.bg.Wait()
+	if m.store != nil {
+		errs = append(errs, m.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Main) storeName() string {
+	if m.js != nil {
+		if m.cfg.NATSURL != "" {
+			return "jetstream (external)"
+		}
+		return "jetstream (embedded)"
+	}
+	return "esdb"
+}
+
+// openStore opens the event store and the key store the settings choose.
+func (m *Main) openStore(ctx context.Context, dataDir string) error {
+	if m.cfg.Store != "jetstream" {
+		return fmt.Errorf("store %q: %w", m.cfg.Store, errUnsupportedStore)
+	}
+	jcfg := jetstream.Config{Logger: m.log.With("component", "store")}
+	var err error
+	if m.cfg.NATSURL != "" {
+		m.js, err = jetstream.Connect(ctx, m.cfg.NATSURL, jcfg)
+	} else {
+		host, port, perr := splitListen(m.cfg.NATSListen)
+		if perr != nil {
+			return perr
+		}
+		m.js, err = jetstream.Embedded(ctx, jetstream.ServerConfig{
+			DataDir: filepath.Join(dataDir, "nats"), Host: host, Port: port,
+			Durability: jetstream.Durability(m.cfg.Durability),
+			Logger:     m.serverLogger(),
+		}, jcfg)
+	}
+	if err != nil {
+		return err
+	}
+	m.store = m.js
+	js, err := natsjs.New(m.js.Conn())
+	if err != nil {
+		return err
+	}
+	ks, err := keys.Open(ctx, js, keys.Config{Logger: m.log.With("component", "keys")})
+	if err != nil {
+		return fmt.Errorf("key store: %w", err)
+	}
+	m.keys = ks
+	return nil
+}
+
+var errUnsupportedStore = errors.New("unsupported store")
+
+// splitListen parses the embedded server's address; port 0 picks a free
+// port.
+func splitListen(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("nats listen address %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("nats listen address %q: bad port", addr)
+	}
+	if port == 0 {
+		port = -1
+	}
+	return host, port, nil
+}
+
+// bootstrapOperator creates the first operator token when there is none
+// and writes it, readable by its owner only, to <data>/operator.token.
+func (m *Main) bootstrapOperator(ctx context.Context, dataDir string) error {
+	secret, created, err := auth.Bootstrap(ctx, m.tokens, rand.Reader, time.Now())
+	if err != nil {
+		return fmt.Errorf("operator token: %w", err)
+	}
+	path := filepath.Join(dataDir, "operator.token")
+	if !created {
+		m.log.Info("operator token exists", "path", path)
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write operator token: %w", err)
+	}
+	m.log.Info("first operator token written: use it as a bearer token", "path", path)
+	return nil
+}
+
+// forgetDeletedKeys drops a deleted user's cached key, so that this
+// process stops opening their data even when another process deleted them.
+func (m *Main) forgetDeletedKeys(d codec.Decoded) {
+	if del, ok := d.Event.(ledger.UserDeleted); ok {
+		m.codec.Keys().Forget(pii.KeyID(projections.AccountOf(d), del.UserID))
+	}
+}
+
+func (m *Main) storeReady(ctx context.Context) error {
+	if m.js != nil {
+		if st := m.js.Conn().Status(); st != nats.CONNECTED {
+			return fmt.Errorf("nats connection %s", st)
+		}
+	}
+	return nil
+}
+
+func (m *Main) projectionsReady(context.Context) error {
+	if !m.runner.Ready() {
+		return errors.New("read models catching up")
+	}
+	if lag := m.runner.Lag(); lag > 1000 {
+		return fmt.Errorf("read models %d events behind", lag)
+	}
+	return nil
+}
+
+func (m *Main) reportLag(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.metrics.SetProjectionLag("read-models", m.runner.Lag())
+		}
+	}
+}
+
+// serverLogger returns the logger of the embedded nats-server: its
+// warnings and errors, and its notices too when debugging.
+func (m *Main) serverLogger() *slog.Logger {
+	if m.cfg.LogLevel <= slog.LevelDebug {
+		return m.log
+	}
+	return slog.New(minLevel{m.log.Handler(), slog.LevelWarn})
+}
+
+// minLevel drops records below a level.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.min}
+}
+
+// observedStore tells the runner of every position an append reached, so
+// that its lag counts events it has not applied yet.
+type observedStore struct {
+	eventstore.Store
+	observe func(eventstore.Position)
+}
+
+func (o *observedStore) Append(ctx context.Context, s eventstore.StreamID, e eventstore.ExpectedRevision, ev ...eventstore.Proposed) (eventstore.AppendResult, error) {
+	r, err := o.Store.Append(ctx, s, e, ev...)
+	if err == nil {
+		o.observe(r.Position)
+	}
+	return r, err
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// Config is every setting of licensed. Each has a flag and an environment
+// variable; a flag given on the command line wins over the variable, which
+// wins over the default.
+type Config struct {
+	DataDir    string
+	HTTPAddr   string
+	NATSListen string
+	NATSURL    string
+	Store      string
+	Durability string
+	LogLevel   slog.Level
+	LogFormat  string
+}
+
+// setting is one flag with its environment variable.
+type setting struct {
+	flag, env, def, usage string
+	dst                   *string
+}
+
+// ParseConfig reads args (without the program name) and the environment
+// through getenv.
+func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+	var c Config
+	var level string
+	settings := []setting{
+		{"data-dir", "LICENSED_DATA_DIR", "./data", "directory for the embedded NATS files, tokens, snapshots and the first operator token", &c.DataDir},
+		{"http-addr", "LICENSED_HTTP_ADDR", "127.0.0.1:8080", "address the HTTP API listens on", &c.HTTPAddr},
+		{"nats-listen", "LICENSED_NATS_LISTEN", "127.0.0.1:4222", "address the embedded NATS server listens on (port 0: a free port)", &c.NATSListen},
+		{"nats-url", "LICENSED_NATS_URL", "", "URL of an external NATS server or cluster to use instead of the embedded one", &c.NATSURL},
+		{"store", "LICENSED_STORE", "jetstream", "event store: jetstream, or an EventStoreDB connection string esdb://host:2113?tls=false", &c.Store},
+		{"durability", "LICENSED_DURABILITY", "fsync", "what an acknowledged command promises: fsync (on disk before the answer) or interval (synced every 2 minutes)", &c.Durability},
+		{"log-level", "LICENSED_LOG_LEVEL", "info", "debug, info, warn or error", &level},
+		{"log-format", "LICENSED_LOG_FORMAT", "auto", "json, text, or auto (text on a terminal, JSON otherwise)", &c.LogFormat},
+	}
+	fs := flag.NewFlagSet("licensed", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	for _, s := range settings {
+		def := s.def
+		if v := getenv(s.env); v != "" {
+			def = v
+		}
+		fs.StringVar(s.dst, s.flag, def, fmt.Sprintf("%s (env %s)", s.usage, s.env))
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(usage, "licensed: the license ledger service\n\nUsage: licensed [flags]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		return Config{}, fmt.Errorf("log level %q: %w", level, err)
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir must not be empty"))
+	}
+	switch c.Durability {
+	case "fsync", "interval":
+	default:
+		errs = append(errs, fmt.Errorf("durability %q: want fsync or interval", c.Durability))
+	}
+	switch c.LogFormat {
+	case "auto", "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log format %q: want auto, json or text", c.LogFormat))
+	}
+	if c.Store != "jetstream" && !strings.HasPrefix(c.Store, "esdb://") && !strings.HasPrefix(c.Store, "esdb+discover://") && !strings.HasPrefix(c.Store, "kurrentdb://") {
+		errs = append(errs, fmt.Errorf("store %q: want jetstream or an esdb:// connection string", c.Store))
+	}
+	return errors.Join(errs...)
+}
+
+// newLogger returns the service's logger: JSON unless w is a terminal.
+func newLogger(c Config, w *os.File) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	format := c.LogFormat
+	if format == "auto" {
+		format = "json"
+		if fi, err := w.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			format = "text"
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

@@ -1,0 +1,48 @@
+// Command licensed is the license ledger service: the system of record for
+// which users of a customer account hold a paid seat, and why, over time.
+//
+// Started with no flags it runs on its embedded default: a NATS server with
+// JetStream in the same process (files under ./data, clients on
+// 127.0.0.1:4222) as event store and event bus, and the HTTP API on
+// 127.0.0.1:8080. It writes a first operator token to ./data/operator.token.
+// See `licensed -h` for the settings and their environment variables.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	cfg, err := ParseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "licensed:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	m := NewMain(cfg, newLogger(cfg, os.Stderr))
+	if err := m.Start(ctx); err != nil {
+		m.log.Error("start failed", "err", err)
+		m.Close()
+		os.Exit(1)
+	}
+	err = m.Wait(ctx)
+	stop()
+	if cerr := m.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		m.log.Error("stopped with an error", "err", err)
+		os.Exit(1)
+	}
+	m.log.Info("stopped")
+}
