@@ -309,6 +309,11 @@ func (a *account) cycle(id string, k int, now time.Time) (Cycle, error) {
 			c.PeakActive = ch.active
 		}
 	}
+	// Summed as whole days plus a remainder below a day: exact, the same
+	// whatever order the users are visited in, and safe from overflowing
+	// a Duration (292 years) on large accounts.
+	var wholeDays int64
+	var rest time.Duration
 	for _, spans := range a.users {
 		for _, s := range spans {
 			from, to := s.from, s.to
@@ -319,10 +324,15 @@ func (a *account) cycle(id string, k int, now time.Time) (Cycle, error) {
 				from = start
 			}
 			if to.After(from) {
-				c.ActiveUserDays += days(to.Sub(from))
+				d := to.Sub(from)
+				wholeDays += int64(d / Day)
+				if rest += d % Day; rest >= Day {
+					wholeDays, rest = wholeDays+1, rest-Day
+				}
 			}
 		}
 	}
+	c.ActiveUserDays = float64(wholeDays) + days(rest)
 
 	t := &c.Totals
 	t.SeatCycles = float64(c.SeatsBilled)
