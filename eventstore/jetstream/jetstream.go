@@ -469,6 +469,7 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 	// qualify makes the message ids unique to the stream, for events whose
 	// ids the server already holds in another stream.
 	qualify := false
+	var serverErr error // the server's refusal, kept as the cause of a conflict
 	for attempt := 0; ; attempt++ {
 		if !cached {
 			var err error
@@ -484,6 +485,10 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 			}
 			if res, ok, err := s.findOwn(ctx, stream, expected, h, events); err != nil || ok {
 				return res, err
+			}
+			if serverErr != nil {
+				return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s at %s (stream holds %d events): %w (%w)",
+					stream, expected, h.n, eventstore.ErrConflict, serverErr)
 			}
 			return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s at %s (stream holds %d events): %w",
 				stream, expected, h.n, eventstore.ErrConflict)
@@ -538,7 +543,7 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 			if err2 != nil {
 				return eventstore.AppendResult{}, err2
 			}
-			h, cached, fresh = nh, true, true
+			h, cached, fresh, serverErr = nh, true, true, err
 			if isDuplicate(err) {
 				if res, ok, err3 := s.findOwn(ctx, stream, expected, h, events); err3 != nil || ok {
 					return res, err3
