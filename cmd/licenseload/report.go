@@ -47,6 +47,20 @@ type phaseReport struct {
 	Status     map[string]int `json:"status"`
 	FirstError []string       `json:"first_errors,omitempty"`
 	ByKind     []kindReport   `json:"by_kind,omitempty"`
+	// CPU per request in microseconds: of the service (when its pid is
+	// known) and of this generator.
+	ServiceCPU   float64 `json:"service_cpu_us_per_request,omitempty"`
+	GeneratorCPU float64 `json:"generator_cpu_us_per_request"`
+}
+
+// setCPU records the CPU the service and the generator spent in a phase.
+func (p *phaseReport) setCPU(self, service time.Duration) {
+	if p.Requests == 0 {
+		return
+	}
+	per := func(d time.Duration) float64 { return math.Round(float64(d)/float64(p.Requests)/1e2) / 10 }
+	p.GeneratorCPU = per(self)
+	p.ServiceCPU = per(service)
 }
 
 // kindReport is one command kind's share of a phase.
@@ -133,6 +147,11 @@ func writePhase(w io.Writer, name string, p phaseReport) {
 		sts = append(sts, k+":"+strconv.Itoa(p.Status[k]))
 	}
 	fmt.Fprintf(w, "   ok %d  refused %d  errors %d  status %s\n", p.OK, p.Refused, p.Errors, strings.Join(sts, " "))
+	if p.ServiceCPU > 0 {
+		fmt.Fprintf(w, "   CPU per request: service %.1f us, generator %.1f us\n", p.ServiceCPU, p.GeneratorCPU)
+	} else {
+		fmt.Fprintf(w, "   CPU per request: generator %.1f us\n", p.GeneratorCPU)
+	}
 	for _, e := range p.FirstError {
 		fmt.Fprintf(w, "   error: %s\n", e)
 	}

@@ -28,7 +28,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		r, err := measure(ctx, cfg, cfg.URL, token, stderr)
+		r, err := measure(ctx, cfg, cfg.URL, token, 0, stderr)
 		if err != nil {
 			return err
 		}
@@ -78,7 +78,7 @@ func readToken(token, file string) (string, error) {
 }
 
 // measure runs warm-up, baseline and load against base.
-func measure(ctx context.Context, cfg config, base, token string, progress io.Writer) (runReport, error) {
+func measure(ctx context.Context, cfg config, base, token string, pid int, progress io.Writer) (runReport, error) {
 	t, err := newTarget(base, token, cfg.Clients)
 	if err != nil {
 		return runReport{}, err
@@ -122,12 +122,15 @@ func measure(ctx context.Context, cfg config, base, token string, progress io.Wr
 
 	if cfg.Baseline > 0 {
 		fmt.Fprintf(progress, "baseline: GET /healthz for %s\n", cfg.Baseline)
+		self0, svc0 := cpuClock(pid)
 		tallies, wall := phase(clients, time.Now().Add(cfg.Baseline), 0, func(c *client, tl *tally) {
 			s := time.Now()
 			st, _, err := c.t.call(ctx, "GET", "/healthz", nil)
 			tl.record(kindActivity, time.Since(s), st, err)
 		})
+		self1, svc1 := cpuClock(pid)
 		b := merge(tallies, wall, false)
+		b.setCPU(self1-self0, svc1-svc0)
 		report.Baseline = &b
 	}
 	if ctx.Err() != nil {
@@ -138,10 +141,13 @@ func measure(ctx context.Context, cfg config, base, token string, progress io.Wr
 		fmt.Fprintf(progress, " or %d commands", cfg.Count)
 	}
 	fmt.Fprintln(progress)
+	self0, svc0 := cpuClock(pid)
 	tallies, wall := phase(clients, time.Now().Add(cfg.Duration), cfg.Count, func(c *client, tl *tally) {
 		c.step(ctx, tl)
 	})
+	self1, svc1 := cpuClock(pid)
 	report.Load = merge(tallies, wall, true)
+	report.Load.setCPU(self1-self0, svc1-svc0)
 	return report, ctx.Err()
 }
 
@@ -244,7 +250,7 @@ func measureSpawned(ctx context.Context, cfg config, d string, progress io.Write
 		stop()
 		return runReport{}, err
 	}
-	r, err := measure(ctx, cfg, base, token, progress)
+	r, err := measure(ctx, cfg, base, token, cmd.Process.Pid, progress)
 	r.Durability = d
 	if serr := stop(); serr != nil && err == nil {
 		fmt.Fprintf(progress, "licensed stopped: %v\n", serr)
