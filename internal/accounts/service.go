@@ -181,10 +181,18 @@ func (s *Service) Execute(ctx context.Context, accountID string, cmd ledger.Comm
 	defer a.mu.Unlock()
 	// An activity goes to the activity stream, whose expected revision says
 	// nothing about the ledger: catch up with the ledger first so that a user
-	// another process deactivated or deleted cannot record one.
+	// another process deactivated or deleted cannot record one. The activity
+	// stream needs no read: its expected revision catches a stale head, and
+	// the conflict makes the loop below catch up with both streams.
 	current := false // whether the state was caught up during this call
-	if _, activity := cmd.(ledger.RecordActivity); activity || !a.loaded {
-		if err := s.catchUp(ctx, a, !a.loaded); err != nil {
+	switch _, activity := cmd.(ledger.RecordActivity); {
+	case !a.loaded:
+		if err := s.catchUp(ctx, a, true); err != nil {
+			return Result{}, err
+		}
+		current = true
+	case activity:
+		if err := s.catchUpLedger(ctx, a); err != nil {
 			return Result{}, err
 		}
 		current = true
@@ -338,6 +346,18 @@ func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 		a.state, a.ledgerHead, a.activityHead, a.activityLen, a.lastPosition = ledger.State{}, codec.Hash{}, codec.Hash{}, 0, 0
 		a.keys = make(map[string]Result)
 	}
+	if err := s.catchUpLedger(ctx, a); err != nil {
+		return err
+	}
+	if err := s.catchUpActivities(ctx, a); err != nil {
+		return err
+	}
+	a.loaded = true
+	return nil
+}
+
+// catchUpLedger folds the ledger events the service has not seen yet.
+func (s *Service) catchUpLedger(ctx context.Context, a *account) error {
 	for r, err := range s.cfg.Store.ReadStream(ctx, eventstore.LedgerStream(a.id), a.state.Version) {
 		if errors.Is(err, eventstore.ErrStreamNotFound) {
 			break
@@ -356,6 +376,12 @@ func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 			s.destroyKey(ctx, a.id, del.UserID)
 		}
 	}
+	return nil
+}
+
+// catchUpActivities folds the activity events the service has not seen
+// yet.
+func (s *Service) catchUpActivities(ctx context.Context, a *account) error {
 	for r, err := range s.cfg.Store.ReadStream(ctx, eventstore.ActivityStream(a.id), a.activityLen) {
 		if errors.Is(err, eventstore.ErrStreamNotFound) {
 			break
@@ -372,7 +398,6 @@ func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 		a.activityLen = r.Revision + 1
 		s.seen(a, d)
 	}
-	a.loaded = true
 	return nil
 }
 
