@@ -44,6 +44,12 @@ import (
 // user or period they hold nothing for.
 var ErrNotFound = errors.New("projections: not found")
 
+// ErrSnapshotFormat is returned (wrapped) by Restore for bytes that are not
+// a snapshot the read model can read: another read model's, a format
+// version it does not know, truncated or corrupt. The caller rebuilds the
+// read model from the first event instead.
+var ErrSnapshotFormat = errors.New("projections: unreadable snapshot")
+
 // Projection is a read model fed with decoded events in the store's global
 // order.
 type Projection interface {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync"
@@ -191,7 +192,7 @@ func TestErasureRebuildMatchesLiveFold(t *testing.T) {
 	// Nothing any model shows, exports or snapshots holds cy's name or email.
 	for name, m := range map[string]models{"live": live, "rebuilt": again} {
 		var blobs [][]byte
-		for _, s := range []projections.Snapshotter{m.seats, m.attr} {
+		for _, s := range m.snapshotters() {
 			b, err := s.Snapshot()
 			if err != nil {
 				t.Fatal(err)
@@ -216,29 +217,157 @@ func TestErasureRebuildMatchesLiveFold(t *testing.T) {
 	}
 }
 
-func TestSnapshotRestore(t *testing.T) {
-	l := seeded(t)
-	m := newModels()
-	applyAll(t, m.set(), l.Live())
-	restored := models{seats.New(), attribution.New(), m.audit, m.bill}
-	for _, pair := range [][2]projections.Snapshotter{{m.seats, restored.seats}, {m.attr, restored.attr}} {
-		b, err := pair[0].Snapshot()
+func (m models) snapshotters() []projections.Snapshotter {
+	return []projections.Snapshotter{m.seats, m.attr, m.audit, m.bill}
+}
+
+// snapshotInto snapshots every model of from and restores it into the
+// model of the same kind of to.
+func snapshotInto(t *testing.T, from, to models) {
+	t.Helper()
+	dst := to.snapshotters()
+	for i, src := range from.snapshotters() {
+		b, err := src.Snapshot()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := pair[1].Restore(b); err != nil {
+		if err := dst[i].Restore(b); err != nil {
+			t.Fatalf("%T: %v", dst[i], err)
+		}
+	}
+}
+
+func sameRender(t *testing.T, what string, a, b models) {
+	t.Helper()
+	ra, rb := render(t, a), render(t, b)
+	for k := range ra {
+		if !reflect.DeepEqual(ra[k], rb[k]) {
+			t.Errorf("%s: %s differs:\nwant %+v\ngot  %+v", what, k, ra[k], rb[k])
+		}
+	}
+	for _, s := range []eventstore.StreamID{eventstore.LedgerStream("acme"), eventstore.ActivityStream("acme")} {
+		if a.audit.Head(s) != b.audit.Head(s) {
+			t.Errorf("%s: audit head of %s differs", what, s)
+		}
+	}
+	if a.seats.Position() != b.seats.Position() || a.attr.Position() != b.attr.Position() ||
+		a.audit.Position() != b.audit.Position() || a.bill.Position() != b.bill.Position() {
+		t.Errorf("%s: positions differ", what)
+	}
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	l := seeded(t)
+	live := l.Live()
+	m := newModels()
+	applyAll(t, m.set(), live)
+
+	// A round trip answers every query as the live models do.
+	restored := newModels()
+	snapshotInto(t, m, restored)
+	sameRender(t, "round trip", m, restored)
+
+	// Restoring replaces: a model that folded another account first knows
+	// only what the snapshot holds afterwards.
+	other := fixture.New()
+	if _, err := other.Do(t.Context(), "other", fixture.Operator,
+		ledger.OpenAccount{Name: "Other", Seats: 1, At: fixture.H(0)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Do(t.Context(), "other", fixture.Operator,
+		ledger.AddUser{UserID: "zed", Name: "Zed", Email: "zed@other.test", Role: ledger.RoleAdmin, At: fixture.H(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Do(t.Context(), "other", fixture.Service,
+		ledger.RecordActivity{ActivityID: "z1", UserID: "zed", Kind: "note", Ref: "r", At: fixture.H(2)}); err != nil {
+		t.Fatal(err)
+	}
+	dirty := newModels()
+	applyAll(t, dirty.set(), other.Live())
+	snapshotInto(t, m, dirty)
+	sameRender(t, "restored over another history", m, dirty)
+	if _, err := dirty.seats.Usage("other", fixture.H(3)); !errors.Is(err, projections.ErrNotFound) {
+		t.Errorf("seats kept an account the snapshot lacks: %v", err)
+	}
+	if _, err := dirty.attr.Activities("other", 0, 0); !errors.Is(err, projections.ErrNotFound) {
+		t.Errorf("attribution kept an account the snapshot lacks: %v", err)
+	}
+	if _, err := dirty.audit.Entries("other", audit.Filter{}); !errors.Is(err, projections.ErrNotFound) {
+		t.Errorf("audit kept an account the snapshot lacks: %v", err)
+	}
+	if _, err := dirty.bill.Current("other", fixture.H(3)); !errors.Is(err, projections.ErrNotFound) {
+		t.Errorf("billing kept an account the snapshot lacks: %v", err)
+	}
+
+	// A snapshot taken mid-history, restored and fed the rest, ends where
+	// the live fold does, at every cut.
+	for _, cut := range []int{0, 1, 5, len(live) / 2, len(live) - 2} {
+		half := newModels()
+		applyAll(t, half.set(), live[:cut])
+		resumed := newModels()
+		snapshotInto(t, half, resumed)
+		applyAll(t, resumed.set(), live[cut:])
+		sameRender(t, fmt.Sprintf("resumed after %d events", cut), m, resumed)
+	}
+
+	// An empty model's snapshot empties a model (the runner resets so).
+	emptied := newModels()
+	applyAll(t, emptied.set(), live)
+	snapshotInto(t, newModels(), emptied)
+	if _, err := emptied.audit.Entries("acme", audit.Filter{}); !errors.Is(err, projections.ErrNotFound) {
+		t.Errorf("audit after restoring an empty snapshot: %v", err)
+	}
+	if _, err := emptied.bill.Current("acme", fixture.H(3)); !errors.Is(err, projections.ErrNotFound) {
+		t.Errorf("billing after restoring an empty snapshot: %v", err)
+	}
+	if p := emptied.seats.Position(); p != 0 {
+		t.Errorf("seats at position %d after restoring an empty snapshot", p)
+	}
+}
+
+// TestRestoreRefusesOtherFormats checks that every model refuses, with
+// ErrSnapshotFormat and without changing, a snapshot of an unknown
+// version, of another model, truncated or in the old JSON form.
+func TestRestoreRefusesOtherFormats(t *testing.T) {
+	l := seeded(t)
+	m := newModels()
+	applyAll(t, m.set(), l.Live())
+	snaps := m.snapshotters()
+	blobs := make([][]byte, len(snaps))
+	for i, s := range snaps {
+		b, err := s.Snapshot()
+		if err != nil {
 			t.Fatal(err)
 		}
+		blobs[i] = b
 	}
-	a, b := render(t, m), render(t, restored)
-	for k := range a {
-		if !reflect.DeepEqual(a[k], b[k]) {
-			t.Errorf("%s differs after restore:\nbefore %+v\nafter  %+v", k, a[k], b[k])
+	for i, s := range snaps {
+		name := s.(projections.Projection).Name()
+		// The header is the model's name then the format version: bump it.
+		newer := bytes.Clone(blobs[i])
+		newer[1+len(name)]++
+		bad := map[string][]byte{
+			"newer version": newer,
+			"other model":   blobs[(i+1)%len(blobs)],
+			"truncated":     blobs[i][:len(blobs[i])-1],
+			"trailing":      append(bytes.Clone(blobs[i]), 0),
+			"json":          []byte(`{"version":9}`),
+			"empty":         nil,
+		}
+		for what, b := range bad {
+			err := s.Restore(b)
+			if !errors.Is(err, projections.ErrSnapshotFormat) {
+				t.Errorf("%s: restoring a snapshot %s = %v, want ErrSnapshotFormat", name, what, err)
+			}
+		}
+		if what := "newer version"; !strings.Contains(s.Restore(bad[what]).Error(), "version") {
+			t.Errorf("%s: the error for a %s does not say so", name, what)
 		}
 	}
-	if err := seats.New().Restore([]byte(`{"version":9}`)); err == nil {
-		t.Error("restoring a snapshot of an unknown version succeeded")
-	}
+	// Refused snapshots left every model as it was.
+	again := newModels()
+	applyAll(t, again.set(), l.Live())
+	sameRender(t, "after refused restores", again, m)
 }
 
 type failing struct{ err error }

@@ -12,20 +12,26 @@
 // Names are kept once per user and joined when reading, so deleting a user
 // blanks their name on every activity at once and no activity record ever
 // holds a name.
+//
+// Activities hold no pointers: their id, kind and ref are copied into a
+// byte arena of their account and their user is an index, so a million
+// activities cost the garbage collector nothing to scan and keep no
+// decoded event alive.
 package attribution
 
 import (
 	"fmt"
+	"math"
+	"sort"
 	"sync"
 	"time"
-
-	"github.com/go-json-experiment/json"
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/internal/chunk"
+	"github.com/licenseledger/ledger/projections/internal/snap"
 )
 
 // Activity is an activity with its attribution.
@@ -63,7 +69,11 @@ type Projection struct {
 }
 
 type account struct {
-	users map[string]*user
+	users  []user
+	userIx map[string]uint32
+	// arena holds the id, kind and ref of every activity, one after the
+	// other, in the order recorded.
+	arena []byte
 	acts  chunk.List[activity]
 }
 
@@ -74,11 +84,13 @@ type user struct {
 	reassignTo string
 }
 
-// activity is kept small: a million of them is an ordinary account base.
+// activity is kept small and free of pointers: a million of them is an
+// ordinary account base. Its id is arena[off:kind], its kind
+// arena[kind:ref], its ref arena[ref:end].
 type activity struct {
-	id, kind, ref string
-	at            int64 // Unix nanoseconds, UTC
-	by            *user
+	at                  int64 // Unix nanoseconds, UTC
+	off, kind, ref, end uint32
+	by                  uint32 // index into account.users
 }
 
 var (
@@ -92,47 +104,76 @@ func New() *Projection { return &Projection{accounts: make(map[string]*account)}
 // Name returns "attribution".
 func (p *Projection) Name() string { return "attribution" }
 
-func (a *account) user(id string) *user {
-	u := a.users[id]
-	if u == nil {
-		u = &user{id: id}
-		a.users[id] = u
+func newAccount() *account { return &account{userIx: make(map[string]uint32)} }
+
+// user returns the index of the user with id, adding them if needed.
+func (a *account) user(id string) uint32 {
+	if i, ok := a.userIx[id]; ok {
+		return i
 	}
-	return u
+	i := uint32(len(a.users))
+	a.users = append(a.users, user{id: id})
+	a.userIx[id] = i
+	return i
 }
 
 // Apply folds one event: activities are recorded, users added and deleted
 // change the names and owners joined at read time.
 func (p *Projection) Apply(d codec.Decoded) error {
-	switch d.Event.(type) {
-	case ledger.ActivityRecorded, ledger.UserAdded, ledger.UserDeleted:
-	default:
-		p.mu.Lock()
-		p.position = d.Record.Position
-		p.mu.Unlock()
-		return nil
-	}
-	id := projections.AccountOf(d)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	a := p.accounts[id]
-	if a == nil {
-		a = &account{users: make(map[string]*user)}
-		p.accounts[id] = a
+	return p.apply(&d)
+}
+
+// ApplyBatch folds events in order, as Apply would one by one, taking the
+// lock once. It stops at the first event that cannot be applied and
+// returns its error; the events before it are applied.
+func (p *Projection) ApplyBatch(ds []codec.Decoded) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range ds {
+		if err := p.apply(&ds[i]); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+func (p *Projection) apply(d *codec.Decoded) error {
+	var a *account
 	switch e := d.Event.(type) {
 	case ledger.ActivityRecorded:
-		a.acts.Append(activity{id: e.ActivityID, kind: e.Kind, ref: e.Ref, at: e.At.UnixNano(), by: a.user(e.UserID)})
+		a = p.account(d)
+		n := len(a.arena)
+		if uint64(n)+uint64(len(e.ActivityID)+len(e.Kind)+len(e.Ref)) > math.MaxUint32 {
+			return fmt.Errorf("attribution of account %q: activity text past 4 GiB", projections.AccountOf(*d))
+		}
+		a.arena = append(append(append(a.arena, e.ActivityID...), e.Kind...), e.Ref...)
+		k := n + len(e.ActivityID)
+		r := k + len(e.Kind)
+		a.acts.Append(activity{at: e.At.UnixNano(), off: uint32(n), kind: uint32(k), ref: uint32(r), end: uint32(len(a.arena)), by: a.user(e.UserID)})
 	case ledger.UserAdded:
-		if u := a.user(e.UserID); !u.deleted {
+		a = p.account(d)
+		if u := &a.users[a.user(e.UserID)]; !u.deleted {
 			u.name = e.Name
 		}
 	case ledger.UserDeleted:
-		u := a.user(e.UserID)
+		a = p.account(d)
+		u := &a.users[a.user(e.UserID)]
 		u.name, u.deleted, u.reassignTo = "", true, e.ReassignTo
 	}
 	p.position = d.Record.Position
 	return nil
+}
+
+func (p *Projection) account(d *codec.Decoded) *account {
+	id := projections.AccountOf(*d)
+	a := p.accounts[id]
+	if a == nil {
+		a = newAccount()
+		p.accounts[id] = a
+	}
+	return a
 }
 
 // Position returns the global position of the last event applied.
@@ -148,21 +189,23 @@ func (a *account) owner(u *user) *user {
 		if !u.deleted || u.reassignTo == "" {
 			return u
 		}
-		next := a.users[u.reassignTo]
-		if next == nil {
+		next, ok := a.userIx[u.reassignTo]
+		if !ok {
 			return u
 		}
-		u = next
+		u = &a.users[next]
 	}
 	return u
 }
 
-func (a *account) view(seq int, act activity) Activity {
-	o := a.owner(act.by)
+func (a *account) view(seq int, act *activity) Activity {
+	by := &a.users[act.by]
+	o := a.owner(by)
 	return Activity{
-		Seq: seq, ID: act.id, Kind: act.kind, Ref: act.ref,
+		Seq: seq, ID: string(a.arena[act.off:act.kind]), Kind: string(a.arena[act.kind:act.ref]),
+		Ref:    string(a.arena[act.ref:act.end]),
 		At:     time.Unix(0, act.at).UTC(),
-		UserID: act.by.id, UserName: act.by.name,
+		UserID: by.id, UserName: by.name,
 		OwnerID: o.id, OwnerName: o.name,
 	}
 }
@@ -191,7 +234,7 @@ func (p *Projection) Activities(id string, after, limit int) (Page, error) {
 	if after < end {
 		page.Activities = make([]Activity, 0, end-after)
 		for i := after; i < end; i++ {
-			page.Activities = append(page.Activities, a.view(i+1, *a.acts.At(i)))
+			page.Activities = append(page.Activities, a.view(i+1, a.acts.At(i)))
 		}
 	}
 	if end < a.acts.Len() {
@@ -206,84 +249,116 @@ func (p *Projection) Owner(id, userID string) (string, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	a := p.accounts[id]
-	if a == nil || a.users[userID] == nil {
+	if a == nil {
 		return "", fmt.Errorf("user %q of account %q: %w", userID, id, projections.ErrNotFound)
 	}
-	return a.owner(a.users[userID]).id, nil
+	i, ok := a.userIx[userID]
+	if !ok {
+		return "", fmt.Errorf("user %q of account %q: %w", userID, id, projections.ErrNotFound)
+	}
+	return a.owner(&a.users[i]).id, nil
 }
 
-type snapshot struct {
-	Version  int                    `json:"version"`
-	Position eventstore.Position    `json:"position"`
-	Accounts map[string]snapAccount `json:"accounts"`
-}
+// snapshotVersion is the format of Snapshot; Restore refuses any other.
+const snapshotVersion = 2
 
-type snapAccount struct {
-	Users      []snapUser     `json:"users"`
-	Activities []snapActivity `json:"activities"`
-}
-
-type snapUser struct {
-	ID         string `json:"id"`
-	Name       string `json:"name,omitempty"`
-	Deleted    bool   `json:"deleted,omitempty"`
-	ReassignTo string `json:"reassign_to,omitempty"`
-}
-
-type snapActivity struct {
-	ID   string `json:"id"`
-	Kind string `json:"kind"`
-	Ref  string `json:"ref"`
-	At   int64  `json:"at"`
-	User string `json:"user"`
-}
-
-// Snapshot returns the model's state as JSON. A deleted user's name is not
-// in it.
+// Snapshot returns the model's state in a compact binary form. A deleted
+// user's name is not in it: it was blanked when they were deleted.
 func (p *Projection) Snapshot() ([]byte, error) {
 	p.mu.RLock()
-	s := snapshot{Version: 1, Position: p.position, Accounts: make(map[string]snapAccount, len(p.accounts))}
+	defer p.mu.RUnlock()
+	ids := make([]string, 0, len(p.accounts))
+	size := 0
 	for id, a := range p.accounts {
-		sa := snapAccount{Users: make([]snapUser, 0, len(a.users)), Activities: make([]snapActivity, 0, a.acts.Len())}
-		for _, u := range a.users {
-			sa.Users = append(sa.Users, snapUser{ID: u.id, Name: u.name, Deleted: u.deleted, ReassignTo: u.reassignTo})
+		ids = append(ids, id)
+		size += 64 + 48*len(a.users) + len(a.arena) + 16*a.acts.Len()
+	}
+	sort.Strings(ids)
+	w := snap.NewWriter("attribution", snapshotVersion, size)
+	w.Uvarint(uint64(p.position))
+	w.Uvarint(uint64(len(ids)))
+	for _, id := range ids {
+		a := p.accounts[id]
+		w.String(id)
+		w.Uvarint(uint64(len(a.users)))
+		for i := range a.users {
+			u := &a.users[i]
+			w.String(u.id)
+			w.String(u.name)
+			w.Bool(u.deleted)
+			w.String(u.reassignTo)
 		}
+		w.Blob(a.arena)
+		w.Uvarint(uint64(a.acts.Len()))
+		var at int64
 		for i := range a.acts.Len() {
 			act := a.acts.At(i)
-			sa.Activities = append(sa.Activities, snapActivity{ID: act.id, Kind: act.kind, Ref: act.ref, At: act.at, User: act.by.id})
+			w.Grow(40)
+			w.Varint(act.at - at)
+			w.Uvarint(uint64(act.kind - act.off))
+			w.Uvarint(uint64(act.ref - act.kind))
+			w.Uvarint(uint64(act.end - act.ref))
+			w.Uvarint(uint64(act.by))
+			at = act.at
 		}
-		s.Accounts[id] = sa
 	}
-	p.mu.RUnlock()
-	b, err := json.Marshal(s, json.Deterministic(true))
-	if err != nil {
-		return nil, fmt.Errorf("attribution snapshot: %w", err)
-	}
-	return b, nil
+	return w.Bytes(), nil
 }
 
-// Restore replaces the model's state with a snapshot.
+// Restore replaces the model's state with a snapshot. It refuses, with an
+// error wrapping projections.ErrSnapshotFormat, bytes that are not an
+// attribution snapshot of this format, and leaves the model as it was.
 func (p *Projection) Restore(b []byte) error {
-	var s snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
+	r, err := snap.NewReader(b, "attribution", snapshotVersion)
+	if err != nil {
 		return fmt.Errorf("attribution restore: %w", err)
 	}
-	if s.Version != 1 {
-		return fmt.Errorf("attribution restore: snapshot version %d, want 1", s.Version)
-	}
-	accounts := make(map[string]*account, len(s.Accounts))
-	for id, sa := range s.Accounts {
-		a := &account{users: make(map[string]*user, len(sa.Users))}
-		for _, u := range sa.Users {
-			a.users[u.ID] = &user{id: u.ID, name: u.Name, deleted: u.Deleted, reassignTo: u.ReassignTo}
+	position := eventstore.Position(r.Uvarint())
+	n := r.Count(4)
+	accounts := make(map[string]*account, n)
+	for range n {
+		id := r.String()
+		nu := r.Count(4)
+		a := &account{users: make([]user, 0, nu), userIx: make(map[string]uint32, nu)}
+		for range nu {
+			u := user{id: r.String(), name: r.String(), deleted: r.Bool(), reassignTo: r.String()}
+			if _, dup := a.userIx[u.id]; dup {
+				r.Fail("attribution account %q: user %q repeated", id, u.id)
+			}
+			a.userIx[u.id] = uint32(len(a.users))
+			a.users = append(a.users, u)
 		}
-		for _, act := range sa.Activities {
-			a.acts.Append(activity{id: act.ID, kind: act.Kind, ref: act.Ref, at: act.At, by: a.user(act.User)})
+		a.arena = append([]byte(nil), r.Bytes()...)
+		na := r.Count(5)
+		var at int64
+		var off uint64
+		for range na {
+			act := activity{at: at + r.Varint(), off: uint32(off)}
+			k := off + r.Uvarint()
+			rf := k + r.Uvarint()
+			end := rf + r.Uvarint()
+			by := r.Uvarint()
+			if end > uint64(len(a.arena)) || by >= uint64(nu) {
+				r.Fail("attribution account %q: activity %d out of range", id, a.acts.Len()+1)
+				break
+			}
+			act.kind, act.ref, act.end, act.by = uint32(k), uint32(rf), uint32(end), uint32(by)
+			a.acts.Append(act)
+			at, off = act.at, end
+		}
+		if off != uint64(len(a.arena)) {
+			r.Fail("attribution account %q: activity text does not match its activities", id)
+		}
+		if _, dup := accounts[id]; dup {
+			r.Fail("attribution account %q repeated", id)
 		}
 		accounts[id] = a
 	}
+	if err := r.Err(); err != nil {
+		return fmt.Errorf("attribution restore: %w", err)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.accounts, p.position = accounts, s.Position
+	p.accounts, p.position = accounts, position
 	return nil
 }

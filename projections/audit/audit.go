@@ -15,6 +15,8 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -27,6 +29,7 @@ import (
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/internal/chunk"
+	"github.com/licenseledger/ledger/projections/internal/snap"
 )
 
 // Entry is one event of the audit trail.
@@ -121,7 +124,10 @@ var (
 	categories = []eventstore.Category{eventstore.Ledger, eventstore.Activity}
 )
 
-var _ projections.Projection = (*Projection)(nil)
+var (
+	_ projections.Projection  = (*Projection)(nil)
+	_ projections.Snapshotter = (*Projection)(nil)
+)
 
 // New returns an empty audit read model.
 func New() *Projection { return &Projection{accounts: make(map[string]*account)} }
@@ -247,5 +253,142 @@ func WriteJSONL(w io.Writer, entries []Entry) error {
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write audit entries: %w", err)
 	}
+	return nil
+}
+
+// snapshotVersion is the format of Snapshot; Restore refuses any other.
+const snapshotVersion = 1
+
+// entrySize is the most bytes an entry takes in a snapshot: three varints
+// of up to 10 bytes, three names of up to 5, a byte, the event id,
+// correlation id and hash.
+const entrySize = 3*10 + 3*5 + 1 + 16 + 16 + 32
+
+// Snapshot returns the model's state in a compact binary form. Entries
+// hold ids and roles only, never a name or an email.
+func (p *Projection) Snapshot() ([]byte, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	ids := make([]string, 0, len(p.accounts))
+	n := 0
+	for id, a := range p.accounts {
+		ids = append(ids, id)
+		n += a.entries.Len()
+	}
+	sort.Strings(ids)
+	w := snap.NewWriter("audit", snapshotVersion, n*(entrySize-20)+len(ids)*128)
+	w.Uvarint(uint64(p.position))
+	w.Uvarint(uint64(len(ids)))
+	for _, id := range ids {
+		a := p.accounts[id]
+		w.String(id)
+		w.Fixed(a.ledgerHead[:])
+		w.Fixed(a.actvHead[:])
+		w.Uvarint(uint64(len(a.names) - 1))
+		for _, s := range a.names[1:] {
+			w.String(s)
+		}
+		keys := make([]int, 0, len(a.idem))
+		for i := range a.idem {
+			keys = append(keys, i)
+		}
+		slices.Sort(keys)
+		w.Uvarint(uint64(len(keys)))
+		for _, i := range keys {
+			w.Uvarint(uint64(i))
+			w.String(a.idem[i])
+		}
+		w.Uvarint(uint64(a.entries.Len()))
+		var at int64
+		var pos eventstore.Position
+		for i := range a.entries.Len() {
+			e := a.entries.At(i)
+			w.Grow(entrySize)
+			w.Varint(e.at - at)
+			w.Uvarint(uint64(e.position - pos))
+			w.Uvarint(e.revision)
+			w.Uvarint(uint64(e.actor))
+			w.Uvarint(uint64(e.role))
+			w.Uvarint(uint64(e.user))
+			w.Byte(e.action | e.category<<4)
+			w.Fixed(e.eventID[:])
+			w.Fixed(e.correlation[:])
+			w.Fixed(e.hash[:])
+			at, pos = e.at, e.position
+		}
+	}
+	return w.Bytes(), nil
+}
+
+// Restore replaces the model's state with a snapshot. It refuses, with an
+// error wrapping projections.ErrSnapshotFormat, bytes that are not an
+// audit snapshot of this format, and leaves the model as it was.
+func (p *Projection) Restore(b []byte) error {
+	r, err := snap.NewReader(b, "audit", snapshotVersion)
+	if err != nil {
+		return fmt.Errorf("audit restore: %w", err)
+	}
+	position := eventstore.Position(r.Uvarint())
+	n := r.Count(1 + 64 + 3)
+	accounts := make(map[string]*account, n)
+	for range n {
+		id := r.String()
+		a := &account{}
+		copy(a.ledgerHead[:], r.Fixed(len(a.ledgerHead)))
+		copy(a.actvHead[:], r.Fixed(len(a.actvHead)))
+		nn := r.Count(1)
+		a.names = make([]string, 1, nn+1)
+		a.nameIx = make(map[string]uint32, nn+1)
+		a.nameIx[""] = 0
+		for range nn {
+			a.intern(r.String())
+		}
+		if len(a.names) != nn+1 {
+			r.Fail("audit account %q: names repeated", id)
+		}
+		ni := r.Count(2)
+		a.idem = make(map[int]string, ni)
+		for range ni {
+			i := int(r.Uvarint())
+			a.idem[i] = r.String()
+		}
+		ne := r.Count(1 + 6 + 16 + 16 + 32)
+		var at int64
+		var pos eventstore.Position
+		names := uint64(len(a.names))
+		for range ne {
+			var e entry
+			e.at = at + r.Varint()
+			e.position = pos + eventstore.Position(r.Uvarint())
+			e.revision = r.Uvarint()
+			actor, role, user := r.Uvarint(), r.Uvarint(), r.Uvarint()
+			ac := r.Byte()
+			copy(e.eventID[:], r.Fixed(16))
+			copy(e.correlation[:], r.Fixed(16))
+			copy(e.hash[:], r.Fixed(32))
+			if actor >= names || role >= names || user >= names || int(ac&15) >= len(ledger.EventTypes) || ac>>4 > 1 {
+				r.Fail("audit account %q: entry %d out of range", id, a.entries.Len())
+				break
+			}
+			e.actor, e.role, e.user, e.action, e.category = uint32(actor), uint32(role), uint32(user), ac&15, ac>>4
+			a.entries.Append(e)
+			at, pos = e.at, e.position
+		}
+		for i := range a.idem {
+			if i < 0 || i >= a.entries.Len() {
+				r.Fail("audit account %q: idempotency key of entry %d out of range", id, i)
+			}
+		}
+		if _, dup := accounts[id]; dup {
+			r.Fail("audit account %q repeated", id)
+		}
+		accounts[id] = a
+	}
+	if err := r.Err(); err != nil {
+		return fmt.Errorf("audit restore: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.accounts, p.position = accounts, position
 	return nil
 }

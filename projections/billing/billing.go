@@ -35,6 +35,7 @@ package billing
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -42,6 +43,7 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/projections"
+	"github.com/licenseledger/ledger/projections/internal/snap"
 )
 
 // ErrBadPeriod is returned for a period that is not of the form YYYY-MM.
@@ -145,7 +147,10 @@ type change struct {
 	active int
 }
 
-var _ projections.Projection = (*Projection)(nil)
+var (
+	_ projections.Projection  = (*Projection)(nil)
+	_ projections.Snapshotter = (*Projection)(nil)
+)
 
 // New returns an empty billing read model.
 func New() *Projection { return &Projection{accounts: make(map[string]*account)} }
@@ -193,6 +198,13 @@ func (p *Projection) Apply(d codec.Decoded) error {
 		a.stop(e.UserID, e.At)
 	}
 	return nil
+}
+
+// Position returns the global position of the last event applied.
+func (p *Projection) Position() eventstore.Position {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.position
 }
 
 func (a *account) start(user string, at time.Time) {
@@ -347,4 +359,121 @@ func (a *account) cycle(id string, k int, now time.Time) (Cycle, error) {
 	}
 	t.SeatsAtEnd = c.SeatsBilled + t.PurchasedSeats
 	return c, nil
+}
+
+// snapshotVersion is the format of Snapshot; Restore refuses any other.
+const snapshotVersion = 1
+
+// Snapshot returns the model's state in a compact binary form. It holds
+// counts, times and user ids, never a name or an email.
+func (p *Projection) Snapshot() ([]byte, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	ids := make([]string, 0, len(p.accounts))
+	size := 0
+	for id, a := range p.accounts {
+		ids = append(ids, id)
+		size += 64 + 12*len(a.purchases) + 24*len(a.reductions) + 32*len(a.users) + 12*len(a.changes)
+	}
+	sort.Strings(ids)
+	w := snap.NewWriter("billing", snapshotVersion, size)
+	w.Uvarint(uint64(p.position))
+	w.Uvarint(uint64(len(ids)))
+	users := make([]string, 0, 64)
+	for _, id := range ids {
+		a := p.accounts[id]
+		w.String(id)
+		w.Bool(a.opened)
+		w.Time(a.openedAt)
+		w.Int(a.opening)
+		w.Int(a.active)
+		w.Uvarint(uint64(len(a.purchases)))
+		for _, pu := range a.purchases {
+			w.Int(pu.count)
+			w.Time(pu.at)
+		}
+		w.Uvarint(uint64(len(a.reductions)))
+		for _, r := range a.reductions {
+			w.Int(r.Count)
+			w.Time(r.ScheduledAt)
+			w.Time(r.EffectiveAt)
+		}
+		users = users[:0]
+		for u := range a.users {
+			users = append(users, u)
+		}
+		sort.Strings(users)
+		w.Uvarint(uint64(len(users)))
+		for _, u := range users {
+			spans := a.users[u]
+			w.String(u)
+			w.Uvarint(uint64(len(spans)))
+			for _, s := range spans {
+				w.Time(s.from)
+				w.Time(s.to)
+			}
+		}
+		w.Uvarint(uint64(len(a.changes)))
+		for _, c := range a.changes {
+			w.Time(c.at)
+			w.Int(c.active)
+		}
+	}
+	return w.Bytes(), nil
+}
+
+// Restore replaces the model's state with a snapshot. It refuses, with an
+// error wrapping projections.ErrSnapshotFormat, bytes that are not a
+// billing snapshot of this format, and leaves the model as it was.
+func (p *Projection) Restore(b []byte) error {
+	r, err := snap.NewReader(b, "billing", snapshotVersion)
+	if err != nil {
+		return fmt.Errorf("billing restore: %w", err)
+	}
+	position := eventstore.Position(r.Uvarint())
+	n := r.Count(8)
+	accounts := make(map[string]*account, n)
+	for range n {
+		id := r.String()
+		a := &account{opened: r.Bool(), openedAt: r.Time(), opening: r.Int(), active: r.Int()}
+		if np := r.Count(3); np > 0 {
+			a.purchases = make([]purchase, np)
+			for i := range a.purchases {
+				a.purchases[i] = purchase{count: r.Int(), at: r.Time()}
+			}
+		}
+		if nr := r.Count(5); nr > 0 {
+			a.reductions = make([]ledger.Reduction, nr)
+			for i := range a.reductions {
+				a.reductions[i] = ledger.Reduction{Count: r.Int(), ScheduledAt: r.Time(), EffectiveAt: r.Time()}
+			}
+		}
+		nu := r.Count(2)
+		a.users = make(map[string][]span, nu)
+		for range nu {
+			u := r.String()
+			spans := make([]span, r.Count(4))
+			for i := range spans {
+				spans[i] = span{from: r.Time(), to: r.Time()}
+			}
+			a.users[u] = spans
+		}
+		if nc := r.Count(3); nc > 0 {
+			a.changes = make([]change, nc)
+			for i := range a.changes {
+				a.changes[i] = change{at: r.Time(), active: r.Int()}
+			}
+		}
+		if _, dup := accounts[id]; dup {
+			r.Fail("billing account %q repeated", id)
+		}
+		accounts[id] = a
+	}
+	if err := r.Err(); err != nil {
+		return fmt.Errorf("billing restore: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.accounts, p.position = accounts, position
+	return nil
 }

@@ -18,17 +18,15 @@ package seats
 
 import (
 	"fmt"
-	"slices"
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/go-json-experiment/json"
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/projections"
+	"github.com/licenseledger/ledger/projections/internal/snap"
 )
 
 // Usage is an account's seat usage at an instant.
@@ -120,9 +118,9 @@ type Projection struct {
 }
 
 type account struct {
-	State    ledger.State        `json:"state"`
-	Revision uint64              `json:"revision"`
-	Position eventstore.Position `json:"position"`
+	State    ledger.State
+	Revision uint64
+	Position eventstore.Position
 }
 
 var (
@@ -239,44 +237,116 @@ func (p *Projection) State(id string) (ledger.State, error) {
 	return a.State.Clone(), nil
 }
 
-type snapshot struct {
-	Version  int                 `json:"version"`
-	Position eventstore.Position `json:"position"`
-	Accounts map[string]*account `json:"accounts"`
-}
+// snapshotVersion is the format of Snapshot; Restore refuses any other.
+const snapshotVersion = 2
 
-// Snapshot returns the model's state as JSON. Deleted users hold no name,
-// email or reason in it.
+// Snapshot returns the model's state in a compact binary form. Deleted
+// users hold no name, email or reason in it: the state blanked them.
 func (p *Projection) Snapshot() ([]byte, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	b, err := json.Marshal(snapshot{Version: 1, Position: p.position, Accounts: p.accounts}, json.Deterministic(true))
-	if err != nil {
-		return nil, fmt.Errorf("seats snapshot: %w", err)
+	ids := make([]string, 0, len(p.accounts))
+	size := 0
+	for id, a := range p.accounts {
+		ids = append(ids, id)
+		size += 128 + 96*len(a.State.Users) + 24*len(a.State.Reductions)
 	}
-	return b, nil
+	sort.Strings(ids)
+	w := snap.NewWriter("seats", snapshotVersion, size)
+	w.Uvarint(uint64(p.position))
+	w.Uvarint(uint64(len(ids)))
+	for _, id := range ids {
+		a := p.accounts[id]
+		s := &a.State
+		w.String(id)
+		w.Uvarint(a.Revision)
+		w.Uvarint(uint64(a.Position))
+		w.String(s.Account)
+		w.String(s.Name)
+		w.Time(s.OpenedAt)
+		w.Int(s.Seats)
+		w.Uvarint(uint64(len(s.Reductions)))
+		for _, r := range s.Reductions {
+			w.Int(r.Count)
+			w.Time(r.ScheduledAt)
+			w.Time(r.EffectiveAt)
+		}
+		// Users in the order added: Order lists every user once.
+		w.Uvarint(uint64(len(s.Order)))
+		for _, uid := range s.Order {
+			u := s.Users[uid]
+			w.String(uid)
+			w.String(u.Name)
+			w.String(u.Email)
+			w.String(string(u.Role))
+			w.String(string(u.Status))
+			w.String(u.Reason)
+			w.Time(u.AddedAt)
+			w.Time(u.ChangedAt)
+			w.String(u.ReassignTo)
+		}
+		w.Int(s.Active)
+		w.Int(s.Deactivated)
+		w.Int(s.Deleted)
+		w.Int(s.ActiveAdmins)
+		w.Int(s.PeakActive)
+		w.Uvarint(s.Version)
+		w.Time(s.LastAt)
+	}
+	return w.Bytes(), nil
 }
 
-// Restore replaces the model's state with a snapshot.
+// Restore replaces the model's state with a snapshot. It refuses, with an
+// error wrapping projections.ErrSnapshotFormat, bytes that are not a seats
+// snapshot of this format, and leaves the model as it was.
 func (p *Projection) Restore(b []byte) error {
-	var s snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
+	r, err := snap.NewReader(b, "seats", snapshotVersion)
+	if err != nil {
 		return fmt.Errorf("seats restore: %w", err)
 	}
-	if s.Version != 1 {
-		return fmt.Errorf("seats restore: snapshot version %d, want 1", s.Version)
-	}
-	if s.Accounts == nil {
-		s.Accounts = make(map[string]*account)
-	}
-	for _, a := range s.Accounts {
-		if a.State.Users == nil && a.State.Opened() {
-			a.State.Users = make(map[string]ledger.User)
+	position := eventstore.Position(r.Uvarint())
+	n := r.Count(16)
+	accounts := make(map[string]*account, n)
+	for range n {
+		id := r.String()
+		a := &account{Revision: r.Uvarint(), Position: eventstore.Position(r.Uvarint())}
+		s := &a.State
+		s.Account, s.Name, s.OpenedAt, s.Seats = r.String(), r.String(), r.Time(), r.Int()
+		if nr := r.Count(5); nr > 0 {
+			s.Reductions = make([]ledger.Reduction, nr)
+			for i := range s.Reductions {
+				s.Reductions[i] = ledger.Reduction{Count: r.Int(), ScheduledAt: r.Time(), EffectiveAt: r.Time()}
+			}
 		}
-		a.State.Order = slices.Clip(a.State.Order)
+		nu := r.Count(11)
+		if nu > 0 || s.Opened() {
+			s.Users = make(map[string]ledger.User, nu)
+		}
+		if nu > 0 {
+			s.Order = make([]string, 0, nu)
+		}
+		for range nu {
+			u := ledger.User{ID: r.String(), Name: r.String(), Email: r.String(),
+				Role: ledger.Role(r.String()), Status: ledger.Status(r.String()), Reason: r.String(),
+				AddedAt: r.Time(), ChangedAt: r.Time(), ReassignTo: r.String()}
+			if _, dup := s.Users[u.ID]; dup {
+				r.Fail("seats account %q: user %q repeated", id, u.ID)
+			}
+			s.Users[u.ID] = u
+			s.Order = append(s.Order, u.ID)
+		}
+		s.Active, s.Deactivated, s.Deleted, s.ActiveAdmins, s.PeakActive = r.Int(), r.Int(), r.Int(), r.Int(), r.Int()
+		s.Version, s.LastAt = r.Uvarint(), r.Time()
+		if _, dup := accounts[id]; dup {
+			r.Fail("seats account %q repeated", id)
+		}
+		accounts[id] = a
+	}
+	if err := r.Err(); err != nil {
+		return fmt.Errorf("seats restore: %w", err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.accounts, p.position = s.Accounts, s.Position
+	p.accounts, p.position = accounts, position
 	return nil
 }
