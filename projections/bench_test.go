@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"sync"
 	"syscall"
@@ -13,7 +14,12 @@ import (
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/projections"
+	"github.com/licenseledger/ledger/projections/attribution"
+	"github.com/licenseledger/ledger/projections/audit"
+	"github.com/licenseledger/ledger/projections/billing"
 	"github.com/licenseledger/ledger/projections/internal/fixture"
+	"github.com/licenseledger/ledger/projections/runner"
+	"github.com/licenseledger/ledger/projections/seats"
 )
 
 // The benchmark history: 1,000 accounts of 1,000 events each, interleaved
@@ -50,6 +56,7 @@ func benchHistory(b *testing.B) *fixture.Log {
 func generate(ctx context.Context, accounts, perAccount int) (*fixture.Log, error) {
 	l := fixture.New()
 	l.KeepLive = false
+	l.Grow(accounts * perAccount)
 	rng := rand.New(rand.NewPCG(1, 2))
 	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	type acct struct {
@@ -253,4 +260,113 @@ func BenchmarkDecode(b *testing.B) {
 	}
 	b.StopTimer()
 	report(b, len(recs), &ms, cpuTime()-cpu)
+}
+
+// BenchmarkSnapshotRestore measures a restart from a snapshot at the end of
+// the benchmark history: snapshotting the four read models, saving the
+// snapshot file the runner writes, loading it and restoring fresh read
+// models from it. restart-s is load plus restore: what a restart costs
+// before it reads the events after the snapshot.
+func BenchmarkSnapshotRestore(b *testing.B) {
+	l := benchHistory(b)
+	ctx := context.Background()
+	m := newModels()
+	set := m.set()
+	for _, r := range l.Records() {
+		d, err := l.Codec.Decode(ctx, r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := set.Apply(d); err != nil {
+			b.Fatal(err)
+		}
+	}
+	store := runner.FileSnapshots{Dir: b.TempDir()}
+	sizes := map[string]int{}
+	var snapT, saveT, loadT, restoreT time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		s := runner.Snapshot{Position: m.seats.Position(), Parts: map[string][]byte{}}
+		for _, p := range set {
+			blob, err := p.(projections.Snapshotter).Snapshot()
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Parts[p.Name()] = blob
+			sizes[p.Name()] = len(blob)
+		}
+		t1 := time.Now()
+		if err := store.Save(ctx, s); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		loaded, err := store.Load(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t3 := time.Now()
+		fresh := newModels()
+		for _, p := range fresh.set() {
+			if err := p.(projections.Snapshotter).Restore(loaded.Parts[p.Name()]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		t4 := time.Now()
+		snapT, saveT, loadT, restoreT = snapT+t1.Sub(t0), saveT+t2.Sub(t1), loadT+t3.Sub(t2), restoreT+t4.Sub(t3)
+		b.StopTimer()
+		checkRestored(b, m, fresh)
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	total := 0
+	for name, size := range sizes {
+		total += size
+		b.ReportMetric(float64(size), name+"-bytes")
+	}
+	b.ReportMetric(float64(total), "bytes")
+	b.ReportMetric(snapT.Seconds()/n, "snapshot-s")
+	b.ReportMetric(saveT.Seconds()/n, "save-s")
+	b.ReportMetric(loadT.Seconds()/n, "load-s")
+	b.ReportMetric(restoreT.Seconds()/n, "restore-s")
+	b.ReportMetric((loadT+restoreT).Seconds()/n, "restart-s")
+}
+
+// checkRestored compares what restored read models answer about a few
+// accounts of the benchmark history with the originals.
+func checkRestored(b *testing.B, want, got models) {
+	b.Helper()
+	now := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	for _, id := range []string{"acct-0000", "acct-0457", "acct-0999"} {
+		type answers struct {
+			usage seats.Usage
+			users []seats.User
+			page  attribution.Page
+			audit []audit.Entry
+			bill  billing.Cycle
+		}
+		ask := func(m models) answers {
+			var a answers
+			var err error
+			if a.usage, err = m.seats.Usage(id, now); err != nil {
+				b.Fatal(err)
+			}
+			if a.users, err = m.seats.Users(id, ""); err != nil {
+				b.Fatal(err)
+			}
+			if a.page, err = m.attr.Activities(id, 100, 50); err != nil {
+				b.Fatal(err)
+			}
+			if a.audit, err = m.audit.Entries(id, audit.Filter{Limit: 200}); err != nil {
+				b.Fatal(err)
+			}
+			if a.bill, err = m.bill.Current(id, now); err != nil {
+				b.Fatal(err)
+			}
+			return a
+		}
+		if w, g := ask(want), ask(got); !reflect.DeepEqual(w, g) {
+			b.Fatalf("%s answers differently after restore", id)
+		}
+	}
 }
