@@ -103,6 +103,11 @@ func (m *Main) Start(ctx context.Context) error {
 		Logger:    m.log.With("component", "read-models"),
 	})
 	observed := &observedStore{Store: m.store, observe: m.runner.Observe}
+	if m.js != nil {
+		// On JetStream, appending is publishing: the stored message is the
+		// one downstream subscribers receive.
+		observed.published = m.metrics.EventsPublished
+	}
 	m.accounts = accounts.New(accounts.Config{
 		Store: m.metrics.InstrumentStore(observed), Codec: m.codec,
 		Clock: time.Now, NewEventID: uuid.New, NewULID: ulid.Make,
@@ -351,13 +356,17 @@ func (h minLevel) WithGroup(name string) slog.Handler {
 // that its lag counts events it has not applied yet.
 type observedStore struct {
 	eventstore.Store
-	observe func(eventstore.Position)
+	observe   func(eventstore.Position)
+	published func(n int) // nil when appending publishes nothing
 }
 
 func (o *observedStore) Append(ctx context.Context, s eventstore.StreamID, e eventstore.ExpectedRevision, ev ...eventstore.Proposed) (eventstore.AppendResult, error) {
 	r, err := o.Store.Append(ctx, s, e, ev...)
 	if err == nil {
 		o.observe(r.Position)
+		if o.published != nil {
+			o.published(len(ev))
+		}
 	}
 	return r, err
 }

@@ -270,6 +270,17 @@ func TestEndToEndSeedStory(t *testing.T) {
 		}
 	}
 	checkStory(svc)
+	metrics := svc.expect(200, "", "GET", "/metrics", nil).raw
+	for _, want := range []string{
+		`licensed_commands_total{command="DeleteUser",outcome="ok"} 1`,
+		`licensed_commands_total{command="AddUser",outcome="no-seat-available"} 1`,
+		"licensed_events_published_total 10", // every appended event, on its subject
+		"licensed_append_duration_seconds_count",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Fatalf("metrics lack %q:\n%s", want, metrics)
+		}
+	}
 	before := svc.expect(200, admin, "GET", "/v1/accounts/acme", nil)
 	svc.stop()
 
