@@ -273,7 +273,7 @@ func TestEndToEndSeedStory(t *testing.T) {
 	metrics := svc.expect(200, "", "GET", "/metrics", nil).raw
 	for _, want := range []string{
 		`licensed_commands_total{command="DeleteUser",outcome="ok"} 1`,
-		`licensed_commands_total{command="AddUser",outcome="no-seat-available"} 1`,
+		`licensed_commands_total{command="AddUser",outcome="refused"} 1`,
 		"licensed_events_published_total 10", // every appended event, on its subject
 		"licensed_append_duration_seconds_count",
 	} {
