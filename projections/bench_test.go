@@ -193,10 +193,54 @@ func BenchmarkFoldStored(b *testing.B) {
 	report(b, len(recs), &ms, cpuTime()-cpu)
 }
 
+// batchSize is the number of events the batched fold benchmarks decode
+// before applying them with Set.ApplyBatch.
+const batchSize = 256
+
+// BenchmarkFoldStoredBatch is BenchmarkFoldStored feeding the read models
+// batches of decoded events through Set.ApplyBatch, each read model
+// taking its lock once per batch.
+func BenchmarkFoldStoredBatch(b *testing.B) {
+	l := benchHistory(b)
+	recs := l.Records()
+	ctx := context.Background()
+	batch := make([]codec.Decoded, 0, batchSize)
+	b.ReportAllocs()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	cpu := cpuTime()
+	b.ResetTimer()
+	for range b.N {
+		set := allModels()
+		for i, r := range recs {
+			d, err := l.Codec.Decode(ctx, r)
+			if err != nil {
+				b.Fatal(err)
+			}
+			batch = append(batch, d)
+			if len(batch) == batchSize || i == len(recs)-1 {
+				if err := set.ApplyBatch(batch); err != nil {
+					b.Fatal(err)
+				}
+				clear(batch)
+				batch = batch[:0]
+			}
+		}
+	}
+	b.StopTimer()
+	report(b, len(recs), &ms, cpuTime()-cpu)
+}
+
 // BenchmarkFoldDecoded applies already decoded events to every read model:
 // the read models' share of a rebuild. Events are decoded in chunks with
 // the timer stopped, so memory stays bounded.
-func BenchmarkFoldDecoded(b *testing.B) {
+func BenchmarkFoldDecoded(b *testing.B) { foldDecoded(b, false) }
+
+// BenchmarkFoldDecodedBatch is BenchmarkFoldDecoded applying batches with
+// Set.ApplyBatch.
+func BenchmarkFoldDecodedBatch(b *testing.B) { foldDecoded(b, true) }
+
+func foldDecoded(b *testing.B, batched bool) {
 	l := benchHistory(b)
 	recs := l.Records()
 	ctx := context.Background()
@@ -227,6 +271,14 @@ func BenchmarkFoldDecoded(b *testing.B) {
 			untimed += pause.Mallocs
 			cpu -= cpuTime()
 			b.StartTimer()
+			if batched {
+				for j := 0; j < len(buf); j += batchSize {
+					if err := set.ApplyBatch(buf[j:min(j+batchSize, len(buf))]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				continue
+			}
 			for _, d := range buf {
 				if err := set.Apply(d); err != nil {
 					b.Fatal(err)

@@ -72,6 +72,16 @@ type Snapshotter interface {
 	Restore(b []byte) error
 }
 
+// Batcher is a read model that can fold several events at once more
+// cheaply than one by one (taking its lock once, say). A runner feeding
+// events in batches uses it through [Set.ApplyBatch].
+type Batcher interface {
+	// ApplyBatch folds ds in order, as Apply would one by one. It stops
+	// at the first event that cannot be applied and returns its error;
+	// the events before it are applied, it and those after are not.
+	ApplyBatch(ds []codec.Decoded) error
+}
+
 // Set applies each event to several read models in turn. A Set is itself a
 // Projection.
 type Set []Projection
@@ -95,6 +105,40 @@ func (s Set) Apply(d codec.Decoded) error {
 		return nil
 	}
 	return fmt.Errorf("apply %s %s at position %d: %w", d.Record.Type, d.Record.ID, d.Record.Position, errors.Join(errs...))
+}
+
+// ApplyBatch applies the events of ds, in order, to every read model of
+// the set: with one call to those that are Batchers, event by event to the
+// others. It returns the errors of the read models that failed joined
+// together; a read model that fails stops at the event it failed on
+// (that event and those after it are not applied to it), the others apply
+// every event. After an error the read models may thus stand at different
+// positions: the caller stops or rebuilds, as it would after Apply failed.
+func (s Set) ApplyBatch(ds []codec.Decoded) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, p := range s {
+		if b, ok := p.(Batcher); ok {
+			if err := b.ApplyBatch(ds); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", p.Name(), err))
+			}
+			continue
+		}
+		for i := range ds {
+			if err := p.Apply(ds[i]); err != nil {
+				errs = append(errs, fmt.Errorf("%s: apply %s %s at position %d: %w", p.Name(),
+					ds[i].Record.Type, ds[i].Record.ID, ds[i].Record.Position, err))
+				break
+			}
+		}
+	}
+	if errs == nil {
+		return nil
+	}
+	return fmt.Errorf("apply %d events at positions %d to %d: %w", len(ds),
+		ds[0].Record.Position, ds[len(ds)-1].Record.Position, errors.Join(errs...))
 }
 
 // AllReader reads a store's global order; eventstore.Store is one.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -403,6 +404,56 @@ func TestSetAndFoldErrors(t *testing.T) {
 		t.Errorf("Fold with a cancelled context = %v", err)
 	}
 }
+
+func TestApplyBatch(t *testing.T) {
+	l := seeded(t)
+	live := l.Live()
+	want := newModels()
+	applyAll(t, want.set(), live)
+	for _, size := range []int{1, 2, 7, len(live)} {
+		m := newModels()
+		set := m.set()
+		for i := 0; i < len(live); i += size {
+			if err := set.ApplyBatch(live[i:min(i+size, len(live))]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sameRender(t, fmt.Sprintf("batches of %d", size), want, m)
+	}
+
+	// A failing read model does not stop the others; one that is not a
+	// Batcher gets every event of the batch.
+	boom := errors.New("boom")
+	s := seats.New()
+	var plain countingProjection
+	err := projections.Set{failing{boom}, s, &plain}.ApplyBatch(live)
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "failing") {
+		t.Errorf("ApplyBatch error = %v, want boom naming the projection", err)
+	}
+	if s.Position() != live[len(live)-1].Record.Position || plain.n != len(live) {
+		t.Errorf("after a failing read model: seats at %d, plain applied %d; want %d, %d",
+			s.Position(), plain.n, live[len(live)-1].Record.Position, len(live))
+	}
+	// A Batcher that fails stops at the failing event: audit refuses an
+	// unknown type.
+	bad := slices.Clone(live[:4])
+	bad[2].Record.Type = "NoSuchEvent"
+	a := audit.New()
+	if err := (projections.Set{a}).ApplyBatch(bad); !errors.Is(err, codec.ErrUnknownType) {
+		t.Errorf("audit batch with an unknown type = %v", err)
+	}
+	if a.Position() != bad[1].Record.Position {
+		t.Errorf("audit stopped at %d, want %d", a.Position(), bad[1].Record.Position)
+	}
+	if err := (projections.Set{a}).ApplyBatch(nil); err != nil {
+		t.Errorf("empty batch: %v", err)
+	}
+}
+
+type countingProjection struct{ n int }
+
+func (c *countingProjection) Name() string              { return "counting" }
+func (c *countingProjection) Apply(codec.Decoded) error { c.n++; return nil }
 
 func TestFoldFromPosition(t *testing.T) {
 	l := seeded(t)

@@ -96,6 +96,7 @@ type activity struct {
 var (
 	_ projections.Projection  = (*Projection)(nil)
 	_ projections.Snapshotter = (*Projection)(nil)
+	_ projections.Batcher     = (*Projection)(nil)
 )
 
 // New returns an empty attribution read model.

@@ -86,6 +86,9 @@ type account struct {
 	// few, and entries without pointers cost the garbage collector nothing.
 	names  []string
 	nameIx map[string]uint32
+	// lastActor and lastRole are the names of the last entry's actor and
+	// role.
+	lastActor, lastRole uint32
 	// idem holds the idempotency keys, by entry index: most events
 	// (activities) have none.
 	idem map[int]string
@@ -103,7 +106,43 @@ type entry struct {
 	hash              codec.Hash
 }
 
+// actionOf returns the index in ledger.EventTypes of the event type t.
+func actionOf(t string) (uint8, bool) {
+	switch t {
+	case ledger.TypeAccountOpened:
+		return 0, true
+	case ledger.TypeSeatsPurchased:
+		return 1, true
+	case ledger.TypeSeatReductionScheduled:
+		return 2, true
+	case ledger.TypeUserAdded:
+		return 3, true
+	case ledger.TypeUserDeactivated:
+		return 4, true
+	case ledger.TypeUserActivated:
+		return 5, true
+	case ledger.TypeUserDeleted:
+		return 6, true
+	case ledger.TypeActivityRecorded:
+		return 7, true
+	}
+	return 0, false
+}
+
+// internLast is intern remembering the last name it returned in *last:
+// most events of an account come from the same actor with the same role.
+func (a *account) internLast(s string, last *uint32) uint32 {
+	if a.names[*last] == s {
+		return *last
+	}
+	*last = a.intern(s)
+	return *last
+}
+
 func (a *account) intern(s string) uint32 {
+	if s == "" {
+		return 0
+	}
 	if i, ok := a.nameIx[s]; ok {
 		return i
 	}
@@ -114,19 +153,13 @@ func (a *account) intern(s string) uint32 {
 }
 
 var (
-	actionIndex = func() map[string]uint8 {
-		m := make(map[string]uint8, len(ledger.EventTypes))
-		for i, t := range ledger.EventTypes {
-			m[t] = uint8(i)
-		}
-		return m
-	}()
 	categories = []eventstore.Category{eventstore.Ledger, eventstore.Activity}
 )
 
 var (
 	_ projections.Projection  = (*Projection)(nil)
 	_ projections.Snapshotter = (*Projection)(nil)
+	_ projections.Batcher     = (*Projection)(nil)
 )
 
 // New returns an empty audit read model.
@@ -137,17 +170,35 @@ func (p *Projection) Name() string { return "audit" }
 
 // Apply records one event as an entry and advances its stream's chain.
 func (p *Projection) Apply(d codec.Decoded) error {
-	action, ok := actionIndex[d.Record.Type]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.apply(&d)
+}
+
+// ApplyBatch folds events in order, as Apply would one by one, taking the
+// lock once. It stops at the first event that cannot be applied and
+// returns its error; the events before it are applied.
+func (p *Projection) ApplyBatch(ds []codec.Decoded) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range ds {
+		if err := p.apply(&ds[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Projection) apply(d *codec.Decoded) error {
+	action, ok := actionOf(d.Record.Type)
 	if !ok {
 		return fmt.Errorf("audit %q: %w", d.Record.Type, codec.ErrUnknownType)
 	}
-	id := projections.AccountOf(d)
+	id := projections.AccountOf(*d)
 	var cat uint8
 	if d.Record.Stream.Category == eventstore.Activity {
 		cat = 1
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	a := p.accounts[id]
 	if a == nil {
 		a = &account{names: []string{""}, nameIx: map[string]uint32{"": 0}, idem: make(map[int]string)}
@@ -164,7 +215,8 @@ func (p *Projection) Apply(d codec.Decoded) error {
 	a.entries.Append(entry{
 		at:       d.Event.OccurredAt().UnixNano(),
 		position: d.Record.Position, revision: d.Record.Revision,
-		actor: a.intern(d.Meta.Actor.ID), role: a.intern(d.Meta.Actor.Role), user: a.intern(ledger.UserOf(d.Event)),
+		actor: a.internLast(d.Meta.Actor.ID, &a.lastActor), role: a.internLast(d.Meta.Actor.Role, &a.lastRole),
+		user: a.intern(ledger.UserOf(d.Event)),
 		action: action, category: cat,
 		eventID: d.Record.ID, correlation: d.Meta.CorrelationID, hash: *head,
 	})

@@ -150,6 +150,7 @@ type change struct {
 var (
 	_ projections.Projection  = (*Projection)(nil)
 	_ projections.Snapshotter = (*Projection)(nil)
+	_ projections.Batcher     = (*Projection)(nil)
 )
 
 // New returns an empty billing read model.
@@ -160,16 +161,31 @@ func (p *Projection) Name() string { return "billing" }
 
 // Apply folds one ledger event; activities only advance the position.
 func (p *Projection) Apply(d codec.Decoded) error {
-	if d.Record.Stream.Category == eventstore.Activity || ledger.IsActivity(d.Event) {
-		p.mu.Lock()
-		p.position = d.Record.Position
-		p.mu.Unlock()
-		return nil
-	}
-	id := projections.AccountOf(d)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.apply(&d)
+}
+
+// ApplyBatch folds events in order, as Apply would one by one, taking the
+// lock once. It stops at the first event that cannot be applied and
+// returns its error; the events before it are applied.
+func (p *Projection) ApplyBatch(ds []codec.Decoded) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range ds {
+		if err := p.apply(&ds[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Projection) apply(d *codec.Decoded) error {
 	p.position = d.Record.Position
+	if d.Record.Stream.Category == eventstore.Activity || ledger.IsActivity(d.Event) {
+		return nil
+	}
+	id := projections.AccountOf(*d)
 	a := p.accounts[id]
 	if a == nil {
 		a = &account{users: make(map[string][]span)}

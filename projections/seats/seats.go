@@ -126,6 +126,7 @@ type account struct {
 var (
 	_ projections.Projection  = (*Projection)(nil)
 	_ projections.Snapshotter = (*Projection)(nil)
+	_ projections.Batcher     = (*Projection)(nil)
 )
 
 // New returns an empty seat-usage read model.
@@ -136,9 +137,27 @@ func (p *Projection) Name() string { return "seats" }
 
 // Apply folds one event. Activities only advance the account's position.
 func (p *Projection) Apply(d codec.Decoded) error {
-	id := projections.AccountOf(d)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.apply(&d)
+}
+
+// ApplyBatch folds events in order, as Apply would one by one, taking the
+// lock once. It stops at the first event that cannot be applied and
+// returns its error; the events before it are applied.
+func (p *Projection) ApplyBatch(ds []codec.Decoded) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range ds {
+		if err := p.apply(&ds[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Projection) apply(d *codec.Decoded) error {
+	id := projections.AccountOf(*d)
 	a := p.accounts[id]
 	if a == nil {
 		a = &account{}
