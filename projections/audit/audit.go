@@ -216,7 +216,7 @@ func (p *Projection) apply(d *codec.Decoded) error {
 		at:       d.Event.OccurredAt().UnixNano(),
 		position: d.Record.Position, revision: d.Record.Revision,
 		actor: a.internLast(d.Meta.Actor.ID, &a.lastActor), role: a.internLast(d.Meta.Actor.Role, &a.lastRole),
-		user: a.intern(ledger.UserOf(d.Event)),
+		user:   a.intern(ledger.UserOf(d.Event)),
 		action: action, category: cat,
 		eventID: d.Record.ID, correlation: d.Meta.CorrelationID, hash: *head,
 	})
