@@ -1,0 +1,495 @@
+// Package relay publishes every event of an event store that is not NATS
+// (EventStoreDB, or the in-memory store) to NATS JetStream, in the store's
+// global order, as the same messages the JetStream store writes, so that
+// downstream subscribers cannot tell which store is in use.
+//
+// # Messages
+//
+// An event of account acme's ledger stream goes to subject
+// ledger.acme.<EventType>, an activity to activity.acme.ActivityRecorded,
+// in a JetStream stream (default "LEDGER") created with the JetStream
+// store's configuration ([storejs.StreamConfig]: subjects ledger.> and
+// activity.>, file storage, a de-duplication window). The body is the
+// event's CloudEvents 1.0 structured-mode envelope ([eventstore.CloudEvent])
+// and the headers are those of the JetStream store: Content-Type
+// application/cloudevents+json, Nats-Msg-Id the event id, Ledger-Revision
+// the event's revision in its stream, and Ledger-Metadata when the
+// metadata is an object without members. The relay adds [PositionHeader],
+// the event's position in the source store, and the expectation header
+// Nats-Expected-Last-Sequence; consumers that read the body (the
+// CloudEvents SDKs) and the headers above see no difference.
+//
+// # Checkpoint
+//
+// The relay keeps no checkpoint of its own: the position of the last event
+// relayed is the [PositionHeader] of the last message of the target stream,
+// read back when Run starts and after every failure. A message and its
+// checkpoint are therefore written by one publish: there is no window in
+// which one is stored without the other, whatever the store, however long
+// the relay was down, and no separate key/value write per event.
+//
+// # Order and exactly once
+//
+// Publishes are pipelined (up to Config.MaxInFlight unacknowledged), and
+// each one carries Nats-Expected-Last-Sequence: the stream sequence the
+// message before it got or will get. The server stores a message only right
+// after its predecessor, so a publish that fails (a timeout, a lost
+// connection, a server restart) makes every later one in flight fail too:
+// no gap and no reordering can reach the stream. After any failure the
+// relay waits for the publishes in flight, reads the checkpoint back from
+// the stream and resumes from there. A second relay running on the same
+// stream by mistake cannot interleave either: its publishes fail the same
+// expectation, and it resumes after what the other one stored.
+//
+// The Nats-Msg-Id de-duplication is the second line: a message re-sent
+// within the stream's duplicate window (default 2 minutes) is dropped by
+// the server even without the expectation.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/licenseledger/ledger/eventstore"
+	storejs "github.com/licenseledger/ledger/eventstore/jetstream"
+)
+
+// PositionHeader carries, on every relayed message, the event's position
+// in the source store: the relay's checkpoint.
+const PositionHeader = "Ledger-Position"
+
+// ErrNoCheckpoint is returned by Run when the target stream has held
+// messages but its last one is gone (deleted or purged), so where to resume
+// is unknown. Relaying everything again would duplicate what subscribers
+// saw, so the relay stops.
+var ErrNoCheckpoint = errors.New("relay: checkpoint lost")
+
+// ErrForeignMessage is returned by Run when the last message of the target
+// stream was not written by a relay (it has no [PositionHeader]): the
+// stream belongs to a JetStream store, or is shared by mistake.
+var ErrForeignMessage = errors.New("relay: target stream holds a message not written by a relay")
+
+// ErrUnpublishable is returned by Run when an event cannot be written as a
+// message (its type or account cannot be a subject token, or its data or
+// metadata is not what a CloudEvent needs). Skipping it would break the
+// promise that every event is published, so the relay stops.
+var ErrUnpublishable = errors.New("relay: event cannot be published")
+
+// Config configures a [Relay].
+type Config struct {
+	// Source is the store whose global order is relayed. Required.
+	Source eventstore.Store
+	// JS is the JetStream client the relay publishes with. Required.
+	JS jetstream.JetStream
+	// Stream is the JetStream stream's name; default "LEDGER".
+	Stream string
+	// Replicas is the stream's replica count; default 1.
+	Replicas int
+	// Duplicates is the stream's de-duplication window; default 2 minutes.
+	Duplicates time.Duration
+	// MaxInFlight is the largest number of publishes awaiting their
+	// acknowledgement; default 256. 1 publishes one event at a time.
+	MaxInFlight int
+	// AckTimeout bounds the wait for one acknowledgement; default 10 s.
+	AckTimeout time.Duration
+	// Head, when set, returns the position of the last event in the
+	// source store, for [Relay.Lag].
+	Head func(ctx context.Context) (eventstore.Position, error)
+	// OnPublished, when set, is called once for every event the server
+	// acknowledged, in order, with its position; a counter of published
+	// events. It must not block.
+	OnPublished func(eventstore.Position)
+	// Logger receives the relay's logs; default slog.Default(). Events'
+	// contents are never logged.
+	Logger *slog.Logger
+}
+
+// Relay publishes a store's events to JetStream. Use [New], then [Relay.Run].
+type Relay struct {
+	cfg    Config
+	log    *slog.Logger
+	stream jetstream.Stream
+
+	received  atomic.Uint64 // position of the last event read from the store
+	relayed   atomic.Uint64 // position of the last event stored in the stream
+	published atomic.Uint64 // events acknowledged
+	resyncs   atomic.Uint64 // checkpoint reloads after a failure
+
+	mu      sync.Mutex
+	qualify map[eventstore.Position]bool // events whose id another event took
+}
+
+// New checks cfg and returns a relay. It does not touch the network.
+func New(cfg Config) (*Relay, error) {
+	if cfg.Source == nil || cfg.JS == nil {
+		return nil, errors.New("relay: Config.Source and Config.JS are required")
+	}
+	if cfg.Stream == "" {
+		cfg.Stream = "LEDGER"
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 256
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Relay{cfg: cfg, log: cfg.Logger.With("component", "relay", "stream", cfg.Stream), qualify: map[eventstore.Position]bool{}}, nil
+}
+
+// StreamConfig returns the configuration of the target stream: the
+// JetStream store's, so that the two are interchangeable for subscribers.
+func (r *Relay) StreamConfig() jetstream.StreamConfig {
+	return storejs.StreamConfig(storejs.Config{Stream: r.cfg.Stream, Replicas: r.cfg.Replicas, Duplicates: r.cfg.Duplicates})
+}
+
+// Status is what a relay has done so far.
+type Status struct {
+	// Received is the position of the last event read from the store.
+	Received eventstore.Position
+	// Relayed is the position of the last event stored in the stream.
+	Relayed eventstore.Position
+	// Published counts the events acknowledged since New.
+	Published uint64
+	// Resyncs counts the checkpoint reloads after failures.
+	Resyncs uint64
+}
+
+// Status returns the relay's counters. It is safe to call at any time.
+func (r *Relay) Status() Status {
+	return Status{
+		Received:  eventstore.Position(r.received.Load()),
+		Relayed:   eventstore.Position(r.relayed.Load()),
+		Published: r.published.Load(),
+		Resyncs:   r.resyncs.Load(),
+	}
+}
+
+// Lag is how far the stream is behind the store.
+type Lag struct {
+	// Head is the store's last position (Config.Head), or the last one the
+	// relay read when no Head is configured.
+	Head eventstore.Position
+	// Relayed is the position of the last event stored in the stream.
+	Relayed eventstore.Position
+	// Behind is Head - Relayed, in the store's position units (events for
+	// the memory and JetStream stores, log bytes for EventStoreDB).
+	Behind uint64
+}
+
+// Lag returns how far the stream is behind the store.
+func (r *Relay) Lag(ctx context.Context) (Lag, error) {
+	st := r.Status()
+	head := st.Received
+	if r.cfg.Head != nil {
+		h, err := r.cfg.Head(ctx)
+		if err != nil {
+			return Lag{}, fmt.Errorf("relay: head of the store: %w", err)
+		}
+		head = h
+	}
+	l := Lag{Head: head, Relayed: st.Relayed}
+	if head > st.Relayed {
+		l.Behind = uint64(head - st.Relayed)
+	}
+	return l, nil
+}
+
+// permanentError marks failures that retrying cannot cure.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Run relays until ctx ends, then returns nil; it returns an error only
+// for failures that retrying cannot cure ([ErrNoCheckpoint],
+// [ErrForeignMessage], [ErrUnpublishable], a closed store). Other failures
+// (NATS or the store unavailable) are logged and retried from the
+// checkpoint with a bounded backoff.
+func (r *Relay) Run(ctx context.Context) error {
+	backoff := 50 * time.Millisecond
+	for {
+		before := r.published.Load()
+		err := r.pass(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var perm permanentError
+		if errors.As(err, &perm) || errors.Is(err, eventstore.ErrClosed) {
+			return err
+		}
+		if r.published.Load() > before {
+			backoff = 50 * time.Millisecond
+		}
+		r.resyncs.Add(1)
+		r.log.LogAttrs(ctx, slog.LevelWarn, "relay interrupted, resuming from the stream's checkpoint",
+			slog.Duration("backoff", backoff), slog.Any("error", err))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// checkpoint is where the stream ends: the sequence of its last message
+// and the source position that message carries.
+type checkpoint struct {
+	seq uint64
+	pos eventstore.Position
+}
+
+// ensureStream creates the target stream or updates it to the store's
+// configuration.
+func (r *Relay) ensureStream(ctx context.Context) error {
+	if r.stream != nil {
+		return nil
+	}
+	st, err := r.cfg.JS.CreateOrUpdateStream(ctx, r.StreamConfig())
+	if err != nil {
+		return fmt.Errorf("relay: create stream %s: %w", r.cfg.Stream, err)
+	}
+	r.stream = st
+	return nil
+}
+
+// readCheckpoint reads the checkpoint back from the last message of the
+// stream.
+func (r *Relay) readCheckpoint(ctx context.Context) (checkpoint, error) {
+	info, err := r.stream.Info(ctx)
+	if err != nil {
+		return checkpoint{}, fmt.Errorf("relay: stream info: %w", err)
+	}
+	last := info.State.LastSeq
+	if last == 0 {
+		return checkpoint{}, nil
+	}
+	m, err := r.stream.GetMsg(ctx, last)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		m, err = r.stream.GetLastMsgForSubject(ctx, ">")
+	}
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return checkpoint{}, permanentError{fmt.Errorf("%w: stream %s ends at sequence %d but holds no message", ErrNoCheckpoint, r.cfg.Stream, last)}
+	}
+	if err != nil {
+		return checkpoint{}, fmt.Errorf("relay: last message of %s: %w", r.cfg.Stream, err)
+	}
+	v := m.Header.Get(PositionHeader)
+	pos, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return checkpoint{}, permanentError{fmt.Errorf("%w: message %d on %s has %s %q", ErrForeignMessage, m.Sequence, m.Subject, PositionHeader, v)}
+	}
+	return checkpoint{seq: last, pos: eventstore.Position(pos)}, nil
+}
+
+// inflight is one publish awaiting its acknowledgement.
+type inflight struct {
+	fut jetstream.PubAckFuture
+	rec eventstore.Record
+	seq uint64 // the sequence the message must get
+}
+
+// pass relays from the stream's checkpoint until ctx ends or something
+// fails; it returns why it stopped after every publish in flight was
+// answered (or timed out).
+func (r *Relay) pass(ctx context.Context) error {
+	if err := r.ensureStream(ctx); err != nil {
+		return err
+	}
+	cp, err := r.readCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	r.relayed.Store(uint64(cp.pos))
+	r.received.Store(uint64(cp.pos))
+	r.log.LogAttrs(ctx, slog.LevelDebug, "relaying", slog.Uint64("after", uint64(cp.pos)), slog.Uint64("last_seq", cp.seq))
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	window := make(chan inflight, r.cfg.MaxInFlight)
+	slots := make(chan struct{}, r.cfg.MaxInFlight)
+	ackerDone := make(chan struct{})
+	go func() {
+		defer close(ackerDone)
+		r.ack(ctx, cancel, window, slots)
+	}()
+
+	produce := func() error {
+		defer close(window)
+		next := cp.seq
+		for rec, err := range r.cfg.Source.Subscribe(ctx, cp.pos) {
+			if err != nil {
+				return fmt.Errorf("relay: read the store after %d: %w", r.received.Load(), err)
+			}
+			msg, err := r.message(rec, next)
+			if err != nil {
+				return permanentError{err}
+			}
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+			fut, err := r.cfg.JS.PublishMsgAsync(msg)
+			if err != nil {
+				<-slots
+				return fmt.Errorf("relay: publish event at %d: %w", rec.Position, err)
+			}
+			next++
+			r.received.Store(uint64(rec.Position))
+			window <- inflight{fut: fut, rec: rec, seq: next}
+		}
+		return context.Cause(ctx)
+	}
+	perr := produce()
+	<-ackerDone
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause // the acker's failure came first
+	}
+	return perr
+}
+
+// ack waits for the acknowledgements in order, advancing the relayed
+// position. On the first failure it cancels the pass with the cause and
+// keeps waiting for the rest, within one AckTimeout, so that no publish of
+// this pass is still in flight when the next pass reads the checkpoint.
+func (r *Relay) ack(ctx context.Context, cancel context.CancelCauseFunc, window <-chan inflight, slots <-chan struct{}) {
+	failed := false
+	var drainBy <-chan time.Time
+	for f := range window {
+		if ctx.Err() != nil && drainBy == nil {
+			drainBy = time.After(r.cfg.AckTimeout)
+		}
+		timeout := drainBy
+		if timeout == nil {
+			timeout = time.After(r.cfg.AckTimeout)
+		}
+		var err error
+		select {
+		case ack := <-f.fut.Ok():
+			switch {
+			case ack.Duplicate:
+				err = r.duplicate(f, ack)
+			case ack.Sequence != f.seq:
+				err = fmt.Errorf("relay: event at %d stored at sequence %d, want %d", f.rec.Position, ack.Sequence, f.seq)
+			}
+		case err = <-f.fut.Err():
+			err = fmt.Errorf("relay: publish event at %d: %w", f.rec.Position, err)
+		case <-timeout:
+			err = fmt.Errorf("relay: no acknowledgement for the event at %d within %s", f.rec.Position, r.cfg.AckTimeout)
+		}
+		<-slots
+		if failed {
+			continue
+		}
+		if err != nil {
+			failed = true
+			cancel(err)
+			continue
+		}
+		r.relayed.Store(uint64(f.rec.Position))
+		r.published.Add(1)
+		if r.cfg.OnPublished != nil {
+			r.cfg.OnPublished(f.rec.Position)
+		}
+	}
+}
+
+// duplicate handles an acknowledgement saying the server already holds the
+// message id: the checkpoint was behind (resume from the stream), or
+// another event with the same id was relayed before, in which case this
+// one is published again under an id qualified by its stream, as the
+// JetStream store does.
+func (r *Relay) duplicate(f inflight, ack *jetstream.PubAck) error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.AckTimeout)
+	defer cancel()
+	m, err := r.stream.GetMsg(ctx, ack.Sequence)
+	if err == nil && m.Header.Get(PositionHeader) != strconv.FormatUint(uint64(f.rec.Position), 10) {
+		r.mu.Lock()
+		r.qualify[f.rec.Position] = true
+		r.mu.Unlock()
+	}
+	return fmt.Errorf("relay: event at %d already stored at sequence %d", f.rec.Position, ack.Sequence)
+}
+
+// message returns the message of rec, expecting the stream to end at
+// sequence last.
+func (r *Relay) message(rec eventstore.Record, last uint64) (*nats.Msg, error) {
+	if (rec.Stream.Category != eventstore.Ledger && rec.Stream.Category != eventstore.Activity) ||
+		!validToken(rec.Stream.Account) || !validToken(rec.Type) {
+		return nil, fmt.Errorf("%w: event at %d: stream %s, type %q do not make a subject", ErrUnpublishable, rec.Position, rec.Stream, rec.Type)
+	}
+	body, err := eventstore.CloudEvent(rec.Stream, eventstore.Proposed{ID: rec.ID, Type: rec.Type, Data: rec.Data, Metadata: rec.Metadata})
+	if err != nil {
+		return nil, fmt.Errorf("%w: event at %d: %w", ErrUnpublishable, rec.Position, err)
+	}
+	m := nats.NewMsg(Subject(rec.Stream, rec.Type))
+	m.Data = body
+	m.Header.Set("Content-Type", eventstore.CloudEventContentType)
+	id := rec.ID.String()
+	r.mu.Lock()
+	if r.qualify[rec.Position] {
+		id += "@" + rec.Stream.String()
+	}
+	r.mu.Unlock()
+	m.Header.Set(jetstream.MsgIDHeader, id)
+	m.Header.Set(storejs.RevisionHeader, strconv.FormatUint(rec.Revision, 10))
+	if len(rec.Metadata) > 0 && emptyObject(rec.Metadata) {
+		m.Header.Set(storejs.MetadataHeader, string(rec.Metadata))
+	}
+	m.Header.Set(PositionHeader, strconv.FormatUint(uint64(rec.Position), 10))
+	m.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(last, 10))
+	return m, nil
+}
+
+// Subject returns the NATS subject of an event of type typ in stream:
+// "<category>.<account>.<type>", as the JetStream store names it.
+func Subject(stream eventstore.StreamID, typ string) string {
+	return string(stream.Category) + "." + stream.Account + "." + typ
+}
+
+// validToken reports whether tok can be one token of a NATS subject (the
+// JetStream store's rule).
+func validToken(tok string) bool {
+	if tok == "" {
+		return false
+	}
+	for i := 0; i < len(tok); i++ {
+		switch c := tok[i]; c {
+		case '.', '*', '>', ' ', '\t', '\r', '\n':
+			return false
+		default:
+			if c < 0x20 || c == 0x7f {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// emptyObject reports whether md is a JSON object without members and
+// without line breaks (which a header cannot carry): the JetStream store
+// then writes it in the Ledger-Metadata header.
+func emptyObject(md []byte) bool {
+	if len(md) < 2 || md[0] != '{' || md[len(md)-1] != '}' {
+		return false
+	}
+	for _, c := range md[1 : len(md)-1] {
+		if c != ' ' && c != '\t' {
+			return false
+		}
+	}
+	return true
+}
