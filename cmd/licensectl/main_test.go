@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/oklog/ulid/v2"
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/licenseledger/ledger/eventstore/memory"
+	"github.com/licenseledger/ledger/internal/accounts"
+	"github.com/licenseledger/ledger/internal/auth"
+	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/httpapi"
+	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/projections"
+	"github.com/licenseledger/ledger/projections/attribution"
+	"github.com/licenseledger/ledger/projections/audit"
+	"github.com/licenseledger/ledger/projections/billing"
+	"github.com/licenseledger/ledger/projections/runner"
+	"github.com/licenseledger/ledger/projections/seats"
+)
+
+// TestMain lets the test binary run as licensectl when a script execs it.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"licensectl": func() { os.Exit(Main()) },
+	})
+}
+
+// t0 is when every script's server clock starts.
+var t0 = time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
+
+// TestScripts runs the scripts of testdata/script, each against a server
+// of its own, built from the service's packages over the in-memory store.
+// Scripts find it through LICENSECTL_URL and its operator token in
+// ./data/operator.token, where licensed writes it.
+//
+// Commands the scripts have besides testscript's:
+//
+//	exits N licensectl ARGS...  run licensectl and require exit status N
+//	capture NAME [FIELD]        set $NAME to the last stdout, or to one
+//	                            string field of the JSON object it holds
+//	advance DURATION            move the server's clock forward
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			srv, err := startServer()
+			if err != nil {
+				return err
+			}
+			env.Defer(func() {
+				if err := srv.close(); err != nil {
+					env.T().Fatal(err)
+				}
+			})
+			env.Values[serverKey{}] = srv
+			env.Setenv("LICENSECTL_URL", srv.http.URL)
+			dir := filepath.Join(env.WorkDir, "data")
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dir, "operator.token"), []byte(srv.operator+"\n"), 0o600)
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"exits":   cmdExits,
+			"capture": cmdCapture,
+			"advance": cmdAdvance,
+		},
+	})
+}
+
+type serverKey struct{}
+
+func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exits N command args...")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("exits: %v", err)
+	}
+	got := 0
+	if err := ts.Exec(args[1], args[2:]...); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("exits: %v", err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("exit status %d, want %d", got, want)
+	}
+}
+
+func cmdCapture(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 1 || len(args) > 2 {
+		ts.Fatalf("usage: capture NAME [FIELD]")
+	}
+	out := ts.ReadFile("stdout")
+	v := strings.TrimSpace(out)
+	if len(args) == 2 {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			ts.Fatalf("capture: stdout is not a JSON object: %v", err)
+		}
+		s, ok := m[args[1]].(string)
+		if !ok {
+			ts.Fatalf("capture: no string field %q in stdout", args[1])
+		}
+		v = s
+	}
+	if v == "" {
+		ts.Fatalf("capture: nothing to capture")
+	}
+	ts.Setenv(args[0], v)
+}
+
+func cmdAdvance(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: advance DURATION")
+	}
+	d, err := time.ParseDuration(args[0])
+	if err != nil || d <= 0 {
+		ts.Fatalf("advance: %q is not a positive duration", args[0])
+	}
+	ts.Value(serverKey{}).(*server).clock.advance(d)
+}
+
+// clock is a server clock that stands still until advanced, so that the
+// times a script sees are the ones it chose.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// server is the HTTP API wired as licensed wires it, over the in-memory
+// store and key store, with the read models fed by the projection runner.
+type server struct {
+	http     *httptest.Server
+	store    *memory.Store
+	clock    *clock
+	operator string
+	stop     context.CancelFunc
+	done     chan error
+}
+
+func startServer() (*server, error) {
+	s := &server{store: memory.New(), clock: &clock{now: t0}, done: make(chan error, 1)}
+	cod := codec.New(pii.NewKeyring(pii.NewMemoryKeys(), crand.Reader))
+	newULID := func() ulid.ULID { return ulid.MustNew(ulid.Timestamp(s.clock.Now()), ulid.DefaultEntropy()) }
+	svc := accounts.New(accounts.Config{
+		Store: s.store, Codec: cod, Clock: s.clock.Now, NewEventID: uuid.New, NewULID: newULID,
+	})
+	st, at, au, bi := seats.New(), attribution.New(), audit.New(), billing.New()
+	run := runner.New(runner.Config{
+		Store: s.store, Codec: cod,
+		Projections: []projections.Projection{st, at, au, bi},
+		Fresh: func() []projections.Projection {
+			return []projections.Projection{seats.New(), attribution.New(), audit.New(), billing.New()}
+		},
+	})
+	tokens := auth.NewMemoryStore()
+	secret, created, err := auth.Bootstrap(context.Background(), tokens, crand.Reader, t0)
+	if err != nil || !created {
+		s.store.Close()
+		return nil, errors.Join(errors.New("bootstrap operator token"), err)
+	}
+	s.operator = secret
+	api := httpapi.New(httpapi.Config{
+		Commands: svc, Seats: st, Activities: at, Audit: au, Billing: bi,
+		History: s.store, Decoder: cod, Progress: run, Tokens: tokens,
+		Clock: s.clock.Now, NewID: newULID, Random: crand.Reader,
+		WaitTimeout: 5 * time.Second,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go func() { s.done <- run.Run(ctx) }()
+	s.http = httptest.NewServer(api)
+	return s, nil
+}
+
+// close stops the server and reports whether the read models failed.
+func (s *server) close() error {
+	s.http.Close()
+	s.stop()
+	err := <-s.done
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return errors.Join(err, s.store.Close())
+}
