@@ -8,8 +8,8 @@
 // "<prefix>.<account>.<user>" (default prefix "keys"). A subject holds at
 // most two messages, in this order:
 //
-//   - the key: the 32 raw key bytes as the body, no headers, published
-//     with the expectation that the subject is empty
+//   - the key: the 32 raw key bytes as the body, published with the
+//     expectation that the subject is empty
 //     (Nats-Expected-Last-Subject-Sequence: 0), so the first key stored
 //     wins and a racing second Put is refused by the server;
 //   - the tombstone: an empty body with the header [TombstoneHeader] that
@@ -17,16 +17,27 @@
 //     published with the expectation that the key is still the last
 //     message of the subject.
 //
+// The server stores the expectation headers with the message
+// (Nats-Expected-Stream and Nats-Expected-Last-Subject-Sequence, the
+// per-subject form that does not repeat the subject): they are most of a
+// record's size, and the size of the blocks an erasure rewrites.
+//
 // Get reads the last message of the subject: a tombstone means
 // [pii.ErrErased], no message [pii.ErrNoKey].
 //
 // # Erasure
 //
-// Destroy writes the tombstone first, so that the id reads as destroyed
-// even if the process stops half way, and then deletes the key message
-// with erasure (the JetStream message-delete API without no_erase, which
-// is [jetstream.Stream.SecureDeleteMsg]). What the nats-server v2.15
-// filestore does with each way of removing a message (server/filestore.go):
+// Destroy writes the tombstone, so that from then on the id reads as
+// destroyed in every process, and queues the key message for erasure: a
+// background eraser owned by the Store deletes it with erasure (the
+// JetStream message-delete API without no_erase, which is
+// [jetstream.Stream.SecureDeleteMsg]). The erasure is kept off the caller's
+// path because the filestore pays for it with a rewrite of a whole block
+// file (see below). [Store.Flush] waits for the erasures queued so far,
+// [Store.Close] drains the queue, and a process that stops before its
+// queue is empty leaves subjects holding a key and its tombstone, which
+// the next [Open] finds and erases. What the nats-server v2.15 filestore
+// does with each way of removing a message (server/filestore.go):
 //
 //   - EraseMsg calls removeMsg(seq, secure=true); removeMsgFromBlock then
 //     calls msgBlock.eraseMsg, which overwrites the whole record (subject,
@@ -34,7 +45,15 @@
 //     erased bit on the sequence and rewrites the block file through
 //     atomicOverwriteFile (a new file, fsynced, renamed over the old one).
 //     The bytes are gone from every file at once, whatever the block's
-//     size or position. This is what Destroy uses.
+//     size or position. This is what the eraser uses. Its cost is that of
+//     writing and fsyncing the block holding the key (and loading it first
+//     when it is not cached): up to the block size, which the server
+//     chooses when it opens the stream (autoTuneFileStorageBlockSize,
+//     dynBlkSize): 8 MB for a limits stream without limits, 4 MB when a
+//     per-subject limit is set, smaller only under a MaxBytes or MaxMsgs
+//     cap. There is no block-size field in the stream configuration, and
+//     the API erases one message per request: erasures of several keys of
+//     one block cannot be coalesced into one rewrite.
 //   - RemoveMsg (DeleteMsg, no_erase) calls removeMsg(seq, secure=false):
 //     it only writes a delete tombstone and marks the sequence deleted; the
 //     record stays in the block file until the block is compacted, which
@@ -45,11 +64,13 @@
 //   - A purge by subject (PurgeEx) removes each message with
 //     removeMsgFromBlock(..., secure=false): the same as RemoveMsg. Only
 //     a whole-stream purge drops block files.
-//   - A per-subject limit (MaxMsgsPerSubject 1) removes the older message
-//     with removeMsgViaLimits, also secure=false. That is why the stream
-//     keeps the limit unset and enforces "first key wins" with the
-//     expectation header instead: with a limit of 1 the tombstone would
-//     push the key out without erasing it.
+//   - A per-subject limit removes the oldest message with
+//     removeMsgViaLimits, also secure=false, when a message beyond the
+//     limit arrives. The stream sets the limit to 2 (a key and its
+//     tombstone, the most a subject ever holds) together with
+//     DiscardNewPer, so that a third message is refused rather than
+//     evicting the key without erasing it; the limit is there because it
+//     halves the block size, and so the cost of each erasure.
 //
 // Limits of that guarantee: the filestore turns erasure off when the
 // server encrypts its store at rest (removeMsg: "If in encrypted mode
@@ -60,9 +81,8 @@
 // file on the device until they are reused. The guarantee is that no file
 // of the data directory holds the key, not that no disk sector does.
 //
-// A Destroy that stops between the tombstone and the erasure leaves a
-// subject with two messages; Open finishes those erasures, and so does the
-// next Destroy of the same id.
+// A Destroy whose erasure did not run leaves a subject with two messages;
+// Open queues those erasures, and so does the next Destroy of the same id.
 //
 // The Store keeps no key in memory: every Get asks the server. Callers
 // cache through [pii.Keyring].
@@ -126,22 +146,30 @@ type Config struct {
 	// Logger receives notices about finished erasures; nil discards them.
 	// No key is ever logged.
 	Logger *slog.Logger
+
+	// stream, when set, adjusts the stream configuration before it is
+	// applied; benchmarks compare configurations with it.
+	stream func(*jetstream.StreamConfig)
 }
 
 // Store is a [pii.KeyStore] on a JetStream stream. It is safe for
-// concurrent use, also by several processes on the same stream.
+// concurrent use, also by several processes on the same stream. Close it
+// to let it finish the erasures it queued.
 type Store struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	name   string
 	prefix string
 	log    *slog.Logger
+	er     *eraser
 }
 
 var _ pii.KeyStore = (*Store)(nil)
 
 // Open creates the key stream, or updates it to the configuration it
-// needs, and finishes any erasure a Destroy left half done.
+// needs, starts the Store's eraser and queues the erasure of every key
+// that was destroyed but not erased (by a process that stopped before its
+// eraser got to it). Close the Store when done with it.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
 	if cfg.Stream == "" {
 		cfg.Stream = DefaultStream
@@ -166,32 +194,62 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if cfg.Replicas < 1 {
 		return nil, fmt.Errorf("keys: invalid replicas %d", cfg.Replicas)
 	}
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	scfg := jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "Data keys of sealed personal data; a destroyed key is erased.",
 		Subjects:    []string{cfg.SubjectPrefix + ".*.*"},
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
 		MaxMsgs:     -1,
 		MaxBytes:    -1,
-		// No per-subject limit: evicting by limit does not erase (see the
-		// package documentation); the expectation header keeps one key.
-		MaxMsgsPerSubject: -1,
+		// A subject holds a key and its tombstone at most; a third message
+		// is refused, never evicting the key (eviction does not erase, see
+		// the package documentation). The limit makes the server choose
+		// 4 MB blocks instead of 8 MB, halving the cost of an erasure; the
+		// expectation header, not the limit, keeps the first key.
+		MaxMsgsPerSubject:    2,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
 		// Deletes must stay allowed (erasure is a delete); purges, which
 		// would leave the bytes on disk, are refused.
-		DenyPurge:   true,
+		DenyPurge: true,
+		// Compressed blocks would make every erasure compress its block
+		// and every load decompress it.
 		Compression: jetstream.NoCompression,
-	})
+	}
+	if cfg.stream != nil {
+		cfg.stream(&scfg)
+	}
+	st, err := js.CreateOrUpdateStream(ctx, scfg)
 	if err != nil {
 		return nil, fmt.Errorf("keys: create stream %s: %w", cfg.Stream, err)
 	}
 	s := &Store{js: js, stream: st, name: cfg.Stream, prefix: cfg.SubjectPrefix, log: cfg.Logger}
+	s.er = newEraser(s)
 	if err := s.finishErasures(ctx); err != nil {
+		s.er.abort()
 		return nil, err
 	}
 	return s, nil
+}
+
+// Flush waits until every erasure queued so far, by Destroy or by Open, is
+// done: once it returns nil, the keys destroyed before the call are in no
+// file of the server. It returns ctx's error when ctx ends first, and the
+// errors of erasures given up since the last Flush (a tombstone naming a
+// message of another subject, say), which the log reports too.
+func (s *Store) Flush(ctx context.Context) error {
+	return s.er.flush(ctx)
+}
+
+// Close finishes the queued erasures and stops the eraser. When ctx ends
+// first, it stops the eraser anyway and returns ctx's error: the keys left
+// read as destroyed, and the next Open queues their erasure again. After
+// Close, Get and Put still work and Destroy erases before it returns.
+// Closing twice is not an error.
+func (s *Store) Close(ctx context.Context) error {
+	return s.er.close(ctx)
 }
 
 // Put stores key under id unless id already has a key, which stays: the
@@ -209,7 +267,7 @@ func (s *Store) Put(ctx context.Context, id string, key []byte) error {
 	for range maxAttempts {
 		_, err := s.js.Publish(ctx, subj, key,
 			jetstream.WithExpectStream(s.name),
-			jetstream.WithExpectLastSequenceForSubject(0, subj))
+			jetstream.WithExpectLastSequencePerSubject(0))
 		if err == nil {
 			return nil
 		}
@@ -254,9 +312,10 @@ func (s *Store) Get(ctx context.Context, id string) ([]byte, error) {
 }
 
 // Destroy marks id destroyed, so that Get returns pii.ErrErased and Put
-// refuses it from now on, and erases the key's bytes from the server's
-// files. Destroying twice, or an id without a key, is not an error; a
-// second Destroy finishes an erasure the first one left undone.
+// refuses it from now on in every process, and queues the erasure of the
+// key's bytes from the server's files; [Store.Flush] waits for it.
+// Destroying twice, or an id without a key, is not an error; a second
+// Destroy queues again an erasure the first one left undone.
 func (s *Store) Destroy(ctx context.Context, id string) error {
 	subj, err := s.subject(id)
 	if err != nil {
@@ -268,8 +327,15 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 			return fmt.Errorf("destroy key %s: %w", id, err)
 		}
 		if last != nil && isTombstone(last) {
-			if err := s.eraseDestroyed(ctx, last); err != nil {
+			seq, err := destroyedSeq(last)
+			if err != nil {
 				return fmt.Errorf("destroy key %s: %w", id, err)
+			}
+			if seq != 0 {
+				// Erased already, most likely; the eraser looks.
+				if err := s.er.enqueue(ctx, erasure{subject: subj, seq: seq, check: true}); err != nil {
+					return fmt.Errorf("destroy key %s: %w", id, err)
+				}
 			}
 			return nil
 		}
@@ -281,7 +347,7 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 		msg.Header.Set(TombstoneHeader, strconv.FormatUint(keySeq, 10))
 		_, err = s.js.PublishMsg(ctx, msg,
 			jetstream.WithExpectStream(s.name),
-			jetstream.WithExpectLastSequenceForSubject(keySeq, subj))
+			jetstream.WithExpectLastSequencePerSubject(keySeq))
 		if isWrongLastSeq(err) {
 			continue // a Put or another Destroy got in first: look again
 		}
@@ -289,7 +355,8 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 			return fmt.Errorf("destroy key %s: %w", id, err)
 		}
 		if keySeq != 0 {
-			if err := s.erase(ctx, keySeq); err != nil {
+			// The expectation held: keySeq is the key of subj.
+			if err := s.er.enqueue(ctx, erasure{subject: subj, seq: keySeq}); err != nil {
 				return fmt.Errorf("destroy key %s: %w", id, err)
 			}
 		}
@@ -299,8 +366,11 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 	return fmt.Errorf("destroy key %s: subject keeps changing", id)
 }
 
-// finishErasures erases the keys whose tombstone was written but whose
-// erasure did not happen: the subjects that still hold two messages.
+// finishErasures queues the erasure of the keys whose tombstone was
+// written but whose erasure did not happen: the subjects that still hold
+// two messages. It finds them in the message counts per subject of one
+// stream info request (paged by the client past 100,000 subjects), and
+// reads only the subjects found.
 func (s *Store) finishErasures(ctx context.Context) error {
 	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(s.prefix+".*.*"))
 	if err != nil {
@@ -318,36 +388,47 @@ func (s *Store) finishErasures(ctx context.Context) error {
 			s.log.WarnContext(ctx, "key subject holds several messages but no tombstone", "subject", subj, "messages", n)
 			continue
 		}
-		if err := s.eraseDestroyed(ctx, last); err != nil {
+		seq, err := destroyedSeq(last)
+		if err != nil {
 			return fmt.Errorf("keys: finish erasure on %s: %w", subj, err)
 		}
-		s.log.InfoContext(ctx, "finished erasing a destroyed data key", "subject", subj, "stream", s.name)
+		if seq == 0 {
+			continue
+		}
+		if err := s.er.enqueue(ctx, erasure{subject: subj, seq: seq, check: true}); err != nil {
+			return fmt.Errorf("keys: finish erasure on %s: %w", subj, err)
+		}
+		s.log.InfoContext(ctx, "queued the erasure of a destroyed data key", "subject", subj, "stream", s.name)
 	}
 	return nil
 }
 
-// eraseDestroyed erases the key that tombstone destroys, if it is still
-// there.
-func (s *Store) eraseDestroyed(ctx context.Context, tombstone *jetstream.RawStreamMsg) error {
+// destroyedSeq returns the sequence of the key that tombstone destroys, 0
+// when there was none.
+func destroyedSeq(tombstone *jetstream.RawStreamMsg) (uint64, error) {
 	seq, err := strconv.ParseUint(tombstone.Header.Get(TombstoneHeader), 10, 64)
 	if err != nil || seq >= tombstone.Sequence {
-		return fmt.Errorf("%w: tombstone %d has header %s %q", ErrCorrupt, tombstone.Sequence,
+		return 0, fmt.Errorf("%w: tombstone %d has header %s %q", ErrCorrupt, tombstone.Sequence,
 			TombstoneHeader, tombstone.Header.Get(TombstoneHeader))
 	}
-	if seq == 0 {
-		return nil
-	}
-	msg, err := s.stream.GetMsg(ctx, seq)
+	return seq, nil
+}
+
+// eraseChecked erases the key e names after checking that it is still
+// there and on e's subject, which a tombstone read back from the stream
+// must show before its header is trusted.
+func (s *Store) eraseChecked(ctx context.Context, e erasure) error {
+	msg, err := s.stream.GetMsg(ctx, e.seq)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return nil // erased already
 	case err != nil:
-		return fmt.Errorf("read key %d: %w", seq, err)
-	case msg.Subject != tombstone.Subject:
-		return fmt.Errorf("%w: tombstone %d on %s names message %d on %s", ErrCorrupt,
-			tombstone.Sequence, tombstone.Subject, seq, msg.Subject)
+		return fmt.Errorf("read key %d: %w", e.seq, err)
+	case msg.Subject != e.subject:
+		return fmt.Errorf("%w: tombstone on %s names message %d on %s", ErrCorrupt,
+			e.subject, e.seq, msg.Subject)
 	}
-	return s.erase(ctx, seq)
+	return s.erase(ctx, e.seq)
 }
 
 // erase deletes the message seq with erasure: the server overwrites its

@@ -26,12 +26,12 @@ import (
 // testServer is an embedded nats-server with JetStream on a directory that
 // outlives it, so a test can restart it.
 type testServer struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	srv *server.Server
 }
 
-func newTestServer(t *testing.T) *testServer {
+func newTestServer(t testing.TB) *testServer {
 	t.Helper()
 	ts := &testServer{t: t, dir: t.TempDir()}
 	ts.start()
@@ -91,13 +91,34 @@ func (ts *testServer) connect() jetstream.JetStream {
 	return js
 }
 
+// open opens a Store on a new connection and closes it when the test
+// ends, failing the test if its erasures are not done by then.
 func (ts *testServer) open(ctx context.Context) *Store {
 	ts.t.Helper()
 	s, err := Open(ctx, ts.connect(), Config{})
 	if err != nil {
 		ts.t.Fatalf("open: %v", err)
 	}
+	closeAtEnd(ts.t, s)
 	return s
+}
+
+func closeAtEnd(t testing.TB, s *Store) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Close(ctx); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+}
+
+// flush waits for the erasures s queued.
+func flush(t *testing.T, s *Store) {
+	t.Helper()
+	if err := s.Flush(t.Context()); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
 }
 
 // filesContaining returns the files under dir that contain any of needles.
@@ -264,6 +285,7 @@ func TestKeysSurviveRestart(t *testing.T) {
 	if err := s.Destroy(ctx, gone); err != nil {
 		t.Fatal(err)
 	}
+	flush(t, s)
 
 	ts.restart()
 	s = ts.open(ctx)
@@ -403,8 +425,9 @@ func TestDestroyErasesKeyBytes(t *testing.T) {
 	if err := s.Destroy(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
+	flush(t, s)
 	if hits := filesContaining(t, ts.dir, needles); len(hits) > 0 {
-		t.Fatalf("key bytes still on disk after Destroy: %v", hits)
+		t.Fatalf("key bytes still on disk after Destroy and Flush: %v", hits)
 	}
 	for id, k := range others {
 		if hits := filesContaining(t, ts.dir, map[string][]byte{"raw": k}); len(hits) == 0 {
@@ -426,8 +449,8 @@ func TestDestroyErasesKeyBytes(t *testing.T) {
 }
 
 // TestOpenFinishesErasure stops a Destroy between its tombstone and its
-// erasure: the key reads as erased at once, and the next Open erases its
-// bytes.
+// erasure: the key reads as erased at once, and the next Open queues the
+// erasure of its bytes.
 func TestOpenFinishesErasure(t *testing.T) {
 	ctx := t.Context()
 	ts := newTestServer(t)
@@ -459,8 +482,9 @@ func TestOpenFinishesErasure(t *testing.T) {
 
 	ts.restart()
 	s = ts.open(ctx)
+	flush(t, s)
 	if hits := filesContaining(t, ts.dir, forms("key", key)); len(hits) > 0 {
-		t.Fatalf("key bytes on disk after Open: %v", hits)
+		t.Fatalf("key bytes on disk after Open and Flush: %v", hits)
 	}
 	if n := subjectMessages(t, ctx, s, id); n != 1 {
 		t.Fatalf("%d messages on the subject after Open, want the tombstone only", n)
@@ -483,6 +507,7 @@ func TestSealedPersonalDataShredded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	closeAtEnd(t, store)
 	events, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: "EVENTS", Subjects: []string{"events.>"}, Storage: jetstream.FileStorage,
 	})
@@ -541,6 +566,7 @@ func TestSealedPersonalDataShredded(t *testing.T) {
 	if err := ring.Destroy(ctx, id); err != nil {
 		t.Fatal(err)
 	}
+	flush(t, store)
 
 	check := func(when string) {
 		t.Helper()
@@ -564,6 +590,7 @@ func TestSealedPersonalDataShredded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	closeAtEnd(t, store)
 	check("after restart")
 
 	fresh := pii.NewKeyring(store, rand.Reader)
@@ -601,6 +628,7 @@ func TestDestroyErasesKeyInOlderBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	closeAtEnd(t, s)
 	const n = 1500
 	all := make([][]byte, n)
 	for i := range n {
@@ -631,6 +659,7 @@ func TestDestroyErasesKeyInOlderBlock(t *testing.T) {
 		if err := s.Destroy(ctx, pii.KeyID("acme", "u"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
+		flush(t, s)
 		if hits := filesContaining(t, ts.dir, needles); len(hits) > 0 {
 			t.Fatalf("key %d on disk after Destroy: %v", i, hits)
 		}
@@ -680,6 +709,8 @@ func TestConcurrentPutAndDestroy(t *testing.T) {
 		if _, err := a.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
 			t.Fatalf("%s: Get: %v, want ErrErased", id, err)
 		}
+		flush(t, b)
+		flush(t, c)
 		if n := subjectMessages(t, ctx, a, id); n != 1 {
 			t.Fatalf("%s: %d messages on the subject, want the tombstone only", id, n)
 		}

@@ -1,0 +1,194 @@
+package keys
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/licenseledger/ledger/internal/pii"
+)
+
+// benchStreams are the stream configurations BenchmarkDestroy compares.
+var benchStreams = []struct {
+	name  string
+	tweak func(*jetstream.StreamConfig)
+}{
+	// The configuration before the per-subject limit: 8 MB blocks.
+	{"8MB-blocks", func(c *jetstream.StreamConfig) {
+		c.MaxMsgsPerSubject = -1
+		c.Discard = jetstream.DiscardOld
+		c.DiscardNewPerSubject = false
+	}},
+	// The configuration Open applies: 4 MB blocks.
+	{"4MB-blocks", nil},
+	// The same with S2-compressed blocks.
+	{"4MB-blocks-s2", func(c *jetstream.StreamConfig) { c.Compression = jetstream.S2Compression }},
+}
+
+// BenchmarkDestroy destroys random keys of a stream holding keys=N keys.
+// Mode "inline" waits for each erasure in the loop (Destroy and Flush: the
+// command path before erasures moved to the background); mode "background"
+// times Destroy alone and waits for the erasures after the loop.
+//
+// ns/op and p50-µs, p99-µs are the latency of the timed call;
+// erase-ms/op is the wall time from the first Destroy until every erasure
+// is done, per key; cpu-ms/op the CPU time of the process (client and
+// embedded server) over the same span, per key; written-KB/op the bytes
+// the process wrote to files, per key.
+//
+// Each iteration destroys a different key, so run it with a fixed count
+// below N, for example:
+//
+//	go test -run '^$' -bench BenchmarkDestroy -benchtime 200x ./eventstore/jetstream/keys/
+func BenchmarkDestroy(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		for _, st := range benchStreams {
+			for _, mode := range []string{"inline", "background"} {
+				b.Run(fmt.Sprintf("keys=%d/stream=%s/mode=%s", n, st.name, mode), func(b *testing.B) {
+					benchDestroy(b, n, st.tweak, mode == "inline")
+				})
+			}
+		}
+	}
+}
+
+func benchDestroy(b *testing.B, n int, tweak func(*jetstream.StreamConfig), inline bool) {
+	ctx := b.Context()
+	ts := newTestServer(b)
+	js := ts.connect()
+	s, err := Open(ctx, js, Config{stream: tweak})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close(ctx) })
+	ids := fillKeys(b, js, n)
+	victims := rand.New(rand.NewPCG(1, 2)).Perm(n)
+
+	lat := make([]time.Duration, 0, 1024)
+	cpu0, w0 := cpuTime(b), writtenBytes(b)
+	start := time.Now()
+	i := 0
+	for b.Loop() {
+		if i >= n {
+			b.Fatalf("more iterations than keys (%d): run with -benchtime Nx, N < %d", n, n)
+		}
+		t0 := time.Now()
+		if err := s.Destroy(ctx, ids[victims[i]]); err != nil {
+			b.Fatal(err)
+		}
+		if inline {
+			if err := s.Flush(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		lat = append(lat, time.Since(t0))
+		i++
+	}
+	if err := s.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+	wall, cpu, written := time.Since(start), cpuTime(b)-cpu0, writtenBytes(b)-w0
+
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(wall.Seconds()*1000/float64(i), "erase-ms/op")
+	b.ReportMetric(cpu.Seconds()*1000/float64(i), "cpu-ms/op")
+	b.ReportMetric(float64(written)/1024/float64(i), "written-KB/op")
+
+	blocks, err := ts.blockSizes()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("keys=%d: block files %v", n, blocks)
+}
+
+// fillKeys puts n keys with ids like a service's (account id, ULID-sized
+// user id) and returns the ids.
+func fillKeys(b *testing.B, js jetstream.JetStream, n int) []string {
+	b.Helper()
+	ctx := b.Context()
+	ids := make([]string, n)
+	key := make([]byte, pii.KeySize)
+	for i := range n {
+		ids[i] = pii.KeyID("acct-"+strconv.Itoa(i%97), fmt.Sprintf("01J%023d", i))
+		subj := DefaultSubjectPrefix + "." + ids[i]
+		for j := range key {
+			key[j] = byte(rand.Uint32())
+		}
+		// As Put publishes.
+		if _, err := js.PublishAsync(subj, bytes.Clone(key),
+			jetstream.WithExpectStream(DefaultStream), jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+			b.Fatal(err)
+		}
+		if i%1000 == 999 || i == n-1 {
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-ctx.Done():
+				b.Fatal(ctx.Err())
+			}
+		}
+	}
+	return ids
+}
+
+// blockSizes lists the sizes of the key stream's block files.
+func (ts *testServer) blockSizes() ([]string, error) {
+	dirs, err := os.ReadDir(ts.dir + "/jetstream")
+	if err != nil {
+		return nil, err
+	}
+	var sizes []string
+	for _, d := range dirs {
+		msgs := ts.dir + "/jetstream/" + d.Name() + "/streams/" + DefaultStream + "/msgs"
+		es, err := os.ReadDir(msgs)
+		if err != nil {
+			continue
+		}
+		for _, e := range es {
+			if fi, err := e.Info(); err == nil {
+				sizes = append(sizes, fmt.Sprintf("%s=%dKB", e.Name(), fi.Size()/1024))
+			}
+		}
+	}
+	return sizes, nil
+}
+
+// cpuTime returns the user and system CPU time of the process so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// writtenBytes returns the bytes the process passed to write calls so far
+// (wchar in /proc/self/io), 0 where there is no such file.
+func writtenBytes(b *testing.B) int64 {
+	f, err := os.Open("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := bytes.CutPrefix(sc.Bytes(), []byte("wchar: ")); ok {
+			n, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}
+	}
+	return 0
+}

@@ -1,0 +1,239 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// erasure is a key message to erase.
+type erasure struct {
+	subject string
+	seq     uint64
+	// check asks to read the message first and erase it only if it is
+	// still there on subject: seq came from a tombstone's header rather
+	// than from an expectation the server checked.
+	check bool
+}
+
+// Backoff between attempts at an erasure that failed for a reason that
+// may pass (a lost connection, a timeout).
+const (
+	minEraseBackoff = 50 * time.Millisecond
+	maxEraseBackoff = 5 * time.Second
+)
+
+// eraser erases queued key messages one at a time, in the order queued,
+// in a goroutine of its own. Each erasure rewrites a block file of the
+// server; running them here keeps that cost off Destroy's path.
+type eraser struct {
+	s      *Store
+	cancel context.CancelFunc
+	exited chan struct{} // closed when run returns
+	wake   chan struct{} // one pending wake-up for run
+
+	mu       sync.Mutex
+	queue    []erasure
+	queued   uint64        // erasures ever queued
+	done     uint64        // of those, erasures done or given up
+	failed   []error       // erasures given up since the last flush or close
+	progress chan struct{} // closed and replaced when done grows or run returns
+	closing  bool          // close was called: drain, then return
+	stopped  bool          // run returned
+	paused   bool          // tests hold the eraser back with pause
+}
+
+// newEraser starts the eraser of s.
+func newEraser(s *Store) *eraser {
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &eraser{
+		s:        s,
+		cancel:   cancel,
+		exited:   make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		progress: make(chan struct{}),
+	}
+	go e.run(ctx)
+	return e
+}
+
+// signal wakes run if it waits.
+func (e *eraser) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue queues x. Once close was called, it erases x before returning.
+func (e *eraser) enqueue(ctx context.Context, x erasure) error {
+	e.mu.Lock()
+	if e.closing {
+		e.mu.Unlock()
+		return e.s.eraseOne(ctx, x)
+	}
+	e.queue = append(e.queue, x)
+	e.queued++
+	e.mu.Unlock()
+	e.signal()
+	return nil
+}
+
+// pause holds the eraser back before its next erasure until resume, or
+// until close; for tests.
+func (e *eraser) pause() {
+	e.mu.Lock()
+	e.paused = true
+	e.mu.Unlock()
+}
+
+// resume lets a paused eraser go on.
+func (e *eraser) resume() {
+	e.mu.Lock()
+	e.paused = false
+	e.mu.Unlock()
+	e.signal()
+}
+
+// pending returns the number of erasures queued and not done.
+func (e *eraser) pending() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.queued - e.done
+}
+
+func (e *eraser) run(ctx context.Context) {
+	defer func() {
+		e.mu.Lock()
+		e.stopped = true
+		close(e.progress)
+		e.progress = make(chan struct{})
+		e.mu.Unlock()
+		close(e.exited)
+	}()
+	backoff := minEraseBackoff
+	for {
+		e.mu.Lock()
+		for len(e.queue) == 0 || (e.paused && !e.closing) {
+			if e.closing && len(e.queue) == 0 {
+				e.mu.Unlock()
+				return
+			}
+			e.mu.Unlock()
+			select {
+			case <-e.wake:
+			case <-ctx.Done():
+				return
+			}
+			e.mu.Lock()
+		}
+		x := e.queue[0]
+		e.mu.Unlock()
+
+		err := e.s.eraseOne(ctx, x)
+		if err != nil && !errors.Is(err, ErrCorrupt) {
+			if ctx.Err() != nil {
+				return
+			}
+			e.s.log.WarnContext(ctx, "erasing a destroyed data key failed; retrying",
+				"subject", x.subject, "seq", x.seq, "stream", e.s.name, "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, maxEraseBackoff)
+			continue
+		}
+		backoff = minEraseBackoff
+		if err != nil {
+			e.s.log.ErrorContext(ctx, "not erasing a destroyed data key", "subject", x.subject,
+				"seq", x.seq, "stream", e.s.name, "err", err)
+		}
+
+		e.mu.Lock()
+		e.queue[0] = erasure{}
+		e.queue = e.queue[1:]
+		e.done++
+		if err != nil {
+			e.failed = append(e.failed, err)
+		}
+		close(e.progress)
+		e.progress = make(chan struct{})
+		e.mu.Unlock()
+	}
+}
+
+// flush waits until the erasures queued before the call are done.
+func (e *eraser) flush(ctx context.Context) error {
+	e.mu.Lock()
+	target := e.queued
+	for e.done < target {
+		if e.stopped {
+			n := target - e.done
+			e.mu.Unlock()
+			return fmt.Errorf("keys: flush: %d erasures left undone by a stopped eraser; the next Open queues them again", n)
+		}
+		ch := e.progress
+		e.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("keys: flush with %d erasures pending: %w", e.pending(), ctx.Err())
+		}
+		e.mu.Lock()
+	}
+	failed := e.failed
+	e.failed = nil
+	e.mu.Unlock()
+	return errors.Join(failed...)
+}
+
+// close drains the queue, even when paused, and stops run; when ctx ends
+// first it stops run at once.
+func (e *eraser) close(ctx context.Context) error {
+	e.mu.Lock()
+	e.closing = true
+	e.mu.Unlock()
+	e.signal()
+	var cerr error
+	select {
+	case <-e.exited:
+	case <-ctx.Done():
+		cerr = ctx.Err()
+		e.cancel()
+		<-e.exited
+	}
+	e.cancel()
+	e.mu.Lock()
+	left := e.queued - e.done
+	failed := e.failed
+	e.failed = nil
+	e.mu.Unlock()
+	if left > 0 {
+		if cerr == nil {
+			cerr = errors.New("eraser stopped")
+		}
+		failed = append(failed, fmt.Errorf("keys: close with %d erasures not done, left for the next Open: %w", left, cerr))
+	}
+	return errors.Join(failed...)
+}
+
+// abort stops run without draining the queue.
+func (e *eraser) abort() {
+	e.mu.Lock()
+	e.closing = true
+	e.mu.Unlock()
+	e.cancel()
+	<-e.exited
+}
+
+// eraseOne erases x now.
+func (s *Store) eraseOne(ctx context.Context, x erasure) error {
+	if x.check {
+		return s.eraseChecked(ctx, x)
+	}
+	return s.erase(ctx, x.seq)
+}

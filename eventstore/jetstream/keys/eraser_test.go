@@ -1,0 +1,272 @@
+package keys
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/licenseledger/ledger/internal/pii"
+)
+
+// TestDestroyTakesEffectBeforeErasure holds the eraser back: once Destroy
+// returns, the id reads as destroyed in this process and in another one,
+// while the key's bytes are still on disk; they go when the eraser runs.
+func TestDestroyTakesEffectBeforeErasure(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s, other := ts.open(ctx), ts.open(ctx)
+	id, bystander := pii.KeyID("acme", "u1"), pii.KeyID("acme", "u2")
+	key, bystanderKey := newKey(t), newKey(t)
+	for id, k := range map[string][]byte{id: key, bystander: bystanderKey} {
+		if err := s.Put(ctx, id, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	s.er.pause()
+	if err := s.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	for name, st := range map[string]*Store{"same store": s, "other store": other} {
+		if _, err := st.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
+			t.Errorf("%s: Get right after Destroy: %v, want ErrErased", name, err)
+		}
+		if err := st.Put(ctx, id, newKey(t)); !errors.Is(err, pii.ErrErased) {
+			t.Errorf("%s: Put right after Destroy: %v, want ErrErased", name, err)
+		}
+	}
+	if hits := filesContaining(t, ts.dir, map[string][]byte{"key raw": key}); len(hits) == 0 {
+		t.Fatal("control: the key left the disk while the eraser was paused; the test proves nothing")
+	}
+	if n := subjectMessages(t, ctx, s, id); n != 2 {
+		t.Fatalf("%d messages on the subject before the erasure, want the key and its tombstone", n)
+	}
+	if n := s.er.pending(); n != 1 {
+		t.Fatalf("%d erasures pending, want 1", n)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := s.Flush(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Flush with the eraser paused: %v, want DeadlineExceeded", err)
+	}
+
+	s.er.resume()
+	flush(t, s)
+	if hits := filesContaining(t, ts.dir, forms("key", key)); len(hits) > 0 {
+		t.Fatalf("key bytes on disk after Flush: %v", hits)
+	}
+	if n := subjectMessages(t, ctx, s, id); n != 1 {
+		t.Fatalf("%d messages on the subject after Flush, want the tombstone only", n)
+	}
+	if got, err := other.Get(ctx, bystander); err != nil || !bytes.Equal(got, bystanderKey) {
+		t.Fatalf("Get bystander = %x, %v; want %x", got, err, bystanderKey)
+	}
+}
+
+// TestCloseDrains queues erasures behind a paused eraser and closes the
+// store: Close erases them all before it returns. A Destroy after Close
+// erases before returning.
+func TestCloseDrains(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s, err := Open(ctx, ts.connect(), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	destroyed := make(map[string][]byte)
+	for i := range 5 {
+		destroyed[pii.KeyID("acme", "gone"+strconv.Itoa(i))] = newKey(t)
+	}
+	late, lateKey := pii.KeyID("acme", "late"), newKey(t)
+	for id, k := range destroyed {
+		if err := s.Put(ctx, id, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Put(ctx, late, lateKey); err != nil {
+		t.Fatal(err)
+	}
+
+	s.er.pause()
+	for id := range destroyed {
+		if err := s.Destroy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := make(map[string][]byte)
+	for id, k := range destroyed {
+		all[id] = k
+	}
+	if hits := filesContaining(t, ts.dir, all); len(hits) != len(destroyed) {
+		t.Fatalf("control: %d of %d destroyed keys on disk before Close: %v", len(hits), len(destroyed), hits)
+	}
+
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for id, k := range destroyed {
+		if hits := filesContaining(t, ts.dir, forms(id, k)); len(hits) > 0 {
+			t.Fatalf("key of %s on disk after Close: %v", id, hits)
+		}
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatalf("Flush after Close: %v", err)
+	}
+
+	if err := s.Destroy(ctx, late); err != nil {
+		t.Fatalf("Destroy after Close: %v", err)
+	}
+	if hits := filesContaining(t, ts.dir, forms("late key", lateKey)); len(hits) > 0 {
+		t.Fatalf("key destroyed after Close on disk: %v", hits)
+	}
+	if _, err := s.Get(ctx, late); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Get after Destroy after Close: %v, want ErrErased", err)
+	}
+}
+
+// TestCrashBeforeErasure stops a process whose eraser had not run: Close
+// gives up at once and says so, the server restarts, and the next Open
+// erases the key. A second Destroy from another process, before that,
+// also finishes an erasure left undone.
+func TestCrashBeforeErasure(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	crashed, err := Open(ctx, ts.connect(), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, again := pii.KeyID("acme", "u1"), pii.KeyID("acme", "u2")
+	key, againKey := newKey(t), newKey(t)
+	for id, k := range map[string][]byte{id: key, again: againKey} {
+		if err := crashed.Put(ctx, id, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crashed.er.pause()
+	for _, id := range []string{id, again} {
+		if err := crashed.Destroy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := crashed.Close(gone); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Close with a done context and 2 erasures queued: %v, want Canceled", err)
+	}
+	if hits := filesContaining(t, ts.dir, map[string][]byte{"key raw": key, "again raw": againKey}); len(hits) != 2 {
+		t.Fatalf("control: both keys should be on disk after the crash: %v", hits)
+	}
+
+	// Another process destroys one of them again and erases it.
+	other := ts.open(ctx)
+	if err := other.Destroy(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, other)
+	if hits := filesContaining(t, ts.dir, forms("again", againKey)); len(hits) > 0 {
+		t.Fatalf("key destroyed twice on disk: %v", hits)
+	}
+
+	ts.restart()
+	s := ts.open(ctx)
+	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Get after restart: %v, want ErrErased", err)
+	}
+	flush(t, s)
+	if hits := filesContaining(t, ts.dir, forms("key", key)); len(hits) > 0 {
+		t.Fatalf("key bytes on disk after Open and Flush: %v", hits)
+	}
+	for _, id := range []string{id, again} {
+		if n := subjectMessages(t, ctx, s, id); n != 1 {
+			t.Fatalf("%s: %d messages on the subject, want the tombstone only", id, n)
+		}
+	}
+}
+
+// TestCorruptTombstoneErasesNothing writes a tombstone that names the key
+// of another subject: the eraser refuses it, Flush reports ErrCorrupt, and
+// the other key stays.
+func TestCorruptTombstoneErasesNothing(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s := ts.open(ctx)
+	victim, bystander := pii.KeyID("acme", "u1"), pii.KeyID("acme", "u2")
+	bystanderKey := newKey(t)
+	if err := s.Put(ctx, bystander, bystanderKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, victim, newKey(t)); err != nil {
+		t.Fatal(err)
+	}
+	bsubj, _ := s.subject(bystander)
+	vsubj, _ := s.subject(victim)
+	blast, err := s.last(ctx, bsubj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(vsubj)
+	msg.Header.Set(TombstoneHeader, strconv.FormatUint(blast.Sequence, 10))
+	if _, err := s.js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := s.Destroy(ctx, victim); err != nil {
+		t.Fatalf("Destroy over a tombstone: %v", err)
+	}
+	if err := s.Flush(ctx); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Flush: %v, want ErrCorrupt", err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatalf("second Flush: %v, want the failure reported once", err)
+	}
+	if got, err := s.Get(ctx, bystander); err != nil || !bytes.Equal(got, bystanderKey) {
+		t.Fatalf("Get bystander = %x, %v; want %x", got, err, bystanderKey)
+	}
+}
+
+// TestThirdMessageRefused checks the per-subject limit the stream sets to
+// get smaller blocks: a message beyond a key and its tombstone is refused,
+// not stored by evicting the key unerased.
+func TestThirdMessageRefused(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s := ts.open(ctx)
+	id := pii.KeyID("acme", "u1")
+	if err := s.Put(ctx, id, newKey(t)); err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := s.subject(id)
+	keyMsg, err := s.last(ctx, subj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.er.pause()
+	if err := s.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.js.Publish(ctx, subj, newKey(t))
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		t.Fatalf("third message on a subject: %v, want refused", err)
+	}
+	if _, err := s.stream.GetMsg(ctx, keyMsg.Sequence); err != nil {
+		t.Fatalf("the key before its erasure: %v, want still there", err)
+	}
+	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Get: %v, want ErrErased", err)
+	}
+	s.er.resume()
+	flush(t, s)
+	if _, err := s.stream.GetMsg(ctx, keyMsg.Sequence); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("the key after Flush: %v, want ErrMsgNotFound", err)
+	}
+}
