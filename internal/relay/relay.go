@@ -212,7 +212,11 @@ type permanentError struct{ err error }
 func (e permanentError) Error() string { return e.err.Error() }
 func (e permanentError) Unwrap() error { return e.err }
 
-// Run relays until ctx ends, then returns nil; it returns an error only
+// Run relays until ctx ends, then returns nil. Call it from one goroutine
+// at a time; Status and Lag may be called meanwhile. It waits for each
+// acknowledgement at most Config.AckTimeout; give JS a publish-async
+// timeout (jetstream.WithPublishAsyncTimeout) no longer than that so the
+// client forgets unanswered publishes too. Run returns an error only
 // for failures that retrying cannot cure ([ErrNoCheckpoint],
 // [ErrForeignMessage], [ErrUnpublishable], a closed store). Other failures
 // (NATS or the store unavailable) are logged and retried from the
