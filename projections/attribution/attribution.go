@@ -31,6 +31,7 @@ import (
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/internal/chunk"
+	"github.com/licenseledger/ledger/projections/internal/intern"
 	"github.com/licenseledger/ledger/projections/internal/snap"
 )
 
@@ -69,8 +70,8 @@ type Projection struct {
 }
 
 type account struct {
-	users  []user
-	userIx map[string]uint32
+	users []user
+	ids   intern.Table // the users' ids, numbered as users
 	// arena holds the id, kind and ref of every activity, one after the
 	// other, in the order recorded.
 	arena []byte
@@ -105,16 +106,14 @@ func New() *Projection { return &Projection{accounts: make(map[string]*account)}
 // Name returns "attribution".
 func (p *Projection) Name() string { return "attribution" }
 
-func newAccount() *account { return &account{userIx: make(map[string]uint32)} }
+func newAccount() *account { return &account{} }
 
 // user returns the index of the user with id, adding them if needed.
 func (a *account) user(id string) uint32 {
-	if i, ok := a.userIx[id]; ok {
-		return i
+	i := a.ids.Index(id)
+	if int(i) == len(a.users) {
+		a.users = append(a.users, user{id: a.ids.String(i)})
 	}
-	i := uint32(len(a.users))
-	a.users = append(a.users, user{id: id})
-	a.userIx[id] = i
 	return i
 }
 
@@ -190,7 +189,7 @@ func (a *account) owner(u *user) *user {
 		if !u.deleted || u.reassignTo == "" {
 			return u
 		}
-		next, ok := a.userIx[u.reassignTo]
+		next, ok := a.ids.Lookup(u.reassignTo)
 		if !ok {
 			return u
 		}
@@ -253,7 +252,7 @@ func (p *Projection) Owner(id, userID string) (string, error) {
 	if a == nil {
 		return "", fmt.Errorf("user %q of account %q: %w", userID, id, projections.ErrNotFound)
 	}
-	i, ok := a.userIx[userID]
+	i, ok := a.ids.Lookup(userID)
 	if !ok {
 		return "", fmt.Errorf("user %q of account %q: %w", userID, id, projections.ErrNotFound)
 	}
@@ -320,13 +319,14 @@ func (p *Projection) Restore(b []byte) error {
 	for range n {
 		id := r.String()
 		nu := r.Count(4)
-		a := &account{users: make([]user, 0, nu), userIx: make(map[string]uint32, nu)}
+		a := &account{users: make([]user, 0, nu)}
 		for range nu {
 			u := user{id: r.String(), name: r.String(), deleted: r.Bool(), reassignTo: r.String()}
-			if _, dup := a.userIx[u.id]; dup {
+			if _, dup := a.ids.Lookup(u.id); dup {
 				r.Fail("attribution account %q: user %q repeated", id, u.id)
+				break
 			}
-			a.userIx[u.id] = uint32(len(a.users))
+			u.id = a.ids.String(a.ids.Index(u.id))
 			a.users = append(a.users, u)
 		}
 		a.arena = append([]byte(nil), r.Bytes()...)

@@ -29,6 +29,7 @@ import (
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/internal/chunk"
+	"github.com/licenseledger/ledger/projections/internal/intern"
 	"github.com/licenseledger/ledger/projections/internal/snap"
 )
 
@@ -65,8 +66,8 @@ type Filter struct {
 }
 
 func (f Filter) match(a *account, e *entry) bool {
-	return (f.User == "" || a.names[e.user] == f.User) &&
-		(f.Actor == "" || a.names[e.actor] == f.Actor) &&
+	return (f.User == "" || a.names.String(e.user) == f.User) &&
+		(f.Actor == "" || a.names.String(e.actor) == f.Actor) &&
 		(f.Since.IsZero() || e.at >= f.Since.UnixNano()) &&
 		(f.Until.IsZero() || e.at < f.Until.UnixNano())
 }
@@ -84,8 +85,7 @@ type account struct {
 	ledgerHead, actvHead codec.Hash
 	// names interns the ids and roles of actors and users: an account has
 	// few, and entries without pointers cost the garbage collector nothing.
-	names  []string
-	nameIx map[string]uint32
+	names intern.Table
 	// lastActor and lastRole are the names of the last entry's actor and
 	// role.
 	lastActor, lastRole uint32
@@ -132,24 +132,24 @@ func actionOf(t string) (uint8, bool) {
 // internLast is intern remembering the last name it returned in *last:
 // most events of an account come from the same actor with the same role.
 func (a *account) internLast(s string, last *uint32) uint32 {
-	if a.names[*last] == s {
+	if a.names.String(*last) == s {
 		return *last
 	}
 	*last = a.intern(s)
 	return *last
 }
 
+func newAccount() *account {
+	a := &account{idem: make(map[int]string)}
+	a.names.Index("") // name 0: no user
+	return a
+}
+
 func (a *account) intern(s string) uint32 {
 	if s == "" {
 		return 0
 	}
-	if i, ok := a.nameIx[s]; ok {
-		return i
-	}
-	i := uint32(len(a.names))
-	a.names = append(a.names, s)
-	a.nameIx[s] = i
-	return i
+	return a.names.Index(s)
 }
 
 var (
@@ -201,7 +201,7 @@ func (p *Projection) apply(d *codec.Decoded) error {
 	}
 	a := p.accounts[id]
 	if a == nil {
-		a = &account{names: []string{""}, nameIx: map[string]uint32{"": 0}, idem: make(map[int]string)}
+		a = newAccount()
 		p.accounts[id] = a
 	}
 	head := &a.ledgerHead
@@ -234,8 +234,8 @@ func (p *Projection) Position() eventstore.Position {
 func (a *account) view(id string, i int) Entry {
 	e := a.entries.At(i)
 	return Entry{
-		Time: time.Unix(0, e.at).UTC(), ActorID: a.names[e.actor], ActorRole: a.names[e.role],
-		Action: ledger.EventTypes[e.action], UserID: a.names[e.user],
+		Time: time.Unix(0, e.at).UTC(), ActorID: a.names.String(e.actor), ActorRole: a.names.String(e.role),
+		Action: ledger.EventTypes[e.action], UserID: a.names.String(e.user),
 		Stream:   eventstore.StreamID{Category: categories[e.category], Account: id}.String(),
 		Revision: e.revision, Position: e.position, EventID: e.eventID, Hash: e.hash,
 		IdempotencyKey: a.idem[i], CorrelationID: e.correlation,
@@ -336,8 +336,8 @@ func (p *Projection) Snapshot() ([]byte, error) {
 		w.String(id)
 		w.Fixed(a.ledgerHead[:])
 		w.Fixed(a.actvHead[:])
-		w.Uvarint(uint64(len(a.names) - 1))
-		for _, s := range a.names[1:] {
+		w.Uvarint(uint64(a.names.Len() - 1))
+		for _, s := range a.names.Strings()[1:] {
 			w.String(s)
 		}
 		keys := make([]int, 0, len(a.idem))
@@ -385,21 +385,17 @@ func (p *Projection) Restore(b []byte) error {
 	accounts := make(map[string]*account, n)
 	for range n {
 		id := r.String()
-		a := &account{}
+		a := newAccount()
 		copy(a.ledgerHead[:], r.Fixed(len(a.ledgerHead)))
 		copy(a.actvHead[:], r.Fixed(len(a.actvHead)))
 		nn := r.Count(1)
-		a.names = make([]string, 1, nn+1)
-		a.nameIx = make(map[string]uint32, nn+1)
-		a.nameIx[""] = 0
 		for range nn {
 			a.intern(r.String())
 		}
-		if len(a.names) != nn+1 {
+		if a.names.Len() != nn+1 {
 			r.Fail("audit account %q: names repeated", id)
 		}
 		ni := r.Count(2)
-		a.idem = make(map[int]string, ni)
 		for range ni {
 			i := int(r.Uvarint())
 			a.idem[i] = r.String()
@@ -407,7 +403,7 @@ func (p *Projection) Restore(b []byte) error {
 		ne := r.Count(1 + 6 + 16 + 16 + 32)
 		var at int64
 		var pos eventstore.Position
-		names := uint64(len(a.names))
+		names := uint64(a.names.Len())
 		for range ne {
 			var e entry
 			e.at = at + r.Varint()
