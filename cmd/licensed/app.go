@@ -15,12 +15,15 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/esdb"
+	esdbkeys "github.com/licenseledger/ledger/eventstore/esdb/keys"
 	"github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/eventstore/jetstream/keys"
 	"github.com/licenseledger/ledger/internal/accounts"
@@ -28,6 +31,7 @@ import (
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/internal/relay"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/attribution"
 	"github.com/licenseledger/ledger/projections/audit"
@@ -45,6 +49,12 @@ type Main struct {
 	store    eventstore.Store
 	js       *jetstream.Store // nil when another store is in use
 	keys     pii.KeyStore
+	// With EventStoreDB: the relay that publishes its events to NATS, the
+	// NATS connection it uses and the embedded server, if any.
+	relay   *relay.Relay
+	relayNC *nats.Conn
+	natsSrv *server.Server
+	closers []func() error
 	codec    *codec.Codec
 	accounts *accounts.Service
 	runner   *runner.Runner
@@ -69,8 +79,11 @@ func (m *Main) HTTPAddr() string { return m.httpLn.Addr().String() }
 // NATSURL returns the URL downstream subscribers connect to: the embedded
 // server's, or the external one's.
 func (m *Main) NATSURL() string {
-	if m.js != nil && m.js.Server() != nil {
+	switch {
+	case m.js != nil && m.js.Server() != nil:
 		return m.js.Server().ClientURL()
+	case m.natsSrv != nil:
+		return m.natsSrv.ClientURL()
 	}
 	return m.cfg.NATSURL
 }
@@ -85,11 +98,11 @@ func (m *Main) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.metrics = httpapi.NewMetrics()
 	if err := m.openStore(ctx, dataDir); err != nil {
 		return err
 	}
 	m.codec = codec.New(pii.NewKeyring(m.keys, rand.Reader))
-	m.metrics = httpapi.NewMetrics()
 
 	st, at, au, bi := seats.New(), attribution.New(), audit.New(), billing.New()
 	m.runner = runner.New(runner.Config{
@@ -141,6 +154,14 @@ func (m *Main) Start(ctx context.Context) error {
 		}
 	})
 	m.bg.Go(func() { m.reportLag(runCtx) })
+	if m.relay != nil {
+		m.bg.Go(func() {
+			if err := m.relay.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				m.log.Error("relay to NATS stopped", "err", err)
+				m.errs <- fmt.Errorf("relay: %w", err)
+			}
+		})
+	}
 
 	m.httpLn, err = net.Listen("tcp", m.cfg.HTTPAddr)
 	if err != nil {
@@ -195,6 +216,15 @@ func (m *Main) Close() error {
 		cancel()
 	}
 	m.bg.Wait()
+	if m.relayNC != nil {
+		m.relayNC.Close()
+	}
+	if m.natsSrv != nil {
+		jetstream.StopServer(m.natsSrv)
+	}
+	for _, c := range m.closers {
+		errs = append(errs, c())
+	}
 	if m.store != nil {
 		errs = append(errs, m.store.Close())
 	}
@@ -214,7 +244,7 @@ func (m *Main) storeName() string {
 // openStore opens the event store and the key store the settings choose.
 func (m *Main) openStore(ctx context.Context, dataDir string) error {
 	if m.cfg.Store != "jetstream" {
-		return fmt.Errorf("store %q: %w", m.cfg.Store, errUnsupportedStore)
+		return m.openESDB(ctx, dataDir)
 	}
 	jcfg := jetstream.Config{Logger: m.log.With("component", "store")}
 	var err error
@@ -247,7 +277,54 @@ func (m *Main) openStore(ctx context.Context, dataDir string) error {
 	return nil
 }
 
-var errUnsupportedStore = errors.New("unsupported store")
+// openESDB opens EventStoreDB as the event store and the key store, and
+// the relay that publishes every event to NATS as the JetStream store
+// would: downstream services see the same messages whichever store is in
+// use.
+func (m *Main) openESDB(ctx context.Context, dataDir string) error {
+	es, err := esdb.Open(ctx, m.cfg.Store, m.log.With("component", "store"))
+	if err != nil {
+		return err
+	}
+	m.store = es
+	ks, err := esdbkeys.Open(m.cfg.Store, esdbkeys.Config{})
+	if err != nil {
+		return fmt.Errorf("key store: %w", err)
+	}
+	m.keys = ks
+	m.closers = append(m.closers, ks.Close)
+
+	url := m.cfg.NATSURL
+	opts := []nats.Option{nats.Name("ledger-relay"), nats.MaxReconnects(-1)}
+	if url == "" {
+		host, port, err := splitListen(m.cfg.NATSListen)
+		if err != nil {
+			return err
+		}
+		m.natsSrv, err = jetstream.StartServer(jetstream.ServerConfig{
+			DataDir: filepath.Join(dataDir, "nats"), Host: host, Port: port,
+			Durability: jetstream.Durability(m.cfg.Durability), Logger: m.serverLogger(),
+		})
+		if err != nil {
+			return err
+		}
+		url = m.natsSrv.ClientURL()
+		opts = append(opts, nats.InProcessServer(m.natsSrv))
+	}
+	if m.relayNC, err = nats.Connect(url, opts...); err != nil {
+		return fmt.Errorf("nats for the relay: %w", err)
+	}
+	js, err := natsjs.New(m.relayNC, natsjs.WithPublishAsyncTimeout(10*time.Second))
+	if err != nil {
+		return err
+	}
+	m.relay, err = relay.New(relay.Config{
+		Source: es, JS: js,
+		OnPublished: func(eventstore.Position) { m.metrics.EventsPublished(1) },
+		Logger:      m.log.With("component", "relay"),
+	})
+	return err
+}
 
 // splitListen parses the embedded server's address; port 0 picks a free
 // port.
@@ -298,6 +375,20 @@ func (m *Main) storeReady(ctx context.Context) error {
 		if st := m.js.Conn().Status(); st != nats.CONNECTED {
 			return fmt.Errorf("nats connection %s", st)
 		}
+		return nil
+	}
+	// EventStoreDB: a read of a stream that never exists answers quickly
+	// when the server is reachable.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for _, err := range m.store.ReadStream(ctx, eventstore.LedgerStream("readiness-probe"), 0) {
+		if err != nil && !errors.Is(err, eventstore.ErrStreamNotFound) {
+			return fmt.Errorf("event store: %w", err)
+		}
+		break
+	}
+	if st := m.relayNC.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("nats connection of the relay %s", st)
 	}
 	return nil
 }

@@ -44,9 +44,17 @@ func decode(t *testing.T, m *nats.Msg) received {
 // NATS subscribers while they are connected, and through a durable
 // JetStream consumer that resumes after a disconnect without losing or
 // repeating an event.
+//
+// With EventStoreDB the relay publishes the same messages.
 func TestDownstreamSubscribers(t *testing.T) {
+	for name, backend := range backends(t) {
+		t.Run(name, func(t *testing.T) { downstream(t, backend(t)) })
+	}
+}
+
+func downstream(t *testing.T, store []string) {
 	dir := t.TempDir()
-	svc := startService(t, dir, io.Discard)
+	svc := startService(t, dir, io.Discard, store...)
 	defer svc.stop()
 	b, _ := os.ReadFile(filepath.Join(dir, "operator.token"))
 	op := strings.TrimSpace(string(b))

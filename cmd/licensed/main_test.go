@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/licenseledger/ledger/internal/esdbtest"
 )
 
 // syncBuffer collects the service's log output from many goroutines.
@@ -40,11 +42,29 @@ type running struct {
 	base string
 }
 
-func startService(t *testing.T, dir string, logs io.Writer) *running {
+// backends are the event stores the end-to-end tests run on: the embedded
+// JetStream default, and EventStoreDB served by the in-process double of
+// its gRPC API (started once per test and kept across service restarts).
+func backends(t *testing.T) map[string]func(t *testing.T) []string {
+	return map[string]func(t *testing.T) []string{
+		"jetstream": func(*testing.T) []string { return nil },
+		"esdb": func(t *testing.T) []string {
+			srv, err := esdbtest.Start()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(srv.Close)
+			return []string{"--store", srv.ConnectionString()}
+		},
+	}
+}
+
+func startService(t *testing.T, dir string, logs io.Writer, extra ...string) *running {
 	t.Helper()
-	cfg, err := ParseConfig([]string{
+	args := append([]string{
 		"--data-dir", dir, "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--log-level", "debug",
-	}, func(string) string { return "" }, io.Discard)
+	}, extra...)
+	cfg, err := ParseConfig(args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,11 +179,17 @@ func list(t *testing.T, m map[string]any, key string) []map[string]any {
 }
 
 // The seed story over HTTP against the real wiring, then a restart on the
-// same data directory that finds everything as it was.
+// same data directory that finds everything as it was; on each store.
 func TestEndToEndSeedStory(t *testing.T) {
+	for name, backend := range backends(t) {
+		t.Run(name, func(t *testing.T) { seedStory(t, backend(t)) })
+	}
+}
+
+func seedStory(t *testing.T, store []string) {
 	dir := t.TempDir()
 	logs := &syncBuffer{}
-	svc := startService(t, dir, logs)
+	svc := startService(t, dir, logs, store...)
 
 	tokenPath := filepath.Join(dir, "operator.token")
 	fi, err := os.Stat(tokenPath)
@@ -270,21 +296,34 @@ func TestEndToEndSeedStory(t *testing.T) {
 		}
 	}
 	checkStory(svc)
-	metrics := svc.expect(200, "", "GET", "/metrics", nil).raw
-	for _, want := range []string{
+	// Publishing may trail the answer (the EventStoreDB relay publishes
+	// after the append): give it a moment.
+	wants := []string{
 		`licensed_commands_total{command="DeleteUser",outcome="ok"} 1`,
 		`licensed_commands_total{command="AddUser",outcome="refused"} 1`,
 		"licensed_events_published_total 10", // every appended event, on its subject
 		"licensed_append_duration_seconds_count",
-	} {
-		if !strings.Contains(metrics, want) {
-			t.Fatalf("metrics lack %q:\n%s", want, metrics)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		metrics := svc.expect(200, "", "GET", "/metrics", nil).raw
+		missing := ""
+		for _, want := range wants {
+			if !strings.Contains(metrics, want) {
+				missing = want
+			}
 		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics lack %q:\n%s", missing, metrics)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	before := svc.expect(200, admin, "GET", "/v1/accounts/acme", nil)
 	svc.stop()
 
-	again := startService(t, dir, logs)
+	again := startService(t, dir, logs, store...)
 	defer again.stop()
 	after := again.expect(200, admin, "GET", "/v1/accounts/acme", nil)
 	if after.header.Get("ETag") != before.header.Get("ETag") || after.header.Get("ETag") == "" {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/esdb"
-	"github.com/licenseledger/ledger/eventstore/esdb/internal/esdbtest"
+	"github.com/licenseledger/ledger/internal/esdbtest"
 	"github.com/licenseledger/ledger/eventstore/eventstoretest"
 )
 
