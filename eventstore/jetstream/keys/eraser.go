@@ -45,8 +45,8 @@ type eraser struct {
 	paused   bool          // tests hold the eraser back with pause
 }
 
-// newEraser starts the eraser of s.
-func newEraser(s *Store) *eraser {
+// newEraser starts the eraser of s, paused if asked.
+func newEraser(s *Store, paused bool) *eraser {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &eraser{
 		s:        s,
@@ -54,6 +54,7 @@ func newEraser(s *Store) *eraser {
 		exited:   make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		progress: make(chan struct{}),
+		paused:   paused,
 	}
 	go e.run(ctx)
 	return e
