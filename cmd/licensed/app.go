@@ -46,15 +46,15 @@ type Main struct {
 	cfg Config
 	log *slog.Logger
 
-	store    eventstore.Store
-	js       *jetstream.Store // nil when another store is in use
-	keys     pii.KeyStore
+	store eventstore.Store
+	js    *jetstream.Store // nil when another store is in use
+	keys  pii.KeyStore
 	// With EventStoreDB: the relay that publishes its events to NATS, the
 	// NATS connection it uses and the embedded server, if any.
-	relay   *relay.Relay
-	relayNC *nats.Conn
-	natsSrv *server.Server
-	closers []func() error
+	relay    *relay.Relay
+	relayNC  *nats.Conn
+	natsSrv  *server.Server
+	closers  []func() error
 	codec    *codec.Codec
 	accounts *accounts.Service
 	runner   *runner.Runner

@@ -12,8 +12,8 @@ import (
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/esdb"
-	"github.com/licenseledger/ledger/internal/esdbtest"
 	"github.com/licenseledger/ledger/eventstore/eventstoretest"
+	"github.com/licenseledger/ledger/internal/esdbtest"
 )
 
 // startServer starts an in-process server that the test stops.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/esdb"
-	"github.com/licenseledger/ledger/internal/esdbtest"
 	"github.com/licenseledger/ledger/eventstore/esdb/keys"
+	"github.com/licenseledger/ledger/internal/esdbtest"
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
