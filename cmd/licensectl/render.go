@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -366,7 +367,8 @@ func renderState(w io.Writer, r reply) error {
 	return nil
 }
 
-func num(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+// num shows a figure with at most four decimals; --output json has them all.
+func num(f float64) string { return strconv.FormatFloat(math.Round(f*1e4)/1e4, 'f', -1, 64) }
 
 func renderBilling(w io.Writer, r reply) error {
 	var c cycle
