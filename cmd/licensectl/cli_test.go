@@ -1,8 +1,13 @@
 package main
 
 import (
+	"context"
 	"flag"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -70,5 +75,77 @@ func TestETag(t *testing.T) {
 		if got := etag(in); got != want {
 			t.Errorf("etag(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestAnswersOtherThanTheAPIs(t *testing.T) {
+	tests := []struct {
+		name     string
+		handler  http.HandlerFunc
+		args     []string
+		wantCode int
+		wantOut  string
+		wantErr  string
+	}{
+		{
+			name: "broken chain fails the run",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				io.WriteString(w, `{"ok":false,"ledger":{"stream":"ledger-acme","ok":false,"checked":3,"head":"ab",`+
+					`"broken":{"stream":"ledger-acme","revision":2,"event_id":"e2","expected":"aa","found":"bb"}}}`)
+			},
+			args:     []string{"audit", "verify", "acme"},
+			wantCode: exitRefused,
+			wantOut:  "ledger-acme  BROKEN  3 events checked  at revision 2 (event e2): expected link aa, found bb\n",
+			wantErr:  "licensectl: hash chain broken: ledger-acme at revision 2\n",
+		},
+		{
+			name: "a proxy's error page",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/html")
+				w.WriteHeader(http.StatusBadGateway)
+				io.WriteString(w, "<html>upstream down</html>\n<p>more</p>")
+			},
+			args:     []string{"seats", "show", "acme"},
+			wantCode: exitRefused,
+			wantErr:  "licensectl: bad gateway: <html>upstream down</html> (502)\n",
+		},
+		{
+			name: "the request as sent",
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodDelete || r.URL.EscapedPath() != "/base/v1/accounts/acme/users/u%201" ||
+					r.URL.Query().Get("confirm") != "u 1" || r.URL.Query().Get("reassign_to") != "u2" ||
+					r.Header.Get("Authorization") != "Bearer ll_secret" || r.Header.Get("If-Match") != `"7"` ||
+					r.Header.Get("Idempotency-Key") != "k1" {
+					w.WriteHeader(http.StatusTeapot)
+					return
+				}
+				io.WriteString(w, `{"id":"u 1","status":"deleted"}`)
+			},
+			args: []string{"--url", "PLACEHOLDER", "users", "delete", "acme", "u 1", "--confirm", "u 1",
+				"--reassign-to", "u2", "--if-match", "7", "--idempotency-key", "k1", "--output", "json"},
+			wantCode: exitOK,
+			wantOut:  `{"id":"u 1","status":"deleted"}` + "\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(tt.handler)
+			t.Cleanup(srv.Close)
+			args := slices.Clone(tt.args)
+			if i := slices.Index(args, "PLACEHOLDER"); i >= 0 {
+				args[i] = srv.URL + "/base/"
+			}
+			env := map[string]string{"LICENSECTL_URL": srv.URL, "LICENSECTL_TOKEN": "ll_secret"}
+			var out, errb strings.Builder
+			code := run(context.Background(), args, func(k string) string { return env[k] }, &out, &errb)
+			if code != tt.wantCode || out.String() != tt.wantOut || errb.String() != tt.wantErr {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d, stdout %q, stderr %q",
+					code, out.String(), errb.String(), tt.wantCode, tt.wantOut, tt.wantErr)
+			}
+			if strings.Contains(out.String()+errb.String(), "ll_secret") {
+				t.Error("the token was printed")
+			}
+		})
 	}
 }

@@ -179,11 +179,8 @@ func (c *cli) refusal(resp *http.Response, body []byte) error {
 			pe.Detail = strings.ToLower(pe.Title) + ": " + line
 		}
 	}
-	switch resp.StatusCode {
-	case http.StatusUnauthorized:
+	if resp.StatusCode == http.StatusUnauthorized {
 		pe.hint = "check --token, LICENSECTL_TOKEN or --token-file"
-	case http.StatusServiceUnavailable:
-		pe.hint = "retry shortly"
 	}
 	return pe
 }
