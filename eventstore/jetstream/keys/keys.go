@@ -50,10 +50,16 @@
 //     when it is not cached): up to the block size, which the server
 //     chooses when it opens the stream (autoTuneFileStorageBlockSize,
 //     dynBlkSize): 8 MB for a limits stream without limits, 4 MB when a
-//     per-subject limit is set, smaller only under a MaxBytes or MaxMsgs
-//     cap. There is no block-size field in the stream configuration, and
-//     the API erases one message per request: erasures of several keys of
-//     one block cannot be coalesced into one rewrite.
+//     per-subject limit is set, and below 4 MB (32 KB) only when MaxBytes
+//     or MaxMsgs caps the whole stream to about 128 KB. There is no
+//     block-size field in the stream configuration, and the API erases
+//     one message per request: erasures of several keys of one block
+//     cannot be coalesced into one rewrite. The rewrite holds the store's
+//     lock, so reads and writes of the stream, from any process, wait for
+//     an erasure in progress; the eraser runs one erasure at a time.
+//     Compressed (S2) blocks write a third of the bytes but cost about
+//     five times the CPU per erasure (BenchmarkDestroy), so the stream
+//     stays uncompressed.
 //   - RemoveMsg (DeleteMsg, no_erase) calls removeMsg(seq, secure=false):
 //     it only writes a delete tombstone and marks the sequence deleted; the
 //     record stays in the block file until the block is compacted, which
