@@ -274,6 +274,13 @@ func (m *Main) openStore(ctx context.Context, dataDir string) error {
 		return fmt.Errorf("key store: %w", err)
 	}
 	m.keys = ks
+	m.closers = append(m.closers, func() error {
+		// Finishes the erasures of destroyed keys still queued; whatever
+		// is left when the time is up, the next start erases.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return ks.Close(ctx)
+	})
 	return nil
 }
 
