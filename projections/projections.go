@@ -20,7 +20,17 @@
 //
 // Every read model is safe for reads while events are being applied: Apply
 // takes a write lock, reads take a read lock and return copies, never
-// references into the model.
+// references into the model. Every read model is also a [Batcher], whose
+// ApplyBatch takes the lock once for many events: [Set.ApplyBatch] is the
+// cheaper way to fold a long history.
+//
+// # Snapshots
+//
+// Every read model is a [Snapshotter] with a compact binary form (package
+// internal/snap): a header naming the read model and the format version,
+// then its state without reflection. Restore replaces the state and refuses
+// anything else with [ErrSnapshotFormat], so a service rebuilds instead of
+// starting from a snapshot it does not understand.
 //
 // # Personal data
 //
