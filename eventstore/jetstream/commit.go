@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,6 +42,10 @@ type result struct {
 // Appends small enough are handed to the committers to share a batch with
 // appends to other streams.
 func (s *Store) publish(ctx context.Context, stream eventstore.StreamID, msgs []*nats.Msg) (uint64, bool, error) {
+	if err := ctx.Err(); err != nil {
+		// Nothing sent (the select below could still pick the send).
+		return 0, false, err
+	}
 	if s.cfg.MaxBatch <= 1 || len(msgs) >= s.cfg.MaxBatch {
 		return s.publishAlone(ctx, msgs)
 	}
@@ -109,17 +114,7 @@ func (s *Store) publishBatch(ctx context.Context, msgs []*nats.Msg) (uint64, err
 	if err != nil {
 		return 0, fmt.Errorf("commit batch: %w", err)
 	}
-	var ack batchAck
-	if err := json.Unmarshal(resp.Data, &ack); err != nil {
-		return 0, fmt.Errorf("commit batch: bad acknowledgement %q: %w", resp.Data, err)
-	}
-	if ack.Error != nil {
-		return 0, fmt.Errorf("commit batch: %w", ack.Error)
-	}
-	if ack.Count != len(msgs) || ack.Sequence < uint64(len(msgs)) {
-		return 0, fmt.Errorf("commit batch: acknowledged %d messages at %d, sent %d", ack.Count, ack.Sequence, len(msgs))
-	}
-	return ack.Sequence, nil
+	return batchAcked(resp.Data, len(msgs))
 }
 
 func stripBatchHeaders(msgs []*nats.Msg) {
@@ -130,89 +125,161 @@ func stripBatchHeaders(msgs []*nats.Msg) {
 	}
 }
 
+// openBatch is the coalesced batch the commit loop is filling. Its
+// messages go to the server as the appends arrive, so that the server
+// stages them while earlier batches commit; the commit is an end-of-batch
+// marker sent once no append is waiting, or the batch is full.
+type openBatch struct {
+	id      string
+	reqs    []*request
+	streams map[eventstore.StreamID]bool
+	n       int   // messages staged or held
+	staged  bool  // the first request's messages are on their way
+	err     error // staging failed: the batch will not commit
+	subject string
+}
+
+// add takes r into the batch unless it cannot share it: another append to
+// the same stream (its expectation depends on the first's outcome) or too
+// many messages.
+func (s *Store) add(b *openBatch, r *request) bool {
+	if b.streams[r.stream] || b.n+len(r.msgs) > s.cfg.MaxBatch {
+		return false
+	}
+	b.streams[r.stream] = true
+	b.reqs = append(b.reqs, r)
+	if len(b.reqs) == 1 {
+		// A batch of one append is published alone, which costs the
+		// server less than staging it: hold its messages until a second
+		// append arrives.
+		b.n = len(r.msgs)
+		return true
+	}
+	if !b.staged {
+		b.staged = true
+		b.n = 0
+		s.stage(b, b.reqs[0])
+	}
+	s.stage(b, r)
+	return true
+}
+
+// stage sends r's messages to the server as part of batch b, without a
+// reply subject: the server then acknowledges only the commit.
+func (s *Store) stage(b *openBatch, r *request) {
+	for _, m := range r.msgs {
+		b.n++
+		if b.err != nil {
+			continue
+		}
+		m.Header[batchIDHeader] = []string{b.id}
+		m.Header[batchSeqHeader] = []string{strconv.Itoa(b.n)}
+		if err := s.nc.PublishMsg(m); err != nil {
+			b.err = fmt.Errorf("stage batch: %w", err)
+		}
+		b.subject = m.Subject
+	}
+}
+
 // commitLoop coalesces queued appends to distinct streams into atomic
-// batches until the store closes.
+// batches until the store closes. Up to Config.Committers batches commit at
+// once while the next one fills.
 func (s *Store) commitLoop() {
 	defer s.workers.Done()
+	slots := make(chan struct{}, s.cfg.Committers)
+	var commits sync.WaitGroup
+	defer commits.Wait()
 	var carry []*request // appends left for the next batch
 	for {
-		var batch []*request
-		streams := make(map[eventstore.StreamID]bool)
-		n := 0
-		take := func(r *request) bool {
-			if streams[r.stream] || n+len(r.msgs) > s.cfg.MaxBatch {
-				return false
-			}
-			streams[r.stream] = true
-			n += len(r.msgs)
-			batch = append(batch, r)
-			return true
-		}
-		if len(carry) == 0 {
-			select {
-			case r := <-s.reqs:
-				take(r)
-			case <-s.stop:
-				return
-			}
-		}
+		b := &openBatch{id: nuid.Next(), streams: make(map[eventstore.StreamID]bool)}
 		kept := carry[:0]
 		for _, r := range carry {
-			if !take(r) {
+			if !s.add(b, r) {
 				kept = append(kept, r)
 			}
 		}
 		carry = kept
-	drain:
-		for n < s.cfg.MaxBatch {
+		if len(b.reqs) == 0 {
 			select {
 			case r := <-s.reqs:
-				if !take(r) {
-					// Two appends to one stream cannot share a batch: the
-					// second's expectation depends on the first.
-					carry = append(carry, r)
-					if len(carry) >= s.cfg.MaxBatch {
-						break drain
-					}
-				}
-			default:
-				break drain
+				s.add(b, r)
+			case <-s.stop:
+				return
 			}
 		}
-		s.commit(batch)
+		take := func(r *request) {
+			if !s.add(b, r) {
+				carry = append(carry, r)
+			}
+		}
+	fill:
+		for {
+			// Take every append already waiting.
+		drain:
+			for b.n < s.cfg.MaxBatch && len(carry) < s.cfg.MaxBatch {
+				select {
+				case r := <-s.reqs:
+					take(r)
+				default:
+					break drain
+				}
+			}
+			if b.n >= s.cfg.MaxBatch || len(carry) >= s.cfg.MaxBatch {
+				slots <- struct{}{}
+				break fill
+			}
+			// Commit as soon as a commit may start; until then keep
+			// filling.
+			select {
+			case slots <- struct{}{}:
+				break fill
+			case r := <-s.reqs:
+				take(r)
+			}
+		}
+		commits.Add(1)
+		go func() {
+			defer func() {
+				<-slots
+				commits.Done()
+			}()
+			s.commit(b)
+		}()
 	}
 }
 
-// commit stores a coalesced batch and answers each append in it. When the
-// batch fails, one wrong expectation or duplicate among them is enough, each
-// append is published on its own so each gets its own answer.
-func (s *Store) commit(batch []*request) {
+// commit ends batch b and answers each append in it. When the batch fails,
+// one wrong expectation or duplicate among them is enough, each append is
+// published on its own so each gets its own answer.
+func (s *Store) commit(b *openBatch) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
-	if len(batch) == 1 {
-		r := batch[0]
+	if !b.staged {
+		r := b.reqs[0]
 		seq, dup, err := s.publishAlone(ctx, r.msgs)
 		r.done <- result{seq: seq, dup: dup, err: err}
 		return
 	}
-	var all []*nats.Msg
-	for _, r := range batch {
-		all = append(all, r.msgs...)
-	}
-	last, err := s.publishBatch(ctx, all)
+	err := b.err
+	var last uint64
 	if err == nil {
-		seq := last - uint64(len(all))
-		for _, r := range batch {
+		last, err = s.commitStaged(ctx, b)
+	}
+	if err == nil {
+		s.batches.Add(1)
+		s.batched.Add(uint64(b.n))
+		seq := last - uint64(b.n)
+		for _, r := range b.reqs {
 			seq += uint64(len(r.msgs))
 			r.done <- result{seq: seq}
 		}
 		return
 	}
 	if !isConflict(err) && !isDuplicate(err) {
-		s.log.Debug("coalesced batch failed, publishing its appends one by one", "appends", len(batch), "err", err)
+		s.log.Debug("coalesced batch failed, publishing its appends one by one", "appends", len(b.reqs), "err", err)
 	}
-	done := make(chan struct{}, len(batch))
-	for _, r := range batch {
+	done := make(chan struct{}, len(b.reqs))
+	for _, r := range b.reqs {
 		stripBatchHeaders(r.msgs)
 		go func() {
 			seq, dup, err := s.publishAlone(ctx, r.msgs)
@@ -220,7 +287,38 @@ func (s *Store) commit(batch []*request) {
 			done <- struct{}{}
 		}()
 	}
-	for range batch {
+	for range b.reqs {
 		<-done
 	}
+}
+
+// commitStaged sends the end-of-batch marker that commits the staged
+// messages of b (the server stores no message for it) and returns the
+// sequence of the last one stored.
+func (s *Store) commitStaged(ctx context.Context, b *openBatch) (uint64, error) {
+	eob := nats.NewMsg(b.subject)
+	eob.Header[batchIDHeader] = []string{b.id}
+	eob.Header[batchSeqHeader] = []string{strconv.Itoa(b.n + 1)}
+	eob.Header[batchCommitHeader] = []string{"eob"}
+	resp, err := s.nc.RequestMsgWithContext(ctx, eob)
+	if err != nil {
+		return 0, fmt.Errorf("commit batch: %w", err)
+	}
+	return batchAcked(resp.Data, b.n)
+}
+
+// batchAcked reads the server's answer to the commit of a batch of n
+// messages.
+func batchAcked(data []byte, n int) (uint64, error) {
+	var ack batchAck
+	if err := json.Unmarshal(data, &ack); err != nil {
+		return 0, fmt.Errorf("commit batch: bad acknowledgement %q: %w", data, err)
+	}
+	if ack.Error != nil {
+		return 0, fmt.Errorf("commit batch: %w", ack.Error)
+	}
+	if ack.Count != n || ack.Sequence < uint64(n) {
+		return 0, fmt.Errorf("commit batch: acknowledged %d messages at %d, sent %d", ack.Count, ack.Sequence, n)
+	}
+	return ack.Sequence, nil
 }
