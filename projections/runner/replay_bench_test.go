@@ -1,0 +1,428 @@
+package runner_test
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	natsjs "github.com/nats-io/nats.go/jetstream"
+
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/projections"
+	"github.com/licenseledger/ledger/projections/attribution"
+	"github.com/licenseledger/ledger/projections/audit"
+	"github.com/licenseledger/ledger/projections/billing"
+	lfixture "github.com/licenseledger/ledger/projections/internal/fixture"
+	"github.com/licenseledger/ledger/projections/runner"
+	"github.com/licenseledger/ledger/projections/seats"
+)
+
+// The replay benchmarks read a history of 1,000 accounts of 1,000 events
+// each (50 each with -short) out of an embedded JetStream store. The
+// history is generated and loaded once per process, outside any timing,
+// into a temporary directory that the benchmarks share.
+var (
+	replayOnce sync.Once
+	replay     *replayData
+	replayErr  error
+)
+
+type replayData struct {
+	dir    string // the JetStream data directory
+	events int
+	last   eventstore.Position
+	keys   *pii.MemoryKeys // the users' data keys
+}
+
+// newCodec returns a codec over the history's keys, as a new process has.
+func (d *replayData) newCodec() *codec.Codec {
+	return codec.New(pii.NewKeyring(d.keys, crand.Reader))
+}
+
+func replayHistory(b *testing.B) *replayData {
+	b.Helper()
+	replayOnce.Do(func() {
+		per := 1000
+		if testing.Short() {
+			per = 50
+		}
+		replay, replayErr = loadHistory(b, 1000, per)
+	})
+	if replayErr != nil {
+		b.Fatal(replayErr)
+	}
+	return replay
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if replay != nil {
+		os.RemoveAll(replay.dir)
+	}
+	os.Exit(code)
+}
+
+// loadHistory generates the history and appends it to a store in a new
+// temporary directory, each account's events in their order by one writer
+// per account, with interval durability (loading is not what is measured).
+func loadHistory(b *testing.B, accounts, per int) (*replayData, error) {
+	ctx := context.Background()
+	t0 := time.Now()
+	l, err := generate(ctx, accounts, per)
+	if err != nil {
+		return nil, err
+	}
+	t1 := time.Now()
+	dir, err := os.MkdirTemp("", "ledger-replay-")
+	if err != nil {
+		return nil, err
+	}
+	s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: dir, Port: -1, Durability: jetstream.DurabilityInterval}, jetstream.Config{})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	defer s.Close()
+	byAccount := map[string][]eventstore.Record{}
+	for _, r := range l.Records() {
+		byAccount[r.Stream.Account] = append(byAccount[r.Stream.Account], r)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(byAccount))
+	for _, recs := range byAccount {
+		wg.Go(func() {
+			// Runs of events of one stream go in one append.
+			for i := 0; i < len(recs); {
+				j := i
+				var ps []eventstore.Proposed
+				for ; j < len(recs) && j-i < 100 && recs[j].Stream == recs[i].Stream; j++ {
+					r := recs[j]
+					ps = append(ps, eventstore.Proposed{ID: r.ID, Type: r.Type, Data: r.Data, Metadata: r.Metadata})
+				}
+				if _, err := s.Append(ctx, recs[i].Stream, eventstore.ExpectRevisionAfter(recs[i].Revision), ps...); err != nil {
+					errs <- err
+					return
+				}
+				i = j
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	d := &replayData{dir: dir, events: len(l.Records()), keys: l.KeyStore}
+	for rec, err := range s.ReadAll(ctx, eventstore.Position(d.events-1)) {
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		d.last = rec.Position
+	}
+	b.Logf("generated %d events in %s, stored them in %s", d.events, t1.Sub(t0).Round(time.Millisecond), time.Since(t1).Round(time.Millisecond))
+	return d, nil
+}
+
+// openReplay opens the history's store, on an embedded server as a
+// restarted process does.
+func openReplay(b *testing.B, d *replayData) *jetstream.Store {
+	b.Helper()
+	s, err := jetstream.Embedded(context.Background(), jetstream.ServerConfig{DataDir: d.dir, Port: -1, Durability: jetstream.DurabilityInterval}, jetstream.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func freshModels() []projections.Projection {
+	return []projections.Projection{seats.New(), attribution.New(), audit.New(), billing.New()}
+}
+
+// cpuTime returns the CPU time the process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func reportReplay(b *testing.B, events int, cpu time.Duration) {
+	total := float64(events) * float64(b.N)
+	b.ReportMetric(total/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(cpu.Microseconds())/total, "cpu-us/event")
+}
+
+// BenchmarkReplayRaw reads every message of the stream through a
+// JetStream ordered consumer and nothing else: the ceiling of a replay.
+func BenchmarkReplayRaw(b *testing.B) {
+	d := replayHistory(b)
+	s := openReplay(b, d)
+	defer s.Close()
+	js, err := natsjs.New(s.Conn())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	cpu := cpuTime()
+	b.ResetTimer()
+	for range b.N {
+		cons, err := js.OrderedConsumer(ctx, "LEDGER", natsjs.OrderedConsumerConfig{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		it, err := cons.Messages(natsjs.PullMaxMessages(1000))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for n < d.events {
+			msg, err := it.Next()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(msg.Data()) == 0 {
+				b.Fatal("empty message")
+			}
+			n++
+		}
+		it.Stop()
+	}
+	b.StopTimer()
+	reportReplay(b, d.events, cpuTime()-cpu)
+}
+
+// BenchmarkReplayProjections replays the history into all four read models
+// (seats, attribution, audit, billing) the way a rebuild does: the store's
+// ReadAll, the codec's decoding, the read models' Apply. The stages split
+// the cost: read (ReadAll alone, records parsed from the envelopes),
+// decode (read and decode) and all (read, decode and apply).
+func BenchmarkReplayProjections(b *testing.B) {
+	d := replayHistory(b)
+	s := openReplay(b, d)
+	defer s.Close()
+	ctx := context.Background()
+	for _, stage := range []string{"read", "decode", "all"} {
+		b.Run(stage, func(b *testing.B) {
+			cpu := cpuTime()
+			b.ResetTimer()
+			for range b.N {
+				c := d.newCodec()
+				set := projections.Set(freshModels())
+				n := 0
+				for rec, err := range s.ReadAll(ctx, 0) {
+					if err != nil {
+						b.Fatal(err)
+					}
+					n++
+					if stage == "read" {
+						continue
+					}
+					dec, err := c.Decode(ctx, rec)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if stage == "decode" {
+						continue
+					}
+					if err := set.Apply(dec); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if n != d.events {
+					b.Fatalf("replayed %d events, want %d", n, d.events)
+				}
+			}
+			b.StopTimer()
+			reportReplay(b, d.events, cpuTime()-cpu)
+		})
+	}
+}
+
+// BenchmarkRestart measures a restart over the history: opening the store
+// on its data directory (the embedded server recovers the stream), then
+// runner.New(...).Run until Ready, with the snapshot the runner saved at
+// the end of the history or with none (a replay of every event).
+func BenchmarkRestart(b *testing.B) {
+	d := replayHistory(b)
+	ctx := context.Background()
+	snapDir := b.TempDir()
+	// Take the snapshot once, as a runner that has caught up does.
+	{
+		s := openReplay(b, d)
+		r := runner.New(runner.Config{Store: s, Codec: d.newCodec(), Projections: freshModels(),
+			Fresh: freshModels, Snapshots: runner.FileSnapshots{Dir: snapDir}})
+		runUntilReady(b, r)
+		if err := r.SaveSnapshot(ctx); err != nil {
+			b.Fatal(err)
+		}
+		stopRunner(r)
+		s.Close()
+	}
+	for _, withSnap := range []bool{true, false} {
+		name := "snapshot"
+		if !withSnap {
+			name = "no-snapshot"
+		}
+		b.Run(name, func(b *testing.B) {
+			var open, ready time.Duration
+			for range b.N {
+				t0 := time.Now()
+				s := openReplay(b, d)
+				t1 := time.Now()
+				cfg := runner.Config{Store: s, Codec: d.newCodec(), Projections: freshModels(), Fresh: freshModels}
+				if withSnap {
+					cfg.Snapshots = runner.FileSnapshots{Dir: snapDir}
+				}
+				r := runner.New(cfg)
+				runUntilReady(b, r)
+				t2 := time.Now()
+				if r.Position() != d.last {
+					b.Fatalf("ready at position %d, want %d", r.Position(), d.last)
+				}
+				b.StopTimer()
+				stopRunner(r)
+				s.Close()
+				b.StartTimer()
+				open += t1.Sub(t0)
+				ready += t2.Sub(t1)
+			}
+			b.ReportMetric(open.Seconds()/float64(b.N), "open-s")
+			b.ReportMetric(ready.Seconds()/float64(b.N), "catchup-s")
+			b.ReportMetric((open+ready).Seconds()/float64(b.N), "restart-s")
+		})
+	}
+}
+
+// running remembers how to stop each runner the benchmarks started.
+var running sync.Map // *runner.Runner -> func() error
+
+// runUntilReady starts r and returns once it is Ready.
+func runUntilReady(b *testing.B, r *runner.Runner) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	running.Store(r, func() error { cancel(); return <-done })
+	for !r.Ready() {
+		select {
+		case err := <-done:
+			b.Fatalf("runner stopped before it was ready: %v", err)
+		case <-time.After(200 * time.Microsecond):
+		}
+	}
+}
+
+func stopRunner(r *runner.Runner) {
+	stop, ok := running.LoadAndDelete(r)
+	if !ok {
+		return
+	}
+	if err := stop.(func() error)(); err != nil && !errors.Is(err, context.Canceled) {
+		panic(fmt.Sprintf("runner: %v", err))
+	}
+}
+
+// generate builds a realistic history: each account opens, gets an admin,
+// then mostly records activities, with purchases, added users,
+// deactivations and activations, a few deletions and reductions. It is
+// the history of the projections package's benchmarks.
+func generate(ctx context.Context, accounts, perAccount int) (*lfixture.Log, error) {
+	l := lfixture.New()
+	l.KeepLive = false
+	l.Grow(accounts * perAccount)
+	rng := rand.New(rand.NewPCG(1, 2))
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	type acct struct {
+		id         string
+		users, act int
+	}
+	as := make([]*acct, accounts)
+	for i := range as {
+		as[i] = &acct{id: fmt.Sprintf("acct-%04d", i)}
+	}
+	admin := codec.Actor{ID: "admin", Role: "admin"}
+	pick := func(s ledger.State, want ledger.Status) string {
+		if len(s.Order) < 2 {
+			return ""
+		}
+		for range 4 {
+			id := s.Order[1+rng.IntN(len(s.Order)-1)] // never u0, the admin
+			if s.Users[id].Status == want {
+				return id
+			}
+		}
+		return ""
+	}
+	for step := range perAccount {
+		for i, a := range as {
+			at := base.Add(time.Duration(step)*2*time.Hour + time.Duration(i)*time.Second)
+			s := l.Peek(a.id)
+			activity := func(user string) ledger.Command {
+				a.act++
+				return ledger.RecordActivity{ActivityID: fmt.Sprintf("a%d", a.act), UserID: user,
+					Kind: [...]string{"note", "call", "email", "meeting"}[a.act%4], Ref: fmt.Sprintf("job-%d", a.act%97), At: at}
+			}
+			addUser := func(role ledger.Role) ledger.Command {
+				id := fmt.Sprintf("u%d", a.users)
+				a.users++
+				return ledger.AddUser{UserID: id, Name: "Person " + id + " of " + a.id, Email: id + "@" + a.id + ".test", Role: role, At: at}
+			}
+			var cmd ledger.Command
+			actor := lfixture.Service
+			switch r := rng.IntN(1000); {
+			case step == 0:
+				cmd, actor = ledger.OpenAccount{Account: a.id, Name: "Account " + a.id, Seats: 3 + rng.IntN(18), At: at}, lfixture.Operator
+			case step == 1:
+				cmd, actor = addUser(ledger.RoleAdmin), lfixture.Operator
+			case r < 930:
+				user := pick(s, ledger.StatusActive)
+				if user == "" {
+					user = "u0"
+				}
+				cmd = activity(user)
+			case r < 950:
+				cmd, actor = addUser(ledger.RoleMember), admin
+				if s.Available() < 1 {
+					cmd = ledger.PurchaseSeats{Count: 1 + rng.IntN(3), At: at}
+				}
+			case r < 965:
+				cmd, actor = ledger.PurchaseSeats{Count: 1 + rng.IntN(3), At: at}, admin
+			case r < 980:
+				cmd, actor = ledger.DeactivateUser{UserID: pick(s, ledger.StatusActive), Reason: "left", At: at}, admin
+			case r < 993:
+				cmd, actor = ledger.ActivateUser{UserID: pick(s, ledger.StatusDeactivated), At: at}, admin
+			case r < 997:
+				id, to := pick(s, ledger.StatusDeactivated), ""
+				if rng.IntN(2) == 0 {
+					to = "u0"
+				}
+				cmd, actor = ledger.DeleteUser{UserID: id, Confirm: id, ReassignTo: to, At: at}, admin
+			default:
+				cmd, actor = ledger.ScheduleSeatReduction{Count: 1, At: at}, lfixture.Operator
+			}
+			evs, err := l.Do(ctx, a.id, actor, cmd)
+			if err != nil || len(evs) == 0 {
+				// Refused (no seat, nobody to deactivate...): the user
+				// logs an activity instead, so every step stores one event.
+				if _, err := l.Do(ctx, a.id, lfixture.Service, activity("u0")); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return l, nil
+}
