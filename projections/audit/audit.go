@@ -15,6 +15,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -77,11 +78,17 @@ func (f Filter) match(a *account, e *entry) bool {
 type Projection struct {
 	mu       sync.RWMutex
 	accounts map[string]*account
+	// entries holds the entries of every account in the order applied:
+	// appending writes memory in sequence, where a list per account would
+	// write a line of a different cold block for every event.
+	entries  *chunk.List[entry]
 	position eventstore.Position
 }
 
 type account struct {
-	entries              chunk.List[entry]
+	// ix holds the account's entries as indexes into all, in order.
+	ix                   chunk.List[uint32]
+	all                  *chunk.List[entry]
 	ledgerHead, actvHead codec.Hash
 	// names interns the ids and roles of actors and users: an account has
 	// few, and entries without pointers cost the garbage collector nothing.
@@ -139,10 +146,22 @@ func (a *account) internLast(s string, last *uint32) uint32 {
 	return *last
 }
 
-func newAccount() *account {
-	a := &account{idem: make(map[int]string)}
+func newAccount(all *chunk.List[entry]) *account {
+	a := &account{all: all, idem: make(map[int]string)}
 	a.names.Index("") // name 0: no user
 	return a
+}
+
+// at returns the account's entry i.
+func (a *account) at(i int) *entry { return a.all.At(int(*a.ix.At(i))) }
+
+// full reports whether all holds as many entries as an index can name.
+func full(all *chunk.List[entry]) bool { return all.Len() >= math.MaxUint32 }
+
+// append adds e as the account's next entry; all must not be full.
+func (a *account) append(e entry) {
+	a.ix.Append(uint32(a.all.Len()))
+	a.all.Append(e)
 }
 
 func (a *account) intern(s string) uint32 {
@@ -163,7 +182,9 @@ var (
 )
 
 // New returns an empty audit read model.
-func New() *Projection { return &Projection{accounts: make(map[string]*account)} }
+func New() *Projection {
+	return &Projection{accounts: make(map[string]*account), entries: new(chunk.List[entry])}
+}
 
 // Name returns "audit".
 func (p *Projection) Name() string { return "audit" }
@@ -194,6 +215,9 @@ func (p *Projection) apply(d *codec.Decoded) error {
 	if !ok {
 		return fmt.Errorf("audit %q: %w", d.Record.Type, codec.ErrUnknownType)
 	}
+	if full(p.entries) {
+		return fmt.Errorf("audit holds %d entries, the most it can", p.entries.Len())
+	}
 	id := projections.AccountOf(*d)
 	var cat uint8
 	if d.Record.Stream.Category == eventstore.Activity {
@@ -201,7 +225,7 @@ func (p *Projection) apply(d *codec.Decoded) error {
 	}
 	a := p.accounts[id]
 	if a == nil {
-		a = newAccount()
+		a = newAccount(p.entries)
 		p.accounts[id] = a
 	}
 	head := &a.ledgerHead
@@ -210,9 +234,9 @@ func (p *Projection) apply(d *codec.Decoded) error {
 	}
 	*head = codec.RecordHash(*head, d.Record)
 	if k := d.Meta.IdempotencyKey; k != "" {
-		a.idem[a.entries.Len()] = k
+		a.idem[a.ix.Len()] = k
 	}
-	a.entries.Append(entry{
+	a.append(entry{
 		at:       d.Event.OccurredAt().UnixNano(),
 		position: d.Record.Position, revision: d.Record.Revision,
 		actor: a.internLast(d.Meta.Actor.ID, &a.lastActor), role: a.internLast(d.Meta.Actor.Role, &a.lastRole),
@@ -232,7 +256,7 @@ func (p *Projection) Position() eventstore.Position {
 }
 
 func (a *account) view(id string, i int) Entry {
-	e := a.entries.At(i)
+	e := a.at(i)
 	return Entry{
 		Time: time.Unix(0, e.at).UTC(), ActorID: a.names.String(e.actor), ActorRole: a.names.String(e.role),
 		Action: ledger.EventTypes[e.action], UserID: a.names.String(e.user),
@@ -253,8 +277,8 @@ func (p *Projection) Entries(account string, f Filter) ([]Entry, error) {
 		return nil, fmt.Errorf("audit of account %q: %w", account, projections.ErrNotFound)
 	}
 	var out []Entry
-	for i := range a.entries.Len() {
-		if !f.match(a, a.entries.At(i)) {
+	for i := range a.ix.Len() {
+		if !f.match(a, a.at(i)) {
 			continue
 		}
 		out = append(out, a.view(account, i))
@@ -325,7 +349,7 @@ func (p *Projection) Snapshot() ([]byte, error) {
 	n := 0
 	for id, a := range p.accounts {
 		ids = append(ids, id)
-		n += a.entries.Len()
+		n += a.ix.Len()
 	}
 	sort.Strings(ids)
 	w := snap.NewWriter("audit", snapshotVersion, n*(entrySize-20)+len(ids)*128)
@@ -350,11 +374,11 @@ func (p *Projection) Snapshot() ([]byte, error) {
 			w.Uvarint(uint64(i))
 			w.String(a.idem[i])
 		}
-		w.Uvarint(uint64(a.entries.Len()))
+		w.Uvarint(uint64(a.ix.Len()))
 		var at int64
 		var pos eventstore.Position
-		for i := range a.entries.Len() {
-			e := a.entries.At(i)
+		for i := range a.ix.Len() {
+			e := a.at(i)
 			w.Grow(entrySize)
 			w.Varint(e.at - at)
 			w.Uvarint(uint64(e.position - pos))
@@ -383,9 +407,10 @@ func (p *Projection) Restore(b []byte) error {
 	position := eventstore.Position(r.Uvarint())
 	n := r.Count(1 + 64 + 3)
 	accounts := make(map[string]*account, n)
+	all := new(chunk.List[entry])
 	for range n {
 		id := r.String()
-		a := newAccount()
+		a := newAccount(all)
 		copy(a.ledgerHead[:], r.Fixed(len(a.ledgerHead)))
 		copy(a.actvHead[:], r.Fixed(len(a.actvHead)))
 		nn := r.Count(1)
@@ -415,15 +440,19 @@ func (p *Projection) Restore(b []byte) error {
 			copy(e.correlation[:], r.Fixed(16))
 			copy(e.hash[:], r.Fixed(32))
 			if actor >= names || role >= names || user >= names || int(ac&15) >= len(ledger.EventTypes) || ac>>4 > 1 {
-				r.Fail("audit account %q: entry %d out of range", id, a.entries.Len())
+				r.Fail("audit account %q: entry %d out of range", id, a.ix.Len())
 				break
 			}
 			e.actor, e.role, e.user, e.action, e.category = uint32(actor), uint32(role), uint32(user), ac&15, ac>>4
-			a.entries.Append(e)
+			if full(all) {
+				r.Fail("more entries than an audit holds")
+				break
+			}
+			a.append(e)
 			at, pos = e.at, e.position
 		}
 		for i := range a.idem {
-			if i < 0 || i >= a.entries.Len() {
+			if i < 0 || i >= a.ix.Len() {
 				r.Fail("audit account %q: idempotency key of entry %d out of range", id, i)
 			}
 		}
@@ -437,6 +466,6 @@ func (p *Projection) Restore(b []byte) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.accounts, p.position = accounts, position
+	p.accounts, p.entries, p.position = accounts, all, position
 	return nil
 }
