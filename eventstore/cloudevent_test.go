@@ -193,6 +193,16 @@ func FuzzCloudEventRoundTrip(f *testing.F) {
 		if !bytes.Equal(e.Metadata, md) && !(e.Metadata == nil && emptyObject(md)) {
 			t.Fatalf("metadata %q != %q", e.Metadata, md)
 		}
+		// The fast path for the store's own layout agrees with the full
+		// parse of the same bytes.
+		slow, err := eventstore.ParseCloudEventSlow(b)
+		if err != nil {
+			t.Fatalf("full parse %q: %v", b, err)
+		}
+		if slow.ID != e.ID || slow.Type != e.Type || slow.Source != e.Source ||
+			!bytes.Equal(slow.Data, e.Data) || !bytes.Equal(slow.Metadata, e.Metadata) {
+			t.Fatalf("fast parse %+v, full parse %+v of %q", e, slow, b)
+		}
 	})
 }
 
