@@ -1,14 +1,20 @@
 package runner
 
 import (
+	"bufio"
 	"bytes"
 	"context"
-	"encoding/gob"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
+
+	"github.com/licenseledger/ledger/eventstore"
 )
 
 // FileSnapshots keeps the latest snapshot in one file of a directory. Save
@@ -23,12 +29,16 @@ var _ SnapshotStore = FileSnapshots{}
 
 const snapshotFile = "read-models.snapshot"
 
+// The snapshot file: a magic line, the position, the number of parts, each
+// part as its name and bytes (uvarint lengths), then a CRC-32C of all that
+// precedes it. Parts are written as they are, so saving and loading cost
+// little more than the disk.
+const snapshotMagic = "license-ledger read models v1\n"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 // Save replaces the snapshot file with s.
 func (f FileSnapshots) Save(_ context.Context, s Snapshot) error {
-	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(s); err != nil {
-		return fmt.Errorf("encode snapshot: %w", err)
-	}
 	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
 		return err
 	}
@@ -37,9 +47,9 @@ func (f FileSnapshots) Save(_ context.Context, s Snapshot) error {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
+	if err := encodeSnapshot(tmp, s); err != nil {
 		tmp.Close()
-		return err
+		return fmt.Errorf("write snapshot: %w", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
@@ -67,9 +77,85 @@ func (f FileSnapshots) Load(context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, err
 	}
-	var s Snapshot
-	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&s); err != nil {
-		return Snapshot{}, fmt.Errorf("decode snapshot %s: %w", f.Dir, err)
+	s, err := decodeSnapshot(b)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("snapshot in %s: %w", f.Dir, err)
+	}
+	return s, nil
+}
+
+func encodeSnapshot(w io.Writer, s Snapshot) error {
+	crc := crc32.New(castagnoli)
+	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 1<<20)
+	var n [binary.MaxVarintLen64]byte
+	uvarint := func(v uint64) { bw.Write(n[:binary.PutUvarint(n[:], v)]) }
+	bw.WriteString(snapshotMagic)
+	uvarint(uint64(s.Position))
+	uvarint(uint64(len(s.Parts)))
+	names := make([]string, 0, len(s.Parts))
+	for name := range s.Parts {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		uvarint(uint64(len(name)))
+		bw.WriteString(name)
+		uvarint(uint64(len(s.Parts[name])))
+		bw.Write(s.Parts[name])
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	_, err := w.Write(crc.Sum(nil))
+	return err
+}
+
+// errCorrupt is wrapped by Load for a snapshot file it cannot read.
+var errCorrupt = errors.New("corrupt snapshot")
+
+// decodeSnapshot reads what encodeSnapshot wrote. Parts share memory with b.
+func decodeSnapshot(b []byte) (Snapshot, error) {
+	if len(b) < len(snapshotMagic)+4 || !bytes.HasPrefix(b, []byte(snapshotMagic)) {
+		return Snapshot{}, fmt.Errorf("%w: not a snapshot file of this version", errCorrupt)
+	}
+	body, sum := b[:len(b)-4], b[len(b)-4:]
+	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(sum) {
+		return Snapshot{}, fmt.Errorf("%w: checksum mismatch", errCorrupt)
+	}
+	rest := body[len(snapshotMagic):]
+	next := func() (uint64, bool) {
+		v, k := binary.Uvarint(rest)
+		if k <= 0 {
+			return 0, false
+		}
+		rest = rest[k:]
+		return v, true
+	}
+	bytesOf := func() ([]byte, bool) {
+		l, ok := next()
+		if !ok || l > uint64(len(rest)) {
+			return nil, false
+		}
+		v := rest[:l:l]
+		rest = rest[l:]
+		return v, true
+	}
+	pos, ok1 := next()
+	count, ok2 := next()
+	if !ok1 || !ok2 || count > uint64(len(rest)) {
+		return Snapshot{}, fmt.Errorf("%w: bad header", errCorrupt)
+	}
+	s := Snapshot{Position: eventstore.Position(pos), Parts: make(map[string][]byte, count)}
+	for range count {
+		name, ok1 := bytesOf()
+		part, ok2 := bytesOf()
+		if !ok1 || !ok2 {
+			return Snapshot{}, fmt.Errorf("%w: truncated part", errCorrupt)
+		}
+		s.Parts[string(name)] = part
+	}
+	if len(rest) != 0 {
+		return Snapshot{}, fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(rest))
 	}
 	return s, nil
 }

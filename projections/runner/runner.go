@@ -206,18 +206,36 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	n := 0
+	// Catching up folds events in batches: each read model takes its lock
+	// once per batch and waiters are woken once per batch.
+	batch := make([]codec.Decoded, 0, catchUpBatch)
 	for rec, err := range r.cfg.Store.ReadAll(ctx, from) {
 		if err != nil {
 			return fmt.Errorf("catch up: %w", err)
 		}
-		if err := r.apply(ctx, rec); err != nil {
+		if rec.Position <= r.Position() {
+			continue // a snapshot covered it
+		}
+		d, err := r.cfg.Codec.Decode(ctx, rec)
+		if err != nil {
+			return fmt.Errorf("read models at position %d: %w", rec.Position, err)
+		}
+		batch = append(batch, d)
+		n++
+		if len(batch) < catchUpBatch {
+			continue
+		}
+		if err := r.applyBatch(batch); err != nil {
 			return err
 		}
-		n++
+		batch = batch[:0]
 		if req, ok := r.rebuildRequested(); ok {
 			r.pending = req
 			return errRebuild
 		}
+	}
+	if err := r.applyBatch(batch); err != nil {
+		return err
 	}
 	if !r.ready.Swap(true) {
 		r.log.InfoContext(ctx, "read models caught up", "events", n, "position", r.Position(),
@@ -280,6 +298,35 @@ func (r *Runner) rebuildRequested() (chan error, bool) {
 	default:
 		return nil, false
 	}
+}
+
+// catchUpBatch is how many events catching up folds at once.
+const catchUpBatch = 256
+
+// applyBatch folds decoded events, in order, into every read model.
+func (r *Runner) applyBatch(ds []codec.Decoded) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	r.mu.Lock()
+	err := r.set.ApplyBatch(ds)
+	r.applied += len(ds)
+	for _, d := range ds {
+		if _, ok := d.Event.(ledger.UserDeleted); ok && r.erasedAt.IsZero() {
+			r.erasedAt = r.cfg.Clock()
+		}
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("read models up to position %d: %w", ds[len(ds)-1].Record.Position, err)
+	}
+	r.advance(ds[len(ds)-1].Record.Position)
+	if r.cfg.OnEvent != nil {
+		for _, d := range ds {
+			r.cfg.OnEvent(d)
+		}
+	}
+	return nil
 }
 
 func (r *Runner) apply(ctx context.Context, rec eventstore.Record) error {
@@ -357,6 +404,12 @@ func (r *Runner) restore(ctx context.Context) error {
 	}
 	s, err := r.cfg.Snapshots.Load(ctx)
 	if errors.Is(err, ErrNoSnapshot) {
+		return nil
+	}
+	if errors.Is(err, errCorrupt) {
+		// Nothing was restored yet: folding from the first event rebuilds
+		// what the snapshot held.
+		r.log.WarnContext(ctx, "snapshot unreadable, rebuilding from the first event", "err", err)
 		return nil
 	}
 	if err != nil {

@@ -280,3 +280,43 @@ func filesContain(t *testing.T, dir, s string) bool {
 	}
 	return found
 }
+
+// A damaged snapshot file costs a rebuild, not the service.
+func TestCorruptSnapshotRebuilds(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	snaps := runner.FileSnapshots{Dir: dir}
+	p := f.story(t, "acme", 3)
+	first := newTally()
+	r1, stop1 := start(t, runner.Config{Store: f.store, Codec: f.codec, Projections: []projections.Projection{first}, Snapshots: snaps})
+	waitFor(t, r1, p)
+	if err := r1.SaveSnapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stop1()
+	files, err := filepath.Glob(filepath.Join(dir, "*"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("snapshot files %v, %v", files, err)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snaps.Load(context.Background()); err != nil {
+		t.Fatalf("control: the intact snapshot loads: %v", err)
+	}
+	b[len(b)/2] ^= 0x40
+	if err := os.WriteFile(files[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snaps.Load(context.Background()); err == nil {
+		t.Fatal("a snapshot with a flipped bit loaded")
+	}
+	second := newTally()
+	r2, stop2 := start(t, runner.Config{Store: f.store, Codec: f.codec, Projections: []projections.Projection{second}, Snapshots: snaps})
+	defer stop2()
+	waitFor(t, r2, p)
+	if _, calls := second.snapshot(); calls != 7 { // the whole history: opened, 3 added, 3 activities
+		t.Fatalf("after a corrupt snapshot the runner applied %d events, want all 7", calls)
+	}
+}
