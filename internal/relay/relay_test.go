@@ -315,6 +315,10 @@ func TestRestartsExactlyOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
+		if f, ok := js.(*flakyJS); ok && f.fired.Load() {
+			// Let the relay notice its fault before it is stopped.
+			waitFor(t, ctx, "the relay resuming after its fault", func() bool { return r.Status().Resyncs > 0 })
+		}
 		if err := stop(); err != nil {
 			t.Fatalf("round %d: Run: %v", round, err)
 		}
