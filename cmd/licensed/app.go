@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -179,6 +180,11 @@ func (m *Main) Start(ctx context.Context) error {
 			m.errs <- fmt.Errorf("http: %w", err)
 		}
 	})
+	if m.cfg.DebugAddr != "" {
+		if err := m.serveDebug(); err != nil {
+			return err
+		}
+	}
 	m.log.Info("licensed serving",
 		"http", "http://"+m.HTTPAddr(), "nats", m.NATSURL(), "store", m.storeName(),
 		"durability", m.cfg.Durability, "data_dir", dataDir)
@@ -247,6 +253,14 @@ func (m *Main) openStore(ctx context.Context, dataDir string) error {
 		return m.openESDB(ctx, dataDir)
 	}
 	jcfg := jetstream.Config{Logger: m.log.With("component", "store")}
+	if m.cfg.Durability == string(jetstream.DurabilityInterval) {
+		// Coalescing appends into atomic batches pays for itself only when
+		// every write is fsynced: the server stages each batch in a store
+		// of its own. Without fsync, single appends published concurrently
+		// run about twice as fast (licenseload, 1,000 accounts, 64 clients:
+		// 4,600 against 2,200 commands/s).
+		jcfg.MaxBatch = 1
+	}
 	var err error
 	if m.cfg.NATSURL != "" {
 		m.js, err = jetstream.Connect(ctx, m.cfg.NATSURL, jcfg)
@@ -421,6 +435,26 @@ func (m *Main) reportLag(ctx context.Context) {
 			m.metrics.SetProjectionLag("read-models", m.runner.Lag())
 		}
 	}
+}
+
+// serveDebug serves Go's profiles on their own listener, apart from the
+// API, so that only who can reach that address can profile the service.
+func (m *Main) serveDebug() error {
+	ln, err := net.Listen("tcp", m.cfg.DebugAddr)
+	if err != nil {
+		return fmt.Errorf("debug listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	m.closers = append(m.closers, srv.Close)
+	go func() { _ = srv.Serve(ln) }() // Close ends it, after the parts that use the store
+	m.log.Info("profiles served", "debug", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return nil
 }
 
 // serverLogger returns the logger of the embedded nats-server: its

@@ -22,6 +22,7 @@ type Config struct {
 	Durability string
 	LogLevel   slog.Level
 	LogFormat  string
+	DebugAddr  string
 }
 
 // setting is one flag with its environment variable.
@@ -44,6 +45,7 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		{"durability", "LICENSED_DURABILITY", "fsync", "what an acknowledged command promises: fsync (on disk before the answer) or interval (synced every 2 minutes)", &c.Durability},
 		{"log-level", "LICENSED_LOG_LEVEL", "info", "debug, info, warn or error", &level},
 		{"log-format", "LICENSED_LOG_FORMAT", "auto", "json, text, or auto (text on a terminal, JSON otherwise)", &c.LogFormat},
+		{"debug-addr", "LICENSED_DEBUG_ADDR", "", "address of a separate listener serving Go's /debug/pprof profiles; off when empty", &c.DebugAddr},
 	}
 	fs := flag.NewFlagSet("licensed", flag.ContinueOnError)
 	fs.SetOutput(usage)

@@ -61,7 +61,8 @@ type Config struct {
 	// SnapshotEvery is the number of events between snapshots (default
 	// 100,000); SnapshotInterval the longest time between two snapshots
 	// while events arrive (default 1 minute); ErasureDelay how soon a
-	// snapshot follows a deletion (default 1 second).
+	// snapshot follows a deletion (default 10 seconds: a snapshot of a large
+	// history takes a good fraction of a second, during which events wait).
 	SnapshotEvery    int
 	SnapshotInterval time.Duration
 	ErasureDelay     time.Duration
@@ -101,7 +102,7 @@ func New(cfg Config) *Runner {
 		cfg.SnapshotInterval = time.Minute
 	}
 	if cfg.ErasureDelay <= 0 {
-		cfg.ErasureDelay = time.Second
+		cfg.ErasureDelay = 10 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
