@@ -358,44 +358,40 @@ func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 
 // catchUpLedger folds the ledger events the service has not seen yet.
 func (s *Service) catchUpLedger(ctx context.Context, a *account) error {
-	for r, err := range s.cfg.Store.ReadStream(ctx, eventstore.LedgerStream(a.id), a.state.Version) {
-		if errors.Is(err, eventstore.ErrStreamNotFound) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("load account %s: %w", a.id, err)
-		}
-		d, err := s.cfg.Codec.Decode(ctx, r)
-		if err != nil {
-			return fmt.Errorf("load account %s: %w", a.id, err)
-		}
-		a.state = ledger.Evolve(a.state, d.Event)
+	return s.readNew(ctx, a, eventstore.LedgerStream(a.id), a.state.Version, func(r eventstore.Record, d codec.Decoded) {
 		a.ledgerHead = codec.RecordHash(a.ledgerHead, r)
-		s.seen(a, d)
 		if del, ok := d.Event.(ledger.UserDeleted); ok {
 			s.destroyKey(ctx, a.id, del.UserID)
 		}
-	}
-	return nil
+	})
 }
 
 // catchUpActivities folds the activity events the service has not seen
-// yet.
+// yet; they move only the account's time.
 func (s *Service) catchUpActivities(ctx context.Context, a *account) error {
-	for r, err := range s.cfg.Store.ReadStream(ctx, eventstore.ActivityStream(a.id), a.activityLen) {
+	return s.readNew(ctx, a, eventstore.ActivityStream(a.id), a.activityLen, func(r eventstore.Record, _ codec.Decoded) {
+		a.activityHead = codec.RecordHash(a.activityHead, r)
+		a.activityLen = r.Revision + 1
+	})
+}
+
+// readNew reads stream from revision from, folds each event into the
+// account and remembers it, then lets also do the stream's own
+// bookkeeping.
+func (s *Service) readNew(ctx context.Context, a *account, stream eventstore.StreamID, from uint64, also func(eventstore.Record, codec.Decoded)) error {
+	for r, err := range s.cfg.Store.ReadStream(ctx, stream, from) {
 		if errors.Is(err, eventstore.ErrStreamNotFound) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("load activities of %s: %w", a.id, err)
+			return fmt.Errorf("load %s: %w", stream, err)
 		}
 		d, err := s.cfg.Codec.Decode(ctx, r)
 		if err != nil {
-			return fmt.Errorf("load activities of %s: %w", a.id, err)
+			return fmt.Errorf("load %s: %w", stream, err)
 		}
-		a.state = ledger.Evolve(a.state, d.Event) // moves only the time
-		a.activityHead = codec.RecordHash(a.activityHead, r)
-		a.activityLen = r.Revision + 1
+		a.state = ledger.Evolve(a.state, d.Event)
+		also(r, d)
 		s.seen(a, d)
 	}
 	return nil
