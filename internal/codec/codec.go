@@ -211,8 +211,8 @@ type metaStrings struct {
 	subject, account, actorID, actorRole, idempotencyKey []byte
 }
 
-// setWith sets the strings in m and *dst[i] to string(src[i]), with one
-// allocation.
+// setWith sets the strings in m and *dst[i] to string(src[i]), with at
+// most one allocation for the strings not interned (see intern.go).
 func (ms *metaStrings) setWith(m *Metadata, dst []*string, src [][]byte) {
 	var d [maxMembers]*string
 	var s [maxMembers][]byte
@@ -221,9 +221,12 @@ func (ms *metaStrings) setWith(m *Metadata, dst []*string, src [][]byte) {
 		d[i], s[i] = dst[i], src[i]
 	}
 	if ms.found {
-		d[n], d[n+1], d[n+2], d[n+3], d[n+4] = &m.Subject, &m.Account, &m.Actor.ID, &m.Actor.Role, &m.IdempotencyKey
-		s[n], s[n+1], s[n+2], s[n+3], s[n+4] = ms.subject, ms.account, ms.actorID, ms.actorRole, ms.idempotencyKey
-		n += 5
+		// Subjects, accounts and actors repeat from event to event:
+		// interned. Idempotency keys do not.
+		m.Subject, m.Account = interned(ms.subject), interned(ms.account)
+		m.Actor.ID, m.Actor.Role = interned(ms.actorID), interned(ms.actorRole)
+		d[n], s[n] = &m.IdempotencyKey, ms.idempotencyKey
+		n++
 	}
 	setStrings(d[:n], s[:n])
 	ms.found = false

@@ -292,7 +292,8 @@ func (p *userAddedV1) scan(data []byte, m *Metadata, ms *metaStrings) (ok bool) 
 	if p.At, ok = timeOf(v[4], k[4]); !ok {
 		return false
 	}
-	ms.setWith(m, []*string{&p.UserID, &p.NameSealed, &p.EmailSealed, (*string)(&p.Role)}, [][]byte{v[0], v[1], v[2], v[3]})
+	p.UserID, p.Role = interned(v[0]), ledger.Role(interned(v[3]))
+	ms.setWith(m, []*string{&p.NameSealed, &p.EmailSealed}, [][]byte{v[1], v[2]})
 	return true
 }
 
@@ -307,7 +308,8 @@ func (p *userDeactivatedV1) scan(data []byte, m *Metadata, ms *metaStrings) (ok 
 	if p.At, ok = timeOf(v[2], k[2]); !ok {
 		return false
 	}
-	ms.setWith(m, []*string{&p.UserID, &p.ReasonSealed}, [][]byte{v[0], v[1]})
+	p.UserID = interned(v[0])
+	ms.setWith(m, []*string{&p.ReasonSealed}, [][]byte{v[1]})
 	return true
 }
 
@@ -322,7 +324,8 @@ func (p *userActivatedV1) scan(data []byte, m *Metadata, ms *metaStrings) (ok bo
 	if p.At, ok = timeOf(v[1], k[1]); !ok {
 		return false
 	}
-	ms.setWith(m, []*string{&p.UserID}, [][]byte{v[0]})
+	p.UserID = interned(v[0])
+	ms.set(m)
 	return true
 }
 
@@ -337,7 +340,8 @@ func (p *userDeletedV1) scan(data []byte, m *Metadata, ms *metaStrings) (ok bool
 	if p.At, ok = timeOf(v[2], k[2]); !ok {
 		return false
 	}
-	ms.setWith(m, []*string{&p.UserID, &p.ReassignTo}, [][]byte{v[0], v[1]})
+	p.UserID, p.ReassignTo = interned(v[0]), interned(v[1])
+	ms.set(m)
 	return true
 }
 
@@ -352,7 +356,8 @@ func (p *activityRecordedV1) scan(data []byte, m *Metadata, ms *metaStrings) (ok
 	if p.At, ok = timeOf(v[4], k[4]); !ok {
 		return false
 	}
-	ms.setWith(m, []*string{&p.ActivityID, &p.UserID, &p.Kind, &p.Ref}, [][]byte{v[0], v[1], v[2], v[3]})
+	p.UserID, p.Kind = interned(v[1]), interned(v[2])
+	ms.setWith(m, []*string{&p.ActivityID, &p.Ref}, [][]byte{v[0], v[3]})
 	return true
 }
 
