@@ -231,6 +231,9 @@ func timeOf(v []byte, k valueKind) (time.Time, bool) {
 	default:
 		return time.Time{}, false
 	}
+	if t, ok := utcTime(v); ok {
+		return t, true
+	}
 	// time.Time.UnmarshalText checks the RFC 3339 form; the general decoder
 	// further requires a two-digit hour and a period before the fraction,
 	// and this path only takes UTC ("Z").
@@ -287,4 +290,66 @@ func setStrings(dst []*string, src [][]byte) {
 	for i, s := range src {
 		*dst[i], all = all[:len(s)], all[len(s):]
 	}
+}
+
+// utcTime parses v in exactly the form the encoder writes, UTC with
+// "Z" and a fraction of 1 to 9 digits or none, digit by digit. It reports
+// false for anything else, out-of-range fields included, leaving the
+// decision to time.Time.UnmarshalText.
+func utcTime(v []byte) (time.Time, bool) {
+	const frac = len("2006-01-02T15:04:05")
+	if len(v) < frac+1 || len(v) > frac+11 || v[len(v)-1] != 'Z' ||
+		v[4] != '-' || v[7] != '-' || v[10] != 'T' || v[13] != ':' || v[16] != ':' {
+		return time.Time{}, false
+	}
+	num := func(b []byte) (int, bool) {
+		n := 0
+		for _, c := range b {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	year, ok1 := num(v[0:4])
+	month, ok2 := num(v[5:7])
+	day, ok3 := num(v[8:10])
+	hour, ok4 := num(v[11:13])
+	minute, ok5 := num(v[14:16])
+	sec, ok6 := num(v[17:19])
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) ||
+		month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
+		hour > 23 || minute > 59 || sec > 59 {
+		return time.Time{}, false
+	}
+	nsec := 0
+	if f := v[frac : len(v)-1]; len(f) > 0 {
+		if len(f) < 2 || f[0] != '.' {
+			return time.Time{}, false
+		}
+		n, ok := num(f[1:])
+		if !ok {
+			return time.Time{}, false
+		}
+		for range 10 - len(f) {
+			n *= 10
+		}
+		nsec = n
+	}
+	return time.Date(year, time.Month(month), day, hour, minute, sec, nsec, time.UTC), true
+}
+
+// daysIn returns the number of days of month in year.
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -189,6 +190,36 @@ func TestSpecial(t *testing.T) {
 					t.Fatalf("special(%q) = %v, want %v", b, got, want)
 				}
 			}
+		}
+	}
+}
+
+// utcTime agrees with time.Time.UnmarshalText wherever it answers, and
+// answers for the form the encoder writes.
+func TestUTCTime(t *testing.T) {
+	for _, s := range []string{
+		"2025-03-14T09:26:53Z", "2025-03-14T09:26:53.5Z", "2025-03-14T09:26:53.589793238Z",
+		"2024-02-29T23:59:59.000000001Z", "0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z",
+		"2000-02-29T00:00:00Z", "2025-04-30T12:00:00.12Z",
+	} {
+		got, ok := utcTime([]byte(s))
+		var want time.Time
+		if err := want.UnmarshalText([]byte(s)); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		if !ok || !reflect.DeepEqual(got, want) {
+			t.Errorf("utcTime(%s) = %v, %v; want %v", s, got, ok, want)
+		}
+	}
+	for _, s := range []string{
+		"2025-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2025-04-31T00:00:00Z", "2025-13-01T00:00:00Z",
+		"2025-00-01T00:00:00Z", "2025-01-00T00:00:00Z", "2025-03-14T24:00:00Z", "2025-03-14T09:60:00Z",
+		"2025-03-14T09:26:60Z", "2025-03-14T09:26:53.Z", "2025-03-14T09:26:53.1234567890Z",
+		"2025-03-14T09:26:53,5Z", "2025-03-14T09:26:53+01:00", "2025-03-14 09:26:53Z", "2025-03-14T9:26:53Z",
+		"+025-03-14T09:26:53Z", "2025-03-14T09:26:53.5x5Z", "2025-03-14T09:26:53",
+	} {
+		if got, ok := utcTime([]byte(s)); ok {
+			t.Errorf("utcTime(%s) = %v, want no answer", s, got)
 		}
 	}
 }
