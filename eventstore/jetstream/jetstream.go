@@ -93,6 +93,12 @@ type Config struct {
 	// default 2 minutes. Retries with [eventstore.Exact] or
 	// [eventstore.NoStream] are recognised at any age; a retry with
 	// [eventstore.Any] only within this window.
+	//
+	// The window also bounds what a restart costs: the server rebuilds its
+	// table of message ids by reading every message stored within the
+	// window before it accepts connections (about 2-3.5 us a message
+	// here, so 2-3.5 s for 1,000,000 events written in the last two
+	// minutes, 50 ms to recover the same stream once they are older).
 	Duplicates time.Duration
 	// MaxBatch is the largest number of events the store coalesces from
 	// concurrent appends into one atomic batch; default 1,000 (the server's

@@ -1,6 +1,7 @@
 package jetstream
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,11 +56,14 @@ type ServerConfig struct {
 	// Cluster joins the server to a JetStream cluster when Cluster.Name is
 	// set.
 	Cluster ClusterConfig
-	// Logger receives the server's notices, warnings and errors; nil keeps
-	// the server quiet.
+	// Logger receives the server's notices, warnings and errors, and its
+	// debug notices when the logger is enabled for [slog.LevelDebug]; nil
+	// keeps the server quiet.
 	Logger *slog.Logger
 	// ReadyTimeout bounds how long StartServer waits for the server to
-	// accept connections; default 10 s.
+	// accept connections; default 10 s. It includes the recovery of the
+	// streams, which reads every message within a stream's
+	// de-duplication window (see [Config.Duplicates]).
 	ReadyTimeout time.Duration
 }
 
@@ -144,19 +148,39 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: new server: %w", err)
 	}
 	if cfg.Logger != nil {
-		s.SetLoggerV2(serverLogger{cfg.Logger.With("component", "nats-server")}, false, false, false)
+		// The server's debug notices (stream recovery, JetStream start-up)
+		// go out when the logger takes debug records.
+		debug := cfg.Logger.Enabled(context.Background(), slog.LevelDebug)
+		s.SetLoggerV2(serverLogger{cfg.Logger.With("component", "nats-server")}, debug, false, false)
 	}
-	go s.Start()
 	wait := cfg.ReadyTimeout
 	if wait <= 0 {
 		wait = 10 * time.Second
 	}
-	if !s.ReadyForConnections(wait) {
+	// Start returns once the server has recovered its streams and listens
+	// for clients; waiting for that rather than only polling
+	// ReadyForConnections, which sleeps 25 ms between looks, saves those
+	// sleeps on every start.
+	started := make(chan struct{})
+	go func() {
+		s.Start()
+		close(started)
+	}()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-started:
+	case <-timer.C:
+	}
+	// Also the route listener of a clustered server, which Start opens in
+	// the background.
+	if !s.ReadyForConnections(max(time.Until(t0.Add(wait)), 50*time.Millisecond)) {
 		StopServer(s)
 		return nil, fmt.Errorf("jetstream: server %s not ready after %s", opts.ServerName, wait)
 	}
