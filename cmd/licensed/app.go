@@ -273,6 +273,10 @@ func (m *Main) openStore(ctx context.Context, dataDir string) error {
 			DataDir: filepath.Join(dataDir, "nats"), Host: host, Port: port,
 			Durability: jetstream.Durability(m.cfg.Durability),
 			Logger:     m.serverLogger(),
+			// Recovery reads back every event of the last de-duplication
+			// window (2 minutes) before the server accepts clients: give a
+			// restart after a burst of millions of events time for it.
+			ReadyTimeout: 2 * time.Minute,
 		}, jcfg)
 	}
 	if err != nil {
@@ -325,6 +329,7 @@ func (m *Main) openESDB(ctx context.Context, dataDir string) error {
 		m.natsSrv, err = jetstream.StartServer(jetstream.ServerConfig{
 			DataDir: filepath.Join(dataDir, "nats"), Host: host, Port: port,
 			Durability: jetstream.Durability(m.cfg.Durability), Logger: m.serverLogger(),
+			ReadyTimeout: 2 * time.Minute,
 		})
 		if err != nil {
 			return err
