@@ -96,9 +96,24 @@ type account struct {
 	// lastActor and lastRole are the names of the last entry's actor and
 	// role.
 	lastActor, lastRole uint32
-	// idem holds the idempotency keys, by entry index: most events
-	// (activities) have none.
-	idem map[int]string
+	// idem holds the idempotency keys with the index of their entry, in
+	// entry order: most events (activities) have none, and appending to a
+	// list costs less than inserting into a map.
+	idem []idemKey
+}
+
+type idemKey struct {
+	entry int
+	key   string
+}
+
+// idemOf returns the idempotency key of the account's entry i, "" when
+// it has none.
+func (a *account) idemOf(i int) string {
+	if j, ok := slices.BinarySearchFunc(a.idem, i, func(k idemKey, i int) int { return k.entry - i }); ok {
+		return a.idem[j].key
+	}
+	return ""
 }
 
 type entry struct {
@@ -147,7 +162,7 @@ func (a *account) internLast(s string, last *uint32) uint32 {
 }
 
 func newAccount(all *chunk.List[entry]) *account {
-	a := &account{all: all, idem: make(map[int]string)}
+	a := &account{all: all}
 	a.names.Index("") // name 0: no user
 	return a
 }
@@ -234,7 +249,7 @@ func (p *Projection) apply(d *codec.Decoded) error {
 	}
 	*head = codec.RecordHash(*head, d.Record)
 	if k := d.Meta.IdempotencyKey; k != "" {
-		a.idem[a.ix.Len()] = k
+		a.idem = append(a.idem, idemKey{a.ix.Len(), k})
 	}
 	a.append(entry{
 		at:       d.Event.OccurredAt().UnixNano(),
@@ -262,7 +277,7 @@ func (a *account) view(id string, i int) Entry {
 		Action: ledger.EventTypes[e.action], UserID: a.names.String(e.user),
 		Stream:   eventstore.StreamID{Category: categories[e.category], Account: id}.String(),
 		Revision: e.revision, Position: e.position, EventID: e.eventID, Hash: e.hash,
-		IdempotencyKey: a.idem[i], CorrelationID: e.correlation,
+		IdempotencyKey: a.idemOf(i), CorrelationID: e.correlation,
 	}
 }
 
@@ -364,15 +379,10 @@ func (p *Projection) Snapshot() ([]byte, error) {
 		for _, s := range a.names.Strings()[1:] {
 			w.String(s)
 		}
-		keys := make([]int, 0, len(a.idem))
-		for i := range a.idem {
-			keys = append(keys, i)
-		}
-		slices.Sort(keys)
-		w.Uvarint(uint64(len(keys)))
-		for _, i := range keys {
-			w.Uvarint(uint64(i))
-			w.String(a.idem[i])
+		w.Uvarint(uint64(len(a.idem)))
+		for _, k := range a.idem {
+			w.Uvarint(uint64(k.entry))
+			w.String(k.key)
 		}
 		w.Uvarint(uint64(a.ix.Len()))
 		var at int64
@@ -422,8 +432,13 @@ func (p *Projection) Restore(b []byte) error {
 		}
 		ni := r.Count(2)
 		for range ni {
-			i := int(r.Uvarint())
-			a.idem[i] = r.String()
+			i := r.Uvarint()
+			k := r.String()
+			if n := len(a.idem); i > math.MaxInt32 || n > 0 && int(i) <= a.idem[n-1].entry {
+				r.Fail("audit account %q: idempotency key of entry %d out of order", id, i)
+				break
+			}
+			a.idem = append(a.idem, idemKey{int(i), k})
 		}
 		ne := r.Count(1 + 6 + 16 + 16 + 32)
 		var at int64
@@ -451,10 +466,8 @@ func (p *Projection) Restore(b []byte) error {
 			a.append(e)
 			at, pos = e.at, e.position
 		}
-		for i := range a.idem {
-			if i < 0 || i >= a.ix.Len() {
-				r.Fail("audit account %q: idempotency key of entry %d out of range", id, i)
-			}
+		if n := len(a.idem); n > 0 && a.idem[n-1].entry >= a.ix.Len() {
+			r.Fail("audit account %q: idempotency key of entry %d out of range", id, a.idem[n-1].entry)
 		}
 		if _, dup := accounts[id]; dup {
 			r.Fail("audit account %q repeated", id)
