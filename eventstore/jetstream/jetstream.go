@@ -341,8 +341,49 @@ func filter(stream eventstore.StreamID) string {
 	return string(stream.Category) + "." + stream.Account + ".*"
 }
 
-func subject(stream eventstore.StreamID, typ string) string {
+// Subject returns the NATS subject of an event of type typ in stream:
+// "<category>.<account>.<type>".
+func Subject(stream eventstore.StreamID, typ string) string {
 	return string(stream.Category) + "." + stream.Account + "." + typ
+}
+
+// Message returns the NATS message the store publishes for event e of
+// stream at revision rev: its subject, its CloudEvents body and headers
+// (Content-Type, Nats-Msg-Id, Ledger-Revision, and Ledger-Metadata for
+// metadata without members). With qualify the message id is made unique
+// to the stream ("<event id>@<stream>"), for an event id that the server
+// already holds for another stream. Publishers of events kept in another
+// store (the EventStoreDB relay) use it, so that subscribers get the same
+// messages whichever store is in use.
+func Message(stream eventstore.StreamID, e eventstore.Proposed, rev uint64, qualify bool) (*nats.Msg, error) {
+	if err := checkStream(stream); err != nil {
+		return nil, err
+	}
+	if !validToken(e.Type) {
+		return nil, fmt.Errorf("jetstream: event type %q cannot be a subject token", e.Type)
+	}
+	body, err := eventstore.CloudEvent(stream, e)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: event %s: %w", e.ID, err)
+	}
+	return message(stream, e, body, rev, qualify), nil
+}
+
+func message(stream eventstore.StreamID, e eventstore.Proposed, body []byte, rev uint64, qualify bool) *nats.Msg {
+	// Header keys are written in their canonical form directly:
+	// Header.Set would canonicalise each one again.
+	hdr := make(nats.Header, 8)
+	hdr[contentType] = []string{eventstore.CloudEventContentType}
+	if qualify {
+		hdr[jetstream.MsgIDHeader] = []string{e.ID.String() + "@" + stream.String()}
+	} else {
+		hdr[jetstream.MsgIDHeader] = []string{e.ID.String()}
+	}
+	hdr[RevisionHeader] = []string{strconv.FormatUint(rev, 10)}
+	if len(e.Metadata) > 0 && emptyObject(e.Metadata) && !bytes.ContainsAny(e.Metadata, "\r\n") {
+		hdr[MetadataHeader] = []string{string(e.Metadata)}
+	}
+	return &nats.Msg{Subject: Subject(stream, e.Type), Header: hdr, Data: body}
 }
 
 // validToken reports whether tok can be one token of a NATS subject.
@@ -520,20 +561,7 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 		}
 		msgs := make([]*nats.Msg, len(events))
 		for i, e := range events {
-			// Header keys are written in their canonical form directly:
-			// Header.Set would canonicalise each one again.
-			hdr := make(nats.Header, 8)
-			hdr[contentType] = []string{eventstore.CloudEventContentType}
-			if qualify {
-				hdr[jetstream.MsgIDHeader] = []string{e.ID.String() + "@" + stream.String()}
-			} else {
-				hdr[jetstream.MsgIDHeader] = []string{e.ID.String()}
-			}
-			hdr[RevisionHeader] = []string{strconv.FormatUint(h.n+uint64(i), 10)}
-			if len(e.Metadata) > 0 && emptyObject(e.Metadata) && !bytes.ContainsAny(e.Metadata, "\r\n") {
-				hdr[MetadataHeader] = []string{string(e.Metadata)}
-			}
-			msgs[i] = &nats.Msg{Subject: subject(stream, e.Type), Header: hdr, Data: bodies[i]}
+			msgs[i] = message(stream, e, bodies[i], h.n+uint64(i), qualify)
 		}
 		msgs[0].Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(h.seq, 10)}
 		msgs[0].Header[jetstream.ExpectedLastSubjSeqSubjHeader] = []string{filter(stream)}

@@ -429,71 +429,21 @@ func (r *Relay) duplicate(f inflight, ack *jetstream.PubAck) error {
 }
 
 // message returns the message of rec, expecting the stream to end at
-// sequence last.
+// sequence last: the JetStream store's message plus the relay's
+// checkpoint.
 func (r *Relay) message(rec eventstore.Record, last uint64) (*nats.Msg, error) {
-	if (rec.Stream.Category != eventstore.Ledger && rec.Stream.Category != eventstore.Activity) ||
-		!validToken(rec.Stream.Account) || !validToken(rec.Type) {
-		return nil, fmt.Errorf("%w: event at %d: stream %s, type %q do not make a subject", ErrUnpublishable, rec.Position, rec.Stream, rec.Type)
-	}
-	body, err := eventstore.CloudEvent(rec.Stream, eventstore.Proposed{ID: rec.ID, Type: rec.Type, Data: rec.Data, Metadata: rec.Metadata})
+	r.mu.Lock()
+	qualify := r.qualify[rec.Position]
+	r.mu.Unlock()
+	m, err := storejs.Message(rec.Stream, eventstore.Proposed{ID: rec.ID, Type: rec.Type, Data: rec.Data, Metadata: rec.Metadata}, rec.Revision, qualify)
 	if err != nil {
 		return nil, fmt.Errorf("%w: event at %d: %w", ErrUnpublishable, rec.Position, err)
 	}
-	m := nats.NewMsg(Subject(rec.Stream, rec.Type))
-	m.Data = body
-	m.Header.Set("Content-Type", eventstore.CloudEventContentType)
-	id := rec.ID.String()
-	r.mu.Lock()
-	if r.qualify[rec.Position] {
-		id += "@" + rec.Stream.String()
-	}
-	r.mu.Unlock()
-	m.Header.Set(jetstream.MsgIDHeader, id)
-	m.Header.Set(storejs.RevisionHeader, strconv.FormatUint(rec.Revision, 10))
-	if len(rec.Metadata) > 0 && emptyObject(rec.Metadata) {
-		m.Header.Set(storejs.MetadataHeader, string(rec.Metadata))
-	}
-	m.Header.Set(PositionHeader, strconv.FormatUint(uint64(rec.Position), 10))
-	m.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(last, 10))
+	m.Header[PositionHeader] = []string{strconv.FormatUint(uint64(rec.Position), 10)}
+	m.Header[jetstream.ExpectedLastSeqHeader] = []string{strconv.FormatUint(last, 10)}
 	return m, nil
 }
 
-// Subject returns the NATS subject of an event of type typ in stream:
-// "<category>.<account>.<type>", as the JetStream store names it.
-func Subject(stream eventstore.StreamID, typ string) string {
-	return string(stream.Category) + "." + stream.Account + "." + typ
-}
-
-// validToken reports whether tok can be one token of a NATS subject (the
-// JetStream store's rule).
-func validToken(tok string) bool {
-	if tok == "" {
-		return false
-	}
-	for i := 0; i < len(tok); i++ {
-		switch c := tok[i]; c {
-		case '.', '*', '>', ' ', '\t', '\r', '\n':
-			return false
-		default:
-			if c < 0x20 || c == 0x7f {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// emptyObject reports whether md is a JSON object without members and
-// without line breaks (which a header cannot carry): the JetStream store
-// then writes it in the Ledger-Metadata header.
-func emptyObject(md []byte) bool {
-	if len(md) < 2 || md[0] != '{' || md[len(md)-1] != '}' {
-		return false
-	}
-	for _, c := range md[1 : len(md)-1] {
-		if c != ' ' && c != '\t' {
-			return false
-		}
-	}
-	return true
-}
+// Subject returns the NATS subject of an event of type typ in stream, as
+// the JetStream store names it.
+func Subject(stream eventstore.StreamID, typ string) string { return storejs.Subject(stream, typ) }
