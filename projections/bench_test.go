@@ -2,8 +2,6 @@ package projections_test
 
 import (
 	"context"
-	"fmt"
-	"math/rand/v2"
 	"reflect"
 	"runtime"
 	"sync"
@@ -11,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/attribution"
@@ -39,7 +36,7 @@ func benchHistory(b *testing.B) *fixture.Log {
 			per = 50
 		}
 		start := time.Now()
-		benchLog, benchErr = generate(context.Background(), 1000, per)
+		benchLog, benchErr = fixture.History(context.Background(), 1000, per)
 		if benchErr == nil {
 			b.Logf("generated %d events in %s", len(benchLog.Records()), time.Since(start).Round(time.Millisecond))
 		}
@@ -48,96 +45,6 @@ func benchHistory(b *testing.B) *fixture.Log {
 		b.Fatal(benchErr)
 	}
 	return benchLog
-}
-
-// generate builds a realistic history: each account opens, gets an admin,
-// then mostly records activities, with purchases, added users,
-// deactivations and activations, a few deletions and reductions.
-func generate(ctx context.Context, accounts, perAccount int) (*fixture.Log, error) {
-	l := fixture.New()
-	l.KeepLive = false
-	l.Grow(accounts * perAccount)
-	rng := rand.New(rand.NewPCG(1, 2))
-	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	type acct struct {
-		id         string
-		users, act int
-	}
-	as := make([]*acct, accounts)
-	for i := range as {
-		as[i] = &acct{id: fmt.Sprintf("acct-%04d", i)}
-	}
-	admin := codec.Actor{ID: "admin", Role: "admin"}
-	pick := func(s ledger.State, want ledger.Status) string {
-		if len(s.Order) < 2 {
-			return ""
-		}
-		for range 4 {
-			id := s.Order[1+rng.IntN(len(s.Order)-1)] // never u0, the admin
-			if s.Users[id].Status == want {
-				return id
-			}
-		}
-		return ""
-	}
-	for step := range perAccount {
-		for i, a := range as {
-			at := base.Add(time.Duration(step)*2*time.Hour + time.Duration(i)*time.Second)
-			s := l.Peek(a.id)
-			activity := func(user string) ledger.Command {
-				a.act++
-				return ledger.RecordActivity{ActivityID: fmt.Sprintf("a%d", a.act), UserID: user,
-					Kind: [...]string{"note", "call", "email", "meeting"}[a.act%4], Ref: fmt.Sprintf("job-%d", a.act%97), At: at}
-			}
-			addUser := func(role ledger.Role) ledger.Command {
-				id := fmt.Sprintf("u%d", a.users)
-				a.users++
-				return ledger.AddUser{UserID: id, Name: "Person " + id + " of " + a.id, Email: id + "@" + a.id + ".test", Role: role, At: at}
-			}
-			var cmd ledger.Command
-			actor := fixture.Service
-			switch r := rng.IntN(1000); {
-			case step == 0:
-				cmd, actor = ledger.OpenAccount{Account: a.id, Name: "Account " + a.id, Seats: 3 + rng.IntN(18), At: at}, fixture.Operator
-			case step == 1:
-				cmd, actor = addUser(ledger.RoleAdmin), fixture.Operator
-			case r < 930:
-				user := pick(s, ledger.StatusActive)
-				if user == "" {
-					user = "u0"
-				}
-				cmd = activity(user)
-			case r < 950:
-				cmd, actor = addUser(ledger.RoleMember), admin
-				if s.Available() < 1 {
-					cmd = ledger.PurchaseSeats{Count: 1 + rng.IntN(3), At: at}
-				}
-			case r < 965:
-				cmd, actor = ledger.PurchaseSeats{Count: 1 + rng.IntN(3), At: at}, admin
-			case r < 980:
-				cmd, actor = ledger.DeactivateUser{UserID: pick(s, ledger.StatusActive), Reason: "left", At: at}, admin
-			case r < 993:
-				cmd, actor = ledger.ActivateUser{UserID: pick(s, ledger.StatusDeactivated), At: at}, admin
-			case r < 997:
-				id, to := pick(s, ledger.StatusDeactivated), ""
-				if rng.IntN(2) == 0 {
-					to = "u0"
-				}
-				cmd, actor = ledger.DeleteUser{UserID: id, Confirm: id, ReassignTo: to, At: at}, admin
-			default:
-				cmd, actor = ledger.ScheduleSeatReduction{Count: 1, At: at}, fixture.Operator
-			}
-			evs, err := l.Do(ctx, a.id, actor, cmd)
-			if err != nil || len(evs) == 0 {
-				// Refused (no seat, nobody to deactivate...): the user
-				// logs an activity instead, so every step stores one event.
-				if _, err := l.Do(ctx, a.id, fixture.Service, activity("u0")); err != nil {
-					return nil, err
-				}
-			}
-		}
-	}
-	return l, nil
 }
 
 func allModels() projections.Set { return newModels().set() }
