@@ -392,7 +392,7 @@ func (m *Main) bootstrapOperator(ctx context.Context, dataDir string) error {
 // process stops opening their data even when another process deleted them.
 func (m *Main) forgetDeletedKeys(d codec.Decoded) {
 	if del, ok := d.Event.(ledger.UserDeleted); ok {
-		m.codec.Keys().Forget(pii.KeyID(projections.AccountOf(d), del.UserID))
+		m.codec.Keys().MarkDestroyed(pii.KeyID(projections.AccountOf(d), del.UserID))
 	}
 }
 

@@ -126,6 +126,7 @@ type account struct {
 	activityLen              uint64
 	lastPosition             eventstore.Position
 	keys                     map[string]Result // idempotency key -> first result
+	pendingDestroy           map[string]bool   // users whose key a failed destroy left
 }
 
 // New returns a Service.
@@ -160,6 +161,7 @@ func (s *Service) State(ctx context.Context, accountID string) (ledger.State, er
 	a := s.account(accountID)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	s.retryDestroys(ctx, a)
 	if err := s.catchUp(ctx, a, !a.loaded); err != nil {
 		return ledger.State{}, err
 	}
@@ -179,6 +181,7 @@ func (s *Service) Execute(ctx context.Context, accountID string, cmd ledger.Comm
 	a := s.account(accountID)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	s.retryDestroys(ctx, a)
 	// An activity goes to the activity stream, whose expected revision says
 	// nothing about the ledger: catch up with the ledger first so that a user
 	// another process deactivated or deleted cannot record one. The activity
@@ -310,7 +313,7 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 		decoded[i].Record.Position = res.Position // exact for the last; a lower bound for the others
 		a.state = ledger.Evolve(a.state, decoded[i].Event)
 		if del, ok := decoded[i].Event.(ledger.UserDeleted); ok {
-			s.destroyKey(ctx, a.id, del.UserID)
+			s.destroyKey(ctx, a, del.UserID)
 		}
 	}
 	if activity {
@@ -328,12 +331,31 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 	return out, nil
 }
 
-// destroyKey destroys a deleted user's data key. A failure is logged, not
-// returned: the deletion is recorded, and every later load of the account
-// destroys the key again until it succeeds.
-func (s *Service) destroyKey(ctx context.Context, account, user string) {
-	if err := s.cfg.Codec.Keys().Destroy(ctx, pii.KeyID(account, user)); err != nil {
-		s.log.ErrorContext(ctx, "destroy data key of deleted user", "account", account, "user", user, "err", err)
+// destroyKey destroys a deleted user's data key. The deletion is recorded
+// whatever happens here, so a failure is logged, not returned: this
+// process stops opening the user's data at once (the keyring marks the key
+// destroyed before asking the store), and the store's destroy is retried
+// at every later command or read of the account, and at every load, until
+// it succeeds. It does not depend on the request: a client that hangs up
+// as the deletion is appended does not cancel it.
+func (s *Service) destroyKey(ctx context.Context, a *account, user string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.cfg.Codec.Keys().Destroy(ctx, pii.KeyID(a.id, user)); err != nil {
+		s.log.ErrorContext(ctx, "destroy data key of deleted user; will retry", "account", a.id, "user", user, "err", err)
+		if a.pendingDestroy == nil {
+			a.pendingDestroy = make(map[string]bool)
+		}
+		a.pendingDestroy[user] = true
+		return
+	}
+	delete(a.pendingDestroy, user)
+}
+
+// retryDestroys retries the key destructions that failed on the account.
+func (s *Service) retryDestroys(ctx context.Context, a *account) {
+	for user := range a.pendingDestroy {
+		s.destroyKey(ctx, a, user)
 	}
 }
 
@@ -361,7 +383,7 @@ func (s *Service) catchUpLedger(ctx context.Context, a *account) error {
 	return s.readNew(ctx, a, eventstore.LedgerStream(a.id), a.state.Version, func(r eventstore.Record, d codec.Decoded) {
 		a.ledgerHead = codec.RecordHash(a.ledgerHead, r)
 		if del, ok := d.Event.(ledger.UserDeleted); ok {
-			s.destroyKey(ctx, a.id, del.UserID)
+			s.destroyKey(ctx, a, del.UserID)
 		}
 	})
 }

@@ -56,10 +56,16 @@ var seed atomic.Uint64
 // second call is a second process sharing them.
 func (e *env) service(t *testing.T) *accounts.Service {
 	t.Helper()
+	return e.serviceOn(t, e.store)
+}
+
+// serviceOn is service with another view of the env's store.
+func (e *env) serviceOn(t *testing.T, store eventstore.Store) *accounts.Service {
+	t.Helper()
 	rng := rand.New(rand.NewPCG(seed.Add(1), 7))
 	var mu sync.Mutex
 	return accounts.New(accounts.Config{
-		Store: e.store,
+		Store: store,
 		Codec: codec.New(pii.NewKeyring(e.keys, rand.NewChaCha8([32]byte{byte(seed.Add(1))}))),
 		Clock: e.clock.Now,
 		NewEventID: func() uuid.UUID {
@@ -315,5 +321,68 @@ func TestInterruptedDeletionFinishesOnLoad(t *testing.T) {
 	}
 	if _, err := keys.Get(ctx, pii.KeyID("acme", "zed")); !errors.Is(err, pii.ErrErased) {
 		t.Fatalf("after reload the key is %v, want erased", err)
+	}
+}
+
+// A destroy that fails in a process that goes on running is retried by
+// that process, and the request's context does not cancel it.
+func TestFailedDestroyRetriedInSameProcess(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	keys := &failingDestroy{MemoryKeys: pii.NewMemoryKeys()}
+	e.keys = keys
+	svc := e.service(t)
+	must(t)(svc.Execute(ctx, "acme", ledger.OpenAccount{Account: "acme", Name: "Acme", Seats: 3, At: t0}, admin))
+	must(t)(svc.Execute(ctx, "acme", ledger.AddUser{UserID: "zed", Name: "Zed", Email: "zed@acme.test", Role: ledger.RoleMember, At: t0}, admin))
+	must(t)(svc.Execute(ctx, "acme", ledger.DeleteUser{UserID: "zed", Confirm: "zed", At: t0}, admin))
+	if _, err := keys.Get(ctx, pii.KeyID("acme", "zed")); err != nil {
+		t.Fatalf("control: the failed destroy should have left the key: %v", err)
+	}
+	if _, err := svc.State(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Get(ctx, pii.KeyID("acme", "zed")); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("after the next read in the same process the key is %v, want erased", err)
+	}
+}
+
+// cancelAfterAppend cancels the request's context as soon as an append
+// returns, as a client hanging up at that moment would.
+type cancelAfterAppend struct {
+	eventstore.Store
+	cancel context.CancelFunc
+}
+
+func (c cancelAfterAppend) Append(ctx context.Context, s eventstore.StreamID, e eventstore.ExpectedRevision, ev ...eventstore.Proposed) (eventstore.AppendResult, error) {
+	r, err := c.Store.Append(ctx, s, e, ev...)
+	c.cancel()
+	return r, err
+}
+
+// ctxKeys refuses to destroy with a cancelled context, as a networked key
+// store does.
+type ctxKeys struct{ *pii.MemoryKeys }
+
+func (k ctxKeys) Destroy(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return k.MemoryKeys.Destroy(ctx, id)
+}
+
+func TestDeleteSurvivesClientHangingUp(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	keys := ctxKeys{pii.NewMemoryKeys()}
+	e.keys = keys
+	svc := e.service(t)
+	must(t)(svc.Execute(ctx, "acme", ledger.OpenAccount{Account: "acme", Name: "Acme", Seats: 3, At: t0}, admin))
+	must(t)(svc.Execute(ctx, "acme", ledger.AddUser{UserID: "zed", Name: "Zed", Email: "zed@acme.test", Role: ledger.RoleMember, At: t0}, admin))
+
+	reqCtx, cancel := context.WithCancel(ctx)
+	hangsUp := e.serviceOn(t, cancelAfterAppend{Store: e.store, cancel: cancel})
+	must(t)(hangsUp.Execute(reqCtx, "acme", ledger.DeleteUser{UserID: "zed", Confirm: "zed", At: t0}, admin))
+	if _, err := keys.Get(ctx, pii.KeyID("acme", "zed")); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("key after a deletion whose client hung up: %v, want erased", err)
 	}
 }

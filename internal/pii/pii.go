@@ -152,17 +152,26 @@ func (k *Keyring) Create(ctx context.Context, id string) error {
 
 // Destroy destroys the key of id in the store and forgets it here.
 func (k *Keyring) Destroy(ctx context.Context, id string) error {
+	// This keyring stops opening the user's data at once, whatever the
+	// store answers: a destroy that fails there is retried by its caller.
+	k.MarkDestroyed(id)
 	if err := k.store.Destroy(ctx, id); err != nil {
 		return fmt.Errorf("destroy key %s: %w", id, err)
 	}
-	k.mu.Lock()
-	k.aeads[id] = nil
-	k.mu.Unlock()
 	return nil
 }
 
+// MarkDestroyed makes this keyring treat the key of id as destroyed
+// without asking the store: a process that learns of a deletion made by
+// another process calls it, and never opens that user's data again even
+// while the store still holds the key.
+func (k *Keyring) MarkDestroyed(id string) {
+	k.mu.Lock()
+	k.aeads[id] = nil
+	k.mu.Unlock()
+}
+
 // Forget drops the cached key of id, so that the next use asks the store.
-// A process that learns of a deletion made by another process calls it.
 func (k *Keyring) Forget(id string) {
 	k.mu.Lock()
 	delete(k.aeads, id)
