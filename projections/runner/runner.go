@@ -89,6 +89,11 @@ type Runner struct {
 	wake               chan struct{}
 	applied            int // events since the last snapshot
 	lastSnap, erasedAt time.Time
+	deletions          uint64    // deletions applied, ever: a snapshot knows which it covers
+	failedAt           time.Time // when the last save failed, to space retries
+	total              uint64    // events applied, ever: the ticker's measure of idleness
+	saveMu             sync.Mutex
+	savedPos           eventstore.Position // the position of the last snapshot saved
 	rebuild            chan chan error
 	pending            chan error // the rebuild request being served
 }
@@ -265,6 +270,7 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 	}()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	lastTotal := uint64(0) // events applied at the last tick
 	for {
 		select {
 		case m, ok := <-live:
@@ -282,7 +288,13 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 			}
 			r.maybeSnapshot(ctx, false)
 		case <-tick.C:
-			r.maybeSnapshot(ctx, true)
+			// Idle only when no event arrived since the last tick: a busy
+			// stream waits ErasureDelay before a deletion's snapshot.
+			r.mu.Lock()
+			idle := r.total == lastTotal
+			lastTotal = r.total
+			r.mu.Unlock()
+			r.maybeSnapshot(ctx, idle)
 		case req := <-r.rebuild:
 			r.pending = req
 			return errRebuild
@@ -312,10 +324,9 @@ func (r *Runner) applyBatch(ds []codec.Decoded) error {
 	r.mu.Lock()
 	err := r.set.ApplyBatch(ds)
 	r.applied += len(ds)
+	r.total += uint64(len(ds))
 	for _, d := range ds {
-		if _, ok := d.Event.(ledger.UserDeleted); ok && r.erasedAt.IsZero() {
-			r.erasedAt = r.cfg.Clock()
-		}
+		r.noteDeletion(d)
 	}
 	r.mu.Unlock()
 	if err != nil {
@@ -341,9 +352,8 @@ func (r *Runner) apply(ctx context.Context, rec eventstore.Record) error {
 	r.mu.Lock()
 	err = r.set.Apply(d)
 	r.applied++
-	if _, ok := d.Event.(ledger.UserDeleted); ok && r.erasedAt.IsZero() {
-		r.erasedAt = r.cfg.Clock()
-	}
+	r.total++
+	r.noteDeletion(d)
 	r.mu.Unlock()
 	if err != nil {
 		return err
@@ -355,6 +365,16 @@ func (r *Runner) apply(ctx context.Context, rec eventstore.Record) error {
 	return nil
 }
 
+// noteDeletion marks a snapshot due after a deletion. r.mu is held.
+func (r *Runner) noteDeletion(d codec.Decoded) {
+	if _, ok := d.Event.(ledger.UserDeleted); ok {
+		r.deletions++
+		if r.erasedAt.IsZero() {
+			r.erasedAt = r.cfg.Clock()
+		}
+	}
+}
+
 // maybeSnapshot saves a snapshot when enough events or time have passed,
 // or soon after a deletion so that no snapshot keeps an erased name.
 func (r *Runner) maybeSnapshot(ctx context.Context, idle bool) {
@@ -363,6 +383,10 @@ func (r *Runner) maybeSnapshot(ctx context.Context, idle bool) {
 	}
 	r.mu.Lock()
 	now := r.cfg.Clock()
+	if !r.failedAt.IsZero() && now.Sub(r.failedAt) < 5*time.Second {
+		r.mu.Unlock()
+		return // the last save failed just now: try again in a moment
+	}
 	due := r.applied >= r.cfg.SnapshotEvery ||
 		(r.applied > 0 && idle && now.Sub(r.lastSnap) >= r.cfg.SnapshotInterval) ||
 		(!r.erasedAt.IsZero() && (idle || now.Sub(r.erasedAt) >= r.cfg.ErasureDelay))
@@ -376,10 +400,14 @@ func (r *Runner) maybeSnapshot(ctx context.Context, idle bool) {
 }
 
 // SaveSnapshot saves the read models' state at their current position.
+// Saves run one at a time and never replace a snapshot with an older one.
+// A save that fails leaves the snapshot due, so it is tried again.
 func (r *Runner) SaveSnapshot(ctx context.Context) error {
 	if !r.snaps {
 		return errors.New("runner: snapshots not configured or a read model cannot snapshot")
 	}
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
 	r.mu.Lock()
 	s := Snapshot{Position: r.Position(), Parts: make(map[string][]byte, len(r.set))}
 	for _, p := range r.set {
@@ -390,10 +418,24 @@ func (r *Runner) SaveSnapshot(ctx context.Context) error {
 		}
 		s.Parts[p.Name()] = b
 	}
-	r.applied, r.erasedAt, r.lastSnap = 0, time.Time{}, r.cfg.Clock()
+	applied, deletions := r.applied, r.deletions
 	r.mu.Unlock()
-	if err := r.cfg.Snapshots.Save(ctx, s); err != nil {
+	if s.Position < r.savedPos {
+		return nil // a newer snapshot is saved already
+	}
+	err := r.cfg.Snapshots.Save(ctx, s)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.failedAt = r.cfg.Clock()
 		return fmt.Errorf("save snapshot at %d: %w", s.Position, err)
+	}
+	r.savedPos, r.failedAt, r.lastSnap = s.Position, time.Time{}, r.cfg.Clock()
+	r.applied -= min(applied, r.applied)
+	if r.deletions == deletions {
+		r.erasedAt = time.Time{} // every deletion so far is in the saved snapshot
+	} else {
+		r.erasedAt = r.cfg.Clock() // deletions applied while saving: another one is due
 	}
 	r.log.DebugContext(ctx, "snapshot saved", "position", s.Position)
 	return nil
@@ -438,6 +480,8 @@ func (r *Runner) reset(context.Context) error {
 		return errors.New("runner: rebuild needs Config.Fresh")
 	}
 	fresh := r.cfg.Fresh()
+	r.saveMu.Lock() // saveMu before mu, as SaveSnapshot takes them
+	defer r.saveMu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i, p := range r.set {
@@ -456,7 +500,7 @@ func (r *Runner) reset(context.Context) error {
 	}
 	r.pos.Store(0)
 	r.ready.Store(false)
-	r.applied = 0
+	r.applied, r.savedPos = 0, 0
 	return nil
 }
 

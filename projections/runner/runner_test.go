@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -318,5 +319,60 @@ func TestCorruptSnapshotRebuilds(t *testing.T) {
 	waitFor(t, r2, p)
 	if _, calls := second.snapshot(); calls != 7 { // the whole history: opened, 3 added, 3 activities
 		t.Fatalf("after a corrupt snapshot the runner applied %d events, want all 7", calls)
+	}
+}
+
+// failingOnce fails its first Save.
+type failingOnce struct {
+	runner.FileSnapshots
+	failed atomic.Bool
+}
+
+func (f *failingOnce) Save(ctx context.Context, s runner.Snapshot) error {
+	if f.failed.CompareAndSwap(false, true) {
+		return errors.New("disk full")
+	}
+	return f.FileSnapshots.Save(ctx, s)
+}
+
+// A snapshot save that fails after a deletion is tried again: the older
+// snapshot holding the deleted user's name does not stay.
+func TestFailedSnapshotAfterDeletionRetried(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	f.story(t, "acme", 2)
+	tl := newTally()
+	plain := runner.FileSnapshots{Dir: dir}
+	snaps := &failingOnce{FileSnapshots: plain}
+	snaps.failed.Store(true) // the first save works
+	r, stop := start(t, runner.Config{Store: f.store, Codec: f.codec, Projections: []projections.Projection{tl},
+		Snapshots: snaps, ErasureDelay: 50 * time.Millisecond})
+	defer stop()
+	res, err := f.svc.Execute(context.Background(), "acme", ledger.RecordActivity{ActivityID: "x", UserID: "u0", Kind: "note", Ref: "r", At: time.Now()}, accounts.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, r, res.Position)
+	if err := r.SaveSnapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !filesContain(t, dir, "Secret Person acmeu1") {
+		t.Fatal("control: the snapshot should hold the name of a user not deleted")
+	}
+	snaps.failed.Store(false) // the next save fails
+	res, err = f.svc.Execute(context.Background(), "acme", ledger.DeleteUser{UserID: "u1", Confirm: "u1", At: time.Now()}, accounts.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, r, res.Position)
+	deadline := time.Now().Add(15 * time.Second)
+	for filesContain(t, dir, "Secret Person acmeu1") {
+		if time.Now().After(deadline) {
+			t.Fatal("after a failed save the snapshot still holds the deleted user's name")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !snaps.failed.Load() {
+		t.Fatal("control: the save after the deletion was meant to fail once")
 	}
 }
