@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -186,7 +188,7 @@ func (m *Main) Start(ctx context.Context) error {
 		}
 	}
 	m.log.Info("licensed serving",
-		"http", "http://"+m.HTTPAddr(), "nats", m.NATSURL(), "store", m.storeName(),
+		"http", "http://"+m.HTTPAddr(), "nats", withoutCredentials(m.NATSURL()), "store", m.storeName(),
 		"durability", m.cfg.Durability, "data_dir", dataDir)
 	return nil
 }
@@ -252,7 +254,7 @@ func (m *Main) openStore(ctx context.Context, dataDir string) error {
 	if m.cfg.Store != "jetstream" {
 		return m.openESDB(ctx, dataDir)
 	}
-	jcfg := jetstream.Config{Logger: m.log.With("component", "store")}
+	jcfg := jetstream.Config{Logger: m.log.With("component", "store"), Replicas: m.cfg.Replicas}
 	if m.cfg.Durability == string(jetstream.DurabilityInterval) {
 		// Coalescing appends into atomic batches pays for itself only when
 		// every write is fsynced: the server stages each batch in a store
@@ -287,7 +289,7 @@ func (m *Main) openStore(ctx context.Context, dataDir string) error {
 	if err != nil {
 		return err
 	}
-	ks, err := keys.Open(ctx, js, keys.Config{Logger: m.log.With("component", "keys")})
+	ks, err := keys.Open(ctx, js, keys.Config{Logger: m.log.With("component", "keys"), Replicas: m.cfg.Replicas})
 	if err != nil {
 		return fmt.Errorf("key store: %w", err)
 	}
@@ -345,11 +347,24 @@ func (m *Main) openESDB(ctx context.Context, dataDir string) error {
 		return err
 	}
 	m.relay, err = relay.New(relay.Config{
-		Source: es, JS: js,
+		Source: es, JS: js, Replicas: m.cfg.Replicas,
 		OnPublished: func(eventstore.Position) { m.metrics.EventsPublished(1) },
 		Logger:      m.log.With("component", "relay"),
 	})
 	return err
+}
+
+// withoutCredentials returns NATS URLs (comma-separated) without their
+// user information, which may be a password or a token, for logs.
+func withoutCredentials(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = nil
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // splitListen parses the embedded server's address; port 0 picks a free
@@ -382,6 +397,9 @@ func (m *Main) bootstrapOperator(ctx context.Context, dataDir string) error {
 		return nil
 	}
 	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write operator token: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil { // a file left from before keeps its mode otherwise
 		return fmt.Errorf("write operator token: %w", err)
 	}
 	m.log.Info("first operator token written: use it as a bearer token", "path", path)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -23,6 +24,7 @@ type Config struct {
 	LogLevel   slog.Level
 	LogFormat  string
 	DebugAddr  string
+	Replicas   int
 }
 
 // setting is one flag with its environment variable.
@@ -35,7 +37,7 @@ type setting struct {
 // through getenv.
 func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
 	var c Config
-	var level string
+	var level, replicas string
 	settings := []setting{
 		{"data-dir", "LICENSED_DATA_DIR", "./data", "directory for the embedded NATS files, tokens, snapshots and the first operator token", &c.DataDir},
 		{"http-addr", "LICENSED_HTTP_ADDR", "127.0.0.1:8080", "address the HTTP API listens on", &c.HTTPAddr},
@@ -45,6 +47,7 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		{"durability", "LICENSED_DURABILITY", "fsync", "what an acknowledged command promises: fsync (on disk before the answer) or interval (synced every 2 minutes)", &c.Durability},
 		{"log-level", "LICENSED_LOG_LEVEL", "info", "debug, info, warn or error", &level},
 		{"log-format", "LICENSED_LOG_FORMAT", "auto", "json, text, or auto (text on a terminal, JSON otherwise)", &c.LogFormat},
+		{"replicas", "LICENSED_REPLICAS", "1", "copies of the NATS streams (events, keys) in a JetStream cluster; 3 for a cluster of three. A stream provisioned with more keeps them", &replicas},
 		{"debug-addr", "LICENSED_DEBUG_ADDR", "", "address of a separate listener serving Go's /debug/pprof profiles; off when empty", &c.DebugAddr},
 	}
 	fs := flag.NewFlagSet("licensed", flag.ContinueOnError)
@@ -69,6 +72,11 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return Config{}, fmt.Errorf("log level %q: %w", level, err)
 	}
+	n, err := strconv.Atoi(replicas)
+	if err != nil || n < 1 || n > 5 {
+		return Config{}, fmt.Errorf("replicas %q: want 1 to 5", replicas)
+	}
+	c.Replicas = n
 	return c, c.validate()
 }
 
@@ -87,7 +95,10 @@ func (c Config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log format %q: want auto, json or text", c.LogFormat))
 	}
-	if c.Store != "jetstream" && !strings.HasPrefix(c.Store, "esdb://") && !strings.HasPrefix(c.Store, "esdb+discover://") && !strings.HasPrefix(c.Store, "kurrentdb://") {
+	if c.Replicas > 1 && c.NATSURL == "" {
+		errs = append(errs, fmt.Errorf("replicas %d: the embedded NATS server is a single node; replicas need --nats-url to a cluster", c.Replicas))
+	}
+	if c.Store != "jetstream" && !strings.HasPrefix(c.Store, "esdb://") && !strings.HasPrefix(c.Store, "esdb+discover://") {
 		errs = append(errs, fmt.Errorf("store %q: want jetstream or an esdb:// connection string", c.Store))
 	}
 	return errors.Join(errs...)

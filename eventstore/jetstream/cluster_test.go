@@ -137,11 +137,20 @@ func TestCluster(t *testing.T) {
 	// the first one's cached head. A replicated stream answers 10071 when
 	// the stream's last sequence is settled, 10164 while another write to
 	// the same subjects is still being proposed; both are conflicts.
-	other, err := jetstream.Connect(ctx, strings.Join(urls, ","), jetstream.Config{Replicas: 3})
+	// A process configured with fewer replicas (the default 1) opens the
+	// stream without scaling it down.
+	other, err := jetstream.Connect(ctx, strings.Join(urls, ","), jetstream.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
+	njs, err := natsjs.New(other.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := njs.Stream(ctx, "LEDGER"); err != nil || st.CachedInfo().Config.Replicas != 3 {
+		t.Fatalf("after a store with the default replicas opened it, the stream is %v (%v), want 3 replicas kept", st.CachedInfo().Config.Replicas, err)
+	}
 	acct0 := eventstore.LedgerStream("acct0")
 	evs := events(1)
 	if _, err := other.Append(ctx, acct0, eventstore.Exact(revs[0]-1), evs...); err != nil {

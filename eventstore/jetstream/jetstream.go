@@ -137,6 +137,18 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// EnsureStream creates the stream cfg describes or updates it to cfg,
+// except that it never lowers the stream's replica count: an operator who
+// provisioned a stream with more replicas than cfg asks for keeps them.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	if st, err := js.Stream(ctx, cfg.Name); err == nil {
+		if cur := st.CachedInfo().Config.Replicas; cur > cfg.Replicas {
+			cfg.Replicas = cur
+		}
+	}
+	return js.CreateOrUpdateStream(ctx, cfg)
+}
+
 // StreamConfig returns the JetStream stream configuration the store creates
 // or updates.
 func StreamConfig(cfg Config) jetstream.StreamConfig {
@@ -242,7 +254,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	var stream jetstream.Stream
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		stream, err = js.CreateOrUpdateStream(cctx, StreamConfig(cfg))
+		stream, err = EnsureStream(cctx, js, StreamConfig(cfg))
 		cancel()
 		if err == nil {
 			break

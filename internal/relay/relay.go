@@ -261,7 +261,7 @@ func (r *Relay) ensureStream(ctx context.Context) error {
 	if r.stream != nil {
 		return nil
 	}
-	st, err := r.cfg.JS.CreateOrUpdateStream(ctx, r.StreamConfig())
+	st, err := storejs.EnsureStream(ctx, r.cfg.JS, r.StreamConfig())
 	if err != nil {
 		return fmt.Errorf("relay: create stream %s: %w", r.cfg.Stream, err)
 	}

@@ -105,6 +105,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	storejs "github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
@@ -229,7 +230,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if cfg.stream != nil {
 		cfg.stream(&scfg)
 	}
-	st, err := js.CreateOrUpdateStream(ctx, scfg)
+	st, err := storejs.EnsureStream(ctx, js, scfg)
 	if err != nil {
 		return nil, fmt.Errorf("keys: create stream %s: %w", cfg.Stream, err)
 	}

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestParseConfig(t *testing.T) {
+	env := map[string]string{"LICENSED_HTTP_ADDR": "127.0.0.1:9000", "LICENSED_DURABILITY": "interval"}
+	getenv := func(k string) string { return env[k] }
+	c, err := ParseConfig([]string{"--durability", "fsync"}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:9000" || c.Durability != "fsync" || c.DataDir != "./data" || c.Store != "jetstream" || c.Replicas != 1 {
+		t.Fatalf("config %+v: want the variable over the default and the flag over the variable", c)
+	}
+	for _, bad := range [][]string{
+		{"--durability", "sometimes"},
+		{"--store", "postgres://x"},
+		{"--replicas", "3"}, // the embedded server is a single node
+		{"--replicas", "zero", "--nats-url", "nats://127.0.0.1:4222"},
+		{"--log-format", "xml"},
+		{"extra"},
+	} {
+		if _, err := ParseConfig(bad, getenv, io.Discard); err == nil {
+			t.Errorf("ParseConfig(%q) accepted", bad)
+		}
+	}
+	if _, err := ParseConfig([]string{"--replicas", "3", "--nats-url", "nats://127.0.0.1:4222"}, getenv, io.Discard); err != nil {
+		t.Errorf("three replicas on an external cluster refused: %v", err)
+	}
+}
+
+func TestWithoutCredentials(t *testing.T) {
+	got := withoutCredentials("nats://user:secret@n1:4222,nats://s3cr3tt0ken@n2:4222,nats://n3:4222")
+	if strings.Contains(got, "secret") || strings.Contains(got, "s3cr3tt0ken") || !strings.Contains(got, "n1:4222") || !strings.Contains(got, "n3:4222") {
+		t.Fatalf("withoutCredentials = %q", got)
+	}
+}
