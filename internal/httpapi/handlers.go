@@ -582,9 +582,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 			line.Metadata = jsontext.Value("{}")
 		}
 		if err := json.MarshalEncode(enc, &line); err != nil {
-			// Headers are sent: all that can be done is stop and log.
-			s.log.ErrorContext(ctx, "export events", "account", account, "err", err)
-			return nil
+			s.abortExport(ctx, account, err)
 		}
 		var perr error
 		if rec == l {
@@ -593,9 +591,16 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 			a, perr = pull(nextA)
 		}
 		if perr != nil {
-			s.log.ErrorContext(ctx, "export events", "account", account, "err", perr)
-			return nil
+			s.abortExport(ctx, account, perr)
 		}
 	}
 	return nil
+}
+
+// abortExport ends an export that failed after its headers were sent. The
+// connection is cut without the end of the chunked body, so the client
+// sees a broken transfer instead of a history that looks complete.
+func (s *server) abortExport(ctx context.Context, account string, err error) {
+	s.log.ErrorContext(ctx, "export events aborted", "account", account, "err", err)
+	panic(http.ErrAbortHandler)
 }

@@ -5,8 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/licenseledger/ledger/internal/auth"
 )
 
 // idemCache keeps, per idempotency key, the fingerprint of the first
@@ -123,4 +126,19 @@ func (r *response) replay() *response {
 	c := r.clone()
 	c.header.Set(HeaderReplayed, "true")
 	return c
+}
+
+// checkIdemKey refuses an Idempotency-Key that is not 1 to 255 visible
+// ASCII characters.
+func checkIdemKey(key string) error {
+	if len(key) > 255 || strings.ContainsFunc(key, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+		return badRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
+	}
+	return nil
+}
+
+// idemScope names a key within the principal and the account it was used
+// for: tenants cannot collide on a key, nor see that another used it.
+func idemScope(p auth.Principal, account, key string) string {
+	return p.TokenID + "\x00" + account + "\x00" + key
 }

@@ -90,8 +90,9 @@ func (s *server) tokenRoutes() {
 // secret is then kept, in memory only, for the cache's time.
 func (s *server) doMint(r *http.Request) *response {
 	body, err := s.readBody(r)
+	var p auth.Principal
 	if err == nil {
-		_, err = s.authorize(r, "", auth.MintToken)
+		p, err = s.authorize(r, "", auth.MintToken)
 	} else if _, aerr := auth.Authenticate(r.Context(), s.cfg.Tokens, r.Header.Get("Authorization")); aerr != nil {
 		err = aerr
 	}
@@ -102,7 +103,11 @@ func (s *server) doMint(r *http.Request) *response {
 	if key == "" {
 		return s.mint(r, body)
 	}
-	cached, done, err := s.idem.begin(r.Context(), key, fingerprint(r, body))
+	if err := checkIdemKey(key); err != nil {
+		return s.problemResponse(r, err)
+	}
+	// A minted secret is replayed only to the principal that minted it.
+	cached, done, err := s.idem.begin(r.Context(), idemScope(p, "", key), fingerprint(r, body))
 	if err != nil {
 		return s.problemResponse(r, err)
 	}

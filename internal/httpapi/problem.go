@@ -34,6 +34,7 @@ const (
 	ProblemIdempotencyReused  = "idempotency-key-reused" // 422
 	ProblemNotCaughtUp        = "read-model-behind"      // 503: min position not reached in time
 	ProblemContention         = "contention"             // 503: too many concurrent writers
+	ProblemOutcomeUnknown     = "outcome-unknown"        // 503: a write timed out; it may have been recorded
 	ProblemCycleNotFound      = "billing-cycle-not-found"
 	ProblemNotOpenedAt        = "account-not-opened-at-instant"
 	ProblemInternal           = "internal"      // 500

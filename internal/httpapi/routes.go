@@ -212,11 +212,11 @@ func (s *server) doWrite(r *http.Request, op writeOp) *response {
 	if key == "" {
 		return s.runWrite(r, op, p, account, body, "")
 	}
-	if len(key) > 255 || strings.ContainsFunc(key, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
-		return s.problemResponse(r, badRequest("Idempotency-Key must be 1 to 255 visible ASCII characters"))
+	if err := checkIdemKey(key); err != nil {
+		return s.problemResponse(r, err)
 	}
 	fp := fingerprint(r, body)
-	cached, done, err := s.idem.begin(r.Context(), key, fp)
+	cached, done, err := s.idem.begin(r.Context(), idemScope(p, account, key), fp)
 	if err != nil {
 		return s.problemResponse(r, err)
 	}
@@ -256,6 +256,12 @@ func (s *server) runWrite(r *http.Request, op writeOp, p auth.Principal, account
 	start := time.Now()
 	res, err := s.cfg.Commands.Execute(ctx, account, cmd, req)
 	s.metrics.commandDone(cmd.CommandName(), outcome(res, err), time.Since(start))
+	if err != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		// The store may have recorded the command before the time ran
+		// out: only a retry with the same key is safe.
+		err = &problemError{slug: ProblemOutcomeUnknown, status: http.StatusServiceUnavailable, err: err,
+			detail: "the command timed out and may or may not have been recorded: retry it with the same Idempotency-Key, or read the account before giving it again"}
+	}
 	if err != nil {
 		return s.problemResponse(r, err)
 	}

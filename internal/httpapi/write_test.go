@@ -3,13 +3,19 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/internal/accounts"
+	"github.com/licenseledger/ledger/internal/auth"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/projections"
 )
@@ -247,5 +253,58 @@ func TestIdempotencyCacheBound(t *testing.T) {
 	}
 	if again.json(t)["id"] != first.json(t)["id"] || e.storeLen() != n {
 		t.Fatalf("evicted key repeated the command: %s", again.Body)
+	}
+}
+
+// timingOut answers every command as a store that did not answer in time.
+type timingOut struct{}
+
+func (timingOut) Execute(context.Context, string, ledger.Command, accounts.Request) (accounts.Result, error) {
+	return accounts.Result{}, fmt.Errorf("append to ledger-acme: %w", context.DeadlineExceeded)
+}
+
+// A write that timed out may have been recorded: the answer says so and
+// asks for a retry with the same key, not a plain retry that could buy the
+// seats twice; a read that timed out is just behind.
+func TestWriteTimeoutOutcomeUnknown(t *testing.T) {
+	e := newEnv(t)
+	e.open("acme", 2)
+	e.cfg.Commands = timingOut{}
+	api := httptest.NewServer(httpapi.New(e.cfg))
+	defer api.Close()
+	req, _ := http.NewRequest("POST", api.URL+"/v1/accounts/acme/seats", strings.NewReader(`{"count":1}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+e.operator)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var p map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || p["rule"] != "outcome-unknown" || !strings.Contains(p["detail"].(string), "same Idempotency-Key") {
+		t.Fatalf("timed-out write answered %d %v", resp.StatusCode, p)
+	}
+}
+
+// Idempotency keys are scoped to the principal and account: two tenants
+// that happen to pick the same key neither collide nor learn of each other.
+func TestIdempotencyKeysScopedToTenant(t *testing.T) {
+	e := newEnv(t)
+	e.open("acme", 2)
+	e.open("globex", 2)
+	acme, globex := e.mint(auth.Admin, "acme"), e.mint(auth.Admin, "globex")
+	e.must(200, acme, "POST", "/v1/accounts/acme/seats", map[string]any{"count": 1}, "Idempotency-Key", "order-1")
+	e.must(200, globex, "POST", "/v1/accounts/globex/seats", map[string]any{"count": 5}, "Idempotency-Key", "order-1")
+	seats := e.must(200, globex, "GET", "/v1/accounts/globex/seats", nil).json(t)
+	if seats["seats"] != float64(7) {
+		t.Fatalf("globex seats %v, want 7: its purchase must not be taken for acme's", seats["seats"])
+	}
+	// The same tenant repeating its key still gets its first answer.
+	again := e.must(200, acme, "POST", "/v1/accounts/acme/seats", map[string]any{"count": 1}, "Idempotency-Key", "order-1").json(t)
+	if again["seats"] != float64(3) {
+		t.Fatalf("acme's repeat answered seats %v, want the first answer's 3", again["seats"])
 	}
 }
