@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -326,7 +327,7 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 	}
 	out := Result{Events: decoded, State: a.state.Clone(), Position: res.Position}
 	if req.IdempotencyKey != "" {
-		a.keys[req.IdempotencyKey] = Result{Events: decoded, Position: res.Position}
+		a.keys[req.IdempotencyKey] = Result{Events: slices.Clone(decoded), Position: res.Position} // its own copy: scrub edits it
 	}
 	return out, nil
 }
@@ -339,6 +340,7 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 // it succeeds. It does not depend on the request: a client that hangs up
 // as the deletion is appended does not cancel it.
 func (s *Service) destroyKey(ctx context.Context, a *account, user string) {
+	scrub(a, user)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := s.cfg.Codec.Keys().Destroy(ctx, pii.KeyID(a.id, user)); err != nil {
@@ -350,6 +352,27 @@ func (s *Service) destroyKey(ctx context.Context, a *account, user string) {
 		return
 	}
 	delete(a.pendingDestroy, user)
+}
+
+// scrub blanks a deleted user's personal data in the results the account
+// keeps for idempotent repeats: nothing in memory outlives their key.
+func scrub(a *account, user string) {
+	for _, r := range a.keys {
+		for i, d := range r.Events {
+			switch e := d.Event.(type) {
+			case ledger.UserAdded:
+				if e.UserID == user {
+					e.Name, e.Email = "", ""
+					r.Events[i].Event, r.Events[i].Erased = e, true
+				}
+			case ledger.UserDeactivated:
+				if e.UserID == user && e.Reason != "" {
+					e.Reason = ""
+					r.Events[i].Event, r.Events[i].Erased = e, true
+				}
+			}
+		}
+	}
 }
 
 // retryDestroys retries the key destructions that failed on the account.

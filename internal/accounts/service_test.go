@@ -386,3 +386,24 @@ func TestDeleteSurvivesClientHangingUp(t *testing.T) {
 		t.Fatalf("key after a deletion whose client hung up: %v, want erased", err)
 	}
 }
+
+// The first result kept for an idempotent repeat holds no personal data
+// of a user deleted since.
+func TestRepeatAfterDeletionHoldsNoName(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	svc := e.service(t)
+	must(t)(svc.Execute(ctx, "acme", ledger.OpenAccount{Account: "acme", Name: "Acme", Seats: 3, At: t0}, admin))
+	req := admin
+	req.IdempotencyKey = "add-zed"
+	first := must(t)(svc.Execute(ctx, "acme", ledger.AddUser{UserID: "zed", Name: "Zed Zebulon", Email: "zed@acme.test", Role: ledger.RoleMember, At: t0}, req))
+	if first.Events[0].Event.(ledger.UserAdded).Name != "Zed Zebulon" {
+		t.Fatal("control: the first result carries the name")
+	}
+	must(t)(svc.Execute(ctx, "acme", ledger.DeleteUser{UserID: "zed", Confirm: "zed", At: t0}, admin))
+	again := must(t)(svc.Execute(ctx, "acme", ledger.AddUser{UserID: "zed2", Name: "Zed Zebulon", Email: "zed@acme.test", Role: ledger.RoleMember, At: t0}, req))
+	added := again.Events[0].Event.(ledger.UserAdded)
+	if !again.Repeated || added.Name != "" || added.Email != "" {
+		t.Fatalf("repeat after deletion: repeated %v, name %q, email %q", again.Repeated, added.Name, added.Email)
+	}
+}
