@@ -141,10 +141,17 @@ func (c *Config) setDefaults() {
 // except that it never lowers the stream's replica count: an operator who
 // provisioned a stream with more replicas than cfg asks for keeps them.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	if st, err := js.Stream(ctx, cfg.Name); err == nil {
+	st, err := js.Stream(ctx, cfg.Name)
+	switch {
+	case err == nil:
 		if cur := st.CachedInfo().Config.Replicas; cur > cfg.Replicas {
 			cfg.Replicas = cur
 		}
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+	default:
+		// Not knowing the stream's replicas, updating it could scale it
+		// down: give up (callers retry what is transient).
+		return nil, err
 	}
 	return js.CreateOrUpdateStream(ctx, cfg)
 }

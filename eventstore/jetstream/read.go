@@ -205,7 +205,11 @@ func (s *Store) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig
 			if !yield(rec, err) || err != nil {
 				return
 			}
-			if stopAt > 0 && (seq >= stopAt || md.NumPending == 0) {
+			// Stop at the sequence that was last when the read began, never
+			// on "nothing pending": on a cluster the consumer may sit on a
+			// replica still catching up, whose pending count says nothing
+			// of what the leader acknowledged.
+			if stopAt > 0 && seq >= stopAt {
 				return
 			}
 		}
