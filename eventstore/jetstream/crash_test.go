@@ -110,7 +110,11 @@ func TestCrash(t *testing.T) {
 			}
 			close(lines)
 		}()
-		kill := time.After(time.Duration(300+rand.IntN(1200)) * time.Millisecond)
+		// The random moment is counted from the first acknowledgement, so
+		// a slow start (a loaded machine, a server recovering) still gets
+		// killed while appending.
+		var kill <-chan time.Time
+		started := time.After(60 * time.Second)
 		n := 0
 	read:
 		for {
@@ -125,6 +129,12 @@ func TestCrash(t *testing.T) {
 				}
 				acked[uuid.MustParse(f[2])] = f[1]
 				n++
+				if n == 1 {
+					kill, started = time.After(time.Duration(rand.IntN(1200))*time.Millisecond), nil
+				}
+			case <-started:
+				cmd.Process.Signal(syscall.SIGKILL)
+				t.Fatalf("round %d: child acknowledged nothing in 60 s; stderr: %s", round, stderr.String())
 			case <-kill:
 				cmd.Process.Signal(syscall.SIGKILL)
 				kill = nil
