@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"iter"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/auth"
 	"github.com/licenseledger/ledger/internal/httpapi"
@@ -306,5 +310,46 @@ func TestIdempotencyKeysScopedToTenant(t *testing.T) {
 	again := e.must(200, acme, "POST", "/v1/accounts/acme/seats", map[string]any{"count": 1}, "Idempotency-Key", "order-1").json(t)
 	if again["seats"] != float64(3) {
 		t.Fatalf("acme's repeat answered seats %v, want the first answer's 3", again["seats"])
+	}
+}
+
+// brokenHistory fails after the first event of every stream it reads.
+type brokenHistory struct{ httpapi.History }
+
+func (b brokenHistory) ReadStream(ctx context.Context, s eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error] {
+	return func(yield func(eventstore.Record, error) bool) {
+		for r, err := range b.History.ReadStream(ctx, s, from) {
+			if !yield(r, err) || err != nil {
+				return
+			}
+			yield(eventstore.Record{}, errors.New("store connection lost"))
+			return
+		}
+	}
+}
+
+// An export that fails half way is cut, so that the client cannot take
+// the part it got for the whole history.
+func TestBrokenExportIsCut(t *testing.T) {
+	e := newEnv(t)
+	e.open("acme", 3)
+	e.addUser("acme", "Ada Admin", "ada@acme.test", "admin")
+	e.addUser("acme", "Bob Member", "bob@acme.test", "member")
+	whole := e.must(200, e.operator, "GET", "/v1/accounts/acme/events", nil)
+	if n := bytes.Count(whole.Body, []byte("\n")); n < 3 {
+		t.Fatalf("control: the intact export has %d lines", n)
+	}
+	e.cfg.History = brokenHistory{e.cfg.History}
+	api := httptest.NewServer(httpapi.New(e.cfg))
+	defer api.Close()
+	req, _ := http.NewRequest("GET", api.URL+"/v1/accounts/acme/events", nil)
+	req.Header.Set("Authorization", "Bearer "+e.operator)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return // cut before the first bytes left: the client sees the failure
+	}
+	defer resp.Body.Close()
+	if b, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("a broken export read as complete (%d %s)", resp.StatusCode, b)
 	}
 }
