@@ -353,3 +353,21 @@ func TestBrokenExportIsCut(t *testing.T) {
 		t.Fatalf("a broken export read as complete (%d %s)", resp.StatusCode, b)
 	}
 }
+
+// Once the cache has forgotten a key, a request that reuses it with other
+// values is still refused: the service's first result is compared with it.
+func TestForgottenKeyWithOtherBodyRefused(t *testing.T) {
+	e := newEnv(t, options{adjust: func(c *httpapi.Config) { c.IdempotencyEntries = 1 }})
+	e.open("acme", 5)
+	op := e.operator
+	e.must(200, op, "POST", "/v1/accounts/acme/seats", map[string]int{"count": 5}, "Idempotency-Key", "buy")
+	e.must(201, op, "POST", "/v1/accounts/acme/users", map[string]string{"name": "Ann", "email": "ann@acme.test", "role": "admin"}, "Idempotency-Key", "add") // evicts "buy"
+	n := e.storeLen()
+	e.must(422, op, "POST", "/v1/accounts/acme/seats", map[string]int{"count": 10}, "Idempotency-Key", "buy")
+	e.must(200, op, "POST", "/v1/accounts/acme/seats", map[string]int{"count": 1}, "Idempotency-Key", "other") // evicts "add"
+	e.must(422, op, "POST", "/v1/accounts/acme/users", map[string]string{"name": "Ann", "email": "ann.other@acme.test", "role": "admin"}, "Idempotency-Key", "add")
+	if e.storeLen() != n+1 {
+		t.Fatalf("store grew by %d, want only the one new purchase", e.storeLen()-n)
+	}
+	e.must(200, op, "POST", "/v1/accounts/acme/seats", map[string]int{"count": 5}, "Idempotency-Key", "buy") // the same body still repeats
+}
