@@ -1,0 +1,373 @@
+package tokens
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/licenseledger/ledger/internal/auth"
+)
+
+// testServer is an embedded nats-server with JetStream on a directory that
+// outlives it, so a test can restart it on the same port.
+type testServer struct {
+	t    testing.TB
+	dir  string
+	port int
+	srv  *server.Server
+}
+
+func newTestServer(t testing.TB) *testServer {
+	t.Helper()
+	ts := &testServer{t: t, dir: t.TempDir(), port: -1}
+	ts.start()
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+func (ts *testServer) start() {
+	ts.t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "tokens-test",
+		Host:       "127.0.0.1",
+		Port:       ts.port,
+		JetStream:  true,
+		StoreDir:   ts.dir,
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	if err != nil {
+		ts.t.Fatalf("new server: %v", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		ts.t.Fatal("server not ready")
+	}
+	ts.srv = srv
+	ts.port = srv.Addr().(*net.TCPAddr).Port
+}
+
+func (ts *testServer) stop() {
+	if ts.srv != nil {
+		ts.srv.Shutdown()
+		ts.srv.WaitForShutdown()
+		ts.srv = nil
+	}
+}
+
+func (ts *testServer) restart() {
+	ts.t.Helper()
+	ts.stop()
+	ts.start()
+}
+
+// connect returns a JetStream context on a new connection that reconnects
+// after a restart, closed when the test ends.
+func (ts *testServer) connect() jetstream.JetStream {
+	ts.t.Helper()
+	nc, err := nats.Connect(ts.srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		ts.t.Fatalf("connect: %v", err)
+	}
+	ts.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		ts.t.Fatalf("jetstream: %v", err)
+	}
+	return js
+}
+
+// open opens a Store on a new connection, as another process would, and
+// closes it when the test ends.
+func (ts *testServer) open(ctx context.Context, cfg Config) *Store {
+	ts.t.Helper()
+	s, err := Open(ctx, ts.connect(), cfg)
+	if err != nil {
+		ts.t.Fatalf("open: %v", err)
+	}
+	ts.t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			ts.t.Errorf("close: %v", err)
+		}
+	})
+	return s
+}
+
+func mint(t *testing.T, s auth.Store, role auth.Role, account string) (auth.Token, string) {
+	t.Helper()
+	tok, secret, err := auth.Mint(t.Context(), s, rand.Reader, role, account, time.Now())
+	if err != nil {
+		t.Fatalf("mint: %v", err)
+	}
+	return tok, secret
+}
+
+// eventually polls cond for up to five seconds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func length(t *testing.T, s *Store) int {
+	t.Helper()
+	n, err := s.Len(t.Context())
+	if err != nil {
+		t.Fatalf("len: %v", err)
+	}
+	return n
+}
+
+func TestPutAndLookups(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s := ts.open(ctx, Config{})
+	if n := length(t, s); n != 0 {
+		t.Fatalf("Len of a new bucket = %d", n)
+	}
+	tok, secret := mint(t, s, auth.Admin, "acme")
+	other, _ := mint(t, s, auth.Service, "")
+
+	got, err := s.ByHash(ctx, auth.HashSecret(secret))
+	if err != nil || got != tok {
+		t.Fatalf("ByHash = %+v, %v; want %+v", got, err, tok)
+	}
+	if got, err := s.ByID(ctx, tok.ID); err != nil || got != tok {
+		t.Fatalf("ByID = %+v, %v; want %+v", got, err, tok)
+	}
+	p, err := auth.Authenticate(ctx, s, "Bearer "+secret)
+	if err != nil || p != (auth.Principal{TokenID: tok.ID, Role: auth.Admin, Account: "acme"}) {
+		t.Fatalf("Authenticate = %+v, %v", p, err)
+	}
+	if n := length(t, s); n != 2 {
+		t.Fatalf("Len = %d, want 2", n)
+	}
+	if _, err := s.ByHash(ctx, auth.HashSecret("ll_unknown")); !errors.Is(err, auth.ErrNotFound) {
+		t.Fatalf("ByHash unknown: %v, want ErrNotFound", err)
+	}
+	for _, id := range []string{"tok_0000000000000000", "no.such/id", ""} {
+		if _, err := s.ByID(ctx, id); !errors.Is(err, auth.ErrNotFound) {
+			t.Fatalf("ByID(%q): %v, want ErrNotFound", id, err)
+		}
+	}
+	if _, err := auth.Authenticate(ctx, s, "Bearer ll_unknown"); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("Authenticate unknown: %v, want ErrUnauthenticated", err)
+	}
+
+	// Same id, another hash; same hash, another id: both refused.
+	sameID := tok
+	sameID.Hash = auth.HashSecret("ll_another")
+	if err := s.Put(ctx, sameID); !errors.Is(err, auth.ErrDuplicate) {
+		t.Fatalf("Put with a taken id: %v, want ErrDuplicate", err)
+	}
+	sameHash := other
+	sameHash.ID = "tok_fresh"
+	if err := s.Put(ctx, sameHash); !errors.Is(err, auth.ErrDuplicate) {
+		t.Fatalf("Put with a taken hash: %v, want ErrDuplicate", err)
+	}
+	if got, err := s.ByID(ctx, tok.ID); err != nil || got != tok {
+		t.Fatalf("ByID after refused overwrite = %+v, %v; want the first token", got, err)
+	}
+	if n := length(t, s); n != 2 {
+		t.Fatalf("Len after refused puts = %d, want 2", n)
+	}
+	// The id the refused hash took is given back.
+	sameHash.Hash = auth.HashSecret("ll_third")
+	if err := s.Put(ctx, sameHash); err != nil {
+		t.Fatalf("Put with the id of a refused put: %v", err)
+	}
+	bad := sameHash
+	bad.ID, bad.Hash = "tok.x", auth.HashSecret("ll_fourth")
+	if err := s.Put(ctx, bad); !errors.Is(err, ErrInvalidID) {
+		t.Fatalf("Put with id %q: %v, want ErrInvalidID", bad.ID, err)
+	}
+}
+
+// TestSharedAcrossStores opens two stores on two connections, as two
+// licensed processes: a token minted through one authenticates through the
+// other at once, and its watch brings it into the other's memory.
+func TestSharedAcrossStores(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	a, b := ts.open(ctx, Config{}), ts.open(ctx, Config{})
+
+	tok, secret := mint(t, a, auth.Auditor, "")
+	p, err := auth.Authenticate(ctx, b, "Bearer "+secret)
+	if err != nil || p.TokenID != tok.ID {
+		t.Fatalf("Authenticate through the other store = %+v, %v", p, err)
+	}
+	tok2, _ := mint(t, a, auth.Service, "acme")
+	// Len reads memory only: it reaches 2 through the watch.
+	eventually(t, "the other store's watch", func() bool { return length(t, b) == 2 })
+	if got, err := b.ByID(ctx, tok2.ID); err != nil || got != tok2 {
+		t.Fatalf("ByID through the other store = %+v, %v", got, err)
+	}
+	if err := b.Put(ctx, tok2); !errors.Is(err, auth.ErrDuplicate) {
+		t.Fatalf("Put through the other store of a token put through the first: %v, want ErrDuplicate", err)
+	}
+
+	// Deleting the hash key revokes the token in every process.
+	kv, err := ts.connect().KeyValue(ctx, DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "hash."+tok.Hash.String()); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range map[string]*Store{"a": a, "b": b} {
+		eventually(t, name+" to forget the revoked token", func() bool {
+			_, err := auth.Authenticate(ctx, s, "Bearer "+secret)
+			return errors.Is(err, auth.ErrUnauthenticated)
+		})
+		if n := length(t, s); n != 1 {
+			t.Fatalf("%s: Len after revocation = %d, want 1", name, n)
+		}
+	}
+}
+
+// TestSurvivesRestart restarts the server on the same directory: tokens
+// are still there for a new store, and a store open across the restart
+// keeps following the bucket.
+func TestSurvivesRestart(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	old := ts.open(ctx, Config{})
+	tok, secret := mint(t, old, auth.Operator, "")
+
+	ts.restart()
+	s := ts.open(ctx, Config{})
+	if n := length(t, s); n != 1 {
+		t.Fatalf("Len after restart = %d, want 1", n)
+	}
+	if p, err := auth.Authenticate(ctx, s, "Bearer "+secret); err != nil || p.TokenID != tok.ID {
+		t.Fatalf("Authenticate after restart = %+v, %v", p, err)
+	}
+	tok2, secret2 := mint(t, s, auth.Admin, "acme")
+	if p, err := auth.Authenticate(ctx, old, "Bearer "+secret2); err != nil || p.TokenID != tok2.ID {
+		t.Fatalf("Authenticate through the store opened before the restart = %+v, %v", p, err)
+	}
+	if testing.Short() {
+		return
+	}
+	// Its watch resumes after nats.go's missed-heartbeat check (two 5 s
+	// heartbeats): a token it has not looked up reaches its memory.
+	tok3, _ := mint(t, s, auth.Service, "")
+	deadline := time.Now().Add(20 * time.Second)
+	for length(t, old) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch of the store opened before the restart did not resume")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, err := old.ByID(ctx, tok3.ID); err != nil || got != tok3 {
+		t.Fatalf("ByID through the old store = %+v, %v", got, err)
+	}
+}
+
+// TestBootstrapOnce: processes starting together on an empty bucket create
+// one operator token between them.
+func TestBootstrapOnce(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	stores := make([]*Store, 4)
+	for i := range stores {
+		stores[i] = ts.open(ctx, Config{})
+	}
+	var wg sync.WaitGroup
+	created := make([]bool, len(stores))
+	errs := make([]error, len(stores))
+	for i, s := range stores {
+		wg.Go(func() { _, created[i], errs[i] = s.Bootstrap(ctx, rand.Reader, time.Now()) })
+	}
+	wg.Wait()
+	n := 0
+	for i := range stores {
+		if errs[i] != nil {
+			t.Fatalf("store %d: Bootstrap: %v", i, errs[i])
+		}
+		if created[i] {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d stores created an operator token, want 1", n)
+	}
+	for i, s := range stores {
+		eventually(t, "every store to see the operator token", func() bool { return length(t, s) == 1 })
+		if _, created, err := s.Bootstrap(ctx, rand.Reader, time.Now()); err != nil || created {
+			t.Fatalf("store %d: second Bootstrap created=%v, %v", i, created, err)
+		}
+	}
+}
+
+// TestBootstrapClaim makes the race of two fresh processes deterministic:
+// the second one has not seen the first one's token (its watch stopped
+// before), so auth.Bootstrap alone mints a second operator token, and the
+// claim prevents it.
+func TestBootstrapClaim(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	first := ts.open(ctx, Config{})
+	late, blind := ts.open(ctx, Config{}), ts.open(ctx, Config{})
+	for _, s := range []*Store{late, blind} {
+		if err := s.Close(); err != nil { // their memory stays empty
+			t.Fatal(err)
+		}
+	}
+	if _, created, err := first.Bootstrap(ctx, rand.Reader, time.Now()); err != nil || !created {
+		t.Fatalf("first Bootstrap: created=%v, %v", created, err)
+	}
+	if _, created, err := late.Bootstrap(ctx, rand.Reader, time.Now()); err != nil || created {
+		t.Fatalf("Bootstrap after another process's: created=%v, %v; want nothing created", created, err)
+	}
+	// Control: without the claim, the same situation mints a second one.
+	if _, created, err := auth.Bootstrap(ctx, blind, rand.Reader, time.Now()); err != nil || !created {
+		t.Fatalf("control: auth.Bootstrap on a store that missed the token: created=%v, %v; the test proves nothing", created, err)
+	}
+}
+
+// TestStaleClaim: a claim left by a process that stopped before minting
+// blocks others while fresh, and is taken over once stale.
+func TestStaleClaim(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	kv, err := ensureBucket(ctx, ts.connect(), Config{Bucket: DefaultBucket, Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, BootstrapKey, []byte("tok_vanished")); err != nil {
+		t.Fatal(err)
+	}
+	fresh := ts.open(ctx, Config{})
+	if _, created, err := fresh.Bootstrap(ctx, rand.Reader, time.Now()); err != nil || created {
+		t.Fatalf("Bootstrap under a fresh claim: created=%v, %v; want nothing created", created, err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	s := ts.open(ctx, Config{StaleClaim: 10 * time.Millisecond})
+	secret, created, err := s.Bootstrap(ctx, rand.Reader, time.Now())
+	if err != nil || !created {
+		t.Fatalf("Bootstrap under a stale claim: created=%v, %v; want a token", created, err)
+	}
+	pr, err := auth.Authenticate(ctx, s, "Bearer "+secret)
+	if err != nil || pr.Role != auth.Operator {
+		t.Fatalf("Authenticate the bootstrap token = %+v, %v", pr, err)
+	}
+	e, err := kv.Get(ctx, BootstrapKey)
+	if err != nil || string(e.Value()) != pr.TokenID {
+		t.Fatalf("claim after take-over = %q, %v; want %s", e.Value(), err, pr.TokenID)
+	}
+}
