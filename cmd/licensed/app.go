@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,6 +30,7 @@ import (
 	esdbkeys "github.com/licenseledger/ledger/eventstore/esdb/keys"
 	"github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/eventstore/jetstream/keys"
+	jstokens "github.com/licenseledger/ledger/eventstore/jetstream/tokens"
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/auth"
 	"github.com/licenseledger/ledger/internal/codec"
@@ -63,6 +65,9 @@ type Main struct {
 	runner   *runner.Runner
 	metrics  *httpapi.Metrics
 	tokens   auth.Store
+	// bootstrap creates the first operator token unless another process
+	// of the service did.
+	bootstrap func(ctx context.Context, random io.Reader, now time.Time) (string, bool, error)
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -130,8 +135,8 @@ func (m *Main) Start(ctx context.Context) error {
 		Logger: m.log.With("component", "accounts"),
 	})
 
-	if m.tokens, err = auth.OpenFileStore(dataDir); err != nil {
-		return fmt.Errorf("token store: %w", err)
+	if err := m.openTokens(ctx); err != nil {
+		return err
 	}
 	if err := m.bootstrapOperator(ctx, dataDir); err != nil {
 		return err
@@ -224,14 +229,14 @@ func (m *Main) Close() error {
 		cancel()
 	}
 	m.bg.Wait()
+	for _, c := range m.closers { // they may use the NATS connections closed below
+		errs = append(errs, c())
+	}
 	if m.relayNC != nil {
 		m.relayNC.Close()
 	}
 	if m.natsSrv != nil {
 		jetstream.StopServer(m.natsSrv)
-	}
-	for _, c := range m.closers {
-		errs = append(errs, c())
 	}
 	if m.store != nil {
 		errs = append(errs, m.store.Close())
@@ -387,7 +392,7 @@ func splitListen(addr string) (string, int, error) {
 // bootstrapOperator creates the first operator token when there is none
 // and writes it, readable by its owner only, to <data>/operator.token.
 func (m *Main) bootstrapOperator(ctx context.Context, dataDir string) error {
-	secret, created, err := auth.Bootstrap(ctx, m.tokens, rand.Reader, time.Now())
+	secret, created, err := m.bootstrap(ctx, rand.Reader, time.Now())
 	if err != nil {
 		return fmt.Errorf("operator token: %w", err)
 	}
@@ -403,6 +408,27 @@ func (m *Main) bootstrapOperator(ctx context.Context, dataDir string) error {
 		return fmt.Errorf("write operator token: %w", err)
 	}
 	m.log.Info("first operator token written: use it as a bearer token", "path", path)
+	return nil
+}
+
+// openTokens opens the token store on the NATS every process of the
+// service shares, so that a token minted through one process is accepted
+// by all of them.
+func (m *Main) openTokens(ctx context.Context) error {
+	nc := m.relayNC
+	if m.js != nil {
+		nc = m.js.Conn()
+	}
+	js, err := natsjs.New(nc)
+	if err != nil {
+		return err
+	}
+	ts, err := jstokens.Open(ctx, js, jstokens.Config{Replicas: m.cfg.Replicas, Logger: m.log.With("component", "tokens")})
+	if err != nil {
+		return fmt.Errorf("token store: %w", err)
+	}
+	m.tokens, m.bootstrap = ts, ts.Bootstrap
+	m.closers = append(m.closers, ts.Close)
 	return nil
 }
 
