@@ -132,6 +132,8 @@ func init() {
 			}},
 		{name: "tokens show", usage: "tokens show TOKEN-ID", short: "a token's role and scope, never its secret (operator)",
 			min: 1, max: 1, run: tokensShow},
+		{name: "tokens revoke", usage: "tokens revoke TOKEN-ID", short: "revoke a token: it authenticates nowhere afterwards (operator)",
+			min: 1, max: 1, run: tokensRevoke},
 	}
 }
 
@@ -626,4 +628,17 @@ func tokensShow(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	return c.render(r, renderTokenInfo)
+}
+
+// tokensRevoke revokes a token. The API answers 204 without a body: the
+// confirmation goes to stderr and stdout stays empty.
+func tokensRevoke(ctx context.Context, c *cli, args []string) error {
+	if err := id(cmdOf("tokens revoke"), "token", args[0]); err != nil {
+		return err
+	}
+	if _, err := c.call(ctx, request{method: http.MethodDelete, path: []string{"v1", "tokens", args[0]}}); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stderr, "licensectl: revoked token %s\n", args[0])
+	return nil
 }

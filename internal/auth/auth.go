@@ -49,6 +49,10 @@ var ErrInvalidRole = errors.New("auth: invalid role or scope")
 // ErrNotFound is returned by a Store for a token id or hash it does not hold.
 var ErrNotFound = errors.New("auth: token not found")
 
+// ErrLastOperator is returned by Store.Revoke for the only operator token:
+// revoking it would leave nobody able to mint tokens.
+var ErrLastOperator = errors.New("auth: the last operator token cannot be revoked")
+
 // Prefix starts every token secret, so that secret scanners and people
 // recognise one.
 const Prefix = "ll_"
@@ -153,6 +157,12 @@ type Store interface {
 	ByID(ctx context.Context, id string) (Token, error)
 	// Len returns how many tokens the store holds.
 	Len(ctx context.Context) (int, error)
+	// Revoke removes the token with id: after it returns, the token
+	// authenticates nowhere. An id the store does not hold, including one
+	// revoked already, is ErrNotFound (wrapped). The only operator token
+	// is refused with ErrLastOperator (wrapped) unless another operator
+	// token exists.
+	Revoke(ctx context.Context, id string) error
 }
 
 // Mint draws a new token for role and account from random (crypto/rand's

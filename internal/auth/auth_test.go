@@ -157,3 +157,79 @@ func TestFileStore(t *testing.T) {
 		t.Fatalf("duplicate put: %v", err)
 	}
 }
+
+// TestRevoke runs the revocation contract on both stores: a revoked token
+// no longer authenticates, a second revocation and an unknown id are
+// ErrNotFound, and the last operator token is refused until another
+// exists. The file store must also forget the token after a reopen.
+func TestRevoke(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "auth")
+	stores := map[string]func(t *testing.T) auth.Store{
+		"memory": func(*testing.T) auth.Store { return auth.NewMemoryStore() },
+		"file": func(t *testing.T) auth.Store {
+			s, err := auth.OpenFileStore(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s := open(t)
+			op1, op1Secret, err := auth.Mint(ctx, s, rand.Reader, auth.Operator, "", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc, svcSecret, err := auth.Mint(ctx, s, rand.Reader, auth.Service, "acme", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Revoke(ctx, svc.ID); err != nil {
+				t.Fatalf("revoke service token: %v", err)
+			}
+			if _, err := auth.Authenticate(ctx, s, "Bearer "+svcSecret); !errors.Is(err, auth.ErrUnauthenticated) {
+				t.Fatalf("revoked token authenticates: %v", err)
+			}
+			if _, err := s.ByID(ctx, svc.ID); !errors.Is(err, auth.ErrNotFound) {
+				t.Fatalf("revoked token by id: %v", err)
+			}
+			if err := s.Revoke(ctx, svc.ID); !errors.Is(err, auth.ErrNotFound) {
+				t.Fatalf("second revoke: %v, want ErrNotFound", err)
+			}
+			if err := s.Revoke(ctx, "tok_nosuch"); !errors.Is(err, auth.ErrNotFound) {
+				t.Fatalf("unknown id: %v, want ErrNotFound", err)
+			}
+			if err := s.Revoke(ctx, op1.ID); !errors.Is(err, auth.ErrLastOperator) {
+				t.Fatalf("last operator: %v, want ErrLastOperator", err)
+			}
+			if _, err := auth.Authenticate(ctx, s, "Bearer "+op1Secret); err != nil {
+				t.Fatalf("refused revocation still revoked the token: %v", err)
+			}
+			op2, op2Secret, err := auth.Mint(ctx, s, rand.Reader, auth.Operator, "", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Revoke(ctx, op1.ID); err != nil {
+				t.Fatalf("revoke an operator with another left: %v", err)
+			}
+			if err := s.Revoke(ctx, op2.ID); !errors.Is(err, auth.ErrLastOperator) {
+				t.Fatalf("new last operator: %v, want ErrLastOperator", err)
+			}
+			if n, err := s.Len(ctx); err != nil || n != 1 {
+				t.Fatalf("Len %d %v, want 1", n, err)
+			}
+			if name != "file" {
+				return
+			}
+			reopened := open(t)
+			if _, err := auth.Authenticate(ctx, reopened, "Bearer "+op1Secret); !errors.Is(err, auth.ErrUnauthenticated) {
+				t.Fatalf("revoked operator authenticates after reopen: %v", err)
+			}
+			if _, err := auth.Authenticate(ctx, reopened, "Bearer "+op2Secret); err != nil {
+				t.Fatalf("kept operator after reopen: %v", err)
+			}
+		})
+	}
+}

@@ -76,13 +76,47 @@ func (m *MemoryStore) Len(context.Context) (int, error) {
 	return len(m.byHash), nil
 }
 
+// Revoke removes the token with id, unless it is the last operator token.
+func (m *MemoryStore) Revoke(_ context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, err := m.revoke(id)
+	return err
+}
+
+// revoke removes the token with id and returns it; m.mu is held.
+func (m *MemoryStore) revoke(id string) (Token, error) {
+	h, ok := m.byID[id]
+	if !ok {
+		return Token{}, fmt.Errorf("revoke token %s: %w", id, ErrNotFound)
+	}
+	t := m.byHash[h]
+	if t.Role == Operator && !otherOperator(m.byHash, id) {
+		return Token{}, fmt.Errorf("revoke token %s: %w", id, ErrLastOperator)
+	}
+	delete(m.byHash, h)
+	delete(m.byID, id)
+	return t, nil
+}
+
+// otherOperator reports whether tokens hold an operator token whose id is
+// not id.
+func otherOperator(tokens map[Hash]Token, id string) bool {
+	for _, t := range tokens {
+		if t.Role == Operator && t.ID != id {
+			return true
+		}
+	}
+	return false
+}
+
 // FileStore is a Store kept in memory and written, whole, to a JSON file of
-// token hashes (never secrets) after every Put: to a temporary file in the
+// token hashes (never secrets) after every Put and Revoke: to a temporary file in the
 // same directory, synced, then renamed over the old one, so a crash leaves
 // the old file or the new one. The file has mode 0600.
 type FileStore struct {
 	path string
-	mu   sync.Mutex // serialises Put and the file write
+	mu   sync.Mutex // serialises Put, Revoke and the file write
 	mem  *MemoryStore
 }
 
@@ -135,6 +169,26 @@ func (f *FileStore) Put(ctx context.Context, t Token) error {
 		delete(f.mem.byID, t.ID)
 		f.mem.mu.Unlock()
 		return err
+	}
+	return nil
+}
+
+// Revoke removes the token with id, unless it is the last operator token,
+// and rewrites the file. When the write fails, the token is kept.
+func (f *FileStore) Revoke(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mem.mu.Lock()
+	t, err := f.mem.revoke(id)
+	f.mem.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := f.write(); err != nil {
+		f.mem.mu.Lock()
+		f.mem.byHash[t.Hash], f.mem.byID[t.ID] = t, t.Hash
+		f.mem.mu.Unlock()
+		return fmt.Errorf("revoke token %s: %w", id, err)
 	}
 	return nil
 }

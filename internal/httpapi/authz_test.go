@@ -99,6 +99,10 @@ var endpoints = []endpoint{
 		r := e.must(201, e.operator, "POST", "/v1/tokens", map[string]string{"role": "auditor"})
 		return "/v1/tokens/" + r.json(e.t)["id"].(string), nil
 	}},
+	{"DELETE /v1/tokens/{token}", 204, []auth.Role{auth.Operator}, func(e *env, _ int) (string, any) {
+		r := e.must(201, e.operator, "POST", "/v1/tokens", map[string]string{"role": "auditor"})
+		return "/v1/tokens/" + r.json(e.t)["id"].(string), nil
+	}},
 	{"GET /healthz", 200, nil, fixed("/healthz", nil)},
 	{"GET /readyz", 200, nil, fixed("/readyz", nil)},
 	{"GET /metrics", 200, nil, fixed("/metrics", nil)},

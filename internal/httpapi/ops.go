@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	_ "embed"
+	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
@@ -84,6 +85,24 @@ func (s *server) tokenRoutes() {
 		}
 		return jsonResponse(http.StatusOK, TokenInfo{ID: t.ID, Role: t.Role, Account: t.Account, CreatedAt: t.CreatedAt}), nil
 	})
+	s.handle("DELETE /v1/tokens/{token}", func(w http.ResponseWriter, r *http.Request) {
+		s.send(w, r, s.revoke(r))
+	})
+}
+
+// revoke revokes a token: 204, 404 for an unknown or revoked id, 409 for
+// the last operator token.
+func (s *server) revoke(r *http.Request) *response {
+	p, err := s.authorize(r, "", auth.MintToken)
+	if err == nil {
+		err = s.cfg.Tokens.Revoke(r.Context(), r.PathValue("token"))
+	}
+	if err != nil {
+		return s.problemResponse(r, err)
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "token revoked",
+		slog.String("token", r.PathValue("token")), slog.String("by", p.TokenID))
+	return &response{status: http.StatusNoContent, header: http.Header{}}
 }
 
 // doMint mints a token. It takes an Idempotency-Key like any write; the

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/licenseledger/ledger/internal/auth"
 	"github.com/licenseledger/ledger/internal/httpapi"
 )
 
@@ -85,4 +86,52 @@ func TestOperations(t *testing.T) {
 			t.Errorf("metrics lack %q:\n%s", want, m)
 		}
 	}
+}
+
+// TestRevokeToken revokes tokens through the API: a revoked token is
+// refused on its next request, a second revocation and an unknown id are
+// 404, and the last operator token is refused with 409 until another
+// operator token exists.
+func TestRevokeToken(t *testing.T) {
+	e := newEnv(t)
+	e.open("acme", 5)
+	r := e.must(201, e.operator, "POST", "/v1/tokens", map[string]string{"role": "service", "account": "acme"})
+	id, secret := r.json(t)["id"].(string), r.json(t)["token"].(string)
+	e.must(200, secret, "GET", "/v1/accounts/acme", nil)
+
+	del := e.must(204, e.operator, "DELETE", "/v1/tokens/"+id, nil)
+	if len(del.Body) != 0 {
+		t.Fatalf("204 with a body: %q", del.Body)
+	}
+	refused := e.must(401, secret, "GET", "/v1/accounts/acme", nil)
+	if !strings.HasPrefix(refused.Header.Get("WWW-Authenticate"), "Bearer ") {
+		t.Fatalf("401 without a Bearer challenge: %v", refused.Header)
+	}
+	e.must(404, e.operator, "GET", "/v1/tokens/"+id, nil)
+	for _, path := range []string{"/v1/tokens/" + id, "/v1/tokens/tok_nosuch"} {
+		if p := e.must(404, e.operator, "DELETE", path, nil).json(t); p["type"] != httpapi.ProblemBase+httpapi.ProblemNotFound {
+			t.Fatalf("DELETE %s: problem %v", path, p)
+		}
+	}
+
+	// The bootstrap operator token is the only one.
+	first, err := e.tokens.ByHash(t.Context(), auth.HashSecret(e.operator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := e.must(409, e.operator, "DELETE", "/v1/tokens/"+first.ID, nil)
+	if last.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("409 as %q", last.Header.Get("Content-Type"))
+	}
+	p := last.json(t)
+	if p["type"] != httpapi.ProblemBase+httpapi.ProblemLastOperator ||
+		p["detail"] != "the last operator token cannot be revoked: mint another first" {
+		t.Fatalf("last operator problem: %v", p)
+	}
+	e.must(200, e.operator, "GET", "/v1/accounts/acme", nil)
+
+	second := e.must(201, e.operator, "POST", "/v1/tokens", map[string]string{"role": "operator"}).json(t)["token"].(string)
+	e.must(204, second, "DELETE", "/v1/tokens/"+first.ID, nil)
+	e.must(401, e.operator, "GET", "/v1/accounts/acme", nil)
+	e.must(200, second, "GET", "/v1/accounts/acme", nil)
 }

@@ -37,8 +37,9 @@ const (
 	ProblemOutcomeUnknown     = "outcome-unknown"        // 503: a write timed out; it may have been recorded
 	ProblemCycleNotFound      = "billing-cycle-not-found"
 	ProblemNotOpenedAt        = "account-not-opened-at-instant"
-	ProblemInternal           = "internal"      // 500
-	ProblemInvalidToken       = "invalid-token" // 400 on minting: bad role or scope
+	ProblemInternal           = "internal"            // 500
+	ProblemInvalidToken       = "invalid-token"       // 400 on minting: bad role or scope
+	ProblemLastOperator       = "last-operator-token" // 409: revoking the only operator token
 )
 
 // Problem is an RFC 9457 problem details object.
@@ -133,6 +134,9 @@ func toProblem(err error) (p Problem, internal bool) {
 	case errors.Is(err, auth.ErrUnauthenticated):
 		p = Problem{Rule: ProblemUnauthenticated, Status: http.StatusUnauthorized,
 			Detail: "a valid bearer token is required: Authorization: Bearer ll_..."}
+	case errors.Is(err, auth.ErrLastOperator):
+		p = Problem{Rule: ProblemLastOperator, Status: http.StatusConflict,
+			Detail: "the last operator token cannot be revoked: mint another first"}
 	case errors.Is(err, auth.ErrInvalidRole):
 		p = Problem{Rule: ProblemInvalidToken, Status: http.StatusBadRequest, Detail: detailOf(err)}
 	case errors.Is(err, billing.ErrBadPeriod):

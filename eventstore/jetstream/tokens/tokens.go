@@ -26,6 +26,19 @@
 // minted by one process is accepted by another even before the watch
 // delivers it.
 //
+// # Revocation
+//
+// [Store.Revoke] deletes the hash key, then the id key. The revoking
+// process forgets the token at once; the others when their watch delivers
+// the delete, within milliseconds. The cache remembers the revision of
+// every hash key it has seen, deletes included, so that a lookup that
+// raced with a revocation cannot put the token back.
+//
+// The last operator token is refused. Two processes revoking the last two
+// operator tokens at the same time cannot both succeed: each checks, after
+// its delete, that another operator token is still on the server, and puts
+// its own back otherwise (the others see it vanish and return).
+//
 // The watch is a nats.go ordered consumer. After the server restarts or
 // the connection moves to another server, it resumes when nats.go notices
 // the missing heartbeats, 10 to 20 seconds later; until then lookups of
@@ -95,6 +108,10 @@ type Store struct {
 	mu     sync.RWMutex
 	byHash map[auth.Hash]auth.Token
 	byID   map[string]auth.Hash
+	// rev is the revision of the last entry applied for each hash key,
+	// deletes included: an older entry, read by a lookup that raced with
+	// the watch, is not applied.
+	rev map[auth.Hash]uint64
 
 	watcher jetstream.KeyWatcher
 	cancel  context.CancelFunc
@@ -135,7 +152,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	}
 	s := &Store{
 		kv: kv, stale: cfg.StaleClaim, log: cfg.Logger,
-		byHash: make(map[auth.Hash]auth.Token), byID: make(map[string]auth.Hash),
+		byHash: make(map[auth.Hash]auth.Token), byID: make(map[string]auth.Hash), rev: make(map[auth.Hash]uint64),
 		watcher: w, cancel: cancel, done: make(chan struct{}),
 	}
 	// The watcher sends every current value, then nil, then the updates.
@@ -198,30 +215,54 @@ func (s *Store) watch() {
 	}
 }
 
-// apply brings the cache up to date with one entry of a hash key.
+// apply brings the cache up to date with one entry of a hash key, unless
+// the cache has seen a later entry of that key.
 func (s *Store) apply(e jetstream.KeyValueEntry) error {
 	var h auth.Hash
 	if err := h.UnmarshalText([]byte(e.Key()[len("hash."):])); err != nil {
 		return fmt.Errorf("%w: key %s: %w", ErrCorrupt, redactKey(e.Key()), err)
 	}
+	var t auth.Token
+	if e.Operation() == jetstream.KeyValuePut {
+		var err error
+		if t, err = decode(e); err != nil {
+			return err
+		}
+		if t.Hash != h {
+			return fmt.Errorf("%w: token %s under the key of another hash", ErrCorrupt, t.ID)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e.Operation() != jetstream.KeyValuePut {
-		if t, ok := s.byHash[h]; ok {
-			delete(s.byID, t.ID)
-			delete(s.byHash, h)
-		}
+		s.forget(h, e.Revision())
 		return nil
 	}
-	t, err := decode(e)
-	if err != nil {
-		return err
-	}
-	if t.Hash != h {
-		return fmt.Errorf("%w: token %s under the key of another hash", ErrCorrupt, t.ID)
-	}
-	s.byHash[h], s.byID[t.ID] = t, h
+	s.learn(t, e.Revision())
 	return nil
+}
+
+// learn caches t, read at revision rev of its hash key, unless a later
+// revision was applied. s.mu is held.
+func (s *Store) learn(t auth.Token, rev uint64) {
+	if rev <= s.rev[t.Hash] {
+		return
+	}
+	s.rev[t.Hash] = rev
+	s.byHash[t.Hash], s.byID[t.ID] = t, t.Hash
+}
+
+// forget drops the token of hash h, deleted at revision rev, unless a
+// later revision was applied. s.mu is held.
+func (s *Store) forget(h auth.Hash, rev uint64) {
+	if rev <= s.rev[h] {
+		return
+	}
+	s.rev[h] = rev
+	if t, ok := s.byHash[h]; ok {
+		delete(s.byID, t.ID)
+		delete(s.byHash, h)
+	}
 }
 
 func decode(e jetstream.KeyValueEntry) (auth.Token, error) {
@@ -276,7 +317,8 @@ func (s *Store) Put(ctx context.Context, t auth.Token) error {
 		}
 		return fmt.Errorf("put token %s: %w", t.ID, err)
 	}
-	if _, err := s.kv.Create(ctx, hashKey, b); err != nil {
+	rev, err := s.kv.Create(ctx, hashKey, b)
+	if err != nil {
 		// Give the id back; when that fails too, the id stays taken by no
 		// token, which is harmless: ids are random.
 		if derr := s.kv.Delete(ctx, "id."+t.ID); derr != nil {
@@ -288,7 +330,7 @@ func (s *Store) Put(ctx context.Context, t auth.Token) error {
 		return fmt.Errorf("put token %s: %w", t.ID, err)
 	}
 	s.mu.Lock()
-	s.byHash[t.Hash], s.byID[t.ID] = t, t.Hash
+	s.learn(t, rev)
 	s.mu.Unlock()
 	return nil
 }
@@ -317,9 +359,13 @@ func (s *Store) fetch(ctx context.Context, h auth.Hash) (auth.Token, error) {
 	if err := s.apply(e); err != nil {
 		return auth.Token{}, fmt.Errorf("token by hash: %w", err)
 	}
-	t, err := decode(e)
-	if err != nil {
-		return auth.Token{}, fmt.Errorf("token by hash: %w", err)
+	// The watch may have applied a revocation after the read: answer from
+	// the cache, which holds the latest of both.
+	s.mu.RLock()
+	t, ok := s.byHash[h]
+	s.mu.RUnlock()
+	if !ok {
+		return auth.Token{}, fmt.Errorf("token by hash: %w", auth.ErrNotFound)
 	}
 	return t, nil
 }
@@ -359,6 +405,104 @@ func (s *Store) Len(context.Context) (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return len(s.byHash), nil
+}
+
+// Revoke deletes the token with id from the bucket: its hash key, then its
+// id key. An unknown id, or one revoked already, is auth.ErrNotFound; the
+// only operator token on the server is auth.ErrLastOperator. This process
+// refuses the token as soon as Revoke returns, the others once their watch
+// delivers the delete.
+func (s *Store) Revoke(ctx context.Context, id string) error {
+	t, err := s.ByID(ctx, id)
+	if err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	if t.Role == auth.Operator {
+		ok, err := s.otherOperator(ctx, id)
+		if err != nil {
+			return fmt.Errorf("revoke token %s: %w", id, err)
+		}
+		if !ok {
+			return fmt.Errorf("revoke token %s: %w", id, auth.ErrLastOperator)
+		}
+	}
+	hashKey := "hash." + t.Hash.String()
+	e, err := s.kv.Get(ctx, hashKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("revoke token %s: %w", id, auth.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	if err := s.kv.Delete(ctx, hashKey, jetstream.LastRevision(e.Revision())); err != nil {
+		if wrongLastRevision(err) {
+			// Revoked (or put back) by another process in between.
+			return fmt.Errorf("revoke token %s: changed meanwhile: %w", id, auth.ErrNotFound)
+		}
+		return fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	s.mu.Lock()
+	// The delete marker's revision is above e's: nothing read before it
+	// may come back.
+	s.forget(t.Hash, e.Revision()+1)
+	s.mu.Unlock()
+	if t.Role == auth.Operator {
+		// Another process may have revoked the other operator tokens
+		// meanwhile: check again, and put this one back if it is the last.
+		ok, err := s.otherOperator(ctx, id)
+		if err == nil && !ok {
+			err = auth.ErrLastOperator
+		}
+		if err != nil {
+			rev, rerr := s.kv.Create(ctx, hashKey, e.Value())
+			if rerr != nil {
+				s.log.Error("token bucket: could not put back an operator token whose revocation was refused", "id", id, "err", rerr)
+				return fmt.Errorf("revoke token %s: %w (and putting it back failed: %w)", id, err, rerr)
+			}
+			s.mu.Lock()
+			s.learn(t, rev)
+			s.mu.Unlock()
+			return fmt.Errorf("revoke token %s: %w", id, err)
+		}
+	}
+	// Without its hash key the token is gone; a leftover id key only keeps
+	// a random id taken.
+	if err := s.kv.Delete(ctx, "id."+id); err != nil {
+		s.log.Warn("token bucket: could not delete the id of a revoked token", "id", id, "err", err)
+	}
+	return nil
+}
+
+// otherOperator reports whether the server holds an operator token other
+// than id, among the operator tokens the cache knows.
+func (s *Store) otherOperator(ctx context.Context, id string) (bool, error) {
+	s.mu.RLock()
+	var hashes []auth.Hash
+	for h, t := range s.byHash {
+		if t.Role == auth.Operator && t.ID != id {
+			hashes = append(hashes, h)
+		}
+	}
+	s.mu.RUnlock()
+	for _, h := range hashes {
+		_, err := s.kv.Get(ctx, "hash."+h.String())
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return false, fmt.Errorf("look up operator tokens: %w", err)
+		}
+	}
+	return false, nil
+}
+
+// wrongLastRevision reports whether err is the server refusing a write
+// whose expected revision of the key is not the last one.
+func wrongLastRevision(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Bootstrap is [auth.Bootstrap] made safe for processes starting together

@@ -358,3 +358,136 @@ func TestStaleClaim(t *testing.T) {
 		t.Fatalf("claim after take-over = %q, %v; want %s", e.Value(), err, pr.TokenID)
 	}
 }
+
+// TestRevokeAcrossStores revokes through one store: that store refuses the
+// token at once, a second store on the same server once its watch delivers
+// the delete, both keys are gone, and a stale read of the hash key, as a
+// lookup racing with the revocation would make, does not bring it back.
+func TestRevokeAcrossStores(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	a, b := ts.open(ctx, Config{}), ts.open(ctx, Config{})
+	kv, err := ts.connect().KeyValue(ctx, DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	mint(t, a, auth.Operator, "")
+	tok, secret := mint(t, a, auth.Service, "acme")
+	if _, err := auth.Authenticate(ctx, b, "Bearer "+secret); err != nil {
+		t.Fatalf("before revocation, through b: %v", err)
+	}
+	stale, err := kv.Get(ctx, "hash."+tok.Hash.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := a.Revoke(ctx, tok.ID); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	if _, err := auth.Authenticate(ctx, a, "Bearer "+secret); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("revoking store still accepts the token: %v", err)
+	}
+	eventually(t, "b to refuse the revoked token", func() bool {
+		_, err := auth.Authenticate(ctx, b, "Bearer "+secret)
+		return errors.Is(err, auth.ErrUnauthenticated)
+	})
+	for _, key := range []string{"hash." + tok.Hash.String(), "id." + tok.ID} {
+		if _, err := kv.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Fatalf("key %s after revocation: %v, want ErrKeyNotFound", redactKey(key), err)
+		}
+	}
+	if _, err := b.ByID(ctx, tok.ID); !errors.Is(err, auth.ErrNotFound) {
+		t.Fatalf("ByID through b after revocation: %v", err)
+	}
+
+	// An entry read before the revocation and applied after it is ignored.
+	if err := b.apply(stale); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auth.Authenticate(ctx, b, "Bearer "+secret); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Fatalf("a stale read brought the revoked token back: %v", err)
+	}
+	if n := length(t, b); n != 1 {
+		t.Fatalf("b: Len after revocation = %d, want 1", n)
+	}
+
+	for name, s := range map[string]*Store{"a": a, "b": b} {
+		if err := s.Revoke(ctx, tok.ID); !errors.Is(err, auth.ErrNotFound) {
+			t.Fatalf("second revocation through %s: %v, want ErrNotFound", name, err)
+		}
+	}
+	if err := a.Revoke(ctx, "tok_nosuch"); !errors.Is(err, auth.ErrNotFound) {
+		t.Fatalf("unknown id: %v, want ErrNotFound", err)
+	}
+}
+
+// TestRevokeLastOperator refuses the last operator token, through any
+// store, and allows it once another exists.
+func TestRevokeLastOperator(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	a, b := ts.open(ctx, Config{}), ts.open(ctx, Config{})
+
+	op1, secret1 := mint(t, a, auth.Operator, "")
+	mint(t, a, auth.Admin, "acme")
+	for name, s := range map[string]*Store{"a": a, "b": b} {
+		if err := s.Revoke(ctx, op1.ID); !errors.Is(err, auth.ErrLastOperator) {
+			t.Fatalf("through %s: %v, want ErrLastOperator", name, err)
+		}
+	}
+	if _, err := auth.Authenticate(ctx, b, "Bearer "+secret1); err != nil {
+		t.Fatalf("refused revocation revoked: %v", err)
+	}
+
+	op2, _ := mint(t, b, auth.Operator, "")
+	eventually(t, "a to learn the second operator token", func() bool { return length(t, a) == 3 })
+	if err := a.Revoke(ctx, op1.ID); err != nil {
+		t.Fatalf("revoke with another operator left: %v", err)
+	}
+	eventually(t, "b to forget the first operator token", func() bool { return length(t, b) == 2 })
+	if err := b.Revoke(ctx, op2.ID); !errors.Is(err, auth.ErrLastOperator) {
+		t.Fatalf("new last operator: %v, want ErrLastOperator", err)
+	}
+}
+
+// TestRevokeOperatorsConcurrently revokes the only two operator tokens at
+// once through two stores: at most one revocation succeeds and an operator
+// token still authenticates.
+func TestRevokeOperatorsConcurrently(t *testing.T) {
+	ctx := t.Context()
+	for round := range 3 {
+		ts := newTestServer(t)
+		a, b := ts.open(ctx, Config{}), ts.open(ctx, Config{})
+		op1, s1 := mint(t, a, auth.Operator, "")
+		op2, s2 := mint(t, b, auth.Operator, "")
+		eventually(t, "both stores to know both tokens", func() bool {
+			_, e1 := a.ByID(ctx, op2.ID)
+			_, e2 := b.ByID(ctx, op1.ID)
+			return e1 == nil && e2 == nil
+		})
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		wg.Go(func() { errs[0] = a.Revoke(ctx, op1.ID) })
+		wg.Go(func() { errs[1] = b.Revoke(ctx, op2.ID) })
+		wg.Wait()
+		if errs[0] == nil && errs[1] == nil {
+			t.Fatalf("round %d: both last operator tokens revoked", round)
+		}
+		for _, err := range errs {
+			if err != nil && !errors.Is(err, auth.ErrLastOperator) {
+				t.Fatalf("round %d: %v, want ErrLastOperator", round, err)
+			}
+		}
+		fresh := ts.open(ctx, Config{})
+		alive := 0
+		for _, secret := range []string{s1, s2} {
+			if _, err := auth.Authenticate(ctx, fresh, "Bearer "+secret); err == nil {
+				alive++
+			}
+		}
+		if alive == 0 {
+			t.Fatalf("round %d: no operator token left (%v)", round, errs)
+		}
+	}
+}
