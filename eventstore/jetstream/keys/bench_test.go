@@ -150,13 +150,13 @@ func fillKeys(b *testing.B, js jetstream.JetStream, n int) []string {
 
 // blockSizes lists the sizes of the key stream's block files.
 func (ts *testServer) blockSizes() ([]string, error) {
-	dirs, err := os.ReadDir(ts.dir + "/jetstream")
+	dirs, err := os.ReadDir(ts.Dir + "/jetstream")
 	if err != nil {
 		return nil, err
 	}
 	var sizes []string
 	for _, d := range dirs {
-		msgs := ts.dir + "/jetstream/" + d.Name() + "/streams/" + DefaultStream + "/msgs"
+		msgs := ts.Dir + "/jetstream/" + d.Name() + "/streams/" + DefaultStream + "/msgs"
 		es, err := os.ReadDir(msgs)
 		if err != nil {
 			continue

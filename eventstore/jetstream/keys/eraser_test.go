@@ -41,7 +41,7 @@ func TestDestroyTakesEffectBeforeErasure(t *testing.T) {
 			t.Errorf("%s: Put right after Destroy: %v, want ErrErased", name, err)
 		}
 	}
-	if hits := filesContaining(t, ts.dir, map[string][]byte{"key raw": key}); len(hits) == 0 {
+	if hits := filesContaining(t, ts.Dir, map[string][]byte{"key raw": key}); len(hits) == 0 {
 		t.Fatal("control: the key left the disk while the eraser was paused; the test proves nothing")
 	}
 	if n := subjectMessages(t, ctx, s, id); n != 2 {
@@ -58,7 +58,7 @@ func TestDestroyTakesEffectBeforeErasure(t *testing.T) {
 
 	s.er.resume()
 	flush(t, s)
-	if hits := filesContaining(t, ts.dir, forms("key", key)); len(hits) > 0 {
+	if hits := filesContaining(t, ts.Dir, forms("key", key)); len(hits) > 0 {
 		t.Fatalf("key bytes on disk after Flush: %v", hits)
 	}
 	if n := subjectMessages(t, ctx, s, id); n != 1 {
@@ -103,7 +103,7 @@ func TestCloseDrains(t *testing.T) {
 	for id, k := range destroyed {
 		all[id] = k
 	}
-	if hits := filesContaining(t, ts.dir, all); len(hits) != len(destroyed) {
+	if hits := filesContaining(t, ts.Dir, all); len(hits) != len(destroyed) {
 		t.Fatalf("control: %d of %d destroyed keys on disk before Close: %v", len(hits), len(destroyed), hits)
 	}
 
@@ -111,7 +111,7 @@ func TestCloseDrains(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 	for id, k := range destroyed {
-		if hits := filesContaining(t, ts.dir, forms(id, k)); len(hits) > 0 {
+		if hits := filesContaining(t, ts.Dir, forms(id, k)); len(hits) > 0 {
 			t.Fatalf("key of %s on disk after Close: %v", id, hits)
 		}
 	}
@@ -125,7 +125,7 @@ func TestCloseDrains(t *testing.T) {
 	if err := s.Destroy(ctx, late); err != nil {
 		t.Fatalf("Destroy after Close: %v", err)
 	}
-	if hits := filesContaining(t, ts.dir, forms("late key", lateKey)); len(hits) > 0 {
+	if hits := filesContaining(t, ts.Dir, forms("late key", lateKey)); len(hits) > 0 {
 		t.Fatalf("key destroyed after Close on disk: %v", hits)
 	}
 	if _, err := s.Get(ctx, late); !errors.Is(err, pii.ErrErased) {
@@ -162,7 +162,7 @@ func TestCrashBeforeErasure(t *testing.T) {
 	if err := crashed.Close(gone); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Close with a done context and 2 erasures queued: %v, want Canceled", err)
 	}
-	if hits := filesContaining(t, ts.dir, map[string][]byte{"key raw": key, "again raw": againKey}); len(hits) != 2 {
+	if hits := filesContaining(t, ts.Dir, map[string][]byte{"key raw": key, "again raw": againKey}); len(hits) != 2 {
 		t.Fatalf("control: both keys should be on disk after the crash: %v", hits)
 	}
 
@@ -172,17 +172,17 @@ func TestCrashBeforeErasure(t *testing.T) {
 		t.Fatal(err)
 	}
 	flush(t, other)
-	if hits := filesContaining(t, ts.dir, forms("again", againKey)); len(hits) > 0 {
+	if hits := filesContaining(t, ts.Dir, forms("again", againKey)); len(hits) > 0 {
 		t.Fatalf("key destroyed twice on disk: %v", hits)
 	}
 
-	ts.restart()
+	ts.Restart()
 	s := ts.open(ctx)
 	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
 		t.Fatalf("Get after restart: %v, want ErrErased", err)
 	}
 	flush(t, s)
-	if hits := filesContaining(t, ts.dir, forms("key", key)); len(hits) > 0 {
+	if hits := filesContaining(t, ts.Dir, forms("key", key)); len(hits) > 0 {
 		t.Fatalf("key bytes on disk after Open and Flush: %v", hits)
 	}
 	for _, id := range []string{id, again} {

@@ -16,90 +16,35 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/licenseledger/ledger/eventstore/jetstream/internal/jstest"
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
-// testServer is an embedded nats-server with JetStream on a directory that
-// outlives it, so a test can restart it.
-type testServer struct {
-	t   testing.TB
-	dir string
-	srv *server.Server
-}
+// testServer is the embedded server of these tests.
+type testServer struct{ *jstest.Server }
 
 func newTestServer(t testing.TB) *testServer {
 	t.Helper()
-	ts := &testServer{t: t, dir: t.TempDir()}
-	ts.start()
-	t.Cleanup(ts.stop)
-	return ts
+	return &testServer{jstest.Start(t, "keys-test")}
 }
 
-func (ts *testServer) start() {
-	ts.t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "keys-test",
-		Host:       "127.0.0.1",
-		Port:       -1,
-		JetStream:  true,
-		StoreDir:   ts.dir,
-		NoSigs:     true,
-		NoLog:      true,
-	})
-	if err != nil {
-		ts.t.Fatalf("new server: %v", err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		ts.t.Fatal("server not ready")
-	}
-	ts.srv = srv
-}
-
-func (ts *testServer) stop() {
-	if ts.srv != nil {
-		ts.srv.Shutdown()
-		ts.srv.WaitForShutdown()
-		ts.srv = nil
-	}
-}
-
-func (ts *testServer) restart() {
-	ts.t.Helper()
-	ts.stop()
-	ts.start()
-}
-
-// connect returns a JetStream context on a new connection, closed when the
-// test ends.
 func (ts *testServer) connect() jetstream.JetStream {
-	ts.t.Helper()
-	nc, err := nats.Connect(ts.srv.ClientURL(), nats.MaxReconnects(0))
-	if err != nil {
-		ts.t.Fatalf("connect: %v", err)
-	}
-	ts.t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		ts.t.Fatalf("jetstream: %v", err)
-	}
-	return js
+	ts.T.Helper()
+	return ts.Connect(nats.MaxReconnects(0))
 }
 
 // open opens a Store on a new connection and closes it when the test
 // ends, failing the test if its erasures are not done by then.
 func (ts *testServer) open(ctx context.Context) *Store {
-	ts.t.Helper()
+	ts.T.Helper()
 	s, err := Open(ctx, ts.connect(), Config{})
 	if err != nil {
-		ts.t.Fatalf("open: %v", err)
+		ts.T.Fatalf("open: %v", err)
 	}
-	closeAtEnd(ts.t, s)
+	closeAtEnd(ts.T, s)
 	return s
 }
 
@@ -287,7 +232,7 @@ func TestKeysSurviveRestart(t *testing.T) {
 	}
 	flush(t, s)
 
-	ts.restart()
+	ts.Restart()
 	s = ts.open(ctx)
 	if got, err := s.Get(ctx, kept); err != nil || !bytes.Equal(got, keptKey) {
 		t.Fatalf("Get after restart = %x, %v; want %x", got, err, keptKey)
@@ -418,7 +363,7 @@ func TestDestroyErasesKeyBytes(t *testing.T) {
 	}
 
 	needles := forms("key", key)
-	if hits := filesContaining(t, ts.dir, map[string][]byte{"key raw": key}); len(hits) == 0 {
+	if hits := filesContaining(t, ts.Dir, map[string][]byte{"key raw": key}); len(hits) == 0 {
 		t.Fatal("control: the key is in no file before Destroy; the scan proves nothing")
 	}
 
@@ -426,11 +371,11 @@ func TestDestroyErasesKeyBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	flush(t, s)
-	if hits := filesContaining(t, ts.dir, needles); len(hits) > 0 {
+	if hits := filesContaining(t, ts.Dir, needles); len(hits) > 0 {
 		t.Fatalf("key bytes still on disk after Destroy and Flush: %v", hits)
 	}
 	for id, k := range others {
-		if hits := filesContaining(t, ts.dir, map[string][]byte{"raw": k}); len(hits) == 0 {
+		if hits := filesContaining(t, ts.Dir, map[string][]byte{"raw": k}); len(hits) == 0 {
 			t.Fatalf("key of %s vanished from disk", id)
 		}
 		if got, err := s.Get(ctx, id); err != nil || !bytes.Equal(got, k) {
@@ -438,9 +383,9 @@ func TestDestroyErasesKeyBytes(t *testing.T) {
 		}
 	}
 
-	ts.restart()
+	ts.Restart()
 	s = ts.open(ctx)
-	if hits := filesContaining(t, ts.dir, needles); len(hits) > 0 {
+	if hits := filesContaining(t, ts.Dir, needles); len(hits) > 0 {
 		t.Fatalf("key bytes on disk after restart: %v", hits)
 	}
 	if _, err := s.Get(ctx, victim); !errors.Is(err, pii.ErrErased) {
@@ -476,14 +421,14 @@ func TestOpenFinishesErasure(t *testing.T) {
 	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
 		t.Fatalf("Get after tombstone: %v, want ErrErased", err)
 	}
-	if hits := filesContaining(t, ts.dir, map[string][]byte{"key raw": key}); len(hits) == 0 {
+	if hits := filesContaining(t, ts.Dir, map[string][]byte{"key raw": key}); len(hits) == 0 {
 		t.Fatal("control: the key is in no file before the erasure")
 	}
 
-	ts.restart()
+	ts.Restart()
 	s = ts.open(ctx)
 	flush(t, s)
-	if hits := filesContaining(t, ts.dir, forms("key", key)); len(hits) > 0 {
+	if hits := filesContaining(t, ts.Dir, forms("key", key)); len(hits) > 0 {
 		t.Fatalf("key bytes on disk after Open and Flush: %v", hits)
 	}
 	if n := subjectMessages(t, ctx, s, id); n != 1 {
@@ -553,13 +498,13 @@ func TestSealedPersonalDataShredded(t *testing.T) {
 	for k, v := range forms("email", []byte(email)) {
 		personal[k] = v
 	}
-	if hits := filesContaining(t, ts.dir, personal); len(hits) > 0 {
+	if hits := filesContaining(t, ts.Dir, personal); len(hits) > 0 {
 		t.Fatalf("personal data in plaintext before deletion: %v", hits)
 	}
-	if hits := filesContaining(t, ts.dir, map[string][]byte{"sealed name": []byte(sealedName)}); len(hits) == 0 {
+	if hits := filesContaining(t, ts.Dir, map[string][]byte{"sealed name": []byte(sealedName)}); len(hits) == 0 {
 		t.Fatal("control: the sealed name is in no file; the scan proves nothing")
 	}
-	if hits := filesContaining(t, ts.dir, map[string][]byte{"key raw": key}); len(hits) == 0 {
+	if hits := filesContaining(t, ts.Dir, map[string][]byte{"key raw": key}); len(hits) == 0 {
 		t.Fatal("control: the key is in no file before deletion")
 	}
 
@@ -574,17 +519,17 @@ func TestSealedPersonalDataShredded(t *testing.T) {
 		for k, v := range personal {
 			all[k] = v
 		}
-		if hits := filesContaining(t, ts.dir, all); len(hits) > 0 {
+		if hits := filesContaining(t, ts.Dir, all); len(hits) > 0 {
 			t.Fatalf("%s: found on disk: %v", when, hits)
 		}
 		// The sealed values stay, unreadable.
-		if hits := filesContaining(t, ts.dir, map[string][]byte{"sealed email": []byte(sealedEmail)}); len(hits) == 0 {
+		if hits := filesContaining(t, ts.Dir, map[string][]byte{"sealed email": []byte(sealedEmail)}); len(hits) == 0 {
 			t.Fatalf("%s: the sealed email left the event stream", when)
 		}
 	}
 	check("after Destroy")
 
-	ts.restart()
+	ts.Restart()
 	js = ts.connect()
 	store, err = Open(ctx, js, Config{})
 	if err != nil {
@@ -643,7 +588,7 @@ func TestDestroyErasesKeyInOlderBlock(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal(ctx.Err())
 	}
-	blocks, err := filepath.Glob(filepath.Join(ts.dir, "jetstream", "*", "streams", DefaultStream, "msgs", "*.blk"))
+	blocks, err := filepath.Glob(filepath.Join(ts.Dir, "jetstream", "*", "streams", DefaultStream, "msgs", "*.blk"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -653,21 +598,21 @@ func TestDestroyErasesKeyInOlderBlock(t *testing.T) {
 	// The first key, one in the middle and the last one put.
 	for _, i := range []int{0, 1, n / 2, n - 1} {
 		needles := forms("key", all[i])
-		if hits := filesContaining(t, ts.dir, map[string][]byte{"raw": all[i]}); len(hits) == 0 {
+		if hits := filesContaining(t, ts.Dir, map[string][]byte{"raw": all[i]}); len(hits) == 0 {
 			t.Fatalf("control: key %d is in no file", i)
 		}
 		if err := s.Destroy(ctx, pii.KeyID("acme", "u"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
 		flush(t, s)
-		if hits := filesContaining(t, ts.dir, needles); len(hits) > 0 {
+		if hits := filesContaining(t, ts.Dir, needles); len(hits) > 0 {
 			t.Fatalf("key %d on disk after Destroy: %v", i, hits)
 		}
 	}
-	ts.restart()
+	ts.Restart()
 	s = ts.open(ctx)
 	for _, i := range []int{0, 1, n / 2, n - 1} {
-		if hits := filesContaining(t, ts.dir, forms("key", all[i])); len(hits) > 0 {
+		if hits := filesContaining(t, ts.Dir, forms("key", all[i])); len(hits) > 0 {
 			t.Fatalf("key %d on disk after restart: %v", i, hits)
 		}
 	}
@@ -714,7 +659,7 @@ func TestConcurrentPutAndDestroy(t *testing.T) {
 		if n := subjectMessages(t, ctx, a, id); n != 1 {
 			t.Fatalf("%s: %d messages on the subject, want the tombstone only", id, n)
 		}
-		if hits := filesContaining(t, ts.dir, forms("key", key)); len(hits) > 0 {
+		if hits := filesContaining(t, ts.Dir, forms("key", key)); len(hits) > 0 {
 			t.Fatalf("%s: key on disk: %v", id, hits)
 		}
 	}

@@ -4,99 +4,41 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/licenseledger/ledger/eventstore/jetstream/internal/jstest"
 	"github.com/licenseledger/ledger/internal/auth"
 )
 
-// testServer is an embedded nats-server with JetStream on a directory that
-// outlives it, so a test can restart it on the same port.
-type testServer struct {
-	t    testing.TB
-	dir  string
-	port int
-	srv  *server.Server
-}
+// testServer is the embedded server of these tests.
+type testServer struct{ *jstest.Server }
 
 func newTestServer(t testing.TB) *testServer {
 	t.Helper()
-	ts := &testServer{t: t, dir: t.TempDir(), port: -1}
-	ts.start()
-	t.Cleanup(ts.stop)
-	return ts
+	return &testServer{jstest.Start(t, "tokens-test")}
 }
 
-func (ts *testServer) start() {
-	ts.t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "tokens-test",
-		Host:       "127.0.0.1",
-		Port:       ts.port,
-		JetStream:  true,
-		StoreDir:   ts.dir,
-		NoSigs:     true,
-		NoLog:      true,
-	})
-	if err != nil {
-		ts.t.Fatalf("new server: %v", err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		ts.t.Fatal("server not ready")
-	}
-	ts.srv = srv
-	ts.port = srv.Addr().(*net.TCPAddr).Port
-}
-
-func (ts *testServer) stop() {
-	if ts.srv != nil {
-		ts.srv.Shutdown()
-		ts.srv.WaitForShutdown()
-		ts.srv = nil
-	}
-}
-
-func (ts *testServer) restart() {
-	ts.t.Helper()
-	ts.stop()
-	ts.start()
-}
-
-// connect returns a JetStream context on a new connection that reconnects
-// after a restart, closed when the test ends.
 func (ts *testServer) connect() jetstream.JetStream {
-	ts.t.Helper()
-	nc, err := nats.Connect(ts.srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
-	if err != nil {
-		ts.t.Fatalf("connect: %v", err)
-	}
-	ts.t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		ts.t.Fatalf("jetstream: %v", err)
-	}
-	return js
+	ts.T.Helper()
+	return ts.Connect(nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 }
 
 // open opens a Store on a new connection, as another process would, and
 // closes it when the test ends.
 func (ts *testServer) open(ctx context.Context, cfg Config) *Store {
-	ts.t.Helper()
+	ts.T.Helper()
 	s, err := Open(ctx, ts.connect(), cfg)
 	if err != nil {
-		ts.t.Fatalf("open: %v", err)
+		ts.T.Fatalf("open: %v", err)
 	}
-	ts.t.Cleanup(func() {
+	ts.T.Cleanup(func() {
 		if err := s.Close(); err != nil {
-			ts.t.Errorf("close: %v", err)
+			ts.T.Errorf("close: %v", err)
 		}
 	})
 	return s
@@ -248,7 +190,7 @@ func TestSurvivesRestart(t *testing.T) {
 	old := ts.open(ctx, Config{})
 	tok, secret := mint(t, old, auth.Operator, "")
 
-	ts.restart()
+	ts.Restart()
 	s := ts.open(ctx, Config{})
 	if n := length(t, s); n != 1 {
 		t.Fatalf("Len after restart = %d, want 1", n)
