@@ -5,10 +5,13 @@
 // the idempotency key and correlation id it came with.
 //
 // Entries hold no name or email, only ids, so the trail is complete and
-// readable after any user is deleted. The hash of an entry is the chain
-// link computed with [codec.RecordHash] over the record as stored,
-// chained per stream; package chain verifies a stream against the links
-// its events claim.
+// readable after any user is deleted. The hash of an entry is its
+// stream's chain link ([codec.RecordHash] over the record as stored): the
+// link the stream's next event records as its previous hash, or, for a
+// stream's last event (and any event whose successor records none), the
+// link computed from the stored record. Package chain verifies a stream
+// by recomputing every link from the stored bytes and reports the first
+// that differs from what its events claim.
 package audit
 
 import (
@@ -87,9 +90,10 @@ type Projection struct {
 
 type account struct {
 	// ix holds the account's entries as indexes into all, in order.
-	ix                   chunk.List[uint32]
-	all                  *chunk.List[entry]
-	ledgerHead, actvHead codec.Hash
+	ix  chunk.List[uint32]
+	all *chunk.List[entry]
+	// ledger and actv are the ends of the account's two hash chains.
+	ledger, actv tail
 	// names interns the ids and roles of actors and users: an account has
 	// few, and entries without pointers cost the garbage collector nothing.
 	names intern.Table
@@ -100,6 +104,70 @@ type account struct {
 	// entry order: most events (activities) have none, and appending to a
 	// list costs less than inserting into a map.
 	idem []idemKey
+}
+
+// tail is the end of one stream's hash chain. The link of the stream's
+// last entry is not known until the next event arrives with it as its
+// previous hash; until then the tail keeps what the link is computed
+// from, so hashing every event (a third of a fold's time) is left to the
+// rare reader of a stream's last entry.
+type tail struct {
+	// last is the index (in account.ix) of the stream's last entry, -1
+	// when the stream has none.
+	last int
+	// pending says the last entry's hash is not set yet: it is computed
+	// from prev and the record below.
+	pending bool
+	prev    codec.Hash
+	id      uuid.UUID
+	typ     string
+	data    []byte
+	meta    []byte
+}
+
+// link returns the hash-chain link of the stream's last entry (zero when
+// it has none).
+func (t *tail) link(a *account) codec.Hash {
+	switch {
+	case t.last < 0:
+		return codec.Hash{}
+	case t.pending:
+		return codec.NextHash(t.prev, eventstore.Proposed{ID: t.id, Type: t.typ, Data: t.data, Metadata: t.meta})
+	default:
+		return a.at(t.last).hash
+	}
+}
+
+// next settles the link of the stream's last entry, from the previous
+// hash the arriving record claims or, when it claims none, from the
+// kept record, and makes entry i (the arriving record's) the last.
+func (t *tail) next(a *account, r *eventstore.Record, claimed codec.Hash, i int) {
+	if t.pending {
+		if claimed.IsZero() {
+			claimed = t.link(a)
+		}
+		a.at(t.last).hash = claimed
+		t.pending = false
+	}
+	t.prev = t.link(a)
+	t.last, t.pending = i, true
+	t.id, t.typ = r.ID, r.Type
+	t.data = append(t.data[:0], r.Data...)
+	t.meta = append(t.meta[:0], r.Metadata...)
+}
+
+// settled returns the tail of a stream restored from a snapshot, whose
+// last entry i has its hash set.
+func settled(i int) tail { return tail{last: i} }
+
+// hashOf returns the hash of the account's entry i.
+func (a *account) hashOf(i int) codec.Hash {
+	for _, t := range []*tail{&a.ledger, &a.actv} {
+		if t.pending && t.last == i {
+			return t.link(a)
+		}
+	}
+	return a.at(i).hash
 }
 
 type idemKey struct {
@@ -162,7 +230,7 @@ func (a *account) internLast(s string, last *uint32) uint32 {
 }
 
 func newAccount(all *chunk.List[entry]) *account {
-	a := &account{all: all}
+	a := &account{all: all, ledger: settled(-1), actv: settled(-1)}
 	a.names.Index("") // name 0: no user
 	return a
 }
@@ -243,11 +311,11 @@ func (p *Projection) apply(d *codec.Decoded) error {
 		a = newAccount(p.entries)
 		p.accounts[id] = a
 	}
-	head := &a.ledgerHead
+	t := &a.ledger
 	if cat == 1 {
-		head = &a.actvHead
+		t = &a.actv
 	}
-	*head = codec.RecordHash(*head, d.Record)
+	t.next(a, &d.Record, d.Meta.PrevHash, a.ix.Len())
 	if k := d.Meta.IdempotencyKey; k != "" {
 		a.idem = append(a.idem, idemKey{a.ix.Len(), k})
 	}
@@ -257,7 +325,7 @@ func (p *Projection) apply(d *codec.Decoded) error {
 		actor: a.internLast(d.Meta.Actor.ID, &a.lastActor), role: a.internLast(d.Meta.Actor.Role, &a.lastRole),
 		user:   a.intern(ledger.UserOf(d.Event)),
 		action: action, category: cat,
-		eventID: d.Record.ID, correlation: d.Meta.CorrelationID, hash: *head,
+		eventID: d.Record.ID, correlation: d.Meta.CorrelationID,
 	})
 	p.position = d.Record.Position
 	return nil
@@ -276,7 +344,7 @@ func (a *account) view(id string, i int) Entry {
 		Time: time.Unix(0, e.at).UTC(), ActorID: a.names.String(e.actor), ActorRole: a.names.String(e.role),
 		Action: ledger.EventTypes[e.action], UserID: a.names.String(e.user),
 		Stream:   eventstore.StreamID{Category: categories[e.category], Account: id}.String(),
-		Revision: e.revision, Position: e.position, EventID: e.eventID, Hash: e.hash,
+		Revision: e.revision, Position: e.position, EventID: e.eventID, Hash: a.hashOf(i),
 		IdempotencyKey: a.idemOf(i), CorrelationID: e.correlation,
 	}
 }
@@ -314,9 +382,9 @@ func (p *Projection) Head(stream eventstore.StreamID) codec.Hash {
 	case a == nil:
 		return codec.Hash{}
 	case stream.Category == eventstore.Activity:
-		return a.actvHead
+		return a.actv.link(a)
 	default:
-		return a.ledgerHead
+		return a.ledger.link(a)
 	}
 }
 
@@ -373,8 +441,9 @@ func (p *Projection) Snapshot() ([]byte, error) {
 	for _, id := range ids {
 		a := p.accounts[id]
 		w.String(id)
-		w.Fixed(a.ledgerHead[:])
-		w.Fixed(a.actvHead[:])
+		lh, ah := a.ledger.link(a), a.actv.link(a)
+		w.Fixed(lh[:])
+		w.Fixed(ah[:])
 		w.Uvarint(uint64(a.names.Len() - 1))
 		for _, s := range a.names.Strings()[1:] {
 			w.String(s)
@@ -399,7 +468,8 @@ func (p *Projection) Snapshot() ([]byte, error) {
 			w.Byte(e.action | e.category<<4)
 			w.Fixed(e.eventID[:])
 			w.Fixed(e.correlation[:])
-			w.Fixed(e.hash[:])
+			h := a.hashOf(i)
+			w.Fixed(h[:])
 			at, pos = e.at, e.position
 		}
 	}
@@ -421,8 +491,9 @@ func (p *Projection) Restore(b []byte) error {
 	for range n {
 		id := r.String()
 		a := newAccount(all)
-		copy(a.ledgerHead[:], r.Fixed(len(a.ledgerHead)))
-		copy(a.actvHead[:], r.Fixed(len(a.actvHead)))
+		var heads [2]codec.Hash
+		copy(heads[0][:], r.Fixed(len(heads[0])))
+		copy(heads[1][:], r.Fixed(len(heads[1])))
 		nn := r.Count(1)
 		for range nn {
 			a.intern(r.String())
@@ -463,11 +534,19 @@ func (p *Projection) Restore(b []byte) error {
 				r.Fail("more entries than an audit holds")
 				break
 			}
+			if e.category == 1 {
+				a.actv = settled(a.ix.Len())
+			} else {
+				a.ledger = settled(a.ix.Len())
+			}
 			a.append(e)
 			at, pos = e.at, e.position
 		}
 		if n := len(a.idem); n > 0 && a.idem[n-1].entry >= a.ix.Len() {
 			r.Fail("audit account %q: idempotency key of entry %d out of range", id, a.idem[n-1].entry)
+		}
+		if r.Err() == nil && (a.ledger.link(a) != heads[0] || a.actv.link(a) != heads[1]) {
+			r.Fail("audit account %q: chain head differs from the hash of its stream's last entry", id)
 		}
 		if _, dup := accounts[id]; dup {
 			r.Fail("audit account %q repeated", id)

@@ -122,3 +122,153 @@ func TestEntries(t *testing.T) {
 		t.Errorf("%d lines exported, want %d", lines, want)
 	}
 }
+
+// chained returns the links of records recomputed from their stored
+// bytes, per stream.
+func chained(recs []eventstore.Record) []codec.Hash {
+	heads := map[eventstore.StreamID]codec.Hash{}
+	out := make([]codec.Hash, len(recs))
+	for i, r := range recs {
+		heads[r.Stream] = codec.RecordHash(heads[r.Stream], r)
+		out[i] = heads[r.Stream]
+	}
+	return out
+}
+
+func checkHashes(t *testing.T, p *audit.Projection, want []codec.Hash) {
+	t.Helper()
+	all, err := p.Entries("acme", audit.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != len(want) {
+		t.Fatalf("%d entries, want %d", len(all), len(want))
+	}
+	for i, e := range all {
+		if e.Hash != want[i] {
+			t.Errorf("entry %d (%s rev %d): hash %s, want %s", i, e.Stream, e.Revision, e.Hash, want[i])
+		}
+	}
+}
+
+// The link of an entry whose successor claims no previous hash is
+// computed from the stored record.
+func TestHashWithoutClaimedLink(t *testing.T) {
+	l := fixture.New()
+	if err := fixture.Seed(t.Context(), l); err != nil {
+		t.Fatal(err)
+	}
+	p := audit.New()
+	for i, d := range l.Live() {
+		if i%2 == 1 {
+			d.Meta.PrevHash = codec.Hash{}
+		}
+		if err := p.Apply(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkHashes(t, p, chained(l.Records()))
+}
+
+// An entry shows the link its successor claims; package chain is what
+// recomputes and reports a false claim.
+func TestHashIsTheClaimedLink(t *testing.T) {
+	l := fixture.New()
+	if err := fixture.Seed(t.Context(), l); err != nil {
+		t.Fatal(err)
+	}
+	want := chained(l.Records())
+	live := l.Live()
+	// k: a ledger event, neither the first nor the last of its stream,
+	// claiming a false link for its predecessor j.
+	k, seen := len(live)-1, 0
+	for live[k].Record.Stream.Category != eventstore.Ledger || seen < 2 {
+		if live[k].Record.Stream.Category == eventstore.Ledger {
+			seen++
+		}
+		k--
+	}
+	if live[k].Record.Revision == 0 {
+		t.Fatal("the seed's ledger is too short")
+	}
+	j := k - 1
+	for live[j].Record.Stream != live[k].Record.Stream {
+		j--
+	}
+	false_ := codec.Hash{1, 2, 3}
+	live[k].Meta.PrevHash = false_
+	want[j] = false_
+	p := audit.New()
+	if err := p.ApplyBatch(live); err != nil {
+		t.Fatal(err)
+	}
+	checkHashes(t, p, want)
+}
+
+// A snapshot taken while streams' last links are still unsettled restores
+// them, and the restored model goes on chaining exactly as the live one.
+func TestHashesAcrossSnapshot(t *testing.T) {
+	l := fixture.New()
+	if err := fixture.Seed(t.Context(), l); err != nil {
+		t.Fatal(err)
+	}
+	live := l.Live()
+	want := chained(l.Records())
+	for _, cut := range []int{1, len(live) / 3, len(live) / 2, len(live) - 1} {
+		a, b := audit.New(), audit.New()
+		if err := a.ApplyBatch(live[:cut]); err != nil {
+			t.Fatal(err)
+		}
+		s, err := a.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Restore(s); err != nil {
+			t.Fatalf("cut %d: %v", cut, err)
+		}
+		for _, st := range []eventstore.StreamID{eventstore.LedgerStream("acme"), eventstore.ActivityStream("acme")} {
+			if a.Head(st) != b.Head(st) {
+				t.Errorf("cut %d: head of %s differs after restore", cut, st)
+			}
+		}
+		for i, d := range live[cut:] {
+			if i%3 == 0 {
+				d.Meta.PrevHash = codec.Hash{} // the restored link must not be needed from a kept record
+			}
+			if err := b.Apply(d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkHashes(t, b, want)
+		if b.Head(eventstore.LedgerStream("acme")) != l.Head(eventstore.LedgerStream("acme")) {
+			t.Errorf("cut %d: ledger head differs from the stored chain's", cut)
+		}
+	}
+}
+
+// A snapshot whose chain head is not its stream's last entry's hash is
+// refused.
+func TestRestoreRefusesInconsistentHead(t *testing.T) {
+	l := fixture.New()
+	if err := fixture.Seed(t.Context(), l); err != nil {
+		t.Fatal(err)
+	}
+	a := audit.New()
+	if err := a.ApplyBatch(l.Live()); err != nil {
+		t.Fatal(err)
+	}
+	s, err := a.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := a.Head(eventstore.LedgerStream("acme"))
+	i := bytes.Index(s, h[:])
+	if i < 0 {
+		t.Fatal("ledger head not found in the snapshot")
+	}
+	s[i] ^= 1
+	b := audit.New()
+	if err := b.Restore(s); !errors.Is(err, projections.ErrSnapshotFormat) {
+		t.Fatalf("restore of a snapshot with a false head: %v", err)
+	}
+}
