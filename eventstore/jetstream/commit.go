@@ -40,13 +40,14 @@ type result struct {
 
 // publish stores msgs, all or none, and returns the sequence of the last.
 // Appends small enough are handed to the committers to share a batch with
-// appends to other streams.
+// appends to other streams, unless the store syncs the server's files
+// itself: then the appends share the sync instead.
 func (s *Store) publish(ctx context.Context, stream eventstore.StreamID, msgs []*nats.Msg) (uint64, bool, error) {
 	if err := ctx.Err(); err != nil {
 		// Nothing sent (the select below could still pick the send).
 		return 0, false, err
 	}
-	if s.cfg.MaxBatch <= 1 || len(msgs) >= s.cfg.MaxBatch {
+	if s.syncer != nil || s.cfg.MaxBatch <= 1 || len(msgs) >= s.cfg.MaxBatch {
 		return s.publishAlone(ctx, msgs)
 	}
 	r := &request{stream: stream, msgs: msgs, done: make(chan result, 1)}

@@ -1,5 +1,28 @@
 package jetstream
 
+import "os"
+
 // BatchStats returns how many coalesced batches s committed and how many
 // events they held.
 func BatchStats(s *Store) (batches, events uint64) { return s.batches.Load(), s.batched.Load() }
+
+// SetFileSync replaces the function the group sync of s fsyncs each file
+// and directory with; call it before the first append. It reports false
+// when s has no group sync.
+func SetFileSync(s *Store, f func(*os.File) error) bool {
+	if s.syncer == nil {
+		return false
+	}
+	s.syncer.mu.Lock()
+	defer s.syncer.mu.Unlock()
+	s.syncer.fsync = f
+	return true
+}
+
+// SyncRounds returns how many group sync rounds s ran.
+func SyncRounds(s *Store) uint64 {
+	if s.syncer == nil {
+		return 0
+	}
+	return s.syncer.rounds.Load()
+}

@@ -56,6 +56,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,9 +170,14 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 		Replicas:           cfg.Replicas,
 		Duplicates:         cfg.Duplicates,
 		AllowAtomicPublish: true,
-		// Reads for the revision cache must see the leader's state, so no
-		// direct gets (which followers may answer).
-		AllowDirect: false,
+		// Reads for the revision cache must see the leader's state. On a
+		// single replica the only server is the leader, so message gets go
+		// the direct way (served on the reading connection's own server
+		// goroutine, no JetStream API queue, no JSON): as exact and several
+		// times cheaper. A replicated stream keeps them off, since followers
+		// answer direct gets and may not have applied the last write. An
+		// existing stream is updated to this setting on start.
+		AllowDirect: cfg.Replicas == 1,
 	}
 }
 
@@ -197,6 +203,10 @@ type Store struct {
 	ownConn bool
 	srv     *server.Server
 
+	// syncer fsyncs the embedded server's files before an append
+	// returns; nil when the server syncs them itself, or does not.
+	syncer *syncer
+
 	// Coalesced batches committed and the events they held, for
 	// benchmarks.
 	batches, batched atomic.Uint64
@@ -212,8 +222,20 @@ type head struct {
 
 // Embedded starts nats-server in this process as scfg says, connects to it
 // in-process and opens the store. Close stops the server and waits for it.
+//
+// With fsync durability on a server that is not clustered, the server runs
+// without SyncAlways and the store fsyncs its files itself before Append
+// returns (see [DurabilityFsync]).
 func Embedded(ctx context.Context, scfg ServerConfig, cfg Config) (*Store, error) {
-	srv, err := StartServer(scfg)
+	opts, err := ServerOptions(scfg)
+	if err != nil {
+		return nil, err
+	}
+	group := groupSync(scfg)
+	if group {
+		opts.SyncAlways = false
+	}
+	srv, err := startServer(scfg, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -222,8 +244,21 @@ func Embedded(ctx context.Context, scfg ServerConfig, cfg Config) (*Store, error
 		StopServer(srv)
 		return nil, fmt.Errorf("jetstream: connect to embedded server: %w", err)
 	}
-	s, err := Open(ctx, nc, cfg)
+	var y *syncer
+	if group {
+		y = newSyncer(filepath.Join(srv.JetStreamConfig().StoreDir, srv.GlobalAccount().GetName(), "streams"), cfg.logger())
+	}
+	s, err := open(ctx, nc, cfg, y)
+	if err == nil && y != nil {
+		// The stream's configuration, just written, lasts too.
+		err = y.wait(ctx)
+	}
 	if err != nil {
+		if s != nil {
+			s.Close()
+		} else if y != nil {
+			y.close()
+		}
 		nc.Close()
 		StopServer(srv)
 		return nil, err
@@ -253,6 +288,20 @@ func Connect(ctx context.Context, url string, cfg Config, opts ...nats.Option) (
 // The caller keeps ownership of nc. While JetStream is not yet available (a
 // cluster electing its leader) Open retries until ctx ends.
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	return open(ctx, nc, cfg, nil)
+}
+
+// logger returns the configured logger or the default one.
+func (c *Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.Default()
+	}
+	return c.Logger
+}
+
+// open opens the store; with y, appends wait for y's sync rounds and are
+// never coalesced.
+func open(ctx context.Context, nc *nats.Conn, cfg Config, y *syncer) (*Store, error) {
 	cfg.setDefaults()
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -267,9 +316,15 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 			break
 		}
 		if ctx.Err() != nil {
+			if y != nil {
+				y.close()
+			}
 			return nil, fmt.Errorf("jetstream: create stream %s: %w", cfg.Stream, errors.Join(err, ctx.Err()))
 		}
 		if !transient(err) {
+			if y != nil {
+				y.close()
+			}
 			return nil, fmt.Errorf("jetstream: create stream %s: %w", cfg.Stream, err)
 		}
 		select {
@@ -287,8 +342,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		reqs:   make(chan *request, 4*cfg.MaxBatch*cfg.Committers),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
+		syncer: y,
 	}
-	if cfg.MaxBatch > 1 {
+	if cfg.MaxBatch > 1 && y == nil {
 		s.workers.Add(1)
 		go s.commitLoop()
 	}
@@ -329,6 +385,9 @@ func (s *Store) Close() error {
 	s.inflight.Wait()
 	close(s.stop)
 	s.workers.Wait()
+	if s.syncer != nil {
+		s.syncer.close()
+	}
 	if s.ownConn {
 		if err := s.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			s.nc.Close()
@@ -516,12 +575,26 @@ func (s *Store) forget(stream eventstore.StreamID) {
 	s.mu.Unlock()
 }
 
-// Append implements [eventstore.Store.Append].
+// Append implements [eventstore.Store.Append]. On a store with group sync
+// (see [DurabilityFsync]) it returns a result only once the events are on
+// disk, whether this call stored them or found them stored by an earlier
+// one.
 func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, events ...eventstore.Proposed) (eventstore.AppendResult, error) {
 	if err := s.enter(); err != nil {
 		return eventstore.AppendResult{}, err
 	}
 	defer s.inflight.Done()
+	res, err := s.append(ctx, stream, expected, events)
+	if err != nil || s.syncer == nil {
+		return res, err
+	}
+	if err := s.syncer.wait(ctx); err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: %w", stream, err)
+	}
+	return res, nil
+}
+
+func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, events []eventstore.Proposed) (eventstore.AppendResult, error) {
 	if err := checkStream(stream); err != nil {
 		return eventstore.AppendResult{}, err
 	}

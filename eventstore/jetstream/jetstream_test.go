@@ -27,15 +27,48 @@ func newStore(t testing.TB, cfg jetstream.Config) *jetstream.Store {
 	return s
 }
 
+// newServerStore starts a server on its own with the default durability
+// (SyncAlways) and opens a store over a connection to it, as on an
+// external server: the store coalesces appends into atomic batches (unless
+// cfg.MaxBatch is 1) and leaves the syncing to the server. The connection
+// is in-process, as [jetstream.Embedded]'s.
+func newServerStore(t testing.TB, cfg jetstream.Config) *jetstream.Store {
+	t.Helper()
+	srv, err := jetstream.StartServer(jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { jetstream.StopServer(srv) })
+	nc, err := nats.Connect(srv.ClientURL(), nats.InProcessServer(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	s, err := jetstream.Open(context.Background(), nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestConformance runs the suite on an embedded server with fsync
+// durability: group sync, appends published one by one.
 func TestConformance(t *testing.T) {
 	eventstoretest.Run(t, func(t *testing.T) eventstore.Store { return newStore(t, jetstream.Config{}) }, eventstoretest.DensePositions())
 }
 
+// TestConformanceCoalesced runs the suite on a server that syncs every
+// write itself, appends coalesced into atomic batches.
+func TestConformanceCoalesced(t *testing.T) {
+	eventstoretest.Run(t, func(t *testing.T) eventstore.Store { return newServerStore(t, jetstream.Config{}) }, eventstoretest.DensePositions())
+}
+
 func TestConformanceWithoutCoalescing(t *testing.T) {
 	if testing.Short() {
-		t.Skip("the coalescing store runs the suite already")
+		t.Skip("the other stores run the suite already")
 	}
-	eventstoretest.Run(t, func(t *testing.T) eventstore.Store { return newStore(t, jetstream.Config{MaxBatch: 1}) }, eventstoretest.DensePositions())
+	eventstoretest.Run(t, func(t *testing.T) eventstore.Store { return newServerStore(t, jetstream.Config{MaxBatch: 1}) }, eventstoretest.DensePositions())
 }
 
 func events(n int) []eventstore.Proposed {
@@ -200,7 +233,7 @@ func TestRetryAfterLostAck(t *testing.T) {
 // TestCoalescedConflict races many writers over many streams so appends
 // share batches, some with wrong expectations; each must get its own answer.
 func TestCoalescedConflict(t *testing.T) {
-	s := newStore(t, jetstream.Config{MaxBatch: 50})
+	s := newServerStore(t, jetstream.Config{MaxBatch: 50})
 	ctx := t.Context()
 	const accounts, rounds = 40, 5
 	var wg sync.WaitGroup
@@ -227,6 +260,9 @@ func TestCoalescedConflict(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	if batches, _ := jetstream.BatchStats(s); batches == 0 {
+		t.Error("no appends were coalesced")
+	}
 	for a := range accounts {
 		stream := eventstore.LedgerStream(fmt.Sprintf("a%d", a))
 		n := uint64(0)

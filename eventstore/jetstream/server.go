@@ -15,12 +15,26 @@ import (
 type Durability string
 
 const (
-	// DurabilityFsync makes the server fsync every write before it
-	// acknowledges it (nats-server SyncAlways): an acknowledged command
-	// survives a process crash, an OS crash and a power cut. One fsync costs
-	// about 150 us here, so single appends top out near 6,000 a second; the
-	// store coalesces concurrent appends into atomic batches that share one
-	// fsync (see [Config.MaxBatch]), which is how it goes past that.
+	// DurabilityFsync promises that an acknowledged append is on disk: it
+	// survives a process crash, an OS crash and a power cut.
+	//
+	// A store opened by [Embedded] keeps that promise itself (group
+	// commit): the server runs without SyncAlways and write()s each message
+	// to its block file before it acknowledges it, and Append returns only
+	// once a sync round that started after the acknowledgement has fsynced
+	// the stream's block files. One round serves every append acknowledged
+	// before it started, so appends are published one by one, concurrently,
+	// as with [DurabilityInterval], and share fsyncs instead of atomic
+	// batches.
+	//
+	// Elsewhere ([StartServer] on its own, or a clustered embedded server)
+	// it sets the server's SyncAlways: every write is fsynced before the
+	// server acknowledges it, and a store on such a server ([Connect],
+	// [Open]) coalesces concurrent appends into atomic batches that share
+	// one fsync (see [Config.MaxBatch]). A store on an external server
+	// cannot fsync that server's disk: what an acknowledgement promises is
+	// then the server's own setting (sync_always, and the stream's
+	// replicas).
 	DurabilityFsync Durability = "fsync"
 	// DurabilityInterval keeps JetStream's default: writes reach the OS at
 	// once and are fsynced every two minutes. An acknowledged command
@@ -148,6 +162,23 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return startServer(cfg, opts)
+}
+
+// groupSync reports whether a store opened by [Embedded] on a server cfg
+// describes fsyncs the server's files itself rather than have the server
+// sync every write: fsync durability on a server of its own. A clustered
+// server keeps SyncAlways (its replicated streams relax it to a sync on
+// each snapshot, backed by the Raft log).
+func groupSync(cfg ServerConfig) bool {
+	d := cfg.Durability
+	if d == "" {
+		d = DefaultDurability
+	}
+	return d == DurabilityFsync && cfg.Cluster.Name == ""
+}
+
+func startServer(cfg ServerConfig, opts *server.Options) (*server.Server, error) {
 	t0 := time.Now()
 	s, err := server.NewServer(opts)
 	if err != nil {

@@ -1,0 +1,309 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/licenseledger/ledger/eventstore"
+)
+
+// errSyncFailed marks every append refused because the group sync failed.
+var errSyncFailed = errors.New("jetstream: sync of the stream files failed")
+
+// syncer is the group commit of an embedded server running without
+// SyncAlways: the server write()s each message to its block file before it
+// acknowledges it, and an append waits, after its acknowledgement, for the
+// next sync round, which fsyncs every block file that may hold data
+// written since the previous round. Appends acknowledged while a round runs
+// wait for the next one, so one round serves every append acknowledged
+// before it started.
+//
+// A round covers every stream of the account (the ledger's, and the key
+// and token buckets on the same server): for each stream it fsyncs the
+// block files from the last one of the previous round on (the server only
+// appends to its last block), its msgs directory when a block file
+// appeared, and, the first time it sees a stream, the stream's meta files
+// and the directories above them.
+//
+// Once an fsync fails every later round fails too: after a failed fsync
+// the kernel may have dropped the dirty pages, so a later fsync that
+// succeeds proves nothing about them.
+type syncer struct {
+	dir string // <store dir>/jetstream/<account>/streams
+	log *slog.Logger
+
+	mu   sync.Mutex
+	next *round // the round appends acknowledged now wait for
+	// fsync syncs one file or directory: (*os.File).Sync unless a test
+	// replaces it.
+	fsync func(*os.File) error
+
+	kick    chan struct{}
+	stop    chan struct{}
+	stopped chan struct{}
+
+	// Owned by the loop goroutine.
+	sync    func(*os.File) error // fsync, read at the start of the round
+	streams map[string]*streamFiles
+	parents bool  // the directories above the streams' were synced
+	failed  error // sticky: the first failed fsync
+
+	rounds atomic.Uint64 // rounds run, for tests and benchmarks
+}
+
+// round is one group sync; done is closed when it has ended, err set.
+type round struct {
+	waiters int
+	done    chan struct{}
+	err     error
+}
+
+// streamFiles is what the syncer keeps of one stream's directory.
+type streamFiles struct {
+	last  uint32              // highest block index of the previous round
+	seen  bool                // directory synced
+	files map[uint32]*os.File // open block files, index >= last
+	meta  map[string]os.FileInfo
+}
+
+func newSyncer(dir string, log *slog.Logger) *syncer {
+	y := &syncer{
+		dir:     dir,
+		log:     log,
+		fsync:   (*os.File).Sync,
+		next:    &round{done: make(chan struct{})},
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+		streams: make(map[string]*streamFiles),
+	}
+	go y.loop()
+	return y
+}
+
+// wait returns once a sync round that started after the call has ended:
+// everything the server acknowledged before the call is then on disk.
+func (y *syncer) wait(ctx context.Context) error {
+	y.mu.Lock()
+	r := y.next
+	r.waiters++
+	y.mu.Unlock()
+	select {
+	case y.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-y.stopped:
+		return eventstore.ErrClosed
+	}
+}
+
+// close stops the loop once the round in progress has ended and closes
+// the files it holds.
+func (y *syncer) close() {
+	close(y.stop)
+	<-y.stopped
+}
+
+func (y *syncer) loop() {
+	defer func() {
+		for _, st := range y.streams {
+			for _, f := range st.files {
+				f.Close()
+			}
+		}
+		close(y.stopped)
+	}()
+	for {
+		select {
+		case <-y.kick:
+		case <-y.stop:
+			return
+		}
+		y.mu.Lock()
+		r := y.next
+		if r.waiters == 0 {
+			// A late kick for a round already run.
+			y.mu.Unlock()
+			continue
+		}
+		y.next = &round{done: make(chan struct{})}
+		y.sync = y.fsync
+		y.mu.Unlock()
+		r.err = y.syncAll()
+		y.rounds.Add(1)
+		close(r.done)
+	}
+}
+
+// syncAll runs one round.
+func (y *syncer) syncAll() error {
+	if y.failed != nil {
+		return y.failed
+	}
+	if err := y.syncStreams(); err != nil {
+		y.failed = fmt.Errorf("%w: %w", errSyncFailed, err)
+		y.log.Error("fsync of the stream files failed: appends are refused from now on", "err", err)
+		return y.failed
+	}
+	return nil
+}
+
+func (y *syncer) syncStreams() error {
+	ents, err := os.ReadDir(y.dir)
+	if err != nil {
+		return fmt.Errorf("list streams: %w", err)
+	}
+	newStream := false
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		st := y.streams[e.Name()]
+		if st == nil {
+			st = &streamFiles{files: make(map[uint32]*os.File), meta: make(map[string]os.FileInfo)}
+			y.streams[e.Name()] = st
+		}
+		if !st.seen {
+			newStream = true
+		}
+		if err := y.syncStream(filepath.Join(y.dir, e.Name()), st); err != nil {
+			return err
+		}
+	}
+	if !newStream {
+		return nil
+	}
+	// A stream directory appeared: its entry must last too, and, the first
+	// time, those of the directories above it.
+	dirs := []string{y.dir}
+	if !y.parents {
+		acct := filepath.Dir(y.dir)
+		dirs = append(dirs, acct, filepath.Dir(acct), filepath.Dir(filepath.Dir(acct)))
+	}
+	for _, d := range dirs {
+		if err := y.syncPath(d); err != nil {
+			return err
+		}
+	}
+	y.parents = true
+	return nil
+}
+
+// syncStream fsyncs the block files of one stream that may hold data
+// written since the previous round.
+func (y *syncer) syncStream(dir string, st *streamFiles) error {
+	msgs := filepath.Join(dir, "msgs")
+	ents, err := os.ReadDir(msgs)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // a stream being created or deleted
+	}
+	if err != nil {
+		return fmt.Errorf("list %s: %w", msgs, err)
+	}
+	var top uint32
+	appeared := !st.seen
+	for _, e := range ents {
+		idx, ok := blockIndex(e.Name())
+		if !ok {
+			continue
+		}
+		top = max(top, idx)
+		if idx < st.last {
+			continue
+		}
+		if idx > st.last {
+			appeared = true
+		}
+		f := st.files[idx]
+		if f == nil {
+			f, err = os.Open(filepath.Join(msgs, e.Name()))
+			if errors.Is(err, os.ErrNotExist) {
+				continue // removed by the server since the listing
+			}
+			if err != nil {
+				return fmt.Errorf("open block: %w", err)
+			}
+			st.files[idx] = f
+		}
+		if err := y.sync(f); err != nil {
+			return fmt.Errorf("sync %s: %w", f.Name(), err)
+		}
+	}
+	for idx, f := range st.files {
+		if idx < top {
+			f.Close()
+			delete(st.files, idx)
+		}
+	}
+	st.last = top
+	// The stream's configuration: the server rewrites it (a new file
+	// renamed over the old) when the stream is created or updated, which
+	// Open does, and the stream cannot be recovered without it.
+	syncDir := !st.seen
+	for _, name := range []string{"meta.inf", "meta.sum"} {
+		fn := filepath.Join(dir, name)
+		fi, err := os.Stat(fn)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", fn, err)
+		}
+		if old := st.meta[name]; old != nil && os.SameFile(old, fi) && old.ModTime().Equal(fi.ModTime()) && old.Size() == fi.Size() {
+			continue
+		}
+		if err := y.syncPath(fn); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		st.meta[name] = fi
+		syncDir = true
+	}
+	if syncDir {
+		if err := y.syncPath(dir); err != nil {
+			return err
+		}
+	}
+	if appeared {
+		if err := y.syncPath(msgs); err != nil {
+			return err
+		}
+	}
+	st.seen = true
+	return nil
+}
+
+// syncPath opens and fsyncs a file or directory.
+func (y *syncer) syncPath(name string) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", name, err)
+	}
+	defer f.Close()
+	if err := y.sync(f); err != nil {
+		return fmt.Errorf("sync %s: %w", name, err)
+	}
+	return nil
+}
+
+// blockIndex parses a message block file name, "<index>.blk".
+func blockIndex(name string) (uint32, bool) {
+	s, ok := strings.CutSuffix(name, ".blk")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	return uint32(n), err == nil
+}
