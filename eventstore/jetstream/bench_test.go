@@ -45,7 +45,25 @@ func BenchmarkAppendCoalesced(b *testing.B) {
 	}
 }
 
-func benchAppend(b *testing.B, s *jetstream.Store) {
+// BenchmarkAppend64 is BenchmarkAppend with 64 writers (as licenseload's
+// 64 clients), each owning one account, with each durability of an
+// embedded server: fewer appends wait for each sync than with 1,000.
+func BenchmarkAppend64(b *testing.B) {
+	for _, d := range []jetstream.Durability{jetstream.DurabilityFsync, jetstream.DurabilityInterval} {
+		b.Run(string(d), func(b *testing.B) {
+			s, err := jetstream.Embedded(context.Background(), jetstream.ServerConfig{DataDir: b.TempDir(), Port: -1, Durability: d}, jetstream.Config{MaxBatch: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			benchAppendN(b, s, 64)
+		})
+	}
+}
+
+func benchAppend(b *testing.B, s *jetstream.Store) { benchAppendN(b, s, benchAccounts) }
+
+func benchAppendN(b *testing.B, s *jetstream.Store, benchAccounts int) {
 	ctx := context.Background()
 	// Every account's stream exists and its head is cached before the
 	// clock starts, as in a service that has been running for a while.

@@ -25,17 +25,28 @@
 //
 // # Group commit
 //
-// Concurrent appends to different streams are coalesced into one atomic
-// batch of up to [Config.MaxBatch] events, each stream keeping its own
-// expectation. One goroutine fills the open batch: it sends each append's
-// messages to the server as soon as the append arrives, so the server
-// stages them while earlier batches commit, and it ends the batch with an
-// end-of-batch commit marker as soon as fewer than [Config.Committers]
-// commits are in flight (or the batch is full). A batch of a single append
-// is published on its own, which costs the server less. With fsync
-// durability the server syncs once per batch instead of once per event.
-// One wrong expectation rejects a whole batch, so when a coalesced batch
-// fails every append in it is retried on its own and gets its own answer.
+// With fsync durability on a server of its own, [Embedded] runs the server
+// without SyncAlways and commits in groups itself: appends are published
+// one by one, concurrently (several events as one atomic batch), the
+// server write()s each message to its block file before it acknowledges
+// it, and Append then waits for the next sync round, which fsyncs the
+// stream files written since the previous round. One round serves every
+// append acknowledged before it started; appends acknowledged during a
+// round wait for the next one. See [DurabilityFsync].
+//
+// On a server that syncs every write itself (SyncAlways: [StartServer], a
+// cluster, an external server so configured) a store opened by [Connect]
+// or [Open] coalesces concurrent appends to different streams into one
+// atomic batch of up to [Config.MaxBatch] events, each stream keeping its
+// own expectation, so that they share the server's fsync. One goroutine
+// fills the open batch: it sends each append's messages to the server as
+// soon as the append arrives, so the server stages them while earlier
+// batches commit, and it ends the batch with an end-of-batch commit marker
+// as soon as fewer than [Config.Committers] commits are in flight (or the
+// batch is full). A batch of a single append is published on its own,
+// which costs the server less. One wrong expectation rejects a whole
+// batch, so when a coalesced batch fails every append in it is retried on
+// its own and gets its own answer.
 //
 // The revision cache is filled by every append this process makes; an
 // append to a stream the caller believes new ([eventstore.NoStream])
@@ -104,8 +115,9 @@ type Config struct {
 	// MaxBatch is the largest number of events the store coalesces from
 	// concurrent appends into one atomic batch; default 1,000 (the server's
 	// limit), 1 turns coalescing off. The server stages and checks a batch
-	// message by message but syncs it once, so larger batches pay off
-	// under fsync durability.
+	// message by message but syncs it once, so larger batches pay off on
+	// a server with SyncAlways. A store opened by [Embedded] with fsync
+	// durability never coalesces: it shares its own fsyncs instead.
 	MaxBatch int
 	// Committers is the number of coalesced batches committing at once
 	// while the next one fills; default 2.

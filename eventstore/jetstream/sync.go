@@ -29,9 +29,10 @@ var errSyncFailed = errors.New("jetstream: sync of the stream files failed")
 // A round covers every stream of the account (the ledger's, and the key
 // and token buckets on the same server): for each stream it fsyncs the
 // block files from the last one of the previous round on (the server only
-// appends to its last block), its msgs directory when a block file
-// appeared, and, the first time it sees a stream, the stream's meta files
-// and the directories above them.
+// appends to its last block) that changed since their last fsync (inode,
+// size or modification time), its msgs directory when a block file
+// appeared, its meta files (configuration) and directory when they
+// changed, and, the first time, the directories above the streams'.
 //
 // Once an fsync fails every later round fails too: after a failed fsync
 // the kernel may have dropped the dirty pages, so a later fsync that
@@ -68,10 +69,12 @@ type round struct {
 
 // streamFiles is what the syncer keeps of one stream's directory.
 type streamFiles struct {
-	last  uint32              // highest block index of the previous round
-	seen  bool                // directory synced
-	files map[uint32]*os.File // open block files, index >= last
-	meta  map[string]os.FileInfo
+	last uint32 // highest block index of the previous round
+	seen bool   // directory synced
+	// What each block file (index >= last) and meta file looked like
+	// before its last fsync.
+	blocks map[uint32]os.FileInfo
+	meta   map[string]os.FileInfo
 }
 
 func newSyncer(dir string, log *slog.Logger) *syncer {
@@ -110,22 +113,14 @@ func (y *syncer) wait(ctx context.Context) error {
 	}
 }
 
-// close stops the loop once the round in progress has ended and closes
-// the files it holds.
+// close stops the loop once the round in progress has ended.
 func (y *syncer) close() {
 	close(y.stop)
 	<-y.stopped
 }
 
 func (y *syncer) loop() {
-	defer func() {
-		for _, st := range y.streams {
-			for _, f := range st.files {
-				f.Close()
-			}
-		}
-		close(y.stopped)
-	}()
+	defer close(y.stopped)
 	for {
 		select {
 		case <-y.kick:
@@ -173,7 +168,7 @@ func (y *syncer) syncStreams() error {
 		}
 		st := y.streams[e.Name()]
 		if st == nil {
-			st = &streamFiles{files: make(map[uint32]*os.File), meta: make(map[string]os.FileInfo)}
+			st = &streamFiles{blocks: make(map[uint32]os.FileInfo), meta: make(map[string]os.FileInfo)}
 			y.streams[e.Name()] = st
 		}
 		if !st.seen {
@@ -227,25 +222,32 @@ func (y *syncer) syncStream(dir string, st *streamFiles) error {
 		if idx > st.last {
 			appeared = true
 		}
-		f := st.files[idx]
-		if f == nil {
-			f, err = os.Open(filepath.Join(msgs, e.Name()))
+		fn := filepath.Join(msgs, e.Name())
+		fi, err := os.Stat(fn)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // removed by the server since the listing
+		}
+		if err != nil {
+			return fmt.Errorf("stat block: %w", err)
+		}
+		if unchanged(st.blocks[idx], fi) {
+			// Nothing written since its last fsync: the server only
+			// appends to a block (size), truncates it (size), or replaces
+			// it with a new file (inode). A clean fsync still costs a
+			// device flush.
+			continue
+		}
+		if err := y.syncPath(fn); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
-				continue // removed by the server since the listing
+				continue
 			}
-			if err != nil {
-				return fmt.Errorf("open block: %w", err)
-			}
-			st.files[idx] = f
+			return err
 		}
-		if err := y.sync(f); err != nil {
-			return fmt.Errorf("sync %s: %w", f.Name(), err)
-		}
+		st.blocks[idx] = fi
 	}
-	for idx, f := range st.files {
+	for idx := range st.blocks {
 		if idx < top {
-			f.Close()
-			delete(st.files, idx)
+			delete(st.blocks, idx)
 		}
 	}
 	st.last = top
@@ -262,7 +264,7 @@ func (y *syncer) syncStream(dir string, st *streamFiles) error {
 		if err != nil {
 			return fmt.Errorf("stat %s: %w", fn, err)
 		}
-		if old := st.meta[name]; old != nil && os.SameFile(old, fi) && old.ModTime().Equal(fi.ModTime()) && old.Size() == fi.Size() {
+		if unchanged(st.meta[name], fi) {
 			continue
 		}
 		if err := y.syncPath(fn); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -296,6 +298,12 @@ func (y *syncer) syncPath(name string) error {
 		return fmt.Errorf("sync %s: %w", name, err)
 	}
 	return nil
+}
+
+// unchanged reports whether a file looks as it did when it was last
+// synced (old, nil if never): same file, size and modification time.
+func unchanged(old, now os.FileInfo) bool {
+	return old != nil && os.SameFile(old, now) && old.Size() == now.Size() && old.ModTime().Equal(now.ModTime())
 }
 
 // blockIndex parses a message block file name, "<index>.blk".
