@@ -238,6 +238,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		route = "unmatched"
 	}
 	a.s.metrics.request(route, rec.status, d)
+	if !a.s.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
 	attrs := []slog.Attr{
 		slog.String("method", r.Method), slog.String("route", route),
 		slog.Int("status", rec.status), slog.Duration("duration", d),
