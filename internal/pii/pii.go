@@ -112,8 +112,6 @@ type Keyring struct {
 	store KeyStore
 	rand  io.Reader
 
-	creating sync.Mutex // serializes Create
-
 	mu    sync.RWMutex
 	aeads map[string]cipher.AEAD // nil value: key destroyed
 }
@@ -126,24 +124,22 @@ func NewKeyring(store KeyStore, rand io.Reader) *Keyring {
 
 // Create draws a new key for id and stores it. Creating a key that exists
 // replaces nothing: the stored key stays. Creating a key that was
-// destroyed returns ErrErased.
+// destroyed returns ErrErased. Creates of different ids, and of one id,
+// run concurrently: the store keeps the first key put, and every creator
+// caches what the store kept.
 func (k *Keyring) Create(ctx context.Context, id string) error {
-	k.creating.Lock()
-	defer k.creating.Unlock()
-	if _, err := k.store.Get(ctx, id); err == nil {
-		return nil
-	} else if !errors.Is(err, ErrNoKey) {
-		return fmt.Errorf("create key %s: %w", id, err)
-	}
 	key := make([]byte, KeySize)
 	if _, err := io.ReadFull(k.rand, key); err != nil {
 		return fmt.Errorf("create key %s: %w", id, err)
 	}
-	if err := k.store.Put(ctx, id, key); err != nil {
+	err := k.store.Put(ctx, id, key)
+	clear(key)
+	if err != nil {
 		return fmt.Errorf("create key %s: %w", id, err)
 	}
-	// Another process may have put its key first: load what the store
-	// kept rather than caching the key drawn here.
+	// Another creator, here or in another process, may have put its key
+	// first: load what the store kept rather than caching the key drawn
+	// here.
 	if _, err := k.aead(ctx, id); err != nil {
 		return fmt.Errorf("create key %s: %w", id, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/licenseledger/ledger/internal/pii"
 )
@@ -523,5 +524,60 @@ func TestCreateLosesRace(t *testing.T) {
 	}
 	if got, err := other.Open(ctx, id, "email", mine); err != nil || got != testEmail {
 		t.Errorf("other process Open = %q, %v", got, err)
+	}
+}
+
+// gatedKeys is a memory store whose Put of one id waits for a gate.
+type gatedKeys struct {
+	*pii.MemoryKeys
+	slow    string
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedKeys) Put(ctx context.Context, id string, key []byte) error {
+	if id == g.slow {
+		close(g.entered)
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return g.MemoryKeys.Put(ctx, id, key)
+}
+
+// A Create waiting on the store for one user does not hold up the
+// Create of another: adding users of different accounts runs in
+// parallel.
+func TestCreateNotSerialized(t *testing.T) {
+	ctx := t.Context()
+	g := &gatedKeys{MemoryKeys: pii.NewMemoryKeys(), slow: "acme.slow", entered: make(chan struct{}), gate: make(chan struct{})}
+	k := pii.NewKeyring(g, rand.Reader)
+	slow := make(chan error, 1)
+	go func() { slow <- k.Create(ctx, "acme.slow") }()
+	<-g.entered
+	fast := make(chan error, 1)
+	go func() { fast <- k.Create(ctx, "beta.fast") }()
+	select {
+	case err := <-fast:
+		if err != nil {
+			t.Fatalf("Create beside a slow one: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		close(g.gate)
+		t.Fatal("a Create waited for another user's Create")
+	}
+	if _, err := k.Seal(ctx, "beta.fast", "name", testName); err != nil {
+		t.Fatalf("Seal under the new key: %v", err)
+	}
+	select {
+	case err := <-slow:
+		t.Fatalf("the slow Create returned before its store answered: %v", err)
+	default:
+	}
+	close(g.gate)
+	if err := <-slow; err != nil {
+		t.Fatalf("slow Create: %v", err)
 	}
 }
