@@ -294,7 +294,10 @@ func (m *Main) openStore(ctx context.Context, dataDir string) error {
 	if err != nil {
 		return err
 	}
-	ks, err := keys.Open(ctx, js, keys.Config{Logger: m.log.With("component", "keys"), Replicas: m.cfg.Replicas})
+	// Key writes share the ledger store's sync rounds: a destroyed key's
+	// tombstone is on disk before Destroy returns (Sync returns at once
+	// when the server syncs every write itself).
+	ks, err := keys.Open(ctx, js, keys.Config{Logger: m.log.With("component", "keys"), Replicas: m.cfg.Replicas, Sync: m.js.Sync})
 	if err != nil {
 		return fmt.Errorf("key store: %w", err)
 	}
@@ -457,7 +460,14 @@ func (m *Main) openTokens(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ts, err := jstokens.Open(ctx, js, jstokens.Config{Replicas: m.cfg.Replicas, Logger: m.log.With("component", "tokens")})
+	tcfg := jstokens.Config{Replicas: m.cfg.Replicas, Logger: m.log.With("component", "tokens")}
+	if m.js != nil {
+		// Minted and revoked tokens last before the call returns, as
+		// appended events do (a no-op unless the store syncs its server's
+		// files itself).
+		tcfg.Sync = m.js.Sync
+	}
+	ts, err := jstokens.Open(ctx, js, tcfg)
 	if err != nil {
 		return fmt.Errorf("token store: %w", err)
 	}

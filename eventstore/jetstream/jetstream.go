@@ -606,6 +606,29 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 	return res, nil
 }
 
+// Sync returns once everything the embedded server acknowledged before
+// the call, on any stream of its account, is on disk: the ledger stream,
+// and the key stream and token bucket of the keys and tokens packages when
+// they use the same server. It waits for a sync round that starts after
+// the call. On a store that does not sync the server's files itself
+// (interval durability, a server that syncs every write, an external
+// server) it returns nil at once: writes are then as durable as the
+// server makes them. Writers other than Append call it after their
+// acknowledgement to keep the promise of [DurabilityFsync].
+func (s *Store) Sync(ctx context.Context) error {
+	if s.syncer == nil {
+		return nil
+	}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.inflight.Done()
+	if err := s.syncer.wait(ctx); err != nil {
+		return fmt.Errorf("jetstream: sync: %w", err)
+	}
+	return nil
+}
+
 func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, events []eventstore.Proposed) (eventstore.AppendResult, error) {
 	if err := checkStream(stream); err != nil {
 		return eventstore.AppendResult{}, err

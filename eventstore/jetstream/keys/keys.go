@@ -153,6 +153,13 @@ type Config struct {
 	// Logger receives notices about finished erasures; nil discards them.
 	// No key is ever logged.
 	Logger *slog.Logger
+	// Sync, when set, is called after a write the server acknowledged and
+	// before Put or Destroy returns; it returns once that write is on
+	// disk. [storejs.Store.Sync] is the one for a store on the same
+	// embedded server when that server does not sync every write (fsync
+	// durability by group sync). Nil: an acknowledged write is as durable
+	// as the server makes it.
+	Sync func(context.Context) error
 
 	// stream, when set, adjusts the stream configuration before it is
 	// applied; benchmarks compare configurations with it.
@@ -171,6 +178,7 @@ type Store struct {
 	prefix string
 	log    *slog.Logger
 	er     *eraser
+	sync   func(context.Context) error // nil: the server's acknowledgement is enough
 }
 
 var _ pii.KeyStore = (*Store)(nil)
@@ -234,7 +242,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("keys: create stream %s: %w", cfg.Stream, err)
 	}
-	s := &Store{js: js, stream: st, name: cfg.Stream, prefix: cfg.SubjectPrefix, log: cfg.Logger}
+	s := &Store{js: js, stream: st, name: cfg.Stream, prefix: cfg.SubjectPrefix, log: cfg.Logger, sync: cfg.Sync}
 	s.er = newEraser(s, cfg.paused)
 	if err := s.finishErasures(ctx); err != nil {
 		s.er.abort()
@@ -264,7 +272,8 @@ func (s *Store) Close(ctx context.Context) error {
 // Put stores key under id unless id already has a key, which stays: the
 // server accepts only the first key message of a subject. It returns
 // pii.ErrErased when id was destroyed. Putting again after a lost
-// acknowledgement is safe.
+// acknowledgement is safe. With Config.Sync it returns nil only once the
+// key stored under id is on disk.
 func (s *Store) Put(ctx context.Context, id string, key []byte) error {
 	subj, err := s.subject(id)
 	if err != nil {
@@ -278,7 +287,7 @@ func (s *Store) Put(ctx context.Context, id string, key []byte) error {
 			jetstream.WithExpectStream(s.name),
 			jetstream.WithExpectLastSequencePerSubject(0))
 		if err == nil {
-			return nil
+			return s.synced(ctx, "put key", id)
 		}
 		if !isWrongLastSeq(err) {
 			return fmt.Errorf("put key %s: %w", id, err)
@@ -295,7 +304,8 @@ func (s *Store) Put(ctx context.Context, id string, key []byte) error {
 		case isTombstone(last):
 			return fmt.Errorf("put key %s: %w", id, pii.ErrErased)
 		default:
-			return nil
+			// Another writer's key, which may not be on disk yet.
+			return s.synced(ctx, "put key", id)
 		}
 	}
 	return fmt.Errorf("put key %s: subject keeps changing", id)
@@ -324,7 +334,8 @@ func (s *Store) Get(ctx context.Context, id string) ([]byte, error) {
 // refuses it from now on in every process, and queues the erasure of the
 // key's bytes from the server's files; [Store.Flush] waits for it.
 // Destroying twice, or an id without a key, is not an error; a second
-// Destroy queues again an erasure the first one left undone.
+// Destroy queues again an erasure the first one left undone. With
+// Config.Sync it returns nil only once the tombstone is on disk.
 func (s *Store) Destroy(ctx context.Context, id string) error {
 	subj, err := s.subject(id)
 	if err != nil {
@@ -346,7 +357,8 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 					return fmt.Errorf("destroy key %s: %w", id, err)
 				}
 			}
-			return nil
+			// Another writer's tombstone, which may not be on disk yet.
+			return s.synced(ctx, "destroy key", id)
 		}
 		var keySeq uint64
 		if last != nil {
@@ -363,6 +375,12 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 		if err != nil {
 			return fmt.Errorf("destroy key %s: %w", id, err)
 		}
+		// The tombstone lasts before the erasure is queued: an erasure
+		// that reached the disk without its tombstone would leave a
+		// subject whose key reads as missing rather than destroyed.
+		if err := s.synced(ctx, "destroy key", id); err != nil {
+			return err
+		}
 		if keySeq != 0 {
 			// The expectation held: keySeq is the key of subj.
 			if err := s.er.enqueue(ctx, erasure{subject: subj, seq: keySeq}); err != nil {
@@ -373,6 +391,18 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 		return nil
 	}
 	return fmt.Errorf("destroy key %s: subject keeps changing", id)
+}
+
+// synced waits, when the Store was given a Sync, until the writes the
+// server acknowledged so far are on disk.
+func (s *Store) synced(ctx context.Context, op, id string) error {
+	if s.sync == nil {
+		return nil
+	}
+	if err := s.sync(ctx); err != nil {
+		return fmt.Errorf("%s %s: %w", op, id, err)
+	}
+	return nil
 }
 
 // finishErasures queues the erasure of the keys whose tombstone was

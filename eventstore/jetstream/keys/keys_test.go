@@ -665,3 +665,60 @@ func TestConcurrentPutAndDestroy(t *testing.T) {
 	}
 	t.Logf("Put stored its key before the Destroy in %d of 10 races", putWon)
 }
+
+// TestSyncFailureFailsWrites checks that Put and Destroy report a failed
+// Sync instead of success, and that the erasure of a destroyed key waits
+// for the tombstone to be synced.
+func TestSyncFailureFailsWrites(t *testing.T) {
+	ctx := t.Context()
+	broken := errors.New("disk on fire")
+	fail := false
+	calls := 0
+	var mu sync.Mutex
+	s, err := Open(ctx, newTestServer(t).connect(), Config{Sync: func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if fail {
+			return broken
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeAtEnd(t, s)
+	id := pii.KeyID("acme", "u1")
+	key := newKey(t)
+	if err := s.Put(ctx, id, key); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	fail = true
+	if calls != 1 {
+		t.Errorf("Put called Sync %d times, want 1", calls)
+	}
+	mu.Unlock()
+	if err := s.Put(ctx, pii.KeyID("acme", "u2"), newKey(t)); !errors.Is(err, broken) {
+		t.Errorf("put with a failing sync: %v, want %v", err, broken)
+	}
+	if err := s.Destroy(ctx, id); !errors.Is(err, broken) {
+		t.Errorf("destroy with a failing sync: %v, want %v", err, broken)
+	}
+	flush(t, s)
+	// The tombstone is written, but the key was not queued for erasure:
+	// Get reads it as destroyed, and the next Destroy erases it.
+	if got := subjectMessages(t, ctx, s, id); got != 2 {
+		t.Errorf("subject holds %d messages after a destroy whose sync failed, want key and tombstone", got)
+	}
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	if err := s.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, s)
+	if got := subjectMessages(t, ctx, s, id); got != 1 {
+		t.Errorf("subject holds %d messages after the erasure, want the tombstone", got)
+	}
+}

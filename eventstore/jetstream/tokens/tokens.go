@@ -95,6 +95,15 @@ type Config struct {
 	// Logger receives notices about the watch of the bucket; nil discards
 	// them. No secret or hash is ever logged.
 	Logger *slog.Logger
+	// Sync, when set, is called after the writes the server acknowledged
+	// and before Put, Revoke or Bootstrap returns; it returns once those
+	// writes are on disk, so that a token shown to its owner stays valid
+	// and a revoked one stays revoked after a crash of the machine.
+	// [storejs.Store.Sync] is the one for a ledger store on the same
+	// embedded server when that server does not sync every write (fsync
+	// durability by group sync). Nil: an acknowledged write is as durable
+	// as the server makes it.
+	Sync func(context.Context) error
 }
 
 // Store is an [auth.Store] on a JetStream key/value bucket, shared by
@@ -104,6 +113,7 @@ type Store struct {
 	kv    jetstream.KeyValue
 	stale time.Duration
 	log   *slog.Logger
+	sync  func(context.Context) error // nil: the server's acknowledgement is enough
 
 	mu     sync.RWMutex
 	byHash map[auth.Hash]auth.Token
@@ -151,7 +161,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		return nil, fmt.Errorf("tokens: watch bucket %s: %w", cfg.Bucket, err)
 	}
 	s := &Store{
-		kv: kv, stale: cfg.StaleClaim, log: cfg.Logger,
+		kv: kv, stale: cfg.StaleClaim, log: cfg.Logger, sync: cfg.Sync,
 		byHash: make(map[auth.Hash]auth.Token), byID: make(map[string]auth.Hash), rev: make(map[auth.Hash]uint64),
 		watcher: w, cancel: cancel, done: make(chan struct{}),
 	}
@@ -301,7 +311,8 @@ func (s *Store) Close() error {
 }
 
 // Put stores t unless its id or its hash is stored already, which is
-// auth.ErrDuplicate.
+// auth.ErrDuplicate. With Config.Sync it returns nil only once the token
+// is on disk.
 func (s *Store) Put(ctx context.Context, t auth.Token) error {
 	if !validID(t.ID) {
 		return fmt.Errorf("put token %q: %w", t.ID, ErrInvalidID)
@@ -332,7 +343,19 @@ func (s *Store) Put(ctx context.Context, t auth.Token) error {
 	s.mu.Lock()
 	s.learn(t, rev)
 	s.mu.Unlock()
+	if err := s.synced(ctx); err != nil {
+		return fmt.Errorf("put token %s: %w", t.ID, err)
+	}
 	return nil
+}
+
+// synced waits, when the Store was given a Sync, until the writes the
+// server acknowledged so far are on disk.
+func (s *Store) synced(ctx context.Context) error {
+	if s.sync == nil {
+		return nil
+	}
+	return s.sync(ctx)
 }
 
 // ByHash returns the token whose secret hashes to h, or auth.ErrNotFound.
@@ -411,7 +434,8 @@ func (s *Store) Len(context.Context) (int, error) {
 // id key. An unknown id, or one revoked already, is auth.ErrNotFound; the
 // only operator token on the server is auth.ErrLastOperator. This process
 // refuses the token as soon as Revoke returns, the others once their watch
-// delivers the delete.
+// delivers the delete. With Config.Sync it returns nil only once the
+// deletes are on disk.
 func (s *Store) Revoke(ctx context.Context, id string) error {
 	t, err := s.ByID(ctx, id)
 	if err != nil {
@@ -462,6 +486,9 @@ func (s *Store) Revoke(ctx context.Context, id string) error {
 			s.mu.Lock()
 			s.learn(t, rev)
 			s.mu.Unlock()
+			if serr := s.synced(ctx); serr != nil {
+				return fmt.Errorf("revoke token %s: %w (and keeping the token put back failed: %w)", id, err, serr)
+			}
 			return fmt.Errorf("revoke token %s: %w", id, err)
 		}
 	}
@@ -469,6 +496,11 @@ func (s *Store) Revoke(ctx context.Context, id string) error {
 	// a random id taken.
 	if err := s.kv.Delete(ctx, "id."+id); err != nil {
 		s.log.Warn("token bucket: could not delete the id of a revoked token", "id", id, "err", err)
+	}
+	// One wait covers both deletes: the revocation lasts once Revoke
+	// returns nil.
+	if err := s.synced(ctx); err != nil {
+		return fmt.Errorf("revoke token %s: %w", id, err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -431,5 +432,37 @@ func TestRevokeOperatorsConcurrently(t *testing.T) {
 		if alive == 0 {
 			t.Fatalf("round %d: no operator token left (%v)", round, errs)
 		}
+	}
+}
+
+// TestSyncFailureFailsWrites checks that Put and Revoke report a failed
+// Sync instead of success: the write may not be on disk.
+func TestSyncFailureFailsWrites(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	broken := errors.New("disk on fire")
+	var fail, calls atomic.Int32
+	s := ts.open(ctx, Config{Sync: func(context.Context) error {
+		calls.Add(1)
+		if fail.Load() != 0 {
+			return broken
+		}
+		return nil
+	}})
+	a, _ := mint(t, s, auth.Operator, "")
+	b, _ := mint(t, s, auth.Admin, "acme")
+	if calls.Load() == 0 {
+		t.Fatal("Put did not call Sync")
+	}
+	fail.Store(1)
+	if _, _, err := auth.Mint(ctx, s, rand.Reader, auth.Admin, "acme", time.Now()); !errors.Is(err, broken) {
+		t.Errorf("mint with a failing sync: %v, want %v", err, broken)
+	}
+	if err := s.Revoke(ctx, b.ID); !errors.Is(err, broken) {
+		t.Errorf("revoke with a failing sync: %v, want %v", err, broken)
+	}
+	fail.Store(0)
+	if _, err := s.ByID(ctx, a.ID); err != nil {
+		t.Errorf("operator token: %v", err)
 	}
 }
