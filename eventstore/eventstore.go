@@ -204,3 +204,41 @@ type Store interface {
 	// Close releases the store's resources.
 	Close() error
 }
+
+// Condition is a requirement on a stream other than the one an append
+// writes to: that Stream still matches Expected when the events are stored.
+// See [ConditionalAppender].
+type Condition struct {
+	Stream   StreamID
+	Expected ExpectedRevision
+}
+
+// String describes c for error messages.
+func (c Condition) String() string { return c.Stream.String() + " at " + c.Expected.String() }
+
+// ConditionalAppender is an optional capability of a [Store]: appending to
+// one stream on condition that another stream has not moved. The license
+// ledger uses it to record an activity (activity stream) only while the
+// account's ledger stream is still at the revision the decision was taken
+// on, so that a user deactivated by another process in between cannot
+// record one, without reading the ledger before every activity.
+//
+// Callers find it with a type assertion and fall back to reading the
+// condition stream before a plain [Store.Append] when the store lacks it
+// or refuses the call with [errors.ErrUnsupported].
+type ConditionalAppender interface {
+	// AppendIf stores events at the end of stream, all or none, if stream
+	// matches expected and cond.Stream matches cond.Expected, both checked
+	// atomically with the write: no event of either stream can be stored
+	// between the check and the append. It returns ErrConflict (wrapped)
+	// when either does not hold, storing nothing. A retry of an append
+	// already stored returns its first result, as [Store.Append] does,
+	// whatever cond's stream did since.
+	//
+	// It returns an error matching [errors.ErrUnsupported], storing
+	// nothing, when the store cannot check this condition exactly (for
+	// instance streams of different accounts, or a replicated stream whose
+	// server checks expectations before it orders writes); the caller then
+	// uses the read-then-append path. cond.Stream must differ from stream.
+	AppendIf(ctx context.Context, stream StreamID, expected ExpectedRevision, cond Condition, events ...Proposed) (AppendResult, error)
+}

@@ -46,6 +46,11 @@ var cases = []testCase{
 	{name: "CanceledContext", run: testCanceledContext},
 	{name: "Close", run: testClose},
 	{name: "CloseEndsSubscription", run: testCloseEndsSubscription},
+	{name: "AppendIfHolds", run: testAppendIfHolds},
+	{name: "AppendIfOtherMoved", run: testAppendIfOtherMoved},
+	{name: "AppendIfOwnMoved", run: testAppendIfOwnMoved},
+	{name: "AppendIfRetry", run: testAppendIfRetry},
+	{name: "AppendIfRace", run: testAppendIfRace},
 }
 
 func testAppendNoStream(h *harness) {

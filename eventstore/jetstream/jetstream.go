@@ -23,6 +23,19 @@
 // appended as one JetStream atomic batch (stream AllowAtomicPublish): all are
 // stored or none.
 //
+// # Conditional appends
+//
+// [Store.AppendIf] appends to one stream of an account on condition that
+// the account's other stream is at a given revision. Its first message
+// expects the last event over both streams' subjects ("*.<account>.*") to
+// be the later of the two heads, which the store knows as a pair: read
+// together, or kept by appends checked that way. Once an account has such
+// a pair, plain appends to its streams are checked the same way too (and
+// published alone), so that the pair stays exact and the next conditional
+// append needs no read; when the other stream moved they fall back to
+// their own stream's expectation. Conditional appends are not offered on
+// replicated streams (see [Store.AppendIf]).
+//
 // # Group commit
 //
 // With fsync durability on a server of its own, [Embedded] runs the server
@@ -81,7 +94,10 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 )
 
-var _ eventstore.Store = (*Store)(nil)
+var (
+	_ eventstore.Store               = (*Store)(nil)
+	_ eventstore.ConditionalAppender = (*Store)(nil)
+)
 
 // Header names the store writes on every message.
 const (
@@ -203,7 +219,12 @@ type Store struct {
 
 	mu     sync.Mutex
 	heads  map[eventstore.StreamID]head
+	pairs  map[string]pair // by account; see pair
 	closed bool
+	// replicated is set when the stream has more than one replica: the
+	// servers then check expectations before they order writes, and
+	// conditional appends are refused (see AppendIf).
+	replicated bool
 
 	reqs     chan *request
 	stop     chan struct{}
@@ -351,10 +372,14 @@ func open(ctx context.Context, nc *nats.Conn, cfg Config, y *syncer) (*Store, er
 		stream: stream,
 		log:    cfg.Logger.With("stream", cfg.Stream),
 		heads:  make(map[eventstore.StreamID]head),
+		pairs:  make(map[string]pair),
 		reqs:   make(chan *request, 4*cfg.MaxBatch*cfg.Committers),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 		syncer: y,
+	}
+	if info := stream.CachedInfo(); info != nil && info.Config.Replicas > 1 {
+		s.replicated = true
 	}
 	if cfg.MaxBatch > 1 && y == nil {
 		s.workers.Add(1)
@@ -557,17 +582,24 @@ func (s *Store) loadHead(ctx context.Context, stream eventstore.StreamID) (head,
 	case err != nil:
 		return head{}, fmt.Errorf("jetstream: last event of %s: %w", stream, err)
 	default:
-		rev, err := revisionOf(m.Header)
-		if err != nil {
+		if h, err = headOf(m); err != nil {
 			return head{}, err
 		}
-		id, _, _ := strings.Cut(m.Header.Get(jetstream.MsgIDHeader), "@")
-		h = head{n: rev + 1, seq: m.Sequence, lastID: id}
 	}
 	s.mu.Lock()
 	s.heads[stream] = h
 	s.mu.Unlock()
 	return h, nil
+}
+
+// headOf returns the head of the stream whose last event is m.
+func headOf(m *jetstream.RawStreamMsg) (head, error) {
+	rev, err := revisionOf(m.Header)
+	if err != nil {
+		return head{}, err
+	}
+	id, _, _ := strings.Cut(m.Header.Get(jetstream.MsgIDHeader), "@")
+	return head{n: rev + 1, seq: m.Sequence, lastID: id}, nil
 }
 
 // advance caches next as the head of stream unless a later head is
@@ -584,6 +616,7 @@ func (s *Store) advance(stream eventstore.StreamID, next head) {
 func (s *Store) forget(stream eventstore.StreamID) {
 	s.mu.Lock()
 	delete(s.heads, stream)
+	delete(s.pairs, stream.Account)
 	s.mu.Unlock()
 }
 
@@ -633,22 +666,13 @@ func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected
 	if err := checkStream(stream); err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	if len(events) == 0 {
-		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: no events", stream)
+	bodies, err := encode(stream, events)
+	if err != nil {
+		return eventstore.AppendResult{}, err
 	}
-	if len(events) > 1000 {
-		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: %d events, at most 1000 at once", stream, len(events))
-	}
-	bodies := make([][]byte, len(events))
-	for i, e := range events {
-		if !validToken(e.Type) {
-			return eventstore.AppendResult{}, fmt.Errorf("jetstream: event type %q cannot be a subject token", e.Type)
-		}
-		b, err := eventstore.CloudEvent(stream, e)
-		if err != nil {
-			return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: %w", stream, err)
-		}
-		bodies[i] = b
+
+	if res, done, err := s.appendPaired(ctx, stream, expected, events, bodies); done {
+		return res, err
 	}
 
 	h, cached := s.cachedHead(stream)
@@ -745,6 +769,304 @@ func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected
 			return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: %w", stream, err)
 		}
 	}
+}
+
+// pair is what the store knows of both streams of one account at once:
+// the heads of its ledger and its activity stream as they were together at
+// one moment, the store of the later of their last events (sequence last()).
+// No event of either stream lies between them unseen, so the expectation
+// "the last event over both streams' subjects ([accountFilter]) is at
+// last()" proves both heads current: it is how [Store.AppendIf] checks its
+// condition. A pair comes from [Store.loadPair] or from an append checked
+// that way, never from an append checked on one stream only, which says
+// nothing about the other.
+type pair struct{ ledger, activity head }
+
+func (p pair) of(c eventstore.Category) head {
+	if c == eventstore.Ledger {
+		return p.ledger
+	}
+	return p.activity
+}
+
+func (p *pair) set(c eventstore.Category, h head) {
+	if c == eventstore.Ledger {
+		p.ledger = h
+	} else {
+		p.activity = h
+	}
+}
+
+// last returns the sequence of the later of the two streams' last events,
+// 0 when both are empty.
+func (p pair) last() uint64 { return max(p.ledger.seq, p.activity.seq) }
+
+// accountFilter returns the subject filter matching the events of both
+// streams of account, and nothing else: the stream's subjects are
+// "ledger.>" and "activity.>", and every event's subject has three tokens.
+func accountFilter(account string) string { return "*." + account + ".*" }
+
+func (s *Store) cachedPair(account string) (pair, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pairs[account]
+	return p, ok
+}
+
+// keepPair caches p for account unless a later pair is cached. Both are
+// exact at their moment; the later one saves a conflict.
+func (s *Store) keepPair(account string, p pair) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.pairs[account]; ok && cur.last() > p.last() {
+		return
+	}
+	s.pairs[account] = p
+}
+
+func (s *Store) dropPair(account string) {
+	s.mu.Lock()
+	delete(s.pairs, account)
+	s.mu.Unlock()
+}
+
+// loadPair reads the heads of both streams of account as one pair and
+// caches it: the last event over both streams, then the last event of the
+// other stream, which is earlier unless a writer got in between (then it
+// reads again).
+func (s *Store) loadPair(ctx context.Context, account string) (pair, error) {
+	for range 10 {
+		var p pair
+		m, err := s.stream.GetLastMsgForSubject(ctx, accountFilter(account))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			s.keepPair(account, p)
+			return p, nil
+		}
+		if err != nil {
+			return pair{}, fmt.Errorf("jetstream: last event of account %s: %w", account, err)
+		}
+		at, ok := streamOf(m.Subject)
+		if !ok || at.Account != account {
+			return pair{}, fmt.Errorf("jetstream: last event of account %s has subject %q", account, m.Subject)
+		}
+		h, err := headOf(m)
+		if err != nil {
+			return pair{}, err
+		}
+		other := eventstore.StreamID{Category: eventstore.Activity, Account: account}
+		if at.Category == eventstore.Activity {
+			other.Category = eventstore.Ledger
+		}
+		o, err := s.loadHead(ctx, other)
+		if err != nil {
+			return pair{}, err
+		}
+		if o.seq > h.seq {
+			continue // the other stream moved in between
+		}
+		s.advance(at, h)
+		p.set(at.Category, h)
+		p.set(other.Category, o)
+		s.keepPair(account, p)
+		return p, nil
+	}
+	return pair{}, fmt.Errorf("jetstream: last events of account %s: they keep moving: %w", account, eventstore.ErrConflict)
+}
+
+// messages returns the messages of events appended to stream at revision
+// n, the first carrying the expectation that the last event on the
+// subjects of filter is at seq.
+func messages(stream eventstore.StreamID, events []eventstore.Proposed, bodies [][]byte, n, seq uint64, filter string, qualify bool) []*nats.Msg {
+	msgs := make([]*nats.Msg, len(events))
+	for i, e := range events {
+		msgs[i] = message(stream, e, bodies[i], n+uint64(i), qualify)
+	}
+	msgs[0].Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(seq, 10)}
+	msgs[0].Header[jetstream.ExpectedLastSubjSeqSubjHeader] = []string{filter}
+	return msgs
+}
+
+// appendPaired appends to stream, when the store holds a pair for its
+// account that matches expected, with the expectation of the pair rather
+// than of stream alone, so that the pair stays exact and the next
+// [Store.AppendIf] on the account needs no read. It reports done false,
+// having stored nothing, when there is no such pair or the other stream
+// moved too: the caller then appends with the stream's own expectation.
+// It publishes alone, never in a coalesced batch, where the server does
+// not check a wildcard expectation against the batch's earlier messages.
+func (s *Store) appendPaired(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, events []eventstore.Proposed, bodies [][]byte) (eventstore.AppendResult, bool, error) {
+	p, ok := s.cachedPair(stream.Account)
+	if !ok {
+		return eventstore.AppendResult{}, false, nil
+	}
+	h := p.of(stream.Category)
+	if !expected.Matches(h.n) {
+		return eventstore.AppendResult{}, false, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return eventstore.AppendResult{}, true, err
+	}
+	seq, dup, err := s.publishAlone(ctx, messages(stream, events, bodies, h.n, p.last(), accountFilter(stream.Account), false))
+	switch {
+	case err == nil && !dup:
+		next := head{n: h.n + uint64(len(events)), seq: seq, lastID: events[len(events)-1].ID.String()}
+		s.advance(stream, next)
+		p.set(stream.Category, next)
+		s.keepPair(stream.Account, p)
+		return eventstore.AppendResult{NextRevision: next.n - 1, Position: eventstore.Position(seq)}, true, nil
+	case err == nil, isConflict(err), isDuplicate(err):
+		// Moved, or stored before: the stream's own path sorts it out.
+		s.dropPair(stream.Account)
+		return eventstore.AppendResult{}, false, nil
+	default:
+		return eventstore.AppendResult{}, true, fmt.Errorf("jetstream: append to %s: %w", stream, err)
+	}
+}
+
+// AppendIf implements [eventstore.ConditionalAppender] for the two streams
+// of one account: the first event carries the expectation that the last
+// event over both streams' subjects ("*.<account>.*") is the later of the
+// two heads the store knows as a pair, so the server stores the events
+// only if neither stream moved; it answers error 10071 otherwise, reported
+// as [eventstore.ErrConflict] after the store read both heads again and
+// found expected or cond false. The server checks the expectation under
+// the stream's lock, in the order it stores messages, so the check is
+// exact. Conditional appends are published alone, never coalesced.
+//
+// It refuses, with an error matching [errors.ErrUnsupported], a condition
+// on a stream of another account, and any condition on a replicated
+// stream: there the leader checks expectations before it proposes a
+// write, and tracks the writes in flight by the literal filter they name,
+// so a ledger append in flight under "ledger.<account>.*" is not seen by a
+// check under "*.<account>.*".
+func (s *Store) AppendIf(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, cond eventstore.Condition, events ...eventstore.Proposed) (eventstore.AppendResult, error) {
+	if err := s.enter(); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	defer s.inflight.Done()
+	if err := checkStream(stream); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	if err := checkStream(cond.Stream); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	switch {
+	case cond.Stream == stream:
+		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s if %s: the condition is on the stream appended to", stream, cond)
+	case cond.Stream.Account != stream.Account:
+		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s if %s: streams of two accounts: %w", stream, cond, errors.ErrUnsupported)
+	case s.replicated:
+		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s if %s: replicated stream: %w", stream, cond, errors.ErrUnsupported)
+	}
+	res, err := s.appendIf(ctx, stream, expected, cond, events)
+	if err != nil || s.syncer == nil {
+		return res, err
+	}
+	if err := s.syncer.wait(ctx); err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: %w", stream, err)
+	}
+	return res, nil
+}
+
+func (s *Store) appendIf(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, cond eventstore.Condition, events []eventstore.Proposed) (eventstore.AppendResult, error) {
+	bodies, err := encode(stream, events)
+	if err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	account := stream.Account
+	p, cached := s.cachedPair(account)
+	fresh, qualify := false, false
+	var serverErr error // the server's refusal, kept as the cause of a conflict
+	for attempt := 0; ; attempt++ {
+		if !cached {
+			if p, err = s.loadPair(ctx, account); err != nil {
+				return eventstore.AppendResult{}, err
+			}
+			cached, fresh = true, true
+		}
+		h, ch := p.of(stream.Category), p.of(cond.Stream.Category)
+		if !expected.Matches(h.n) || !cond.Expected.Matches(ch.n) {
+			if !fresh {
+				cached = false
+				continue
+			}
+			// A retry of an append stored before: its first result.
+			if res, ok, err := s.findOwn(ctx, stream, expected, h, events); err != nil || ok {
+				return res, err
+			}
+			return eventstore.AppendResult{}, errors.Join(fmt.Errorf("jetstream: append to %s at %s if %s (streams hold %d and %d events): %w",
+				stream, expected, cond, h.n, ch.n, eventstore.ErrConflict), serverErr)
+		}
+		if err := ctx.Err(); err != nil {
+			return eventstore.AppendResult{}, err
+		}
+		seq, dup, err := s.publishAlone(ctx, messages(stream, events, bodies, h.n, p.last(), accountFilter(account), qualify))
+		switch {
+		case err == nil && dup:
+			s.forget(stream)
+			res, same, err := s.resultAt(ctx, stream, seq)
+			if err != nil || same {
+				return res, err
+			}
+			if qualify || attempt >= 5 {
+				return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: event %s is stored in another stream", stream, events[0].ID)
+			}
+			qualify, cached = true, false
+		case err == nil:
+			next := head{n: h.n + uint64(len(events)), seq: seq, lastID: events[len(events)-1].ID.String()}
+			s.advance(stream, next)
+			p.set(stream.Category, next)
+			s.keepPair(account, p)
+			return eventstore.AppendResult{NextRevision: next.n - 1, Position: eventstore.Position(seq)}, nil
+		case isConflict(err), isDuplicate(err):
+			s.dropPair(account)
+			if attempt >= 5 {
+				return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s at %s if %s: %w (%w)", stream, expected, cond, eventstore.ErrConflict, err)
+			}
+			if p, err = s.loadPair(ctx, account); err != nil {
+				return eventstore.AppendResult{}, err
+			}
+			cached, fresh, serverErr = true, true, err
+			if isDuplicate(serverErr) {
+				h := p.of(stream.Category)
+				if res, ok, err := s.findOwn(ctx, stream, expected, h, events); err != nil || ok {
+					return res, err
+				}
+				inStream, err := s.holdsAny(ctx, stream, events)
+				if err != nil {
+					return eventstore.AppendResult{}, err
+				}
+				if inStream || qualify {
+					return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s at %s: events stored at another place: %w (%w)", stream, expected, eventstore.ErrConflict, serverErr)
+				}
+				qualify = true
+			}
+		default:
+			return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: %w", stream, err)
+		}
+	}
+}
+
+// encode checks events and returns their CloudEvents bodies.
+func encode(stream eventstore.StreamID, events []eventstore.Proposed) ([][]byte, error) {
+	if len(events) == 0 {
+		return nil, fmt.Errorf("jetstream: append to %s: no events", stream)
+	}
+	if len(events) > 1000 {
+		return nil, fmt.Errorf("jetstream: append to %s: %d events, at most 1000 at once", stream, len(events))
+	}
+	bodies := make([][]byte, len(events))
+	for i, e := range events {
+		if !validToken(e.Type) {
+			return nil, fmt.Errorf("jetstream: event type %q cannot be a subject token", e.Type)
+		}
+		b, err := eventstore.CloudEvent(stream, e)
+		if err != nil {
+			return nil, fmt.Errorf("jetstream: append to %s: %w", stream, err)
+		}
+		bodies[i] = b
+	}
+	return bodies, nil
 }
 
 // resultAt returns the append result of the event stored at seq, and

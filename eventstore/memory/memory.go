@@ -3,7 +3,9 @@
 //
 // It implements the whole [eventstore.Store] contract: optimistic
 // concurrency per stream, idempotent retries by event id, reading a stream
-// or the global order, and live subscriptions. Positions are dense: the
+// or the global order, and live subscriptions. It also appends on
+// condition that another stream is at a given revision
+// ([eventstore.ConditionalAppender]), checked under the same lock. Positions are dense: the
 // first event stored is at position 1, the next at 2, and so on.
 //
 // # Sharing
@@ -27,7 +29,10 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 )
 
-var _ eventstore.Store = (*Store)(nil)
+var (
+	_ eventstore.Store               = (*Store)(nil)
+	_ eventstore.ConditionalAppender = (*Store)(nil)
+)
 
 const (
 	// chunkSize is how many records one block of the log holds. The log
@@ -42,6 +47,10 @@ const (
 
 // errNoEvents is returned by [Store.Append] when it is given no event.
 var errNoEvents = errors.New("memory: no events to append")
+
+// errSelfCondition is returned by [Store.AppendIf] when the condition is
+// on the stream appended to.
+var errSelfCondition = errors.New("memory: the condition is on the stream appended to")
 
 // errDuplicateID is returned by [Store.Append] when one append holds the
 // same event id twice.
@@ -94,6 +103,23 @@ func (s *Store) push(r eventstore.Record) {
 // returns [eventstore.ErrClosed] after [Store.Close] and ctx's error when ctx
 // has ended.
 func (s *Store) Append(ctx context.Context, id eventstore.StreamID, expected eventstore.ExpectedRevision, events ...eventstore.Proposed) (eventstore.AppendResult, error) {
+	return s.append(ctx, id, expected, nil, events)
+}
+
+// AppendIf implements [eventstore.ConditionalAppender]: it appends as
+// [Store.Append] does, and only if cond's stream matches cond's expected
+// revision, both checked under the store's lock. A retry of a stored batch
+// returns the first result whatever cond's stream did since.
+func (s *Store) AppendIf(ctx context.Context, id eventstore.StreamID, expected eventstore.ExpectedRevision, cond eventstore.Condition, events ...eventstore.Proposed) (eventstore.AppendResult, error) {
+	if cond.Stream == id {
+		return eventstore.AppendResult{}, fmt.Errorf("append to %s: %w", id, errSelfCondition)
+	}
+	return s.append(ctx, id, expected, &cond, events)
+}
+
+// append is Append, with a condition on another stream when cond is not
+// nil.
+func (s *Store) append(ctx context.Context, id eventstore.StreamID, expected eventstore.ExpectedRevision, cond *eventstore.Condition, events []eventstore.Proposed) (eventstore.AppendResult, error) {
 	if err := ctx.Err(); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("append to %s: %w", id, err)
 	}
@@ -131,6 +157,15 @@ func (s *Store) Append(ctx context.Context, id eventstore.StreamID, expected eve
 	}
 	if !expected.Matches(have) {
 		return eventstore.AppendResult{}, fmt.Errorf("append to %s at %s: the stream holds %d events: %w", id, expected, have, eventstore.ErrConflict)
+	}
+	if cond != nil {
+		var n uint64
+		if c := s.streams[cond.Stream]; c != nil {
+			n = uint64(len(c.index))
+		}
+		if !cond.Expected.Matches(n) {
+			return eventstore.AppendResult{}, fmt.Errorf("append to %s if %s: %s holds %d events: %w", id, cond, cond.Stream, n, eventstore.ErrConflict)
+		}
 	}
 	if st == nil {
 		st = &stream{ids: map[uuid.UUID]uint64{}}
