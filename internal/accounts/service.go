@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -115,7 +116,17 @@ type Service struct {
 
 	mu       sync.RWMutex
 	accounts map[string]*account
+
+	// cond is the store's conditional append, nil when it has none or
+	// refused one (noCond): activities are then appended after reading the
+	// ledger.
+	cond   eventstore.ConditionalAppender
+	noCond atomic.Bool
 }
+
+// errNoCondition tells Execute that the store refused a conditional
+// append: it reads the ledger and decides again.
+var errNoCondition = errors.New("accounts: the store cannot append on condition")
 
 // account is the service's memory of one account.
 type account struct {
@@ -160,7 +171,9 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, log: cfg.Logger, accounts: make(map[string]*account)}
+	s := &Service{cfg: cfg, log: cfg.Logger, accounts: make(map[string]*account)}
+	s.cond, _ = cfg.Store.(eventstore.ConditionalAppender)
+	return s
 }
 
 func (s *Service) account(id string) *account {
@@ -212,10 +225,15 @@ func (s *Service) Execute(ctx context.Context, accountID string, cmd ledger.Comm
 	defer a.mu.Unlock()
 	s.retryDestroys(ctx, a)
 	// An activity goes to the activity stream, whose expected revision says
-	// nothing about the ledger: catch up with the ledger first so that a user
-	// another process deactivated or deleted cannot record one. The activity
-	// stream needs no read: its expected revision catches a stale head, and
-	// the conflict makes the loop below catch up with both streams.
+	// nothing about the ledger, yet only an active user may record one. On a
+	// store that appends on condition, the activity is appended only if the
+	// ledger is still at the revision the decision folded, checked by the
+	// store with the append: no read first, and a deactivation or deletion
+	// another process appended at any time before is seen (the conflict
+	// makes the loop below catch up with both streams). Other stores get
+	// the ledger read first, which leaves a window between the read and the
+	// append. The activity stream needs no read: its expected revision
+	// catches a stale head.
 	current := false // whether the state was caught up during this call
 	switch _, activity := cmd.(ledger.RecordActivity); {
 	case !a.loaded:
@@ -223,7 +241,7 @@ func (s *Service) Execute(ctx context.Context, accountID string, cmd ledger.Comm
 			return Result{}, err
 		}
 		current = true
-	case activity:
+	case activity && !s.conditional():
 		if err := s.catchUpLedger(ctx, a); err != nil {
 			return Result{}, err
 		}
@@ -265,6 +283,14 @@ func (s *Service) Execute(ctx context.Context, accountID string, cmd ledger.Comm
 			return Result{State: a.snapshot(), Position: a.lastPosition}, nil
 		}
 		res, err := s.append(ctx, a, events, req)
+		if errors.Is(err, errNoCondition) {
+			s.log.InfoContext(ctx, "the store refused a conditional append; reading the ledger before each activity", "err", err)
+			if err := s.catchUpLedger(ctx, a); err != nil {
+				return Result{}, err
+			}
+			current = true
+			continue
+		}
 		if errors.Is(err, eventstore.ErrConflict) {
 			if attempt >= s.cfg.Retries {
 				return Result{}, fmt.Errorf("%s on %s after %d attempts: %w", cmd.CommandName(), accountID, attempt+1, ErrContention)
@@ -282,6 +308,10 @@ func (s *Service) Execute(ctx context.Context, accountID string, cmd ledger.Comm
 		return res, nil
 	}
 }
+
+// conditional reports whether activities are appended on condition that
+// the ledger has not moved.
+func (s *Service) conditional() bool { return s.cond != nil && !s.noCond.Load() }
 
 func checkAccountID(accountID string, cmd ledger.Command) error {
 	open, opening := cmd.(ledger.OpenAccount)
@@ -332,7 +362,18 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 		head = codec.NextHash(head, p)
 		causation = ulid.ULID(p.ID) // the next event of the command is caused by this one
 	}
-	res, err := s.cfg.Store.Append(ctx, stream, expected, proposed...)
+	var res eventstore.AppendResult
+	var err error
+	if activity && s.conditional() {
+		ledgerAt := eventstore.Condition{Stream: eventstore.LedgerStream(a.id), Expected: eventstore.ExpectRevisionAfter(a.state.Version)}
+		res, err = s.cond.AppendIf(ctx, stream, expected, ledgerAt, proposed...)
+		if errors.Is(err, errors.ErrUnsupported) {
+			s.noCond.Store(true)
+			return Result{}, fmt.Errorf("append %s to %s: %w (%w)", events[0].EventType(), stream, errNoCondition, err)
+		}
+	} else {
+		res, err = s.cfg.Store.Append(ctx, stream, expected, proposed...)
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("append %s to %s: %w", events[0].EventType(), stream, err)
 	}
