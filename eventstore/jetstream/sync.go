@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/licenseledger/ledger/eventstore"
 )
@@ -54,8 +55,10 @@ type syncer struct {
 	// Owned by the loop goroutine.
 	sync    func(*os.File) error // fsync, read at the start of the round
 	streams map[string]*streamFiles
-	parents bool  // the directories above the streams' were synced
-	failed  error // sticky: the first failed fsync
+	names   []string // stream directories at the last listing
+	listing listing  // of the streams directory
+	parents bool     // the directories above the streams' were synced
+	failed  error    // sticky: the first failed fsync
 
 	rounds atomic.Uint64 // rounds run, for tests and benchmarks
 }
@@ -69,8 +72,17 @@ type round struct {
 
 // streamFiles is what the syncer keeps of one stream's directory.
 type streamFiles struct {
-	last uint32 // highest block index of the previous round
-	seen bool   // directory synced
+	last    uint32  // highest block index of the previous round
+	top     uint32  // highest block index of the last listing
+	listing listing // of the msgs directory
+	// The msgs and stream directories as they were at their last fsync.
+	msgs, dir listing
+	seen      bool // synced once
+	// The last block file, kept open across rounds: opening it for each
+	// fsync cost as much as the stats of a round.
+	open     *os.File
+	openIdx  uint32
+	openInfo os.FileInfo
 	// What each block file (index >= last) and meta file looked like
 	// before its last fsync.
 	blocks map[uint32]os.FileInfo
@@ -121,6 +133,11 @@ func (y *syncer) close() {
 
 func (y *syncer) loop() {
 	defer close(y.stopped)
+	defer func() {
+		for _, st := range y.streams {
+			st.closeBlock()
+		}
+	}()
 	for {
 		select {
 		case <-y.kick:
@@ -157,24 +174,34 @@ func (y *syncer) syncAll() error {
 }
 
 func (y *syncer) syncStreams() error {
-	ents, err := os.ReadDir(y.dir)
+	fi, err := os.Stat(y.dir)
 	if err != nil {
-		return fmt.Errorf("list streams: %w", err)
+		return fmt.Errorf("stat streams: %w", err)
+	}
+	if at := listed(fi); !y.listing.valid(fi) {
+		ents, err := os.ReadDir(y.dir)
+		if err != nil {
+			return fmt.Errorf("list streams: %w", err)
+		}
+		y.names = y.names[:0]
+		for _, e := range ents {
+			if e.IsDir() {
+				y.names = append(y.names, e.Name())
+			}
+		}
+		y.listing = at
 	}
 	newStream := false
-	for _, e := range ents {
-		if !e.IsDir() {
-			continue
-		}
-		st := y.streams[e.Name()]
+	for _, name := range y.names {
+		st := y.streams[name]
 		if st == nil {
 			st = &streamFiles{blocks: make(map[uint32]os.FileInfo), meta: make(map[string]os.FileInfo)}
-			y.streams[e.Name()] = st
+			y.streams[name] = st
 		}
 		if !st.seen {
 			newStream = true
 		}
-		if err := y.syncStream(filepath.Join(y.dir, e.Name()), st); err != nil {
+		if err := y.syncStream(filepath.Join(y.dir, name), st); err != nil {
 			return err
 		}
 	}
@@ -197,35 +224,48 @@ func (y *syncer) syncStreams() error {
 	return nil
 }
 
-// syncStream fsyncs the block files of one stream that may hold data
-// written since the previous round.
+// syncStream fsyncs the files of one stream that may hold data written
+// since the previous round: its block files from the last one of the
+// previous round on, its msgs directory when an entry appeared, went or
+// was replaced (a new block, a block rewritten by an erasure), and its
+// meta files and directory when they changed. It lists a directory only
+// when the directory changed since its last listing.
 func (y *syncer) syncStream(dir string, st *streamFiles) error {
 	msgs := filepath.Join(dir, "msgs")
-	ents, err := os.ReadDir(msgs)
+	mfi, err := os.Stat(msgs)
 	if errors.Is(err, os.ErrNotExist) {
+		st.closeBlock()
 		return nil // a stream being created or deleted
 	}
 	if err != nil {
-		return fmt.Errorf("list %s: %w", msgs, err)
+		return fmt.Errorf("stat %s: %w", msgs, err)
 	}
-	var top uint32
-	appeared := !st.seen
-	for _, e := range ents {
-		idx, ok := blockIndex(e.Name())
-		if !ok {
-			continue
+	msgsAt := listed(mfi)
+	if !st.listing.valid(mfi) {
+		ents, err := os.ReadDir(msgs)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
 		}
-		top = max(top, idx)
-		if idx < st.last {
-			continue
+		if err != nil {
+			return fmt.Errorf("list %s: %w", msgs, err)
 		}
-		if idx > st.last {
-			appeared = true
+		var top uint32
+		for _, e := range ents {
+			if idx, ok := blockIndex(e.Name()); ok {
+				top = max(top, idx)
+			}
 		}
-		fn := filepath.Join(msgs, e.Name())
+		st.top = top
+		st.listing = msgsAt
+	}
+	// The server only appends to its last block, and creates block i+1
+	// after block i: the blocks that may hold unsynced data are those from
+	// the previous round's last on.
+	for idx := st.last; idx <= st.top; idx++ {
+		fn := filepath.Join(msgs, strconv.FormatUint(uint64(idx), 10)+".blk")
 		fi, err := os.Stat(fn)
 		if errors.Is(err, os.ErrNotExist) {
-			continue // removed by the server since the listing
+			continue // removed by the server, or never there (index 0)
 		}
 		if err != nil {
 			return fmt.Errorf("stat block: %w", err)
@@ -237,7 +277,7 @@ func (y *syncer) syncStream(dir string, st *streamFiles) error {
 			// device flush.
 			continue
 		}
-		if err := y.syncPath(fn); err != nil {
+		if err := y.syncBlock(st, idx, fn, fi); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				continue
 			}
@@ -246,15 +286,75 @@ func (y *syncer) syncStream(dir string, st *streamFiles) error {
 		st.blocks[idx] = fi
 	}
 	for idx := range st.blocks {
-		if idx < top {
+		if idx < st.top {
 			delete(st.blocks, idx)
 		}
 	}
-	st.last = top
+	st.last = st.top
 	// The stream's configuration: the server rewrites it (a new file
-	// renamed over the old) when the stream is created or updated, which
-	// Open does, and the stream cannot be recovered without it.
-	syncDir := !st.seen
+	// renamed over the old, which changes the directory) when the stream
+	// is created or updated, which Open does, and the stream cannot be
+	// recovered without it.
+	dfi, err := os.Stat(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("stat %s: %w", dir, err)
+	}
+	if err == nil && !st.dir.valid(dfi) {
+		at := listed(dfi)
+		if err := y.syncMeta(dir, st); err != nil {
+			return err
+		}
+		st.dir = at
+	}
+	if !st.msgs.valid(mfi) {
+		if err := y.syncPath(msgs); err != nil {
+			return err
+		}
+		st.msgs = msgsAt
+	}
+	st.seen = true
+	return nil
+}
+
+// syncBlock fsyncs block idx of a stream, named fn and stat'ed as fi,
+// through the stream's open file when that is the same file, and keeps the
+// last block open.
+func (y *syncer) syncBlock(st *streamFiles, idx uint32, fn string, fi os.FileInfo) error {
+	if st.open != nil && st.openIdx == idx && os.SameFile(st.openInfo, fi) {
+		if err := y.sync(st.open); err != nil {
+			return fmt.Errorf("sync %s: %w", fn, err)
+		}
+		return nil
+	}
+	if idx != st.top {
+		return y.syncPath(fn)
+	}
+	f, err := os.Open(fn)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", fn, err)
+	}
+	if err := y.sync(f); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", fn, err)
+	}
+	// fi may predate a replacement of the file between the stat and the
+	// open: then the next round sees another inode and opens it again.
+	st.closeBlock()
+	st.open, st.openIdx, st.openInfo = f, idx, fi
+	return nil
+}
+
+// closeBlock closes the stream's open block file, if any.
+func (st *streamFiles) closeBlock() {
+	if st.open != nil {
+		st.open.Close()
+		st.open, st.openInfo = nil, nil
+	}
+}
+
+// syncMeta fsyncs the meta files of a stream that changed since their last
+// fsync, and the stream directory.
+func (y *syncer) syncMeta(dir string, st *streamFiles) error {
 	for _, name := range []string{"meta.inf", "meta.sum"} {
 		fn := filepath.Join(dir, name)
 		fi, err := os.Stat(fn)
@@ -271,20 +371,31 @@ func (y *syncer) syncStream(dir string, st *streamFiles) error {
 			return err
 		}
 		st.meta[name] = fi
-		syncDir = true
 	}
-	if syncDir {
-		if err := y.syncPath(dir); err != nil {
-			return err
-		}
-	}
-	if appeared {
-		if err := y.syncPath(msgs); err != nil {
-			return err
-		}
-	}
-	st.seen = true
-	return nil
+	return y.syncPath(dir)
+}
+
+// racyWindow is how old a directory's modification time must be for a
+// listing of it, or an fsync of it, to stand for the directory as long as
+// the time stays: the kernel stamps changes with a clock that ticks every
+// few milliseconds, so a change in the same tick as the stat before a
+// listing would leave the time as it was.
+const racyWindow = 100 * time.Millisecond
+
+// listing is a directory as it was when it was stat'ed, before it was
+// listed or fsynced.
+type listing struct {
+	fi os.FileInfo
+	at time.Time
+}
+
+func listed(fi os.FileInfo) listing { return listing{fi: fi, at: time.Now()} }
+
+// valid reports whether the directory, stat'ed again as now, holds the
+// same entries as at the listing or fsync: the same directory with the
+// same modification time, which was older than racyWindow then.
+func (l listing) valid(now os.FileInfo) bool {
+	return l.fi != nil && unchanged(l.fi, now) && l.at.Sub(now.ModTime()) > racyWindow
 }
 
 // syncPath opens and fsyncs a file or directory.

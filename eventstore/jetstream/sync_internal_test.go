@@ -1,0 +1,116 @@
+package jetstream
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestSyncerFindsNewFiles checks, on a directory laid out as the server
+// lays out its streams, that a round fsyncs what changed since the
+// previous one and only that, whether the change comes long after the
+// previous round (the directory's time changes) or right after it, in the
+// same tick of the clock that stamps directories: a new block file, a
+// block file appended to, a new stream, a rewritten meta file. Skipping
+// the listing of an unchanged directory must not skip any of them.
+func TestSyncerFindsNewFiles(t *testing.T) {
+	for _, after := range []time.Duration{0, 2 * racyWindow} {
+		t.Run(after.String(), func(t *testing.T) {
+			streams := filepath.Join(t.TempDir(), "jetstream", "$G", "streams")
+			write := func(name, data string) {
+				t.Helper()
+				fn := filepath.Join(streams, name)
+				if err := os.MkdirAll(filepath.Dir(fn), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				f, err := os.OpenFile(fn, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				if _, err := f.WriteString(data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write("A/meta.inf", "{}")
+			write("A/msgs/1.blk", "one")
+
+			y := newSyncer(streams, slog.New(slog.DiscardHandler))
+			defer y.close()
+			var mu sync.Mutex
+			var synced []string
+			y.mu.Lock()
+			y.fsync = func(f *os.File) error {
+				rel, err := filepath.Rel(streams, f.Name())
+				if err != nil {
+					rel = f.Name()
+				}
+				mu.Lock()
+				synced = append(synced, rel)
+				mu.Unlock()
+				return nil
+			}
+			y.mu.Unlock()
+			round := func(want ...string) {
+				t.Helper()
+				mu.Lock()
+				synced = nil
+				mu.Unlock()
+				if err := y.wait(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				mu.Lock()
+				got := slices.Clone(synced)
+				mu.Unlock()
+				for _, w := range want {
+					if !slices.Contains(got, w) {
+						t.Errorf("round synced %q, not %s", got, w)
+					}
+				}
+				// A directory changed within racyWindow of its last fsync
+				// is synced again; a file only when it changed.
+				for _, g := range got {
+					fi, err := os.Stat(filepath.Join(streams, g))
+					if err == nil && !fi.IsDir() && !slices.Contains(want, g) {
+						t.Errorf("round synced %s, which did not change", g)
+					}
+				}
+			}
+			round(".", "A", "A/meta.inf", "A/msgs", "A/msgs/1.blk")
+			time.Sleep(after)
+			round() // nothing changed
+			write("A/msgs/1.blk", "more")
+			round("A/msgs/1.blk")
+			time.Sleep(after)
+			write("A/msgs/1.blk", "last")
+			write("A/msgs/2.blk", "two")
+			round("A/msgs/1.blk", "A/msgs/2.blk", "A/msgs")
+			time.Sleep(after)
+			write("A/msgs/2.blk", "more")
+			write("B/msgs/1.blk", "b")
+			round(".", "A/msgs/2.blk", "B", "B/msgs", "B/msgs/1.blk")
+			time.Sleep(after)
+			// A meta file rewritten as the server does: a new file renamed
+			// over the old one.
+			write("A/meta.inf.tmp", `{"v":2}`)
+			if err := os.Rename(filepath.Join(streams, "A/meta.inf.tmp"), filepath.Join(streams, "A/meta.inf")); err != nil {
+				t.Fatal(err)
+			}
+			round("A", "A/meta.inf")
+			// Once every directory is older than racyWindow, a round
+			// syncs nothing.
+			time.Sleep(2 * racyWindow)
+			round()
+			round()
+			mu.Lock()
+			if len(synced) != 0 {
+				t.Errorf("round with nothing changed long ago synced %q", synced)
+			}
+			mu.Unlock()
+		})
+	}
+}
