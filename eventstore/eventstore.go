@@ -151,7 +151,9 @@ type Proposed struct {
 	Metadata []byte
 }
 
-// Record is a stored event as read back from a store.
+// Record is a stored event as read back from a store. A store never
+// modifies the bytes of a record it returned (Data, Metadata), so readers
+// may keep them.
 type Record struct {
 	ID       uuid.UUID
 	Stream   StreamID

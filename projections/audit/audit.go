@@ -151,9 +151,9 @@ func (t *tail) next(a *account, r *eventstore.Record, claimed codec.Hash, i int)
 	}
 	t.prev = t.link(a)
 	t.last, t.pending = i, true
-	t.id, t.typ = r.ID, r.Type
-	t.data = append(t.data[:0], r.Data...)
-	t.meta = append(t.meta[:0], r.Metadata...)
+	// Stores never modify the bytes of a record they returned: the tail
+	// keeps them rather than a copy.
+	t.id, t.typ, t.data, t.meta = r.ID, r.Type, r.Data, r.Metadata
 }
 
 // settled returns the tail of a stream restored from a snapshot, whose
