@@ -169,12 +169,18 @@ func (c *Config) setDefaults() {
 // EnsureStream creates the stream cfg describes or updates it to cfg,
 // except that it never lowers the stream's replica count: an operator who
 // provisioned a stream with more replicas than cfg asks for keeps them.
+// Such a stream, replicated, gets no direct gets, whatever cfg says for
+// its fewer replicas: followers answer them, possibly without the last
+// writes.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	st, err := js.Stream(ctx, cfg.Name)
 	switch {
 	case err == nil:
 		if cur := st.CachedInfo().Config.Replicas; cur > cfg.Replicas {
 			cfg.Replicas = cur
+			if cur > 1 {
+				cfg.AllowDirect = false
+			}
 		}
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 	default:
