@@ -1,13 +1,9 @@
 package jetstream_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -37,31 +33,7 @@ func TestGroupSyncCoversEveryAck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	var clock atomic.Uint64
-	var mu sync.Mutex
-	synced := map[string][]syncRecord{} // block file -> its fsyncs
-	if !jetstream.SetFileSync(s, func(f *os.File) error {
-		if !strings.HasSuffix(f.Name(), ".blk") {
-			return f.Sync()
-		}
-		// What the file holds before the fsync, read through its own
-		// name: the server may write to it meanwhile, which only adds
-		// bytes the record does not claim.
-		data, err := os.ReadFile(f.Name())
-		if err != nil {
-			return err
-		}
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		tick := clock.Add(1)
-		mu.Lock()
-		synced[f.Name()] = append(synced[f.Name()], syncRecord{tick: tick, data: data})
-		mu.Unlock()
-		return nil
-	}) {
-		t.Fatal("embedded store with fsync durability has no group sync")
-	}
+	rec := recordBlockSyncs(t, s)
 
 	// Concurrent writers, single events and batches, so that rounds serve
 	// several appends and appends wait during rounds.
@@ -70,6 +42,7 @@ func TestGroupSyncCoversEveryAck(t *testing.T) {
 		returned uint64 // clock when Append returned
 	}
 	var acks []acked
+	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
@@ -78,7 +51,7 @@ func TestGroupSyncCoversEveryAck(t *testing.T) {
 			for n := range 25 {
 				evs := events(1 + n%3)
 				res, err := s.Append(t.Context(), stream, rev, evs...)
-				ret := clock.Add(1)
+				ret := rec.now()
 				if err != nil {
 					t.Error(err)
 					return
@@ -97,39 +70,9 @@ func TestGroupSyncCoversEveryAck(t *testing.T) {
 		return
 	}
 
-	msgs := filepath.Join(dir, "jetstream", "$G", "streams", "LEDGER", "msgs")
-	blocks, err := filepath.Glob(filepath.Join(msgs, "*.blk"))
-	if err != nil || len(blocks) == 0 {
-		t.Fatalf("no block files in %s: %v", msgs, err)
-	}
-	contents := map[string][]byte{}
-	for _, b := range blocks {
-		if contents[b], err = readAll(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
 	for _, a := range acks {
-		id := []byte(a.id.String())
-		file := ""
-		for b, data := range contents {
-			if bytes.Contains(data, id) {
-				file = b
-			}
-		}
-		if file == "" {
-			t.Fatalf("event %s is in no block file", a.id)
-		}
-		ok := false
-		for _, r := range synced[file] {
-			if r.tick < a.returned && bytes.Contains(r.data, id) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			t.Errorf("event %s acknowledged at tick %d: %s not synced with it before", a.id, a.returned, filepath.Base(file))
+		if !rec.covered("LEDGER", []byte(a.id.String()), 1, a.returned) {
+			t.Errorf("event %s acknowledged at tick %d: its block file was not synced with it before", a.id, a.returned)
 		}
 	}
 	rounds := jetstream.SyncRounds(s)
@@ -139,13 +82,31 @@ func TestGroupSyncCoversEveryAck(t *testing.T) {
 	}
 }
 
-func readAll(name string) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
+// TestGroupSyncCoversConditionalAppends checks that AppendIf, like
+// Append, returns only once a sync round has fsynced the events it stored.
+func TestGroupSyncCoversConditionalAppends(t *testing.T) {
+	s := newStore(t, jetstream.Config{})
+	rec := recordBlockSyncs(t, s)
+	ctx := t.Context()
+	ledger, activity := eventstore.LedgerStream("condsync"), eventstore.ActivityStream("condsync")
+	if _, err := s.Append(ctx, ledger, eventstore.NoStream(), events(1)...); err != nil {
+		t.Fatal(err)
 	}
-	defer f.Close()
-	return io.ReadAll(f)
+	rev := eventstore.NoStream()
+	for n := range 5 {
+		evs := events(1 + n%2)
+		res, err := s.AppendIf(ctx, activity, rev, eventstore.Condition{Stream: ledger, Expected: eventstore.Exact(0)}, evs...)
+		returned := rec.now()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev = eventstore.Exact(res.NextRevision)
+		for _, e := range evs {
+			if !rec.covered("LEDGER", []byte(e.ID.String()), 1, returned) {
+				t.Errorf("conditional append %d: event %s not synced before AppendIf returned", n, e.ID)
+			}
+		}
+	}
 }
 
 // TestGroupSyncFailure checks that an append whose fsync fails returns the
