@@ -726,22 +726,14 @@ func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected
 		seq, dup, err := s.publish(ctx, stream, msgs)
 		switch {
 		case err == nil && dup:
-			// Stored before within the de-duplication window: answer as
-			// the first append did, unless it was stored in another stream.
-			s.forget(stream)
-			res, same, err := s.resultAt(ctx, stream, seq)
-			if err != nil || same {
+			if res, done, err := s.storedBefore(ctx, stream, events, seq, qualify, attempt); done {
 				return res, err
-			}
-			if qualify || attempt >= 5 {
-				return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: event %s is stored in another stream", stream, events[0].ID)
 			}
 			qualify, cached = true, false
 			continue
 		case err == nil:
-			next := head{n: h.n + uint64(len(events)), seq: seq, lastID: events[len(events)-1].ID.String()}
-			s.advance(stream, next)
-			return eventstore.AppendResult{NextRevision: next.n - 1, Position: eventstore.Position(seq)}, nil
+			_, res := s.stored(stream, h, events, seq)
+			return res, nil
 		case isConflict(err), isDuplicate(err):
 			// Our head was stale, another writer won, or this retries an
 			// append that was stored: reload the head and decide again at
@@ -756,17 +748,8 @@ func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected
 			}
 			h, cached, fresh, serverErr = nh, true, true, err
 			if isDuplicate(err) {
-				if res, ok, err3 := s.findOwn(ctx, stream, expected, h, events); err3 != nil || ok {
+				if res, done, err3 := s.afterDuplicate(ctx, stream, expected, h, events, qualify, err); done {
 					return res, err3
-				}
-				// Some id is stored already: in this stream at another
-				// place, which is a conflict, or only in other streams.
-				inStream, err3 := s.holdsAny(ctx, stream, events)
-				if err3 != nil {
-					return eventstore.AppendResult{}, err3
-				}
-				if inStream || qualify {
-					return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s at %s: events stored at another place: %w (%w)", stream, expected, eventstore.ErrConflict, err)
 				}
 				qualify = true
 			}
@@ -915,11 +898,10 @@ func (s *Store) appendPaired(ctx context.Context, stream eventstore.StreamID, ex
 	seq, dup, err := s.publishAlone(ctx, messages(stream, events, bodies, h.n, p.last(), accountFilter(stream.Account), false))
 	switch {
 	case err == nil && !dup:
-		next := head{n: h.n + uint64(len(events)), seq: seq, lastID: events[len(events)-1].ID.String()}
-		s.advance(stream, next)
+		next, res := s.stored(stream, h, events, seq)
 		p.set(stream.Category, next)
 		s.keepPair(stream.Account, p)
-		return eventstore.AppendResult{NextRevision: next.n - 1, Position: eventstore.Position(seq)}, true, nil
+		return res, true, nil
 	case err == nil, isConflict(err), isDuplicate(err):
 		// Moved, or stored before: the stream's own path sorts it out.
 		s.dropPair(stream.Account)
@@ -1009,21 +991,15 @@ func (s *Store) appendIf(ctx context.Context, stream eventstore.StreamID, expect
 		seq, dup, err := s.publishAlone(ctx, messages(stream, events, bodies, h.n, p.last(), accountFilter(account), qualify))
 		switch {
 		case err == nil && dup:
-			s.forget(stream)
-			res, same, err := s.resultAt(ctx, stream, seq)
-			if err != nil || same {
+			if res, done, err := s.storedBefore(ctx, stream, events, seq, qualify, attempt); done {
 				return res, err
-			}
-			if qualify || attempt >= 5 {
-				return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: event %s is stored in another stream", stream, events[0].ID)
 			}
 			qualify, cached = true, false
 		case err == nil:
-			next := head{n: h.n + uint64(len(events)), seq: seq, lastID: events[len(events)-1].ID.String()}
-			s.advance(stream, next)
+			next, res := s.stored(stream, h, events, seq)
 			p.set(stream.Category, next)
 			s.keepPair(account, p)
-			return eventstore.AppendResult{NextRevision: next.n - 1, Position: eventstore.Position(seq)}, nil
+			return res, nil
 		case isConflict(err), isDuplicate(err):
 			s.dropPair(account)
 			if attempt >= 5 {
@@ -1034,16 +1010,8 @@ func (s *Store) appendIf(ctx context.Context, stream eventstore.StreamID, expect
 			}
 			cached, fresh, serverErr = true, true, err
 			if isDuplicate(serverErr) {
-				h := p.of(stream.Category)
-				if res, ok, err := s.findOwn(ctx, stream, expected, h, events); err != nil || ok {
+				if res, done, err := s.afterDuplicate(ctx, stream, expected, p.of(stream.Category), events, qualify, serverErr); done {
 					return res, err
-				}
-				inStream, err := s.holdsAny(ctx, stream, events)
-				if err != nil {
-					return eventstore.AppendResult{}, err
-				}
-				if inStream || qualify {
-					return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s at %s: events stored at another place: %w (%w)", stream, expected, eventstore.ErrConflict, serverErr)
 				}
 				qualify = true
 			}
@@ -1051,6 +1019,53 @@ func (s *Store) appendIf(ctx context.Context, stream eventstore.StreamID, expect
 			return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: %w", stream, err)
 		}
 	}
+}
+
+// stored caches the head of stream after events were stored at seq on top
+// of h, and returns that head and the append's result.
+func (s *Store) stored(stream eventstore.StreamID, h head, events []eventstore.Proposed, seq uint64) (head, eventstore.AppendResult) {
+	next := head{n: h.n + uint64(len(events)), seq: seq, lastID: events[len(events)-1].ID.String()}
+	s.advance(stream, next)
+	return next, eventstore.AppendResult{NextRevision: next.n - 1, Position: eventstore.Position(seq)}
+}
+
+// storedBefore answers a publish the server took for a message it stored
+// before, at seq, within the de-duplication window: with the first
+// append's result when that was stored in stream, or with an error when
+// the message ids were qualified already or the attempts are used up
+// (done true). Otherwise (done false) the caller qualifies the ids and
+// tries again.
+func (s *Store) storedBefore(ctx context.Context, stream eventstore.StreamID, events []eventstore.Proposed, seq uint64, qualify bool, attempt int) (eventstore.AppendResult, bool, error) {
+	s.forget(stream)
+	res, same, err := s.resultAt(ctx, stream, seq)
+	if err != nil || same {
+		return res, true, err
+	}
+	if qualify || attempt >= 5 {
+		return eventstore.AppendResult{}, true, fmt.Errorf("jetstream: append to %s: event %s is stored in another stream", stream, events[0].ID)
+	}
+	return eventstore.AppendResult{}, false, nil
+}
+
+// afterDuplicate answers an append the server refused, with serverErr,
+// because some of its event ids are stored already, h being stream's head
+// read since: with the first result when this retries an append stored at
+// the expected revision, or with a conflict when an id is stored in stream
+// at another place or the ids were qualified already (done true).
+// Otherwise (done false) the ids are only in other streams: the caller
+// qualifies them and tries again.
+func (s *Store) afterDuplicate(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, h head, events []eventstore.Proposed, qualify bool, serverErr error) (eventstore.AppendResult, bool, error) {
+	if res, ok, err := s.findOwn(ctx, stream, expected, h, events); err != nil || ok {
+		return res, true, err
+	}
+	inStream, err := s.holdsAny(ctx, stream, events)
+	if err != nil {
+		return eventstore.AppendResult{}, true, err
+	}
+	if inStream || qualify {
+		return eventstore.AppendResult{}, true, fmt.Errorf("jetstream: append to %s at %s: events stored at another place: %w (%w)", stream, expected, eventstore.ErrConflict, serverErr)
+	}
+	return eventstore.AppendResult{}, false, nil
 }
 
 // encode checks events and returns their CloudEvents bodies.
