@@ -271,7 +271,7 @@ func (m *Main) openStore(ctx context.Context, dataDir string) error {
 	}
 	var err error
 	if m.cfg.NATSURL != "" {
-		m.js, err = connectStore(ctx, m.cfg.NATSURL, jcfg)
+		m.js, err = jetstream.Connect(ctx, m.cfg.NATSURL, jcfg)
 	} else {
 		host, port, perr := splitListen(m.cfg.NATSListen)
 		if perr != nil {
@@ -311,40 +311,6 @@ func (m *Main) openStore(ctx context.Context, dataDir string) error {
 		return ks.Close(ctx)
 	})
 	return nil
-}
-
-// connectStore opens the JetStream store on an external server or
-// cluster. A ledger stream provisioned with more replicas than configured
-// keeps them, and the store must then be configured as for a replicated
-// stream: its settings depend on the replicas (a single replica allows
-// direct gets, which followers of a replicated stream would answer without
-// the last writes). Opening with fewer would turn those settings on for
-// the replicated stream, so the store is opened again with the stream's
-// replicas, which sets them back before the service reads anything.
-func connectStore(ctx context.Context, url string, cfg jetstream.Config) (*jetstream.Store, error) {
-	s, err := jetstream.Connect(ctx, url, cfg)
-	if err != nil {
-		return nil, err
-	}
-	js, err := natsjs.New(s.Conn())
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	st, err := js.Stream(ctx, jetstream.StreamConfig(cfg).Name)
-	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("ledger stream: %w", err)
-	}
-	n := st.CachedInfo().Config.Replicas
-	if n <= max(cfg.Replicas, 1) {
-		return s, nil
-	}
-	if err := s.Close(); err != nil {
-		return nil, err
-	}
-	cfg.Replicas = n
-	return jetstream.Connect(ctx, url, cfg)
 }
 
 // openESDB opens EventStoreDB as the event store and the key store, and

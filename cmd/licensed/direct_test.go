@@ -114,12 +114,12 @@ func TestReplicatedStreamKeepsDirectGetsOff(t *testing.T) {
 	url := strings.Join(urls, ",")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	first, err := connectStore(ctx, url, jetstream.Config{Replicas: 3})
+	first, err := jetstream.Connect(ctx, url, jetstream.Config{Replicas: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer first.Close()
-	second, err := connectStore(ctx, url, jetstream.Config{Replicas: 1})
+	second, err := jetstream.Connect(ctx, url, jetstream.Config{Replicas: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
