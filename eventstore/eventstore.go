@@ -207,6 +207,11 @@ type Store interface {
 	Close() error
 }
 
+// ErrSelfCondition is returned by [ConditionalAppender.AppendIf] when the
+// condition is on the stream appended to (its expected revision says that
+// already).
+var ErrSelfCondition = errors.New("eventstore: the condition is on the stream appended to")
+
 // Condition is a requirement on a stream other than the one an append
 // writes to: that Stream still matches Expected when the events are stored.
 // See [ConditionalAppender].
@@ -241,6 +246,8 @@ type ConditionalAppender interface {
 	// nothing, when the store cannot check this condition exactly (for
 	// instance streams of different accounts, or a replicated stream whose
 	// server checks expectations before it orders writes); the caller then
-	// uses the read-then-append path. cond.Stream must differ from stream.
+	// uses the read-then-append path. cond.Stream must differ from stream:
+	// a condition on the stream appended to is refused with
+	// [ErrSelfCondition], storing nothing.
 	AppendIf(ctx context.Context, stream StreamID, expected ExpectedRevision, cond Condition, events ...Proposed) (AppendResult, error)
 }

@@ -49,6 +49,7 @@ var cases = []testCase{
 	{name: "AppendIfHolds", run: testAppendIfHolds},
 	{name: "AppendIfOtherMoved", run: testAppendIfOtherMoved},
 	{name: "AppendIfOwnMoved", run: testAppendIfOwnMoved},
+	{name: "AppendIfSelf", run: testAppendIfSelf},
 	{name: "AppendIfRetry", run: testAppendIfRetry},
 	{name: "AppendIfRace", run: testAppendIfRace},
 }

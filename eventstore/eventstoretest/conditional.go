@@ -95,6 +95,19 @@ func testAppendIfOtherMoved(h *harness) {
 	}
 }
 
+func testAppendIfSelf(h *harness) {
+	c := h.conditional()
+	l, _ := h.pairOfStreams()
+	h.append(l, eventstore.NoStream(), h.events(1)...)
+	res, err := h.appendIf(c, l, eventstore.Exact(0), eventstore.Condition{Stream: l, Expected: eventstore.Exact(0)}, h.events(1)...)
+	if !errors.Is(err, eventstore.ErrSelfCondition) {
+		h.t.Errorf("AppendIf on condition of the stream appended to = %+v, %v; want ErrSelfCondition", res, err)
+	}
+	if got := h.readStream(l, 0); len(got) != 1 {
+		h.t.Errorf("ledger holds %d events after a refused append, want 1", len(got))
+	}
+}
+
 func testAppendIfOwnMoved(h *harness) {
 	c := h.conditional()
 	l, a := h.pairOfStreams()

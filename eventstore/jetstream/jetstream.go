@@ -940,7 +940,7 @@ func (s *Store) AppendIf(ctx context.Context, stream eventstore.StreamID, expect
 	}
 	switch {
 	case cond.Stream == stream:
-		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s if %s: the condition is on the stream appended to", stream, cond)
+		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s if %s: %w", stream, cond, eventstore.ErrSelfCondition)
 	case cond.Stream.Account != stream.Account:
 		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s if %s: streams of two accounts: %w", stream, cond, errors.ErrUnsupported)
 	case s.replicated:

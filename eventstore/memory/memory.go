@@ -5,8 +5,9 @@
 // concurrency per stream, idempotent retries by event id, reading a stream
 // or the global order, and live subscriptions. It also appends on
 // condition that another stream is at a given revision
-// ([eventstore.ConditionalAppender]), checked under the same lock. Positions are dense: the
-// first event stored is at position 1, the next at 2, and so on.
+// ([eventstore.ConditionalAppender]), checked under the same lock.
+// Positions are dense: the first event stored is at position 1, the next
+// at 2, and so on.
 //
 // # Sharing
 //
@@ -47,10 +48,6 @@ const (
 
 // errNoEvents is returned by [Store.Append] when it is given no event.
 var errNoEvents = errors.New("memory: no events to append")
-
-// errSelfCondition is returned by [Store.AppendIf] when the condition is
-// on the stream appended to.
-var errSelfCondition = errors.New("memory: the condition is on the stream appended to")
 
 // errDuplicateID is returned by [Store.Append] when one append holds the
 // same event id twice.
@@ -112,7 +109,7 @@ func (s *Store) Append(ctx context.Context, id eventstore.StreamID, expected eve
 // returns the first result whatever cond's stream did since.
 func (s *Store) AppendIf(ctx context.Context, id eventstore.StreamID, expected eventstore.ExpectedRevision, cond eventstore.Condition, events ...eventstore.Proposed) (eventstore.AppendResult, error) {
 	if cond.Stream == id {
-		return eventstore.AppendResult{}, fmt.Errorf("append to %s: %w", id, errSelfCondition)
+		return eventstore.AppendResult{}, fmt.Errorf("append to %s: %w", id, eventstore.ErrSelfCondition)
 	}
 	return s.append(ctx, id, expected, &cond, events)
 }
