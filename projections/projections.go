@@ -45,6 +45,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"sync"
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/codec"
@@ -90,6 +91,21 @@ type Batcher interface {
 	// at the first event that cannot be applied and returns its error;
 	// the events before it are applied, it and those after are not.
 	ApplyBatch(ds []codec.Decoded) error
+}
+
+// ApplyLocked folds ds in order with apply while holding mu, stopping at
+// the first event apply cannot fold and returning its error: the
+// ApplyBatch of a read model guarded by one lock, which it takes once per
+// batch rather than once per event.
+func ApplyLocked(mu sync.Locker, ds []codec.Decoded, apply func(*codec.Decoded) error) error {
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range ds {
+		if err := apply(&ds[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Set applies each event to several read models in turn. A Set is itself a

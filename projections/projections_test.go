@@ -516,3 +516,41 @@ func TestConcurrentReads(t *testing.T) {
 		}
 	}
 }
+
+// countingLock counts how often it is taken and whether it is held.
+type countingLock struct {
+	taken int
+	held  bool
+}
+
+func (l *countingLock) Lock()   { l.taken++; l.held = true }
+func (l *countingLock) Unlock() { l.held = false }
+
+func TestApplyLockedStopsAtFirstError(t *testing.T) {
+	ds := make([]codec.Decoded, 5)
+	for i := range ds {
+		ds[i].Record.Position = eventstore.Position(i + 1)
+	}
+	var l countingLock
+	var seen []eventstore.Position
+	bad := errors.New("cannot fold")
+	err := projections.ApplyLocked(&l, ds, func(d *codec.Decoded) error {
+		if !l.held {
+			t.Error("applied without the lock")
+		}
+		if d.Record.Position == 3 {
+			return bad
+		}
+		seen = append(seen, d.Record.Position)
+		return nil
+	})
+	if !errors.Is(err, bad) {
+		t.Fatalf("ApplyLocked = %v, want the apply error", err)
+	}
+	if !slices.Equal(seen, []eventstore.Position{1, 2}) {
+		t.Errorf("applied %v, want positions 1 and 2 only", seen)
+	}
+	if l.taken != 1 || l.held {
+		t.Errorf("lock taken %d times, held after return %v; want once, released", l.taken, l.held)
+	}
+}

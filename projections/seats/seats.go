@@ -146,14 +146,7 @@ func (p *Projection) Apply(d codec.Decoded) error {
 // lock once. It stops at the first event that cannot be applied and
 // returns its error; the events before it are applied.
 func (p *Projection) ApplyBatch(ds []codec.Decoded) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i := range ds {
-		if err := p.apply(&ds[i]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return projections.ApplyLocked(&p.mu, ds, p.apply)
 }
 
 func (p *Projection) apply(d *codec.Decoded) error {
