@@ -55,6 +55,22 @@ func allModels() projections.Set { return newModels().set() }
 // benchmark's read models) left, so that a fold does not pay for it.
 func settle() { runtime.GC() }
 
+// measure starts the timed part of a benchmark from a collected heap and
+// returns what ends it: done stops the timer and reports on the events
+// each iteration folded.
+func measure(b *testing.B) (done func(events int)) {
+	b.ReportAllocs()
+	settle()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	cpu := cpuTime()
+	b.ResetTimer()
+	return func(events int) {
+		b.StopTimer()
+		report(b, events, &ms, cpuTime()-cpu)
+	}
+}
+
 // cpuTime returns the CPU time the process has used, user and system.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
@@ -85,12 +101,7 @@ func BenchmarkFoldStored(b *testing.B) {
 	l := benchHistory(b)
 	recs := l.Records()
 	ctx := context.Background()
-	b.ReportAllocs()
-	settle()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	cpu := cpuTime()
-	b.ResetTimer()
+	done := measure(b)
 	for range b.N {
 		set := allModels()
 		for _, r := range recs {
@@ -103,8 +114,7 @@ func BenchmarkFoldStored(b *testing.B) {
 			}
 		}
 	}
-	b.StopTimer()
-	report(b, len(recs), &ms, cpuTime()-cpu)
+	done(len(recs))
 }
 
 // batchSize is the number of events the batched fold benchmarks decode
@@ -119,12 +129,7 @@ func BenchmarkFoldStoredBatch(b *testing.B) {
 	recs := l.Records()
 	ctx := context.Background()
 	batch := make([]codec.Decoded, 0, batchSize)
-	b.ReportAllocs()
-	settle()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	cpu := cpuTime()
-	b.ResetTimer()
+	done := measure(b)
 	for range b.N {
 		set := allModels()
 		for i, r := range recs {
@@ -142,8 +147,7 @@ func BenchmarkFoldStoredBatch(b *testing.B) {
 			}
 		}
 	}
-	b.StopTimer()
-	report(b, len(recs), &ms, cpuTime()-cpu)
+	done(len(recs))
 }
 
 // BenchmarkFoldDecoded applies already decoded events to every read model:
@@ -214,12 +218,7 @@ func BenchmarkDecode(b *testing.B) {
 	l := benchHistory(b)
 	recs := l.Records()
 	ctx := context.Background()
-	b.ReportAllocs()
-	settle()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	cpu := cpuTime()
-	b.ResetTimer()
+	done := measure(b)
 	for range b.N {
 		for _, r := range recs {
 			if _, err := l.Codec.Decode(ctx, r); err != nil {
@@ -227,8 +226,7 @@ func BenchmarkDecode(b *testing.B) {
 			}
 		}
 	}
-	b.StopTimer()
-	report(b, len(recs), &ms, cpuTime()-cpu)
+	done(len(recs))
 }
 
 // jsonMeta and jsonPayload are plain structs for BenchmarkDecodeJSONv2: the
@@ -274,12 +272,7 @@ type jsonPayload struct {
 func BenchmarkDecodeJSONv2(b *testing.B) {
 	l := benchHistory(b)
 	recs := l.Records()
-	b.ReportAllocs()
-	settle()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	cpu := cpuTime()
-	b.ResetTimer()
+	done := measure(b)
 	for range b.N {
 		for _, r := range recs {
 			var m jsonMeta
@@ -292,8 +285,7 @@ func BenchmarkDecodeJSONv2(b *testing.B) {
 			}
 		}
 	}
-	b.StopTimer()
-	report(b, len(recs), &ms, cpuTime()-cpu)
+	done(len(recs))
 }
 
 // BenchmarkSnapshotRestore measures a restart from a snapshot at the end of
