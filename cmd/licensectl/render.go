@@ -240,15 +240,20 @@ func renderUsers(w io.Writer, r reply) error {
 	return nil
 }
 
+// writeActivityHead writes what every answer about one activity holds.
+func writeActivityHead(w io.Writer, a activity) {
+	fmt.Fprintf(w, "id\t%s\n", a.ID)
+	fmt.Fprintf(w, "kind\t%s\n", a.Kind)
+	fmt.Fprintf(w, "ref\t%s\n", a.Ref)
+	fmt.Fprintf(w, "at\t%s\n", ts(a.At))
+}
+
 func renderActivityCreated(w io.Writer, r reply) error {
 	var a activity
 	if err := decode(r, &a); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "id\t%s\n", a.ID)
-	fmt.Fprintf(w, "kind\t%s\n", a.Kind)
-	fmt.Fprintf(w, "ref\t%s\n", a.Ref)
-	fmt.Fprintf(w, "at\t%s\n", ts(a.At))
+	writeActivityHead(w, a)
 	fmt.Fprintf(w, "logged by\t%s\n", a.UserID)
 	return nil
 }
@@ -258,10 +263,7 @@ func renderActivity(w io.Writer, r reply) error {
 	if err := decode(r, &a); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "id\t%s\n", a.ID)
-	fmt.Fprintf(w, "kind\t%s\n", a.Kind)
-	fmt.Fprintf(w, "ref\t%s\n", a.Ref)
-	fmt.Fprintf(w, "at\t%s\n", ts(a.At))
+	writeActivityHead(w, a)
 	fmt.Fprintf(w, "logged by\t%s %s\n", a.UserID, personName(a.UserName, a.UserID))
 	fmt.Fprintf(w, "owned by\t%s %s\n", a.OwnerID, personName(a.OwnerName, a.OwnerID))
 	return nil
