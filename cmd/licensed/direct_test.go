@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,8 +10,6 @@ import (
 	"time"
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
-
-	"github.com/licenseledger/ledger/eventstore/jetstream"
 )
 
 // On a single replica the ledger stream answers direct gets (the cheap way
@@ -79,71 +75,4 @@ func TestLedgerStreamServesDirectGets(t *testing.T) {
 	if !strings.Contains(refused.raw, "user-deactivated") {
 		t.Fatalf("activity of a user another process deactivated: %s", refused.raw)
 	}
-}
-
-// A process configured with one replica, joining a cluster whose ledger
-// stream has three, keeps direct gets off that stream: followers answer
-// them, possibly without the last writes.
-func TestReplicatedStreamKeepsDirectGetsOff(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a three-server cluster")
-	}
-	const n = 3
-	ports := make([]int, n)
-	for i := range ports {
-		ports[i] = freePort(t)
-	}
-	var urls []string
-	for i := range n {
-		var routes []string
-		for j, p := range ports {
-			if j != i {
-				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
-			}
-		}
-		s, err := jetstream.StartServer(jetstream.ServerConfig{
-			DataDir: t.TempDir(), Port: -1, ServerName: fmt.Sprintf("s%d", i), MaxStore: 1 << 30,
-			Cluster: jetstream.ClusterConfig{Name: "ledger", Port: ports[i], Routes: routes},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { jetstream.StopServer(s) })
-		urls = append(urls, s.ClientURL())
-	}
-	url := strings.Join(urls, ",")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	first, err := jetstream.Connect(ctx, url, jetstream.Config{Replicas: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Close()
-	second, err := jetstream.Connect(ctx, url, jetstream.Config{Replicas: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer second.Close()
-	js, err := natsjs.New(second.Conn())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, "LEDGER")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c := st.CachedInfo().Config; c.Replicas != 3 || c.AllowDirect {
-		t.Fatalf("ledger stream after a process with one replica opened it: %d replicas, direct gets %v", c.Replicas, c.AllowDirect)
-	}
-}
-
-// freePort returns a loopback port nobody listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -138,7 +138,8 @@ func TestCluster(t *testing.T) {
 	// the stream's last sequence is settled, 10164 while another write to
 	// the same subjects is still being proposed; both are conflicts.
 	// A process configured with fewer replicas (the default 1) opens the
-	// stream without scaling it down.
+	// stream without scaling it down, and without turning on direct gets,
+	// which followers answer, possibly without the last writes.
 	other, err := jetstream.Connect(ctx, strings.Join(urls, ","), jetstream.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -148,8 +149,12 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st, err := njs.Stream(ctx, "LEDGER"); err != nil || st.CachedInfo().Config.Replicas != 3 {
-		t.Fatalf("after a store with the default replicas opened it, the stream is %v (%v), want 3 replicas kept", st.CachedInfo().Config.Replicas, err)
+	st, err := njs.Stream(ctx, "LEDGER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st.CachedInfo().Config; c.Replicas != 3 || c.AllowDirect {
+		t.Fatalf("after a store with the default replicas opened it, the stream has %d replicas, direct gets %v; want 3 replicas kept, no direct gets", c.Replicas, c.AllowDirect)
 	}
 	acct0 := eventstore.LedgerStream("acct0")
 	evs := events(1)
