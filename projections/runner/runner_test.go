@@ -234,18 +234,8 @@ func TestSnapshotRewrittenAfterDeletion(t *testing.T) {
 	r, stop := start(t, runner.Config{Store: f.store, Codec: f.codec, Projections: []projections.Projection{tl},
 		Snapshots: snaps, ErasureDelay: 50 * time.Millisecond})
 	defer stop()
-	res, err := f.svc.Execute(context.Background(), "acme", ledger.RecordActivity{ActivityID: "x", UserID: "u0", Kind: "note", Ref: "r", At: time.Now()}, accounts.Request{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, r, res.Position)
-	if err := r.SaveSnapshot(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if !filesContain(t, dir, "Secret Person acmeu1") {
-		t.Fatal("control: the snapshot should hold the name of a user not deleted")
-	}
-	res, err = f.svc.Execute(context.Background(), "acme", ledger.DeleteUser{UserID: "u1", Confirm: "u1", At: time.Now()}, accounts.Request{})
+	f.snapshotNamingU1(t, r, dir)
+	res, err := f.svc.Execute(context.Background(), "acme", ledger.DeleteUser{UserID: "u1", Confirm: "u1", At: time.Now()}, accounts.Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,6 +246,24 @@ func TestSnapshotRewrittenAfterDeletion(t *testing.T) {
 			t.Fatal("the snapshot still holds the deleted user's name")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// snapshotNamingU1 records an activity, waits for r to apply it and saves
+// a snapshot into dir, which must then hold the name of acme's user u1
+// (the control of the erasure tests).
+func (f *fixture) snapshotNamingU1(t *testing.T, r *runner.Runner, dir string) {
+	t.Helper()
+	res, err := f.svc.Execute(context.Background(), "acme", ledger.RecordActivity{ActivityID: "x", UserID: "u0", Kind: "note", Ref: "r", At: time.Now()}, accounts.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, r, res.Position)
+	if err := r.SaveSnapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !filesContain(t, dir, "Secret Person acmeu1") {
+		t.Fatal("control: the snapshot should hold the name of a user not deleted")
 	}
 }
 
@@ -348,19 +356,9 @@ func TestFailedSnapshotAfterDeletionRetried(t *testing.T) {
 	r, stop := start(t, runner.Config{Store: f.store, Codec: f.codec, Projections: []projections.Projection{tl},
 		Snapshots: snaps, ErasureDelay: 50 * time.Millisecond})
 	defer stop()
-	res, err := f.svc.Execute(context.Background(), "acme", ledger.RecordActivity{ActivityID: "x", UserID: "u0", Kind: "note", Ref: "r", At: time.Now()}, accounts.Request{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, r, res.Position)
-	if err := r.SaveSnapshot(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if !filesContain(t, dir, "Secret Person acmeu1") {
-		t.Fatal("control: the snapshot should hold the name of a user not deleted")
-	}
+	f.snapshotNamingU1(t, r, dir)
 	snaps.failed.Store(false) // the next save fails
-	res, err = f.svc.Execute(context.Background(), "acme", ledger.DeleteUser{UserID: "u1", Confirm: "u1", At: time.Now()}, accounts.Request{})
+	res, err := f.svc.Execute(context.Background(), "acme", ledger.DeleteUser{UserID: "u1", Confirm: "u1", At: time.Now()}, accounts.Request{})
 	if err != nil {
 		t.Fatal(err)
 	}
