@@ -348,7 +348,7 @@ func (p *Projection) Restore(b []byte) error {
 		}
 		accounts[id] = a
 	}
-	if err := r.Err(); err != nil {
+	if err := r.End(); err != nil {
 		return fmt.Errorf("attribution restore: %w", err)
 	}
 	p.mu.Lock()

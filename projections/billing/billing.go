@@ -478,7 +478,7 @@ func (p *Projection) Restore(b []byte) error {
 		}
 		accounts[id] = a
 	}
-	if err := r.Err(); err != nil {
+	if err := r.End(); err != nil {
 		return fmt.Errorf("billing restore: %w", err)
 	}
 	p.mu.Lock()

@@ -354,7 +354,7 @@ func (p *Projection) Restore(b []byte) error {
 		}
 		accounts[id] = a
 	}
-	if err := r.Err(); err != nil {
+	if err := r.End(); err != nil {
 		return fmt.Errorf("seats restore: %w", err)
 	}
 	p.mu.Lock()

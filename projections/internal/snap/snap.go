@@ -5,7 +5,8 @@
 //
 // A Reader never panics on bad input: every read checks the bytes left,
 // the first failure sticks and is returned by Err (wrapping
-// projections.ErrSnapshotFormat), and counts are bounded by the bytes left
+// projections.ErrSnapshotFormat); End returns it too, or a failure when
+// bytes are left after the snapshot's end; and counts are bounded by the bytes left
 // so a corrupt count cannot allocate more than the snapshot's size.
 package snap
 
@@ -129,8 +130,14 @@ func (r *Reader) Fail(format string, args ...any) {
 	r.b = nil
 }
 
-// Err returns the first failure, or one when bytes are left unread.
-func (r *Reader) Err() error {
+// Err returns the first failure recorded so far, nil when there is none.
+// It can be called at any point of the reading: the bytes not read yet
+// are not a failure (End checks that none is left).
+func (r *Reader) Err() error { return r.err }
+
+// End returns the first failure, or one when bytes are left unread. Call
+// it once, after the whole snapshot was read.
+func (r *Reader) End() error {
 	if r.err == nil && len(r.b) != 0 {
 		r.err = fmt.Errorf("snapshot has %d bytes after its end: %w", len(r.b), projections.ErrSnapshotFormat)
 	}

@@ -1,7 +1,9 @@
 package snap
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -37,7 +39,7 @@ func TestRoundTrip(t *testing.T) {
 			t.Errorf("time %v read back as %v", tm, got)
 		}
 	}
-	if err := r.Err(); err != nil {
+	if err := r.End(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -70,5 +72,44 @@ func TestRoundTrip(t *testing.T) {
 	r, _ = NewReader(append(NewWriter("m", 3, 0).Bytes(), 0xff, 0xff, 0xff, 0x0f), "m", 3)
 	if n := r.Count(1); n != 0 || !errors.Is(r.Err(), projections.ErrSnapshotFormat) {
 		t.Errorf("a count past the end = %d, %v", n, r.Err())
+	}
+}
+
+// Err can be called between fields: the bytes still to read are not a
+// failure, and reading goes on after it. End alone refuses bytes left
+// after the end.
+func TestErrMidwayThenEnd(t *testing.T) {
+	w := NewWriter("m", 1, 0)
+	for i := range 3 {
+		w.String(fmt.Sprintf("account-%d", i))
+		w.Uvarint(uint64(i))
+	}
+	b := w.Bytes()
+	r, err := NewReader(b, "m", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if s, n := r.String(), r.Uvarint(); s != fmt.Sprintf("account-%d", i) || n != uint64(i) {
+			t.Fatalf("record %d read back as %q, %d", i, s, n)
+		}
+		if err := r.Err(); err != nil {
+			t.Fatalf("Err after record %d of 3: %v", i, err)
+		}
+	}
+	if err := r.End(); err != nil {
+		t.Fatalf("End after every record: %v", err)
+	}
+
+	r, _ = NewReader(append(bytes.Clone(b), 0), "m", 1)
+	for range 3 {
+		_ = r.String()
+		r.Uvarint()
+	}
+	if err := r.Err(); err != nil {
+		t.Fatalf("Err with one byte left: %v", err)
+	}
+	if err := r.End(); !errors.Is(err, projections.ErrSnapshotFormat) {
+		t.Fatalf("End with one byte left = %v, want ErrSnapshotFormat", err)
 	}
 }
