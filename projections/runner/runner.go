@@ -470,7 +470,11 @@ func (r *Runner) restore(ctx context.Context) error {
 		}
 	}
 	r.advance(s.Position)
-	r.log.InfoContext(ctx, "read models restored from snapshot", "position", s.Position)
+	names := make([]string, len(r.set))
+	for i, p := range r.set {
+		names[i] = p.Name()
+	}
+	r.log.InfoContext(ctx, "read models restored from snapshot", "read_models", names, "position", s.Position)
 	return nil
 }
 
