@@ -5,6 +5,7 @@ import (
 	crand "crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"syscall"
@@ -307,7 +308,9 @@ func benchRestart(b *testing.B, d *replayData, snapDir string, withSnap bool) {
 		t0 := time.Now()
 		s := openReplay(b, d)
 		t1 := time.Now()
-		cfg := runner.Config{Store: s, Codec: d.newCodec(), Projections: freshModels(), Fresh: freshModels}
+		logs := &logRecorder{}
+		cfg := runner.Config{Store: s, Codec: d.newCodec(), Projections: freshModels(), Fresh: freshModels,
+			Logger: slog.New(logs)}
 		if withSnap {
 			cfg.Snapshots = runner.FileSnapshots{Dir: snapDir}
 		}
@@ -316,6 +319,14 @@ func benchRestart(b *testing.B, d *replayData, snapDir string, withSnap bool) {
 		t2 := time.Now()
 		if r.Position() != d.last {
 			b.Fatalf("ready at position %d, want %d", r.Position(), d.last)
+		}
+		// A restart with the snapshot restores every read model from it:
+		// one falling back to the first event would measure a replay.
+		if msgs := logs.above(slog.LevelWarn); len(msgs) != 0 {
+			b.Fatalf("the restart logged %q", msgs)
+		}
+		if restored := len(logs.find("read models restored from snapshot")); withSnap != (restored == 1) {
+			b.Fatalf("%d restores from the snapshot", restored)
 		}
 		b.StopTimer()
 		stopRunner(r)
