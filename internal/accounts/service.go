@@ -62,6 +62,26 @@ type Config struct {
 	// DefaultRetries when 0.
 	Retries int
 	Logger  *slog.Logger
+	// OnAppend, if set, is called after every append the service asks the
+	// store for, with what it asked and what the store answered. It is how
+	// the wiring observes appends (metrics, the read models' lag): the
+	// service holds the store itself, never a wrapper of it, so that the
+	// store's optional capabilities (eventstore.ConditionalAppender) stay
+	// visible to it. It runs on the command's goroutine: keep it short.
+	OnAppend func(Appended)
+}
+
+// Appended describes one append the service asked the store for.
+type Appended struct {
+	Stream eventstore.StreamID
+	// Events is how many events the append carried.
+	Events int
+	// Result is where they landed; valid only when Err is nil.
+	Result eventstore.AppendResult
+	// Took is how long the store took to answer.
+	Took time.Duration
+	// Err is the store's error, nil when the events are stored.
+	Err error
 }
 
 // Request is what the service records about who gave a command and how.
@@ -364,6 +384,7 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 	}
 	var res eventstore.AppendResult
 	var err error
+	start := time.Now() // a duration for OnAppend, not the time of an event
 	if activity && s.conditional() {
 		ledgerAt := eventstore.Condition{Stream: eventstore.LedgerStream(a.id), Expected: eventstore.ExpectRevisionAfter(a.state.Version)}
 		res, err = s.cond.AppendIf(ctx, stream, expected, ledgerAt, proposed...)
@@ -373,6 +394,9 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 		}
 	} else {
 		res, err = s.cfg.Store.Append(ctx, stream, expected, proposed...)
+	}
+	if s.cfg.OnAppend != nil {
+		s.cfg.OnAppend(Appended{Stream: stream, Events: len(proposed), Result: res, Took: time.Since(start), Err: err})
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("append %s to %s: %w", events[0].EventType(), stream, err)
