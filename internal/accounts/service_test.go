@@ -24,17 +24,30 @@ import (
 
 var t0 = time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
 
-// clock is a test clock that moves forward a second at each reading.
+// clock is a test clock that moves forward a second (or step) at each
+// reading.
 type clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu   sync.Mutex
+	now  time.Time
+	step time.Duration
 }
 
 func (c *clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.now = c.now.Add(time.Second)
+	if c.step == 0 {
+		c.now = c.now.Add(time.Second)
+	} else {
+		c.now = c.now.Add(c.step)
+	}
 	return c.now
+}
+
+// advance moves the clock forward by d.
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
 
 type env struct {

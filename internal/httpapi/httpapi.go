@@ -37,8 +37,11 @@
 // gets it back byte for byte, with Idempotent-Replayed: true, and appends
 // nothing; another fingerprint gets 422. Refusals are not kept: nothing was
 // appended, so a retry is decided again. After a restart (or eviction) the
-// application service still knows the key from event metadata and reports
-// a repeat: the answer is then the current resource with the first status.
+// application service still knows the key from event metadata for the
+// same 24 hours (and up to 10,000 keys per account) and reports a repeat:
+// the answer is then the current resource with the first status. A key
+// older than that is forgotten everywhere: a request repeated under it is
+// a new request.
 //
 // # Read your writes
 //
