@@ -56,7 +56,7 @@ type env struct {
 	clock *clock
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	s := memory.New()
 	t.Cleanup(func() { s.Close() })
@@ -67,13 +67,13 @@ var seed atomic.Uint64
 
 // service returns a new service over the env's store and key store: a
 // second call is a second process sharing them.
-func (e *env) service(t *testing.T) *accounts.Service {
+func (e *env) service(t testing.TB) *accounts.Service {
 	t.Helper()
 	return e.serviceOn(t, e.store)
 }
 
 // serviceOn is service with another view of the env's store.
-func (e *env) serviceOn(t *testing.T, store eventstore.Store) *accounts.Service {
+func (e *env) serviceOn(t testing.TB, store eventstore.Store) *accounts.Service {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed.Add(1), 7))
 	var mu sync.Mutex
@@ -106,7 +106,7 @@ func (e *env) serviceOn(t *testing.T, store eventstore.Store) *accounts.Service 
 
 var admin = accounts.Request{Actor: codec.Actor{ID: "tok_admin", Role: "admin"}}
 
-func must(t *testing.T) func(accounts.Result, error) accounts.Result {
+func must(t testing.TB) func(accounts.Result, error) accounts.Result {
 	return func(r accounts.Result, err error) accounts.Result {
 		t.Helper()
 		if err != nil {
