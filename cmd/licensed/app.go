@@ -123,14 +123,8 @@ func (m *Main) Start(ctx context.Context) error {
 		OnEvent:   m.forgetDeletedKeys,
 		Logger:    m.log.With("component", "read-models"),
 	})
-	observed := &observedStore{Store: m.store, observe: m.runner.Observe}
-	if m.js != nil {
-		// On JetStream, appending is publishing: the stored message is the
-		// one downstream subscribers receive.
-		observed.published = m.metrics.EventsPublished
-	}
 	m.accounts = accounts.New(accounts.Config{
-		Store: m.metrics.InstrumentStore(observed), Codec: m.codec,
+		Store: m.store, OnAppend: m.appended, Codec: m.codec,
 		Clock: time.Now, NewEventID: uuid.New, NewULID: ulid.Make,
 		Logger: m.log.With("component", "accounts"),
 	})
@@ -144,7 +138,7 @@ func (m *Main) Start(ctx context.Context) error {
 
 	api := httpapi.New(httpapi.Config{
 		Commands: m.accounts, Seats: st, Activities: at, Audit: au, Billing: bi,
-		History: m.store, Decoder: m.codec, Progress: m.runner, Tokens: m.tokens,
+		History: m.store, Decoder: m.codec, Progress: m.runner, ReadModelsReady: m.runner.Ready, Tokens: m.tokens,
 		Clock: time.Now, NewID: ulid.Make, Random: rand.Reader,
 		Logger: m.log.With("component", "http"), Metrics: m.metrics,
 		Ready: map[string]httpapi.Check{
@@ -544,21 +538,17 @@ func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.min}
 }
 
-// observedStore tells the runner of every position an append reached, so
-// that its lag counts events it has not applied yet.
-type observedStore struct {
-	eventstore.Store
-	observe   func(eventstore.Position)
-	published func(n int) // nil when appending publishes nothing
-}
-
-func (o *observedStore) Append(ctx context.Context, s eventstore.StreamID, e eventstore.ExpectedRevision, ev ...eventstore.Proposed) (eventstore.AppendResult, error) {
-	r, err := o.Store.Append(ctx, s, e, ev...)
-	if err == nil {
-		o.observe(r.Position)
-		if o.published != nil {
-			o.published(len(ev))
-		}
+// appended observes an append of the application service: its latency,
+// and the position it reached, so that the read models' lag counts events
+// they have not applied yet. On JetStream, appending is publishing: the
+// stored message is the one downstream subscribers receive.
+func (m *Main) appended(a accounts.Appended) {
+	m.metrics.ObserveAppend(a.Took)
+	if a.Err != nil {
+		return
 	}
-	return r, err
+	m.runner.Observe(a.Result.Position)
+	if m.js != nil {
+		m.metrics.EventsPublished(a.Events)
+	}
 }

@@ -13,10 +13,15 @@
 //
 // # Idempotency
 //
-// A command given with an idempotency key that the account has already
-// seen returns the first result and appends nothing. Keys are recorded in
-// the events' metadata, so they survive restarts and are seen by every
-// process.
+// A command given with an idempotency key that the account has seen
+// within the window (Config.IdempotencyWindow, 24 hours by the service's
+// clock by default) returns the first result and appends nothing. Keys are
+// recorded in the events' metadata, so they survive restarts and are seen
+// by every process; loading an account rebuilds only the keys of commands
+// recorded within the window. An account remembers at most
+// Config.IdempotencyKeys keys (10,000 by default), forgetting the oldest
+// first. A command given again under a forgotten key is a new command: it
+// is decided again and, if allowed, appended again.
 package accounts
 
 import (
@@ -24,7 +29,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,7 +65,36 @@ type Config struct {
 	// Retries bounds how often a command is decided again after a conflict;
 	// DefaultRetries when 0.
 	Retries int
-	Logger  *slog.Logger
+	// IdempotencyWindow is how long an account remembers an idempotency
+	// key after its command was recorded (by Clock), DefaultIdempotencyWindow
+	// when 0; IdempotencyKeys is how many keys an account remembers at
+	// most, DefaultIdempotencyKeys when 0, the oldest forgotten first. A
+	// forgotten key is unknown everywhere, also to a service that loads
+	// the account later: a command given again under it is decided and
+	// appended as a new one.
+	IdempotencyWindow time.Duration
+	IdempotencyKeys   int
+	Logger            *slog.Logger
+	// OnAppend, if set, is called after every append the service asks the
+	// store for, with what it asked and what the store answered. It is how
+	// the wiring observes appends (metrics, the read models' lag): the
+	// service holds the store itself, never a wrapper of it, so that the
+	// store's optional capabilities (eventstore.ConditionalAppender) stay
+	// visible to it. It runs on the command's goroutine: keep it short.
+	OnAppend func(Appended)
+}
+
+// Appended describes one append the service asked the store for.
+type Appended struct {
+	Stream eventstore.StreamID
+	// Events is how many events the append carried.
+	Events int
+	// Result is where they landed; valid only when Err is nil.
+	Result eventstore.AppendResult
+	// Took is how long the store took to answer.
+	Took time.Duration
+	// Err is the store's error, nil when the events are stored.
+	Err error
 }
 
 // Request is what the service records about who gave a command and how.
@@ -139,8 +172,8 @@ type account struct {
 	ledgerHead, activityHead codec.Hash
 	activityLen              uint64
 	lastPosition             eventstore.Position
-	keys                     map[string]Result // idempotency key -> first result
-	pendingDestroy           map[string]bool   // users whose key a failed destroy left
+	keys                     *keyMemory      // idempotency key -> first result, within the window
+	pendingDestroy           map[string]bool // users whose key a failed destroy left
 	// frozen is a deep copy of state taken at ledger version frozen.Version,
 	// handed out in results until the ledger moves (see snapshot); valid
 	// only when hasFrozen.
@@ -168,6 +201,12 @@ func New(cfg Config) *Service {
 	if cfg.Retries == 0 {
 		cfg.Retries = DefaultRetries
 	}
+	if cfg.IdempotencyWindow <= 0 {
+		cfg.IdempotencyWindow = DefaultIdempotencyWindow
+	}
+	if cfg.IdempotencyKeys <= 0 {
+		cfg.IdempotencyKeys = DefaultIdempotencyKeys
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -187,7 +226,7 @@ func (s *Service) account(id string) *account {
 	defer s.mu.Unlock()
 	a, ok = s.accounts[id]
 	if !ok {
-		a = &account{id: id, keys: make(map[string]Result)}
+		a = &account{id: id, keys: s.newKeys()}
 		s.accounts[id] = a
 	}
 	return a
@@ -251,7 +290,7 @@ func (s *Service) Execute(ctx context.Context, accountID string, cmd ledger.Comm
 		req.CorrelationID = s.cfg.NewULID()
 	}
 	for attempt := 0; ; attempt++ {
-		if r, ok := a.keys[req.IdempotencyKey]; ok && req.IdempotencyKey != "" {
+		if r, ok := s.repeat(a, req.IdempotencyKey); ok {
 			r.State, r.Repeated = a.snapshot(), true
 			return r, nil
 		}
@@ -309,6 +348,15 @@ func (s *Service) Execute(ctx context.Context, accountID string, cmd ledger.Comm
 	}
 }
 
+// repeat returns the result first given under an idempotency key the
+// account remembers.
+func (s *Service) repeat(a *account, key string) (Result, bool) {
+	if key == "" {
+		return Result{}, false
+	}
+	return a.keys.lookup(key, s.cfg.Clock())
+}
+
 // conditional reports whether activities are appended on condition that
 // the ledger has not moved.
 func (s *Service) conditional() bool { return s.cond != nil && !s.noCond.Load() }
@@ -364,6 +412,7 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 	}
 	var res eventstore.AppendResult
 	var err error
+	start := time.Now() // a duration for OnAppend, not the time of an event
 	if activity && s.conditional() {
 		ledgerAt := eventstore.Condition{Stream: eventstore.LedgerStream(a.id), Expected: eventstore.ExpectRevisionAfter(a.state.Version)}
 		res, err = s.cond.AppendIf(ctx, stream, expected, ledgerAt, proposed...)
@@ -373,6 +422,9 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 		}
 	} else {
 		res, err = s.cfg.Store.Append(ctx, stream, expected, proposed...)
+	}
+	if s.cfg.OnAppend != nil {
+		s.cfg.OnAppend(Appended{Stream: stream, Events: len(proposed), Result: res, Took: time.Since(start), Err: err})
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("append %s to %s: %w", events[0].EventType(), stream, err)
@@ -396,7 +448,9 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 	}
 	out := Result{Events: decoded, State: a.snapshot(), Position: res.Position}
 	if req.IdempotencyKey != "" {
-		a.keys[req.IdempotencyKey] = Result{Events: slices.Clone(decoded), Position: res.Position} // its own copy: scrub edits it
+		for _, d := range decoded { // copies: scrub edits them
+			a.keys.remember(req.IdempotencyKey, d, now)
+		}
 	}
 	return out, nil
 }
@@ -426,7 +480,7 @@ func (s *Service) destroyKey(ctx context.Context, a *account, user string) {
 // scrub blanks a deleted user's personal data in the results the account
 // keeps for idempotent repeats: nothing in memory outlives their key.
 func scrub(a *account, user string) {
-	for _, r := range a.keys {
+	for r := range a.keys.results() {
 		for i, d := range r.Events {
 			switch e := d.Event.(type) {
 			case ledger.UserAdded:
@@ -458,7 +512,7 @@ func (s *Service) retryDestroys(ctx context.Context, a *account) {
 func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 	if fresh {
 		a.state, a.ledgerHead, a.activityHead, a.activityLen, a.lastPosition = ledger.State{}, codec.Hash{}, codec.Hash{}, 0, 0
-		a.keys = make(map[string]Result)
+		a.keys = s.newKeys()
 		a.frozen, a.hasFrozen = ledger.State{}, false
 	}
 	if err := s.catchUpLedger(ctx, a); err != nil {
@@ -494,6 +548,7 @@ func (s *Service) catchUpActivities(ctx context.Context, a *account) error {
 // account and remembers it, then lets also do the stream's own
 // bookkeeping.
 func (s *Service) readNew(ctx context.Context, a *account, stream eventstore.StreamID, from uint64, also func(eventstore.Record, codec.Decoded)) error {
+	var now time.Time
 	for r, err := range s.cfg.Store.ReadStream(ctx, stream, from) {
 		if errors.Is(err, eventstore.ErrStreamNotFound) {
 			break
@@ -507,20 +562,26 @@ func (s *Service) readNew(ctx context.Context, a *account, stream eventstore.Str
 		}
 		a.state = ledger.Evolve(a.state, d.Event)
 		also(r, d)
-		s.seen(a, d)
+		if now.IsZero() && d.Meta.IdempotencyKey != "" {
+			now = s.cfg.Clock() // once per read, and only for keys
+		}
+		s.seen(a, d, now)
 	}
 	return nil
 }
 
-// seen remembers a loaded event's idempotency key and position.
-func (s *Service) seen(a *account, d codec.Decoded) {
+// seen remembers a loaded event's idempotency key, if its command was
+// recorded within the window before now, and its position.
+func (s *Service) seen(a *account, d codec.Decoded, now time.Time) {
 	if d.Record.Position > a.lastPosition {
 		a.lastPosition = d.Record.Position
 	}
 	if k := d.Meta.IdempotencyKey; k != "" {
-		r := a.keys[k]
-		r.Events = append(r.Events, d)
-		r.Position = d.Record.Position
-		a.keys[k] = r
+		// Keys of commands older than the window are not rebuilt.
+		a.keys.remember(k, d, now)
 	}
+}
+
+func (s *Service) newKeys() *keyMemory {
+	return newKeyMemory(s.cfg.IdempotencyWindow, s.cfg.IdempotencyKeys)
 }

@@ -24,17 +24,30 @@ import (
 
 var t0 = time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
 
-// clock is a test clock that moves forward a second at each reading.
+// clock is a test clock that moves forward a second (or step) at each
+// reading.
 type clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu   sync.Mutex
+	now  time.Time
+	step time.Duration
 }
 
 func (c *clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.now = c.now.Add(time.Second)
+	if c.step == 0 {
+		c.now = c.now.Add(time.Second)
+	} else {
+		c.now = c.now.Add(c.step)
+	}
 	return c.now
+}
+
+// advance moves the clock forward by d.
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
 }
 
 type env struct {
@@ -43,7 +56,7 @@ type env struct {
 	clock *clock
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	s := memory.New()
 	t.Cleanup(func() { s.Close() })
@@ -54,13 +67,13 @@ var seed atomic.Uint64
 
 // service returns a new service over the env's store and key store: a
 // second call is a second process sharing them.
-func (e *env) service(t *testing.T) *accounts.Service {
+func (e *env) service(t testing.TB) *accounts.Service {
 	t.Helper()
 	return e.serviceOn(t, e.store)
 }
 
 // serviceOn is service with another view of the env's store.
-func (e *env) serviceOn(t *testing.T, store eventstore.Store) *accounts.Service {
+func (e *env) serviceOn(t testing.TB, store eventstore.Store) *accounts.Service {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed.Add(1), 7))
 	var mu sync.Mutex
@@ -93,7 +106,7 @@ func (e *env) serviceOn(t *testing.T, store eventstore.Store) *accounts.Service 
 
 var admin = accounts.Request{Actor: codec.Actor{ID: "tok_admin", Role: "admin"}}
 
-func must(t *testing.T) func(accounts.Result, error) accounts.Result {
+func must(t testing.TB) func(accounts.Result, error) accounts.Result {
 	return func(r accounts.Result, err error) accounts.Result {
 		t.Helper()
 		if err != nil {

@@ -35,11 +35,12 @@ const (
 
 // Ports inside the containers.
 const (
-	dbPort        = 2113 // KurrentDB gRPC and HTTP
-	natsPort      = 4222 // NATS clients
-	natsMonitor   = 8222 // NATS monitoring, /healthz
-	licensedHTTP  = 8080 // licensed HTTP API
-	licensedProbe = "/healthz"
+	dbPort        = 2113       // KurrentDB gRPC and HTTP
+	natsPort      = 4222       // NATS clients
+	natsMonitor   = 8222       // NATS monitoring, /healthz
+	licensedHTTP  = 8080       // licensed HTTP API
+	licensedProbe = "/readyz"  // compose: healthy once reads are served from caught-up read models
+	imageProbe    = "/healthz" // the image's HEALTHCHECK: the process is up
 )
 
 // licensedSettings are the environment variables licensed reads (DESIGN.md
@@ -658,7 +659,8 @@ var composeMutations = []composeMutation{
 	{"database probe with a missing tool", setProbe(svcDB, "CMD", "wget", "-q", "http://localhost:2113/health/live"), "ships curl"},
 	{"nats probe without JetStream", setProbe(svcNATS, "CMD", "wget", "-q", "http://localhost:8222/healthz"), "js-enabled-only"},
 	{"nats probe in shell form elsewhere", setProbe(svcNATS, "CMD-SHELL", "wget -q -O - http://nats:8222/healthz?js-enabled-only=true"), "not the container itself"},
-	{"licensed probe on readiness", setProbe(svcLicensed, "CMD", "wget", "-q", "http://127.0.0.1:8080/metrics"), `want "/healthz"`},
+	{"licensed probe on metrics", setProbe(svcLicensed, "CMD", "wget", "-q", "http://127.0.0.1:8080/metrics"), `want "/readyz"`},
+	{"licensed probe on liveness only", setProbe(svcLicensed, "CMD", "wget", "-q", "http://127.0.0.1:8080/healthz"), `want "/readyz"`},
 	{"licensed probe without URL", setProbe(svcLicensed, "CMD", "true"), "fetches no URL"},
 	{"licensed starts with nats merely started", setDependsOn(svcNATS, &types.ServiceDependency{Condition: types.ServiceConditionStarted, Required: true}), `condition "service_started"`},
 	{"licensed does not wait for the database", setDependsOn(svcDB, nil), "does not depend on it"},
@@ -783,8 +785,8 @@ func TestComposeRejectsInvalidFiles(t *testing.T) {
 			"      - LICENSED_STORE=esdb://kurrentdb:2113?tls=false\n      - LICENSED_NATS_URL=nats://nats:4222"},
 		{"short port syntax", "      - target: 8080\n        published: \"8080\"\n        host_ip: 127.0.0.1\n        protocol: tcp",
 			"      - \"127.0.0.1:8080:8080\""},
-		{"shell health check", `test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]`,
-			`test: wget -q -O /dev/null http://127.0.0.1:8080/healthz`},
+		{"shell health check", `test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/readyz"]`,
+			`test: wget -q -O /dev/null http://127.0.0.1:8080/readyz`},
 	}
 	df, err := parseDockerfile(readFile(t, dockerfilePath))
 	if err != nil {

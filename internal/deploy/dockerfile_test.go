@@ -299,9 +299,9 @@ func checkDockerfile(df *dockerfile) problems {
 		pr.addf("HEALTHCHECK %q fetches no URL", w)
 		return pr
 	}
-	if u, err := url.Parse(w[i]); err != nil || u.Port() != strconv.Itoa(licensedHTTP) || u.Path != licensedProbe ||
+	if u, err := url.Parse(w[i]); err != nil || u.Port() != strconv.Itoa(licensedHTTP) || u.Path != imageProbe ||
 		(u.Hostname() != "127.0.0.1" && u.Hostname() != "localhost") {
-		pr.addf("HEALTHCHECK probes %q, want http://127.0.0.1:%d%s", w[i], licensedHTTP, licensedProbe)
+		pr.addf("HEALTHCHECK probes %q, want http://127.0.0.1:%d%s", w[i], licensedHTTP, imageProbe)
 	}
 	return pr
 }

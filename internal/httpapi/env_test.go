@@ -105,7 +105,8 @@ func newEnv(t *testing.T, opts ...options) *env {
 	}
 	metrics := httpapi.NewMetrics()
 	svc := accounts.New(accounts.Config{
-		Store: metrics.InstrumentStore(e.store), Codec: e.codec, Clock: e.clock.Now,
+		Store: e.store, Codec: e.codec, Clock: e.clock.Now,
+		OnAppend:   func(a accounts.Appended) { metrics.ObserveAppend(a.Took) },
 		NewEventID: func() uuid.UUID { return uuid.New() }, NewULID: newULID,
 	})
 	st, at, au, bi := seats.New(), attribution.New(), audit.New(), billing.New()

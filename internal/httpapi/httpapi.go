@@ -37,8 +37,11 @@
 // gets it back byte for byte, with Idempotent-Replayed: true, and appends
 // nothing; another fingerprint gets 422. Refusals are not kept: nothing was
 // appended, so a retry is decided again. After a restart (or eviction) the
-// application service still knows the key from event metadata and reports
-// a repeat: the answer is then the current resource with the first status.
+// application service still knows the key from event metadata for the
+// same 24 hours (and up to 10,000 keys per account) and reports a repeat:
+// the answer is then the current resource with the first status. A key
+// older than that is forgotten everywhere: a request repeated under it is
+// a new request.
 //
 // # Read your writes
 //
@@ -48,6 +51,15 @@
 // Ledger-Min-Position (header) or min_position (query) and wait for the read
 // models to reach it, answering 503 with Retry-After when they do not in
 // time.
+//
+// # Readiness
+//
+// /healthz answers 200 while the process serves. /readyz answers 200 once
+// every [Config.Ready] check passes. Until [Config.ReadModelsReady]
+// reports the read models caught up with the store's position at their
+// start, every read (and minting a token for an account) answers 503
+// problem+json of type not-ready with Retry-After: never a 404 or a
+// partial list for data that exists.
 package httpapi
 
 import (
@@ -151,7 +163,14 @@ type Config struct {
 	// Progress is how far the read models are; nil when they are updated
 	// synchronously with every write (then nothing waits).
 	Progress Progress
-	Tokens   auth.Store
+	// ReadModelsReady reports whether the read models have applied every
+	// event the store held when they started (after a restart they fold
+	// the events since their snapshot). Until it does, every read answers
+	// 503 not-ready with Retry-After rather than from read models that
+	// would miss accounts, users or activities; writes are served, since
+	// the application service loads accounts from the store. Nil: ready.
+	ReadModelsReady func() bool
+	Tokens          auth.Store
 
 	// Clock is the only source of time; NewID draws user, activity and
 	// correlation ids (ULIDs); Random draws token secrets (crypto/rand.Reader

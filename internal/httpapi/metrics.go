@@ -2,25 +2,21 @@ package httpapi
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"iter"
 	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/licenseledger/ledger/eventstore"
 )
 
 // Metrics holds the service's metrics and writes them in the Prometheus
 // text exposition format (version 0.0.4). The HTTP API records requests
 // and commands; the projection runner calls SetProjectionLag, the publisher
-// EventsPublished, and a store wrapped with InstrumentStore observes append
-// latency. It is safe for concurrent use.
+// EventsPublished, and the wiring ObserveAppend for every append the
+// application service makes. It is safe for concurrent use.
 type Metrics struct {
 	mu        sync.Mutex
 	commands  map[[2]string]uint64 // command, outcome
@@ -92,25 +88,6 @@ func (m *Metrics) EventsPublished(n int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.published += uint64(n)
-}
-
-// InstrumentStore returns s with every Append timed into m.
-func (m *Metrics) InstrumentStore(s eventstore.Store) eventstore.Store { return &timedStore{s, m} }
-
-type timedStore struct {
-	eventstore.Store
-	m *Metrics
-}
-
-func (t *timedStore) Append(ctx context.Context, id eventstore.StreamID, exp eventstore.ExpectedRevision, events ...eventstore.Proposed) (eventstore.AppendResult, error) {
-	start := time.Now()
-	res, err := t.Store.Append(ctx, id, exp, events...)
-	t.m.ObserveAppend(time.Since(start))
-	return res, err
-}
-
-func (t *timedStore) ReadStream(ctx context.Context, id eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error] {
-	return t.Store.ReadStream(ctx, id, from)
 }
 
 // WriteTo writes every metric in the text exposition format.

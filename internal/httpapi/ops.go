@@ -144,6 +144,9 @@ func (s *server) mint(r *http.Request, body []byte) *response {
 		return s.problemResponse(r, err)
 	}
 	if b.Account != "" {
+		if err := s.checkReady(); err != nil {
+			return s.problemResponse(r, err)
+		}
 		if _, err := s.exists(b.Account); err != nil {
 			return s.problemResponse(r, err)
 		}

@@ -33,6 +33,7 @@ const (
 	ProblemPreconditionFailed = "precondition-failed"    // 412: If-Match no longer matches
 	ProblemIdempotencyReused  = "idempotency-key-reused" // 422
 	ProblemNotCaughtUp        = "read-model-behind"      // 503: min position not reached in time
+	ProblemNotReady           = "not-ready"              // 503: read models still catching up after a start
 	ProblemContention         = "contention"             // 503: too many concurrent writers
 	ProblemOutcomeUnknown     = "outcome-unknown"        // 503: a write timed out; it may have been recorded
 	ProblemCycleNotFound      = "billing-cycle-not-found"

@@ -110,6 +110,9 @@ func (s *server) doRead(r *http.Request, action auth.Action, f readFunc) (*respo
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkReady(); err != nil {
+		return nil, err
+	}
 	if err := s.awaitMin(r); err != nil {
 		return nil, err
 	}
@@ -130,6 +133,10 @@ func (s *server) raw(pattern string, action auth.Action, f func(w http.ResponseW
 			s.send(w, r, s.problemResponse(r, err))
 			return
 		}
+		if err := s.checkReady(); err != nil {
+			s.send(w, r, s.problemResponse(r, err))
+			return
+		}
 		if err := s.awaitMin(r); err != nil {
 			s.send(w, r, s.problemResponse(r, err))
 			return
@@ -138,6 +145,16 @@ func (s *server) raw(pattern string, action auth.Action, f func(w http.ResponseW
 			s.send(w, r, s.problemResponse(r, err))
 		}
 	})
+}
+
+// checkReady refuses a read while the read models are still catching up
+// with the events stored before they started.
+func (s *server) checkReady() error {
+	if s.cfg.ReadModelsReady == nil || s.cfg.ReadModelsReady() {
+		return nil
+	}
+	return newProblem(ProblemNotReady, http.StatusServiceUnavailable,
+		"the service is starting and its read models are catching up with the stored events: retry shortly")
 }
 
 // awaitMin waits until the read models applied the position the request
