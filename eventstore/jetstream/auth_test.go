@@ -368,3 +368,32 @@ func TestAccountsConfigRejectsBadKeys(t *testing.T) {
 		t.Fatal("bad keys accepted")
 	}
 }
+
+// A data directory written by a server without authentication keeps its
+// streams when the server starts requiring it: they move to the service's
+// account.
+func TestAuthKeepsStreamsOfAnUnauthenticatedServer(t *testing.T) {
+	dir := t.TempDir()
+	old, err := jetstream.Embedded(t.Context(), jetstream.ServerConfig{DataDir: filepath.Join(dir, "nats"), Port: -1}, jetstream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := appendSeats(t, old, "acme")
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a := startAuthServer(t, dir)
+	var n int
+	for r, err := range a.store.ReadStream(t.Context(), eventstore.LedgerStream("acme"), 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Position != want.Position {
+			t.Fatalf("event at %v, want %v", r.Position, want.Position)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("%d events after enabling authentication, want 1", n)
+	}
+}
