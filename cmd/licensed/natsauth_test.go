@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +14,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/licenseledger/ledger/internal/auth"
 )
@@ -58,7 +63,6 @@ func embeddedNATSAuth(t *testing.T, store []string) {
 		}
 		seeds[p], _ = os.ReadFile(p)
 	}
-
 
 	raw, err := os.ReadFile(filepath.Join(dir, "operator.token"))
 	if err != nil {
@@ -149,4 +153,118 @@ func embeddedNATSAuth(t *testing.T, store []string) {
 		t.Fatalf("downstream credential after a restart: %v", err)
 	}
 	nc2.Close()
+}
+
+// "licensed nats-auth DIR" prepares an external nats-server as
+// docker-compose.yml runs it: a server configured with the accounts file it
+// writes refuses anonymous clients, takes licensed with --nats-creds, and
+// gives downstream services their mirror of the event stream.
+func TestNATSAuthCommandConfiguresAnExternalServer(t *testing.T) {
+	dir := t.TempDir()
+	authDir := filepath.Join(dir, "auth")
+	var out bytes.Buffer
+	if err := natsAuth([]string{authDir}, &out); err != nil {
+		t.Fatal(err)
+	}
+	seeds := map[string][]byte{}
+	for _, f := range []string{"licensed.nk", "downstream.nk"} {
+		p := filepath.Join(authDir, f)
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v, want mode 0600", f, fi, err)
+		}
+		seeds[p], _ = os.ReadFile(p)
+		if strings.Contains(out.String(), strings.TrimSpace(string(seeds[p]))) {
+			t.Fatalf("nats-auth printed the seed of %s", f)
+		}
+	}
+	// Run again: the seeds stay.
+	if err := natsAuth([]string{authDir}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for p, seed := range seeds {
+		if b, _ := os.ReadFile(p); !bytes.Equal(b, seed) {
+			t.Fatalf("%s changed on a second run", p)
+		}
+	}
+
+	// The server's configuration as in docker-compose.yml.
+	conf := filepath.Join(dir, "ledger.conf")
+	if err := os.WriteFile(conf, []byte("include auth/accounts.conf\njetstream {\n  store_dir: \""+filepath.Join(dir, "js")+"\"\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Port, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	url := srv.ClientURL()
+
+	if nc, err := nats.Connect(url, nats.NoReconnect()); !errors.Is(err, nats.ErrAuthorization) {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Fatalf("anonymous client: %v, want an authorization violation", err)
+	}
+	svc := startService(t, filepath.Join(dir, "licensed"), io.Discard,
+		"--nats-url", url, "--nats-creds", filepath.Join(authDir, "licensed.nk"))
+	defer svc.stop()
+	raw, err := os.ReadFile(filepath.Join(dir, "licensed", "operator.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := strings.TrimSpace(string(raw))
+	svc.expect(201, op, "POST", "/v1/accounts", map[string]any{"id": "acme", "name": "Acme", "seats": 3})
+
+	creds, err := nats.NkeyOptionFromSeed(filepath.Join(authDir, "downstream.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := natsjs.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	c, err := js.CreateOrUpdateConsumer(ctx, "LEDGER", natsjs.ConsumerConfig{Durable: "crm", AckPolicy: natsjs.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("durable consumer: %v", err)
+	}
+	batch, err := c.Fetch(1, natsjs.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for m := range batch.Messages() {
+		got = append(got, m.Subject())
+	}
+	if len(got) != 1 || got[0] != "ledger.acme.AccountOpened" {
+		t.Fatalf("durable consumer got %v, want the opening of acme", got)
+	}
+
+	// licensed without a credential is turned away.
+	cfg, err := ParseConfig([]string{"--data-dir", filepath.Join(dir, "anon"), "--http-addr", "127.0.0.1:0", "--nats-url", url}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMain(cfg, slog.New(slog.DiscardHandler))
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := m.Start(sctx); err == nil {
+		m.Close()
+		t.Fatal("licensed started on the server without a credential")
+	}
+	m.Close()
 }
