@@ -344,13 +344,3 @@ func UserSeed(path string) (public string, created bool, err error) {
 	}
 	return pub, true, nil
 }
-
-// seedOption returns the connect option signing with the seed in the file
-// at path.
-func seedOption(path string) (nats.Option, error) {
-	opt, err := nats.NkeyOptionFromSeed(path)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: nkey seed %s: %w", path, err)
-	}
-	return opt, nil
-}
