@@ -30,14 +30,17 @@ FROM alpine:${ALPINE_VERSION} AS runtime
 RUN apk add --no-cache ca-certificates tzdata \
  && addgroup -S -g 10001 licensed \
  && adduser -S -D -H -u 10001 -G licensed -s /sbin/nologin licensed \
- && mkdir -p /data \
- && chown licensed:licensed /data \
- && chmod 0700 /data
+ && mkdir -p /data /auth \
+ && chown licensed:licensed /data /auth \
+ && chmod 0700 /data /auth
 COPY --from=build /out/licensed /usr/local/bin/licensed
 # HTTP on every interface of the container; the embedded NATS server (used
 # when LICENSED_NATS_URL is empty) stays on the container's loopback unless
-# LICENSED_NATS_LISTEN says otherwise, because anyone who reaches it can
-# write to the ledger's streams.
+# LICENSED_NATS_LISTEN says otherwise. It requires authentication either
+# way: the nkey seeds are in /data (licensed.nk, downstream.nk). /auth is
+# where `licensed nats-auth /auth` writes the seeds for an external NATS
+# server (docker-compose.yml): a named volume mounted there starts with
+# this owner and mode.
 ENV LICENSED_DATA_DIR=/data \
     LICENSED_HTTP_ADDR=0.0.0.0:8080 \
     LICENSED_LOG_FORMAT=json

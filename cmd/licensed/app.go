@@ -265,26 +265,38 @@ func (m *Main) openStore(ctx context.Context, dataDir string) error {
 	}
 	var err error
 	if m.cfg.NATSURL != "" {
-		m.js, err = jetstream.Connect(ctx, m.cfg.NATSURL, jcfg)
+		opts, cerr := m.externalCredentials()
+		if cerr != nil {
+			return cerr
+		}
+		m.js, err = jetstream.Connect(ctx, m.cfg.NATSURL, jcfg, opts...)
 	} else {
 		host, port, perr := splitListen(m.cfg.NATSListen)
 		if perr != nil {
 			return perr
 		}
+		auth, cred, aerr := m.embeddedAuth(dataDir)
+		if aerr != nil {
+			return aerr
+		}
 		m.js, err = jetstream.Embedded(ctx, jetstream.ServerConfig{
 			DataDir: filepath.Join(dataDir, "nats"), Host: host, Port: port,
 			Durability: jetstream.Durability(m.cfg.Durability),
 			Logger:     m.serverLogger(),
+			Auth:       auth,
 			// Recovery reads back every event of the last de-duplication
 			// window (2 minutes) before the server accepts clients: give a
 			// restart after a burst of millions of events time for it.
 			ReadyTimeout: 2 * time.Minute,
-		}, jcfg)
+		}, jcfg, cred)
 	}
 	if err != nil {
 		return err
 	}
 	m.store = m.js
+	if err := m.ensureMirror(ctx, m.js.Conn()); err != nil {
+		return err
+	}
 	js, err := natsjs.New(m.js.Conn())
 	if err != nil {
 		return err
@@ -331,19 +343,33 @@ func (m *Main) openESDB(ctx context.Context, dataDir string) error {
 		if err != nil {
 			return err
 		}
+		auth, cred, err := m.embeddedAuth(dataDir)
+		if err != nil {
+			return err
+		}
 		m.natsSrv, err = jetstream.StartServer(jetstream.ServerConfig{
 			DataDir: filepath.Join(dataDir, "nats"), Host: host, Port: port,
 			Durability: jetstream.Durability(m.cfg.Durability), Logger: m.serverLogger(),
+			Auth:         auth,
 			ReadyTimeout: 2 * time.Minute,
 		})
 		if err != nil {
 			return err
 		}
 		url = m.natsSrv.ClientURL()
-		opts = append(opts, nats.InProcessServer(m.natsSrv))
+		opts = append(opts, nats.InProcessServer(m.natsSrv), cred)
+	} else {
+		creds, err := m.externalCredentials()
+		if err != nil {
+			return err
+		}
+		opts = append(opts, creds...)
 	}
 	if m.relayNC, err = nats.Connect(url, opts...); err != nil {
 		return fmt.Errorf("nats for the relay: %w", err)
+	}
+	if err := m.ensureMirror(ctx, m.relayNC); err != nil {
+		return err
 	}
 	js, err := natsjs.New(m.relayNC, natsjs.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
@@ -355,6 +381,72 @@ func (m *Main) openESDB(ctx context.Context, dataDir string) error {
 		Logger:      m.log.With("component", "relay"),
 	})
 	return err
+}
+
+// Files in the data directory holding the nkey seeds of the embedded NATS
+// server's two identities.
+const (
+	serviceSeedFile    = "licensed.nk"
+	downstreamSeedFile = "downstream.nk"
+)
+
+// embeddedAuth returns the authentication of the embedded NATS server and
+// the connect option of the service's identity. The nkey seeds of both
+// identities are kept in the data directory (mode 0600), created at the
+// first start and reused after.
+func (m *Main) embeddedAuth(dataDir string) (*jetstream.Auth, nats.Option, error) {
+	svcPath := filepath.Join(dataDir, serviceSeedFile)
+	svc, _, err := jetstream.UserSeed(svcPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nats identity: %w", err)
+	}
+	downPath := filepath.Join(dataDir, downstreamSeedFile)
+	down, created, err := jetstream.UserSeed(downPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("nats downstream identity: %w", err)
+	}
+	cred, err := jetstream.CredentialOption(svcPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	msg := "downstream credential exists"
+	if created {
+		msg = "downstream credential written"
+	}
+	m.log.Info(msg+": subscribe-only; use it as an nkey seed, e.g. nats --nkey "+downPath+" sub 'ledger.>'",
+		"path", downPath, "service_credential", svcPath)
+	return &jetstream.Auth{Service: svc, Downstream: down}, cred, nil
+}
+
+// externalCredentials returns the connect options of --nats-creds.
+func (m *Main) externalCredentials() ([]nats.Option, error) {
+	if m.cfg.NATSCreds == "" {
+		m.log.Warn("connecting to NATS without credentials (--nats-creds): only a server that lets anonymous clients write the ledger accepts this")
+		return nil, nil
+	}
+	opt, err := jetstream.CredentialOption(m.cfg.NATSCreds)
+	if err != nil {
+		return nil, err
+	}
+	return []nats.Option{opt}, nil
+}
+
+// ensureMirror creates or updates the downstream account's mirror of the
+// event stream. The embedded server has that account, so failing there
+// fails the start; an external server may have been set up without it.
+func (m *Main) ensureMirror(ctx context.Context, nc *nats.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err := jetstream.EnsureDownstreamMirror(ctx, nc, m.cfg.Replicas)
+	switch {
+	case err == nil:
+		return nil
+	case m.cfg.NATSURL == "":
+		return err
+	default:
+		m.log.Warn("no mirror of the event stream for downstream consumers: the NATS server has no DOWNSTREAM account set up as docs/deploy.md shows", "err", err)
+		return nil
+	}
 }
 
 // withoutCredentials returns NATS URLs (comma-separated) without their

@@ -19,6 +19,7 @@ type Config struct {
 	HTTPAddr   string
 	NATSListen string
 	NATSURL    string
+	NATSCreds  string
 	Store      string
 	Durability string
 	LogLevel   slog.Level
@@ -43,6 +44,7 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		{"http-addr", "LICENSED_HTTP_ADDR", "127.0.0.1:8080", "address the HTTP API listens on", &c.HTTPAddr},
 		{"nats-listen", "LICENSED_NATS_LISTEN", "127.0.0.1:4222", "address the embedded NATS server listens on (port 0: a free port)", &c.NATSListen},
 		{"nats-url", "LICENSED_NATS_URL", "", "URL of an external NATS server or cluster to use instead of the embedded one", &c.NATSURL},
+		{"nats-creds", "LICENSED_NATS_CREDS", "", "credential for --nats-url: a NATS .creds file or an nkey seed file (e.g. another licensed's <data-dir>/licensed.nk)", &c.NATSCreds},
 		{"store", "LICENSED_STORE", "jetstream", "event store: jetstream, or an EventStoreDB connection string esdb://host:2113?tls=false", &c.Store},
 		{"durability", "LICENSED_DURABILITY", "fsync", "what an acknowledged command promises: fsync (on disk before the answer) or interval (synced every 2 minutes)", &c.Durability},
 		{"log-level", "LICENSED_LOG_LEVEL", "info", "debug, info, warn or error", &level},
@@ -97,6 +99,9 @@ func (c Config) validate() error {
 	}
 	if c.Replicas > 1 && c.NATSURL == "" {
 		errs = append(errs, fmt.Errorf("replicas %d: the embedded NATS server is a single node; replicas need --nats-url to a cluster", c.Replicas))
+	}
+	if c.NATSCreds != "" && c.NATSURL == "" {
+		errs = append(errs, errors.New("nats creds: only with --nats-url; the embedded server uses <data-dir>/licensed.nk"))
 	}
 	if c.Store != "jetstream" && !strings.HasPrefix(c.Store, "esdb://") && !strings.HasPrefix(c.Store, "esdb+discover://") {
 		errs = append(errs, fmt.Errorf("store %q: want jetstream or an esdb:// connection string", c.Store))

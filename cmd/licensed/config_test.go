@@ -22,6 +22,7 @@ func TestParseConfig(t *testing.T) {
 		{"--replicas", "3"}, // the embedded server is a single node
 		{"--replicas", "zero", "--nats-url", "nats://127.0.0.1:4222"},
 		{"--log-format", "xml"},
+		{"--nats-creds", "licensed.nk"}, // the embedded server has its own
 		{"extra"},
 	} {
 		if _, err := ParseConfig(bad, getenv, io.Discard); err == nil {
@@ -30,6 +31,18 @@ func TestParseConfig(t *testing.T) {
 	}
 	if _, err := ParseConfig([]string{"--replicas", "3", "--nats-url", "nats://127.0.0.1:4222"}, getenv, io.Discard); err != nil {
 		t.Errorf("three replicas on an external cluster refused: %v", err)
+	}
+}
+
+func TestNATSCredsSetting(t *testing.T) {
+	env := map[string]string{"LICENSED_NATS_URL": "nats://n1:4222", "LICENSED_NATS_CREDS": "/run/secrets/ledger.creds"}
+	c, err := ParseConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil || c.NATSCreds != "/run/secrets/ledger.creds" {
+		t.Fatalf("LICENSED_NATS_CREDS: %+v %v", c, err)
+	}
+	c, err = ParseConfig([]string{"--nats-creds", "other.nk"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil || c.NATSCreds != "other.nk" {
+		t.Fatalf("--nats-creds: %+v %v", c, err)
 	}
 }
 

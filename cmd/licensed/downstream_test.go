@@ -61,7 +61,12 @@ func downstream(t *testing.T, store []string) {
 
 	// A plain subscriber on its own connection, as a session-revoking
 	// service would run it.
-	plain, err := nats.Connect(svc.m.NATSURL(), nats.Name("downstream-plain"))
+	// The subscribe-only credential licensed writes for them.
+	creds, err := nats.NkeyOptionFromSeed(filepath.Join(dir, "downstream.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := nats.Connect(svc.m.NATSURL(), nats.Name("downstream-plain"), creds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +90,7 @@ func downstream(t *testing.T, store []string) {
 	// A durable consumer on a third connection.
 	consume := func(n int) []received {
 		t.Helper()
-		nc, err := nats.Connect(svc.m.NATSURL(), nats.Name("downstream-durable"))
+		nc, err := nats.Connect(svc.m.NATSURL(), nats.Name("downstream-durable"), creds)
 		if err != nil {
 			t.Fatal(err)
 		}

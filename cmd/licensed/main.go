@@ -6,6 +6,10 @@
 // 127.0.0.1:4222) as event store and event bus, and the HTTP API on
 // 127.0.0.1:8080. It writes a first operator token to ./data/operator.token.
 // See `licensed -h` for the settings and their environment variables.
+//
+// `licensed nats-auth DIR` prepares an external NATS server's
+// authentication instead: the nkey seeds of licensed and of downstream
+// services, and the accounts block of the server's configuration.
 package main
 
 import (
@@ -19,6 +23,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "nats-auth" {
+		if err := natsAuth(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "licensed nats-auth:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	cfg, err := ParseConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return

@@ -280,3 +280,45 @@ func BenchmarkFsync(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "fsyncs/s")
 }
+
+// BenchmarkAppendAuth is BenchmarkAppend64 with fsync durability on a
+// server without authentication beside one requiring it, with the
+// downstream account's mirror of the stream that such a server keeps: the
+// cost of the mirror (a second copy of every event) on appends.
+func BenchmarkAppendAuth(b *testing.B) {
+	for _, c := range []struct{ auth, mirror bool }{{false, false}, {true, false}, {true, true}} {
+		auth := c.auth
+		b.Run(fmt.Sprintf("auth=%v/mirror=%v", c.auth, c.mirror), func(b *testing.B) {
+			dir := b.TempDir()
+			scfg := jetstream.ServerConfig{DataDir: filepath.Join(dir, "nats"), Port: -1}
+			var opts []nats.Option
+			if auth {
+				svc, _, err := jetstream.UserSeed(filepath.Join(dir, "licensed.nk"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				down, _, err := jetstream.UserSeed(filepath.Join(dir, "downstream.nk"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				scfg.Auth = &jetstream.Auth{Service: svc, Downstream: down}
+				opt, err := jetstream.CredentialOption(filepath.Join(dir, "licensed.nk"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				opts = append(opts, opt)
+			}
+			s, err := jetstream.Embedded(context.Background(), scfg, jetstream.Config{MaxBatch: 1}, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if c.mirror {
+				if err := jetstream.EnsureDownstreamMirror(context.Background(), s.Conn(), 1); err != nil {
+					b.Fatal(err)
+				}
+			}
+			benchAppendN(b, s, 64)
+		})
+	}
+}

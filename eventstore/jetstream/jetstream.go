@@ -265,7 +265,11 @@ type head struct {
 // With fsync durability on a server that is not clustered, the server runs
 // without SyncAlways and the store fsyncs its files itself before Append
 // returns (see [DurabilityFsync]).
-func Embedded(ctx context.Context, scfg ServerConfig, cfg Config) (*Store, error) {
+//
+// On a server that requires authentication (scfg.Auth) the connection
+// must authenticate as the service's identity: pass its credential in
+// copts (e.g. [CredentialOption]); in-process clients are not exempt.
+func Embedded(ctx context.Context, scfg ServerConfig, cfg Config, copts ...nats.Option) (*Store, error) {
 	opts, err := ServerOptions(scfg)
 	if err != nil {
 		return nil, err
@@ -278,14 +282,14 @@ func Embedded(ctx context.Context, scfg ServerConfig, cfg Config) (*Store, error
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(srv.ClientURL(), nats.InProcessServer(srv), nats.Name("ledger-store"))
+	nc, err := nats.Connect(srv.ClientURL(), append([]nats.Option{nats.InProcessServer(srv), nats.Name("ledger-store")}, copts...)...)
 	if err != nil {
 		StopServer(srv)
 		return nil, fmt.Errorf("jetstream: connect to embedded server: %w", err)
 	}
 	var y *syncer
 	if group {
-		y = newSyncer(filepath.Join(srv.JetStreamConfig().StoreDir, srv.GlobalAccount().GetName(), "streams"), cfg.logger())
+		y = newSyncer(filepath.Join(srv.JetStreamConfig().StoreDir, storeAccount(scfg), "streams"), cfg.logger())
 	}
 	s, err := open(ctx, nc, cfg, y)
 	if err == nil && y != nil {

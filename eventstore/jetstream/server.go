@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -74,6 +76,9 @@ type ServerConfig struct {
 	// debug notices when the logger is enabled for [slog.LevelDebug]; nil
 	// keeps the server quiet.
 	Logger *slog.Logger
+	// Auth, when set, makes the server require authentication with the
+	// accounts and users it describes; nil lets anonymous clients in.
+	Auth *Auth
 	// ReadyTimeout bounds how long StartServer waits for the server to
 	// accept connections; default 10 s. It includes the recovery of the
 	// streams, which reads every message within a stream's
@@ -106,7 +111,21 @@ func ServerOptions(cfg ServerConfig) (*server.Options, error) {
 	default:
 		return nil, fmt.Errorf("jetstream: unknown durability %q (want %q or %q)", cfg.Durability, DurabilityFsync, DurabilityInterval)
 	}
-	opts := &server.Options{
+	opts := &server.Options{}
+	if cfg.Auth != nil {
+		accounts, err := AccountsConfig(*cfg.Auth)
+		if err != nil {
+			return nil, err
+		}
+		if err := opts.ProcessConfigString(accounts); err != nil {
+			return nil, fmt.Errorf("jetstream: accounts: %w", err)
+		}
+	}
+	*opts = server.Options{
+		Accounts: opts.Accounts,
+		Nkeys:    opts.Nkeys,
+		Users:    opts.Users,
+
 		ServerName:         cfg.ServerName,
 		Host:               cfg.Host,
 		Port:               cfg.Port,
@@ -180,6 +199,11 @@ func groupSync(cfg ServerConfig) bool {
 
 func startServer(cfg ServerConfig, opts *server.Options) (*server.Server, error) {
 	t0 := time.Now()
+	if cfg.Auth != nil {
+		if err := moveToServiceAccount(opts.StoreDir); err != nil {
+			return nil, err
+		}
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: new server: %w", err)
@@ -219,6 +243,33 @@ func startServer(cfg ServerConfig, opts *server.Options) (*server.Server, error)
 	// quorum of peers, which may start after it. Open retries until the
 	// stream can be created.
 	return s, nil
+}
+
+// storeAccount returns the name of the account whose streams a store
+// opened by [Embedded] on a server cfg describes writes.
+func storeAccount(cfg ServerConfig) string {
+	if cfg.Auth != nil {
+		return ServiceAccount
+	}
+	return server.DEFAULT_GLOBAL_ACCOUNT
+}
+
+// moveToServiceAccount moves the streams a server without authentication
+// kept in its global account to [ServiceAccount], once: a data directory
+// written before authentication keeps its events, keys and tokens.
+func moveToServiceAccount(storeDir string) error {
+	from := filepath.Join(storeDir, server.JetStreamStoreDir, server.DEFAULT_GLOBAL_ACCOUNT)
+	to := filepath.Join(storeDir, server.JetStreamStoreDir, ServiceAccount)
+	if _, err := os.Stat(filepath.Join(from, "streams")); err != nil {
+		return nil // nothing to move
+	}
+	if _, err := os.Stat(to); err == nil {
+		return fmt.Errorf("jetstream: both %s and %s hold streams; keep one", from, to)
+	}
+	if err := os.Rename(from, to); err != nil {
+		return fmt.Errorf("jetstream: move streams to account %s: %w", ServiceAccount, err)
+	}
+	return nil
 }
 
 // StopServer shuts s down and waits until it has stopped, its files closed.

@@ -31,6 +31,7 @@ const (
 	svcDB       = "kurrentdb"
 	svcNATS     = "nats"
 	svcLicensed = "licensed"
+	svcNATSAuth = "nats-auth" // one-shot: `licensed nats-auth DIR`
 )
 
 // Ports inside the containers.
@@ -47,7 +48,7 @@ const (
 // section 7 and cmd/licensed); any other LICENSED_ variable is a typo that
 // licensed would silently ignore.
 var licensedSettings = []string{
-	"LICENSED_DATA_DIR", "LICENSED_HTTP_ADDR", "LICENSED_NATS_LISTEN", "LICENSED_NATS_URL",
+	"LICENSED_DATA_DIR", "LICENSED_HTTP_ADDR", "LICENSED_NATS_LISTEN", "LICENSED_NATS_URL", "LICENSED_NATS_CREDS",
 	"LICENSED_STORE", "LICENSED_DURABILITY", "LICENSED_LOG_LEVEL", "LICENSED_LOG_FORMAT",
 }
 
@@ -98,7 +99,7 @@ func (p *problems) addf(format string, args ...any) { *p = append(*p, fmt.Sprint
 // is mounted.
 func checkCompose(p *types.Project, dockerfileDataDir string) problems {
 	var pr problems
-	for _, name := range []string{svcDB, svcNATS, svcLicensed} {
+	for _, name := range []string{svcDB, svcNATS, svcLicensed, svcNATSAuth} {
 		if _, ok := p.Services[name]; !ok {
 			pr.addf("service %s: missing", name)
 		}
@@ -113,7 +114,7 @@ func checkCompose(p *types.Project, dockerfileDataDir string) problems {
 				pr.addf("service %s: %v", name, err)
 			}
 		}
-		if hc := s.HealthCheck; hc == nil || hc.Disable || len(hc.Test) == 0 || hc.Test[0] == "NONE" {
+		if hc := s.HealthCheck; !oneShot(p, name) && (hc == nil || hc.Disable || len(hc.Test) == 0 || hc.Test[0] == "NONE") {
 			pr.addf("service %s: no health check", name)
 		}
 		for _, v := range s.Volumes {
@@ -136,7 +137,112 @@ func checkCompose(p *types.Project, dockerfileDataDir string) problems {
 	if s, ok := p.Services[svcLicensed]; ok {
 		checkLicensed(p, s, dockerfileDataDir, &pr)
 	}
+	checkNATSAuth(p, &pr)
 	return pr
+}
+
+// oneShot reports whether the service runs once and exits: never
+// restarted, and waited for by another service until it completed.
+func oneShot(p *types.Project, name string) bool {
+	if r := p.Services[name].Restart; r != "" && r != types.RestartPolicyNo {
+		return false
+	}
+	for _, s := range p.Services {
+		if d, ok := s.DependsOn[name]; ok && d.Condition == types.ServiceConditionCompletedSuccessfully {
+			return true
+		}
+	}
+	return false
+}
+
+// natsInclude matches an include directive of a nats-server configuration.
+var natsInclude = regexp.MustCompile(`(?m)^\s*include\s+"?([^"\s;]+)"?`)
+
+// natsNoAuthUser matches the setting that lets clients without credentials
+// in as a configured user.
+var natsNoAuthUser = regexp.MustCompile(`(?m)^\s*no_auth_user\b`)
+
+// volumeAt returns the named volume s mounts at dir, or "".
+func volumeAt(s types.ServiceConfig, dir string) string {
+	for _, v := range s.Volumes {
+		if v.Type == types.VolumeTypeVolume && filepath.Clean(v.Target) == filepath.Clean(dir) {
+			return v.Source
+		}
+	}
+	return ""
+}
+
+// mountOf returns where s mounts the named volume vol, or "".
+func mountOf(s types.ServiceConfig, vol string) string {
+	for _, v := range s.Volumes {
+		if v.Type == types.VolumeTypeVolume && v.Source == vol {
+			return v.Target
+		}
+	}
+	return ""
+}
+
+// checkNATSAuth checks that the NATS server requires authentication as
+// the embedded one does: the nats-auth service writes the seeds and the
+// accounts block (`licensed nats-auth DIR`) on a volume, the server's
+// configuration includes that block and waits for it, and licensed
+// connects with its seed.
+func checkNATSAuth(p *types.Project, pr *problems) {
+	gen, ok := p.Services[svcNATSAuth]
+	if !ok {
+		return // reported as missing
+	}
+	args := []string(gen.Command)
+	if gen.Build == nil || len(args) != 2 || args[0] != "nats-auth" {
+		pr.addf("service %s: does not run `licensed nats-auth DIR` from the repository's image (command %q)", svcNATSAuth, args)
+		return
+	}
+	authVol := volumeAt(gen, args[1])
+	if authVol == "" {
+		pr.addf("service %s: writes to %s, which is not a named volume", svcNATSAuth, args[1])
+		return
+	}
+	if !oneShot(p, svcNATSAuth) {
+		pr.addf("service %s: not a one-shot service that nats waits for (restart \"no\", condition %s)", svcNATSAuth, types.ServiceConditionCompletedSuccessfully)
+	}
+
+	nats, ok := p.Services[svcNATS]
+	if !ok {
+		return
+	}
+	conf := natsConfig(p)
+	if natsNoAuthUser.MatchString(conf) {
+		pr.addf("service %s: no_auth_user lets clients without credentials in", svcNATS)
+	}
+	confPath, _ := flagValue(nats.Command, "--config", "-c")
+	included := false
+	for _, m := range natsInclude.FindAllStringSubmatch(conf, -1) {
+		file := filepath.Join(filepath.Dir(confPath), m[1])
+		if filepath.Base(file) == "accounts.conf" && volumeAt(nats, filepath.Dir(file)) == authVol {
+			included = true
+		}
+	}
+	if !included {
+		pr.addf("service %s: does not require authentication: its configuration includes no accounts.conf from the %s volume", svcNATS, authVol)
+	}
+	if d, ok := nats.DependsOn[svcNATSAuth]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
+		pr.addf("service %s: does not wait for %s to complete", svcNATS, svcNATSAuth)
+	}
+
+	lic, ok := p.Services[svcLicensed]
+	if !ok {
+		return
+	}
+	creds := env(lic, "LICENSED_NATS_CREDS")
+	mount := mountOf(lic, authVol)
+	switch {
+	case creds == "":
+		pr.addf("service %s: connects to NATS without credentials (LICENSED_NATS_CREDS)", svcLicensed)
+	case mount == "":
+		pr.addf("service %s: does not mount the %s volume its LICENSED_NATS_CREDS is on", svcLicensed, authVol)
+	case filepath.Clean(creds) != filepath.Join(mount, "licensed.nk"):
+		pr.addf("service %s: LICENSED_NATS_CREDS %q is not %s, licensed's seed", svcLicensed, creds, filepath.Join(mount, "licensed.nk"))
+	}
 }
 
 // versionTag is a release version of at least major.minor, e.g. 2.15.0,
@@ -512,9 +618,10 @@ func TestComposeWiring(t *testing.T) {
 	// Pin the few values other documents rely on, beyond the rules above.
 	lic := p.Services[svcLicensed]
 	for key, want := range map[string]string{
-		"LICENSED_STORE":     "esdb://kurrentdb:2113?tls=false",
-		"LICENSED_NATS_URL":  "nats://nats:4222",
-		"LICENSED_HTTP_ADDR": "0.0.0.0:8080",
+		"LICENSED_STORE":      "esdb://kurrentdb:2113?tls=false",
+		"LICENSED_NATS_URL":   "nats://nats:4222",
+		"LICENSED_HTTP_ADDR":  "0.0.0.0:8080",
+		"LICENSED_NATS_CREDS": "/auth/licensed.nk",
 	} {
 		if got := env(lic, key); got != want {
 			t.Errorf("%s = %q, want %q (docs/deploy.md)", key, got, want)
@@ -712,6 +819,38 @@ var composeMutations = []composeMutation{
 	{"database without volume", func(p *types.Project) {
 		service(p, svcDB, func(s *types.ServiceConfig) { s.Volumes = nil })
 	}, "no volume at /var/lib/kurrentdb"},
+	{"nats open to anonymous clients", func(p *types.Project) {
+		c := p.Configs["nats-ledger"]
+		c.Content = strings.Replace(c.Content, "include auth/accounts.conf\n", "", 1)
+		p.Configs["nats-ledger"] = c
+	}, "does not require authentication"},
+	{"nats with a user for anonymous clients", func(p *types.Project) {
+		c := p.Configs["nats-ledger"]
+		c.Content += "no_auth_user: licensed\n"
+		p.Configs["nats-ledger"] = c
+	}, "no_auth_user"},
+	{"nats accounts from elsewhere", func(p *types.Project) {
+		service(p, svcNATS, func(s *types.ServiceConfig) {
+			s.Volumes = slices.DeleteFunc(slices.Clone(s.Volumes), func(v types.ServiceVolumeConfig) bool { return v.Source == "nats-auth" })
+		})
+	}, "does not require authentication"},
+	{"nats does not wait for its accounts", func(p *types.Project) {
+		service(p, svcNATS, func(s *types.ServiceConfig) { s.DependsOn = nil })
+	}, "does not wait for nats-auth"},
+	{"licensed without NATS credentials", setEnv(svcLicensed, "LICENSED_NATS_CREDS", ""), "without credentials"},
+	{"licensed with the downstream credential", setEnv(svcLicensed, "LICENSED_NATS_CREDS", "/auth/downstream.nk"), "licensed's seed"},
+	{"licensed without the credentials volume", func(p *types.Project) {
+		service(p, svcLicensed, func(s *types.ServiceConfig) {
+			s.Volumes = slices.DeleteFunc(slices.Clone(s.Volumes), func(v types.ServiceVolumeConfig) bool { return v.Source == "nats-auth" })
+		})
+	}, "does not mount the nats-auth volume"},
+	{"no nats-auth service", func(p *types.Project) { delete(p.Services, svcNATSAuth) }, "service nats-auth: missing"},
+	{"nats-auth runs something else", func(p *types.Project) {
+		service(p, svcNATSAuth, func(s *types.ServiceConfig) { s.Command = []string{"--help"} })
+	}, "does not run `licensed nats-auth DIR`"},
+	{"nats-auth restarted", func(p *types.Project) {
+		service(p, svcNATSAuth, func(s *types.ServiceConfig) { s.Restart = types.RestartPolicyUnlessStopped })
+	}, "service nats-auth: no health check"},
 	{"licensed not restarted", func(p *types.Project) {
 		service(p, svcLicensed, func(s *types.ServiceConfig) { s.Restart = types.RestartPolicyNo })
 	}, "restart policy"},

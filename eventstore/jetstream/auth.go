@@ -1,0 +1,346 @@
+package jetstream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+)
+
+// Accounts of a NATS server that requires authentication (see [Auth]).
+const (
+	// ServiceAccount holds the ledger's streams (events, data keys, API
+	// tokens); its only user is the service's own identity.
+	ServiceAccount = "LEDGER"
+	// DownstreamAccount holds the subscribe-only users of downstream
+	// services and their mirror of the event stream.
+	DownstreamAccount = "DOWNSTREAM"
+)
+
+// Subjects the two accounts of [Auth] share.
+const (
+	// DownstreamAPIPrefix is the prefix under which the service account
+	// reaches the JetStream API of the downstream account, to create and
+	// update the mirror ([EnsureDownstreamMirror]).
+	DownstreamAPIPrefix = "$JS.downstream.API"
+	// ledgerAPIPrefix is the prefix under which the downstream account's
+	// mirror reaches the consumer API of the service account.
+	ledgerAPIPrefix = "$JS.ledger.API"
+	// mirrorDeliverPrefix is where the service account delivers the
+	// mirror's messages.
+	mirrorDeliverPrefix = "deliver.ledger"
+)
+
+// Auth makes an embedded server require authentication, with two nkey
+// users in two accounts:
+//
+//   - the service's own identity, in [ServiceAccount], with every right:
+//     it alone can publish events, data keys and API tokens and create,
+//     change or delete the streams;
+//   - the downstream identity, in [DownstreamAccount], which can only
+//     subscribe to ledger.> and activity.> (the service account exports
+//     them) and read the event stream through durable or ephemeral
+//     consumers on "LEDGER", a mirror of the service's stream in its own
+//     account, kept by the server. Its permissions are
+//     [DownstreamPermissions].
+//
+// The downstream identity works in an account of its own, not in the
+// service's with restricted permissions, because NATS checks a client's
+// permissions on the subjects it publishes to, not on the subjects it
+// makes the server publish to: a request's reply subject, and a push
+// consumer's delivery subject. A client allowed to call the JetStream API
+// in the service's account could make the server write API answers, or
+// copies of stored events, onto ledger.<account>.<type>, and deliver
+// events into the token bucket or the key stream. Across accounts, replies
+// travel on subjects the server makes up, and deliveries stay in the
+// downstream account.
+type Auth struct {
+	// Service is the public nkey ("U...") of the service's identity.
+	Service string
+	// Downstream is the public nkey of the subscribe-only identity.
+	Downstream string
+}
+
+// DownstreamPermissions are what the downstream identity may do in its
+// account, nothing else:
+//
+// Publish (JetStream API requests and acknowledgements, all on the mirror
+// "LEDGER" of its account):
+//
+//	$JS.API.INFO                          account information
+//	$JS.API.STREAM.INFO.LEDGER            the stream's information
+//	$JS.API.CONSUMER.CREATE.LEDGER        create a consumer (legacy ephemeral)
+//	$JS.API.CONSUMER.CREATE.LEDGER.>      create or update a consumer (with its name, and filter)
+//	$JS.API.CONSUMER.DURABLE.CREATE.LEDGER.*  create a durable consumer (legacy)
+//	$JS.API.CONSUMER.INFO.LEDGER.*        a consumer's information
+//	$JS.API.CONSUMER.DELETE.LEDGER.*      delete a consumer
+//	$JS.API.CONSUMER.NAMES.LEDGER         list consumers
+//	$JS.API.CONSUMER.LIST.LEDGER          list consumers with their information
+//	$JS.API.CONSUMER.MSG.NEXT.LEDGER.*    pull messages
+//	$JS.ACK.LEDGER.>                      acknowledge messages
+//	$JS.FC.LEDGER.>                       answer a push consumer's flow control
+//
+// Subscribe: ledger.>, activity.>, and _INBOX.> (API answers, pulled
+// messages, push deliveries to an inbox).
+//
+// Everything else is refused: publishing on ledger.>, activity.>, keys.>
+// or $KV.>, creating, changing, purging or deleting a stream, deleting or
+// reading single messages, and any subject of the service account.
+func DownstreamPermissions() (publish, subscribe []string) {
+	return []string{
+			"$JS.API.INFO",
+			"$JS.API.STREAM.INFO.LEDGER",
+			"$JS.API.CONSUMER.CREATE.LEDGER",
+			"$JS.API.CONSUMER.CREATE.LEDGER.>",
+			"$JS.API.CONSUMER.DURABLE.CREATE.LEDGER.*",
+			"$JS.API.CONSUMER.INFO.LEDGER.*",
+			"$JS.API.CONSUMER.DELETE.LEDGER.*",
+			"$JS.API.CONSUMER.NAMES.LEDGER",
+			"$JS.API.CONSUMER.LIST.LEDGER",
+			"$JS.API.CONSUMER.MSG.NEXT.LEDGER.*",
+			"$JS.ACK.LEDGER.>",
+			"$JS.FC.LEDGER.>",
+		}, []string{
+			"ledger.>",
+			"activity.>",
+			"_INBOX.>",
+		}
+}
+
+// accountsTemplate is the accounts block of the server's configuration.
+// The stream is "LEDGER" in both accounts: the store's default, which the
+// service uses.
+var accountsTemplate = template.Must(template.New("accounts").Parse(`accounts {
+  LEDGER {
+    jetstream: enabled
+    users: [
+      { nkey: {{.Service}} }
+    ]
+    exports: [
+      # Plain subscriptions of downstream services.
+      { stream: "ledger.>", accounts: [DOWNSTREAM] }
+      { stream: "activity.>", accounts: [DOWNSTREAM] }
+      # The downstream account's mirror of the event stream.
+      { service: "$JS.API.CONSUMER.CREATE.LEDGER", accounts: [DOWNSTREAM] }
+      { service: "$JS.API.CONSUMER.CREATE.LEDGER.>", accounts: [DOWNSTREAM] }
+      { service: "$JS.FC.LEDGER.>", accounts: [DOWNSTREAM] }
+      { stream: "deliver.ledger.>", accounts: [DOWNSTREAM] }
+    ]
+    imports: [
+      # The service creates and updates that mirror.
+      { service: { account: DOWNSTREAM, subject: "$JS.API.STREAM.INFO.LEDGER" }, to: "$JS.downstream.API.STREAM.INFO.LEDGER" }
+      { service: { account: DOWNSTREAM, subject: "$JS.API.STREAM.CREATE.LEDGER" }, to: "$JS.downstream.API.STREAM.CREATE.LEDGER" }
+      { service: { account: DOWNSTREAM, subject: "$JS.API.STREAM.UPDATE.LEDGER" }, to: "$JS.downstream.API.STREAM.UPDATE.LEDGER" }
+    ]
+  }
+  DOWNSTREAM {
+    jetstream: enabled
+    users: [
+      {
+        nkey: {{.Downstream}}
+        permissions: {
+          publish: { allow: [{{range $i, $s := .Publish}}{{if $i}}, {{end}}"{{$s}}"{{end}}] }
+          subscribe: { allow: [{{range $i, $s := .Subscribe}}{{if $i}}, {{end}}"{{$s}}"{{end}}] }
+        }
+      }
+    ]
+    exports: [
+      { service: "$JS.API.STREAM.INFO.LEDGER", accounts: [LEDGER] }
+      { service: "$JS.API.STREAM.CREATE.LEDGER", accounts: [LEDGER] }
+      { service: "$JS.API.STREAM.UPDATE.LEDGER", accounts: [LEDGER] }
+    ]
+    imports: [
+      { stream: { account: LEDGER, subject: "ledger.>" } }
+      { stream: { account: LEDGER, subject: "activity.>" } }
+      { service: { account: LEDGER, subject: "$JS.API.CONSUMER.CREATE.LEDGER" }, to: "$JS.ledger.API.CONSUMER.CREATE.LEDGER" }
+      { service: { account: LEDGER, subject: "$JS.API.CONSUMER.CREATE.LEDGER.>" }, to: "$JS.ledger.API.CONSUMER.CREATE.LEDGER.>" }
+      { service: { account: LEDGER, subject: "$JS.FC.LEDGER.>" } }
+      { stream: { account: LEDGER, subject: "deliver.ledger.>" } }
+    ]
+  }
+}
+`))
+
+// AccountsConfig returns the accounts block of a nats-server
+// configuration file that sets up a as [Auth] describes. The same text
+// configures an external server (docs/deploy.md); its nkeys may be given
+// as "$VARIABLE" references to the server's environment.
+func AccountsConfig(a Auth) (string, error) {
+	for _, k := range []string{a.Service, a.Downstream} {
+		if !strings.HasPrefix(k, "$") && !nkeys.IsValidPublicUserKey(k) {
+			return "", fmt.Errorf("jetstream: %q is not a public user nkey", k)
+		}
+	}
+	if a.Service == a.Downstream {
+		return "", errors.New("jetstream: the service and downstream identities must differ")
+	}
+	pub, sub := DownstreamPermissions()
+	var b bytes.Buffer
+	err := accountsTemplate.Execute(&b, struct {
+		Service, Downstream string
+		Publish, Subscribe  []string
+	}{a.Service, a.Downstream, pub, sub})
+	return b.String(), err
+}
+
+// MirrorConfig returns the configuration of the downstream account's
+// mirror of the service account's event stream: the stream downstream
+// consumers read. replicas is its replica count.
+func MirrorConfig(replicas int) jetstream.StreamConfig {
+	if replicas <= 0 {
+		replicas = 1
+	}
+	return jetstream.StreamConfig{
+		Name:        "LEDGER",
+		Description: "License ledger events for downstream services: a mirror of the ledger's stream",
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    replicas,
+		Mirror: &jetstream.StreamSource{
+			Name: "LEDGER",
+			External: &jetstream.ExternalStream{
+				APIPrefix:     ledgerAPIPrefix,
+				DeliverPrefix: mirrorDeliverPrefix,
+			},
+		},
+	}
+}
+
+// EnsureDownstreamMirror creates or updates, over a connection of the
+// service's identity, the mirror downstream consumers read (see [Auth]).
+// On a server without the downstream account it fails with
+// [nats.ErrNoResponders] or a timeout.
+func EnsureDownstreamMirror(ctx context.Context, nc *nats.Conn, replicas int) error {
+	js, err := jetstream.NewWithAPIPrefix(nc, DownstreamAPIPrefix)
+	if err != nil {
+		return fmt.Errorf("jetstream: downstream mirror: %w", err)
+	}
+	cfg := MirrorConfig(replicas)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = EnsureStream(cctx, js, cfg)
+		cancel()
+		if err == nil || !transient(err) || errors.Is(err, nats.ErrNoResponders) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("jetstream: downstream mirror: %w", err)
+	}
+	return nil
+}
+
+// CredentialOption returns the connect option for the credential in the
+// file at path: a NATS user credentials file (a user JWT and its nkey
+// seed, "*.creds") or a file holding an nkey seed, told apart by content.
+func CredentialOption(path string) (nats.Option, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: credentials: %w", err)
+	}
+	defer clear(b)
+	if bytes.Contains(b, []byte("BEGIN NATS USER JWT")) {
+		return nats.UserCredentials(path), nil
+	}
+	kp, err := nkeys.ParseDecoratedNKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: credentials %s: neither a .creds file nor an nkey seed", path)
+	}
+	defer kp.Wipe()
+	if _, err := kp.Seed(); err != nil {
+		return nil, fmt.Errorf("jetstream: credentials %s: no seed: %w", path, err)
+	}
+	opt, err := nats.NkeyOptionFromSeed(path)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: credentials %s: %w", path, err)
+	}
+	return opt, nil
+}
+
+// UserSeed reads the nkey user seed kept in the file at path, or creates
+// one there (mode 0600) when there is no file. It returns the public key;
+// the seed stays in the file. A file of looser mode is made 0600.
+func UserSeed(path string) (public string, created bool, err error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		defer clear(b)
+		kp, err := nkeys.ParseDecoratedNKey(b)
+		if err != nil {
+			return "", false, fmt.Errorf("jetstream: nkey seed %s: %w", path, err)
+		}
+		defer kp.Wipe()
+		if _, err := kp.Seed(); err != nil {
+			return "", false, fmt.Errorf("jetstream: nkey seed %s: %w", path, err)
+		}
+		pub, err := kp.PublicKey()
+		if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+			return "", false, fmt.Errorf("jetstream: nkey seed %s: not a user seed", path)
+		}
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm() != 0o600 {
+			if err := os.Chmod(path, 0o600); err != nil {
+				return "", false, fmt.Errorf("jetstream: nkey seed %s: %w", path, err)
+			}
+		}
+		return pub, false, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", false, fmt.Errorf("jetstream: nkey seed: %w", err)
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return "", false, fmt.Errorf("jetstream: new nkey: %w", err)
+	}
+	defer kp.Wipe()
+	seed, err := kp.Seed()
+	if err != nil {
+		return "", false, err
+	}
+	defer clear(seed)
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return "", false, err
+	}
+	// Written to a temporary file first, so that a crash leaves no
+	// half-written seed under the final name.
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".nkey-*")
+	if err != nil {
+		return "", false, fmt.Errorf("jetstream: nkey seed: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return "", false, fmt.Errorf("jetstream: nkey seed: %w", err)
+	}
+	_, werr := tmp.Write(append(seed, '\n'))
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return "", false, fmt.Errorf("jetstream: nkey seed: %w", werr)
+	}
+	// Link, not rename: a process that created the file first wins, and
+	// both then use its seed.
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return UserSeed(path)
+		}
+		return "", false, fmt.Errorf("jetstream: nkey seed: %w", err)
+	}
+	return pub, true, nil
+}
