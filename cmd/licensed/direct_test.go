@@ -49,7 +49,7 @@ func TestLedgerStreamServesDirectGets(t *testing.T) {
 	if allowDirect() {
 		t.Fatal("could not turn direct gets off")
 	}
-	b := startService(t, t.TempDir(), io.Discard, "--nats-url", a.m.NATSURL(), "--nats-creds", filepath.Join(a.m.cfg.DataDir, "licensed.nk"))
+	b := joinService(t, a)
 	defer b.stop()
 	if !allowDirect() {
 		t.Fatal("starting did not update the ledger stream to allow direct gets")

@@ -26,7 +26,8 @@ import (
 // first, with its own data directory: the way every test starts one.
 func joinService(t *testing.T, first *running, extra ...string) *running {
 	t.Helper()
-	args := append([]string{"--nats-url", first.m.NATSURL()}, extra...)
+	args := append([]string{"--nats-url", first.m.NATSURL(),
+		"--nats-creds", filepath.Join(first.m.cfg.DataDir, "licensed.nk")}, extra...)
 	return startService(t, t.TempDir(), io.Discard, args...)
 }
 

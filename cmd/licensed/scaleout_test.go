@@ -14,7 +14,7 @@ import (
 func TestTwoProcessesShareOneNATS(t *testing.T) {
 	a := startService(t, t.TempDir(), io.Discard)
 	defer a.stop()
-	b := startService(t, t.TempDir(), io.Discard, "--nats-url", a.m.NATSURL(), "--nats-creds", filepath.Join(a.m.cfg.DataDir, "licensed.nk"))
+	b := joinService(t, a)
 	defer b.stop()
 
 	raw, err := os.ReadFile(filepath.Join(a.m.cfg.DataDir, "operator.token"))
