@@ -368,3 +368,6 @@ func (p *proc) mint(op, role, account string) string {
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// waitABit is the pause of a polling loop.
+func waitABit() { time.Sleep(5 * time.Millisecond) }
