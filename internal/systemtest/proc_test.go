@@ -20,32 +20,73 @@ import (
 	"time"
 )
 
-// licensedBin is the service's binary, built once by TestMain.
-var licensedBin string
+// binDir holds the service's binary, built once by the first test that
+// runs it.
+var (
+	binDir    string
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
 	dir, err := os.MkdirTemp("", "licensed-systemtest-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 1
+		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
-	licensedBin = filepath.Join(dir, "licensed")
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// licensedBin returns the path of cmd/licensed built from this module's
+// sources, building it on first use.
+func licensedBin(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root := filepath.Join("..", "..")
+		// Within a test, so that go test's result cache knows the
+		// binary's sources.
+		if buildErr = statSources(root); buildErr != nil {
+			return
+		}
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		binPath = filepath.Join(binDir, "licensed")
+		build := exec.Command(goBin, "build", "-o", binPath, "./cmd/licensed")
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/licensed: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	build := exec.Command(goBin, "build", "-o", licensedBin, "./cmd/licensed")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build ./cmd/licensed: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
+	return binPath
+}
+
+// statSources looks at every Go source file and module file of the
+// module: go test caches a test's result by the files the test looked at,
+// and the binary under test is built from these, not imported.
+func statSources(root string) error {
+	return filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir() && path != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata"):
+			return filepath.SkipDir
+		case d.IsDir():
+			return nil
+		case strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum":
+			_, err := os.Stat(path)
+			return err
+		}
+		return nil
+	})
 }
 
 // syncBuffer collects a process's output.
@@ -149,7 +190,7 @@ func (p *proc) start() {
 		"--log-level", "info",
 	}, p.extra...)
 	fmt.Fprintf(p.logs, "--- start %s\n", strings.Join(args, " "))
-	p.cmd = exec.Command(licensedBin, args...)
+	p.cmd = exec.Command(licensedBin(p.t), args...)
 	p.cmd.Env = append(os.Environ(), "GOTRACEBACK=all")
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
@@ -371,3 +412,11 @@ func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
 
 // waitABit is the pause of a polling loop.
 func waitABit() { time.Sleep(5 * time.Millisecond) }
+
+// on makes p report to t (a subtest) until the returned function is
+// called.
+func (p *proc) on(t *testing.T) (restore func()) {
+	parent := p.t
+	p.t = t
+	return func() { p.t = parent }
+}
