@@ -195,8 +195,8 @@ func (l *ledgerState) poll(p *proc, op string, accounts []string, stop <-chan st
 			case err != nil:
 				continue // not answering yet
 			case st == http.StatusServiceUnavailable:
-				if h.Get("Retry-After") == "" {
-					report(fmt.Sprintf("GET %s: 503 without Retry-After: %s", a, raw))
+				if h.Get("Retry-After") == "" || h.Get("Content-Type") != "application/problem+json" {
+					report(fmt.Sprintf("GET %s: 503 without Retry-After or as %q: %s", a, h.Get("Content-Type"), raw))
 				}
 				continue
 			case st != http.StatusOK:
@@ -207,8 +207,8 @@ func (l *ledgerState) poll(p *proc, op string, accounts []string, stop <-chan st
 			switch {
 			case err != nil:
 			case st == http.StatusServiceUnavailable:
-				if h.Get("Retry-After") == "" {
-					report(fmt.Sprintf("GET %s/users: 503 without Retry-After: %s", a, raw))
+				if h.Get("Retry-After") == "" || h.Get("Content-Type") != "application/problem+json" {
+					report(fmt.Sprintf("GET %s/users: 503 without Retry-After or as %q: %s", a, h.Get("Content-Type"), raw))
 				}
 			case st != http.StatusOK:
 				report(fmt.Sprintf("GET %s/users: %d %s", a, st, raw))
