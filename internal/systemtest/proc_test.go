@@ -20,7 +20,7 @@ import (
 	"time"
 )
 
-// binDir holds the service's binary, built once by the first test that
+// The service's binary, built into binDir once, by the first test that
 // runs it.
 var (
 	binDir    string
@@ -214,22 +214,18 @@ func (p *proc) serving() {
 	if !p.running() {
 		p.start()
 	}
-	seen := strings.Count(p.logs.String(), "--- start ")
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		// The serving line of the current run: after its last start mark.
+		// The serving line of the current run: after its start mark.
 		logs := p.logs.String()
-		if strings.Count(logs, "--- start ") == seen {
-			current := logs[strings.LastIndex(logs, "--- start "):]
-			for line := range strings.Lines(current) {
-				var rec struct {
-					Msg  string `json:"msg"`
-					NATS string `json:"nats"`
-				}
-				if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "licensed serving" {
-					p.natsURL = rec.NATS
-					return
-				}
+		for line := range strings.Lines(logs[strings.LastIndex(logs, "--- start "):]) {
+			var rec struct {
+				Msg  string `json:"msg"`
+				NATS string `json:"nats"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "licensed serving" {
+				p.natsURL = rec.NATS
+				return
 			}
 		}
 		select {
@@ -358,8 +354,9 @@ type user struct {
 	Status string `json:"status"`
 }
 
-// users lists every user of an account, page by page; ok is false with
-// the status and body of the first answer that is not a 200.
+// users lists every user of an account, page by page. Unless err is set,
+// status is 200, or the status of the first answer that is not a 200, with
+// its header and body.
 func (p *proc) users(account, token string) (list []user, status int, hdr http.Header, raw []byte, err error) {
 	cursor := ""
 	for {
