@@ -57,7 +57,13 @@ func licensedBin(t *testing.T) string {
 			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 		}
 		binPath = filepath.Join(binDir, "licensed")
-		build := exec.Command(goBin, "build", "-o", binPath, "./cmd/licensed")
+		// Built as the tests are: with the race detector, the binary
+		// shares the packages compiled for them.
+		args := []string{"build", "-o", binPath}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		build := exec.Command(goBin, append(args, "./cmd/licensed")...)
 		build.Dir = root
 		if out, err := build.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/licensed: %w\n%s", err, out)
@@ -137,8 +143,12 @@ func newProc(t *testing.T, name, dir string, extra ...string) *proc {
 			p.signal(syscall.SIGKILL)
 			<-p.exited
 		}
+		logs := p.logs.String()
+		if i := strings.Index(logs, "WARNING: DATA RACE"); i >= 0 {
+			t.Errorf("%s: the race detector found a data race:\n%s", p.name, logs[i:min(len(logs), i+20000)])
+		}
 		if t.Failed() {
-			t.Logf("%s logs (last lines):\n%s", p.name, tail(p.logs.String(), 60))
+			t.Logf("%s logs (last lines):\n%s", p.name, tail(logs, 60))
 		}
 	})
 	return p

@@ -33,7 +33,7 @@ const (
 	loadAccounts     = 4
 	loadWriters      = 8
 	usersPerWriter   = 120
-	writesBeforeStop = 2500
+	writesBeforeStop = 1500
 )
 
 // ledgerState is what writers know of the accounts: the writes that were
