@@ -340,22 +340,32 @@ func (p *proc) do(method, path, token string, body any) (int, http.Header, []byt
 }
 
 // expect sends a request, fails the test unless it is answered with want,
-// and decodes a JSON answer into out (when not nil).
+// and decodes a JSON answer into out (when not nil). It returns the body.
 func (p *proc) expect(want int, method, path, token string, body, out any) []byte {
 	p.t.Helper()
+	raw, err := p.try(want, method, path, token, body, out)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return raw
+}
+
+// try is expect for goroutines other than the test's: it returns what
+// went wrong.
+func (p *proc) try(want int, method, path, token string, body, out any) ([]byte, error) {
 	st, _, raw, err := p.do(method, path, token, body)
 	if err != nil {
-		p.t.Fatalf("%s %s %s: %v", p.name, method, path, err)
+		return nil, fmt.Errorf("%s %s %s: %w", p.name, method, path, err)
 	}
 	if st != want {
-		p.t.Fatalf("%s %s %s: status %d, want %d: %s", p.name, method, path, st, want, raw)
+		return raw, fmt.Errorf("%s %s %s: status %d, want %d: %s", p.name, method, path, st, want, raw)
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
-			p.t.Fatalf("%s %s %s: %v: %s", p.name, method, path, err, raw)
+			return raw, fmt.Errorf("%s %s %s: %w: %s", p.name, method, path, err, raw)
 		}
 	}
-	return raw
+	return raw, nil
 }
 
 // user is a user as listed by the API.

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/licenseledger/ledger/domain/ledger"
 )
@@ -121,6 +122,8 @@ func (l *ledgerState) writer(ctx context.Context, t *testing.T, p *proc, op, acc
 			l.users[u].status, l.users[u].maybeDeactivated = ledger.StatusDeactivated, false
 			l.deactivated = append(l.deactivated, u)
 			l.mu.Unlock()
+		default:
+			return // every user added and deactivated
 		}
 	}
 }
@@ -193,7 +196,8 @@ func (l *ledgerState) poll(p *proc, op string, accounts []string, stop <-chan st
 			answers.Store(kind, counter(answers, kind)+1)
 			switch {
 			case err != nil:
-				continue // not answering yet
+				time.Sleep(time.Millisecond) // not answering yet
+				continue
 			case st == http.StatusServiceUnavailable:
 				if h.Get("Retry-After") == "" || h.Get("Content-Type") != "application/problem+json" {
 					report(fmt.Sprintf("GET %s: 503 without Retry-After or as %q: %s", a, h.Get("Content-Type"), raw))
@@ -248,11 +252,19 @@ func restartUnderLoad(t *testing.T, sig syscall.Signal) {
 
 	l := newLedgerState()
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var writers sync.WaitGroup
 	for w := range loadWriters {
 		writers.Go(func() { l.writer(ctx, t, p, op, accounts[w%len(accounts)], w) })
 	}
+	writing := make(chan struct{})
+	go func() { writers.Wait(); close(writing) }()
 	for l.acked.Load() < writesBeforeStop && !t.Failed() && p.running() {
+		select {
+		case <-writing:
+			t.Fatalf("the writers stopped after %d acknowledged writes", l.acked.Load())
+		default:
+		}
 		waitABit()
 	}
 	// Stop (or crash) the service while the writers keep writing.
@@ -282,6 +294,8 @@ func restartUnderLoad(t *testing.T, sig syscall.Signal) {
 	}
 	stop := make(chan struct{})
 	var pollers sync.WaitGroup
+	stopPolling := sync.OnceFunc(func() { close(stop); pollers.Wait() })
+	defer stopPolling()
 	const nPollers = 3
 	p.start()
 	for range nPollers {
@@ -293,8 +307,7 @@ func restartUnderLoad(t *testing.T, sig syscall.Signal) {
 	for start := rounds.Load(); rounds.Load() < start+2*nPollers && p.running(); {
 		waitABit()
 	}
-	close(stop)
-	pollers.Wait()
+	stopPolling()
 	var seen []string
 	answers.Range(func(k, v any) bool { seen = append(seen, fmt.Sprintf("%v: %v", k, v)); return true })
 	t.Logf("answers to GET /v1/accounts/{a} while restarting: %s", strings.Join(seen, ", "))

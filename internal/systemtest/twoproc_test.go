@@ -2,6 +2,7 @@ package systemtest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -21,9 +22,8 @@ import (
 // deactivation or deletion.
 func TestTwoProcessesRaceActivitiesAgainstDeactivation(t *testing.T) {
 	const (
-		accounts          = 5
-		roundsPerAccount  = 11 // 55 rounds in all
-		activitiesInRound = 16
+		accounts         = 5
+		roundsPerAccount = 11 // 55 rounds in all
 	)
 	a := newProc(t, "A", "")
 	a.ready()
@@ -32,77 +32,15 @@ func TestTwoProcessesRaceActivitiesAgainstDeactivation(t *testing.T) {
 	b.ready()
 	op := a.file("operator.token")
 
-	var acked []string
-	var ackedBy [2]atomic.Int64
-	var mu sync.Mutex
+	r := &race{op: op, procs: [2]*proc{a, b}}
 	var rounds sync.WaitGroup
 	for i := range accounts {
 		account := fmt.Sprintf("race%d", i)
 		a.expect(http.StatusCreated, "POST", "/v1/accounts", op, map[string]any{"id": account, "name": "Race " + account, "seats": 2}, nil)
 		rounds.Go(func() {
-			for r := range roundsPerAccount {
-				procs := [2]*proc{a, b}
-				actor, other := r%2, 1-r%2 // who records the activities; the other ends the user
-				var out struct {
-					ID string `json:"id"`
-				}
-				body := map[string]any{"name": fmt.Sprintf("User %d", r), "email": fmt.Sprintf("u%d@%s.test", r, account), "role": "member"}
-				procs[other].expect(http.StatusCreated, "POST", "/v1/accounts/"+account+"/users", op, body, &out)
-				u := out.ID
-				// The recording process knows the user before the race.
-				first := recordUntilKnown(t, procs[actor], op, account, u)
-				mu.Lock()
-				acked = append(acked, first)
-				mu.Unlock()
-				ackedBy[actor].Add(1)
-
-				// The user is ended once the first activities of the round
-				// are stored, while the others are in flight.
-				start, recorded := make(chan struct{}), make(chan struct{}, activitiesInRound)
-				var race sync.WaitGroup
-				for k := range activitiesInRound {
-					race.Go(func() {
-						<-start
-						body := map[string]any{"user_id": u, "kind": "note", "ref": fmt.Sprintf("%d-%d", r, k)}
-						st, _, raw, err := procs[actor].do("POST", "/v1/accounts/"+account+"/activities", op, body)
-						switch {
-						case err != nil:
-							t.Errorf("%s: record activity: %v", procs[actor].name, err)
-						case st == http.StatusCreated:
-							var out struct {
-								ID string `json:"id"`
-							}
-							if err := json.Unmarshal(raw, &out); err != nil || out.ID == "" {
-								t.Errorf("record activity answered %s", raw)
-								return
-							}
-							mu.Lock()
-							acked = append(acked, out.ID)
-							mu.Unlock()
-							ackedBy[actor].Add(1)
-							recorded <- struct{}{}
-						case st < 400 || st >= 500:
-							t.Errorf("%s: record activity for a user being ended: %d %s", procs[actor].name, st, raw)
-						}
-					})
-				}
-				race.Go(func() {
-					<-start
-					for range 2 {
-						select {
-						case <-recorded:
-						case <-time.After(10 * time.Second):
-						}
-					}
-					if r%4 < 2 {
-						procs[other].expect(http.StatusOK, "POST", "/v1/accounts/"+account+"/users/"+u+"/deactivate", op, nil, nil)
-					} else {
-						procs[other].expect(http.StatusOK, "DELETE", "/v1/accounts/"+account+"/users/"+u+"?confirm="+u, op, nil, nil)
-					}
-				})
-				close(start)
-				race.Wait()
-				if t.Failed() {
+			for n := range roundsPerAccount {
+				if err := r.round(account, n); err != nil {
+					t.Error(err)
 					return
 				}
 			}
@@ -112,12 +50,12 @@ func TestTwoProcessesRaceActivitiesAgainstDeactivation(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	t.Logf("%d rounds; activities acknowledged by A: %d, by B: %d", accounts*roundsPerAccount, ackedBy[0].Load(), ackedBy[1].Load())
-	if ackedBy[0].Load() == 0 || ackedBy[1].Load() == 0 {
+	t.Logf("%d rounds; activities acknowledged by A: %d, by B: %d", accounts*roundsPerAccount, r.ackedBy[0].Load(), r.ackedBy[1].Load())
+	if r.ackedBy[0].Load() == 0 || r.ackedBy[1].Load() == 0 {
 		t.Fatal("one of the processes acknowledged no activity")
 	}
 	h := checkInvariants(t, a.natsURL, serviceCreds(a.dir), a, op, nil)
-	ackedOnce(t, h, "activity", acked, func(e ledger.Event) (string, bool) {
+	ackedOnce(t, h, "activity", r.acked, func(e ledger.Event) (string, bool) {
 		a, ok := e.(ledger.ActivityRecorded)
 		return a.ActivityID, ok
 	})
@@ -128,24 +66,115 @@ func TestTwoProcessesRaceActivitiesAgainstDeactivation(t *testing.T) {
 	}
 }
 
-// recordUntilKnown records an activity for user u through p, retrying
-// while p has not seen the user yet (it was added through the other
-// process); it returns the activity's id.
-func recordUntilKnown(t *testing.T, p *proc, op, account, u string) string {
+// race runs the rounds of activities against deactivation and deletion.
+type race struct {
+	op      string
+	procs   [2]*proc
+	ackedBy [2]atomic.Int64
+	mu      sync.Mutex
+	acked   []string // acknowledged activity ids
+}
+
+// activitiesInRound is how many activities a round records concurrently.
+const activitiesInRound = 16
+
+// round adds a user through one process, then records activities for them
+// through it while the other process deactivates (rounds 0 and 1 of
+// every 4) or deletes them.
+func (r *race) round(account string, n int) error {
+	actor, other := n%2, 1-n%2 // the process recording activities; the one ending the user
+	var user struct {
+		ID string `json:"id"`
+	}
+	body := map[string]any{"name": fmt.Sprintf("User %d", n), "email": fmt.Sprintf("u%d@%s.test", n, account), "role": "member"}
+	if _, err := r.procs[other].try(http.StatusCreated, "POST", "/v1/accounts/"+account+"/users", r.op, body, &user); err != nil {
+		return err
+	}
+	// The recording process knows the user before the race.
+	if err := r.firstActivity(r.procs[actor], actor, account, user.ID); err != nil {
+		return err
+	}
+
+	// The user is ended once the first activities of the round are stored,
+	// while the others are in flight.
+	start, recorded := make(chan struct{}), make(chan struct{}, activitiesInRound)
+	errs := make(chan error, activitiesInRound+1)
+	var wg sync.WaitGroup
+	for k := range activitiesInRound {
+		wg.Go(func() {
+			<-start
+			body := map[string]any{"user_id": user.ID, "kind": "note", "ref": fmt.Sprintf("%d-%d", n, k)}
+			p := r.procs[actor]
+			st, _, raw, err := p.do("POST", "/v1/accounts/"+account+"/activities", r.op, body)
+			switch {
+			case err != nil:
+				errs <- fmt.Errorf("%s: record activity: %w", p.name, err)
+			case st == http.StatusCreated:
+				if err := r.ack(actor, raw); err != nil {
+					errs <- err
+					return
+				}
+				recorded <- struct{}{}
+			case st < 400 || st >= 500:
+				errs <- fmt.Errorf("%s: record activity for a user being ended: %d %s", p.name, st, raw)
+			}
+		})
+	}
+	wg.Go(func() {
+		<-start
+		for range 2 {
+			select {
+			case <-recorded:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		p, path := r.procs[other], "/v1/accounts/"+account+"/users/"+user.ID
+		var err error
+		if n%4 < 2 {
+			_, err = p.try(http.StatusOK, "POST", path+"/deactivate", r.op, nil, nil)
+		} else {
+			_, err = p.try(http.StatusOK, "DELETE", path+"?confirm="+user.ID, r.op, nil, nil)
+		}
+		if err != nil {
+			errs <- err
+		}
+	})
+	close(start)
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+// ack records an acknowledged activity.
+func (r *race) ack(by int, raw []byte) error {
+	var out struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || out.ID == "" {
+		return fmt.Errorf("record activity answered %s", raw)
+	}
+	r.mu.Lock()
+	r.acked = append(r.acked, out.ID)
+	r.mu.Unlock()
+	r.ackedBy[by].Add(1)
+	return nil
+}
+
+// firstActivity records an activity for user u through p, retrying while
+// p has not seen the user yet (it was added through the other process).
+func (r *race) firstActivity(p *proc, by int, account, u string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		st, _, raw, err := p.do("POST", "/v1/accounts/"+account+"/activities", op, map[string]any{"user_id": u, "kind": "note", "ref": "first"})
+		st, _, raw, err := p.do("POST", "/v1/accounts/"+account+"/activities", r.op, map[string]any{"user_id": u, "kind": "note", "ref": "first"})
 		if err == nil && st == http.StatusCreated {
-			var out struct {
-				ID string `json:"id"`
-			}
-			if err := json.Unmarshal(raw, &out); err != nil || out.ID == "" {
-				t.Fatalf("record activity answered %s", raw)
-			}
-			return out.ID
+			return r.ack(by, raw)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: the first activity of a user added through the other process: %d %v %s", p.name, st, err, raw)
+			return fmt.Errorf("%s: the first activity of a user added through the other process: %d %v %s", p.name, st, err, raw)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
