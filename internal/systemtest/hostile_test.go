@@ -44,7 +44,15 @@ func TestHostilePublishes(t *testing.T) {
 			nc.Close()
 			t.Fatal("an anonymous client connected to the embedded NATS server")
 		}
-		t.Logf("anonymous connect: %v", err)
+		if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+			t.Fatalf("anonymous connect: %v, want an authorization violation", err)
+		}
+		// Control: the server is there for who has a credential.
+		nc, err = connect(t, p.natsURL, serviceCreds(p.dir), nats.NoReconnect())
+		if err != nil {
+			t.Fatalf("connect with the service's credential: %v", err)
+		}
+		nc.Close()
 	})
 
 	t.Run("downstream", func(t *testing.T) {
@@ -59,7 +67,10 @@ func TestHostilePublishes(t *testing.T) {
 		}
 		denied := make(chan error, 16)
 		nc, err := connect(t, p.natsURL, creds, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			denied <- err
+			select {
+			case denied <- err:
+			default:
+			}
 		}))
 		if err != nil {
 			t.Fatalf("connect with the downstream credential: %v", err)
