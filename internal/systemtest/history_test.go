@@ -290,8 +290,8 @@ func checkInvariants(t *testing.T, natsURL, creds string, api *proc, token strin
 	return h
 }
 
-// ackedOnce checks that every id in acked is the id of exactly one stored
-// event of type typ (by want, which picks the id of an event).
+// ackedOnce checks that each id in acked is stored exactly once as the id
+// that id picks from an event (false: not an event of the kind counted).
 func ackedOnce(t *testing.T, h []stored, what string, acked []string, id func(ledger.Event) (string, bool)) {
 	t.Helper()
 	count := map[string]int{}
