@@ -18,6 +18,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"iter"
 	"math"
 	"slices"
 	"sort"
@@ -363,6 +364,79 @@ func (p *Projection) Entries(account string, f Filter) ([]Entry, error) {
 		}
 	}
 	return out, nil
+}
+
+// scanBatch is how many entries [Projection.Scan] examines per hold of
+// the read lock: enough to amortise taking it, few enough that appliers
+// never wait long behind a reader.
+const scanBatch = 512
+
+// Scan returns the entries of an account that f selects whose global
+// position is after the position after (0: from the first), in global
+// order, up to the account's last entry when Scan was called: entries
+// applied while the iteration runs are left to a later scan from the last
+// position seen. f.Limit is ignored; the caller stops when it has enough.
+//
+// Scan copies nothing up front. The iteration takes the read lock for
+// short batches of entries and holds no lock while the caller handles
+// what it yields, so a slow reader neither holds memory in proportion to
+// the history nor delays the model's updates. It returns
+// projections.ErrNotFound (wrapped) for an account without events.
+func (p *Projection) Scan(account string, f Filter, after eventstore.Position) (iter.Seq[Entry], error) {
+	p.mu.RLock()
+	a := p.accounts[account]
+	var end eventstore.Position
+	if a != nil && a.ix.Len() > 0 {
+		end = a.at(a.ix.Len() - 1).position
+	}
+	p.mu.RUnlock()
+	if a == nil {
+		return nil, fmt.Errorf("audit of account %q: %w", account, projections.ErrNotFound)
+	}
+	return func(yield func(Entry) bool) {
+		buf := make([]Entry, 0, 64)
+		for pos := after; pos < end; {
+			buf, pos = p.scanBatch(account, f, pos, end, buf[:0])
+			for _, e := range buf {
+				if !yield(e) {
+					return
+				}
+			}
+			if pos == 0 {
+				return
+			}
+		}
+	}, nil
+}
+
+// scanBatch appends to buf the entries f selects among the next scanBatch
+// entries of an account after position after and at or before end. It
+// returns the position of the last entry examined, 0 when there is none
+// left to examine.
+func (p *Projection) scanBatch(account string, f Filter, after, end eventstore.Position, buf []Entry) ([]Entry, eventstore.Position) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	// The model may have been restored from a snapshot since the scan
+	// began: the account is looked up again and resumed by position,
+	// which every copy of the model agrees on.
+	a := p.accounts[account]
+	if a == nil {
+		return buf, 0
+	}
+	n := a.ix.Len()
+	i := sort.Search(n, func(i int) bool { return a.at(i).position > after })
+	last := eventstore.Position(0)
+	for stop := min(n, i+scanBatch); i < stop; i++ {
+		e := a.at(i)
+		if e.position > end {
+			return buf, 0
+		}
+		if f.match(a, e) {
+			buf = append(buf, a.view(account, i))
+		}
+		last = e.position
+	}
+	return buf, last
 }
 
 // Head returns the hash-chain link of the last event applied of a stream,

@@ -221,6 +221,37 @@ func (p *Projection) Users(id string, status ledger.Status) ([]User, error) {
 	return UsersOf(a.State, status), nil
 }
 
+// UsersPage returns up to limit users of an account in the order they
+// were added, only those with status unless status is empty, starting
+// after the first after users added (0: from the first). Users are never
+// removed from that order, so after is a stable cursor: next is the one
+// of the page that follows, and more reports whether a user after next
+// has the status. Only the page is copied. It returns
+// projections.ErrNotFound (wrapped) for an account not opened.
+func (p *Projection) UsersPage(id string, status ledger.Status, after, limit int) (users []User, next int, more bool, err error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	a, err := p.get(id)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	order := a.State.Order
+	next = min(max(after, 0), len(order))
+	users = make([]User, 0, min(max(limit, 0), len(order)-next))
+	for i := next; i < len(order); i++ {
+		u := a.State.Users[order[i]]
+		if status != "" && u.Status != status {
+			continue
+		}
+		if len(users) == limit {
+			return users, next, true, nil
+		}
+		users = append(users, userOf(u))
+		next = i + 1
+	}
+	return users, len(order), false, nil
+}
+
 // User returns one user of an account, or projections.ErrNotFound
 // (wrapped).
 func (p *Projection) User(id, user string) (User, error) {
