@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -268,9 +269,13 @@ func (s *server) getAccount(_ context.Context, r *http.Request, _ auth.Principal
 	return resp, nil
 }
 
-// UserList is the answer to listing users.
+// UserList is the answer to listing users: one page of them.
 type UserList struct {
 	Users []seats.User `json:"users"`
+	// HasMore says that users after this page have the status asked for;
+	// NextCursor continues after this page.
+	HasMore    bool   `json:"has_more"`
+	NextCursor string `json:"next_cursor"`
 }
 
 func (s *server) listUsers(_ context.Context, r *http.Request, _ auth.Principal) (*response, error) {
@@ -281,15 +286,28 @@ func (s *server) listUsers(_ context.Context, r *http.Request, _ auth.Principal)
 	default:
 		return nil, badRequest("status must be active, deactivated or deleted")
 	}
+	limit, err := pageLimit(r.URL.Query(), DefaultLimit)
+	if err != nil {
+		return nil, err
+	}
+	scope := cursorScope(account, "status="+string(status))
+	at, err := decodeCursor(r.URL.Query().Get("cursor"), cursorUsers, scope, 1)
+	if err != nil {
+		return nil, err
+	}
 	u, err := s.exists(account)
 	if err != nil {
 		return nil, err
 	}
-	users, err := s.cfg.Seats.Users(account, status)
+	users, next, more, err := s.cfg.Seats.UsersPage(account, status, int(min(at[0], 1<<40)), limit)
 	if err != nil {
 		return nil, notFound(account, err)
 	}
-	resp := jsonResponse(http.StatusOK, UserList{Users: users})
+	if users == nil {
+		users = []seats.User{}
+	}
+	resp := jsonResponse(http.StatusOK, UserList{Users: users, HasMore: more,
+		NextCursor: encodeCursor(cursorUsers, scope, uint64(next))})
 	resp.header.Set("ETag", etag(u.Revision))
 	return resp, nil
 }
@@ -325,6 +343,17 @@ func queryInt(q url.Values, name string, def, max int) (int, error) {
 	return n, nil
 }
 
+// ActivityList is the answer to listing activities: one page of them.
+type ActivityList struct {
+	Activities []attribution.Activity `json:"activities"`
+	// Next is the sequence number to give as after for the next page, 0
+	// when this page is the last; NextCursor is the same place as a
+	// cursor, given on every page.
+	Next       int    `json:"next,omitempty"`
+	HasMore    bool   `json:"has_more"`
+	NextCursor string `json:"next_cursor"`
+}
+
 func (s *server) listActivities(_ context.Context, r *http.Request, _ auth.Principal) (*response, error) {
 	account := r.PathValue("account")
 	q := r.URL.Query()
@@ -332,24 +361,41 @@ func (s *server) listActivities(_ context.Context, r *http.Request, _ auth.Princ
 	if err != nil {
 		return nil, err
 	}
-	limit, err := queryInt(q, "limit", attribution.DefaultLimit, 1000)
+	limit, err := pageLimit(q, DefaultLimit)
 	if err != nil {
 		return nil, err
+	}
+	scope := cursorScope(account)
+	if c := q.Get("cursor"); c != "" {
+		if q.Has("after") {
+			return nil, badRequest("give cursor or after, not both")
+		}
+		at, err := decodeCursor(c, cursorActivities, scope, 1)
+		if err != nil {
+			return nil, err
+		}
+		after = int(min(at[0], 1<<40))
 	}
 	if _, err := s.exists(account); err != nil {
 		return nil, err
 	}
 	page, err := s.cfg.Activities.Activities(account, after, limit)
 	if errors.Is(err, projections.ErrNotFound) {
-		page, err = attribution.Page{Activities: []attribution.Activity{}}, nil
+		page, err = attribution.Page{}, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	if page.Activities == nil {
-		page.Activities = []attribution.Activity{}
+	list := ActivityList{Activities: page.Activities, Next: page.Next, HasMore: page.Next != 0}
+	if list.Activities == nil {
+		list.Activities = []attribution.Activity{}
 	}
-	return jsonResponse(http.StatusOK, page), nil
+	next := after
+	if n := len(list.Activities); n > 0 {
+		next = list.Activities[n-1].Seq
+	}
+	list.NextCursor = encodeCursor(cursorActivities, scope, uint64(next))
+	return jsonResponse(http.StatusOK, list), nil
 }
 
 func (s *server) getActivity(_ context.Context, r *http.Request, _ auth.Principal) (*response, error) {
@@ -395,12 +441,20 @@ func parseTime(q url.Values, name string) (time.Time, error) {
 	return t, nil
 }
 
-// AuditList is the answer to reading the audit trail as JSON.
+// AuditList is the answer to reading the audit trail as JSON: one page
+// of it.
 type AuditList struct {
 	Entries []audit.Entry `json:"entries"`
+	// HasMore says that entries the filters select follow this page;
+	// NextCursor continues after this page.
+	HasMore    bool   `json:"has_more"`
+	NextCursor string `json:"next_cursor"`
 }
 
-func (s *server) getAudit(_ context.Context, r *http.Request, _ auth.Principal) (*response, error) {
+// getAudit answers a page of the audit trail as JSON, or, with
+// format=jsonl, exports it as JSON Lines: every entry the filters select
+// from the cursor on (up to limit when one is given), streamed.
+func (s *server) getAudit(w http.ResponseWriter, r *http.Request) error {
 	account := r.PathValue("account")
 	q := r.URL.Query()
 	var (
@@ -408,44 +462,119 @@ func (s *server) getAudit(_ context.Context, r *http.Request, _ auth.Principal) 
 		err error
 	)
 	if f.Since, err = parseTime(q, "since"); err != nil {
-		return nil, err
+		return err
 	}
 	if f.Until, err = parseTime(q, "until"); err != nil {
-		return nil, err
-	}
-	if f.Limit, err = queryInt(q, "limit", 0, 1<<30); err != nil {
-		return nil, err
+		return err
 	}
 	format := q.Get("format")
 	if format != "" && format != "json" && format != "jsonl" {
-		return nil, badRequest("format must be json or jsonl")
+		return badRequest("format must be json or jsonl")
 	}
+	export := format == "jsonl"
+	def := DefaultLimit
+	if export {
+		def = 0 // the whole selection
+	}
+	limit, err := pageLimit(q, def)
+	if err != nil {
+		return err
+	}
+	scope := cursorScope(account, "user="+f.User, "actor="+f.Actor,
+		"since="+timeKey(f.Since), "until="+timeKey(f.Until))
+	at, err := decodeCursor(q.Get("cursor"), cursorAudit, scope, 1)
+	if err != nil {
+		return err
+	}
+	after := eventstore.Position(at[0])
 	if _, err := s.exists(account); err != nil {
-		return nil, err
+		return err
 	}
-	entries, err := s.cfg.Audit.Entries(account, f)
-	if err != nil && !errors.Is(err, projections.ErrNotFound) {
-		return nil, err
+	entries, err := s.cfg.Audit.Scan(account, f, after)
+	if errors.Is(err, projections.ErrNotFound) {
+		entries, err = func(func(audit.Entry) bool) {}, nil
 	}
-	if entries == nil {
-		entries = []audit.Entry{}
+	if err != nil {
+		return err
 	}
-	if format == "jsonl" {
-		var buf bytesBuffer
-		if err := audit.WriteJSONL(&buf, entries); err != nil {
-			return nil, err
+	next, stop := iter.Pull(entries)
+	defer stop()
+	if export {
+		return s.exportAudit(w, r, account, scope, after, limit, next)
+	}
+	list := AuditList{Entries: make([]audit.Entry, 0, min(limit, 64))}
+	for len(list.Entries) < limit {
+		e, ok := next()
+		if !ok {
+			break
 		}
-		resp := &response{status: http.StatusOK, header: http.Header{}, body: buf.b}
-		resp.header.Set("Content-Type", "application/jsonl")
-		resp.header.Set("Content-Disposition", `attachment; filename="audit-`+account+`.jsonl"`)
-		return resp, nil
+		list.Entries = append(list.Entries, e)
 	}
-	return jsonResponse(http.StatusOK, AuditList{Entries: entries}), nil
+	_, list.HasMore = next()
+	if n := len(list.Entries); n > 0 {
+		after = list.Entries[n-1].Position
+	}
+	list.NextCursor = encodeCursor(cursorAudit, scope, uint64(after))
+	resp := jsonResponse(http.StatusOK, list)
+	s.setPosition(resp.header)
+	s.send(w, r, resp)
+	return nil
 }
 
-type bytesBuffer struct{ b []byte }
+// timeKey is a time filter as a cursor's scope holds it: equal instants
+// written differently are the same filter.
+func timeKey(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(t.UnixNano(), 10)
+}
 
-func (w *bytesBuffer) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
+// setPosition sets Ledger-Position to the read models' position.
+func (s *server) setPosition(h http.Header) {
+	if s.cfg.Progress != nil {
+		h.Set(HeaderPosition, strconv.FormatUint(uint64(s.cfg.Progress.Position()), 10))
+	}
+}
+
+// exportAudit streams audit entries as JSON Lines, flushing as it goes;
+// its trailers carry the cursor that continues after the last line.
+func (s *server) exportAudit(w http.ResponseWriter, r *http.Request, account string, scope []byte, after eventstore.Position, limit int, next func() (audit.Entry, bool)) error {
+	s.setPosition(w.Header())
+	startExport(w, "audit-"+account+".jsonl")
+	fw := &flushWriter{w: w}
+	bw := bufio.NewWriterSize(fw, 32<<10)
+	n := 0
+	for limit == 0 || n < limit {
+		e, ok := next()
+		if !ok {
+			break
+		}
+		if err := json.MarshalWrite(bw, &e, json.Deterministic(true)); err != nil {
+			s.abortExport(r.Context(), account, err)
+		}
+		bw.WriteByte('\n')
+		n++
+		after = e.Position
+		if n == 1 || n%flushEvery == 0 {
+			if err := bw.Flush(); err != nil {
+				s.abortExport(r.Context(), account, err)
+			}
+		}
+		if err := fw.line(); err != nil {
+			s.abortExport(r.Context(), account, err)
+		}
+	}
+	more := false
+	if limit > 0 {
+		_, more = next()
+	}
+	if err := bw.Flush(); err != nil {
+		s.abortExport(r.Context(), account, err)
+	}
+	endExport(w, encodeCursor(cursorAudit, scope, uint64(after)), more)
+	return nil
+}
 
 // Verification is the answer to verifying an account's hash chains.
 type Verification struct {
@@ -534,26 +663,44 @@ type StoredEvent struct {
 }
 
 // events streams an account's ledger and activity streams merged in
-// global order as JSON Lines.
+// global order as JSON Lines, from the cursor on (up to limit when one is
+// given). Its cursor holds the global position of the last line and the
+// revision each stream continues from, so that a next export reads only
+// what follows.
 func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	account := r.PathValue("account")
+	q := r.URL.Query()
+	limit, err := pageLimit(q, 0)
+	if err != nil {
+		return err
+	}
+	scope := cursorScope(account)
+	at, err := decodeCursor(q.Get("cursor"), cursorEvents, scope, 3)
+	if err != nil {
+		return err
+	}
+	after, revL, revA := eventstore.Position(at[0]), at[1], at[2]
 	if _, err := s.exists(account); err != nil {
 		return err
 	}
-	nextL, stopL := iter.Pull2(s.cfg.History.ReadStream(ctx, eventstore.LedgerStream(account), 0))
+	nextL, stopL := iter.Pull2(s.cfg.History.ReadStream(ctx, eventstore.LedgerStream(account), revL))
 	defer stopL()
-	nextA, stopA := iter.Pull2(s.cfg.History.ReadStream(ctx, eventstore.ActivityStream(account), 0))
+	nextA, stopA := iter.Pull2(s.cfg.History.ReadStream(ctx, eventstore.ActivityStream(account), revA))
 	defer stopA()
 	pull := func(next func() (eventstore.Record, error, bool)) (*eventstore.Record, error) {
-		rec, err, ok := next()
-		if !ok || errors.Is(err, eventstore.ErrStreamNotFound) {
-			return nil, nil
+		for {
+			rec, err, ok := next()
+			if !ok || errors.Is(err, eventstore.ErrStreamNotFound) {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			if rec.Position > after {
+				return &rec, nil
+			}
 		}
-		if err != nil {
-			return nil, err
-		}
-		return &rec, nil
 	}
 	l, err := pull(nextL)
 	if err != nil {
@@ -563,13 +710,13 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Content-Type", "application/jsonl")
-	if s.cfg.Progress != nil {
-		w.Header().Set(HeaderPosition, strconv.FormatUint(uint64(s.cfg.Progress.Position()), 10))
-	}
-	w.WriteHeader(http.StatusOK)
-	enc := jsontext.NewEncoder(w)
-	for l != nil || a != nil {
+	s.setPosition(w.Header())
+	startExport(w, "")
+	fw := &flushWriter{w: w}
+	bw := bufio.NewWriterSize(fw, 32<<10)
+	enc := jsontext.NewEncoder(bw)
+	n := 0
+	for (l != nil || a != nil) && (limit == 0 || n < limit) {
 		var rec *eventstore.Record
 		if a == nil || (l != nil && l.Position <= a.Position) {
 			rec = l
@@ -584,16 +731,32 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 		if err := json.MarshalEncode(enc, &line); err != nil {
 			s.abortExport(ctx, account, err)
 		}
+		n++
+		after = rec.Position
+		if n == 1 || n%flushEvery == 0 {
+			if err := bw.Flush(); err != nil {
+				s.abortExport(ctx, account, err)
+			}
+		}
+		if err := fw.line(); err != nil {
+			s.abortExport(ctx, account, err)
+		}
 		var perr error
 		if rec == l {
+			revL = rec.Revision + 1
 			l, perr = pull(nextL)
 		} else {
+			revA = rec.Revision + 1
 			a, perr = pull(nextA)
 		}
 		if perr != nil {
 			s.abortExport(ctx, account, perr)
 		}
 	}
+	if err := bw.Flush(); err != nil {
+		s.abortExport(ctx, account, err)
+	}
+	endExport(w, encodeCursor(cursorEvents, scope, uint64(after), revL, revA), l != nil || a != nil)
 	return nil
 }
 
@@ -601,6 +764,6 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 // connection is cut without the end of the chunked body, so the client
 // sees a broken transfer instead of a history that looks complete.
 func (s *server) abortExport(ctx context.Context, account string, err error) {
-	s.log.ErrorContext(ctx, "export events aborted", "account", account, "err", err)
+	s.log.ErrorContext(ctx, "export aborted", "account", account, "err", err)
 	panic(http.ErrAbortHandler)
 }

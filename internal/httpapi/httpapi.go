@@ -97,7 +97,10 @@ type Commands interface {
 // projections.ErrNotFound.
 type SeatReader interface {
 	Usage(account string, now time.Time) (seats.Usage, error)
-	Users(account string, status ledger.Status) ([]seats.User, error)
+	// UsersPage returns up to limit users after the first after added,
+	// only those with status unless it is empty, the after of the next
+	// page and whether users with the status follow.
+	UsersPage(account string, status ledger.Status, after, limit int) (users []seats.User, next int, more bool, err error)
 	User(account, user string) (seats.User, error)
 }
 
@@ -109,7 +112,9 @@ type ActivityReader interface {
 
 // AuditReader is the audit read model; *audit.Projection is one.
 type AuditReader interface {
-	Entries(account string, f audit.Filter) ([]audit.Entry, error)
+	// Scan iterates over the entries f selects after a global position,
+	// without copying the account's history.
+	Scan(account string, f audit.Filter, after eventstore.Position) (iter.Seq[audit.Entry], error)
 }
 
 // BillingReader is the billing read model; *billing.Projection is one.

@@ -60,7 +60,7 @@ func (s *server) register() {
 	s.write("POST "+acct+"/activities", recordActivity)
 	s.read("GET "+acct+"/activities", auth.Read, s.listActivities)
 	s.read("GET "+acct+"/activities/{activity}", auth.Read, s.getActivity)
-	s.read("GET "+acct+"/audit", auth.ReadHistory, s.getAudit)
+	s.raw("GET "+acct+"/audit", auth.ReadHistory, s.getAudit)
 	s.read("GET "+acct+"/audit/verify", auth.ReadHistory, s.verify)
 	s.read("GET "+acct+"/state", auth.ReadHistory, s.stateAsOf)
 	s.read("GET "+acct+"/billing", auth.ReadHistory, s.getBilling)

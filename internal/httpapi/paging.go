@@ -1,0 +1,189 @@
+package httpapi
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Paging of the list answers (/users, /activities, /audit, /events).
+//
+// A JSON list answer holds at most limit items (DefaultLimit when the
+// request gives none, MaxLimit at most; a limit outside 1..MaxLimit is
+// 400, not clamped, so that a client never takes a short page for the
+// whole list), has_more, and next_cursor: the cursor that continues after
+// the last item the answer examined. next_cursor is always given, also
+// when has_more is false, so that a client can come back later for what
+// was added since; a client walking a list loops while has_more is true.
+//
+// A JSON Lines answer (the audit export and the raw events) is an export:
+// it streams every selected item from its cursor on, unless the request
+// gives a limit, written and flushed as it is produced. Its continuation
+// cursor and whether more items follow are known only once the last line
+// is written: they are sent as the HTTP trailers Ledger-Next-Cursor and
+// Ledger-Has-More. An export that fails midway is cut without them (and
+// without the end of its chunked body), so a client holding the trailer
+// holds the whole selection.
+//
+// A cursor is opaque: base64url of a format byte, the kind of list, the
+// position it stands for, a digest of the account and filters of the
+// request that returned it, and a checksum. A cursor that does not decode,
+// fails its checksum, or was returned for another list, account or
+// filters is 400 invalid-cursor. A cursor is not a credential: it only
+// says where to resume, every page is authorised on its own.
+
+// Limits of list answers.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// Trailers of JSON Lines answers.
+const (
+	HeaderNextCursor = "Ledger-Next-Cursor"
+	HeaderHasMore    = "Ledger-Has-More"
+)
+
+// Kinds of cursors: a cursor of one list is refused by another.
+const (
+	cursorUsers      byte = 'u'
+	cursorActivities byte = 'a'
+	cursorAudit      byte = 'h'
+	cursorEvents     byte = 'e'
+)
+
+const (
+	cursorFormat   = 1
+	cursorScopeLen = 8
+	cursorSumLen   = 4
+)
+
+// cursorScope is what a cursor belongs to: the account and the filters
+// of its list, as name=value pairs in a fixed order.
+func cursorScope(account string, filters ...string) []byte {
+	h := sha256.New()
+	h.Write([]byte("ledger cursor scope\x00" + account))
+	for _, f := range filters {
+		h.Write([]byte{0})
+		h.Write([]byte(f))
+	}
+	return h.Sum(nil)[:cursorScopeLen]
+}
+
+func cursorSum(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:cursorSumLen]
+}
+
+// encodeCursor returns the cursor of a list of kind at the position vals.
+func encodeCursor(kind byte, scope []byte, vals ...uint64) string {
+	b := []byte{cursorFormat, kind}
+	for _, v := range vals {
+		b = binary.AppendUvarint(b, v)
+	}
+	b = append(b, scope...)
+	b = append(b, cursorSum(b)...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func cursorProblem(detail string) error {
+	return newProblem(ProblemInvalidCursor, http.StatusBadRequest, detail)
+}
+
+// decodeCursor returns the n values of a cursor of kind that belongs to
+// scope. An empty cursor is the start of the list: n zeros.
+func decodeCursor(s string, kind byte, scope []byte, n int) ([]uint64, error) {
+	vals := make([]uint64, n)
+	if s == "" {
+		return vals, nil
+	}
+	const garbled = "the cursor is not one this API returned (malformed or altered): give next_cursor as it was returned"
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) < 2+n+cursorScopeLen+cursorSumLen {
+		return nil, cursorProblem(garbled)
+	}
+	body, sum := b[:len(b)-cursorSumLen], b[len(b)-cursorSumLen:]
+	if !bytes.Equal(cursorSum(body), sum) || body[0] != cursorFormat {
+		return nil, cursorProblem(garbled)
+	}
+	if body[1] != kind {
+		return nil, cursorProblem("the cursor was returned by another list: give it to the list that returned it")
+	}
+	rest := body[2 : len(body)-cursorScopeLen]
+	for i := range vals {
+		v, k := binary.Uvarint(rest)
+		if k <= 0 {
+			return nil, cursorProblem(garbled)
+		}
+		vals[i], rest = v, rest[k:]
+	}
+	if len(rest) != 0 {
+		return nil, cursorProblem(garbled)
+	}
+	if !bytes.Equal(body[len(body)-cursorScopeLen:], scope) {
+		return nil, cursorProblem("the cursor belongs to another account or other filters: repeat the filters of the request that returned it")
+	}
+	return vals, nil
+}
+
+// pageLimit reads the limit of a list request: def when not given, 400
+// outside 1..MaxLimit.
+func pageLimit(q url.Values, def int) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > MaxLimit {
+		return 0, badRequest("limit must be an integer from 1 to %d", MaxLimit)
+	}
+	return n, nil
+}
+
+// flushWriter flushes the response after the first line and then every
+// flushEvery lines, so that a client reads an export as it is produced
+// rather than when a buffer fills or the export ends.
+type flushWriter struct {
+	w     http.ResponseWriter
+	lines int
+}
+
+const flushEvery = 64
+
+func (f *flushWriter) Write(p []byte) (int, error) { return f.w.Write(p) }
+
+// line records that a line was written and flushes when it is time.
+func (f *flushWriter) line() error {
+	f.lines++
+	if f.lines == 1 || f.lines%flushEvery == 0 {
+		return http.NewResponseController(f.w).Flush()
+	}
+	return nil
+}
+
+// startExport sends the headers of a JSON Lines answer and announces its
+// trailers.
+func startExport(w http.ResponseWriter, filename string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/jsonl")
+	if filename != "" {
+		h.Set("Content-Disposition", `attachment; filename="`+filename+`"`)
+	}
+	h.Set("Trailer", strings.Join([]string{HeaderNextCursor, HeaderHasMore}, ", "))
+	w.WriteHeader(http.StatusOK)
+}
+
+// endExport sets the trailers of a JSON Lines answer written whole.
+func endExport(w http.ResponseWriter, next string, more bool) {
+	w.Header().Set(HeaderNextCursor, next)
+	w.Header().Set(HeaderHasMore, strconv.FormatBool(more))
+}
+
+// ProblemInvalidCursor is the slug of a cursor that is malformed, altered,
+// or not of the list, account or filters it is given to (400).
+const ProblemInvalidCursor = "invalid-cursor"
