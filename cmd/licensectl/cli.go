@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -62,6 +63,8 @@ type cli struct {
 	token   string
 	json    bool
 	timeout time.Duration
+	// pageSize is how many items a listing asks for per request.
+	pageSize int
 }
 
 // usageError is a mistake in the command line: nothing was sent.
@@ -243,6 +246,13 @@ func (c *cli) resolve(cmd *command) error {
 	if t := pick(c.g.timeout, "LICENSECTL_TIMEOUT", ""); t != "" {
 		if c.timeout, err = time.ParseDuration(t); err != nil || c.timeout <= 0 {
 			return usagef(nil, "--timeout must be a positive duration such as 30s, not %q", t)
+		}
+	}
+
+	c.pageSize = maxPage
+	if v := c.getenv("LICENSECTL_PAGE_SIZE"); v != "" {
+		if c.pageSize, err = strconv.Atoi(v); err != nil || c.pageSize < 1 || c.pageSize > maxPage {
+			return usagef(nil, "LICENSECTL_PAGE_SIZE must be an integer from 1 to %d, not %q", maxPage, v)
 		}
 	}
 

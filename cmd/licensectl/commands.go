@@ -41,6 +41,7 @@ func (cmd *command) argsText() string {
 type verbFlags struct {
 	name, email, role, status, reason, confirm, reassign string
 	account, user, actor, since, until, asOf, period     string
+	cursor                                               string
 	seats, after, limit                                  int
 	jsonl                                                bool
 }
@@ -70,10 +71,11 @@ func init() {
 				fs.StringVar(&f.email, "email", "", "the user's `email`, unique in the account")
 				fs.StringVar(&f.role, "role", "member", "`role`: admin or member")
 			}},
-		{name: "users list", usage: "users list ACCOUNT [--status active|deactivated|deleted]", short: "the account's users",
+		{name: "users list", usage: "users list ACCOUNT [--status active|deactivated|deleted] [--limit N] [--cursor C]", short: "the account's users",
 			min: 1, max: 1, run: usersList,
 			flags: func(fs *flag.FlagSet, f *verbFlags) {
 				fs.StringVar(&f.status, "status", "", "only users with this `status`")
+				pagingFlags(fs, f, "users")
 			}},
 		{name: "users show", usage: "users show ACCOUNT USER", short: "one user",
 			min: 2, max: 2, run: usersShow},
@@ -92,22 +94,22 @@ func init() {
 			}},
 		{name: "activities record", usage: "activities record ACCOUNT USER KIND REF", short: "record an activity logged by an active user",
 			min: 4, max: 4, write: true, run: activitiesRecord},
-		{name: "activities list", usage: "activities list ACCOUNT [--after N] [--limit N]", short: "activities with who logged and who owns them",
+		{name: "activities list", usage: "activities list ACCOUNT [--after N] [--limit N] [--cursor C]", short: "activities with who logged and who owns them",
 			min: 1, max: 1, run: activitiesList,
 			flags: func(fs *flag.FlagSet, f *verbFlags) {
-				fs.IntVar(&f.after, "after", 0, "start after this sequence `number` (the next page's)")
-				fs.IntVar(&f.limit, "limit", 0, "at most this many (the API's default when 0)")
+				fs.IntVar(&f.after, "after", 0, "start after this sequence `number`")
+				pagingFlags(fs, f, "activities")
 			}},
 		{name: "activities show", usage: "activities show ACCOUNT ACTIVITY", short: "one activity",
 			min: 2, max: 2, run: activitiesShow},
-		{name: "audit", usage: "audit ACCOUNT [--user USER] [--actor TOKEN-ID] [--since T] [--until T] [--limit N] [--jsonl]", short: "the audit history (auditor, operator, admin)",
+		{name: "audit", usage: "audit ACCOUNT [--user USER] [--actor TOKEN-ID] [--since T] [--until T] [--limit N] [--cursor C] [--jsonl]", short: "the audit history (auditor, operator, admin)",
 			min: 1, max: 1, run: auditList,
 			flags: func(fs *flag.FlagSet, f *verbFlags) {
 				fs.StringVar(&f.user, "user", "", "only entries about this `user`")
 				fs.StringVar(&f.actor, "actor", "", "only entries of this `principal` (token id)")
 				fs.StringVar(&f.since, "since", "", "only entries at or after this RFC 3339 `time`")
 				fs.StringVar(&f.until, "until", "", "only entries before this RFC 3339 `time`")
-				fs.IntVar(&f.limit, "limit", 0, "at most this many entries (all when 0)")
+				pagingFlags(fs, f, "entries")
 				fs.BoolVar(&f.jsonl, "jsonl", false, "export as JSON Lines, one entry a line")
 			}},
 		{name: "audit verify", usage: "audit verify ACCOUNT", short: "verify the account's hash chains; exit status 1 when broken",
@@ -122,8 +124,9 @@ func init() {
 			flags: func(fs *flag.FlagSet, f *verbFlags) {
 				fs.StringVar(&f.period, "period", "", "the `month`, YYYY-MM, the cycle starts in")
 			}},
-		{name: "events", usage: "events ACCOUNT", short: "the raw history as stored, JSON Lines on stdout",
-			min: 1, max: 1, run: eventsExport},
+		{name: "events", usage: "events ACCOUNT [--limit N] [--cursor C]", short: "the raw history as stored, JSON Lines on stdout",
+			min: 1, max: 1, run: eventsExport,
+			flags: func(fs *flag.FlagSet, f *verbFlags) { pagingFlags(fs, f, "events") }},
 		{name: "tokens mint", usage: "tokens mint --role operator|admin|auditor|service [--account ACCOUNT]", short: "mint a token and print its secret, once (operator)",
 			min: 0, max: 0, write: true, run: tokensMint,
 			flags: func(fs *flag.FlagSet, f *verbFlags) {
@@ -135,6 +138,13 @@ func init() {
 		{name: "tokens revoke", usage: "tokens revoke TOKEN-ID", short: "revoke a token: it authenticates nowhere afterwards (operator)",
 			min: 1, max: 1, run: tokensRevoke},
 	}
+}
+
+// pagingFlags binds the flags of the verbs that list: they read every
+// page unless --limit says how many items to show.
+func pagingFlags(fs *flag.FlagSet, f *verbFlags, what string) {
+	fs.IntVar(&f.limit, "limit", 0, "show at most this many "+what+" (all when 0)")
+	fs.StringVar(&f.cursor, "cursor", "", "start at this `cursor`, given by an earlier listing that stopped at its --limit")
 }
 
 // lookup finds the verb named by the first one or two arguments.
@@ -188,6 +198,7 @@ Flags of every verb (the flag wins over the variable):
   --token-file FILE      LICENSECTL_TOKEN_FILE (default ./`+defaultTokenFile+` if it exists)
   --output text|json     LICENSECTL_OUTPUT (default text); json prints the API's body as is
   --timeout DURATION     LICENSECTL_TIMEOUT (default 60s)
+  LICENSECTL_PAGE_SIZE   items a listing asks for per request (1 to 1000, default 1000)
   --idempotency-key KEY  a retried write with the same key returns the first result
   --if-match REVISION    refuse the write if the account moved past this revision (ETag)
 
@@ -348,11 +359,11 @@ func usersList(ctx context.Context, c *cli, args []string) error {
 	default:
 		return usagef(cmd, "--status must be active, deactivated or deleted, not %q", c.f.status)
 	}
-	r, err := c.call(ctx, request{method: http.MethodGet, path: accountPath(args[0], "users"), query: q})
-	if err != nil {
-		return err
+	if c.f.limit < 0 {
+		return usagef(cmd, "--limit must not be negative")
 	}
-	return c.render(r, renderUsers)
+	return c.list(ctx, listing{req: request{method: http.MethodGet, path: accountPath(args[0], "users"), query: q},
+		key: "users", head: usersHead, row: userRow}, c.f.limit, c.f.cursor)
 }
 
 func userArgs(name string, args []string) error {
@@ -460,14 +471,11 @@ func activitiesList(ctx context.Context, c *cli, args []string) error {
 	if c.f.after > 0 {
 		q.Set("after", strconv.Itoa(c.f.after))
 	}
-	if c.f.limit > 0 {
-		q.Set("limit", strconv.Itoa(c.f.limit))
+	if c.f.after > 0 && c.f.cursor != "" {
+		return usagef(cmd, "give --after or --cursor, not both")
 	}
-	r, err := c.call(ctx, request{method: http.MethodGet, path: accountPath(args[0], "activities"), query: q})
-	if err != nil {
-		return err
-	}
-	return c.render(r, renderActivities)
+	return c.list(ctx, listing{req: request{method: http.MethodGet, path: accountPath(args[0], "activities"), query: q},
+		key: "activities", head: activitiesHead, row: activityRow}, c.f.limit, c.f.cursor)
 }
 
 func activitiesShow(ctx context.Context, c *cli, args []string) error {
@@ -508,18 +516,12 @@ func auditList(ctx context.Context, c *cli, args []string) error {
 	if c.f.limit < 0 {
 		return usagef(cmd, "--limit must not be negative")
 	}
-	if c.f.limit > 0 {
-		q.Set("limit", strconv.Itoa(c.f.limit))
-	}
+	req := request{method: http.MethodGet, path: accountPath(args[0], "audit"), query: q}
 	if c.f.jsonl {
 		q.Set("format", "jsonl")
-		return c.stream(ctx, request{method: http.MethodGet, path: accountPath(args[0], "audit"), query: q})
+		return c.export(ctx, req, c.f.limit, c.f.cursor)
 	}
-	r, err := c.call(ctx, request{method: http.MethodGet, path: accountPath(args[0], "audit"), query: q})
-	if err != nil {
-		return err
-	}
-	return c.render(r, renderAudit)
+	return c.list(ctx, listing{req: req, key: "entries", head: auditHead, row: auditRow}, c.f.limit, c.f.cursor)
 }
 
 func auditVerify(ctx context.Context, c *cli, args []string) error {
@@ -575,25 +577,17 @@ func billingShow(ctx context.Context, c *cli, args []string) error {
 	return c.render(r, renderBilling)
 }
 
-func eventsExport(ctx context.Context, c *cli, args []string) error {
-	if err := id(cmdOf("events"), "account", args[0]); err != nil {
-		return err
-	}
-	return c.stream(ctx, request{method: http.MethodGet, path: accountPath(args[0], "events")})
-}
-
-// stream copies a JSON Lines answer to stdout as it arrives, whatever
+// eventsExport copies the raw history to stdout as it arrives, whatever
 // --output says: it is JSON already, one record a line.
-func (c *cli) stream(ctx context.Context, req request) error {
-	resp, err := c.send(ctx, req)
-	if err != nil {
+func eventsExport(ctx context.Context, c *cli, args []string) error {
+	cmd := cmdOf("events")
+	if err := id(cmd, "account", args[0]); err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(c.stdout, resp.Body); err != nil {
-		return fmt.Errorf("read answer: %w", err)
+	if c.f.limit < 0 {
+		return usagef(cmd, "--limit must not be negative")
 	}
-	return nil
+	return c.export(ctx, request{method: http.MethodGet, path: accountPath(args[0], "events")}, c.f.limit, c.f.cursor)
 }
 
 func tokensMint(ctx context.Context, c *cli, _ []string) error {

@@ -222,21 +222,34 @@ func renderUser(w io.Writer, r reply) error {
 	return nil
 }
 
+const usersHead = "ID\tNAME\tEMAIL\tROLE\tSTATUS\tCHANGED"
+
+func writeUser(w io.Writer, u user) {
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", u.ID, personName(u.Name, u.ID), personName(u.Email, u.ID), u.Role, u.Status, ts(u.ChangedAt))
+}
+
 func writeUsers(w io.Writer, users []user) {
-	fmt.Fprintln(w, "ID\tNAME\tEMAIL\tROLE\tSTATUS\tCHANGED")
+	fmt.Fprintln(w, usersHead)
 	for _, u := range users {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", u.ID, personName(u.Name, u.ID), personName(u.Email, u.ID), u.Role, u.Status, ts(u.ChangedAt))
+		writeUser(w, u)
 	}
 }
 
-func renderUsers(w io.Writer, r reply) error {
-	var l struct {
-		Users []user `json:"users"`
-	}
-	if err := decode(r, &l); err != nil {
+// userRow writes one user of a listing.
+func userRow(w io.Writer, item json.RawMessage) error {
+	var u user
+	if err := decodeItem(item, &u); err != nil {
 		return err
 	}
-	writeUsers(w, l.Users)
+	writeUser(w, u)
+	return nil
+}
+
+// decodeItem decodes one item of a listing.
+func decodeItem(item json.RawMessage, v any) error {
+	if err := json.Unmarshal(item, v); err != nil {
+		return fmt.Errorf("the API answered something unexpected (%w); --output json shows it as is", err)
+	}
 	return nil
 }
 
@@ -269,36 +282,28 @@ func renderActivity(w io.Writer, r reply) error {
 	return nil
 }
 
-func renderActivities(w io.Writer, r reply) error {
-	var p struct {
-		Activities []activity `json:"activities"`
-		Next       int        `json:"next"`
-	}
-	if err := decode(r, &p); err != nil {
+const activitiesHead = "SEQ\tAT\tKIND\tREF\tLOGGED BY\tNAME\tOWNER\tOWNER NAME"
+
+// activityRow writes one activity of a listing.
+func activityRow(w io.Writer, item json.RawMessage) error {
+	var a activity
+	if err := decodeItem(item, &a); err != nil {
 		return err
 	}
-	fmt.Fprintln(w, "SEQ\tAT\tKIND\tREF\tLOGGED BY\tNAME\tOWNER\tOWNER NAME")
-	for _, a := range p.Activities {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Seq, ts(a.At), orDash(a.Kind), orDash(a.Ref),
-			orDash(a.UserID), personName(a.UserName, a.UserID), orDash(a.OwnerID), personName(a.OwnerName, a.OwnerID))
-	}
-	if p.Next != 0 {
-		fmt.Fprintf(w, "more: --after %d\n", p.Next)
-	}
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Seq, ts(a.At), orDash(a.Kind), orDash(a.Ref),
+		orDash(a.UserID), personName(a.UserName, a.UserID), orDash(a.OwnerID), personName(a.OwnerName, a.OwnerID))
 	return nil
 }
 
-func renderAudit(w io.Writer, r reply) error {
-	var l struct {
-		Entries []auditEntry `json:"entries"`
-	}
-	if err := decode(r, &l); err != nil {
+const auditHead = "TIME\tACTION\tUSER\tACTOR\tROLE\tSTREAM\tREVISION"
+
+// auditRow writes one audit entry of a listing.
+func auditRow(w io.Writer, item json.RawMessage) error {
+	var e auditEntry
+	if err := decodeItem(item, &e); err != nil {
 		return err
 	}
-	fmt.Fprintln(w, "TIME\tACTION\tUSER\tACTOR\tROLE\tSTREAM\tREVISION")
-	for _, e := range l.Entries {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", ts(e.Time), e.Action, orDash(e.UserID), orDash(e.ActorID), orDash(e.ActorRole), e.Stream, e.Revision)
-	}
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", ts(e.Time), e.Action, orDash(e.UserID), orDash(e.ActorID), orDash(e.ActorRole), e.Stream, e.Revision)
 	return nil
 }
 
