@@ -43,6 +43,16 @@
 // older than that is forgotten everywhere: a request repeated under it is
 // a new request.
 //
+// # Lists
+//
+// /users, /activities and /audit answer pages of at most limit items
+// ([DefaultLimit], [MaxLimit] at most) with has_more and an opaque
+// next_cursor bound to the list, account and filters. The JSON Lines
+// exports (/audit?format=jsonl, /events) stream from a cursor without a
+// default limit and send their continuation as the trailers
+// [HeaderNextCursor] and [HeaderHasMore]. No answer holds more than a page
+// in memory; the read models are scanned under short read locks.
+//
 // # Read your writes
 //
 // Every write answers with Ledger-Position, the global position its events
