@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,7 +32,8 @@ import (
 // version, to compare) instead of building this one; LEDGER_MEASURE_EVENTS
 // changes the number of events (100000); LEDGER_MEASURE_ONLY=json or
 // jsonl measures one of the two reads, in a process that has served no
-// other.
+// other; LEDGER_MEASURE_RESTART=1 restarts the process after loading, so
+// that the idle figure holds no garbage of the load.
 func TestAuditMemory(t *testing.T) {
 	if os.Getenv("LEDGER_MEASURE_AUDIT_MEMORY") == "" {
 		t.Skip("set LEDGER_MEASURE_AUDIT_MEMORY=1 to measure")
@@ -54,50 +54,7 @@ func TestAuditMemory(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--data-dir", dir, "--http-addr", "127.0.0.1:0",
-		"--nats-listen", "127.0.0.1:0", "--durability", "interval", "--log-format", "json")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	cmd.Stdout = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); cmd.Wait() }()
-	addr := make(chan string, 1)
-	go func() {
-		re := regexp.MustCompile(`"http":"(http://[^"]+)"`)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if len(addr) == 0 && logs.Len() < 1<<20 {
-				logs.Write(append(sc.Bytes(), '\n'))
-			}
-			if m := re.FindSubmatch(sc.Bytes()); m != nil {
-				select {
-				case addr <- string(m[1]):
-				default:
-				}
-			}
-		}
-	}()
-	var base string
-	select {
-	case base = <-addr:
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("licensed did not say where it listens:\n%s", logs)
-	}
-	token, err := os.ReadFile(filepath.Join(dir, "operator.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &apiClient{base: base + "/v1", token: strings.TrimSpace(string(token))}
-	awaitReady(t, c)
-
+	cmd, c := startLicensed(t, bin, dir)
 	c.mustDo(t, 201, "POST", "/accounts", `{"id":"big","name":"Big","seats":2}`)
 	var user struct{ ID string }
 	json.Unmarshal(c.mustDo(t, 201, "POST", "/accounts/big/users", `{"name":"Ada","email":"ada@big.test","role":"admin"}`), &user)
@@ -122,6 +79,18 @@ func TestAuditMemory(t *testing.T) {
 	}
 	t.Logf("loaded %d events in %v", events, time.Since(start).Round(time.Second))
 
+	if os.Getenv("LEDGER_MEASURE_RESTART") != "" {
+		// Measure from a process that served no write: stopped cleanly,
+		// it restarts from its snapshots.
+		if err := cmd.Process.Signal(os.Interrupt); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		cmd, c = startLicensed(t, bin, dir)
+		t.Log("restarted")
+	}
 	pid := cmd.Process.Pid
 	for _, tc := range []struct{ name, path string }{
 		{"JSON, default page", "/accounts/big/audit"},
@@ -192,6 +161,55 @@ func TestAuditMemory(t *testing.T) {
 			time.Duration(firstByte.Load()).Round(time.Millisecond), time.Duration(total.Load()).Round(time.Millisecond),
 			time.Since(began).Round(time.Millisecond))
 	}
+}
+
+// startLicensed starts bin on the data directory dir with random ports
+// and returns it once its API is ready. The process is killed when the
+// test ends.
+func startLicensed(t *testing.T, bin, dir string) (*exec.Cmd, *apiClient) {
+	t.Helper()
+	cmd := exec.Command(bin, "--data-dir", dir, "--http-addr", "127.0.0.1:0",
+		"--nats-listen", "127.0.0.1:0", "--durability", "interval", "--log-format", "json")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	cmd.Stdout = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := make(chan string, 1)
+	go func() {
+		re := regexp.MustCompile(`"http":"(http://[^"]+)"`)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if logs.Len() < 1<<20 {
+				logs.Write(append(sc.Bytes(), '\n'))
+			}
+			if m := re.FindSubmatch(sc.Bytes()); m != nil {
+				select {
+				case addr <- string(m[1]):
+				default:
+				}
+			}
+		}
+	}()
+	var base string
+	select {
+	case base = <-addr:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("licensed did not say where it listens:\n%s", logs)
+	}
+	token, err := os.ReadFile(filepath.Join(dir, "operator.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &apiClient{base: base + "/v1", token: strings.TrimSpace(string(token))}
+	awaitReady(t, c)
+	return cmd, c
 }
 
 // rss returns a field of /proc/PID/status in kB.
