@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -157,11 +158,14 @@ const flushEvery = 64
 
 func (f *flushWriter) Write(p []byte) (int, error) { return f.w.Write(p) }
 
-// line records that a line was written and flushes when it is time.
+// line records that a line was written and flushes when it is time. A
+// writer that cannot flush still gets every line, only later.
 func (f *flushWriter) line() error {
 	f.lines++
 	if f.lines == 1 || f.lines%flushEvery == 0 {
-		return http.NewResponseController(f.w).Flush()
+		if err := http.NewResponseController(f.w).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
+		}
 	}
 	return nil
 }
