@@ -30,8 +30,8 @@ import (
 //
 // LEDGER_MEASURE_BIN runs a licensed binary built elsewhere (another
 // version, to compare) instead of building this one; LEDGER_MEASURE_EVENTS
-// changes the number of events (100000); LEDGER_MEASURE_ONLY=json or
-// jsonl measures one of the two reads, in a process that has served no
+// changes the number of events (100000); LEDGER_MEASURE_ONLY=json, jsonl
+// or events (the raw history, GET /events) measures one of the reads, in a process that has served no
 // other; LEDGER_MEASURE_RESTART=1 restarts the process after loading, so
 // that the idle figure holds no garbage of the load.
 func TestAuditMemory(t *testing.T) {
@@ -92,11 +92,12 @@ func TestAuditMemory(t *testing.T) {
 		t.Log("restarted")
 	}
 	pid := cmd.Process.Pid
-	for _, tc := range []struct{ name, path string }{
-		{"JSON, default page", "/accounts/big/audit"},
-		{"JSON Lines export", "/accounts/big/audit?format=jsonl"},
+	for _, tc := range []struct{ name, path, only string }{
+		{"JSON, default page", "/accounts/big/audit", "json"},
+		{"JSON Lines export", "/accounts/big/audit?format=jsonl", "jsonl"},
+		{"raw events export", "/accounts/big/events", "events"},
 	} {
-		if only := os.Getenv("LEDGER_MEASURE_ONLY"); only != "" && only != map[bool]string{true: "jsonl", false: "json"}[strings.Contains(tc.path, "jsonl")] {
+		if only := os.Getenv("LEDGER_MEASURE_ONLY"); only != "" && only != tc.only {
 			continue
 		}
 		time.Sleep(3 * time.Second)
