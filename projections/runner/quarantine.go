@@ -88,19 +88,14 @@ func (r *Runner) logQuarantined(qs []projections.Quarantined) {
 
 // Quarantined returns the records the read models skipped, in the store's
 // order: those of account, or of every account (and those that name none)
-// when account is empty; after skips the first ones, limit caps how many
+// when account is empty, at positions after after; limit caps how many
 // are returned (0: all). It lists at most MaxQuarantined records.
-func (r *Runner) Quarantined(account string, after, limit int) []projections.Quarantined {
+func (r *Runner) Quarantined(account string, after eventstore.Position, limit int) []projections.Quarantined {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []projections.Quarantined
-	skipped := 0
 	for _, q := range r.q.list {
-		if account != "" && q.Account != account {
-			continue
-		}
-		if skipped < after {
-			skipped++
+		if q.Position <= after || account != "" && q.Account != account {
 			continue
 		}
 		if limit > 0 && len(out) == limit {
