@@ -55,12 +55,26 @@ func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from
 			}
 			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq
 		}
-		for rec, err := range s.consume(ctx, cfg, h.seq) {
-			if err == nil && rec.Revision < from {
-				continue
-			}
-			if !yield(rec, err) || stops(err) {
-				return
+		for again := true; again; {
+			again = false
+			first := true // no event of the stream read yet
+			for rec, err := range s.consume(ctx, cfg, h.seq) {
+				if err == nil && first && rec.Revision > from && cfg.OptStartSeq > 0 {
+					// The seek landed past revision from: a foreign
+					// copy of a later event misled the bisection. Read
+					// the stream from its start instead.
+					cfg.DeliverPolicy, cfg.OptStartSeq, again = jetstream.DeliverAllPolicy, 0, true
+					break
+				}
+				if err == nil {
+					first = false
+				}
+				if err == nil && rec.Revision < from {
+					continue
+				}
+				if !yield(rec, err) || stops(err) {
+					return
+				}
 			}
 		}
 	}
