@@ -1228,6 +1228,9 @@ func (s *Store) holdsAny(ctx context.Context, stream eventstore.StreamID, events
 		if errors.Is(err, eventstore.ErrStreamNotFound) {
 			return false, nil
 		}
+		if errors.Is(err, eventstore.ErrUnreadable) {
+			continue // not an event of the stream
+		}
 		if err != nil {
 			return false, err
 		}
@@ -1279,6 +1282,9 @@ func (s *Store) findOwn(ctx context.Context, stream eventstore.StreamID, expecte
 		// Anywhere in the stream: read it all.
 		i := uint64(0)
 		for rec, err := range s.ReadStream(ctx, stream, 0) {
+			if errors.Is(err, eventstore.ErrUnreadable) {
+				continue // not an event of the stream
+			}
 			if err != nil {
 				return eventstore.AppendResult{}, false, err
 			}
