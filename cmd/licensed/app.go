@@ -140,8 +140,7 @@ func (m *Main) Start(ctx context.Context) error {
 	api := httpapi.New(httpapi.Config{
 		Commands: m.accounts, Seats: st, Activities: at, Audit: au, Billing: bi,
 		History: m.store, Decoder: m.codec, Progress: m.runner, ReadModelsReady: m.runner.Ready, Tokens: m.tokens,
-		Quarantine: m.runner,
-		Clock: time.Now, NewID: ulid.Make, Random: rand.Reader,
+		Quarantine: m.runner, Clock: time.Now, NewID: ulid.Make, Random: rand.Reader,
 		Logger: m.log.With("component", "http"), Metrics: m.metrics,
 		Ready: map[string]httpapi.Check{
 			"store":       m.storeReady,
