@@ -162,7 +162,10 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.S
 			}
 		}()
 		for rec, err := range s.consume(sctx, startAfter(after), 0) {
-			if stops(err) && ctx.Err() == nil && sctx.Err() != nil {
+			// Close marks the store closed before it ends the
+			// subscriptions and drains the connection, whose iterator
+			// may fail before sctx is cancelled.
+			if stops(err) && ctx.Err() == nil && (sctx.Err() != nil || s.open() != nil) {
 				err = eventstore.ErrClosed
 			}
 			if !yield(rec, err) || stops(err) {
