@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/google/uuid"
@@ -14,10 +15,12 @@ import (
 )
 
 // Messages the store did not write, published on a stream's subjects by a
-// client with the store's own rights, are yielded as unreadable records by
-// every read, which goes on past them, and take no revision: appends that
-// follow number their events as if they were not there, whether the last
-// message of the stream is one of them or a copy of an earlier event.
+// client with the store's own rights, take no revision: those published
+// without the expectation every append carries are yielded as unreadable
+// records by every read, which goes on past them; a copy of an earlier
+// event placed with an expectation reads back with its stale revision.
+// Appends that follow number their events as if neither were there,
+// whether the last message of the stream is one of them or not.
 func TestForeignMessages(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -35,19 +38,20 @@ func TestForeignMessages(t *testing.T) {
 			if _, err := s.Append(ctx, stream, eventstore.NoStream(), evs[:2]...); err != nil {
 				t.Fatal(err)
 			}
-			// A copy of the first event with its revision header, then a
-			// message with no header at all: the last message of the
-			// stream is not an event.
+			// A copy of the first event with its headers, published without
+			// an expectation, then a message with no header at all: the
+			// last message of the stream is not an event.
 			first, err := jetstream.Message(stream, evs[0], 0, false)
 			if err != nil {
 				t.Fatal(err)
 			}
 			first.Header.Set(natsjs.MsgIDHeader, uuid.NewString())
-			if _, err := js.PublishMsg(ctx, first); err != nil {
+			ack, err := js.PublishMsg(ctx, first)
+			if err != nil {
 				t.Fatal(err)
 			}
-			ack, err := js.Publish(ctx, "ledger.victim.SeatsPurchased", []byte("{not json"))
-			if err != nil {
+			copied := eventstore.Position(ack.Sequence)
+			if ack, err = js.Publish(ctx, "ledger.victim.SeatsPurchased", []byte("{not json")); err != nil {
 				t.Fatal(err)
 			}
 			garbage := eventstore.Position(ack.Sequence)
@@ -55,9 +59,12 @@ func TestForeignMessages(t *testing.T) {
 			if err != nil || res.NextRevision != 2 {
 				t.Fatalf("append after a foreign message: %+v, %v; want revision 2", res, err)
 			}
-			// Now a copy of the first event is the last message: an
+			// A copy that follows the protocol, placed with the
+			// expectation the server checks, is now the last message: an
 			// append by a caller that knows three events still lands.
 			first.Header.Set(natsjs.MsgIDHeader, uuid.NewString())
+			first.Header.Set(natsjs.ExpectedLastSubjSeqHeader, strconv.FormatUint(uint64(res.Position), 10))
+			first.Header.Set(natsjs.ExpectedLastSubjSeqSubjHeader, "ledger.victim.*")
 			if _, err := js.PublishMsg(ctx, first); err != nil {
 				t.Fatal(err)
 			}
@@ -86,12 +93,12 @@ func TestForeignMessages(t *testing.T) {
 					revs = append(revs, rec.Revision)
 				}
 			}
-			if len(unreadable) != 1 || unreadable[0] != garbage {
-				t.Fatalf("unreadable records at %v, want the one at %d", unreadable, garbage)
+			if !slices.Equal(unreadable, []eventstore.Position{copied, garbage}) {
+				t.Fatalf("unreadable records at %v, want the copy without expectation at %d and the garbage at %d", unreadable, copied, garbage)
 			}
-			// The copies read back with the revision they carry; the events
-			// are numbered 0 to 3.
-			if want := []uint64{0, 1, 0, 2, 0, 3}; !slices.Equal(revs, want) {
+			// The copy placed with an expectation reads back with the
+			// revision it carries; the events are numbered 0 to 3.
+			if want := []uint64{0, 1, 2, 0, 3}; !slices.Equal(revs, want) {
 				t.Fatalf("revisions read %v, want %v", revs, want)
 			}
 			n := 0

@@ -566,6 +566,21 @@ func isDuplicate(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == 10201
 }
 
+// written reports whether a message with headers h can be one the store
+// wrote: the first message of every append carries the expectation that
+// orders it after the stream's last event, and every later message of an
+// append is a later message of its atomic batch. The server keeps these
+// headers. A message with neither was published past the store, with no
+// place in any stream's order: a foreign message, whatever revision it
+// claims.
+func written(h nats.Header) bool {
+	if h.Get(jetstream.ExpectedLastSubjSeqHeader) != "" {
+		return true
+	}
+	n, err := strconv.Atoi(h.Get(batchSeqHeader))
+	return err == nil && n >= 2 && h.Get(batchIDHeader) != ""
+}
+
 func revisionOf(h nats.Header) (uint64, error) {
 	v := h.Get(RevisionHeader)
 	rev, err := strconv.ParseUint(v, 10, 64)
@@ -607,10 +622,10 @@ func (s *Store) loadHead(ctx context.Context, stream eventstore.StreamID) (head,
 }
 
 // scanHead reads the headers of stream's messages up to sequence last and
-// returns its head as the store numbers events: each message whose
-// revision is the next one is the stream's next event; a message without
-// a revision, or with another one (a foreign message, a copy of an event
-// published again), takes none. The head's sequence is last all the same:
+// returns its head as the store numbers events: each message the store
+// wrote (see written) whose revision is the next one is the stream's next
+// event; any other message (foreign, or a copy of an event published
+// again) takes no revision. The head's sequence is last all the same:
 // it is what the server compares an append's expectation with. Loading a
 // head reads only the last message; this scan runs when that message is
 // not the stream's next event, which only a foreign publish causes.
@@ -638,7 +653,7 @@ func (s *Store) scanHead(ctx context.Context, stream eventstore.StreamID, last u
 		if seq := md.Sequence.Stream; seq > last {
 			return h, nil
 		}
-		if rev, err := revisionOf(msg.Headers()); err == nil && rev == h.n {
+		if rev, err := revisionOf(msg.Headers()); err == nil && rev == h.n && written(msg.Headers()) {
 			h.n++
 			h.lastID, _, _ = strings.Cut(msg.Headers().Get(jetstream.MsgIDHeader), "@")
 		}
@@ -679,8 +694,12 @@ func behind(expected eventstore.ExpectedRevision, n uint64) bool {
 	return ok && rev+1 > n
 }
 
-// headOf returns the head of the stream whose last event is m.
+// headOf returns the head of the stream whose last event is m. It fails
+// when m is not a message the store wrote.
 func headOf(m *jetstream.RawStreamMsg) (head, error) {
+	if !written(m.Header) {
+		return head{}, fmt.Errorf("jetstream: message %d was not written by the store", m.Sequence)
+	}
 	rev, err := revisionOf(m.Header)
 	if err != nil {
 		return head{}, err

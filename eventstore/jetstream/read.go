@@ -257,6 +257,9 @@ func record(subj string, h nats.Header, body []byte, seq uint64, stored time.Tim
 	if err != nil {
 		return unreadable("missing or malformed " + RevisionHeader + " header")
 	}
+	if !written(h) {
+		return unreadable("published without the expectation every append of the store carries")
+	}
 	e, err := eventstore.ParseCloudEvent(body)
 	if err != nil {
 		return unreadable("body is not a ledger CloudEvents envelope")

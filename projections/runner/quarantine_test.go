@@ -63,10 +63,12 @@ func (h *hostile) publish(t *testing.T, m *nats.Msg) eventstore.Position {
 	return eventstore.Position(ack.Sequence)
 }
 
-// copyOf returns a copy of the stored message at position p, published
-// again with a new message id and no expectation, its body changed by
-// edit and its revision header set to rev ("" keeps the original's).
-func (h *hostile) copyOf(t *testing.T, p eventstore.Position, rev string, edit func([]byte) []byte) *nats.Msg {
+// copyOf returns a copy of the stored message at position p, to publish
+// again with a new message id, its body changed by edit and its revision
+// header set to rev ("" keeps the original's). With expect it carries the
+// expectation the server checks, set to the account's ledger stream as it
+// is, as a publisher following the store's protocol would; without, none.
+func (h *hostile) copyOf(t *testing.T, p eventstore.Position, rev string, expect bool, edit func([]byte) []byte) *nats.Msg {
 	t.Helper()
 	st, err := h.js.Stream(context.Background(), "LEDGER")
 	if err != nil {
@@ -87,6 +89,14 @@ func (h *hostile) copyOf(t *testing.T, p eventstore.Position, rev string, edit f
 		out.Header.Set(jetstream.RevisionHeader, rev)
 	}
 	out.Data = edit(bytes.Clone(m.Data))
+	if expect {
+		last, err := st.GetLastMsgForSubject(context.Background(), "ledger.victim.*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Header.Set(natsjs.ExpectedLastSubjSeqHeader, strconv.FormatUint(last.Sequence, 10))
+		out.Header.Set(natsjs.ExpectedLastSubjSeqSubjHeader, "ledger.victim.*")
+	}
 	return out
 }
 
@@ -138,12 +148,14 @@ func TestForeignRecordsQuarantined(t *testing.T) {
 
 	// Caught up over: a message that is not an event at all.
 	garbage := h.publish(t, &nats.Msg{Subject: "ledger.victim.SeatsPurchased", Data: []byte("{not json")})
-	// Followed live: a copy of the purchase with 500 seats and its own
-	// revision header (a duplicate revision), and a copy placed at the
-	// stream's next revision whose previous hash is not the chain's.
+	// Followed live: copies of the purchase with 500 seats. One published
+	// plainly, without an expectation; one placed with the expectation
+	// and its own revision header (a duplicate revision); one placed at
+	// the stream's next revision, whose previous hash is not the chain's.
 	more := func(b []byte) []byte { return bytes.Replace(b, []byte(`"count":1`), []byte(`"count":500`), 1) }
-	dup := h.publish(t, h.copyOf(t, bought, "", more))
-	next := h.publish(t, h.copyOf(t, bought, "3", more))
+	plain := h.publish(t, h.copyOf(t, bought, "", false, more))
+	dup := h.publish(t, h.copyOf(t, bought, "", true, more))
+	next := h.publish(t, h.copyOf(t, bought, "3", true, more))
 	// The account takes commands after them, chained to its last event.
 	h.run(t, "victim", ledger.PurchaseSeats{Count: 1, At: now})
 	last := h.run(t, "victim", ledger.RecordActivity{ActivityID: "a1", UserID: "u1", Kind: "note", Ref: "r", At: now}).Position
@@ -157,7 +169,7 @@ func TestForeignRecordsQuarantined(t *testing.T) {
 	r.Observe(last)
 	waitFor(t, r, last)
 
-	want := []eventstore.Position{garbage, dup, next}
+	want := []eventstore.Position{garbage, plain, dup, next}
 	check := func(t *testing.T, r *runner.Runner, tl *tally) {
 		t.Helper()
 		types, _ := tl.snapshot()
@@ -173,7 +185,7 @@ func TestForeignRecordsQuarantined(t *testing.T) {
 				t.Fatalf("quarantined record %d: %+v, want position %d of ledger-victim", i, e, want[i])
 			}
 		}
-		if q[0].Revision != nil || q[1].Revision == nil || *q[1].Revision != 1 || q[2].Revision == nil || *q[2].Revision != 3 {
+		if q[0].Revision != nil || q[1].Revision != nil || q[2].Revision == nil || *q[2].Revision != 1 || q[3].Revision == nil || *q[3].Revision != 3 {
 			t.Fatalf("revisions of the quarantined records: %+v", q)
 		}
 		if got := r.Quarantined("other", 0, 0); len(got) != 0 {
