@@ -251,3 +251,32 @@ type ConditionalAppender interface {
 	// [ErrSelfCondition], storing nothing.
 	AppendIf(ctx context.Context, stream StreamID, expected ExpectedRevision, cond Condition, events ...Proposed) (AppendResult, error)
 }
+
+// ErrUnreadable is wrapped by the error a read yields for a stored record
+// the store cannot read back as an event: a message it did not write, with
+// a malformed place, revision or envelope. Unlike other read errors it
+// concerns that record only: reads of every backend go on with the next
+// record when the consumer asks for more, so that one foreign record never
+// stops a reader. The record yielded with it holds what the store knows:
+// Position, Stored, and Stream when its place names one.
+var ErrUnreadable = errors.New("eventstore: unreadable record")
+
+// UnreadableError describes a record a read could not decode. Reason says
+// what is wrong with it without quoting its content.
+type UnreadableError struct {
+	Position Position
+	// Stream is the stream the record's place names, zero when none.
+	Stream StreamID
+	Reason string
+}
+
+// Error describes the record.
+func (e *UnreadableError) Error() string {
+	if e.Stream.Account != "" {
+		return fmt.Sprintf("record at position %d of %s unreadable: %s", e.Position, e.Stream, e.Reason)
+	}
+	return fmt.Sprintf("record at position %d unreadable: %s", e.Position, e.Reason)
+}
+
+// Unwrap returns ErrUnreadable.
+func (e *UnreadableError) Unwrap() error { return ErrUnreadable }

@@ -46,6 +46,7 @@ import (
 	"fmt"
 	"iter"
 	"sync"
+	"time"
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/codec"
@@ -214,4 +215,20 @@ func AccountOf(d codec.Decoded) string {
 		return a
 	}
 	return d.Meta.Account
+}
+
+// Quarantined is a stored record the read models skipped because it could
+// not be read, verified or decoded (see codec.Link for what verifies). It
+// names where the record is and why it was skipped, never what it holds.
+type Quarantined struct {
+	Position eventstore.Position `json:"position"`
+	// Stream is the stream the record's place names ("ledger-acme"), empty
+	// when it names none; Account is that stream's account.
+	Stream  string `json:"stream,omitempty"`
+	Account string `json:"account,omitempty"`
+	// Revision is the revision the record carries, when it carries one.
+	Revision *uint64 `json:"revision,omitempty"`
+	Reason   string  `json:"reason"`
+	// RecordedAt is when the store accepted the record.
+	RecordedAt time.Time `json:"recorded_at"`
 }

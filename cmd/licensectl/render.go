@@ -80,9 +80,14 @@ type chainReport struct {
 }
 
 type verification struct {
-	OK       bool         `json:"ok"`
-	Ledger   chainReport  `json:"ledger"`
-	Activity *chainReport `json:"activity"`
+	OK          bool         `json:"ok"`
+	Ledger      chainReport  `json:"ledger"`
+	Activity    *chainReport `json:"activity"`
+	Quarantined []struct {
+		Position uint64 `json:"position"`
+		Stream   string `json:"stream"`
+		Reason   string `json:"reason"`
+	} `json:"quarantined"`
 }
 
 type reduction struct {
@@ -333,8 +338,15 @@ func renderVerification(w io.Writer, r reply) error {
 	if v.Activity != nil {
 		writeChain(w, *v.Activity)
 	}
+	for _, q := range v.Quarantined {
+		fmt.Fprintf(w, "%s	QUARANTINED	position %d: %s\n", q.Stream, q.Position, q.Reason)
+	}
 	return nil
 }
+
+// errQuarantined is returned by audit verify when the read models skipped
+// records of the account.
+var errQuarantined = errors.New("records quarantined")
 
 // errChainBroken is returned by audit verify when a chain is broken.
 var errChainBroken = errors.New("hash chain broken")
@@ -353,6 +365,9 @@ func verificationOutcome(body []byte) error {
 		if c != nil && !c.OK && c.Broken != nil {
 			return fmt.Errorf("%w: %s at revision %d", errChainBroken, c.Stream, c.Broken.Revision)
 		}
+	}
+	if len(v.Quarantined) > 0 {
+		return fmt.Errorf("%w: %d records the read models skip", errQuarantined, len(v.Quarantined))
 	}
 	return errChainBroken
 }

@@ -123,6 +123,7 @@ func (m *Main) Start(ctx context.Context) error {
 		OnEvent:   m.forgetDeletedKeys,
 		Logger:    m.log.With("component", "read-models"),
 	})
+	m.metrics.CountQuarantined(m.runner.QuarantinedCount)
 	m.accounts = accounts.New(accounts.Config{
 		Store: m.store, OnAppend: m.appended, Codec: m.codec,
 		Clock: time.Now, NewEventID: uuid.New, NewULID: ulid.Make,
@@ -139,7 +140,7 @@ func (m *Main) Start(ctx context.Context) error {
 	api := httpapi.New(httpapi.Config{
 		Commands: m.accounts, Seats: st, Activities: at, Audit: au, Billing: bi,
 		History: m.store, Decoder: m.codec, Progress: m.runner, ReadModelsReady: m.runner.Ready, Tokens: m.tokens,
-		Clock: time.Now, NewID: ulid.Make, Random: rand.Reader,
+		Quarantine: m.runner, Clock: time.Now, NewID: ulid.Make, Random: rand.Reader,
 		Logger: m.log.With("component", "http"), Metrics: m.metrics,
 		Ready: map[string]httpapi.Check{
 			"store":       m.storeReady,

@@ -566,6 +566,21 @@ func isDuplicate(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == 10201
 }
 
+// written reports whether a message with headers h can be one the store
+// wrote: the first message of every append carries the expectation that
+// orders it after the stream's last event, and every later message of an
+// append is a later message of its atomic batch. The server keeps these
+// headers. A message with neither was published past the store, with no
+// place in any stream's order: a foreign message, whatever revision it
+// claims.
+func written(h nats.Header) bool {
+	if h.Get(jetstream.ExpectedLastSubjSeqHeader) != "" {
+		return true
+	}
+	n, err := strconv.Atoi(h.Get(batchSeqHeader))
+	return err == nil && n >= 2 && h.Get(batchIDHeader) != ""
+}
+
 func revisionOf(h nats.Header) (uint64, error) {
 	v := h.Get(RevisionHeader)
 	rev, err := strconv.ParseUint(v, 10, 64)
@@ -593,7 +608,11 @@ func (s *Store) loadHead(ctx context.Context, stream eventstore.StreamID) (head,
 		return head{}, fmt.Errorf("jetstream: last event of %s: %w", stream, err)
 	default:
 		if h, err = headOf(m); err != nil {
-			return head{}, err
+			// The last message is not one the store wrote: count the
+			// stream's events by their revisions.
+			if h, err = s.scanHead(ctx, stream, m.Sequence); err != nil {
+				return head{}, err
+			}
 		}
 	}
 	s.mu.Lock()
@@ -602,8 +621,85 @@ func (s *Store) loadHead(ctx context.Context, stream eventstore.StreamID) (head,
 	return h, nil
 }
 
-// headOf returns the head of the stream whose last event is m.
+// scanHead reads the headers of stream's messages up to sequence last and
+// returns its head as the store numbers events: each message the store
+// wrote (see written) whose revision is the next one is the stream's next
+// event; any other message (foreign, or a copy of an event published
+// again) takes no revision. The head's sequence is last all the same:
+// it is what the server compares an append's expectation with. Loading a
+// head reads only the last message; this scan runs when that message is
+// not the stream's next event, which only a foreign publish causes.
+func (s *Store) scanHead(ctx context.Context, stream eventstore.StreamID, last uint64) (head, error) {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter(stream)}, HeadersOnly: true}
+	cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
+	if err != nil {
+		return head{}, fmt.Errorf("jetstream: scan %s: %w", stream, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(pullBatch))
+	if err != nil {
+		return head{}, fmt.Errorf("jetstream: scan %s: %w", stream, err)
+	}
+	defer it.Stop()
+	h := head{seq: last}
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return head{}, fmt.Errorf("jetstream: scan %s: %w", stream, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return head{}, fmt.Errorf("jetstream: scan %s: %w", stream, err)
+		}
+		if seq := md.Sequence.Stream; seq > last {
+			return h, nil
+		}
+		if rev, err := revisionOf(msg.Headers()); err == nil && rev == h.n && written(msg.Headers()) {
+			h.n++
+			h.lastID, _, _ = strings.Cut(msg.Headers().Get(jetstream.MsgIDHeader), "@")
+		}
+		if md.Sequence.Stream == last {
+			return h, nil
+		}
+	}
+}
+
+// rescan counts the events of stream anew with scanHead and caches the
+// head it finds. Appends call it when the caller knows of more events
+// than the last message's revision says: that message is then a copy of
+// an earlier event published again, not the stream's last event.
+func (s *Store) rescan(ctx context.Context, stream eventstore.StreamID) (head, error) {
+	m, err := s.stream.GetLastMsgForSubject(ctx, filter(stream))
+	var h head
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return head{}, fmt.Errorf("jetstream: last event of %s: %w", stream, err)
+	default:
+		if h, err = s.scanHead(ctx, stream, m.Sequence); err != nil {
+			return head{}, err
+		}
+	}
+	s.mu.Lock()
+	s.heads[stream] = h
+	delete(s.pairs, stream.Account)
+	s.mu.Unlock()
+	return h, nil
+}
+
+// behind reports whether a head of n events is behind what expected says
+// the caller saw: events the caller read cannot have vanished, so the
+// head was read from a message that is not the stream's last event.
+func behind(expected eventstore.ExpectedRevision, n uint64) bool {
+	rev, ok := expected.Revision()
+	return ok && rev+1 > n
+}
+
+// headOf returns the head of the stream whose last event is m. It fails
+// when m is not a message the store wrote.
 func headOf(m *jetstream.RawStreamMsg) (head, error) {
+	if !written(m.Header) {
+		return head{}, fmt.Errorf("jetstream: message %d was not written by the store", m.Sequence)
+	}
 	rev, err := revisionOf(m.Header)
 	if err != nil {
 		return head{}, err
@@ -697,6 +793,7 @@ func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected
 	// ids the server already holds in another stream.
 	qualify := false
 	var serverErr error // the server's refusal, kept as the cause of a conflict
+	rescanned := false  // whether the head was counted anew (see behind)
 	for attempt := 0; ; attempt++ {
 		if !cached {
 			var err error
@@ -708,6 +805,13 @@ func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected
 		if !expected.Matches(h.n) {
 			if !fresh {
 				cached = false
+				continue
+			}
+			if behind(expected, h.n) && !rescanned {
+				rescanned = true
+				if h, err = s.rescan(ctx, stream); err != nil {
+					return eventstore.AppendResult{}, err
+				}
 				continue
 			}
 			if res, ok, err := s.findOwn(ctx, stream, expected, h, events); err != nil || ok {
@@ -844,7 +948,10 @@ func (s *Store) loadPair(ctx context.Context, account string) (pair, error) {
 		}
 		h, err := headOf(m)
 		if err != nil {
-			return pair{}, err
+			// Not a message the store wrote: count that stream's events.
+			if h, err = s.scanHead(ctx, at, m.Sequence); err != nil {
+				return pair{}, err
+			}
 		}
 		other := eventstore.StreamID{Category: eventstore.Activity, Account: account}
 		if at.Category == eventstore.Activity {
@@ -864,6 +971,22 @@ func (s *Store) loadPair(ctx context.Context, account string) (pair, error) {
 		return p, nil
 	}
 	return pair{}, fmt.Errorf("jetstream: last events of account %s: they keep moving: %w", account, eventstore.ErrConflict)
+}
+
+// rescanPair counts the events of both streams of account anew (see
+// rescan) and caches them as a pair. A write between the two scans makes
+// the pair stale, which the server's check of the next append catches.
+func (s *Store) rescanPair(ctx context.Context, account string) (pair, error) {
+	var p pair
+	for _, c := range []eventstore.Category{eventstore.Ledger, eventstore.Activity} {
+		h, err := s.rescan(ctx, eventstore.StreamID{Category: c, Account: account})
+		if err != nil {
+			return pair{}, err
+		}
+		p.set(c, h)
+	}
+	s.keepPair(account, p)
+	return p, nil
 }
 
 // messages returns the messages of events appended to stream at revision
@@ -967,7 +1090,7 @@ func (s *Store) appendIf(ctx context.Context, stream eventstore.StreamID, expect
 	}
 	account := stream.Account
 	p, cached := s.cachedPair(account)
-	fresh, qualify := false, false
+	fresh, qualify, rescanned := false, false, false
 	var serverErr error // the server's refusal, kept as the cause of a conflict
 	for attempt := 0; ; attempt++ {
 		if !cached {
@@ -980,6 +1103,13 @@ func (s *Store) appendIf(ctx context.Context, stream eventstore.StreamID, expect
 		if !expected.Matches(h.n) || !cond.Expected.Matches(ch.n) {
 			if !fresh {
 				cached = false
+				continue
+			}
+			if (behind(expected, h.n) || behind(cond.Expected, ch.n)) && !rescanned {
+				rescanned = true
+				if p, err = s.rescanPair(ctx, account); err != nil {
+					return eventstore.AppendResult{}, err
+				}
 				continue
 			}
 			// A retry of an append stored before: its first result.
@@ -1117,6 +1247,9 @@ func (s *Store) holdsAny(ctx context.Context, stream eventstore.StreamID, events
 		if errors.Is(err, eventstore.ErrStreamNotFound) {
 			return false, nil
 		}
+		if errors.Is(err, eventstore.ErrUnreadable) {
+			continue // not an event of the stream
+		}
 		if err != nil {
 			return false, err
 		}
@@ -1168,6 +1301,9 @@ func (s *Store) findOwn(ctx context.Context, stream eventstore.StreamID, expecte
 		// Anywhere in the stream: read it all.
 		i := uint64(0)
 		for rec, err := range s.ReadStream(ctx, stream, 0) {
+			if errors.Is(err, eventstore.ErrUnreadable) {
+				continue // not an event of the stream
+			}
 			if err != nil {
 				return eventstore.AppendResult{}, false, err
 			}
@@ -1227,7 +1363,9 @@ func (s *Store) seek(ctx context.Context, stream eventstore.StreamID, h head, re
 		}
 		r, err := revisionOf(m.Header)
 		if err != nil {
-			return 0, err
+			// A foreign message without a revision: read from the start
+			// of the range instead, the reader skips what comes before.
+			return lo, nil
 		}
 		switch {
 		case r == rev:

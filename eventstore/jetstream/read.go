@@ -55,12 +55,26 @@ func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from
 			}
 			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq
 		}
-		for rec, err := range s.consume(ctx, cfg, h.seq) {
-			if err == nil && rec.Revision < from {
-				continue
-			}
-			if !yield(rec, err) || err != nil {
-				return
+		for again := true; again; {
+			again = false
+			first := true // no event of the stream read yet
+			for rec, err := range s.consume(ctx, cfg, h.seq) {
+				if err == nil && first && rec.Revision > from && cfg.OptStartSeq > 0 {
+					// The seek landed past revision from: a foreign
+					// copy of a later event misled the bisection. Read
+					// the stream from its start instead.
+					cfg.DeliverPolicy, cfg.OptStartSeq, again = jetstream.DeliverAllPolicy, 0, true
+					break
+				}
+				if err == nil {
+					first = false
+				}
+				if err == nil && rec.Revision < from {
+					continue
+				}
+				if !yield(rec, err) || stops(err) {
+					return
+				}
 			}
 		}
 	}
@@ -74,6 +88,7 @@ const smallStream = 16
 // walk yields the events of stream one message get at a time, up to head h.
 func (s *Store) walk(ctx context.Context, stream eventstore.StreamID, h head, from uint64, yield func(eventstore.Record, error) bool) {
 	f := filter(stream)
+	reached := false // whether an event at from or later was read
 	for seq := uint64(1); seq <= h.seq; seq++ {
 		m, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(f))
 		if err != nil {
@@ -85,10 +100,15 @@ func (s *Store) walk(ctx context.Context, stream eventstore.StreamID, h head, fr
 			return
 		}
 		rec, err := record(m.Subject, m.Header, m.Data, seq, m.Time)
-		if err == nil && rec.Revision < from {
+		switch {
+		case err == nil && rec.Revision < from:
 			continue
+		case err != nil && from > 0 && !reached:
+			continue // a foreign message among the revisions before from
+		case err == nil:
+			reached = true
 		}
-		if !yield(rec, err) || err != nil {
+		if !yield(rec, err) || stops(err) {
 			return
 		}
 	}
@@ -117,7 +137,7 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 			return
 		}
 		for rec, err := range s.consume(ctx, startAfter(after), last) {
-			if !yield(rec, err) || err != nil {
+			if !yield(rec, err) || stops(err) {
 				return
 			}
 		}
@@ -142,10 +162,13 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.S
 			}
 		}()
 		for rec, err := range s.consume(sctx, startAfter(after), 0) {
-			if err != nil && ctx.Err() == nil && sctx.Err() != nil {
+			// Close marks the store closed before it ends the
+			// subscriptions and drains the connection, whose iterator
+			// may fail before sctx is cancelled.
+			if stops(err) && ctx.Err() == nil && (sctx.Err() != nil || s.open() != nil) {
 				err = eventstore.ErrClosed
 			}
-			if !yield(rec, err) || err != nil {
+			if !yield(rec, err) || stops(err) {
 				return
 			}
 		}
@@ -202,7 +225,7 @@ func (s *Store) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig
 				return
 			}
 			rec, err := record(msg.Subject(), msg.Headers(), msg.Data(), seq, md.Timestamp)
-			if !yield(rec, err) || err != nil {
+			if !yield(rec, err) || stops(err) {
 				return
 			}
 			// Stop at the sequence that was last when the read began, never
@@ -216,19 +239,30 @@ func (s *Store) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig
 	}
 }
 
-// record decodes a stored message.
+// record decodes a stored message. A message the store did not write in
+// this form (a foreign publish) yields an [eventstore.UnreadableError]
+// and a record holding its position, store time and, when its subject
+// names one, its stream; the reason never quotes the message.
 func record(subj string, h nats.Header, body []byte, seq uint64, stored time.Time) (eventstore.Record, error) {
-	stream, ok := streamOf(subj)
-	if !ok {
-		return eventstore.Record{}, fmt.Errorf("jetstream: message %d: subject %q is not <category>.<account>.<type>", seq, subj)
+	at := eventstore.Record{Position: eventstore.Position(seq), Stored: stored}
+	unreadable := func(reason string) (eventstore.Record, error) {
+		return at, &eventstore.UnreadableError{Position: at.Position, Stream: at.Stream, Reason: reason}
 	}
+	stream, ok := streamOf(subj)
+	if !ok || checkStream(stream) != nil {
+		return unreadable("subject is not <category>.<account>.<type>")
+	}
+	at.Stream = stream
 	rev, err := revisionOf(h)
 	if err != nil {
-		return eventstore.Record{}, fmt.Errorf("jetstream: message %d: %w", seq, err)
+		return unreadable("missing or malformed " + RevisionHeader + " header")
+	}
+	if !written(h) {
+		return unreadable("published without the expectation every append of the store carries")
 	}
 	e, err := eventstore.ParseCloudEvent(body)
 	if err != nil {
-		return eventstore.Record{}, fmt.Errorf("jetstream: message %d: %w", seq, err)
+		return unreadable("body is not a ledger CloudEvents envelope")
 	}
 	if e.Metadata == nil {
 		if md := h.Get(MetadataHeader); md != "" {
@@ -246,3 +280,7 @@ func record(subj string, h nats.Header, body []byte, seq uint64, stored time.Tim
 		Stored:   stored,
 	}, nil
 }
+
+// stops reports whether a read ends after yielding err: every error but
+// one about a single unreadable record does.
+func stops(err error) bool { return err != nil && !errors.Is(err, eventstore.ErrUnreadable) }

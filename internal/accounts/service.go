@@ -527,37 +527,67 @@ func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 
 // catchUpLedger folds the ledger events the service has not seen yet.
 func (s *Service) catchUpLedger(ctx context.Context, a *account) error {
-	return s.readNew(ctx, a, eventstore.LedgerStream(a.id), a.state.Version, func(r eventstore.Record, d codec.Decoded) {
-		a.ledgerHead = codec.RecordHash(a.ledgerHead, r)
+	l := codec.Link{Next: a.state.Version, Hash: a.ledgerHead}
+	err := s.readNew(ctx, a, eventstore.LedgerStream(a.id), &l, func(r eventstore.Record, d codec.Decoded) {
 		if del, ok := d.Event.(ledger.UserDeleted); ok {
 			s.destroyKey(ctx, a, del.UserID)
 		}
 	})
+	// A record that took a revision without verifying moved the link but
+	// folded nothing: the ledger's revision counts it all the same.
+	a.state.Version, a.ledgerHead = l.Next, l.Hash
+	return err
 }
 
 // catchUpActivities folds the activity events the service has not seen
 // yet; they move only the account's time.
 func (s *Service) catchUpActivities(ctx context.Context, a *account) error {
-	return s.readNew(ctx, a, eventstore.ActivityStream(a.id), a.activityLen, func(r eventstore.Record, _ codec.Decoded) {
-		a.activityHead = codec.RecordHash(a.activityHead, r)
-		a.activityLen = r.Revision + 1
-	})
+	l := codec.Link{Next: a.activityLen, Hash: a.activityHead}
+	err := s.readNew(ctx, a, eventstore.ActivityStream(a.id), &l, func(eventstore.Record, codec.Decoded) {})
+	a.activityLen, a.activityHead = l.Next, l.Hash
+	return err
 }
 
-// readNew reads stream from revision from, folds each event into the
-// account and remembers it, then lets also do the stream's own
-// bookkeeping.
-func (s *Service) readNew(ctx context.Context, a *account, stream eventstore.StreamID, from uint64, also func(eventstore.Record, codec.Decoded)) error {
+// ErrUnreadableHistory is returned (wrapped) when an account's stream
+// holds, in its hash chain, an event this service cannot decode (a newer
+// schema version, say): deciding without it could break a rule, so the
+// account takes no command until the event can be read.
+var ErrUnreadableHistory = errors.New("accounts: the account's history holds an event this service cannot decode")
+
+// readNew reads stream from the revision l.Next, verifies each record
+// against the stream's chain l (codec.Link), folds each event that
+// verifies into the account and remembers it, then lets also do the
+// stream's own bookkeeping. l ends past the last record read.
+//
+// Records that are not the stream's (unreadable, out of the stream's
+// order, or off its chain: foreign records, copies of events published
+// again) are skipped: they are never folded into the state commands are
+// decided on, and the account goes on taking commands, its next event
+// chaining to the last one that verified. An event that is in the chain
+// but does not decode stops the load with [ErrUnreadableHistory].
+func (s *Service) readNew(ctx context.Context, a *account, stream eventstore.StreamID, l *codec.Link, also func(eventstore.Record, codec.Decoded)) error {
 	var now time.Time
-	for r, err := range s.cfg.Store.ReadStream(ctx, stream, from) {
+	for r, err := range s.cfg.Store.ReadStream(ctx, stream, l.Next) {
 		if errors.Is(err, eventstore.ErrStreamNotFound) {
 			break
+		}
+		if errors.Is(err, eventstore.ErrUnreadable) {
+			s.log.DebugContext(ctx, "skipping a record that is not the stream's", "stream", stream.String(), "position", uint64(r.Position), "reason", codec.Reason(err))
+			continue
 		}
 		if err != nil {
 			return fmt.Errorf("load %s: %w", stream, err)
 		}
-		d, err := s.cfg.Codec.Decode(ctx, r)
-		if err != nil {
+		before := l.Hash
+		d, err := s.cfg.Codec.DecodeNext(ctx, l, r)
+		switch {
+		case err == nil:
+		case errors.Is(err, codec.ErrOutOfOrder), errors.Is(err, codec.ErrBrokenLink), l.Hash == before && codec.Unfoldable(err):
+			s.log.DebugContext(ctx, "skipping a record that is not the stream's", "stream", stream.String(), "position", uint64(r.Position), "reason", codec.Reason(err))
+			continue
+		case codec.Unfoldable(err):
+			return fmt.Errorf("load %s at revision %d: %s: %w", stream, r.Revision, codec.Reason(err), ErrUnreadableHistory)
+		default:
 			return fmt.Errorf("load %s: %w", stream, err)
 		}
 		a.state = ledger.Evolve(a.state, d.Event)

@@ -126,3 +126,29 @@ func BenchmarkEncode(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
 }
+
+// BenchmarkDecodeNext decodes the same records as BenchmarkDecode and
+// verifies each against its stream's chain (codec.Link), as the read
+// models do: the difference is the cost of verification.
+func BenchmarkDecodeNext(b *testing.B) {
+	c, recs := benchRecords(b, 1000)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	n := 0
+	cpu := cpuTime()
+	for b.Loop() {
+		var l codec.Link
+		for _, r := range recs {
+			if _, err := c.DecodeNext(ctx, &l, r); err != nil {
+				b.Fatal(err)
+			}
+		}
+		n += len(recs)
+	}
+	cpu = cpuTime() - cpu
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/event")
+	if cpu > 0 {
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/event")
+	}
+}

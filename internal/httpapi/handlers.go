@@ -578,9 +578,15 @@ func (s *server) exportAudit(w http.ResponseWriter, r *http.Request, account str
 
 // Verification is the answer to verifying an account's hash chains.
 type Verification struct {
+	// OK is true when both chains verify, no record of the account's
+	// streams lies outside them, and the read models quarantined none.
 	OK       bool          `json:"ok"`
 	Ledger   chain.Report  `json:"ledger"`
 	Activity *chain.Report `json:"activity,omitempty"`
+	// Quarantined are the account's records the read models skipped
+	// (unreadable, off the chain, or undecodable): what the account's
+	// reads leave out.
+	Quarantined []projections.Quarantined `json:"quarantined,omitempty"`
 }
 
 func (s *server) verify(ctx context.Context, r *http.Request, _ auth.Principal) (*response, error) {
@@ -600,6 +606,9 @@ func (s *server) verify(ctx context.Context, r *http.Request, _ auth.Principal) 
 		return nil, err
 	default:
 		v.Activity, v.OK = &act, v.OK && act.OK
+	}
+	if v.Quarantined = s.accountQuarantine(account); len(v.Quarantined) > 0 {
+		v.OK = false
 	}
 	return jsonResponse(http.StatusOK, v), nil
 }
@@ -691,6 +700,9 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 	pull := func(next func() (eventstore.Record, error, bool)) (*eventstore.Record, error) {
 		for {
 			rec, err, ok := next()
+			if errors.Is(err, eventstore.ErrUnreadable) {
+				continue // no event to show: see GET /v1/quarantine
+			}
 			if !ok || errors.Is(err, eventstore.ErrStreamNotFound) {
 				return nil, nil
 			}

@@ -186,6 +186,9 @@ type Config struct {
 	// the application service loads accounts from the store. Nil: ready.
 	ReadModelsReady func() bool
 	Tokens          auth.Store
+	// Quarantine lists the records the read models skipped (GET
+	// /v1/quarantine, audit verification, /metrics); nil when none can be.
+	Quarantine QuarantineReader
 
 	// Clock is the only source of time; NewID draws user, activity and
 	// correlation ids (ULIDs); Random draws token secrets (crypto/rand.Reader

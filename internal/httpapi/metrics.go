@@ -26,6 +26,9 @@ type Metrics struct {
 	reqLat    histogram
 	lag       map[string]float64
 	published uint64
+	// quarantined counts the records the read models quarantined; nil
+	// until CountQuarantined names it.
+	quarantined func() uint64
 }
 
 // latencyBuckets are upper bounds in seconds, from 100 us (an in-memory
@@ -90,6 +93,15 @@ func (m *Metrics) EventsPublished(n int) {
 	m.published += uint64(n)
 }
 
+// CountQuarantined makes n the source of ledger_quarantined_records_total:
+// the records the read models skipped as unreadable, unverifiable or
+// undecodable (the projection runner's QuarantinedCount).
+func (m *Metrics) CountQuarantined(n func() uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.quarantined = n
+}
+
 // WriteTo writes every metric in the text exposition format.
 func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	m.mu.Lock()
@@ -123,6 +135,11 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 		fmt.Fprintf(cw, "licensed_projection_lag_positions{projection=%s} %s\n", quote(k), strconv.FormatFloat(m.lag[k], 'g', -1, 64))
 	}
 	fmt.Fprintf(cw, "# HELP licensed_events_published_total Events published downstream.\n# TYPE licensed_events_published_total counter\nlicensed_events_published_total %d\n", m.published)
+	var quarantined uint64
+	if m.quarantined != nil {
+		quarantined = m.quarantined()
+	}
+	fmt.Fprintf(cw, "# HELP ledger_quarantined_records_total Stored records the read models skipped as unreadable, off their stream's chain, or undecodable.\n# TYPE ledger_quarantined_records_total counter\nledger_quarantined_records_total %d\n", quarantined)
 	if err := cw.w.Flush(); err != nil {
 		return cw.n, err
 	}

@@ -41,6 +41,7 @@ const (
 	ProblemInternal           = "internal"            // 500
 	ProblemInvalidToken       = "invalid-token"       // 400 on minting: bad role or scope
 	ProblemLastOperator       = "last-operator-token" // 409: revoking the only operator token
+	ProblemHistoryUnreadable  = "history-unreadable"  // 503: the account's chain holds an event this service cannot decode
 )
 
 // Problem is an RFC 9457 problem details object.
@@ -132,6 +133,9 @@ func toProblem(err error) (p Problem, internal bool) {
 	case errors.Is(err, accounts.ErrContention), errors.Is(err, eventstore.ErrConflict):
 		p = Problem{Rule: ProblemContention, Status: http.StatusServiceUnavailable,
 			Detail: "too many concurrent changes to this account: retry shortly"}
+	case errors.Is(err, accounts.ErrUnreadableHistory):
+		p = Problem{Rule: ProblemHistoryUnreadable, Status: http.StatusServiceUnavailable,
+			Detail: "the account's history holds an event this service cannot decode (a newer version's?): it takes no command until the event can be read"}
 	case errors.Is(err, auth.ErrUnauthenticated):
 		p = Problem{Rule: ProblemUnauthenticated, Status: http.StatusUnauthorized,
 			Detail: "a valid bearer token is required: Authorization: Bearer ll_..."}

@@ -66,6 +66,7 @@ func (s *server) register() {
 	s.read("GET "+acct+"/billing", auth.ReadHistory, s.getBilling)
 	s.raw("GET "+acct+"/events", auth.ReadHistory, s.events)
 	s.tokenRoutes()
+	s.quarantineRoutes()
 	s.ops()
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/seats"
 )
@@ -49,13 +50,20 @@ func At(ctx context.Context, r projections.StreamReader, dec projections.Decoder
 		rev      uint64
 		position eventstore.Position
 	)
+	var link codec.Link // records off the stream's chain are skipped, as the read models skip them
 	for rec, err := range r.ReadStream(ctx, eventstore.LedgerStream(account), 0) {
+		if errors.Is(err, eventstore.ErrUnreadable) {
+			continue
+		}
 		if err != nil {
 			return State{}, fmt.Errorf("state of %s as of %s: %w", account, t.Format(time.RFC3339), err)
 		}
 		d, err := dec.Decode(ctx, rec)
-		if err != nil {
+		if err != nil && !codec.Unfoldable(err) {
 			return State{}, fmt.Errorf("state of %s as of %s: %w", account, t.Format(time.RFC3339), err)
+		}
+		if link.Follow(rec, d, err) != nil {
+			continue
 		}
 		if d.Event.OccurredAt().After(t) {
 			break

@@ -13,6 +13,7 @@ package chain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -34,6 +35,19 @@ type Report struct {
 	Head codec.Hash `json:"head"`
 	// Broken is the first broken link, nil when OK.
 	Broken *Break `json:"broken,omitempty"`
+	// Skipped are the records read that are not part of the chain: ones
+	// the store cannot read, and copies or foreign records whose revision
+	// is not the stream's next. Verification goes on past them, but the
+	// report is not OK.
+	Skipped []Skipped `json:"skipped,omitempty"`
+}
+
+// Skipped is a record of a stream that is not part of its chain.
+type Skipped struct {
+	Position eventstore.Position `json:"position"`
+	// Revision is the revision the record carries, if it carries one.
+	Revision *uint64 `json:"revision,omitempty"`
+	Reason   string  `json:"reason"`
 }
 
 // Break is a broken link: the event at Revision does not name, as the link
@@ -64,13 +78,25 @@ func (b *Break) Error() string {
 // Verify reads stream from its first event and checks every link. A broken
 // chain is a Report with OK false, not an error; errors are failures to
 // read (eventstore.ErrStreamNotFound, wrapped, for an empty stream).
+// Records that are not part of the chain (see [Report].Skipped) are
+// listed and verification goes on without them, as the read models skip
+// them (codec.Link).
 func Verify(ctx context.Context, r projections.StreamReader, stream eventstore.StreamID) (Report, error) {
 	rep := Report{Stream: stream.String()}
 	var prev codec.Hash
 	next := uint64(0)
 	for rec, err := range r.ReadStream(ctx, stream, 0) {
+		if errors.Is(err, eventstore.ErrUnreadable) {
+			rep.Skipped = append(rep.Skipped, Skipped{Position: rec.Position, Reason: codec.Reason(err)})
+			continue
+		}
 		if err != nil {
 			return Report{}, fmt.Errorf("verify %s: %w", stream, err)
+		}
+		if rec.Revision != next {
+			rev := rec.Revision
+			rep.Skipped = append(rep.Skipped, Skipped{Position: rec.Position, Revision: &rev, Reason: codec.Reason(codec.ErrOutOfOrder)})
+			continue
 		}
 		rep.Checked++
 		brk := &Break{Stream: rep.Stream, Revision: rec.Revision, EventID: rec.ID, Expected: prev}
@@ -78,8 +104,6 @@ func Verify(ctx context.Context, r projections.StreamReader, stream eventstore.S
 		switch {
 		case err != nil:
 			brk.Reason = err.Error()
-		case rec.Revision != next:
-			brk.Found, brk.Reason = meta.PrevHash, fmt.Sprintf("revision %d where %d was expected", rec.Revision, next)
 		case meta.PrevHash != prev:
 			brk.Found = meta.PrevHash
 		default:
@@ -92,6 +116,10 @@ func Verify(ctx context.Context, r projections.StreamReader, stream eventstore.S
 		prev = codec.RecordHash(prev, rec)
 		next++
 	}
-	rep.OK, rep.Head = true, prev
+	rep.OK, rep.Head = len(rep.Skipped) == 0, prev
+	if rep.Checked == 0 && len(rep.Skipped) > 0 {
+		// Only records that are not the stream's: it holds no event.
+		return Report{}, fmt.Errorf("verify %s: %w", stream, eventstore.ErrStreamNotFound)
+	}
 	return rep, nil
 }

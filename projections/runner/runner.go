@@ -96,6 +96,7 @@ type Runner struct {
 	savedPos           eventstore.Position // the position of the last snapshot saved
 	rebuild            chan chan error
 	pending            chan error // the rebuild request being served
+	q                  quarantine // the streams' verified chains; r.mu guards it
 }
 
 // New returns a runner; call Run to start it.
@@ -116,7 +117,7 @@ func New(cfg Config) *Runner {
 		cfg.Clock = time.Now
 	}
 	r := &Runner{cfg: cfg, set: projections.Set(cfg.Projections), log: cfg.Logger,
-		wake: make(chan struct{}), rebuild: make(chan chan error)}
+		wake: make(chan struct{}), rebuild: make(chan chan error), q: newQuarantine()}
 	r.snaps = cfg.Snapshots != nil
 	for _, p := range cfg.Projections {
 		if _, ok := p.(projections.Snapshotter); !ok {
@@ -183,7 +184,13 @@ func (r *Runner) advance(p eventstore.Position) {
 
 // Run restores the latest snapshot, catches up with the store and follows
 // it until ctx ends. It returns ctx's error, or the first error reading,
-// decoding or applying an event.
+// decoding or applying an event that is not about one record alone.
+//
+// A record that cannot be read, that does not verify against its
+// stream's hash chain, or that does not decode (codec.Unfoldable) is
+// quarantined instead: skipped by every read model, logged once, counted
+// and listed (Quarantined). Verification is deterministic, so a restart
+// or a rebuild quarantines the same records.
 func (r *Runner) Run(ctx context.Context) error {
 	start := r.cfg.Clock()
 	if err := r.restore(ctx); err != nil {
@@ -214,19 +221,19 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 	n := 0
 	// Catching up folds events in batches: each read model takes its lock
 	// once per batch and waiters are woken once per batch.
-	batch := make([]codec.Decoded, 0, catchUpBatch)
+	batch := make([]item, 0, catchUpBatch)
 	for rec, err := range r.cfg.Store.ReadAll(ctx, from) {
-		if err != nil {
+		if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
 			return fmt.Errorf("catch up: %w", err)
 		}
 		if rec.Position <= r.Position() {
 			continue // a snapshot covered it
 		}
-		d, err := r.cfg.Codec.Decode(ctx, rec)
+		it, err := r.decode(ctx, rec, err)
 		if err != nil {
-			return fmt.Errorf("read models at position %d: %w", rec.Position, err)
+			return err
 		}
-		batch = append(batch, d)
+		batch = append(batch, it)
 		n++
 		if len(batch) < catchUpBatch {
 			continue
@@ -263,7 +270,7 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 			case <-ctx.Done():
 				return
 			}
-			if err != nil {
+			if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
 				return
 			}
 		}
@@ -277,13 +284,13 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 			if !ok {
 				return ctx.Err()
 			}
-			if m.err != nil {
+			if m.err != nil && !errors.Is(m.err, eventstore.ErrUnreadable) {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
 				return fmt.Errorf("follow: %w", m.err)
 			}
-			if err := r.apply(ctx, m.rec); err != nil {
+			if err := r.apply(ctx, m.rec, m.err); err != nil {
 				return err
 			}
 			r.maybeSnapshot(ctx, false)
@@ -316,23 +323,50 @@ func (r *Runner) rebuildRequested() (chan error, bool) {
 // catchUpBatch is how many events catching up folds at once.
 const catchUpBatch = 256
 
-// applyBatch folds decoded events, in order, into every read model.
-func (r *Runner) applyBatch(ds []codec.Decoded) error {
-	if len(ds) == 0 {
+// item is a record read and decoded, not yet verified against its
+// stream's chain: err is the read's or the decoder's error about this
+// record alone (see codec.Unfoldable).
+type item struct {
+	rec eventstore.Record
+	d   codec.Decoded
+	err error
+}
+
+// decode decodes rec, read with readErr. It returns an error only when
+// the read models must stop: a failure that says nothing of the record
+// (a key store that does not answer, say).
+func (r *Runner) decode(ctx context.Context, rec eventstore.Record, readErr error) (item, error) {
+	if readErr != nil {
+		return item{rec: rec, err: readErr}, nil
+	}
+	d, err := r.cfg.Codec.Decode(ctx, rec)
+	if err != nil && !codec.Unfoldable(err) {
+		return item{}, fmt.Errorf("read models at position %d: %w", rec.Position, err)
+	}
+	return item{rec: rec, d: d, err: err}, nil
+}
+
+// applyBatch verifies items, in order, against their streams' chains and
+// folds those that verify into every read model; the others are
+// quarantined. The read models then stand at the last item's position.
+func (r *Runner) applyBatch(items []item) error {
+	if len(items) == 0 {
 		return nil
 	}
 	r.mu.Lock()
+	ds, q := r.admit(items)
 	err := r.set.ApplyBatch(ds)
-	r.applied += len(ds)
-	r.total += uint64(len(ds))
+	r.applied += len(items)
+	r.total += uint64(len(items))
 	for _, d := range ds {
 		r.noteDeletion(d)
 	}
 	r.mu.Unlock()
+	r.logQuarantined(q)
 	if err != nil {
-		return fmt.Errorf("read models up to position %d: %w", ds[len(ds)-1].Record.Position, err)
+		return fmt.Errorf("read models up to position %d: %w", items[len(items)-1].rec.Position, err)
 	}
-	r.advance(ds[len(ds)-1].Record.Position)
+	r.advance(items[len(items)-1].rec.Position)
 	if r.cfg.OnEvent != nil {
 		for _, d := range ds {
 			r.cfg.OnEvent(d)
@@ -341,28 +375,15 @@ func (r *Runner) applyBatch(ds []codec.Decoded) error {
 	return nil
 }
 
-func (r *Runner) apply(ctx context.Context, rec eventstore.Record) error {
+func (r *Runner) apply(ctx context.Context, rec eventstore.Record, readErr error) error {
 	if rec.Position <= r.Position() {
 		return nil // already applied (a snapshot covered it, or a resubscription repeated it)
 	}
-	d, err := r.cfg.Codec.Decode(ctx, rec)
-	if err != nil {
-		return fmt.Errorf("read models at position %d: %w", rec.Position, err)
-	}
-	r.mu.Lock()
-	err = r.set.Apply(d)
-	r.applied++
-	r.total++
-	r.noteDeletion(d)
-	r.mu.Unlock()
+	it, err := r.decode(ctx, rec, readErr)
 	if err != nil {
 		return err
 	}
-	r.advance(rec.Position)
-	if r.cfg.OnEvent != nil {
-		r.cfg.OnEvent(d)
-	}
-	return nil
+	return r.applyBatch([]item{it})
 }
 
 // noteDeletion marks a snapshot due after a deletion. r.mu is held.
@@ -418,6 +439,7 @@ func (r *Runner) SaveSnapshot(ctx context.Context) error {
 		}
 		s.Parts[p.Name()] = b
 	}
+	s.Parts[quarantinePart] = r.snapshotQuarantine()
 	applied, deletions := r.applied, r.deletions
 	r.mu.Unlock()
 	if s.Position < r.savedPos {
@@ -458,6 +480,18 @@ func (r *Runner) restore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load snapshot: %w", err)
 	}
+	b, ok := s.Parts[quarantinePart]
+	if !ok {
+		// Without the streams' chains the events after the snapshot
+		// cannot be verified.
+		r.log.WarnContext(ctx, "snapshot lacks the streams' chains, rebuilding from the first event")
+		return r.reset(ctx)
+	}
+	q, err := restoreQuarantine(b)
+	if err != nil {
+		r.log.WarnContext(ctx, "snapshot unreadable, rebuilding from the first event", "read_model", quarantinePart, "err", err)
+		return r.reset(ctx)
+	}
 	for _, p := range r.set {
 		b, ok := s.Parts[p.Name()]
 		if !ok {
@@ -469,12 +503,15 @@ func (r *Runner) restore(ctx context.Context) error {
 			return r.reset(ctx)
 		}
 	}
+	r.mu.Lock()
+	r.q = q
+	r.mu.Unlock()
 	r.advance(s.Position)
 	names := make([]string, len(r.set))
 	for i, p := range r.set {
 		names[i] = p.Name()
 	}
-	r.log.InfoContext(ctx, "read models restored from snapshot", "read_models", names, "position", s.Position)
+	r.log.InfoContext(ctx, "read models restored from snapshot", "read_models", names, "position", s.Position, "quarantined", q.count)
 	return nil
 }
 
@@ -502,6 +539,7 @@ func (r *Runner) reset(context.Context) error {
 			return fmt.Errorf("reset %s: %w", p.Name(), err)
 		}
 	}
+	r.q = newQuarantine()
 	r.pos.Store(0)
 	r.ready.Store(false)
 	r.applied, r.savedPos = 0, 0
