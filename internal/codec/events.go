@@ -14,6 +14,8 @@ import (
 // file in testdata; changing a stored form means a new version and an
 // upcast from the previous one.
 
+//go:generate go test -run TestEventsDoc -update
+
 func init() {
 	register(spec[ledger.AccountOpened]{
 		version: 2, category: eventstore.Ledger,
