@@ -12,10 +12,12 @@
 //
 // # Versions
 //
-// Each event type has a current schema version ([Versions]). Decoding an
-// unknown type or a version newer than the current one fails with
-// [ErrUnknownType] or [ErrNewerVersion]. Older versions are upcast to the
-// current one in one place, upcast.go, before decoding.
+// Each event type is registered once (events.go) with its stored form:
+// payload members, sealed personal data, current schema version and the
+// upcasts from older versions; [Lookup] and [Events] tell the rest of the
+// service about it. Decoding an unknown type or a version newer than the
+// current one fails with [ErrUnknownType] or [ErrNewerVersion]. Older
+// versions are upcast to the current one before decoding.
 package codec
 
 import (
@@ -43,18 +45,6 @@ var ErrNewerVersion = errors.New("codec: event schema version newer than support
 
 // ErrMalformed is returned when stored bytes are not a valid event.
 var ErrMalformed = errors.New("codec: malformed event")
-
-// Versions holds the current schema version of every event type.
-var Versions = map[string]int{
-	ledger.TypeAccountOpened:          2,
-	ledger.TypeSeatsPurchased:         1,
-	ledger.TypeSeatReductionScheduled: 1,
-	ledger.TypeUserAdded:              1,
-	ledger.TypeUserDeactivated:        1,
-	ledger.TypeUserActivated:          1,
-	ledger.TypeUserDeleted:            1,
-	ledger.TypeActivityRecorded:       1,
-}
 
 // Actor is who gave a command: a principal id and its role, never a name.
 type Actor struct {
@@ -126,14 +116,18 @@ func (c *Codec) Keys() *pii.Keyring { return c.keys }
 // seals personal fields under the key of the event's user, which must
 // exist. meta.Type, SchemaVersion and Subject are set from e.
 func (c *Codec) Encode(ctx context.Context, e ledger.Event, meta Metadata) (eventstore.Proposed, error) {
-	data, err := c.encodePayload(ctx, meta.Account, e)
+	s, ok := registry[e.EventType()]
+	if !ok {
+		return eventstore.Proposed{}, fmt.Errorf("encode %T: %w", e, ErrUnknownType)
+	}
+	data, subject, err := s.encode(ctx, c, meta.Account, e)
 	if err != nil {
 		return eventstore.Proposed{}, fmt.Errorf("encode %s: %w", e.EventType(), err)
 	}
 	wm := wireMeta{
 		Time:           meta.Time.UTC(),
-		Subject:        ledger.UserOf(e),
-		SchemaVersion:  Versions[e.EventType()],
+		Subject:        subject,
+		SchemaVersion:  s.info.Version,
 		Account:        meta.Account,
 		ActorID:        meta.Actor.ID,
 		ActorRole:      meta.Actor.Role,
@@ -290,21 +284,21 @@ func (c *Codec) Decode(ctx context.Context, r eventstore.Record) (Decoded, error
 	if err != nil {
 		return Decoded{}, err
 	}
-	current, ok := Versions[r.Type]
+	s, ok := registry[r.Type]
 	if !ok {
 		return Decoded{}, fmt.Errorf("decode %q (event %s): %w", r.Type, r.ID, ErrUnknownType)
 	}
 	data := r.Data
-	switch {
+	switch current := s.info.Version; {
 	case meta.SchemaVersion > current:
 		return Decoded{}, fmt.Errorf("decode %s version %d (event %s), this service reads up to version %d: %w",
 			r.Type, meta.SchemaVersion, r.ID, current, ErrNewerVersion)
 	case meta.SchemaVersion < current:
-		if data, err = upcast(r.Type, meta.SchemaVersion, current, data); err != nil {
+		if data, err = s.upcast(meta.SchemaVersion, data); err != nil {
 			return Decoded{}, fmt.Errorf("decode %s version %d (event %s): %w", r.Type, meta.SchemaVersion, r.ID, err)
 		}
 	}
-	e, erased, err := c.decodePayload(ctx, &meta, &ms, r.Type, data)
+	e, erased, err := c.decode(ctx, s, &meta, &ms, data)
 	if err != nil {
 		return Decoded{}, fmt.Errorf("decode %s (event %s): %w", r.Type, r.ID, err)
 	}

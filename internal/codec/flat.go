@@ -10,10 +10,10 @@ import (
 
 // The fast path of decoding. Every stored payload and metadata object the
 // codec writes is a flat JSON object of strings and integers, compact, its
-// strings (ids, base64, times) printable ASCII. scanFlat reads that form, without reflection and
-// without allocating; the typed scanners (scanMeta and the payloads' scan
-// methods) turn what it found into values, with one allocation for all the
-// strings of an event, metadata and payload.
+// strings (ids, base64, times) printable ASCII. scanFlat reads that form,
+// without reflection and without allocating; scanMeta and the scan of
+// every registration (catalogue.go) turn what it found into values, with
+// one allocation for all the strings of an event, metadata and payload.
 //
 // The fast path never reports an error: when the input is in any other
 // form (escapes, non-ASCII text, an unknown or repeated member, a number
