@@ -271,7 +271,7 @@ func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from
 				return
 			}
 			rec, err := toRecord(ev)
-			if !yield(rec, err) || err != nil {
+			if !yield(rec, err) || stops(err) {
 				return
 			}
 		}
@@ -350,7 +350,7 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 					return
 				}
 				rec, err := toRecord(ev.EventAppeared)
-				if !yield(rec, err) || err != nil || pos == head {
+				if !yield(rec, err) || stops(err) || pos == head {
 					return
 				}
 			case ev.CheckPointReached != nil:
@@ -447,11 +447,7 @@ func (s *Store) follow(ctx context.Context, c *esdb.Client, from esdb.AllPositio
 		switch {
 		case ev.EventAppeared != nil:
 			rec, err := toRecord(ev.EventAppeared)
-			if err != nil {
-				yield(eventstore.Record{}, err)
-				return delivered, from, nil
-			}
-			if !yield(rec, nil) {
+			if !yield(rec, err) {
 				return delivered, from, nil
 			}
 			delivered = true
@@ -476,12 +472,20 @@ func permanent(err error) bool {
 	return false
 }
 
-// toRecord converts an event read from the server.
+// toRecord converts an event read from the server. An event of a stream
+// whose name is not <category>-<account> (an empty account, say, which
+// the store never writes to) yields an [eventstore.UnreadableError] and a
+// record holding its position and store time: reads go on past it.
+// Everything else the server holds in a ledger or activity stream is a
+// record, whatever its data and metadata: whether it is an event of the
+// stream is for its reader to verify.
 func toRecord(ev *esdb.ResolvedEvent) (eventstore.Record, error) {
 	e := ev.OriginalEvent()
 	id, err := parseStream(e.StreamID)
 	if err != nil {
-		return eventstore.Record{}, err
+		pos := eventstore.Position(e.Position.Commit)
+		return eventstore.Record{Position: pos, Stored: e.CreatedDate},
+			&eventstore.UnreadableError{Position: pos, Reason: "stream name is not <category>-<account>"}
 	}
 	return eventstore.Record{
 		ID:       e.EventID,
@@ -498,9 +502,13 @@ func toRecord(ev *esdb.ResolvedEvent) (eventstore.Record, error) {
 // parseStream is the inverse of StreamID.String for this service's streams.
 func parseStream(name string) (eventstore.StreamID, error) {
 	for _, c := range []eventstore.Category{eventstore.Ledger, eventstore.Activity} {
-		if acct, ok := strings.CutPrefix(name, string(c)+"-"); ok {
+		if acct, ok := strings.CutPrefix(name, string(c)+"-"); ok && acct != "" {
 			return eventstore.StreamID{Category: c, Account: acct}, nil
 		}
 	}
 	return eventstore.StreamID{}, fmt.Errorf("esdb: stream %q is not a ledger or activity stream", name)
 }
+
+// stops reports whether a read ends after yielding err: every error but
+// one about a single unreadable record does.
+func stops(err error) bool { return err != nil && !errors.Is(err, eventstore.ErrUnreadable) }

@@ -44,6 +44,26 @@
 // The Nats-Msg-Id de-duplication is the second line: a message re-sent
 // within the stream's duplicate window (default 2 minutes) is dropped by
 // the server even without the expectation.
+//
+// # Records that are not the ledger's events
+//
+// Only events of the ledger reach subscribers. The relay verifies every
+// record against its stream's hash chain as the read models do
+// ([codec.Link], on the record's metadata alone: the relay holds no data
+// key) and skips, without publishing, a record that is not an event of its
+// stream: one the store cannot read ([eventstore.ErrUnreadable]), one whose
+// revision is out of its stream's order, one whose metadata cannot be read
+// or does not name the previous event's link (a forged or altered copy),
+// and one that cannot be written as a message (its type or account is not
+// a subject token). Such a record was written to the store by something
+// other than the service; relaying it would hand subscribers an event the
+// ledger does not hold, or let a forged copy pass for one. An event that
+// chains but whose type or data this version cannot read is relayed: it is
+// the ledger's, from a newer writer perhaps. Each skipped record is logged
+// once and counted ([Status.Skipped]); the read models quarantine the same
+// records. The chain of a stream is rebuilt from the store, by reading the
+// stream up to the first record a pass meets, when the pass did not see the
+// stream from its first event.
 package relay
 
 import (
@@ -61,6 +81,7 @@ import (
 
 	"github.com/licenseledger/ledger/eventstore"
 	storejs "github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/internal/codec"
 )
 
 // PositionHeader carries, on every relayed message, the event's position
@@ -78,10 +99,11 @@ var ErrNoCheckpoint = errors.New("relay: checkpoint lost")
 // stream belongs to a JetStream store, or is shared by mistake.
 var ErrForeignMessage = errors.New("relay: target stream holds a message not written by a relay")
 
-// ErrUnpublishable is returned by Run when an event cannot be written as a
-// message (its type or account cannot be a subject token, or its data or
-// metadata is not what a CloudEvent needs). Skipping it would break the
-// promise that every event is published, so the relay stops.
+// ErrUnpublishable is wrapped by the reason the relay logs for a record
+// that cannot be written as a message (its type or account cannot be a
+// subject token, or its data or metadata is not what a CloudEvent needs).
+// The service never writes such an event, so the relay skips it as a
+// record that is not the ledger's.
 var ErrUnpublishable = errors.New("relay: event cannot be published")
 
 // Config configures a [Relay].
@@ -120,9 +142,11 @@ type Relay struct {
 	stream jetstream.Stream
 
 	received  atomic.Uint64 // position of the last event read from the store
-	relayed   atomic.Uint64 // position of the last event stored in the stream
+	relayed   atomic.Uint64 // position of the last event stored in the stream or skipped
 	published atomic.Uint64 // events acknowledged
 	resyncs   atomic.Uint64 // checkpoint reloads after a failure
+	skipped   atomic.Uint64 // records skipped as not the ledger's
+	lastSkip  atomic.Uint64 // position of the last record skipped, so each is counted once
 
 	mu      sync.Mutex
 	qualify map[eventstore.Position]bool // events whose id another event took
@@ -158,12 +182,16 @@ func (r *Relay) StreamConfig() jetstream.StreamConfig {
 type Status struct {
 	// Received is the position of the last event read from the store.
 	Received eventstore.Position
-	// Relayed is the position of the last event stored in the stream.
+	// Relayed is the position of the last record done with: its event
+	// stored in the stream, or the record skipped.
 	Relayed eventstore.Position
 	// Published counts the events acknowledged since New.
 	Published uint64
 	// Resyncs counts the checkpoint reloads after failures.
 	Resyncs uint64
+	// Skipped counts the records skipped since New because they are not
+	// events of the ledger (see the package documentation), each once.
+	Skipped uint64
 }
 
 // Status returns the relay's counters. It is safe to call at any time.
@@ -173,6 +201,7 @@ func (r *Relay) Status() Status {
 		Relayed:   eventstore.Position(r.relayed.Load()),
 		Published: r.published.Load(),
 		Resyncs:   r.resyncs.Load(),
+		Skipped:   r.skipped.Load(),
 	}
 }
 
@@ -218,7 +247,8 @@ func (e permanentError) Unwrap() error { return e.err }
 // timeout (jetstream.WithPublishAsyncTimeout) no longer than that so the
 // client forgets unanswered publishes too. Run returns an error only
 // for failures that retrying cannot cure ([ErrNoCheckpoint],
-// [ErrForeignMessage], [ErrUnpublishable], a closed store). Other failures
+// [ErrForeignMessage], a closed store); a record that is not an event of
+// the ledger is skipped, not a failure. Other failures
 // (NATS or the store unavailable) are logged and retried from the
 // checkpoint with a bounded backoff.
 func (r *Relay) Run(ctx context.Context) error {
@@ -254,6 +284,11 @@ type checkpoint struct {
 	seq uint64
 	pos eventstore.Position
 }
+
+// EnsureStream creates the target stream or updates it to the store's
+// configuration, as Run does first. Call it before subscribers may look
+// for the stream, so that none finds it missing while Run starts.
+func (r *Relay) EnsureStream(ctx context.Context) error { return r.ensureStream(ctx) }
 
 // ensureStream creates the target stream or updates it to the store's
 // configuration.
@@ -298,7 +333,8 @@ func (r *Relay) readCheckpoint(ctx context.Context) (checkpoint, error) {
 	return checkpoint{seq: last, pos: eventstore.Position(pos)}, nil
 }
 
-// inflight is one publish awaiting its acknowledgement.
+// inflight is one publish awaiting its acknowledgement, or a record
+// skipped (fut nil), which is done with once the publishes before it are.
 type inflight struct {
 	fut jetstream.PubAckFuture
 	rec eventstore.Record
@@ -330,21 +366,33 @@ func (r *Relay) pass(ctx context.Context) error {
 		r.ack(ctx, cancel, window, slots)
 	}()
 
+	chains := newChains(r.cfg.Source)
 	produce := func() error {
 		defer close(window)
 		next := cp.seq
 		for rec, err := range r.cfg.Source.Subscribe(ctx, cp.pos) {
-			if err != nil {
+			if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
 				return fmt.Errorf("relay: read the store after %d: %w", r.received.Load(), err)
 			}
-			msg, err := r.message(rec, next)
-			if err != nil {
-				return permanentError{err}
+			var msg *nats.Msg
+			if err == nil {
+				if err = chains.verify(ctx, rec); err != nil && !codec.Unfoldable(err) {
+					return fmt.Errorf("relay: verify the event at %d: %w", rec.Position, err)
+				}
+			}
+			if err == nil {
+				msg, err = r.message(rec, next)
 			}
 			select {
 			case slots <- struct{}{}:
 			case <-ctx.Done():
 				return context.Cause(ctx)
+			}
+			if err != nil {
+				r.skip(ctx, rec, err)
+				r.received.Store(uint64(rec.Position))
+				window <- inflight{rec: rec}
+				continue
 			}
 			fut, err := r.cfg.JS.PublishMsgAsync(msg)
 			if err != nil {
@@ -379,6 +427,13 @@ func (r *Relay) ack(ctx context.Context, cancel context.CancelCauseFunc, window 
 		timeout := drainBy
 		if timeout == nil {
 			timeout = time.After(r.cfg.AckTimeout)
+		}
+		if f.fut == nil { // a record skipped
+			<-slots
+			if !failed {
+				r.relayed.Store(uint64(f.rec.Position))
+			}
+			continue
 		}
 		var err error
 		select {
@@ -447,3 +502,89 @@ func (r *Relay) message(rec eventstore.Record, last uint64) (*nats.Msg, error) {
 // Subject returns the NATS subject of an event of type typ in stream, as
 // the JetStream store names it.
 func Subject(stream eventstore.StreamID, typ string) string { return storejs.Subject(stream, typ) }
+
+// skip logs and counts a record that is not an event of the ledger, once:
+// a pass that resumes from an earlier checkpoint meets it again.
+func (r *Relay) skip(ctx context.Context, rec eventstore.Record, why error) {
+	for {
+		last := r.lastSkip.Load()
+		if uint64(rec.Position) <= last && last != 0 {
+			return
+		}
+		if r.lastSkip.CompareAndSwap(last, uint64(rec.Position)) {
+			break
+		}
+	}
+	r.skipped.Add(1)
+	attrs := []slog.Attr{slog.Uint64("position", uint64(rec.Position)), slog.String("reason", reason(why))}
+	if rec.Stream.Account != "" {
+		attrs = append(attrs, slog.String("event_stream", rec.Stream.String()), slog.Uint64("revision", rec.Revision))
+	}
+	r.log.LogAttrs(ctx, slog.LevelWarn, "record skipped, not relayed: not an event of the ledger", attrs...)
+}
+
+// reason says why a record was skipped without quoting it.
+func reason(err error) string {
+	if errors.Is(err, ErrUnpublishable) {
+		return "type or account cannot be a subject token, or not a CloudEvent"
+	}
+	return codec.Reason(err)
+}
+
+// chains are the hash chains of the streams one pass meets, verified as
+// the read models verify them ([codec.Link]), on the records' metadata.
+type chains struct {
+	src   eventstore.Store
+	links map[eventstore.StreamID]*codec.Link
+}
+
+func newChains(src eventstore.Store) *chains {
+	return &chains{src: src, links: map[eventstore.StreamID]*codec.Link{}}
+}
+
+// verify moves rec's stream's chain past rec and returns nil when rec is
+// the stream's next event, or an error for which codec.Unfoldable holds
+// when it is not. Other errors (reading the stream failed) say nothing of
+// rec.
+func (c *chains) verify(ctx context.Context, rec eventstore.Record) error {
+	l, ok := c.links[rec.Stream]
+	if !ok {
+		var err error
+		if l, err = c.rebuild(ctx, rec.Stream, rec.Revision); err != nil {
+			return err
+		}
+		c.links[rec.Stream] = l
+	}
+	return follow(l, rec)
+}
+
+// follow moves l past rec as codec.Link says, reading rec's metadata only.
+func follow(l *codec.Link, rec eventstore.Record) error {
+	meta, err := codec.DecodeMetadata(rec)
+	if err != nil {
+		return l.Follow(rec, codec.Decoded{}, err)
+	}
+	return l.Follow(rec, codec.Decoded{Meta: meta}, nil)
+}
+
+// rebuild returns the chain of stream before revision rev, read from the
+// store.
+func (c *chains) rebuild(ctx context.Context, stream eventstore.StreamID, rev uint64) (*codec.Link, error) {
+	l := &codec.Link{}
+	if rev == 0 {
+		return l, nil
+	}
+	for rec, err := range c.src.ReadStream(ctx, stream, 0) {
+		if errors.Is(err, eventstore.ErrUnreadable) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("relay: chain of %s: %w", stream, err)
+		}
+		if rec.Revision >= rev {
+			break
+		}
+		_ = follow(l, rec)
+	}
+	return l, nil
+}
