@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
 	storejs "github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/eventstore/memory"
@@ -455,25 +456,39 @@ func TestForeignStream(t *testing.T) {
 	}
 }
 
-// TestUnpublishable stops on an event that cannot be a message rather than
-// skip it.
-func TestUnpublishable(t *testing.T) {
+// TestUnpublishableSkipped skips an event that cannot be a message, the
+// service never writes one, and goes on with the next.
+func TestUnpublishableSkipped(t *testing.T) {
 	ctx := testCtx(t)
 	srv := startNATS(t)
 	store := memory.New()
 	t.Cleanup(func() { _ = store.Close() })
-	ok := eventstore.Proposed{ID: uuid.New(), Type: "AccountOpened", Data: []byte(`{}`)}
-	bad := eventstore.Proposed{ID: uuid.New(), Type: "Seats.Purchased", Data: []byte(`{}`)}
-	if _, err := store.Append(ctx, eventstore.LedgerStream("acme"), eventstore.NoStream(), ok, bad); err != nil {
+	h := newHistory(store)
+	if err := h.append(ctx, "acme", ledger.AccountOpened{Account: "acme", Name: "Acme", Seats: 1, At: epoch}); err != nil {
 		t.Fatal(err)
 	}
+	// First of its stream and chained (no previous hash), but its type
+	// cannot be a subject token.
+	bad := eventstore.Proposed{ID: uuid.New(), Type: "Seats.Purchased", Data: []byte(`{}`), Metadata: []byte(`{}`)}
+	if _, err := store.Append(ctx, eventstore.LedgerStream("other"), eventstore.NoStream(), bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.append(ctx, "acme", ledger.SeatsPurchased{Count: 1, At: epoch}); err != nil {
+		t.Fatal(err)
+	}
+	recs := records(t, store)
 	_, js := connect(t, srv, "relay")
 	r := newRelay(t, relay.Config{Source: store, JS: js})
-	if err := r.Run(ctx); !errors.Is(err, relay.ErrUnpublishable) {
-		t.Errorf("Run: %v, want ErrUnpublishable", err)
+	stop := runRelay(ctx, r)
+	waitFor(t, ctx, "every record done with", func() bool { return r.Status().Relayed == recs[2].Position })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
-	if st := r.Status(); st.Published != 1 {
-		t.Errorf("published %d events before the bad one, want 1", st.Published)
+	if st := r.Status(); st.Published != 2 || st.Skipped != 1 {
+		t.Errorf("published %d and skipped %d, want 2 and 1", st.Published, st.Skipped)
+	}
+	if n := streamMsgs(t, ctx, js); n != 2 {
+		t.Errorf("the stream holds %d messages, want the 2 events", n)
 	}
 }
 
