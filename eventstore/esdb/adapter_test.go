@@ -434,3 +434,70 @@ func TestSubscribeSurvivesNodeDown(t *testing.T) {
 		t.Error("no new subscription reached the server")
 	}
 }
+
+// TestUnreadableRecordsDoNotStopReads writes, with another client, an event
+// to "ledger-" (a ledger stream without an account, which the service
+// never writes) between the service's events: ReadAll and Subscribe yield
+// it as unreadable, with its position and no content, and go on with the
+// next events; any data and metadata in a ledger stream are a record for
+// its reader to verify.
+func TestUnreadableRecordsDoNotStopReads(t *testing.T) {
+	srv := startServer(t)
+	s := open(t, srv.ConnectionString())
+	raw := rawClient(t, srv.ConnectionString())
+	ctx := testCtx(t)
+	foreign := func(stream string, data []byte) {
+		t.Helper()
+		_, err := raw.AppendToStream(ctx, stream, client.AppendToStreamOptions{}, client.EventData{
+			EventID: uuid.New(), EventType: "SeatsPurchased", ContentType: client.ContentTypeBinary, Data: data, Metadata: []byte("not json"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mine := func() {
+		t.Helper()
+		if _, err := s.Append(ctx, eventstore.LedgerStream("a"), eventstore.Any(), proposed(1)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mine()
+	foreign("ledger-", []byte(`{"count":500}`))
+	foreign("ledger-a", []byte{0xff, 0, '{'})
+	mine()
+
+	want := "ok unreadable ok ok"
+	check := func(what string, seq func(yield func(eventstore.Record, error) bool)) {
+		t.Helper()
+		var got []string
+		for rec, err := range seq {
+			var u *eventstore.UnreadableError
+			switch {
+			case err == nil:
+				got = append(got, "ok")
+			case errors.Is(err, eventstore.ErrUnreadable) && errors.As(err, &u) && rec.Position > 0 && u.Position == rec.Position && rec.Data == nil:
+				got = append(got, "unreadable")
+			default:
+				t.Fatalf("%s: record %d: %v", what, len(got), err)
+			}
+			if len(got) == 4 {
+				break
+			}
+		}
+		if fmt.Sprint(got) != "["+want+"]" {
+			t.Errorf("%s yields %v, want [%s]", what, got, want)
+		}
+	}
+	check("ReadAll", s.ReadAll(ctx, 0))
+	check("Subscribe", s.Subscribe(ctx, 0))
+	var n int
+	for _, err := range s.ReadStream(ctx, eventstore.LedgerStream("a"), 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 3 {
+		t.Errorf("ReadStream yields %d records of ledger-a, want 3", n)
+	}
+}
