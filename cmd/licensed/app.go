@@ -369,9 +369,6 @@ func (m *Main) openESDB(ctx context.Context, dataDir string) error {
 	if m.relayNC, err = nats.Connect(url, opts...); err != nil {
 		return fmt.Errorf("nats for the relay: %w", err)
 	}
-	if err := m.ensureMirror(ctx, m.relayNC); err != nil {
-		return err
-	}
 	js, err := natsjs.New(m.relayNC, natsjs.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return err
@@ -381,7 +378,41 @@ func (m *Main) openESDB(ctx context.Context, dataDir string) error {
 		OnPublished: func(eventstore.Position) { m.metrics.EventsPublished(1) },
 		Logger:      m.log.With("component", "relay"),
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	// The event stream exists before the service reports that it serves,
+	// and before its downstream mirror: a subscriber never finds it
+	// missing, and the mirror follows it from the start rather than after
+	// the server's retries of a missing source.
+	if err := m.ensureRelayStream(ctx); err != nil {
+		return err
+	}
+	return m.ensureMirror(ctx, m.relayNC)
+}
+
+// ensureRelayStream creates the stream the relay publishes to, retrying
+// for a while a NATS server whose JetStream is not ready yet.
+func (m *Main) ensureRelayStream(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		err := m.relay.EnsureStream(cctx)
+		ccancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		m.log.Warn("creating the event stream, retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // Files in the data directory holding the nkey seeds of the embedded NATS
