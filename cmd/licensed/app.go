@@ -381,6 +381,7 @@ func (m *Main) openESDB(ctx context.Context, dataDir string) error {
 	if err != nil {
 		return err
 	}
+	m.metrics.CountRelaySkipped(func() uint64 { return m.relay.Status().Skipped })
 	// The event stream exists before the service reports that it serves,
 	// and before its downstream mirror: a subscriber never finds it
 	// missing, and the mirror follows it from the start rather than after

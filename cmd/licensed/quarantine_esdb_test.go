@@ -142,6 +142,9 @@ func TestForeignRecordsQuarantinedESDB(t *testing.T) {
 	svc.expect(200, admin, "POST", "/v1/accounts/victim/seats", map[string]any{"count": 1})
 	svc.expect(201, admin, "POST", "/v1/accounts/victim/activities", map[string]any{"user_id": ada, "kind": "note", "ref": "r1"})
 	check(svc, 4)
+	if !strings.Contains(svc.expect(200, "", "GET", "/metrics", nil).raw, "\nledger_relay_skipped_records_total 3\n") {
+		t.Fatalf("the metric does not count the three records the relay skipped")
+	}
 	if n := strings.Count(logs.String(), "record skipped, not relayed"); n != 3 {
 		t.Fatalf("%d relay log lines for skipped records, want one per record", n)
 	}

@@ -29,6 +29,9 @@ type Metrics struct {
 	// quarantined counts the records the read models quarantined; nil
 	// until CountQuarantined names it.
 	quarantined func() uint64
+	// relaySkipped counts the records the relay did not publish; nil
+	// (and the metric absent) without a relay.
+	relaySkipped func() uint64
 }
 
 // latencyBuckets are upper bounds in seconds, from 100 us (an in-memory
@@ -102,6 +105,16 @@ func (m *Metrics) CountQuarantined(n func() uint64) {
 	m.quarantined = n
 }
 
+// CountRelaySkipped makes n the source of
+// ledger_relay_skipped_records_total: the stored records the relay to NATS
+// did not publish because they are not events of the ledger (the relay's
+// Status().Skipped). Without it the metric is not written.
+func (m *Metrics) CountRelaySkipped(n func() uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.relaySkipped = n
+}
+
 // WriteTo writes every metric in the text exposition format.
 func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	m.mu.Lock()
@@ -140,6 +153,9 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 		quarantined = m.quarantined()
 	}
 	fmt.Fprintf(cw, "# HELP ledger_quarantined_records_total Stored records the read models skipped as unreadable, off their stream's chain, or undecodable.\n# TYPE ledger_quarantined_records_total counter\nledger_quarantined_records_total %d\n", quarantined)
+	if m.relaySkipped != nil {
+		fmt.Fprintf(cw, "# HELP ledger_relay_skipped_records_total Stored records the relay did not publish downstream: unreadable, off their stream's chain, or not a message.\n# TYPE ledger_relay_skipped_records_total counter\nledger_relay_skipped_records_total %d\n", m.relaySkipped())
+	}
 	if err := cw.w.Flush(); err != nil {
 		return cw.n, err
 	}

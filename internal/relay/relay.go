@@ -421,19 +421,19 @@ func (r *Relay) ack(ctx context.Context, cancel context.CancelCauseFunc, window 
 	failed := false
 	var drainBy <-chan time.Time
 	for f := range window {
+		if f.fut == nil { // a record skipped: done with, after those before it
+			<-slots
+			if !failed {
+				r.relayed.Store(uint64(f.rec.Position))
+			}
+			continue
+		}
 		if ctx.Err() != nil && drainBy == nil {
 			drainBy = time.After(r.cfg.AckTimeout)
 		}
 		timeout := drainBy
 		if timeout == nil {
 			timeout = time.After(r.cfg.AckTimeout)
-		}
-		if f.fut == nil { // a record skipped
-			<-slots
-			if !failed {
-				r.relayed.Store(uint64(f.rec.Position))
-			}
-			continue
 		}
 		var err error
 		select {
