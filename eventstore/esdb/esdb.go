@@ -296,6 +296,22 @@ func (s *Store) head(ctx context.Context, c *esdb.Client) (esdb.Position, bool, 
 	return ev.OriginalEvent().Position, true, nil
 }
 
+// LastPosition returns the commit position of the last event in $all, 0
+// when $all is empty. $all also holds system events, so it may be above
+// the last event of this service: it is a bound no position an append has
+// returned exceeds.
+func (s *Store) LastPosition(ctx context.Context) (eventstore.Position, error) {
+	c, err := s.current()
+	if err != nil {
+		return 0, fmt.Errorf("esdb: last position: %w", err)
+	}
+	head, ok, err := s.head(ctx, c)
+	if err != nil || !ok {
+		return 0, err
+	}
+	return eventstore.Position(head.Commit), nil
+}
+
 func subscribeOptions(from esdb.AllPosition) esdb.SubscribeToAllOptions {
 	return esdb.SubscribeToAllOptions{
 		From:   from,

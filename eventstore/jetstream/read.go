@@ -144,6 +144,24 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 	}
 }
 
+// LastPosition returns the global position of the last event stored (the
+// stream's last sequence), 0 when the stream is empty. Like [Store.ReadAll]
+// it asks with a message get, which the stream leader answers: no position
+// an append has returned is ever above it.
+func (s *Store) LastPosition(ctx context.Context) (eventstore.Position, error) {
+	if err := s.open(); err != nil {
+		return 0, err
+	}
+	m, err := s.stream.GetLastMsgForSubject(ctx, ">")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("jetstream: last position: %w", err)
+	}
+	return eventstore.Position(m.Sequence), nil
+}
+
 // Subscribe implements [eventstore.Store.Subscribe]. It ends with ctx's
 // error when ctx ends and with [eventstore.ErrClosed] when the store closes.
 func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error] {

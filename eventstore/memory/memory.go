@@ -274,6 +274,18 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.S
 	return func(yield func(eventstore.Record, error) bool) { s.read(ctx, after, true, yield) }
 }
 
+// LastPosition returns the global position of the last event stored, 0
+// when the store is empty. It returns [eventstore.ErrClosed] after
+// [Store.Close].
+func (s *Store) LastPosition(context.Context) (eventstore.Position, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, eventstore.ErrClosed
+	}
+	return eventstore.Position(s.n), nil
+}
+
 // read yields the log from the record after position after, in batches
 // copied under the read lock so that no lock is held while the caller's
 // loop runs (it may append). Without live it stops at the end of the log as
