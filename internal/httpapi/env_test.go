@@ -48,7 +48,7 @@ func (c *clock) Now() time.Time {
 }
 
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	store    *memory.Store
 	keys     *pii.MemoryKeys
 	codec    *codec.Codec
@@ -86,7 +86,7 @@ type options struct {
 	adjust func(*httpapi.Config)
 }
 
-func newEnv(t *testing.T, opts ...options) *env {
+func newEnv(t testing.TB, opts ...options) *env {
 	t.Helper()
 	var o options
 	if len(opts) > 0 {
@@ -167,7 +167,7 @@ type reply struct {
 	Body   []byte
 }
 
-func (r reply) json(t *testing.T) map[string]any {
+func (r reply) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.Body, &m); err != nil {

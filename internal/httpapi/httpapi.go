@@ -60,7 +60,8 @@
 // models to apply it, so that a read after a write sees it. Reads accept
 // Ledger-Min-Position (header) or min_position (query) and wait for the read
 // models to reach it, answering 503 with Retry-After when they do not in
-// time.
+// time. A position above the store's last one ([Config.Head]) is 400 at
+// once: no write answered with it.
 //
 // # Readiness
 //
@@ -70,6 +71,14 @@
 // start, every read (and minting a token for an account) answers 503
 // problem+json of type not-ready with Retry-After: never a 404 or a
 // partial list for data that exists.
+//
+// # Hostile input
+//
+// A request whose path or query is not valid UTF-8 once percent-decoded is
+// 400 before anything else, token or not. A path no route knows is 404, a
+// method its routes do not take is 405 with Allow, both problems. A panic
+// while answering is recovered, logged with its stack, counted in
+// licensed_http_panics_total and answered with a 500 problem.
 package httpapi
 
 import (
@@ -79,9 +88,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/licenseledger/ledger/domain/ledger"
@@ -154,6 +165,15 @@ type Progress interface {
 	Wait(ctx context.Context, p eventstore.Position) error
 }
 
+// Head tells the position of the last event the store holds; the event
+// stores implement it. A read asking for a position above it is refused
+// at once, since no write can have answered with that position.
+type Head interface {
+	// LastPosition returns the global position of the last event stored,
+	// 0 when there is none.
+	LastPosition(ctx context.Context) (eventstore.Position, error)
+}
+
 // Check is a readiness check: nil when the dependency it checks is usable.
 type Check func(ctx context.Context) error
 
@@ -185,7 +205,11 @@ type Config struct {
 	// would miss accounts, users or activities; writes are served, since
 	// the application service loads accounts from the store. Nil: ready.
 	ReadModelsReady func() bool
-	Tokens          auth.Store
+	// Head is the store's last position, asked when a read wants a
+	// position the read models have not reached; nil means History's own
+	// when it has one. Without either, such a read waits and may get 503.
+	Head   Head
+	Tokens auth.Store
 	// Quarantine lists the records the read models skipped (GET
 	// /v1/quarantine, audit verification, /metrics); nil when none can be.
 	Quarantine QuarantineReader
@@ -223,6 +247,9 @@ type server struct {
 	idem    *idemCache
 	mux     *http.ServeMux
 	routes  []Route
+	// head is the highest position known to exist: a min position at or
+	// below it needs no question to the store.
+	head atomic.Uint64
 }
 
 // Route is one registered route: a method and a ServeMux path pattern.
@@ -257,10 +284,14 @@ func New(cfg Config) *API {
 	}
 	s := &server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, mux: http.NewServeMux(),
 		idem: newIdemCache(cfg.IdempotencyEntries, cfg.IdempotencyTTL, cfg.Clock)}
+	if cfg.Head == nil {
+		if h, ok := cfg.History.(Head); ok {
+			s.cfg.Head = h
+		}
+	}
+	// No catch-all route: the mux then tells a path it does not know (404)
+	// from a method the path does not take (405 with Allow); see serve.
 	s.register()
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.send(w, r, s.problemResponse(r, newProblem(ProblemNotFound, http.StatusNotFound, "no such resource")))
-	})
 	return &API{s: s}
 }
 
@@ -268,7 +299,7 @@ func New(cfg Config) *API {
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-	a.s.mux.ServeHTTP(rec, r)
+	a.s.serve(rec, r)
 	d := time.Since(start)
 	route := r.Pattern
 	if route == "" || route == "/" {
@@ -336,9 +367,13 @@ func (s *server) send(w http.ResponseWriter, _ *http.Request, resp *response) {
 }
 
 func mustJSON(v any) []byte {
-	b, err := json.Marshal(v, json.Deterministic(true))
+	// Strings that are not UTF-8 cannot come from a decoded body (the
+	// decoder refuses them), but one slipping through from elsewhere is
+	// written as U+FFFD rather than failing the answer.
+	b, err := json.Marshal(v, json.Deterministic(true), jsontext.AllowInvalidUTF8(true))
 	if err != nil {
-		// Only values built by this package are marshalled.
+		// Only values built by this package are marshalled; the recovery
+		// in serve turns a mistake here into a 500.
 		panic(err)
 	}
 	return append(b, '\n')

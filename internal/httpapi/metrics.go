@@ -24,6 +24,7 @@ type Metrics struct {
 	appendLat histogram
 	cmdLat    histogram
 	reqLat    histogram
+	panics    uint64
 	lag       map[string]float64
 	published uint64
 	// quarantined counts the records the read models quarantined; nil
@@ -72,6 +73,12 @@ func (m *Metrics) request(route string, status int, d time.Duration) {
 	defer m.mu.Unlock()
 	m.requests[[2]string{route, strconv.Itoa(status)}]++
 	m.reqLat.observe(d)
+}
+
+func (m *Metrics) panicked() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.panics++
 }
 
 // ObserveAppend records the latency of one append to the store.
@@ -143,6 +150,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	hist("licensed_append_duration_seconds", "Time to append to the event store.", &m.appendLat)
 	counter2("licensed_http_requests_total", "HTTP requests, by route pattern and status.", "route", "status", m.requests)
 	hist("licensed_http_request_duration_seconds", "Time to answer an HTTP request.", &m.reqLat)
+	fmt.Fprintf(cw, "# HELP licensed_http_panics_total Panics recovered while answering HTTP requests (each logged with its stack).\n# TYPE licensed_http_panics_total counter\nlicensed_http_panics_total %d\n", m.panics)
 	fmt.Fprintf(cw, "# HELP licensed_projection_lag_positions How far each read model is behind the store.\n# TYPE licensed_projection_lag_positions gauge\n")
 	for _, k := range slices.Sorted(maps.Keys(m.lag)) {
 		fmt.Fprintf(cw, "licensed_projection_lag_positions{projection=%s} %s\n", quote(k), strconv.FormatFloat(m.lag[k], 'g', -1, 64))

@@ -86,7 +86,7 @@ func (e *env) getPage(token, path string) page {
 }
 
 // identity is what identifies an item of each list.
-func identity(t *testing.T, item json.RawMessage) string {
+func identity(t testing.TB, item json.RawMessage) string {
 	t.Helper()
 	var v struct {
 		ID       string `json:"id"`

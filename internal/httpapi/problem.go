@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-json-experiment/json"
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
@@ -25,6 +29,10 @@ const ProblemBase = "https://licenseledger.dev/problems/"
 // Problem slugs of the HTTP layer. Domain rules use their ledger.Rule name.
 const (
 	ProblemMalformedRequest   = "malformed-request"      // 400: body or query cannot be read
+	ProblemInvalidPath        = "invalid-request-path"   // 400: path not UTF-8 once percent-decoded
+	ProblemInvalidQuery       = "invalid-request-query"  // 400: query not parsable or not UTF-8
+	ProblemUnreachable        = "position-unreachable"   // 400: min position above the store's last
+	ProblemMethodNotAllowed   = "method-not-allowed"     // 405, with Allow
 	ProblemBodyTooLarge       = "body-too-large"         // 413
 	ProblemUnsupportedMedia   = "unsupported-media-type" // 415
 	ProblemUnauthenticated    = "unauthenticated"        // 401
@@ -183,7 +191,8 @@ func (s *server) problemResponse(r *http.Request, err error) *response {
 	}
 	p.Type = ProblemBase + p.Rule
 	p.Title = http.StatusText(p.Status)
-	p.Instance = r.URL.Path
+	// The path as sent, percent-encoded: ASCII whatever the client sent.
+	p.Instance = r.URL.EscapedPath()
 	resp := &response{status: p.Status, header: http.Header{}, problem: true}
 	resp.header.Set("Content-Type", "application/problem+json")
 	switch p.Status {
@@ -192,6 +201,20 @@ func (s *server) problemResponse(r *http.Request, err error) *response {
 	case http.StatusServiceUnavailable:
 		resp.header.Set("Retry-After", "1")
 	}
-	resp.body = mustJSON(p)
+	resp.body = renderProblem(p)
 	return resp
+}
+
+// renderProblem writes p as JSON. It cannot fail: text that is not UTF-8
+// is mended first, and should marshalling still fail the answer is a
+// fixed problem of the same status.
+func renderProblem(p Problem) []byte {
+	p.Detail = strings.ToValidUTF8(p.Detail, "\uFFFD")
+	p.Instance = strings.ToValidUTF8(p.Instance, "\uFFFD")
+	b, err := json.Marshal(p, json.Deterministic(true))
+	if err != nil {
+		return []byte(`{"rule":"` + ProblemInternal + `","status":` + strconv.Itoa(p.Status) +
+			`,"title":"` + http.StatusText(p.Status) + `","type":"` + ProblemBase + ProblemInternal + `"}` + "\n")
+	}
+	return append(b, '\n')
 }

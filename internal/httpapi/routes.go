@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"strconv"
@@ -170,9 +171,48 @@ func (s *server) awaitMin(r *http.Request) error {
 	}
 	pos, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
+		if len(v) > 40 {
+			v = v[:40] + "..."
+		}
 		return badRequest("min position %q is not a non-negative integer", v)
 	}
+	if err := s.reachable(r.Context(), eventstore.Position(pos)); err != nil {
+		return err
+	}
 	return s.awaitPosition(r.Context(), eventstore.Position(pos))
+}
+
+// reachable refuses a min position above the store's last position: no
+// write answered with it, so waiting for it could only time out. The store
+// is asked only when the position is above every one known to exist, and
+// a store that cannot answer lets the read wait as before.
+func (s *server) reachable(ctx context.Context, pos eventstore.Position) error {
+	if s.cfg.Progress == nil || s.cfg.Head == nil {
+		return nil
+	}
+	known := max(s.head.Load(), uint64(s.cfg.Progress.Position()))
+	if uint64(pos) <= known {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTimeout)
+	defer cancel()
+	last, err := s.cfg.Head.LastPosition(ctx)
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "store's last position unknown", slog.String("err", err.Error()))
+		return nil
+	}
+	for {
+		cur := s.head.Load()
+		if uint64(last) <= cur || s.head.CompareAndSwap(cur, uint64(last)) {
+			break
+		}
+	}
+	if pos > last {
+		return newProblem(ProblemUnreachable, http.StatusBadRequest,
+			"min position "+strconv.FormatUint(uint64(pos), 10)+" is beyond the last position the store holds ("+
+				strconv.FormatUint(uint64(last), 10)+"): use a Ledger-Position this API answered")
+	}
+	return nil
 }
 
 func (s *server) awaitPosition(ctx context.Context, pos eventstore.Position) error {

@@ -1,0 +1,182 @@
+package httpapi_test
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/licenseledger/ledger/internal/httpapi"
+	"github.com/licenseledger/ledger/projections/seats"
+)
+
+// TestTargetNotUTF8Is400: a path or query that is not UTF-8 once
+// percent-decoded is 400 with a problem, before authentication, on every
+// method, and the service keeps serving.
+func TestTargetNotUTF8Is400(t *testing.T) {
+	e := newEnv(t)
+	e.open("acme", 2)
+	for _, c := range []struct {
+		name, method, path, slug string
+	}{
+		{"account", "GET", "/v1/accounts/%ff", httpapi.ProblemInvalidPath},
+		{"overlong encoding", "GET", "/v1/accounts/acme/users/%c0%af", httpapi.ProblemInvalidPath},
+		{"cut sequence", "POST", "/v1/accounts/acme/users/%e2%82/deactivate", httpapi.ProblemInvalidPath},
+		{"unknown route", "GET", "/nowhere/%fe", httpapi.ProblemInvalidPath},
+		{"wrong method", "PUT", "/v1/accounts/%ff", httpapi.ProblemInvalidPath},
+		{"token id", "DELETE", "/v1/tokens/%ff", httpapi.ProblemInvalidPath},
+		{"query value", "GET", "/v1/accounts/acme/users?status=%ff", httpapi.ProblemInvalidQuery},
+		{"query name", "GET", "/v1/accounts/acme/audit?%ff=1", httpapi.ProblemInvalidQuery},
+		{"bad escape", "GET", "/v1/accounts/acme/audit?user=%zz", httpapi.ProblemInvalidQuery},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, token := range []string{"", e.operator} {
+				r := e.must(400, token, c.method, c.path, nil)
+				if r.Header.Get("Content-Type") != "application/problem+json" {
+					t.Fatalf("%s %s: content type %q", c.method, c.path, r.Header.Get("Content-Type"))
+				}
+				p := r.json(t)
+				if p["type"] != httpapi.ProblemBase+c.slug || p["status"] != float64(400) {
+					t.Fatalf("%s %s: problem %v", c.method, c.path, p)
+				}
+				// The instance is the path as sent, percent-encoded.
+				if in, _ := p["instance"].(string); in == "" || !strings.HasPrefix(strings.ToLower(c.path), strings.ToLower(in)) {
+					t.Fatalf("%s %s: instance %q", c.method, c.path, in)
+				}
+			}
+		})
+	}
+	e.must(200, e.operator, "GET", "/v1/accounts/acme", nil)
+}
+
+// TestWrongMethodIs405: a method a known path does not take is 405 with
+// Allow listing the methods it takes, as a problem; an unknown path stays
+// 404.
+func TestWrongMethodIs405(t *testing.T) {
+	e := newEnv(t)
+	e.open("acme", 2)
+	u := e.addUser("acme", "Ann", "ann@acme.test", "admin")
+	for _, c := range []struct {
+		method, path, allow string
+	}{
+		{"PUT", "/v1/accounts/acme", "GET, HEAD"},
+		{"DELETE", "/v1/accounts", "POST"},
+		{"POST", "/v1/accounts/acme/users/" + u, "DELETE, GET, HEAD"},
+		{"GET", "/v1/accounts/acme/users/" + u + "/deactivate", "POST"},
+		{"PATCH", "/v1/accounts/acme/seats", "GET, HEAD, POST"},
+		{"POST", "/healthz", "GET, HEAD"},
+		{"OPTIONS", "/v1/tokens", "POST"},
+	} {
+		for _, token := range []string{"", e.operator} {
+			r := e.must(405, token, c.method, c.path, nil)
+			if got := r.Header.Get("Allow"); got != c.allow {
+				t.Errorf("%s %s: Allow %q, want %q", c.method, c.path, got, c.allow)
+			}
+			if r.Header.Get("Content-Type") != "application/problem+json" {
+				t.Errorf("%s %s: content type %q", c.method, c.path, r.Header.Get("Content-Type"))
+			}
+			if p := r.json(t); p["type"] != httpapi.ProblemBase+httpapi.ProblemMethodNotAllowed || p["status"] != float64(405) {
+				t.Errorf("%s %s: problem %v", c.method, c.path, p)
+			}
+		}
+	}
+	for _, path := range []string{"/v1/nowhere", "/v1/accounts/acme/users/" + u + "/x", "/"} {
+		r := e.must(404, e.operator, "GET", path, nil)
+		if r.Header.Get("Allow") != "" || r.json(t)["type"] != httpapi.ProblemBase+httpapi.ProblemNotFound {
+			t.Errorf("GET %s: %v %s", path, r.Header, r.Body)
+		}
+	}
+	m := string(e.must(200, "", "GET", "/metrics", nil).Body)
+	if !strings.Contains(m, `licensed_http_requests_total{route="unmatched",status="405"} 14`) {
+		t.Errorf("405s not counted as unmatched:\n%s", m)
+	}
+}
+
+// TestUnreachableMinPositionIs400: a min position above the store's last
+// position is refused at once with 400, in the query or the header; one
+// the store holds but the read models have not applied still waits.
+func TestUnreachableMinPositionIs400(t *testing.T) {
+	e := newEnv(t, options{noFeed: true, adjust: func(c *httpapi.Config) { c.WaitTimeout, c.NoWriteWait = time.Hour, true }})
+	w := e.must(201, e.operator, "POST", "/v1/accounts", map[string]any{"id": "acme", "name": "Acme", "seats": 1})
+	last, err := strconv.ParseUint(w.Header.Get("Ledger-Position"), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pos := range []string{"18446744073709551615", strconv.FormatUint(last+1, 10), strconv.FormatUint(last+1000, 10)} {
+		for _, where := range []string{"query", "header"} {
+			path, headers := "/v1/accounts/acme", []string{}
+			if where == "query" {
+				path += "?min_position=" + pos
+			} else {
+				headers = []string{httpapi.HeaderMinPosition, pos}
+			}
+			// With a wait timeout of an hour, only a refusal answers.
+			r := e.must(400, e.operator, "GET", path, nil, headers...)
+			p := r.json(t)
+			if p["type"] != httpapi.ProblemBase+httpapi.ProblemUnreachable || !strings.Contains(p["detail"].(string), pos) {
+				t.Fatalf("min position %s in the %s: %v", pos, where, p)
+			}
+		}
+	}
+	for _, bad := range []string{"-1", "1e3", "abc", "18446744073709551616", "0x1", "1 2", strings.Repeat("9", 1000)} {
+		r := e.must(400, e.operator, "GET", "/v1/accounts/acme", nil, httpapi.HeaderMinPosition, bad)
+		if p := r.json(t); p["type"] != httpapi.ProblemBase+httpapi.ProblemMalformedRequest || len(p["detail"].(string)) > 200 {
+			t.Fatalf("min position %q: %v", bad, p)
+		}
+	}
+	// The store holds last: a read asking for it waits for the read models.
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	req := e.request(ctx, e.operator, "GET", "/v1/accounts/acme?min_position="+strconv.FormatUint(last, 10))
+	if resp, err := e.srv.Client().Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("a reachable min position answered %d before the read models applied it", resp.StatusCode)
+	}
+}
+
+func (e *env) request(ctx context.Context, token, method, path string) *http.Request {
+	e.t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, e.srv.URL+path, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	return req
+}
+
+// panicky is a seat reader that panics on account "boom".
+type panicky struct{ httpapi.SeatReader }
+
+func (p panicky) Usage(account string, now time.Time) (seats.Usage, error) {
+	if account == "boom" {
+		var m map[string]int
+		m["x"]++ // a nil map write: a real runtime panic
+	}
+	return p.SeatReader.Usage(account, now)
+}
+
+// TestPanicIsRecovered: a panic in a handler answers 500 with a problem,
+// is logged once with its stack and counted, and the service keeps
+// serving.
+func TestPanicIsRecovered(t *testing.T) {
+	e := newEnv(t, options{adjust: func(c *httpapi.Config) { c.Seats = panicky{c.Seats} }})
+	e.open("acme", 2)
+	r := e.must(500, e.operator, "GET", "/v1/accounts/boom", nil)
+	if r.Header.Get("Content-Type") != "application/problem+json" || r.Header.Get("ETag") != "" {
+		t.Fatalf("500 headers: %v", r.Header)
+	}
+	if p := r.json(t); p["type"] != httpapi.ProblemBase+httpapi.ProblemInternal || strings.Contains(string(r.Body), "nil map") {
+		t.Fatalf("500 body: %s", r.Body)
+	}
+	logs := e.logs.String()
+	if strings.Count(logs, "panic while answering") != 1 || !strings.Contains(logs, "assignment to entry in nil map") ||
+		!strings.Contains(logs, "robust_test.go") {
+		t.Fatalf("panic not logged once with its stack:\n%s", logs)
+	}
+	e.must(200, e.operator, "GET", "/v1/accounts/acme", nil)
+	if m := string(e.must(200, "", "GET", "/metrics", nil).Body); !strings.Contains(m, "licensed_http_panics_total 1\n") {
+		t.Fatalf("panic not counted:\n%s", m)
+	}
+}
