@@ -33,6 +33,7 @@ var cases = []testCase{
 	{name: "StreamsAreIndependent", run: testStreamsAreIndependent},
 	{name: "RoundTrip", run: testRoundTrip},
 	{name: "NewStoreIsEmpty", fresh: true, run: testNewStoreIsEmpty},
+	{name: "LastPosition", run: testLastPosition},
 	{name: "ReadAllOrder", run: testReadAllOrder},
 	{name: "ReadAllStopsAtStart", run: testReadAllStopsAtStart},
 	{name: "SubscribeCatchUpThenLive", run: testSubscribeCatchUpThenLive},
