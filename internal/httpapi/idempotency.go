@@ -82,8 +82,8 @@ func (c *idemCache) begin(ctx context.Context, key string, fp [sha256.Size]byte)
 	}
 }
 
-// finish keeps a successful response; any other is forgotten so that a
-// retry is decided again (nothing was appended).
+// finish keeps a successful response; any other, or none (the request
+// panicked), is forgotten so that a retry is decided again.
 func (c *idemCache) finish(e *idemEntry, resp *response) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -92,7 +92,7 @@ func (c *idemCache) finish(e *idemEntry, resp *response) {
 	if !ok || el.Value.(*idemEntry) != e {
 		return // evicted meanwhile
 	}
-	if resp.status < 200 || resp.status > 299 {
+	if resp == nil || resp.status < 200 || resp.status > 299 {
 		c.remove(el)
 		return
 	}

@@ -133,8 +133,9 @@ func (s *server) doMint(r *http.Request) *response {
 	if cached != nil {
 		return cached
 	}
-	resp := s.mint(r, body)
-	done(resp)
+	var resp *response
+	defer func() { done(resp) }() // releases the key after a panic too
+	resp = s.mint(r, body)
 	return resp
 }
 

@@ -2,12 +2,15 @@ package httpapi_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/projections/seats"
 )
@@ -176,5 +179,39 @@ func TestPanicIsRecovered(t *testing.T) {
 	e.must(200, e.operator, "GET", "/v1/accounts/acme", nil)
 	if m := string(e.must(200, "", "GET", "/metrics", nil).Body); !strings.Contains(m, "licensed_http_panics_total 1\n") {
 		t.Fatalf("panic not counted:\n%s", m)
+	}
+}
+
+// explosive runs commands, but panics on account "boom".
+type explosive struct{ httpapi.Commands }
+
+func (x explosive) Execute(ctx context.Context, account string, cmd ledger.Command, req accounts.Request) (accounts.Result, error) {
+	if account == "boom" {
+		panic("boom")
+	}
+	return x.Commands.Execute(ctx, account, cmd, req)
+}
+
+// TestPanicReleasesIdempotencyKey: a keyed write that panics answers 500
+// and releases its key: a retry is decided again rather than waiting for
+// an answer that never comes.
+func TestPanicReleasesIdempotencyKey(t *testing.T) {
+	e := newEnv(t, options{adjust: func(c *httpapi.Config) { c.Commands = explosive{c.Commands} }})
+	for range 2 {
+		// A retry that waited for the first would hang until the client
+		// gives up; a minute is far beyond any answer.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		req := e.request(ctx, e.operator, "POST", "/v1/accounts/boom/seats")
+		req.Body = io.NopCloser(strings.NewReader(`{"count":1}`))
+		req.Header.Set(httpapi.HeaderIdemKey, "k-1")
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatalf("keyed write after a panic: %v", err)
+		}
+		resp.Body.Close()
+		cancel()
+		if resp.StatusCode != http.StatusInternalServerError {
+			t.Fatalf("keyed write that panics: %d", resp.StatusCode)
+		}
 	}
 }

@@ -281,8 +281,11 @@ func (s *server) doWrite(r *http.Request, op writeOp) *response {
 	if cached != nil {
 		return cached
 	}
-	resp := s.runWrite(r, op, p, account, body, key)
-	done(resp)
+	var resp *response
+	// Deferred so that a panic, recovered in serve, releases the key (resp
+	// is then nil) instead of leaving its repeats waiting for good.
+	defer func() { done(resp) }()
+	resp = s.runWrite(r, op, p, account, body, key)
 	return resp
 }
 
