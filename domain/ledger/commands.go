@@ -73,6 +73,18 @@ type RecordActivity struct {
 	At         time.Time
 }
 
+// UpdateUser changes the profile and role of a user not deleted. A nil
+// field is left as it is; a field equal to the current value changes
+// nothing. A new name or email becomes a [UserProfileUpdated], a new role a
+// [UserRoleChanged], decided together.
+type UpdateUser struct {
+	UserID string
+	Name   *string
+	Email  *string
+	Role   *Role
+	At     time.Time
+}
+
 // CommandName returns "OpenAccount".
 func (OpenAccount) CommandName() string { return "OpenAccount" }
 
@@ -105,3 +117,7 @@ func (DeactivateUser) isCommand()        {}
 func (ActivateUser) isCommand()          {}
 func (DeleteUser) isCommand()            {}
 func (RecordActivity) isCommand()        {}
+func (UpdateUser) isCommand()            {}
+
+// CommandName returns "UpdateUser".
+func (UpdateUser) CommandName() string { return "UpdateUser" }

@@ -65,6 +65,8 @@ func Decide(s State, cmd Command) ([]Event, error) {
 		return decideDelete(s, c)
 	case RecordActivity:
 		return decideActivity(s, c)
+	case UpdateUser:
+		return decideUpdate(s, c)
 	}
 	return nil, refuse(RuleInvalidCommand, "unknown command %T", cmd)
 }
@@ -88,6 +90,8 @@ func commandTime(cmd Command) (time.Time, bool) {
 	case DeleteUser:
 		return c.At, true
 	case RecordActivity:
+		return c.At, true
+	case UpdateUser:
 		return c.At, true
 	}
 	return time.Time{}, false
@@ -270,6 +274,51 @@ func decideActivity(s State, c RecordActivity) ([]Event, error) {
 		return nil, refuse(RuleUserDeactivated, "user %s is deactivated and cannot record activities", u.ID)
 	}
 	return one(ActivityRecorded{ActivityID: c.ActivityID, UserID: u.ID, Kind: c.Kind, Ref: c.Ref, At: s.at(c.At)})
+}
+
+func decideUpdate(s State, c UpdateUser) ([]Event, error) {
+	u, err := s.user(c.UserID)
+	if err != nil {
+		return nil, err
+	}
+	var profile UserProfileUpdated
+	if c.Name != nil {
+		name := strings.TrimSpace(*c.Name)
+		if name == "" || utf8.RuneCountInString(name) > MaxNameLen || !printable(name) {
+			return nil, refuse(RuleInvalidUser, "name must be 1 to %d printable characters", MaxNameLen)
+		}
+		if name != u.Name {
+			profile.Name = name
+		}
+	}
+	if c.Email != nil {
+		email := strings.TrimSpace(*c.Email)
+		if !validEmail(email) {
+			return nil, refuse(RuleInvalidUser, "email must look like name@example.com")
+		}
+		if id, taken := s.emailOwner(email); taken && id != u.ID {
+			return nil, refuse(RuleDuplicateEmail, "another user of this account has that email")
+		}
+		if email != u.Email {
+			profile.Email = email
+		}
+	}
+	if c.Role != nil && !c.Role.Valid() {
+		return nil, refuse(RuleInvalidUser, "role must be admin or member")
+	}
+	at := s.at(c.At)
+	var events []Event
+	if profile.Name != "" || profile.Email != "" {
+		profile.UserID, profile.At = u.ID, at
+		events = append(events, profile)
+	}
+	if c.Role != nil && *c.Role != u.Role {
+		if s.lastActiveAdmin(u) {
+			return nil, refuse(RuleLastActiveAdmin, "user %s is the last active admin: make another user admin first", u.ID)
+		}
+		events = append(events, UserRoleChanged{UserID: u.ID, Role: *c.Role, At: at})
+	}
+	return events, nil
 }
 
 func validEmail(e string) bool {

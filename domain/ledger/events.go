@@ -5,7 +5,8 @@ import "time"
 // Event is something that happened to an account's license ledger. The
 // concrete types are the event catalogue: [AccountOpened], [SeatsPurchased],
 // [SeatReductionScheduled], [UserAdded], [UserDeactivated], [UserActivated],
-// [UserDeleted] and [ActivityRecorded].
+// [UserDeleted], [ActivityRecorded], [UserProfileUpdated] and
+// [UserRoleChanged].
 type Event interface {
 	// EventType returns the event's public type name, as in DESIGN.md.
 	EventType() string
@@ -24,13 +25,15 @@ const (
 	TypeUserActivated          = "UserActivated"
 	TypeUserDeleted            = "UserDeleted"
 	TypeActivityRecorded       = "ActivityRecorded"
+	TypeUserProfileUpdated     = "UserProfileUpdated"
+	TypeUserRoleChanged        = "UserRoleChanged"
 )
 
 // EventTypes lists every event type of the catalogue.
 var EventTypes = []string{
 	TypeAccountOpened, TypeSeatsPurchased, TypeSeatReductionScheduled,
 	TypeUserAdded, TypeUserDeactivated, TypeUserActivated, TypeUserDeleted,
-	TypeActivityRecorded,
+	TypeActivityRecorded, TypeUserProfileUpdated, TypeUserRoleChanged,
 }
 
 // AccountOpened records that an account was opened with its first seats.
@@ -98,6 +101,24 @@ type ActivityRecorded struct {
 	At         time.Time
 }
 
+// UserProfileUpdated records a new name, a new email or both for a user
+// not deleted. A blank field is unchanged. Both are personal data, sealed
+// under the key the user was added with, so deleting the user erases every
+// name and email they ever had.
+type UserProfileUpdated struct {
+	UserID string
+	Name   string
+	Email  string
+	At     time.Time
+}
+
+// UserRoleChanged records a user not deleted becoming an admin or a member.
+type UserRoleChanged struct {
+	UserID string
+	Role   Role
+	At     time.Time
+}
+
 // EventType returns "AccountOpened".
 func (AccountOpened) EventType() string { return TypeAccountOpened }
 
@@ -121,6 +142,18 @@ func (UserDeleted) EventType() string { return TypeUserDeleted }
 
 // EventType returns "ActivityRecorded".
 func (ActivityRecorded) EventType() string { return TypeActivityRecorded }
+
+// EventType returns "UserProfileUpdated".
+func (UserProfileUpdated) EventType() string { return TypeUserProfileUpdated }
+
+// EventType returns "UserRoleChanged".
+func (UserRoleChanged) EventType() string { return TypeUserRoleChanged }
+
+// OccurredAt returns when the profile was updated.
+func (e UserProfileUpdated) OccurredAt() time.Time { return e.At }
+
+// OccurredAt returns when the role changed.
+func (e UserRoleChanged) OccurredAt() time.Time { return e.At }
 
 // OccurredAt returns when the account was opened.
 func (e AccountOpened) OccurredAt() time.Time { return e.At }
@@ -155,6 +188,8 @@ func (UserDeactivated) isEvent()        {}
 func (UserActivated) isEvent()          {}
 func (UserDeleted) isEvent()            {}
 func (ActivityRecorded) isEvent()       {}
+func (UserProfileUpdated) isEvent()     {}
+func (UserRoleChanged) isEvent()        {}
 
 // UserOf returns the id of the user an event is about, or "" for account
 // events.
@@ -169,6 +204,10 @@ func UserOf(e Event) string {
 	case UserDeleted:
 		return e.UserID
 	case ActivityRecorded:
+		return e.UserID
+	case UserProfileUpdated:
+		return e.UserID
+	case UserRoleChanged:
 		return e.UserID
 	}
 	return ""

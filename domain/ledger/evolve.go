@@ -84,6 +84,40 @@ func Evolve(s State, e Event) State {
 		u.Name, u.Email, u.Reason = "", "", ""
 		s.Users[u.ID] = u
 		s.Deleted++
+	case UserProfileUpdated:
+		u, ok := s.Users[e.UserID]
+		if !ok || u.Status == StatusDeleted {
+			return s
+		}
+		if e.Name != "" {
+			u.Name = e.Name
+		}
+		if e.Email != "" && e.Email != u.Email {
+			if s.emails == nil {
+				s.emails = emailIndex(s.Users)
+			}
+			if id, ok := s.emails[foldEmail(u.Email)]; ok && id == u.ID {
+				delete(s.emails, foldEmail(u.Email))
+			}
+			u.Email = e.Email
+			s.emails[foldEmail(e.Email)] = u.ID
+		}
+		s.Users[u.ID] = u
+	case UserRoleChanged:
+		u, ok := s.Users[e.UserID]
+		if !ok || u.Status == StatusDeleted || !e.Role.Valid() || u.Role == e.Role {
+			return s
+		}
+		if u.Status == StatusActive {
+			if u.Role == RoleAdmin {
+				s.ActiveAdmins--
+			}
+			if e.Role == RoleAdmin {
+				s.ActiveAdmins++
+			}
+		}
+		u.Role = e.Role
+		s.Users[u.ID] = u
 	}
 	return s
 }

@@ -267,6 +267,7 @@ func TestEventCatalogue(t *testing.T) {
 		opened(1), ledger.SeatsPurchased{At: at(1)}, ledger.SeatReductionScheduled{At: at(2)}, member("u1", 3),
 		deactivated("u1", 4), activated("u1", 5), deleted("u1", 6),
 		ledger.ActivityRecorded{UserID: "u1", At: at(7)},
+		ledger.UserProfileUpdated{UserID: "u1", Name: "N", At: at(8)}, ledger.UserRoleChanged{UserID: "u1", Role: ledger.RoleAdmin, At: at(9)},
 	}
 	if len(all) != len(ledger.EventTypes) {
 		t.Fatalf("%d events for %d types", len(all), len(ledger.EventTypes))
@@ -301,6 +302,7 @@ func TestEventCatalogue(t *testing.T) {
 		{ledger.ScheduleSeatReduction{}, "ScheduleSeatReduction"}, {ledger.AddUser{}, "AddUser"},
 		{ledger.DeactivateUser{}, "DeactivateUser"}, {ledger.ActivateUser{}, "ActivateUser"},
 		{ledger.DeleteUser{}, "DeleteUser"}, {ledger.RecordActivity{}, "RecordActivity"},
+		{ledger.UpdateUser{}, "UpdateUser"},
 	} {
 		if got := c.cmd.CommandName(); got != c.name {
 			t.Errorf("CommandName = %q, want %q", got, c.name)

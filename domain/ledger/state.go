@@ -150,6 +150,17 @@ func (s State) EmailInUse(email string) bool {
 	return ok
 }
 
+// emailOwner returns the user not deleted who has email, compared without
+// regard to case.
+func (s State) emailOwner(email string) (string, bool) {
+	idx := s.emails
+	if idx == nil {
+		idx = emailIndex(s.Users)
+	}
+	id, ok := idx[foldEmail(email)]
+	return id, ok
+}
+
 // emailIndex maps the lower-cased email of every user not deleted to the
 // user's id.
 func emailIndex(users map[string]User) map[string]string {
