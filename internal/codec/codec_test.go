@@ -54,6 +54,10 @@ func sampleEvent(typ, user string) ledger.Event {
 		return ledger.UserDeleted{UserID: user, ReassignTo: "u-9", At: at}
 	case ledger.TypeActivityRecorded:
 		return ledger.ActivityRecorded{ActivityID: "act-42", UserID: user, Kind: "document.signed", Ref: "doc-7", At: at}
+	case ledger.TypeUserProfileUpdated:
+		return ledger.UserProfileUpdated{UserID: user, Name: "Ada King", Email: "ada.king@example.com", At: at}
+	case ledger.TypeUserRoleChanged:
+		return ledger.UserRoleChanged{UserID: user, Role: ledger.RoleMember, At: at}
 	}
 	panic("no sample for event type " + typ)
 }
@@ -373,6 +377,10 @@ func TestErasure(t *testing.T) {
 		add(sampleEvent(ledger.TypeUserDeactivated, u), ledger.UserDeactivated{UserID: u, At: at}, true)
 		noReason := ledger.UserDeactivated{UserID: u, At: at}
 		add(noReason, noReason, false) // nothing sealed, nothing erased
+		add(sampleEvent(ledger.TypeUserProfileUpdated, u), ledger.UserProfileUpdated{UserID: u, At: at}, true)
+		onlyName := ledger.UserProfileUpdated{UserID: u, Name: "Ada King", At: at}
+		add(onlyName, ledger.UserProfileUpdated{UserID: u, At: at}, true)
+		add(sampleEvent(ledger.TypeUserRoleChanged, u), sampleEvent(ledger.TypeUserRoleChanged, u), false)
 		for _, typ := range []string{ledger.TypeUserActivated, ledger.TypeActivityRecorded, ledger.TypeUserDeleted} {
 			e := sampleEvent(typ, u)
 			add(e, e, false)

@@ -97,4 +97,23 @@ func init() {
 			instant("at", "when it was recorded", func(e *ledger.ActivityRecorded) *time.Time { return &e.At }),
 		},
 	})
+	register(spec[ledger.UserProfileUpdated]{
+		version: 1, category: eventstore.Ledger,
+		doc: "A user not deleted got a new name, a new email or both, sealed under the key they were added with; deleting the user erases every name and email they had.",
+		fields: []field[ledger.UserProfileUpdated]{
+			text("user_id", "the user's id", func(e *ledger.UserProfileUpdated) *string { return &e.UserID }).subject(),
+			sealed("name_sealed", "name", "the user's new name; absent when unchanged", func(e *ledger.UserProfileUpdated) *string { return &e.Name }).omitEmpty(),
+			sealed("email_sealed", "email", "the user's new email; absent when unchanged", func(e *ledger.UserProfileUpdated) *string { return &e.Email }).omitEmpty(),
+			instant("at", "when the profile was updated", func(e *ledger.UserProfileUpdated) *time.Time { return &e.At }),
+		},
+	})
+	register(spec[ledger.UserRoleChanged]{
+		version: 1, category: eventstore.Ledger,
+		doc: "A user not deleted became an admin or a member.",
+		fields: []field[ledger.UserRoleChanged]{
+			text("user_id", "the user's id", func(e *ledger.UserRoleChanged) *string { return &e.UserID }).subject(),
+			text("role", `the new role, "admin" or "member"`, func(e *ledger.UserRoleChanged) *string { return (*string)(&e.Role) }).repeated(),
+			instant("at", "when the role changed", func(e *ledger.UserRoleChanged) *time.Time { return &e.At }),
+		},
+	})
 }

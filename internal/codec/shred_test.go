@@ -47,12 +47,14 @@ func encodings(s string) []string {
 func TestCryptoShredding(t *testing.T) {
 	ctx := t.Context()
 	c, store := newCodec(t, user)
-	secrets := []string{userName, userEmail, "Augusta", "Lovelace", "augusta.lovelace"}
+	secrets := []string{userName, userEmail, "Augusta", "Lovelace", "augusta.lovelace", "Ada King", "ada.king@example.com"}
 	life := []ledger.Event{
 		ledger.UserAdded{UserID: user, Name: userName, Email: userEmail, Role: ledger.RoleMember, At: at},
 		ledger.ActivityRecorded{ActivityID: "act-1", UserID: user, Kind: "document.signed", Ref: "doc-1", At: at.Add(time.Hour)},
 		ledger.UserDeactivated{UserID: user, Reason: "Augusta Zoë Lovelace asked for leave; write to augusta.lovelace@example.com", At: at.Add(2 * time.Hour)},
 		ledger.UserActivated{UserID: user, At: at.Add(3 * time.Hour)},
+		ledger.UserProfileUpdated{UserID: user, Name: "Ada King", Email: "ada.king@example.com", At: at.Add(3 * time.Hour)},
+		ledger.UserRoleChanged{UserID: user, Role: ledger.RoleAdmin, At: at.Add(3 * time.Hour)},
 		ledger.UserDeleted{UserID: user, ReassignTo: "u-9", At: at.Add(4 * time.Hour)},
 	}
 	var recs []eventstore.Record
