@@ -493,6 +493,11 @@ func scrub(a *account, user string) {
 					e.Reason = ""
 					r.Events[i].Event, r.Events[i].Erased = e, true
 				}
+			case ledger.UserProfileUpdated:
+				if e.UserID == user {
+					e.Name, e.Email = "", ""
+					r.Events[i].Event, r.Events[i].Erased = e, true
+				}
 			}
 		}
 	}

@@ -117,8 +117,8 @@ func (a *account) user(id string) uint32 {
 	return i
 }
 
-// Apply folds one event: activities are recorded, users added and deleted
-// change the names and owners joined at read time.
+// Apply folds one event: activities are recorded, users added, renamed and
+// deleted change the names and owners joined at read time.
 func (p *Projection) Apply(d codec.Decoded) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -148,6 +148,11 @@ func (p *Projection) apply(d *codec.Decoded) error {
 	case ledger.UserAdded:
 		a = p.account(d)
 		if u := &a.users[a.user(e.UserID)]; !u.deleted {
+			u.name = e.Name
+		}
+	case ledger.UserProfileUpdated:
+		a = p.account(d)
+		if u := &a.users[a.user(e.UserID)]; !u.deleted && e.Name != "" {
 			u.name = e.Name
 		}
 	case ledger.UserDeleted:

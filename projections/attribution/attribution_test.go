@@ -117,3 +117,52 @@ func TestPagination(t *testing.T) {
 		t.Errorf("Owner(cy) = %q, %v; want ann", o, err)
 	}
 }
+
+// TestAttributionJoinsCurrentName: a renamed user's activities show the
+// new name, before and after; deleting the user blanks it.
+func TestAttributionJoinsCurrentName(t *testing.T) {
+	ctx := t.Context()
+	l := fixture.New()
+	if err := fixture.Seed(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	name := "Robert Renamed"
+	do := func(cmd ledger.Command) {
+		t.Helper()
+		if _, err := l.Do(ctx, "acme", fixture.Operator, cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	do(ledger.UpdateUser{UserID: "bob", Name: &name, At: fixture.H(17)})
+	p := attribution.New()
+	fold := func() {
+		for _, d := range l.Live() {
+			if err := p.Apply(d); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fold()
+	nameOf := func(id string) (string, string) {
+		page, err := p.Activities("acme", 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range page.Activities {
+			if a.ID == id {
+				return a.UserName, a.OwnerName
+			}
+		}
+		t.Fatalf("no activity %s", id)
+		return "", ""
+	}
+	if u, o := nameOf("act-1"); u != name || o != name {
+		t.Errorf("act-1 after rename: user %q owner %q, want %q", u, o, name)
+	}
+	do(ledger.DeleteUser{UserID: "bob", Confirm: "bob", At: fixture.H(18)})
+	p = attribution.New()
+	fold()
+	if u, o := nameOf("act-1"); u != "" || o != "" {
+		t.Errorf("act-1 after deletion: user %q owner %q, want blank", u, o)
+	}
+}

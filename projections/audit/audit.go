@@ -197,27 +197,32 @@ type entry struct {
 	hash              codec.Hash
 }
 
-// actionOf returns the index in ledger.EventTypes of the event type t.
-func actionOf(t string) (uint8, bool) {
-	switch t {
-	case ledger.TypeAccountOpened:
-		return 0, true
-	case ledger.TypeSeatsPurchased:
-		return 1, true
-	case ledger.TypeSeatReductionScheduled:
-		return 2, true
-	case ledger.TypeUserAdded:
-		return 3, true
-	case ledger.TypeUserDeactivated:
-		return 4, true
-	case ledger.TypeUserActivated:
-		return 5, true
-	case ledger.TypeUserDeleted:
-		return 6, true
-	case ledger.TypeActivityRecorded:
-		return 7, true
+// actions are the event types in the catalogue's order of registration:
+// an entry holds its type as an index into it, and snapshots store that
+// index in the low four bits of a byte. Registrations are only ever
+// appended, so the index of a type never changes and snapshots written
+// before a type was added still restore; a sixteenth type needs a new
+// snapshot format.
+var actions, actionIndex = func() ([]string, map[string]uint8) {
+	events := codec.Events()
+	if len(events) > maxActions {
+		panic(fmt.Sprintf("audit: %d event types, the snapshot format holds %d", len(events), maxActions))
 	}
-	return 0, false
+	names := make([]string, len(events))
+	index := make(map[string]uint8, len(events))
+	for i, e := range events {
+		names[i], index[e.Type] = e.Type, uint8(i)
+	}
+	return names, index
+}()
+
+// maxActions is how many event types an entry's four bits can name.
+const maxActions = 16
+
+// actionOf returns the index in actions of the event type t.
+func actionOf(t string) (uint8, bool) {
+	i, ok := actionIndex[t]
+	return i, ok
 }
 
 // internLast is intern remembering the last name it returned in *last:
@@ -336,7 +341,7 @@ func (a *account) view(id string, i int) Entry {
 	e := a.at(i)
 	return Entry{
 		Time: time.Unix(0, e.at).UTC(), ActorID: a.names.String(e.actor), ActorRole: a.names.String(e.role),
-		Action: ledger.EventTypes[e.action], UserID: a.names.String(e.user),
+		Action: actions[e.action], UserID: a.names.String(e.user),
 		Stream:   eventstore.StreamID{Category: categories[e.category], Account: id}.String(),
 		Revision: e.revision, Position: e.position, EventID: e.eventID, Hash: a.hashOf(i),
 		IdempotencyKey: a.idemOf(i), CorrelationID: e.correlation,
@@ -592,7 +597,7 @@ func (p *Projection) Restore(b []byte) error {
 			copy(e.eventID[:], r.Fixed(16))
 			copy(e.correlation[:], r.Fixed(16))
 			copy(e.hash[:], r.Fixed(32))
-			if actor >= names || role >= names || user >= names || int(ac&15) >= len(ledger.EventTypes) || ac>>4 > 1 {
+			if actor >= names || role >= names || user >= names || int(ac&15) >= len(actions) || ac>>4 > 1 {
 				r.Fail("audit account %q: entry %d out of range", id, a.ix.Len())
 				break
 			}
