@@ -80,6 +80,9 @@ var endpoints = []endpoint{
 		e.must(200, e.operator, "POST", "/v1/accounts/acme/users/"+u+"/deactivate", nil)
 		return "/v1/accounts/acme/users/" + u + "/activate", nil
 	}},
+	{"PATCH /v1/accounts/{account}/users/{user}", 200, writers, func(e *env, n int) (string, any) {
+		return "/v1/accounts/acme/users/" + freshUser(e, n), map[string]string{"name": fmt.Sprintf("Renamed %d", n)}
+	}},
 	{"DELETE /v1/accounts/{account}/users/{user}", 200, writers, func(e *env, n int) (string, any) {
 		u := freshUser(e, n)
 		return "/v1/accounts/acme/users/" + u + "?confirm=" + u, nil

@@ -199,6 +199,46 @@ var activateUser = writeOp{
 	render: renderPathUser,
 }
 
+// updateUser takes a JSON merge patch (RFC 7396) of the user's name,
+// email and role: a member given changes it, a member left out keeps it,
+// and none of them can be removed (null).
+var updateUser = writeOp{
+	action: auth.ManageUsers,
+	build: func(s *server, r *http.Request, body []byte) (ledger.Command, error) {
+		var patch map[string]jsontext.Value
+		if err := decodeBody(body, &patch, false); err != nil {
+			return nil, err
+		}
+		id, err := pathUser(r)
+		if err != nil {
+			return nil, err
+		}
+		cmd := ledger.UpdateUser{UserID: id, At: s.cfg.Clock()}
+		for name, v := range patch {
+			if name != "name" && name != "email" && name != "role" {
+				return nil, badRequest("the request body has an unknown field /%s: a user's patch takes name, email and role", name)
+			}
+			if v.Kind() != '"' {
+				return nil, badRequest("%s must be a string: a user's %s can be changed, not removed", name, name)
+			}
+			var str string
+			if err := json.Unmarshal(v, &str); err != nil {
+				return nil, badRequest("%s must be a string", name)
+			}
+			switch name {
+			case "name":
+				cmd.Name = &str
+			case "email":
+				cmd.Email = &str
+			case "role":
+				cmd.Role = (*ledger.Role)(&str)
+			}
+		}
+		return cmd, nil
+	},
+	render: renderPathUser,
+}
+
 var deleteUser = writeOp{
 	action: auth.ManageUsers, expect: ledger.TypeUserDeleted,
 	build: func(s *server, r *http.Request, body []byte) (ledger.Command, error) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/licenseledger/ledger/internal/auth"
+	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/httpapi"
 )
 
@@ -134,4 +135,28 @@ func TestRevokeToken(t *testing.T) {
 	e.must(204, second, "DELETE", "/v1/tokens/"+first.ID, nil)
 	e.must(401, e.operator, "GET", "/v1/accounts/acme", nil)
 	e.must(200, second, "GET", "/v1/accounts/acme", nil)
+}
+
+// TestOpenAPIEventTypes: the document names every event type of the
+// catalogue, and no other.
+func TestOpenAPIEventTypes(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas struct {
+				EventType struct {
+					Enum []string `json:"enum"`
+				} `json:"EventType"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(httpapi.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, e := range codec.Events() {
+		want = append(want, e.Type)
+	}
+	if got := doc.Components.Schemas.EventType.Enum; !slices.Equal(got, want) {
+		t.Fatalf("OpenAPI event types %v, catalogue %v", got, want)
+	}
 }

@@ -57,6 +57,7 @@ func (s *server) register() {
 	s.read("GET "+acct+"/users/{user}", auth.Read, s.getUser)
 	s.write("POST "+acct+"/users/{user}/deactivate", deactivateUser)
 	s.write("POST "+acct+"/users/{user}/activate", activateUser)
+	s.write("PATCH "+acct+"/users/{user}", updateUser)
 	s.write("DELETE "+acct+"/users/{user}", deleteUser)
 	s.write("POST "+acct+"/activities", recordActivity)
 	s.read("GET "+acct+"/activities", auth.Read, s.listActivities)
@@ -376,7 +377,7 @@ func outcome(res accounts.Result, err error) string {
 // sameCommand reports whether a repeated result (known to the service from
 // event metadata) is one of the command given now.
 func sameCommand(op writeOp, cmd ledger.Command, res accounts.Result) bool {
-	if len(res.Events) == 0 || res.Events[0].Event.EventType() != op.expect {
+	if len(res.Events) == 0 || (op.expect != "" && res.Events[0].Event.EventType() != op.expect) {
 		return false
 	}
 	first := res.Events[0]
@@ -408,6 +409,8 @@ func sameCommand(op writeOp, cmd ledger.Command, res accounts.Result) bool {
 	case ledger.DeleteUser:
 		e, ok := first.Event.(ledger.UserDeleted)
 		return ok && e.UserID == c.UserID && e.ReassignTo == c.ReassignTo
+	case ledger.UpdateUser:
+		return ledger.UserOf(first.Event) == c.UserID
 	}
 	return true
 }
