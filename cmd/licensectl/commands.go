@@ -79,6 +79,13 @@ func init() {
 			}},
 		{name: "users show", usage: "users show ACCOUNT USER", short: "one user",
 			min: 2, max: 2, run: usersShow},
+		{name: "users update", usage: "users update ACCOUNT USER [--name NAME] [--email EMAIL] [--role admin|member]", short: "change a user's name, email or role; what is not given stays",
+			min: 2, max: 2, write: true, run: usersUpdate,
+			flags: func(fs *flag.FlagSet, f *verbFlags) {
+				fs.StringVar(&f.name, "name", "", "the user's new `name`")
+				fs.StringVar(&f.email, "email", "", "the user's new `email`, unique in the account")
+				fs.StringVar(&f.role, "role", "", "the user's new `role`: admin or member")
+			}},
 		{name: "users deactivate", usage: "users deactivate ACCOUNT USER [--reason TEXT]", short: "free the user's seat and block them; reversible",
 			min: 2, max: 2, write: true, run: usersDeactivate,
 			flags: func(fs *flag.FlagSet, f *verbFlags) {
@@ -379,6 +386,32 @@ func usersShow(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	r, err := c.call(ctx, request{method: http.MethodGet, path: accountPath(args[0], "users", args[1])})
+	if err != nil {
+		return err
+	}
+	return c.render(r, renderUser)
+}
+
+// usersUpdate sends a merge patch of the flags given: the API leaves what
+// is not in it as it is, and records nothing for a value already held.
+func usersUpdate(ctx context.Context, c *cli, args []string) error {
+	cmd := cmdOf("users update")
+	if err := userArgs(cmd.name, args); err != nil {
+		return err
+	}
+	patch := map[string]string{}
+	for name, v := range map[string]string{"name": c.f.name, "email": c.f.email, "role": c.f.role} {
+		if strings.TrimSpace(v) != "" {
+			patch[name] = v
+		}
+	}
+	switch {
+	case len(patch) == 0:
+		return usagef(cmd, "give at least one of --name, --email and --role")
+	case c.f.role != "" && c.f.role != "admin" && c.f.role != "member":
+		return usagef(cmd, "--role must be admin or member, not %q", c.f.role)
+	}
+	r, err := c.call(ctx, request{method: http.MethodPatch, path: accountPath(args[0], "users", args[1]), write: true, body: patch})
 	if err != nil {
 		return err
 	}
