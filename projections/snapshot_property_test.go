@@ -115,6 +115,18 @@ func randomHistory(t *testing.T, rng *rand.Rand, n, steps int) history {
 			cmd = ledger.DeactivateUser{UserID: pick(s, status(ledger.StatusActive), ""), Reason: "left the team", At: at}
 		case r < 81:
 			cmd = ledger.ActivateUser{UserID: pick(s, status(ledger.StatusDeactivated), ""), At: at}
+		case r < 86:
+			// A new name and email now and then, a role change otherwise.
+			id := pick(s, notDeleted, "")
+			upd := ledger.UpdateUser{UserID: id, At: at}
+			if rng.IntN(2) == 0 {
+				name, email := fmt.Sprintf("Renamed %s %d", id, rng.IntN(1000)), fmt.Sprintf("%s.%d@%s.test", id, rng.IntN(1000), a.id)
+				upd.Name, upd.Email = &name, &email
+			} else {
+				role := [...]ledger.Role{ledger.RoleAdmin, ledger.RoleMember}[rng.IntN(2)]
+				upd.Role = &role
+			}
+			cmd = upd
 		case r < 93:
 			id := pick(s, notDeleted, "")
 			to := ""

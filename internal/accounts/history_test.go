@@ -57,7 +57,7 @@ func TestHistoryThatDoesNotVerify(t *testing.T) {
 
 	// In the chain but of a type this version does not know.
 	head = codec.NextHash(head, eventstore.Proposed{ID: res.Events[0].Record.ID, Type: res.Events[0].Record.Type, Data: res.Events[0].Record.Data, Metadata: res.Events[0].Record.Metadata})
-	newer := eventstore.Proposed{ID: uuid.New(), Type: "UserProfileUpdated", Data: []byte(`{}`), Metadata: meta(head)}
+	newer := eventstore.Proposed{ID: uuid.New(), Type: "UserTitleChanged", Data: []byte(`{}`), Metadata: meta(head)}
 	if _, err := e.store.Append(ctx, stream, eventstore.Exact(2), newer); err != nil {
 		t.Fatal(err)
 	}
