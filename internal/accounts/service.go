@@ -482,22 +482,11 @@ func (s *Service) destroyKey(ctx context.Context, a *account, user string) {
 func scrub(a *account, user string) {
 	for r := range a.keys.results() {
 		for i, d := range r.Events {
-			switch e := d.Event.(type) {
-			case ledger.UserAdded:
-				if e.UserID == user {
-					e.Name, e.Email = "", ""
-					r.Events[i].Event, r.Events[i].Erased = e, true
-				}
-			case ledger.UserDeactivated:
-				if e.UserID == user && e.Reason != "" {
-					e.Reason = ""
-					r.Events[i].Event, r.Events[i].Erased = e, true
-				}
-			case ledger.UserProfileUpdated:
-				if e.UserID == user {
-					e.Name, e.Email = "", ""
-					r.Events[i].Event, r.Events[i].Erased = e, true
-				}
+			if ledger.UserOf(d.Event) != user {
+				continue
+			}
+			if e, erased := codec.Erase(d.Event); erased {
+				r.Events[i].Event, r.Events[i].Erased = e, true
 			}
 		}
 	}

@@ -420,3 +420,31 @@ func TestRepeatAfterDeletionHoldsNoName(t *testing.T) {
 		t.Fatalf("repeat after deletion: repeated %v, name %q, email %q", again.Repeated, added.Name, added.Email)
 	}
 }
+
+// TestRepeatedProfileUpdateAfterDeletionHoldsNoName: the result kept for
+// a profile update's idempotency key forgets the new name and email once
+// the user is deleted.
+func TestRepeatedProfileUpdateAfterDeletionHoldsNoName(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	svc := e.service(t)
+	must(t)(svc.Execute(ctx, "acme", ledger.OpenAccount{Account: "acme", Name: "Acme", Seats: 3, At: t0}, admin))
+	must(t)(svc.Execute(ctx, "acme", ledger.AddUser{UserID: "zed", Name: "Zed Zebulon", Email: "zed@acme.test", Role: ledger.RoleMember, At: t0}, admin))
+	req := admin
+	req.IdempotencyKey = "rename-zed"
+	name, email := "Zora Zebulon", "zora@acme.test"
+	update := ledger.UpdateUser{UserID: "zed", Name: &name, Email: &email, At: t0}
+	first := must(t)(svc.Execute(ctx, "acme", update, req))
+	if p := first.Events[0].Event.(ledger.UserProfileUpdated); p.Name != name || p.Email != email {
+		t.Fatalf("control: the first result carries the new profile: %+v", p)
+	}
+	must(t)(svc.Execute(ctx, "acme", ledger.DeleteUser{UserID: "zed", Confirm: "zed", At: t0}, admin))
+	again, err := svc.Execute(ctx, "acme", update, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := again.Events[0].Event.(ledger.UserProfileUpdated)
+	if !again.Repeated || !again.Events[0].Erased || p.Name != "" || p.Email != "" {
+		t.Fatalf("repeat after deletion: repeated %v, erased %v, name %q, email %q", again.Repeated, again.Events[0].Erased, p.Name, p.Email)
+	}
+}

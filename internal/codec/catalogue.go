@@ -140,6 +140,30 @@ func Events() []EventInfo {
 	return out
 }
 
+// Erase returns e with the personal data its registration seals blanked,
+// as it decodes once its subject's key is destroyed, and whether there was
+// any to blank. An event of a type not registered comes back as it is.
+func Erase(e ledger.Event) (ledger.Event, bool) {
+	r, ok := registry[e.EventType()]
+	if !ok || len(r.sealed) == 0 {
+		return e, false
+	}
+	p, ok := r.ptr(e)
+	if !ok {
+		return e, false
+	}
+	erased := false
+	for _, i := range r.sealed {
+		if s := r.fields[i].str(p); *s != "" {
+			*s, erased = "", true
+		}
+	}
+	if !erased {
+		return e, false
+	}
+	return r.event(p), true
+}
+
 // Versions holds the current schema version of every registered event
 // type.
 var Versions = map[string]int{}

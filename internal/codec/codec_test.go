@@ -425,3 +425,33 @@ func TestErasure(t *testing.T) {
 		}
 	})
 }
+
+// TestEraseAgreesWithDecode: Erase blanks what a decode after the
+// subject's key is destroyed blanks, for every registered type.
+func TestEraseAgreesWithDecode(t *testing.T) {
+	ctx := t.Context()
+	for _, info := range codec.Events() {
+		t.Run(info.Type, func(t *testing.T) {
+			c, _ := newCodec(t, user)
+			e := sampleEvent(info.Type, user)
+			r := record(encode(t, c, e, sampleMeta()))
+			if err := c.Keys().Destroy(ctx, pii.KeyID(account, user)); err != nil {
+				t.Fatal(err)
+			}
+			d, err := c.Decode(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, erased := codec.Erase(e)
+			if !reflect.DeepEqual(got, d.Event) || erased != d.Erased {
+				t.Errorf("Erase = %#v, %v; decode after erasure = %#v, %v", got, erased, d.Event, d.Erased)
+			}
+			if erased != (len(info.Sealed()) > 0) {
+				t.Errorf("Erase of a sample with sealed members %v: erased %v", info.Sealed(), erased)
+			}
+			if again, erased := codec.Erase(got); erased || !reflect.DeepEqual(again, got) {
+				t.Errorf("Erase of an erased event erased again: %#v", again)
+			}
+		})
+	}
+}
