@@ -37,7 +37,10 @@ func TestActivitiesFromTwoProcesses(t *testing.T) {
 	req := admin
 	req.IdempotencyKey = "note-once"
 	first := must(t)(a.Execute(ctx, "acme", record("actx"), req))
-	again := must(t)(b.Execute(ctx, "acme", record("acty"), req))
+	// The repeat carries a newly drawn activity id, as every request does.
+	repeat := record("actx")
+	repeat.ActivityID = "acty"
+	again := must(t)(b.Execute(ctx, "acme", repeat, req))
 	if first.Repeated || !again.Repeated || again.Events[0].Meta.EventID != first.Events[0].Meta.EventID {
 		t.Fatalf("repeat in the other process: repeated %v, same event %v", again.Repeated, again.Events[0].Meta.EventID == first.Events[0].Meta.EventID)
 	}

@@ -15,7 +15,12 @@
 //
 // A command given with an idempotency key that the account has seen
 // within the window (Config.IdempotencyWindow, 24 hours by the service's
-// clock by default) returns the first result and appends nothing. Keys are
+// clock by default) returns the first result and appends nothing, when it
+// is the same command; another command under that key is refused with
+// ErrIdempotencyKeyReused. The service judges it from a fingerprint of the
+// command recorded in the events' metadata (fingerprint.go), which holds
+// no personal data in clear nor a hash of it that outlives the user's
+// key. Keys are
 // recorded in the events' metadata, so they survive restarts and are seen
 // by every process; loading an account rebuilds only the keys of commands
 // recorded within the window. An account remembers at most
@@ -291,6 +296,13 @@ func (s *Service) Execute(ctx context.Context, accountID string, cmd ledger.Comm
 	}
 	for attempt := 0; ; attempt++ {
 		if r, ok := s.repeat(a, req.IdempotencyKey); ok {
+			same, err := s.sameCommand(ctx, a.id, r, cmd)
+			if err != nil {
+				return Result{}, err
+			}
+			if !same {
+				return Result{}, fmt.Errorf("%s under idempotency key %q: %w", cmd.CommandName(), req.IdempotencyKey, ErrIdempotencyKeyReused)
+			}
 			r.State, r.Repeated = a.snapshot(), true
 			return r, nil
 		}
@@ -321,7 +333,7 @@ func (s *Service) Execute(ctx context.Context, accountID string, cmd ledger.Comm
 		if len(events) == 0 {
 			return Result{State: a.snapshot(), Position: a.lastPosition}, nil
 		}
-		res, err := s.append(ctx, a, events, req)
+		res, err := s.append(ctx, a, events, cmd, req)
 		if errors.Is(err, errNoCondition) {
 			s.log.InfoContext(ctx, "the store refused a conditional append; reading the ledger before each activity", "err", err)
 			if err := s.catchUpLedger(ctx, a); err != nil {
@@ -377,7 +389,7 @@ func checkAccountID(accountID string, cmd ledger.Command) error {
 
 // append seals, chains and appends events decided together, then folds
 // them into the account. Events of one command go to one stream.
-func (s *Service) append(ctx context.Context, a *account, events []ledger.Event, req Request) (Result, error) {
+func (s *Service) append(ctx context.Context, a *account, events []ledger.Event, cmd ledger.Command, req Request) (Result, error) {
 	activity := ledger.IsActivity(events[0])
 	stream, head, expected := eventstore.LedgerStream(a.id), a.ledgerHead, eventstore.ExpectRevisionAfter(a.state.Version)
 	if activity {
@@ -387,16 +399,25 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 	proposed := make([]eventstore.Proposed, len(events))
 	decoded := make([]codec.Decoded, len(events))
 	causation := req.CorrelationID
+	var fingerprint string
 	for i, e := range events {
 		if added, ok := e.(ledger.UserAdded); ok {
 			if err := s.cfg.Codec.Keys().Create(ctx, pii.KeyID(a.id, added.UserID)); err != nil {
 				return Result{}, err
 			}
 		}
+		if i == 0 && req.IdempotencyKey != "" {
+			// After the user's key exists: a new user's personal data is
+			// fingerprinted under the key just made.
+			var err error
+			if fingerprint, err = s.fingerprint(ctx, a.id, ledger.UserOf(e), cmd); err != nil {
+				return Result{}, err
+			}
+		}
 		meta := codec.Metadata{
 			EventID: s.cfg.NewEventID(), Time: now, Account: a.id, Actor: req.Actor,
 			CorrelationID: req.CorrelationID, CausationID: causation,
-			IdempotencyKey: req.IdempotencyKey, PrevHash: head,
+			IdempotencyKey: req.IdempotencyKey, CommandFingerprint: fingerprint, PrevHash: head,
 		}
 		p, err := s.cfg.Codec.Encode(ctx, e, meta)
 		if err != nil {

@@ -52,3 +52,32 @@ func TestRegistrationRefused(t *testing.T) {
 		})
 	}
 }
+
+// The command fingerprint an idempotent command records in its metadata
+// decodes the same on the fast path and the general one, and is left out
+// when there is none.
+func TestCommandFingerprintMetadata(t *testing.T) {
+	e := ledger.UserActivated{UserID: "u-1", At: time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)}
+	for _, fp := range []string{"", "0123456789abcdef0123456789abcdef.fedcba9876543210fedcba9876543210"} {
+		p, err := (&Codec{}).Encode(t.Context(), e, Metadata{Account: "acme", Time: e.At, IdempotencyKey: "k-1", CommandFingerprint: fp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(p.Metadata), `"commandfingerprint"`); got != (fp != "") {
+			t.Errorf("fingerprint %q: metadata %s", fp, p.Metadata)
+		}
+		r := eventstore.Record{ID: p.ID, Type: p.Type, Data: p.Data, Metadata: p.Metadata}
+		fast, ms, ok := scanMeta(r.Metadata)
+		if !ok {
+			t.Fatalf("the fast path gave up on %s", r.Metadata)
+		}
+		ms.set(&fast)
+		general, err := unmarshalMeta(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fast.CommandFingerprint != fp || general.CommandFingerprint != fp || fast.IdempotencyKey != "k-1" || general.IdempotencyKey != "k-1" {
+			t.Errorf("fingerprint %q decodes as %q (fast) and %q (general)", fp, fast.CommandFingerprint, general.CommandFingerprint)
+		}
+	}
+}

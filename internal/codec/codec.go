@@ -68,6 +68,11 @@ type Metadata struct {
 	CausationID   ulid.ULID
 	// IdempotencyKey is the key the client gave with the command, if any.
 	IdempotencyKey string
+	// CommandFingerprint identifies the command given with IdempotencyKey,
+	// so that the service can tell a repeat of it from another command
+	// under the same key. It holds no personal data in clear nor a plain
+	// hash of it (see package accounts).
+	CommandFingerprint string
 	// PrevHash is the chain hash of the previous event of the same stream,
 	// zero for the first.
 	PrevHash Hash
@@ -86,6 +91,7 @@ type wireMeta struct {
 	CorrelationID  string    `json:"correlationid"`
 	CausationID    string    `json:"causationid"`
 	IdempotencyKey string    `json:"idempotencykey,omitempty"`
+	Fingerprint    string    `json:"commandfingerprint,omitempty"`
 	PrevHash       Hash      `json:"prevhash"`
 }
 
@@ -134,6 +140,7 @@ func (c *Codec) Encode(ctx context.Context, e ledger.Event, meta Metadata) (even
 		CorrelationID:  meta.CorrelationID.String(),
 		CausationID:    meta.CausationID.String(),
 		IdempotencyKey: meta.IdempotencyKey,
+		Fingerprint:    meta.CommandFingerprint,
 		PrevHash:       meta.PrevHash,
 	}
 	md, err := json.Marshal(&wm, json.Deterministic(true))
@@ -180,7 +187,7 @@ func unmarshalMeta(r eventstore.Record) (Metadata, error) {
 		EventID: r.ID, Type: r.Type, Time: wm.Time, Subject: wm.Subject,
 		SchemaVersion: wm.SchemaVersion, Account: wm.Account,
 		Actor:          Actor{ID: wm.ActorID, Role: wm.ActorRole},
-		IdempotencyKey: wm.IdempotencyKey, PrevHash: wm.PrevHash,
+		IdempotencyKey: wm.IdempotencyKey, CommandFingerprint: wm.Fingerprint, PrevHash: wm.PrevHash,
 	}
 	var err error
 	if m.CorrelationID, err = parseULID(wm.CorrelationID); err != nil {
@@ -195,7 +202,7 @@ func unmarshalMeta(r eventstore.Record) (Metadata, error) {
 // metaNames are the members of wireMeta, in the order scanMeta uses.
 var metaNames = []string{
 	"time", "subject", "schemaversion", "account", "actorid", "actorrole",
-	"correlationid", "causationid", "idempotencykey", "prevhash",
+	"correlationid", "causationid", "idempotencykey", "commandfingerprint", "prevhash",
 }
 
 // metaStrings are the strings of a Metadata that scanMeta found, to be
@@ -203,13 +210,14 @@ var metaNames = []string{
 type metaStrings struct {
 	found                                                bool
 	subject, account, actorID, actorRole, idempotencyKey []byte
+	fingerprint                                          []byte
 }
 
 // setWith sets the strings in m and *dst[i] to string(src[i]), with at
 // most one allocation for the strings not interned (see intern.go).
 func (ms *metaStrings) setWith(m *Metadata, dst []*string, src [][]byte) {
-	var d [maxMembers]*string
-	var s [maxMembers][]byte
+	var d [maxMembers + 2]*string // the payload's and two of meta's
+	var s [maxMembers + 2][]byte
 	n := len(dst)
 	for i := range dst { // not copy, which escape analysis takes as a leak
 		d[i], s[i] = dst[i], src[i]
@@ -221,6 +229,10 @@ func (ms *metaStrings) setWith(m *Metadata, dst []*string, src [][]byte) {
 		m.Actor.ID, m.Actor.Role = interned(ms.actorID), interned(ms.actorRole)
 		d[n], s[n] = &m.IdempotencyKey, ms.idempotencyKey
 		n++
+		if len(ms.fingerprint) > 0 {
+			d[n], s[n] = &m.CommandFingerprint, ms.fingerprint
+			n++
+		}
 	}
 	setStrings(d[:n], s[:n])
 	ms.found = false
@@ -232,8 +244,8 @@ func (ms *metaStrings) set(m *Metadata) { ms.setWith(m, nil, nil) }
 // scanMeta is the fast path of DecodeMetadata (see flat.go). The strings
 // it found are returned in ms, not set in m.
 func scanMeta(data []byte) (m Metadata, ms metaStrings, ok bool) {
-	var v [10][]byte
-	var k [10]valueKind
+	var v [11][]byte
+	var k [11]valueKind
 	if !scanFlat(data, metaNames, v[:], k[:]) {
 		return Metadata{}, ms, false
 	}
@@ -249,19 +261,19 @@ func scanMeta(data []byte) (m Metadata, ms metaStrings, ok bool) {
 	if m.CausationID, ok = ulidOf(v[7], k[7]); !ok {
 		return Metadata{}, ms, false
 	}
-	switch k[9] {
+	switch k[10] {
 	case absent:
 	case stringValue:
-		if m.PrevHash.UnmarshalText(v[9]) != nil {
+		if m.PrevHash.UnmarshalText(v[10]) != nil {
 			return Metadata{}, ms, false
 		}
 	default:
 		return Metadata{}, ms, false
 	}
-	if !stringsOK(k[1], k[3], k[4], k[5], k[8]) {
+	if !stringsOK(k[1], k[3], k[4], k[5], k[8], k[9]) {
 		return Metadata{}, ms, false
 	}
-	return m, metaStrings{true, v[1], v[3], v[4], v[5], v[8]}, true
+	return m, metaStrings{true, v[1], v[3], v[4], v[5], v[8], v[9]}, true
 }
 
 // isObject reports whether data, valid JSON, is an object.

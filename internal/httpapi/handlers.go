@@ -100,7 +100,7 @@ func pathUser(r *http.Request) (string, error) {
 }
 
 var openAccount = writeOp{
-	action: auth.OpenAccount, expect: ledger.TypeAccountOpened, created: true,
+	action: auth.OpenAccount, created: true,
 	account: func(_ *http.Request, body []byte) (string, error) {
 		var b openAccountBody
 		if err := decodeBody(body, &b, false); err != nil {
@@ -124,7 +124,7 @@ var openAccount = writeOp{
 }
 
 var purchaseSeats = writeOp{
-	action: auth.PurchaseSeats, expect: ledger.TypeSeatsPurchased,
+	action: auth.PurchaseSeats,
 	build: func(s *server, _ *http.Request, body []byte) (ledger.Command, error) {
 		var b countBody
 		if err := decodeBody(body, &b, false); err != nil {
@@ -136,7 +136,7 @@ var purchaseSeats = writeOp{
 }
 
 var reduceSeats = writeOp{
-	action: auth.ReduceSeats, expect: ledger.TypeSeatReductionScheduled,
+	action: auth.ReduceSeats,
 	build: func(s *server, _ *http.Request, body []byte) (ledger.Command, error) {
 		var b countBody
 		if err := decodeBody(body, &b, false); err != nil {
@@ -148,7 +148,7 @@ var reduceSeats = writeOp{
 }
 
 var addUser = writeOp{
-	action: auth.ManageUsers, expect: ledger.TypeUserAdded, created: true,
+	action: auth.ManageUsers, created: true,
 	build: func(s *server, _ *http.Request, body []byte) (ledger.Command, error) {
 		var b addUserBody
 		if err := decodeBody(body, &b, false); err != nil {
@@ -168,7 +168,7 @@ var addUser = writeOp{
 }
 
 var deactivateUser = writeOp{
-	action: auth.ManageUsers, expect: ledger.TypeUserDeactivated,
+	action: auth.ManageUsers,
 	build: func(s *server, r *http.Request, body []byte) (ledger.Command, error) {
 		var b deactivateBody
 		if err := decodeBody(body, &b, true); err != nil {
@@ -184,7 +184,7 @@ var deactivateUser = writeOp{
 }
 
 var activateUser = writeOp{
-	action: auth.ManageUsers, expect: ledger.TypeUserActivated,
+	action: auth.ManageUsers,
 	build: func(s *server, r *http.Request, body []byte) (ledger.Command, error) {
 		var b struct{}
 		if err := decodeBody(body, &b, true); err != nil {
@@ -240,7 +240,7 @@ var updateUser = writeOp{
 }
 
 var deleteUser = writeOp{
-	action: auth.ManageUsers, expect: ledger.TypeUserDeleted,
+	action: auth.ManageUsers,
 	build: func(s *server, r *http.Request, body []byte) (ledger.Command, error) {
 		if len(body) > 0 {
 			return nil, badRequest("DELETE takes no body: give confirm and reassign_to in the query")
@@ -264,7 +264,7 @@ var deleteUser = writeOp{
 }
 
 var recordActivity = writeOp{
-	action: auth.RecordActivity, expect: ledger.TypeActivityRecorded, created: true,
+	action: auth.RecordActivity, created: true,
 	build: func(s *server, _ *http.Request, body []byte) (ledger.Command, error) {
 		var b activityBody
 		if err := decodeBody(body, &b, false); err != nil {

@@ -138,6 +138,9 @@ func toProblem(err error) (p Problem, internal bool) {
 	case errors.Is(err, accounts.ErrPreconditionFailed):
 		p = Problem{Rule: ProblemPreconditionFailed, Status: http.StatusPreconditionFailed,
 			Detail: "the account changed since the revision given in If-Match: read it again and retry"}
+	case errors.Is(err, accounts.ErrIdempotencyKeyReused):
+		p = Problem{Rule: ProblemIdempotencyReused, Status: http.StatusUnprocessableEntity,
+			Detail: "this Idempotency-Key was used for another command: use a new key for a new request"}
 	case errors.Is(err, accounts.ErrContention), errors.Is(err, eventstore.ErrConflict):
 		p = Problem{Rule: ProblemContention, Status: http.StatusServiceUnavailable,
 			Detail: "too many concurrent changes to this account: retry shortly"}

@@ -38,9 +38,6 @@ type writeOp struct {
 	// account returns the account the write is on; the path's by default.
 	account func(r *http.Request, body []byte) (string, error)
 	build   func(s *server, r *http.Request, body []byte) (ledger.Command, error)
-	// expect is the event type the command appends, to recognise a repeat
-	// of another command under the same idempotency key.
-	expect  string
 	created bool
 	render  func(s *server, r *http.Request, account string, cmd ledger.Command, res accounts.Result) (any, string, error)
 }
@@ -327,10 +324,6 @@ func (s *server) runWrite(r *http.Request, op writeOp, p auth.Principal, account
 	if err != nil {
 		return s.problemResponse(r, err)
 	}
-	if res.Repeated && !sameCommand(op, cmd, res) {
-		return s.problemResponse(r, newProblem(ProblemIdempotencyReused, http.StatusUnprocessableEntity,
-			"this Idempotency-Key was used for another request: use a new key for a new request"))
-	}
 	if !s.cfg.NoWriteWait {
 		if err := s.awaitPosition(ctx, res.Position); err != nil {
 			// The write is done; a client that reads next can still ask for
@@ -372,47 +365,6 @@ func outcome(res accounts.Result, err error) string {
 		return "unchanged"
 	}
 	return "ok"
-}
-
-// sameCommand reports whether a repeated result (known to the service from
-// event metadata) is one of the command given now.
-func sameCommand(op writeOp, cmd ledger.Command, res accounts.Result) bool {
-	if len(res.Events) == 0 || (op.expect != "" && res.Events[0].Event.EventType() != op.expect) {
-		return false
-	}
-	first := res.Events[0]
-	switch c := cmd.(type) {
-	case ledger.PurchaseSeats:
-		e, ok := first.Event.(ledger.SeatsPurchased)
-		return ok && e.Count == c.Count
-	case ledger.ScheduleSeatReduction:
-		e, ok := first.Event.(ledger.SeatReductionScheduled)
-		return ok && e.Count == c.Count
-	case ledger.OpenAccount:
-		e, ok := first.Event.(ledger.AccountOpened)
-		return ok && e.Account == c.Account && e.Seats == c.Seats
-	case ledger.AddUser:
-		// New ids are drawn per request, and a deleted user's name and
-		// email are erased: compare what is left.
-		e, ok := first.Event.(ledger.UserAdded)
-		if !ok || e.Role != c.Role {
-			return false
-		}
-		return first.Erased || (e.Name == strings.TrimSpace(c.Name) && strings.EqualFold(e.Email, strings.TrimSpace(c.Email)))
-	case ledger.RecordActivity:
-		e, ok := first.Event.(ledger.ActivityRecorded)
-		return ok && e.UserID == c.UserID && e.Kind == c.Kind && e.Ref == c.Ref
-	case ledger.DeactivateUser:
-		return ledger.UserOf(first.Event) == c.UserID
-	case ledger.ActivateUser:
-		return ledger.UserOf(first.Event) == c.UserID
-	case ledger.DeleteUser:
-		e, ok := first.Event.(ledger.UserDeleted)
-		return ok && e.UserID == c.UserID && e.ReassignTo == c.ReassignTo
-	case ledger.UpdateUser:
-		return ledger.UserOf(first.Event) == c.UserID
-	}
-	return true
 }
 
 func ifMatch(r *http.Request) (*uint64, error) {

@@ -12,6 +12,8 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -113,13 +115,20 @@ type Keyring struct {
 	rand  io.Reader
 
 	mu    sync.RWMutex
-	aeads map[string]cipher.AEAD // nil value: key destroyed
+	aeads map[string]*dataKey // nil value: key destroyed
+}
+
+// dataKey is a data key ready for use: its cipher, and the key of the
+// fingerprints made under it, derived from it.
+type dataKey struct {
+	aead cipher.AEAD
+	mac  []byte
 }
 
 // NewKeyring returns a Keyring over store that draws new keys and nonces
 // from rand (crypto/rand.Reader in production).
 func NewKeyring(store KeyStore, rand io.Reader) *Keyring {
-	return &Keyring{store: store, rand: rand, aeads: make(map[string]cipher.AEAD)}
+	return &Keyring{store: store, rand: rand, aeads: make(map[string]*dataKey)}
 }
 
 // Create draws a new key for id and stores it. Creating a key that exists
@@ -175,6 +184,14 @@ func (k *Keyring) Forget(id string) {
 }
 
 func (k *Keyring) aead(ctx context.Context, id string) (cipher.AEAD, error) {
+	d, err := k.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return d.aead, nil
+}
+
+func (k *Keyring) load(ctx context.Context, id string) (*dataKey, error) {
 	k.mu.RLock()
 	a, ok := k.aeads[id]
 	k.mu.RUnlock()
@@ -194,10 +211,11 @@ func (k *Keyring) aead(ctx context.Context, id string) (cipher.AEAD, error) {
 	case err != nil:
 		return nil, err
 	}
-	a, err = newAEAD(key)
+	aead, err := newAEAD(key)
 	if err != nil {
 		return nil, err
 	}
+	a = &dataKey{aead: aead, mac: macKey(key)}
 	// A Destroy (or another load) may have filled the cache while the store
 	// answered: what is cached wins, so a destroyed key stays destroyed.
 	k.mu.Lock()
@@ -210,6 +228,30 @@ func (k *Keyring) aead(ctx context.Context, id string) (cipher.AEAD, error) {
 	}
 	k.aeads[id] = a
 	return a, nil
+}
+
+// macKey derives the key of a data key's fingerprints: HMAC-SHA-256 of a
+// fixed label under the data key, so that it is gone with the data key and
+// tells nothing about it.
+func macKey(key []byte) []byte {
+	h := hmac.New(sha256.New, key)
+	h.Write([]byte("license ledger: fingerprint key"))
+	return h.Sum(nil)
+}
+
+// Fingerprint returns HMAC-SHA-256 of msg under a key derived from the data
+// key of id: a value that tells whether two messages are equal while the
+// data key exists, and that nobody can compute or test a guess against
+// once it is destroyed. It returns ErrErased (wrapped) when the key was
+// destroyed.
+func (k *Keyring) Fingerprint(ctx context.Context, id string, msg []byte) ([]byte, error) {
+	d, err := k.load(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("fingerprint under %s: %w", id, err)
+	}
+	h := hmac.New(sha256.New, d.mac)
+	h.Write(msg)
+	return h.Sum(nil), nil
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {

@@ -581,3 +581,40 @@ func TestCreateNotSerialized(t *testing.T) {
 		t.Fatalf("slow Create: %v", err)
 	}
 }
+
+// TestFingerprint: equal messages under one key give equal fingerprints,
+// other messages or keys other ones, and none is made once the key is
+// destroyed.
+func TestFingerprint(t *testing.T) {
+	ctx := context.Background()
+	store := pii.NewMemoryKeys()
+	k := pii.NewKeyring(store, rand.Reader)
+	for _, id := range []string{"acme.ada", "acme.bob"} {
+		if err := k.Create(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fp := func(k *pii.Keyring, id, msg string) string {
+		t.Helper()
+		b, err := k.Fingerprint(ctx, id, []byte(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	a := fp(k, "acme.ada", "Ada Lovelace")
+	if len(a) != 32 || a != fp(pii.NewKeyring(store, rand.Reader), "acme.ada", "Ada Lovelace") {
+		t.Fatal("a fingerprint differs between keyrings over one store")
+	}
+	if a == fp(k, "acme.ada", "Ada Lovelace ") || a == fp(k, "acme.bob", "Ada Lovelace") {
+		t.Fatal("another message or key gives the same fingerprint")
+	}
+	if err := k.Destroy(ctx, "acme.ada"); err != nil {
+		t.Fatal(err)
+	}
+	for _, kr := range []*pii.Keyring{k, pii.NewKeyring(store, rand.Reader)} {
+		if _, err := kr.Fingerprint(ctx, "acme.ada", []byte("Ada Lovelace")); !errors.Is(err, pii.ErrErased) {
+			t.Fatalf("fingerprint under a destroyed key: %v, want ErrErased", err)
+		}
+	}
+}
