@@ -64,6 +64,24 @@ func (g gen) role() ledger.Role {
 	}
 }
 
+// update is an UpdateUser of a known user giving each field or not.
+func (g gen) update(a *account, t time.Time) ledger.UpdateUser {
+	c := ledger.UpdateUser{UserID: g.known(a), At: t}
+	if g.r.IntN(2) == 0 {
+		name := [...]string{"Some Name", "Other Name", " Other Name ", " "}[g.r.IntN(4)]
+		c.Name = &name
+	}
+	if g.r.IntN(2) == 0 {
+		email := g.email()
+		c.Email = &email
+	}
+	if g.r.IntN(2) == 0 {
+		role := g.role()
+		c.Role = &role
+	}
+	return c
+}
+
 func (g gen) count() int {
 	switch g.r.IntN(30) {
 	case 0:
@@ -111,6 +129,8 @@ func (g gen) command(a *account) ledger.Command {
 			to = g.known(a)
 		}
 		return ledger.DeleteUser{UserID: id, Confirm: confirm, ReassignTo: to, At: t}
+	case 16:
+		return g.update(a, t)
 	default:
 		a.acts++
 		return ledger.RecordActivity{ActivityID: fmt.Sprintf("act%d", a.acts), UserID: g.known(a), Kind: "call", Ref: "c/1", At: t}
@@ -241,6 +261,41 @@ func expect(s ledger.State, cmd ledger.Command) (error, bool) {
 			return ledger.ErrUserDeactivated, false
 		}
 		return nil, true
+	case ledger.UpdateUser:
+		u, err := target(c.UserID)
+		if err != nil {
+			return err, false
+		}
+		changes := false
+		if c.Name != nil {
+			name := strings.TrimSpace(*c.Name)
+			if name == "" {
+				return ledger.ErrInvalidUser, false
+			}
+			changes = changes || name != u.Name
+		}
+		if c.Email != nil {
+			email := strings.TrimSpace(*c.Email)
+			if !strings.Contains(email, "@") {
+				return ledger.ErrInvalidUser, false
+			}
+			for _, o := range s.Users {
+				if o.ID != u.ID && o.Status != ledger.StatusDeleted && strings.EqualFold(o.Email, email) {
+					return ledger.ErrDuplicateEmail, false
+				}
+			}
+			changes = changes || email != u.Email
+		}
+		if c.Role != nil {
+			switch {
+			case !c.Role.Valid():
+				return ledger.ErrInvalidUser, false
+			case *c.Role != u.Role && lastAdmin(u):
+				return ledger.ErrLastActiveAdmin, false
+			}
+			changes = changes || *c.Role != u.Role
+		}
+		return nil, changes
 	}
 	return ledger.ErrInvalidCommand, false
 }
@@ -282,7 +337,11 @@ func TestDecideEvolveProperties(t *testing.T) {
 			if !errors.Is(err, wantErr) || (err != nil) != (wantErr != nil) {
 				t.Fatalf("%s: err = %v, want %v", where(), err, wantErr)
 			}
-			if wantEvent != (len(es) > 0) || len(es) > 1 {
+			most := 1
+			if _, ok := cmd.(ledger.UpdateUser); ok {
+				most = 2 // a profile and a role changed together
+			}
+			if wantEvent != (len(es) > 0) || len(es) > most {
 				t.Fatalf("%s: events = %v, want an event: %v", where(), es, wantEvent)
 			}
 			switch {
