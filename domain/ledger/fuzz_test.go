@@ -184,10 +184,30 @@ func fuzzCommand(op uint8, id, a, b string, n int, at time.Time) ledger.Command 
 	case 4:
 		return ledger.DeactivateUser{UserID: id, Reason: a, At: at}
 	case 5:
+		if op&8 != 0 {
+			return fuzzUpdate(id, a, b, n, at)
+		}
 		return ledger.ActivateUser{UserID: id, At: at}
 	case 6:
 		return ledger.DeleteUser{UserID: id, Confirm: a, ReassignTo: b, At: at}
 	default:
 		return ledger.RecordActivity{ActivityID: a, UserID: id, Kind: b, Ref: a, At: at}
 	}
+}
+
+// fuzzUpdate is an UpdateUser giving a as name, b as email and a role
+// chosen by n, each field left out now and then.
+func fuzzUpdate(id, a, b string, n int, at time.Time) ledger.UpdateUser {
+	c := ledger.UpdateUser{UserID: id, At: at}
+	if n%2 == 0 {
+		c.Name = &a
+	}
+	if n%3 != 1 {
+		c.Email = &b
+	}
+	roles := []ledger.Role{ledger.RoleAdmin, ledger.RoleMember, ledger.Role(a)}
+	if r := uint(n/6) % 4; r < uint(len(roles)) {
+		c.Role = &roles[r]
+	}
+	return c
 }
