@@ -102,8 +102,8 @@ func init() {
 		doc: "A user not deleted got a new name, a new email or both, sealed under the key they were added with; deleting the user erases every name and email they had.",
 		fields: []field[ledger.UserProfileUpdated]{
 			text("user_id", "the user's id", func(e *ledger.UserProfileUpdated) *string { return &e.UserID }).subject(),
-			sealed("name_sealed", "name", "the user's new name; absent when unchanged", func(e *ledger.UserProfileUpdated) *string { return &e.Name }).omitEmpty(),
-			sealed("email_sealed", "email", "the user's new email; absent when unchanged", func(e *ledger.UserProfileUpdated) *string { return &e.Email }).omitEmpty(),
+			sealed("name_sealed", "name", "the user's new name, when it changed", func(e *ledger.UserProfileUpdated) *string { return &e.Name }).omitEmpty(),
+			sealed("email_sealed", "email", "the user's new email, when it changed", func(e *ledger.UserProfileUpdated) *string { return &e.Email }).omitEmpty(),
 			instant("at", "when the profile was updated", func(e *ledger.UserProfileUpdated) *time.Time { return &e.At }),
 		},
 	})
