@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -214,7 +216,8 @@ var updateUser = writeOp{
 			return nil, err
 		}
 		cmd := ledger.UpdateUser{UserID: id, At: s.cfg.Clock()}
-		for name, v := range patch {
+		for _, name := range slices.Sorted(maps.Keys(patch)) {
+			v := patch[name]
 			if name != "name" && name != "email" && name != "role" {
 				return nil, badRequest("the request body has an unknown field /%s: a user's patch takes name, email and role", name)
 			}

@@ -355,6 +355,8 @@ func outcome(res accounts.Result, err error) string {
 		return "refused"
 	case errors.Is(err, accounts.ErrPreconditionFailed):
 		return "precondition_failed"
+	case errors.Is(err, accounts.ErrIdempotencyKeyReused):
+		return "idempotency_key_reused"
 	case errors.Is(err, accounts.ErrContention):
 		return "contention"
 	case err != nil:

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/licenseledger/ledger/internal/httpapi"
 )
 
 // TestUpdateUser covers PATCH of a user: a merge patch of name, email and
@@ -104,6 +106,24 @@ func TestUpdateUserIdempotent(t *testing.T) {
 		t.Fatalf("repeat: %v %s, %d events appended", again.Header, again.Body, e.storeLen()-n)
 	}
 	e.must(422, op, "PATCH", path, map[string]string{"name": "Bobby"}, "Idempotency-Key", "k-1")
+
+	// A restarted API keeps no response: the service judges the repeat
+	// from the fingerprint its events recorded.
+	e.srv.Config.Handler = httpapi.New(e.cfg)
+	again = e.must(200, op, "PATCH", path, map[string]string{"name": "Robert"}, "Idempotency-Key", "k-1")
+	if again.json(t)["name"] != "Robert" || e.storeLen() != n {
+		t.Fatalf("repeat after restart: %s, %d events appended", again.Body, e.storeLen()-n)
+	}
+	for _, other := range []map[string]string{{"name": "Bobby"}, {"role": "admin"}} {
+		e.srv.Config.Handler = httpapi.New(e.cfg)
+		r := e.must(422, op, "PATCH", path, other, "Idempotency-Key", "k-1")
+		if r.json(t)["type"] != httpapi.ProblemBase+"idempotency-key-reused" || e.storeLen() != n {
+			t.Fatalf("another patch under the key after restart: %s", r.Body)
+		}
+	}
+	if m := string(e.must(200, "", "GET", "/metrics", nil).Body); !strings.Contains(m, `outcome="idempotency_key_reused"`) {
+		t.Errorf("metrics do not count refused key reuses:\n%s", m)
+	}
 }
 
 // TestPromoteThenLeave is the story of the last admin handing over: Ada,
