@@ -270,7 +270,17 @@ func (m *Main) openStore(ctx context.Context, dataDir string) error {
 		if cerr != nil {
 			return cerr
 		}
-		m.js, err = jetstream.Connect(ctx, m.cfg.NATSURL, jcfg, opts...)
+		// A credential without the service's rights (say, the downstream
+		// one) gets the stream's creation refused, which the server tells
+		// only as an asynchronous error while the request times out: end
+		// the start with it rather than retry until ctx ends.
+		sctx, refused := context.WithCancelCause(ctx)
+		opts = append(opts, nats.ErrorHandler(m.natsErrors(refused)))
+		m.js, err = jetstream.Connect(sctx, m.cfg.NATSURL, jcfg, opts...)
+		if cause := context.Cause(sctx); err != nil && ctx.Err() == nil && cause != nil {
+			err = cause
+		}
+		refused(nil)
 	} else {
 		host, port, perr := splitListen(m.cfg.NATSListen)
 		if perr != nil {
@@ -462,6 +472,27 @@ func (m *Main) externalCredentials() ([]nats.Option, error) {
 		return nil, err
 	}
 	return []nats.Option{opt}, nil
+}
+
+// natsErrors returns the handler of the asynchronous errors of a
+// connection to an external NATS server: it logs them, and a permission
+// refusal also calls refused with an error naming the credential (from
+// then on refused is a no-op once the start has ended).
+func (m *Main) natsErrors(refused context.CancelCauseFunc) nats.ErrHandler {
+	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		subject := ""
+		if sub != nil {
+			subject = sub.Subject
+		}
+		m.log.Error("NATS reported an error", "err", err, "subscription", subject)
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			cred := "no credential (--nats-creds)"
+			if m.cfg.NATSCreds != "" {
+				cred = "the NATS credential " + m.cfg.NATSCreds
+			}
+			refused(fmt.Errorf("%s lacks the service's rights (give licensed's own, e.g. another process's licensed.nk): %w", cred, err))
+		}
+	}
 }
 
 // ensureMirror creates or updates the downstream account's mirror of the

@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // Two licensed processes sharing one NATS server: a token minted through
@@ -44,5 +50,39 @@ func TestTwoProcessesShareOneNATS(t *testing.T) {
 		if num(t, seats, "active") != 3 || num(t, seats, "seats") != 3 {
 			t.Fatalf("a process reads seats %v, want 3 active on 3", seats)
 		}
+	}
+}
+
+// A process joining with a credential that lacks the service's rights
+// (the downstream one, the easy mistake) fails its start at once with an
+// error that says so, instead of retrying the stream's creation until its
+// context ends; the server's refusal is logged through the service's
+// logger, not printed by the NATS client.
+func TestJoinWithSubscribeOnlyCredentialFailsAtOnce(t *testing.T) {
+	a := startService(t, t.TempDir(), io.Discard)
+	defer a.stop()
+
+	cfg, err := ParseConfig([]string{"--data-dir", t.TempDir(), "--http-addr", "127.0.0.1:0",
+		"--nats-url", a.m.NATSURL(), "--nats-creds", filepath.Join(a.m.cfg.DataDir, "downstream.nk")},
+		func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	m := NewMain(cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
+	// The start's own deadline is far beyond what a refusal takes; a start
+	// that waits for it has not noticed the refusal.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = m.Start(ctx)
+	m.Close()
+	if err == nil {
+		t.Fatal("a process with the subscribe-only credential started")
+	}
+	if ctx.Err() != nil || !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), "downstream.nk") {
+		t.Fatalf("start failed with %v (context: %v), want the permission refusal naming the credential", err, ctx.Err())
+	}
+	if !strings.Contains(logs.String(), "Permissions Violation") {
+		t.Fatalf("the refusal is not in the service's log:\n%s", logs.String())
 	}
 }
