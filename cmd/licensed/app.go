@@ -552,7 +552,12 @@ func (m *Main) bootstrapOperator(ctx context.Context, dataDir string) error {
 	}
 	path := filepath.Join(dataDir, "operator.token")
 	if !created {
-		m.log.Info("operator token exists", "path", path)
+		if _, err := os.Stat(path); err == nil {
+			m.log.Info("operator token exists", "path", path)
+		} else {
+			// Another process of the service (sharing its NATS) wrote it.
+			m.log.Info("operator token exists: an operator token was minted before, by a process with another data directory; this one writes none")
+		}
 		return nil
 	}
 	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {

@@ -86,3 +86,26 @@ func TestJoinWithSubscribeOnlyCredentialFailsAtOnce(t *testing.T) {
 		t.Fatalf("the refusal is not in the service's log:\n%s", logs.String())
 	}
 }
+
+// A process joining a service whose operator token was written by another
+// process writes none and does not point its operator at a file of its
+// data directory that does not exist.
+func TestJoiningProcessNamesNoMissingOperatorToken(t *testing.T) {
+	a := startService(t, t.TempDir(), io.Discard)
+	defer a.stop()
+	var logs syncBuffer
+	dir := t.TempDir()
+	b := startService(t, dir, &logs, "--nats-url", a.m.NATSURL(),
+		"--nats-creds", filepath.Join(a.m.cfg.DataDir, "licensed.nk"))
+	defer b.stop()
+	path := filepath.Join(dir, "operator.token")
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("the joining process wrote an operator token (%v)", err)
+	}
+	if strings.Contains(logs.String(), path) {
+		t.Fatalf("the joining process names %s, which does not exist:\n%s", path, logs.String())
+	}
+	if !strings.Contains(logs.String(), "operator token") {
+		t.Fatalf("the joining process says nothing about the operator token:\n%s", logs.String())
+	}
+}
