@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/licenseledger/ledger/eventstore"
 )
@@ -20,7 +21,8 @@ import (
 // FileSnapshots keeps the latest snapshot in one file of a directory. Save
 // writes a new file, syncs it and renames it over the old one, so a crash
 // leaves either snapshot whole and the old one's file is gone once Save
-// returns.
+// returns; the file a crash leaves half written is removed by the next
+// Save.
 type FileSnapshots struct {
 	Dir string
 }
@@ -37,10 +39,27 @@ const snapshotMagic = "license-ledger read models v1\n"
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Save replaces the snapshot file with s.
+// Save replaces the snapshot file with s. It first removes the temporary
+// files of saves that did not finish (a process killed while saving): they
+// hold read-model state, personal data included, that no later snapshot
+// rewrites. Saves of one directory must not run concurrently (the runner
+// serialises them).
 func (f FileSnapshots) Save(_ context.Context, s Snapshot) error {
 	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
 		return err
+	}
+	entries, err := os.ReadDir(f.Dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, snapshotFile+".") || !strings.HasSuffix(name, ".tmp") {
+			continue
+		}
+		if err := os.Remove(filepath.Join(f.Dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove an unfinished snapshot: %w", err)
+		}
 	}
 	tmp, err := os.CreateTemp(f.Dir, snapshotFile+".*.tmp")
 	if err != nil {
