@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/licenseledger/ledger/eventstore"
 )
@@ -22,7 +23,7 @@ import (
 // writes a new file, syncs it and renames it over the old one, so a crash
 // leaves either snapshot whole and the old one's file is gone once Save
 // returns; the file a crash leaves half written is removed by the next
-// Save.
+// Load (a start) or, once a minute old, by a Save.
 type FileSnapshots struct {
 	Dir string
 }
@@ -39,28 +40,21 @@ const snapshotMagic = "license-ledger read models v1\n"
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// Save replaces the snapshot file with s. It first removes the temporary
-// files of saves that did not finish (a process killed while saving): they
-// hold read-model state, personal data included, that no later snapshot
-// rewrites. Saves of one directory must not run concurrently (the runner
-// serialises them).
+// unfinishedAge is how old the temporary file of a save must be for
+// another save to take it for one that did not finish. A save writes its
+// file in one go, in well under that; two processes sharing a data
+// directory may save at the same time.
+const unfinishedAge = time.Minute
+
+// Save replaces the snapshot file with s. It also removes the temporary
+// files of saves that did not finish (a process killed while saving, Load
+// removes them all at the start): they hold read-model state, personal
+// data included, that no later snapshot rewrites.
 func (f FileSnapshots) Save(_ context.Context, s Snapshot) error {
 	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
 		return err
 	}
-	entries, err := os.ReadDir(f.Dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasPrefix(name, snapshotFile+".") || !strings.HasSuffix(name, ".tmp") {
-			continue
-		}
-		if err := os.Remove(filepath.Join(f.Dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("remove an unfinished snapshot: %w", err)
-		}
-	}
+	f.removeUnfinished(unfinishedAge)
 	tmp, err := os.CreateTemp(f.Dir, snapshotFile+".*.tmp")
 	if err != nil {
 		return err
@@ -87,8 +81,30 @@ func (f FileSnapshots) Save(_ context.Context, s Snapshot) error {
 	return nil
 }
 
-// Load reads the snapshot file, or returns ErrNoSnapshot.
+// removeUnfinished removes, as far as it can, the temporary files of
+// saves last written more than age ago (every one for 0).
+func (f FileSnapshots) removeUnfinished(age time.Duration) {
+	entries, err := os.ReadDir(f.Dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, snapshotFile+".") || !strings.HasSuffix(name, ".tmp") {
+			continue
+		}
+		if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < age {
+			continue
+		}
+		os.Remove(filepath.Join(f.Dir, name))
+	}
+}
+
+// Load reads the snapshot file, or returns ErrNoSnapshot. Called as a
+// process starts, it first removes the temporary files of every save that
+// did not finish.
 func (f FileSnapshots) Load(context.Context) (Snapshot, error) {
+	f.removeUnfinished(0)
 	b, err := os.ReadFile(filepath.Join(f.Dir, snapshotFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return Snapshot{}, ErrNoSnapshot

@@ -5,36 +5,74 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/licenseledger/ledger/projections/runner"
 )
 
+// leftover writes the temporary file of a save killed before it renamed
+// it, holding personal data, last written at mtime.
+func leftover(t *testing.T, dir, name string, mtime time.Time) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte("license-ledger read models v1\nAda Lovelace ada@acme.test"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func exists(t *testing.T, path string) bool {
+	t.Helper()
+	_, err := os.Stat(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
+
 // A process killed while it saved a snapshot leaves the temporary file it
 // was writing, which holds the personal data of the read models. The next
-// save removes it: once the service checkpoints, no file of the directory
-// holds the name of a user deleted since.
-func TestSaveRemovesTheTemporaryFileOfACrashedSave(t *testing.T) {
+// start (Load) removes it, and so does a save once it is old enough not to
+// be another process's save in progress: once the service checkpoints, no
+// file of the directory holds the name of a user deleted since.
+func TestTheTemporaryFileOfAKilledSaveIsRemoved(t *testing.T) {
+	ctx := context.Background()
 	dir := t.TempDir()
-	left := filepath.Join(dir, "read-models.snapshot.2718281828.tmp")
-	if err := os.WriteFile(left, []byte("license-ledger read models v1\nAda Lovelace ada@acme.test"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	other := filepath.Join(dir, "notes.tmp") // not the snapshot's: left alone
-	if err := os.WriteFile(other, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	snaps := runner.FileSnapshots{Dir: dir}
-	if err := snaps.Save(context.Background(), runner.Snapshot{Position: 7, Parts: map[string][]byte{"seats": []byte("x")}}); err != nil {
+	other := leftover(t, dir, "notes.tmp", time.Now().Add(-time.Hour)) // not a snapshot's: left alone
+
+	old := leftover(t, dir, "read-models.snapshot.2718281828.tmp", time.Now().Add(-2*time.Minute))
+	recent := leftover(t, dir, "read-models.snapshot.3141592653.tmp", time.Now())
+	if err := snaps.Save(ctx, runner.Snapshot{Position: 7, Parts: map[string][]byte{"seats": []byte("x")}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(left); !os.IsNotExist(err) {
-		t.Fatalf("the crashed save's file %s is still there after a save (%v)", left, err)
+	if exists(t, old) {
+		t.Fatalf("a save left %s, the file of a save that did not finish two minutes ago", old)
 	}
-	if _, err := os.Stat(other); err != nil {
-		t.Fatalf("a file that is not a snapshot's was removed: %v", err)
+	if !exists(t, recent) {
+		t.Fatal("a save removed a file another save may still be writing")
 	}
-	s, err := snaps.Load(context.Background())
-	if err != nil || s.Position != 7 {
-		t.Fatalf("load after the save: %+v %v", s, err)
+
+	if s, err := snaps.Load(ctx); err != nil || s.Position != 7 {
+		t.Fatalf("load: %+v %v", s, err)
+	}
+	if exists(t, recent) {
+		t.Fatalf("a start (Load) left %s, the file of a save that did not finish", recent)
+	}
+	if !exists(t, other) {
+		t.Fatal("a file that is not a snapshot's was removed")
+	}
+
+	// With no snapshot saved yet, a start still removes them.
+	empty := runner.FileSnapshots{Dir: t.TempDir()}
+	first := leftover(t, empty.Dir, "read-models.snapshot.1.tmp", time.Now())
+	if _, err := empty.Load(ctx); err != runner.ErrNoSnapshot {
+		t.Fatalf("load of an empty directory: %v", err)
+	}
+	if exists(t, first) {
+		t.Fatalf("a start without a snapshot left %s", first)
 	}
 }
