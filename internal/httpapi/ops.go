@@ -112,7 +112,7 @@ func (s *server) doMint(r *http.Request) *response {
 	var p auth.Principal
 	if err == nil {
 		p, err = s.authorize(r, "", auth.MintToken)
-	} else if _, aerr := auth.Authenticate(r.Context(), s.cfg.Tokens, r.Header.Get("Authorization")); aerr != nil {
+	} else if _, aerr := auth.Authenticate(r.Context(), s.cfg.Tokens, authorization(r)); aerr != nil {
 		err = aerr
 	}
 	if err != nil {

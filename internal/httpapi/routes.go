@@ -79,7 +79,7 @@ func (s *server) handle(pattern string, h http.HandlerFunc) {
 // see account (404 otherwise, so that scoped tokens learn nothing about
 // other accounts) and that its role allows action (403).
 func (s *server) authorize(r *http.Request, account string, action auth.Action) (auth.Principal, error) {
-	p, err := auth.Authenticate(r.Context(), s.cfg.Tokens, r.Header.Get("Authorization"))
+	p, err := auth.Authenticate(r.Context(), s.cfg.Tokens, authorization(r))
 	if err != nil {
 		return auth.Principal{}, err
 	}
@@ -240,7 +240,7 @@ func (s *server) doWrite(r *http.Request, op writeOp) *response {
 	if err != nil {
 		// The body could not be read; authenticate first so that an anonymous
 		// client learns only that it needs a token.
-		if _, aerr := auth.Authenticate(r.Context(), s.cfg.Tokens, r.Header.Get("Authorization")); aerr != nil {
+		if _, aerr := auth.Authenticate(r.Context(), s.cfg.Tokens, authorization(r)); aerr != nil {
 			return s.problemResponse(r, aerr)
 		}
 		return s.problemResponse(r, err)
@@ -248,7 +248,7 @@ func (s *server) doWrite(r *http.Request, op writeOp) *response {
 	account := r.PathValue("account")
 	if op.account != nil {
 		if account, err = op.account(r, body); err != nil {
-			if _, aerr := auth.Authenticate(r.Context(), s.cfg.Tokens, r.Header.Get("Authorization")); aerr != nil {
+			if _, aerr := auth.Authenticate(r.Context(), s.cfg.Tokens, authorization(r)); aerr != nil {
 				return s.problemResponse(r, aerr)
 			}
 			return s.problemResponse(r, err)
@@ -432,4 +432,15 @@ func describeJSONError(err error) string {
 		return "the request body has a value of the wrong type or range at " + string(se.JSONPointer)
 	}
 	return "the request body is not a single valid JSON object of the expected shape"
+}
+
+// authorization returns the request's Authorization header, or "" (no
+// credentials) when it has more than one: which of them is meant is
+// ambiguous, and a proxy in front may have taken another one than this
+// server would.
+func authorization(r *http.Request) string {
+	if v := r.Header.Values("Authorization"); len(v) == 1 {
+		return v[0]
+	}
+	return ""
 }
