@@ -21,7 +21,7 @@ func TestLedgerStreamServesDirectGets(t *testing.T) {
 	defer cancel()
 	a := startService(t, t.TempDir(), io.Discard)
 	defer a.stop()
-	js, err := natsjs.New(a.m.js.Conn())
+	js, err := natsjs.New(a.m.backend.nc)
 	if err != nil {
 		t.Fatal(err)
 	}

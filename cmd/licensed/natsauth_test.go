@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
@@ -188,24 +187,7 @@ func TestNATSAuthCommandConfiguresAnExternalServer(t *testing.T) {
 	}
 
 	// The server's configuration as in docker-compose.yml.
-	conf := filepath.Join(dir, "ledger.conf")
-	if err := os.WriteFile(conf, []byte("include auth/accounts.conf\njetstream {\n  store_dir: \""+filepath.Join(dir, "js")+"\"\n}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Host, opts.Port, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, true
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+	srv := startNATSWithAccounts(t, dir)
 	url := srv.ClientURL()
 
 	if nc, err := nats.Connect(url, nats.NoReconnect()); !errors.Is(err, nats.ErrAuthorization) {

@@ -104,9 +104,9 @@ func TestForeignRecordsQuarantinedESDB(t *testing.T) {
 				last = rec.Position
 			}
 		}
-		for deadline := time.Now().Add(15 * time.Second); svc.m.relay.Status().Relayed < last; {
+		for deadline := time.Now().Add(15 * time.Second); svc.m.backend.relay.Status().Relayed < last; {
 			if time.Now().After(deadline) {
-				t.Fatalf("the relay stands at %+v, the store at %d", svc.m.relay.Status(), last)
+				t.Fatalf("the relay stands at %+v, the store at %d", svc.m.backend.relay.Status(), last)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
