@@ -1,15 +1,19 @@
 package codec
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
 	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
@@ -473,6 +477,9 @@ func (r *registered) scan(data []byte, p any, seal *[maxMembers]string, meta *Me
 	nd := 0
 	for i := range r.fields {
 		f := &r.fields[i]
+		if k[i] == absent && !f.OmitEmpty {
+			return false // a required member is missing: the general decoder says which
+		}
 		switch f.Kind {
 		case KindString:
 			switch {
@@ -529,8 +536,14 @@ func (r *registered) bothPaths(data []byte, meta *Metadata, ms *metaStrings) (fa
 }
 
 // unmarshal is the general path of decode into p, a *E: the JSON decoder,
-// which rejects members the payload does not have and reports the precise
-// error.
+// which reports the precise error. A stored payload of a version this
+// service reads is exactly what the codec writes: one JSON object with
+// each member of the registration once, of its kind, not null, and only
+// those marked omitEmpty may be absent. Anything else is malformed: a
+// missing member would fold as a blank one, a member the registration does
+// not know was not written at this version (a newer form comes with a
+// newer version, ErrNewerVersion), and a repeated one or trailing data is
+// ambiguous.
 func (r *registered) unmarshal(data []byte, p any, seal *[maxMembers]string) error {
 	v := reflect.New(r.wire)
 	if err := json.Unmarshal(data, v.Interface(), json.RejectUnknownMembers(true)); err != nil {
@@ -538,6 +551,9 @@ func (r *registered) unmarshal(data []byte, p any, seal *[maxMembers]string) err
 	}
 	if !isObject(data) {
 		return fmt.Errorf("%w: payload is not a JSON object", ErrMalformed)
+	}
+	if err := r.checkMembers(data); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	w := v.Elem()
 	for i := range r.fields {
@@ -554,6 +570,46 @@ func (r *registered) unmarshal(data []byte, p any, seal *[maxMembers]string) err
 		case KindTime:
 			*f.tm(p) = w.Field(i).Interface().(time.Time)
 		}
+	}
+	return nil
+}
+
+// checkMembers checks what the JSON decoder lets through in data, a JSON
+// object it accepted: every member the registration requires is present
+// and none is null (which the decoder takes as the zero value).
+func (r *registered) checkMembers(data []byte) error {
+	d := jsontext.NewDecoder(bytes.NewReader(data))
+	if _, err := d.ReadToken(); err != nil { // the object's '{'
+		return err
+	}
+	var seen uint32
+	for d.PeekKind() == '"' {
+		tok, err := d.ReadToken()
+		if err != nil {
+			return err
+		}
+		name := tok.String() // before the next read voids tok
+		v, err := d.ReadValue()
+		if err != nil {
+			return err
+		}
+		i := slices.Index(r.names, name)
+		switch {
+		case i < 0:
+			return fmt.Errorf("unknown member %q", name)
+		case v.Kind() == 'n':
+			return fmt.Errorf("member %q is null", name)
+		}
+		seen |= 1 << i
+	}
+	var missing []string
+	for i, f := range r.fields {
+		if !f.OmitEmpty && seen&(1<<i) == 0 {
+			missing = append(missing, strconv.Quote(f.Name))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s payload lacks member %s", r.info.Type, strings.Join(missing, ", "))
 	}
 	return nil
 }

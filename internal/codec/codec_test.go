@@ -328,7 +328,7 @@ func TestUpcastAccountOpenedV1(t *testing.T) {
 	}{
 		{"licenses", `{"account":"acme","name":"Acme Corp","licenses":3,"at":"2025-03-14T09:26:53.589793238Z"}`,
 			ledger.AccountOpened{Account: "acme", Name: "Acme Corp", Seats: 3, At: at}},
-		{"member order and spacing", ` { "at" : "2025-03-14T09:26:53.589793238Z", "licenses" : 12 , "account":"acme" } `,
+		{"member order and spacing", ` { "at" : "2025-03-14T09:26:53.589793238Z", "licenses" : 12 , "name":"" , "account":"acme" } `,
 			ledger.AccountOpened{Account: "acme", Seats: 12, At: at}},
 	}
 	for _, tt := range tests {

@@ -79,6 +79,11 @@ func renderEventsDoc(events []codec.EventInfo) []byte {
 	p("user, base64 of nonce and ciphertext) and reads as blank once the user is\n")
 	p("deleted. Times are RFC 3339 in UTC. A reader meeting a schema version newer\n")
 	p("than it knows refuses the event; older versions are upcast as listed.\n\n")
+	p("A payload holds each member listed for its version once, of its type and\n")
+	p("not null; only members said to be absent in some case may be left out. A\n")
+	p("stored payload with a member missing, null, repeated, of another type or\n")
+	p("not listed (a newer form comes with a newer schema version), or with\n")
+	p("anything after the object, is malformed: read models quarantine it.\n\n")
 	p("| Event | Schema version | Subject | Sealed |\n|---|---|---|---|\n")
 	for _, e := range events {
 		p("| [%s](#%s) | %d | `%s` | %s |\n", e.Type, strings.ToLower(e.Type), e.Version, e.NATSSubject("<account>"), orDash(strings.Join(e.Sealed(), ", ")))

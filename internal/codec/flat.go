@@ -16,9 +16,9 @@ import (
 // one allocation for all the strings of an event, metadata and payload.
 //
 // The fast path never reports an error: when the input is in any other
-// form (escapes, non-ASCII text, an unknown or repeated member, a number
-// with a fraction, a value of the wrong kind, a time it does not parse...)
-// it gives up and the caller decodes with the general JSON decoder, which
+// form (escapes, non-ASCII text, an unknown, repeated or missing member,
+// a number with a fraction, a value of the wrong kind, a time it does not
+// parse...) it gives up and the caller decodes with the general JSON decoder, which
 // either accepts the input or reports the precise error. So the fast path
 // changes neither what is accepted nor the errors; it only has to agree
 // with the general decoder on what it does accept, which

@@ -2,6 +2,7 @@ package codec
 
 import (
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -144,8 +145,20 @@ func TestFastPathGivesUp(t *testing.T) {
 	if p, ok := f.Event.(ledger.UserActivated); !ok || p.UserID != "u-1" || p.At.Nanosecond() != 5e8 {
 		t.Errorf("fast path decoded JSON with spaces as %+v", f.Event)
 	}
-	if !takesFastPath("UserActivated", []byte(`{}`)) {
-		t.Error("fast path rejected {}")
+	// A payload without a member its registration requires is left to the
+	// general decoder, which refuses it.
+	for _, typ := range []string{"UserActivated", "UserProfileUpdated"} {
+		for _, data := range []string{`{}`, `{"user_id":"u-1"}`, `{"at":"2025-03-14T09:26:53Z"}`} {
+			if takesFastPath(typ, []byte(data)) {
+				t.Errorf("%s: fast path accepted %s, which lacks a member", typ, data)
+			}
+			if _, _, err := registry[typ].bothPaths([]byte(data), new(Metadata), new(metaStrings)); !errors.Is(err, ErrMalformed) {
+				t.Errorf("%s: general decoder of %s = %v, want ErrMalformed", typ, data, err)
+			}
+		}
+	}
+	if !takesFastPath("UserProfileUpdated", []byte(`{"user_id":"u-1","at":"2025-03-14T09:26:53Z"}`)) {
+		t.Error("fast path rejected a payload without its optional members")
 	}
 }
 
@@ -166,6 +179,9 @@ func FuzzFastPathAgrees(f *testing.F) {
 	f.Add([]byte(`{"at":"2025-03-14T09:26:53.1234567890Z"}`))
 	f.Add([]byte(`{"at":"2025-03-14T9:26:53Z"}`))
 	f.Add([]byte(`{"count":1,"at":"2025-03-14T09:26:53,5Z"}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"user_id":"u-1","at":"2025-03-14T09:26:53Z"}`))
+	f.Add([]byte(`{"user_id":null,"at":"2025-03-14T09:26:53Z"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		agreeAll(t, data)
 	})
