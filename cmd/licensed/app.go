@@ -50,6 +50,7 @@ type Main struct {
 	codec    *codec.Codec
 	accounts *accounts.Service
 	runner   *runner.Runner
+	api      *httpapi.API
 	metrics  *httpapi.Metrics
 	tokens   auth.Store
 	// bootstrap creates the first operator token unless another process
@@ -130,6 +131,7 @@ func (m *Main) Start(ctx context.Context) error {
 			"projections": m.projectionsReady,
 		},
 	})
+	m.api = api // before the read models run: their hook forgets its answers
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancel
@@ -274,10 +276,14 @@ func (m *Main) bootstrapOperator(ctx context.Context, dataDir string) error {
 }
 
 // forgetDeletedKeys drops a deleted user's cached key, so that this
-// process stops opening their data even when another process deleted them.
+// process stops opening their data even when another process deleted them,
+// and what the accounts service and the API keep in memory about them.
 func (m *Main) forgetDeletedKeys(d codec.Decoded) {
 	if del, ok := d.Event.(ledger.UserDeleted); ok {
-		m.codec.Keys().MarkDestroyed(pii.KeyID(projections.AccountOf(d), del.UserID))
+		account := projections.AccountOf(d)
+		m.codec.Keys().MarkDestroyed(pii.KeyID(account, del.UserID))
+		m.accounts.ForgetDeletedUser(account, del.UserID)
+		m.api.ForgetAccountAnswers(account)
 	}
 }
 

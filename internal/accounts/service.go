@@ -498,6 +498,32 @@ func (s *Service) destroyKey(ctx context.Context, a *account, user string) {
 	delete(a.pendingDestroy, user)
 }
 
+// ForgetDeletedUser drops what this process keeps in memory of user, whom
+// a UserDeleted event of account deleted, be it appended by this process
+// or another: call it for every UserDeleted the read models apply. When
+// the account's state here has already folded the deletion, only the
+// results kept for idempotent repeats are scrubbed (the deletion did it).
+// Otherwise the deletion came from elsewhere and the state, the repeats'
+// results and the email index still hold the user's personal data: the
+// account is dropped from memory and loaded afresh from the store at its
+// next command or read, with the user's data erased.
+func (s *Service) ForgetDeletedUser(account, user string) {
+	s.mu.RLock()
+	a, ok := s.accounts[account]
+	s.mu.RUnlock()
+	if !ok {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if u, ok := a.state.Users[user]; !a.loaded || ok && u.Status == ledger.StatusDeleted {
+		scrub(a, user)
+		return
+	}
+	a.loaded, a.state, a.keys = false, ledger.State{}, s.newKeys()
+	a.frozen, a.hasFrozen = ledger.State{}, false
+}
+
 // scrub blanks a deleted user's personal data in the results the account
 // keeps for idempotent repeats: nothing in memory outlives their key.
 func scrub(a *account, user string) {

@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/memory"
 	"github.com/licenseledger/ledger/internal/accounts"
@@ -111,6 +112,7 @@ func newEnv(t testing.TB, opts ...options) *env {
 	})
 	st, at, au, bi := seats.New(), attribution.New(), audit.New(), billing.New()
 	e.readModels = []projections.Projection{st, at, au, bi}
+	apiReady := make(chan struct{}) // closed once e.api is set
 	if !o.noFeed {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -131,6 +133,13 @@ func newEnv(t testing.TB, opts ...options) *env {
 					t.Errorf("feed: %v", err)
 					return
 				}
+				if del, ok := d.Event.(ledger.UserDeleted); ok {
+					// As the service's read models' hook does.
+					<-apiReady
+					e.codec.Keys().MarkDestroyed(pii.KeyID(projections.AccountOf(d), del.UserID))
+					svc.ForgetDeletedUser(projections.AccountOf(d), del.UserID)
+					e.api.ForgetAccountAnswers(projections.AccountOf(d))
+				}
 				e.tracker.Advance(rec.Position)
 			}
 		}()
@@ -150,6 +159,7 @@ func newEnv(t testing.TB, opts ...options) *env {
 		o.adjust(&e.cfg)
 	}
 	e.api = httpapi.New(e.cfg)
+	close(apiReady)
 	e.srv = httptest.NewServer(e.api)
 	t.Cleanup(e.srv.Close)
 	secret, ok, err := auth.Bootstrap(context.Background(), e.tokens, crand.Reader, t0)

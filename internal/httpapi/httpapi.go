@@ -29,8 +29,9 @@
 //
 // # Idempotency
 //
-// A write with an Idempotency-Key header is fingerprinted (SHA-256 of
-// method, path, query and body, kept in memory only). The first successful
+// A write with an Idempotency-Key header is fingerprinted (HMAC-SHA-256 of
+// method, path, query and body under a key drawn at start, kept in memory
+// only, never a plain hash of personal data). The first successful
 // (2xx) response is kept, per key, in a bounded in-memory cache
 // ([Config.IdempotencyEntries], least recently used evicted, each entry
 // kept at most [Config.IdempotencyTTL]); a repeat with the same fingerprint
@@ -41,7 +42,10 @@
 // same 24 hours (and up to 10,000 keys per account) and reports a repeat:
 // the answer is then the current resource with the first status. A key
 // older than that is forgotten everywhere: a request repeated under it is
-// a new request.
+// a new request. When a user is deleted, every response kept for their
+// account is dropped ([API.ForgetAccountAnswers]), in every process: no
+// kept answer names a deleted user, and a repeat is answered by the
+// service with the erased result.
 //
 // # Lists
 //
@@ -321,6 +325,19 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Routes returns the routes the API registers, in registration order.
 func (a *API) Routes() []Route { return append([]Route(nil), a.s.routes...) }
+
+// ForgetAccountAnswers drops what the API keeps in memory about the
+// requests made on account: the responses and fingerprints its idempotency
+// cache holds for it, which may name its users. Call it for every
+// UserDeleted the read models apply, in every process that serves the API,
+// before the read models' position reaches the event: a deleted user's
+// personal data then outlives the deletion in no answer kept. (A response
+// about one user may name others of the account, so all of the account's
+// go.) A repeat of one of those requests is judged by the application
+// service, which answers without the deleted user's personal data.
+func (a *API) ForgetAccountAnswers(account string) {
+	a.s.idem.forgetAccount(account)
+}
 
 // Metrics returns the metrics the API records into.
 func (a *API) Metrics() *Metrics { return a.s.metrics }

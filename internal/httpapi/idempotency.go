@@ -3,8 +3,11 @@ package httpapi
 import (
 	"container/list"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -12,22 +15,34 @@ import (
 	"github.com/licenseledger/ledger/internal/auth"
 )
 
-// idemCache keeps, per idempotency key, the fingerprint of the first
-// request and its response, in memory only: request bodies hold personal
-// data, and neither they nor their fingerprints are ever stored. It holds
-// at most max keys, evicting the least recently used, and forgets a key
-// ttl after its response.
+// idemCache keeps, per idempotency key, a fingerprint of the first request
+// and its response, in memory only. The application service judges
+// repeats of commands itself, from the fingerprints in event metadata;
+// this cache remains for what the service cannot do: replaying a minted
+// token (tokens are not events), making a concurrent repeat wait for the
+// first request instead of racing it, and answering a repeat byte for byte.
+//
+// It holds no plain hash of personal data: the fingerprint is an
+// HMAC-SHA-256 of the request under a key drawn when the process starts
+// and never stored. Responses about users hold their names and emails, so
+// every entry of an account is dropped when a user of the account is
+// deleted ([idemCache.forgetAccount]); a repeat is then judged by the
+// service, which answers with the erased result. It holds at most max
+// keys, evicting the least recently used, and forgets a key ttl after its
+// response.
 type idemCache struct {
-	mu    sync.Mutex
-	max   int
-	ttl   time.Duration
-	clock func() time.Time
-	byKey map[string]*list.Element
-	lru   *list.List // of *idemEntry, most recently used first
+	mu     sync.Mutex
+	max    int
+	ttl    time.Duration
+	clock  func() time.Time
+	secret [32]byte // the fingerprints' HMAC key
+	byKey  map[string]*list.Element
+	lru    *list.List // of *idemEntry, most recently used first
 }
 
 type idemEntry struct {
 	key     string
+	account string // the account the request was for, "" for none
 	fp      [sha256.Size]byte
 	done    chan struct{} // closed when resp is set or the entry dropped
 	resp    *response
@@ -35,14 +50,30 @@ type idemEntry struct {
 }
 
 func newIdemCache(max int, ttl time.Duration, clock func() time.Time) *idemCache {
-	return &idemCache{max: max, ttl: ttl, clock: clock, byKey: make(map[string]*list.Element), lru: list.New()}
+	c := &idemCache{max: max, ttl: ttl, clock: clock, byKey: make(map[string]*list.Element), lru: list.New()}
+	rand.Read(c.secret[:]) // never fails (crypto/rand)
+	return c
 }
 
-// begin looks key up. It returns the kept response for a repeat, an
-// idempotency-key-reused problem for a different request, or, for a new
-// key, a done func the caller must call with its response. A concurrent
-// request with the same key and fingerprint waits for the first one.
-func (c *idemCache) begin(ctx context.Context, key string, fp [sha256.Size]byte) (*response, func(*response), error) {
+// fingerprint returns the keyed fingerprint of a request: its method,
+// path, query and body.
+func (c *idemCache) fingerprint(r *http.Request, body []byte) [sha256.Size]byte {
+	h := hmac.New(sha256.New, c.secret[:])
+	for _, part := range [][]byte{[]byte(r.Method), []byte(r.URL.Path), []byte(r.URL.RawQuery), body} {
+		h.Write([]byte(strconv.Itoa(len(part)) + ":"))
+		h.Write(part)
+	}
+	var fp [sha256.Size]byte
+	h.Sum(fp[:0])
+	return fp
+}
+
+// begin looks key, used for account, up. It returns the kept response for
+// a repeat, an idempotency-key-reused problem for a different request, or,
+// for a new key, a done func the caller must call with its response. A
+// concurrent request with the same key and fingerprint waits for the first
+// one.
+func (c *idemCache) begin(ctx context.Context, account, key string, fp [sha256.Size]byte) (*response, func(*response), error) {
 	for {
 		c.mu.Lock()
 		el, ok := c.byKey[key]
@@ -54,7 +85,7 @@ func (c *idemCache) begin(ctx context.Context, key string, fp [sha256.Size]byte)
 			}
 		}
 		if !ok {
-			e := &idemEntry{key: key, fp: fp, done: make(chan struct{})}
+			e := &idemEntry{key: key, account: account, fp: fp, done: make(chan struct{})}
 			c.byKey[key] = c.lru.PushFront(e)
 			c.evict()
 			c.mu.Unlock()
@@ -90,7 +121,7 @@ func (c *idemCache) finish(e *idemEntry, resp *response) {
 	defer close(e.done)
 	el, ok := c.byKey[e.key]
 	if !ok || el.Value.(*idemEntry) != e {
-		return // evicted meanwhile
+		return // evicted or forgotten meanwhile
 	}
 	if resp == nil || resp.status < 200 || resp.status > 299 {
 		c.remove(el)
@@ -98,6 +129,21 @@ func (c *idemCache) finish(e *idemEntry, resp *response) {
 	}
 	e.resp = resp.clone()
 	e.expires = c.clock().Add(c.ttl)
+}
+
+// forgetAccount drops every key used for account, kept or in flight: a
+// request in flight then keeps nothing when it finishes, and its
+// concurrent repeats are decided again.
+func (c *idemCache) forgetAccount(account string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for el := c.lru.Front(); el != nil; {
+		next := el.Next()
+		if el.Value.(*idemEntry).account == account {
+			c.remove(el)
+		}
+		el = next
+	}
 }
 
 func (c *idemCache) remove(el *list.Element) {

@@ -126,7 +126,7 @@ func (s *server) doMint(r *http.Request) *response {
 		return s.problemResponse(r, err)
 	}
 	// A minted secret is replayed only to the principal that minted it.
-	cached, done, err := s.idem.begin(r.Context(), idemScope(p, "", key), fingerprint(r, body))
+	cached, done, err := s.idem.begin(r.Context(), "", idemScope(p, "", key), s.idem.fingerprint(r, body))
 	if err != nil {
 		return s.problemResponse(r, err)
 	}

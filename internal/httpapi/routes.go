@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"io"
 	"log/slog"
@@ -271,8 +270,8 @@ func (s *server) doWrite(r *http.Request, op writeOp) *response {
 	if err := checkIdemKey(key); err != nil {
 		return s.problemResponse(r, err)
 	}
-	fp := fingerprint(r, body)
-	cached, done, err := s.idem.begin(r.Context(), idemScope(p, account, key), fp)
+	fp := s.idem.fingerprint(r, body)
+	cached, done, err := s.idem.begin(r.Context(), account, idemScope(p, account, key), fp)
 	if err != nil {
 		return s.problemResponse(r, err)
 	}
@@ -285,17 +284,6 @@ func (s *server) doWrite(r *http.Request, op writeOp) *response {
 	defer func() { done(resp) }()
 	resp = s.runWrite(r, op, p, account, body, key)
 	return resp
-}
-
-func fingerprint(r *http.Request, body []byte) [sha256.Size]byte {
-	h := sha256.New()
-	for _, part := range [][]byte{[]byte(r.Method), []byte(r.URL.Path), []byte(r.URL.RawQuery), body} {
-		h.Write([]byte(strconv.Itoa(len(part)) + ":"))
-		h.Write(part)
-	}
-	var fp [sha256.Size]byte
-	h.Sum(fp[:0])
-	return fp
 }
 
 func (s *server) runWrite(r *http.Request, op writeOp, p auth.Principal, account string, body []byte, key string) *response {

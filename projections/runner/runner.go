@@ -67,7 +67,9 @@ type Config struct {
 	SnapshotInterval time.Duration
 	ErasureDelay     time.Duration
 	// OnEvent, if set, sees every event after the read models applied it
-	// (the service uses it to forget keys of users deleted elsewhere).
+	// and before Position reaches it (the service uses it to forget the
+	// keys of users deleted elsewhere and the API's kept answers about
+	// them).
 	OnEvent func(codec.Decoded)
 	Logger  *slog.Logger
 	Clock   func() time.Time
@@ -366,12 +368,14 @@ func (r *Runner) applyBatch(items []item) error {
 	if err != nil {
 		return fmt.Errorf("read models up to position %d: %w", items[len(items)-1].rec.Position, err)
 	}
-	r.advance(items[len(items)-1].rec.Position)
+	// OnEvent runs before the position advances: a write that waits for the
+	// read models to reach its events answers after the hook saw them.
 	if r.cfg.OnEvent != nil {
 		for _, d := range ds {
 			r.cfg.OnEvent(d)
 		}
 	}
+	r.advance(items[len(items)-1].rec.Position)
 	return nil
 }
 
