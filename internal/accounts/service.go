@@ -500,7 +500,8 @@ func (s *Service) destroyKey(ctx context.Context, a *account, user string) {
 
 // ForgetDeletedUser drops what this process keeps in memory of user, whom
 // a UserDeleted event of account deleted, be it appended by this process
-// or another: call it for every UserDeleted the read models apply. When
+// or another: call it for every UserDeleted the read models apply. This
+// process's keyring stops opening the user's data at once. When
 // the account's state here has already folded the deletion, only the
 // results kept for idempotent repeats are scrubbed (the deletion did it).
 // Otherwise the deletion came from elsewhere and the state, the repeats'
@@ -508,6 +509,7 @@ func (s *Service) destroyKey(ctx context.Context, a *account, user string) {
 // account is dropped from memory and loaded afresh from the store at its
 // next command or read, with the user's data erased.
 func (s *Service) ForgetDeletedUser(account, user string) {
+	s.cfg.Codec.Keys().MarkDestroyed(pii.KeyID(account, user))
 	s.mu.RLock()
 	a, ok := s.accounts[account]
 	s.mu.RUnlock()

@@ -448,3 +448,32 @@ func TestRepeatedProfileUpdateAfterDeletionHoldsNoName(t *testing.T) {
 		t.Fatalf("repeat after deletion: repeated %v, erased %v, name %q, email %q", again.Repeated, again.Events[0].Erased, p.Name, p.Email)
 	}
 }
+
+// A user deleted by another process is forgotten here once the read
+// models tell of the deletion (ForgetDeletedUser): the result kept for an
+// idempotent repeat of their addition, and the account's state, no longer
+// hold their name or email, and the account goes on taking commands.
+func TestRepeatAfterDeletionElsewhereHoldsNoName(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	here, elsewhere := e.service(t), e.service(t)
+	must(t)(here.Execute(ctx, "acme", ledger.OpenAccount{Account: "acme", Name: "Acme", Seats: 3, At: t0}, admin))
+	req := admin
+	req.IdempotencyKey = "add-zed"
+	add := ledger.AddUser{UserID: "zed", Name: "Zed Zebulon", Email: "zed@acme.test", Role: ledger.RoleMember, At: t0}
+	must(t)(here.Execute(ctx, "acme", add, req))
+	must(t)(elsewhere.Execute(ctx, "acme", ledger.DeleteUser{UserID: "zed", Confirm: "zed", At: t0}, admin))
+	here.ForgetDeletedUser("acme", "zed")
+
+	add.UserID = "zed2"
+	again := must(t)(here.Execute(ctx, "acme", add, req))
+	added := again.Events[0].Event.(ledger.UserAdded)
+	if !again.Repeated || added.Name != "" || added.Email != "" {
+		t.Fatalf("repeat after deletion elsewhere: repeated %v, name %q, email %q", again.Repeated, added.Name, added.Email)
+	}
+	if u := again.State.Users["zed"]; u.Status != ledger.StatusDeleted || u.Name != "" || u.Email != "" {
+		t.Errorf("state after deletion elsewhere: %+v", u)
+	}
+	// The email is free again, here too.
+	must(t)(here.Execute(ctx, "acme", ledger.AddUser{UserID: "zoe", Name: "Zoe", Email: "zed@acme.test", Role: ledger.RoleMember, At: t0}, admin))
+}
