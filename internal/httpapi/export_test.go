@@ -31,6 +31,3 @@ func IdempotencyCacheHolds(a *API, b []byte) bool {
 	return false
 }
 
-// IdempotencyCacheLen returns the number of keys the API's idempotency
-// cache holds.
-func IdempotencyCacheLen(a *API) int { return a.s.idem.len() }
