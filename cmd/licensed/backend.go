@@ -385,7 +385,7 @@ func embeddedAuth(s backendSettings) (*jetstream.Auth, nats.Option, error) {
 	}
 	s.log.Info(msg+": subscribe-only; use it as an nkey seed, e.g. nats --nkey "+downPath+" sub 'ledger.>'",
 		"path", downPath, "service_credential", svcPath)
-	return &jetstream.Auth{Service: svc, Downstream: down}, cred, nil
+	return &jetstream.Auth{Service: svc, Downstream: down, DownstreamMaxConsumers: s.cfg.DownstreamConsumers}, cred, nil
 }
 
 // externalCredentials returns the connect options of --nats-creds.

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/licenseledger/ledger/eventstore/jetstream"
 )
 
 // Config is every setting of licensed. Each has a flag and an environment
@@ -26,6 +28,9 @@ type Config struct {
 	LogFormat  string
 	DebugAddr  string
 	Replicas   int
+	// DownstreamConsumers caps the consumers downstream services may keep
+	// on the embedded NATS server's mirror of the events.
+	DownstreamConsumers int
 }
 
 // setting is one flag with its environment variable.
@@ -38,7 +43,7 @@ type setting struct {
 // through getenv.
 func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
 	var c Config
-	var level, replicas string
+	var level, replicas, downstreamConsumers string
 	settings := []setting{
 		{"data-dir", "LICENSED_DATA_DIR", "./data", "directory for the embedded NATS files, tokens, snapshots and the first operator token", &c.DataDir},
 		{"http-addr", "LICENSED_HTTP_ADDR", "127.0.0.1:8080", "address the HTTP API listens on", &c.HTTPAddr},
@@ -50,6 +55,7 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		{"log-level", "LICENSED_LOG_LEVEL", "info", "debug, info, warn or error", &level},
 		{"log-format", "LICENSED_LOG_FORMAT", "auto", "json, text, or auto (text on a terminal, JSON otherwise)", &c.LogFormat},
 		{"replicas", "LICENSED_REPLICAS", "1", "copies of the NATS streams (events, keys) in a JetStream cluster; 3 for a cluster of three. A stream provisioned with more keeps them", &replicas},
+		{"downstream-consumers", "LICENSED_DOWNSTREAM_CONSUMERS", strconv.Itoa(jetstream.DefaultDownstreamMaxConsumers), "consumers downstream services may keep at once on the embedded NATS server's mirror of the events (an external server: licensed nats-auth --downstream-consumers)", &downstreamConsumers},
 		{"debug-addr", "LICENSED_DEBUG_ADDR", "", "address of a separate listener serving Go's /debug/pprof profiles; off when empty", &c.DebugAddr},
 	}
 	fs := flag.NewFlagSet("licensed", flag.ContinueOnError)
@@ -79,7 +85,20 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		return Config{}, fmt.Errorf("replicas %q: want 1 to 5", replicas)
 	}
 	c.Replicas = n
+	if c.DownstreamConsumers, err = parseDownstreamConsumers(downstreamConsumers); err != nil {
+		return Config{}, err
+	}
 	return c, c.validate()
+}
+
+// parseDownstreamConsumers reads a limit of downstream consumers: 1 to
+// 1,000,000.
+func parseDownstreamConsumers(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1_000_000 {
+		return 0, fmt.Errorf("downstream consumers %q: want 1 to 1000000", v)
+	}
+	return n, nil
 }
 
 func (c Config) validate() error {

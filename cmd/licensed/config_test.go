@@ -23,6 +23,8 @@ func TestParseConfig(t *testing.T) {
 		{"--replicas", "zero", "--nats-url", "nats://127.0.0.1:4222"},
 		{"--log-format", "xml"},
 		{"--nats-creds", "licensed.nk"}, // the embedded server has its own
+		{"--downstream-consumers", "0"},
+		{"--downstream-consumers", "many"},
 		{"extra"},
 	} {
 		if _, err := ParseConfig(bad, getenv, io.Discard); err == nil {
@@ -31,6 +33,17 @@ func TestParseConfig(t *testing.T) {
 	}
 	if _, err := ParseConfig([]string{"--replicas", "3", "--nats-url", "nats://127.0.0.1:4222"}, getenv, io.Discard); err != nil {
 		t.Errorf("three replicas on an external cluster refused: %v", err)
+	}
+}
+
+func TestDownstreamConsumersSetting(t *testing.T) {
+	c, err := ParseConfig(nil, func(string) string { return "" }, io.Discard)
+	if err != nil || c.DownstreamConsumers != 1000 {
+		t.Fatalf("default: %d %v, want 1000", c.DownstreamConsumers, err)
+	}
+	c, err = ParseConfig(nil, func(k string) string { return map[string]string{"LICENSED_DOWNSTREAM_CONSUMERS": "20"}[k] }, io.Discard)
+	if err != nil || c.DownstreamConsumers != 20 {
+		t.Fatalf("LICENSED_DOWNSTREAM_CONSUMERS: %d %v, want 20", c.DownstreamConsumers, err)
 	}
 }
 

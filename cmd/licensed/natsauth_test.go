@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
+	"github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/internal/auth"
 )
 
@@ -176,8 +177,8 @@ func TestNATSAuthCommandConfiguresAnExternalServer(t *testing.T) {
 			t.Fatalf("nats-auth printed the seed of %s", f)
 		}
 	}
-	// Run again: the seeds stay.
-	if err := natsAuth([]string{authDir}, io.Discard); err != nil {
+	// Run again, with another consumer limit: the seeds stay.
+	if err := natsAuth([]string{"--downstream-consumers", "5", authDir}, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	for p, seed := range seeds {
@@ -220,6 +221,14 @@ func TestNATSAuthCommandConfiguresAnExternalServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
+	// The downstream account's limits are those accounts.conf sets.
+	ai, err := js.AccountInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := ai.Limits; l.MaxConsumers != 5 || l.MaxAckPending != jetstream.DownstreamMaxAckPending || l.MaxMemory != 0 || l.MaxStreams != 1 {
+		t.Fatalf("downstream account limits on the external server %+v, want 5 consumers, %d pending acks, no memory, 1 stream", l, jetstream.DownstreamMaxAckPending)
+	}
 	c, err := js.CreateOrUpdateConsumer(ctx, "LEDGER", natsjs.ConsumerConfig{Durable: "crm", AckPolicy: natsjs.AckExplicitPolicy})
 	if err != nil {
 		t.Fatalf("durable consumer: %v", err)

@@ -68,7 +68,34 @@ type Auth struct {
 	Service string
 	// Downstream is the public nkey of the subscribe-only identity.
 	Downstream string
+	// DownstreamMaxConsumers caps the consumers downstream services may
+	// keep on their mirror at once; 0 means [DefaultDownstreamMaxConsumers].
+	DownstreamMaxConsumers int
 }
+
+// JetStream limits of [DownstreamAccount]. Whoever holds the downstream
+// credential could otherwise exhaust the server: thousands of consumers,
+// consumers holding unbounded numbers of unacknowledged messages, or
+// streams of its own in memory.
+//
+// The account's file storage is not capped: its only stream is the mirror,
+// as large as the service's event stream, and a cap below that would stop
+// the mirror. Its size is bounded by the service's stream instead, and
+// max_streams 1 leaves room for nothing else (the downstream identity
+// cannot create streams anyway). Memory storage is 0: the mirror is on
+// disk and nothing else may hold memory-backed streams.
+const (
+	// DefaultDownstreamMaxConsumers is the default of
+	// [Auth.DownstreamMaxConsumers].
+	DefaultDownstreamMaxConsumers = 1000
+	// DownstreamMaxAckPending caps the unacknowledged messages a downstream
+	// consumer may ask to hold: a consumer asking for more is refused. It
+	// is the bound nats.go's legacy JetStream API asks for by default (its
+	// subscription channel's length), so that its pull and push
+	// subscriptions work unchanged; a consumer that does not say gets
+	// JetStream's default of 1,000.
+	DownstreamMaxAckPending = 64 * 1024
+)
 
 // DownstreamPermissions are what the downstream identity may do in its
 // account, nothing else:
@@ -129,9 +156,9 @@ var accountsTemplate = template.Must(template.New("accounts").Parse(`accounts {
       # Plain subscriptions of downstream services.
       { stream: "ledger.>", accounts: [DOWNSTREAM] }
       { stream: "activity.>", accounts: [DOWNSTREAM] }
-      # The downstream account's mirror of the event stream.
+      # The downstream account's mirror of the event stream: it creates
+      # its consumer, unfiltered, on this one subject.
       { service: "$JS.API.CONSUMER.CREATE.LEDGER", accounts: [DOWNSTREAM] }
-      { service: "$JS.API.CONSUMER.CREATE.LEDGER.>", accounts: [DOWNSTREAM] }
       { service: "$JS.FC.LEDGER.>", accounts: [DOWNSTREAM] }
       { stream: "deliver.ledger.>", accounts: [DOWNSTREAM] }
     ]
@@ -143,7 +170,15 @@ var accountsTemplate = template.Must(template.New("accounts").Parse(`accounts {
     ]
   }
   DOWNSTREAM {
-    jetstream: enabled
+    # The mirror on disk, unbounded but for the event stream's size;
+    # nothing in memory; no other stream; bounded consumers.
+    jetstream: {
+      max_file: -1
+      max_mem: 0
+      max_streams: 1
+      max_consumers: {{.MaxConsumers}}
+      max_ack_pending: {{.MaxAckPending}}
+    }
     users: [
       {
         nkey: {{.Downstream}}
@@ -162,7 +197,6 @@ var accountsTemplate = template.Must(template.New("accounts").Parse(`accounts {
       { stream: { account: LEDGER, subject: "ledger.>" } }
       { stream: { account: LEDGER, subject: "activity.>" } }
       { service: { account: LEDGER, subject: "$JS.API.CONSUMER.CREATE.LEDGER" }, to: "$JS.ledger.API.CONSUMER.CREATE.LEDGER" }
-      { service: { account: LEDGER, subject: "$JS.API.CONSUMER.CREATE.LEDGER.>" }, to: "$JS.ledger.API.CONSUMER.CREATE.LEDGER.>" }
       { service: { account: LEDGER, subject: "$JS.FC.LEDGER.>" } }
       { stream: { account: LEDGER, subject: "deliver.ledger.>" } }
     ]
@@ -183,12 +217,20 @@ func AccountsConfig(a Auth) (string, error) {
 	if a.Service == a.Downstream {
 		return "", errors.New("jetstream: the service and downstream identities must differ")
 	}
+	maxConsumers := a.DownstreamMaxConsumers
+	switch {
+	case maxConsumers == 0:
+		maxConsumers = DefaultDownstreamMaxConsumers
+	case maxConsumers < 0:
+		return "", fmt.Errorf("jetstream: downstream consumer limit %d below 0", maxConsumers)
+	}
 	pub, sub := DownstreamPermissions()
 	var b bytes.Buffer
 	err := accountsTemplate.Execute(&b, struct {
-		Service, Downstream string
-		Publish, Subscribe  []string
-	}{a.Service, a.Downstream, pub, sub})
+		Service, Downstream         string
+		Publish, Subscribe          []string
+		MaxConsumers, MaxAckPending int
+	}{a.Service, a.Downstream, pub, sub, maxConsumers, DownstreamMaxAckPending})
 	return b.String(), err
 }
 
