@@ -62,7 +62,14 @@ const (
 // copies of stored events, onto ledger.<account>.<type>, and deliver
 // events into the token bucket or the key stream. Across accounts, replies
 // travel on subjects the server makes up, and deliveries stay in the
-// downstream account.
+// downstream account but for the subjects it imports from the service's:
+// the one the mirror creates its consumer on, and flow control. So that a
+// downstream consumer cannot deliver events into other subjects of the
+// service account's consumer API, only that one subject is imported; an
+// event delivered there is not a consumer's configuration, and the server
+// refuses it. The downstream account's JetStream limits
+// ([DefaultDownstreamMaxConsumers], [DownstreamMaxAckPending]) bound what
+// the downstream identity can make the server hold.
 type Auth struct {
 	// Service is the public nkey ("U...") of the service's identity.
 	Service string
