@@ -28,6 +28,7 @@ import (
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/internal/translog"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/attribution"
 	"github.com/licenseledger/ledger/projections/audit"
@@ -51,6 +52,7 @@ type Main struct {
 	accounts *accounts.Service
 	runner   *runner.Runner
 	api      *httpapi.API
+	tlog     *translog.Log
 	metrics  *httpapi.Metrics
 	tokens   auth.Store
 	// bootstrap creates the first operator token unless another process
@@ -117,6 +119,21 @@ func (m *Main) Start(ctx context.Context) error {
 		Logger: m.log.With("component", "accounts"),
 	})
 
+	key, err := translog.LoadKey(dataDir, m.cfg.LogKey, m.cfg.LogOrigin, rand.Reader)
+	if err != nil {
+		return err
+	}
+	m.tlog, err = translog.Open(translog.Config{
+		Dir: filepath.Join(dataDir, "log"), Key: key, SignEvery: m.cfg.CheckpointEvery,
+		Logger: m.log.With("component", "log"),
+	})
+	if err != nil {
+		return err
+	}
+	m.closers = append(m.closers, m.tlog.Close)
+	m.log.Info("transparency log: checkpoints verify with the verifier key", "origin", m.tlog.Origin(),
+		"verifier_key", filepath.Join(dataDir, translog.VerifierKeyFile))
+
 	if err := m.bootstrapOperator(ctx, dataDir); err != nil {
 		return err
 	}
@@ -124,11 +141,12 @@ func (m *Main) Start(ctx context.Context) error {
 	api := httpapi.New(httpapi.Config{
 		Commands: m.accounts, Seats: st, Activities: at, Audit: au, Billing: bi,
 		History: m.store, Decoder: m.codec, Progress: m.runner, ReadModelsReady: m.runner.Ready, Tokens: m.tokens,
-		Quarantine: m.runner, Clock: time.Now, NewID: ulid.Make, Random: rand.Reader,
+		Quarantine: m.runner, Log: m.tlog, DataKeys: m.backend.keys, Clock: time.Now, NewID: ulid.Make, Random: rand.Reader,
 		Logger: m.log.With("component", "http"), Metrics: m.metrics,
 		Ready: map[string]httpapi.Check{
 			"store":       m.backend.ready,
 			"projections": m.projectionsReady,
+			"log":         m.logReady,
 		},
 	})
 	m.api = api // before the read models run: their hook forgets its answers
@@ -139,6 +157,12 @@ func (m *Main) Start(ctx context.Context) error {
 		if err := m.runner.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
 			m.log.Error("read models stopped", "err", err)
 			m.errs <- fmt.Errorf("read models: %w", err)
+		}
+	})
+	m.bg.Go(func() {
+		if err := m.tlog.Run(runCtx, m.store); err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Error("transparency log stopped", "err", err)
+			m.errs <- fmt.Errorf("transparency log: %w", err)
 		}
 	})
 	m.bg.Go(func() { m.reportLag(runCtx) })
@@ -293,6 +317,13 @@ func (m *Main) projectionsReady(context.Context) error {
 	}
 	if lag := m.runner.Lag(); lag > 1000 {
 		return fmt.Errorf("read models %d events behind", lag)
+	}
+	return nil
+}
+
+func (m *Main) logReady(context.Context) error {
+	if !m.tlog.Ready() {
+		return errors.New("transparency log catching up")
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Config is every setting of licensed. Each has a flag and an environment
@@ -26,6 +27,14 @@ type Config struct {
 	LogFormat  string
 	DebugAddr  string
 	Replicas   int
+	// LogKey is a file holding the transparency log's signing key; empty:
+	// <data-dir>/log.key, created at the first start. LogOrigin names the
+	// log (the first line of its checkpoints) when the key is created.
+	// CheckpointEvery is the longest time between two checkpoints while
+	// the ledger moves.
+	LogKey          string
+	LogOrigin       string
+	CheckpointEvery time.Duration
 }
 
 // setting is one flag with its environment variable.
@@ -38,7 +47,7 @@ type setting struct {
 // through getenv.
 func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
 	var c Config
-	var level, replicas string
+	var level, replicas, every string
 	settings := []setting{
 		{"data-dir", "LICENSED_DATA_DIR", "./data", "directory for the embedded NATS files, tokens, snapshots and the first operator token", &c.DataDir},
 		{"http-addr", "LICENSED_HTTP_ADDR", "127.0.0.1:8080", "address the HTTP API listens on", &c.HTTPAddr},
@@ -51,6 +60,9 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		{"log-format", "LICENSED_LOG_FORMAT", "auto", "json, text, or auto (text on a terminal, JSON otherwise)", &c.LogFormat},
 		{"replicas", "LICENSED_REPLICAS", "1", "copies of the NATS streams (events, keys) in a JetStream cluster; 3 for a cluster of three. A stream provisioned with more keeps them", &replicas},
 		{"debug-addr", "LICENSED_DEBUG_ADDR", "", "address of a separate listener serving Go's /debug/pprof profiles; off when empty", &c.DebugAddr},
+		{"log-key", "LICENSED_LOG_KEY", "", "file holding the transparency log's signing key (a note signer key, PRIVATE+KEY+...); empty: <data-dir>/log.key, created at the first start (mode 0600)", &c.LogKey},
+		{"log-origin", "LICENSED_LOG_ORIGIN", "licenseledger.dev/ledger", "the transparency log's origin, the name of the key created at the first start", &c.LogOrigin},
+		{"checkpoint-every", "LICENSED_CHECKPOINT_EVERY", "10s", "longest time between two signed checkpoints of the transparency log while the ledger moves", &every},
 	}
 	fs := flag.NewFlagSet("licensed", flag.ContinueOnError)
 	fs.SetOutput(usage)
@@ -79,6 +91,11 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		return Config{}, fmt.Errorf("replicas %q: want 1 to 5", replicas)
 	}
 	c.Replicas = n
+	d, err := time.ParseDuration(every)
+	if err != nil || d < 100*time.Millisecond {
+		return Config{}, fmt.Errorf("checkpoint every %q: want a duration of at least 100ms, such as 10s", every)
+	}
+	c.CheckpointEvery = d
 	return c, c.validate()
 }
 
@@ -102,6 +119,9 @@ func (c Config) validate() error {
 	}
 	if c.NATSCreds != "" && c.NATSURL == "" {
 		errs = append(errs, errors.New("nats creds: only with --nats-url; the embedded server uses <data-dir>/licensed.nk"))
+	}
+	if c.LogOrigin == "" || strings.ContainsAny(c.LogOrigin, "+ \t\n") {
+		errs = append(errs, fmt.Errorf("log origin %q: want a non-empty name without spaces or +", c.LogOrigin))
 	}
 	if c.Store != "jetstream" && !strings.HasPrefix(c.Store, "esdb://") && !strings.HasPrefix(c.Store, "esdb+discover://") {
 		errs = append(errs, fmt.Errorf("store %q: want jetstream or an esdb:// connection string", c.Store))

@@ -273,7 +273,7 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 type bundleKeys struct{ keys map[string][]byte }
 
 func (k *bundleKeys) Put(context.Context, string, []byte) error { return errors.New("read-only") }
-func (k *bundleKeys) Destroy(context.Context, string) error    { return nil }
+func (k *bundleKeys) Destroy(context.Context, string) error     { return nil }
 func (k *bundleKeys) Get(_ context.Context, id string) ([]byte, error) {
 	if b, ok := k.keys[id]; ok {
 		return b, nil
