@@ -487,6 +487,41 @@ func (l *Log) Wait(ctx context.Context, p eventstore.Position) error {
 	}
 }
 
+// checkLastLeaf checks that the store still holds, at its position, the
+// record of the tree's last leaf: a store whose history was cut or
+// rewritten under a tree kept from before is not followed, since the tree
+// would then prove a history the store no longer holds.
+func (l *Log) checkLastLeaf(ctx context.Context, store eventstore.Store) error {
+	l.mu.RLock()
+	n := l.n
+	var after, last eventstore.Position
+	if n > 0 {
+		last = l.positions[n-1]
+	}
+	if n > 1 {
+		after = l.positions[n-2]
+	}
+	l.mu.RUnlock()
+	if n == 0 {
+		return nil
+	}
+	var want tlog.Hash
+	if err := l.readHash(tlog.StoredHashIndex(0, n-1), &want); err != nil {
+		return err
+	}
+	for rec, err := range store.ReadAll(ctx, after) {
+		if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
+			return fmt.Errorf("log check: %w", err)
+		}
+		if rec.Position == last && LeafHash(rec, err) == want {
+			return nil
+		}
+		break
+	}
+	return fmt.Errorf("the store no longer holds at position %d the record of the log's leaf %d: its history changed under the log kept in %s: %w",
+		last, n-1, l.cfg.Dir, ErrInconsistent)
+}
+
 // catchUpBatch is how many records catching up appends at once.
 const catchUpBatch = 1024
 
@@ -498,6 +533,9 @@ const catchUpBatch = 1024
 func (l *Log) Run(ctx context.Context, store eventstore.Store) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if err := l.checkLastLeaf(ctx, store); err != nil {
+		return err
+	}
 	batch := make([]Leaf, 0, catchUpBatch)
 	for rec, err := range store.ReadAll(ctx, l.Position()) {
 		if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {

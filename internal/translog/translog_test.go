@@ -15,7 +15,10 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
@@ -434,5 +437,129 @@ func TestKeyFiles(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(s.Note), "ledger.test/log\n0\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n— ledger.test/log ") {
 		t.Errorf("checkpoint note:\n%s", s.Note)
+	}
+}
+
+// logSource is a watcher's view of a log, without HTTP.
+type logSource struct{ l *translog.Log }
+
+func (s logSource) Checkpoint(ctx context.Context) ([]byte, error) {
+	cp, err := s.l.Sign(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return cp.Note, nil
+}
+
+func (s logSource) Consistency(_ context.Context, old, size int64) (tlog.TreeProof, error) {
+	return s.l.ConsistencyProof(old, size)
+}
+
+// A watcher keeps the checkpoint it verified; when whoever runs the
+// service rewrites a stored record or truncates the stream and serves a
+// tree rebuilt from what is left, the watcher reports it and keeps the
+// checkpoint it verified.
+func TestWatchDetectsRewrittenHistory(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		tamper func(t *testing.T, js natsjs.JetStream, s natsjs.Stream, last uint64)
+		want   string
+	}{
+		{"truncated", func(t *testing.T, _ natsjs.JetStream, s natsjs.Stream, last uint64) {
+			for seq := last - 2; seq <= last; seq++ {
+				if err := s.SecureDeleteMsg(ctx, seq); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, "fewer than"},
+		{"record rewritten", func(t *testing.T, js natsjs.JetStream, s natsjs.Stream, last uint64) {
+			// The last record is replaced: deleted, and its bytes with
+			// one changed published again.
+			seq := last
+			m, err := s.GetMsg(ctx, seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SecureDeleteMsg(ctx, seq); err != nil {
+				t.Fatal(err)
+			}
+			data := bytes.Replace(m.Data, []byte(`"count":1`), []byte(`"count":9`), 1)
+			if bytes.Equal(data, m.Data) {
+				t.Fatalf("control: the last record is not a purchase of one seat: %s", m.Data)
+			}
+			msg := nats.NewMsg(m.Subject)
+			msg.Data = data
+			for k, v := range m.Header {
+				msg.Header[k] = v
+			}
+			msg.Header.Set(natsjs.MsgIDHeader, uuid.NewString())
+			msg.Header.Del(natsjs.ExpectedLastSubjSeqHeader)
+			msg.Header.Del(natsjs.ExpectedLastSubjSeqSubjHeader)
+			if _, err := js.PublishMsg(ctx, msg); err != nil {
+				t.Fatal(err)
+			}
+		}, "rewritten"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := jetstreamStore(t)
+			e := newLedger(t, store)
+			e.history(t)
+			dir := t.TempDir()
+			key := newKey(t, dir)
+			l := runLog(t, store, filepath.Join(dir, "log"), key, e.last)
+			state := filepath.Join(t.TempDir(), "checkpoint")
+			if _, err := translog.Watch(ctx, logSource{l}, key.Verifier, state); err != nil {
+				t.Fatal(err)
+			}
+			e.do(t, "acme", ledger.PurchaseSeats{Count: 1, At: e.at()})
+			if err := l.Wait(ctx, e.last); err != nil {
+				t.Fatal(err)
+			}
+			res, err := translog.Watch(ctx, logSource{l}, key.Verifier, state)
+			if err != nil || res.Old == nil || res.New.Size != res.Old.Size+1 {
+				t.Fatalf("watch of a grown log: %+v, %v", res, err)
+			}
+			kept, _ := osReadFile(state)
+
+			js, err := natsjs.New(store.Conn())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := js.Stream(ctx, "LEDGER")
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := s.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.tamper(t, js, s, info.State.LastSeq)
+
+			// The log kept in its directory no longer matches the store:
+			// it refuses to follow it.
+			l2, err := translog.Open(translog.Config{Dir: filepath.Join(dir, "log"), Key: key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l2.Run(ctx, store); !errors.Is(err, translog.ErrInconsistent) {
+				t.Errorf("log over a changed store: %v, want ErrInconsistent", err)
+			}
+			l2.Close()
+			// A tree rebuilt from what the store holds now, signed with the
+			// same key, is caught by the watcher.
+			var last eventstore.Position
+			for rec := range store.ReadAll(ctx, 0) {
+				last = rec.Position
+			}
+			rebuilt := runLog(t, store, t.TempDir(), key, last)
+			_, err = translog.Watch(ctx, logSource{rebuilt}, key.Verifier, state)
+			if !errors.Is(err, translog.ErrInconsistent) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("watch after the history was changed: %v, want ErrInconsistent saying %q", err, tc.want)
+			}
+			if now, _ := osReadFile(state); !bytes.Equal(now, kept) {
+				t.Errorf("the kept checkpoint was replaced after a failed check")
+			}
+		})
 	}
 }
