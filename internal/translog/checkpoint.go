@@ -97,6 +97,9 @@ const (
 // with name as the key's name, which is the log's origin. It writes the
 // verifier key to <dataDir>/log.vkey either way.
 func LoadKey(dataDir, keyFile, name string, random io.Reader) (Key, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return Key{}, fmt.Errorf("log key: %w", err)
+	}
 	path := keyFile
 	if path == "" {
 		path = filepath.Join(dataDir, KeyFile)
