@@ -25,7 +25,10 @@ const (
 // checkpoint's tree and its inclusion proof. A record's Data and Metadata
 // are the stored bytes, base64-encoded so that they are given byte for
 // byte; a record the store could not read has Unreadable set, its
-// Position and no content.
+// Position and no content. Proof is the inclusion proof's hashes, 32
+// bytes each, concatenated and base64-encoded as one string: a bundle
+// holds one proof per record, and one string decodes much faster than an
+// array of them.
 type BundleLine struct {
 	Kind string `json:"kind"`
 
@@ -45,7 +48,7 @@ type BundleLine struct {
 	Data       []byte              `json:"data,omitempty"`
 	Metadata   []byte              `json:"metadata,omitempty"`
 	Unreadable bool                `json:"unreadable,omitzero"`
-	Proof      [][]byte            `json:"proof,omitempty"`
+	Proof      []byte              `json:"proof,omitempty"`
 }
 
 // RecordLine returns the bundle line of a record read with readErr, at
@@ -57,9 +60,9 @@ func RecordLine(rec eventstore.Record, readErr error, leaf int64, proof tlog.Rec
 	} else {
 		l.Revision, l.ID, l.Type, l.Data, l.Metadata = rec.Revision, rec.ID, rec.Type, rec.Data, rec.Metadata
 	}
-	l.Proof = make([][]byte, len(proof))
+	l.Proof = make([]byte, 0, len(proof)*tlog.HashSize)
 	for i := range proof {
-		l.Proof[i] = proof[i][:]
+		l.Proof = append(l.Proof, proof[i][:]...)
 	}
 	return l
 }

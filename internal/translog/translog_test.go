@@ -335,7 +335,7 @@ func TestBundleTampering(t *testing.T) {
 	}{
 		{"flipped byte of a payload", edit(first+2, func(bl *translog.BundleLine) { bl.Data[len(bl.Data)/2] ^= 1 }), "", "line 6 "},
 		{"flipped byte of metadata", edit(first+4, func(bl *translog.BundleLine) { bl.Metadata[3] ^= 1 }), "", "line 8 "},
-		{"flipped byte of a proof", edit(first+1, func(bl *translog.BundleLine) { bl.Proof[0][0] ^= 1 }), "", "line 5 "},
+		{"flipped byte of a proof", edit(first+1, func(bl *translog.BundleLine) { bl.Proof[0] ^= 1 }), "", "line 5 "},
 		{"missing record", append(append([]string(nil), lines[:first+2]...), lines[first+3:]...), "", "is missing"},
 		{"reordered records", func() []string {
 			out := append([]string(nil), lines...)

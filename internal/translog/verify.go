@@ -79,38 +79,22 @@ type Verified struct {
 // from the bundle's events, as of now, and returns them. Users whose key
 // the bundle does not carry read as erased, which changes no quantity.
 //
-// Any failure is a *BundleError (wrapping ErrBundle) naming the line.
+// Any failure is a *BundleError (wrapping ErrBundle) naming the first
+// line that fails.
+//
+// Lines are decoded, hashed, proved and their events decoded on every
+// core; what depends on the lines before (order, revisions, links, the
+// replay) is checked in order on one.
 func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) (*Verified, error) {
-	br := bufio.NewReaderSize(r, 1<<20)
-	line := 0
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lr := &lineReader{r: bufio.NewReaderSize(r, 1<<20)}
 	var bl BundleLine
-	readLine := func() (bool, error) {
-		b, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			// A line longer than the buffer: read it whole.
-			rest, err2 := br.ReadBytes('\n')
-			b = append(append([]byte(nil), b...), rest...)
-			err = err2
-		}
-		if len(b) == 0 && errors.Is(err, io.EOF) {
-			return false, nil
-		}
-		if err != nil && !errors.Is(err, io.EOF) {
-			return false, fmt.Errorf("read bundle: %w", err)
-		}
-		line++
-		bl = BundleLine{}
-		if err := json.Unmarshal(b, &bl); err != nil {
-			return false, &BundleError{Line: line, Reason: "not a bundle line: " + err.Error()}
-		}
-		return true, nil
-	}
-
-	ok, err := readLine()
+	b, err := lr.next()
 	if err != nil {
 		return nil, err
 	}
-	if !ok || bl.Kind != KindCheckpoint {
+	if b == nil || json.Unmarshal(b, &bl) != nil || bl.Kind != KindCheckpoint {
 		return nil, &BundleError{Line: 1, Reason: "the bundle does not start with a checkpoint"}
 	}
 	if bl.Format != BundleFormat {
@@ -122,18 +106,106 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 	}
 	v := &Verified{Checkpoint: cp, Account: bl.Account}
 	account := bl.Account
-	own := map[string]eventstore.StreamID{
+	vf := &verifier{cp: cp, account: account, own: map[string]eventstore.StreamID{
 		eventstore.LedgerStream(account).String():   eventstore.LedgerStream(account),
 		eventstore.ActivityStream(account).String(): eventstore.ActivityStream(account),
-	}
+	}}
 
+	// The data keys come first: the events are decoded with them.
 	keys := &bundleKeys{keys: map[string][]byte{}}
-	cod := codec.New(pii.NewKeyring(keys, nil))
+	var first []byte
+	for {
+		b, err := lr.next()
+		if err != nil {
+			return nil, err
+		}
+		if b == nil {
+			break
+		}
+		bl = BundleLine{}
+		if err := json.Unmarshal(b, &bl); err != nil {
+			return nil, &BundleError{Line: lr.n, Reason: "not a bundle line: " + err.Error()}
+		}
+		if bl.Kind != KindKey {
+			first = append([]byte(nil), b...)
+			break
+		}
+		keys.keys[pii.KeyID(account, bl.User)] = bl.Key
+		v.Keys++
+	}
+	vf.codec = codec.New(pii.NewKeyring(keys, nil))
+
+	// Batches of lines go to the workers and, in order, to this goroutine.
+	type batch struct {
+		start int // the line number of the first line
+		lines [][]byte
+		out   []checked
+		done  chan struct{}
+	}
+	work := make(chan *batch, 2*runtime.GOMAXPROCS(0))
+	order := make(chan *batch, 2*runtime.GOMAXPROCS(0))
+	var readErr error
+	go func() {
+		defer close(work)
+		defer close(order)
+		cur := &batch{start: lr.n, done: make(chan struct{})}
+		if first != nil {
+			cur.lines = append(cur.lines, first)
+		}
+		send := func() bool {
+			select {
+			case work <- cur:
+			case <-ctx.Done():
+				return false
+			}
+			select {
+			case order <- cur:
+			case <-ctx.Done():
+				return false
+			}
+			return true
+		}
+		for {
+			b, err := lr.next()
+			if err != nil {
+				readErr = err
+				break
+			}
+			if b == nil {
+				break
+			}
+			if len(cur.lines) == 0 {
+				cur.start = lr.n
+			}
+			cur.lines = append(cur.lines, append([]byte(nil), b...))
+			if len(cur.lines) == 256 {
+				if !send() {
+					return
+				}
+				cur = &batch{done: make(chan struct{})}
+			}
+		}
+		if len(cur.lines) > 0 {
+			send()
+		}
+	}()
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			var buf []byte
+			for bt := range work {
+				bt.out = make([]checked, len(bt.lines))
+				for i, line := range bt.lines {
+					buf = vf.check(ctx, bt.start+i, line, &bt.out[i], buf)
+				}
+				close(bt.done)
+			}
+		})
+	}
+	defer wg.Wait()
+	defer cancel()
+
 	st, bi := seats.New(), billing.New()
-
-	proofs := newProofChecker(cp)
-	defer proofs.stop()
-
 	type chainState struct {
 		next uint64
 		prev codec.Hash
@@ -141,108 +213,62 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 	chains := map[string]*chainState{}
 	lastLeaf := int64(-1)
 	var opened time.Time
-	var leafBuf []byte
-	batch := make([]codec.Decoded, 0, 256)
-	flush := func() error {
-		if err := st.ApplyBatch(batch); err != nil {
-			return err
+	ds := make([]codec.Decoded, 0, 256)
+	for bt := range order {
+		select {
+		case <-bt.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		if err := bi.ApplyBatch(batch); err != nil {
-			return err
-		}
-		batch = batch[:0]
-		return nil
-	}
-	for {
-		ok, err := readLine()
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			break
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		switch bl.Kind {
-		case KindKey:
-			if v.Records > 0 {
-				return nil, &BundleError{Line: line, Reason: "a data key after the records"}
+		ds = ds[:0]
+		for i := range bt.out {
+			c := &bt.out[i]
+			if c.err != nil {
+				return nil, c.err
 			}
-			keys.keys[pii.KeyID(account, bl.User)] = bl.Key
-			v.Keys++
-			continue
-		case KindRecord:
-		default:
-			return nil, &BundleError{Line: line, Reason: fmt.Sprintf("unknown line kind %q", bl.Kind)}
-		}
-		where := &BundleError{Line: line, Leaf: bl.Leaf, Stream: bl.Stream, Revision: bl.Revision}
-		fail := func(format string, args ...any) error {
-			where.Reason = fmt.Sprintf(format, args...)
-			// A record altered earlier shows first as a broken link or
-			// event here: name the earliest line that fails.
-			if err := proofs.wait(); err != nil {
-				return err
+			where := &BundleError{Line: bt.start + i, Leaf: c.leaf, Stream: c.stream, Revision: c.revision}
+			fail := func(format string, args ...any) error {
+				where.Reason = fmt.Sprintf(format, args...)
+				return where
 			}
-			return where
-		}
-		if _, ok := own[bl.Stream]; !ok {
-			return nil, fail("a record of stream %q, not of account %q", bl.Stream, account)
-		}
-		if bl.Leaf <= lastLeaf {
-			return nil, fail("out of order: leaf %d does not follow leaf %d of the line before", bl.Leaf, lastLeaf)
-		}
-		if bl.Leaf >= cp.Size {
-			return nil, fail("leaf %d is outside the checkpoint's tree of %d leaves", bl.Leaf, cp.Size)
-		}
-		lastLeaf = bl.Leaf
-		leafBuf = bl.leafData(leafBuf[:0])
-		proofs.check(line, bl.Leaf, tlog.RecordHash(leafBuf), bl.Proof, *where)
-		v.Records++
-		if bl.Unreadable {
-			return nil, fail("the store could not read this record (position %d): the stream holds a record that is not an event of its chain", bl.Position)
-		}
-		c := chains[bl.Stream]
-		if c == nil {
-			c = &chainState{}
-			chains[bl.Stream] = c
-		}
-		switch {
-		case bl.Revision > c.next:
-			return nil, fail("revision %d of %s is missing before this record (left out of the bundle, or moved after it)", c.next, bl.Stream)
-		case bl.Revision < c.next:
-			return nil, fail("out of order: revision %d comes after revision %d", bl.Revision, c.next-1)
-		}
-		rec := eventstore.Record{ID: bl.ID, Stream: own[bl.Stream], Type: bl.Type, Data: bl.Data,
-			Metadata: bl.Metadata, Revision: bl.Revision, Position: bl.Position}
-		meta, err := codec.DecodeMetadata(rec)
-		if err != nil {
-			return nil, fail("metadata: %v", err)
-		}
-		if meta.PrevHash != c.prev {
-			return nil, fail("chain broken: the event names %s as the link before it, the events before it give %s", meta.PrevHash, c.prev)
-		}
-		c.prev = codec.RecordHash(c.prev, rec)
-		c.next++
-		d, err := cod.Decode(ctx, rec)
-		if err != nil {
-			return nil, fail("cannot replay the event: %v", err)
-		}
-		if _, ok := d.Event.(ledger.AccountOpened); ok && opened.IsZero() {
-			opened = d.Meta.Time
-		}
-		batch = append(batch, d)
-		if len(batch) == cap(batch) {
-			if err := flush(); err != nil {
-				return nil, fail("replay: %v", err)
+			if c.leaf <= lastLeaf {
+				return nil, fail("out of order: leaf %d does not follow leaf %d of the line before", c.leaf, lastLeaf)
 			}
+			lastLeaf = c.leaf
+			v.Records++
+			ch := chains[c.stream]
+			if ch == nil {
+				ch = &chainState{}
+				chains[c.stream] = ch
+			}
+			switch {
+			case c.revision > ch.next:
+				return nil, fail("revision %d of %s is missing before this record (left out of the bundle, or moved after it)", ch.next, c.stream)
+			case c.revision < ch.next:
+				return nil, fail("out of order: revision %d comes after revision %d", c.revision, ch.next-1)
+			}
+			if c.d.Meta.PrevHash != ch.prev {
+				return nil, fail("chain broken: the event names %s as the link before it, the events before it give %s", c.d.Meta.PrevHash, ch.prev)
+			}
+			ch.prev = c.link
+			ch.next++
+			if _, ok := c.d.Event.(ledger.AccountOpened); ok && opened.IsZero() {
+				opened = c.d.Meta.Time
+			}
+			ds = append(ds, c.d)
+		}
+		if err := st.ApplyBatch(ds); err != nil {
+			return nil, &BundleError{Line: bt.start, Reason: "replay: " + err.Error()}
+		}
+		if err := bi.ApplyBatch(ds); err != nil {
+			return nil, &BundleError{Line: bt.start, Reason: "replay: " + err.Error()}
 		}
 	}
-	if err := proofs.wait(); err != nil {
+	if readErr != nil {
+		return nil, readErr
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
-	}
-	if err := flush(); err != nil {
-		return nil, &BundleError{Reason: "replay: " + err.Error()}
 	}
 	if chains[eventstore.LedgerStream(account).String()] == nil {
 		return nil, &BundleError{Reason: fmt.Sprintf("the bundle holds no event of account %q's ledger stream", account)}
@@ -268,6 +294,104 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 	return v, nil
 }
 
+// lineReader reads a bundle's lines and counts them.
+type lineReader struct {
+	r *bufio.Reader
+	n int
+}
+
+// next returns the next line, valid until the next call; nil at the end.
+func (lr *lineReader) next() ([]byte, error) {
+	b, err := lr.r.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		// A line longer than the buffer: read it whole.
+		rest, err2 := lr.r.ReadBytes('\n')
+		b = append(append([]byte(nil), b...), rest...)
+		err = err2
+	}
+	if len(b) == 0 && errors.Is(err, io.EOF) {
+		return nil, nil
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read bundle: %w", err)
+	}
+	lr.n++
+	return b, nil
+}
+
+// verifier checks what each record line proves on its own.
+type verifier struct {
+	cp      Checkpoint
+	account string
+	own     map[string]eventstore.StreamID
+	codec   *codec.Codec
+}
+
+// checked is a record line checked on its own: the error of the line, or
+// what the checks in order need.
+type checked struct {
+	err      error
+	leaf     int64
+	stream   string
+	revision uint64
+	d        codec.Decoded
+	// link is the chain link of this event, computed from the link its
+	// metadata names (which the check in order compares with the link of
+	// the event before).
+	link codec.Hash
+}
+
+func (vf *verifier) check(ctx context.Context, line int, b []byte, c *checked, buf []byte) []byte {
+	var bl BundleLine
+	if err := json.Unmarshal(b, &bl); err != nil {
+		c.err = &BundleError{Line: line, Reason: "not a bundle line: " + err.Error()}
+		return buf
+	}
+	where := &BundleError{Line: line, Leaf: bl.Leaf, Stream: bl.Stream, Revision: bl.Revision}
+	fail := func(format string, args ...any) []byte {
+		where.Reason = fmt.Sprintf(format, args...)
+		c.err = where
+		return buf
+	}
+	switch bl.Kind {
+	case KindRecord:
+	case KindKey:
+		return fail("a data key after the records")
+	default:
+		return fail("unknown line kind %q", bl.Kind)
+	}
+	stream, ok := vf.own[bl.Stream]
+	if !ok {
+		return fail("a record of stream %q, not of account %q", bl.Stream, vf.account)
+	}
+	if bl.Leaf < 0 || bl.Leaf >= vf.cp.Size {
+		return fail("leaf %d is outside the checkpoint's tree of %d leaves", bl.Leaf, vf.cp.Size)
+	}
+	buf = bl.leafData(buf[:0])
+	if len(bl.Proof)%tlog.HashSize != 0 {
+		return fail("the inclusion proof of leaf %d is %d bytes, not a whole number of hashes", bl.Leaf, len(bl.Proof))
+	}
+	proof := make(tlog.RecordProof, len(bl.Proof)/tlog.HashSize)
+	for i := range proof {
+		proof[i] = tlog.Hash(bl.Proof[i*tlog.HashSize:])
+	}
+	if tlog.CheckRecord(proof, vf.cp.Size, vf.cp.Hash, bl.Leaf, tlog.RecordHash(buf)) != nil {
+		return fail("the inclusion proof of leaf %d does not lead to the checkpoint's root: the record or its proof was altered", bl.Leaf)
+	}
+	if bl.Unreadable {
+		return fail("the store could not read this record (position %d): the stream holds a record that is not an event of its chain", bl.Position)
+	}
+	rec := eventstore.Record{ID: bl.ID, Stream: stream, Type: bl.Type, Data: bl.Data,
+		Metadata: bl.Metadata, Revision: bl.Revision, Position: bl.Position}
+	d, err := vf.codec.Decode(ctx, rec)
+	if err != nil {
+		return fail("cannot replay the event: %v", err)
+	}
+	c.leaf, c.stream, c.revision, c.d = bl.Leaf, bl.Stream, bl.Revision, d
+	c.link = codec.RecordHash(d.Meta.PrevHash, rec)
+	return buf
+}
+
 // bundleKeys is the key store of a bundle's data keys: a user whose key
 // the bundle does not carry reads as erased.
 type bundleKeys struct{ keys map[string][]byte }
@@ -279,90 +403,4 @@ func (k *bundleKeys) Get(_ context.Context, id string) ([]byte, error) {
 		return b, nil
 	}
 	return nil, fmt.Errorf("key %s not in the bundle: %w", id, pii.ErrErased)
-}
-
-// proofChecker checks inclusion proofs on every core while the records
-// are read: the proofs are most of a bundle's hashing.
-type proofChecker struct {
-	cp    Checkpoint
-	jobs  chan []proofJob
-	batch []proofJob
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	first *BundleError
-}
-
-type proofJob struct {
-	leaf  int64
-	hash  tlog.Hash
-	proof [][]byte
-	where BundleError
-}
-
-func newProofChecker(cp Checkpoint) *proofChecker {
-	jobs := make(chan []proofJob, 8)
-	p := &proofChecker{cp: cp, jobs: jobs}
-	for range runtime.GOMAXPROCS(0) {
-		p.wg.Go(func() {
-			rp := make(tlog.RecordProof, 0, 64)
-			for jobs := range jobs {
-				for _, j := range jobs {
-					rp = rp[:0]
-					bad := false
-					for _, h := range j.proof {
-						if len(h) != tlog.HashSize {
-							bad = true
-							break
-						}
-						rp = append(rp, tlog.Hash(h))
-					}
-					if bad || tlog.CheckRecord(rp, p.cp.Size, p.cp.Hash, j.leaf, j.hash) != nil {
-						e := j.where
-						e.Reason = fmt.Sprintf("the inclusion proof of leaf %d does not lead to the checkpoint's root: the record or its proof was altered", j.leaf)
-						p.fail(&e)
-					}
-				}
-			}
-		})
-	}
-	return p
-}
-
-func (p *proofChecker) fail(e *BundleError) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.first == nil || e.Line < p.first.Line {
-		p.first = e
-	}
-}
-
-func (p *proofChecker) check(_ int, leaf int64, h tlog.Hash, proof [][]byte, where BundleError) {
-	p.batch = append(p.batch, proofJob{leaf: leaf, hash: h, proof: proof, where: where})
-	if len(p.batch) == 256 {
-		p.jobs <- p.batch
-		p.batch = make([]proofJob, 0, 256)
-	}
-}
-
-func (p *proofChecker) stop() {
-	if p.jobs != nil {
-		close(p.jobs)
-		p.jobs = nil
-		p.wg.Wait()
-	}
-}
-
-// wait checks the proofs still queued and returns the first failure.
-func (p *proofChecker) wait() error {
-	if len(p.batch) > 0 && p.jobs != nil {
-		p.jobs <- p.batch
-		p.batch = nil
-	}
-	p.stop()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.first != nil {
-		return p.first
-	}
-	return nil
 }
