@@ -28,20 +28,28 @@ import (
 	"github.com/licenseledger/ledger/internal/translog"
 )
 
-// BenchmarkAppend appends through the embedded JetStream store (fsync
+// BenchmarkAppend appends through the embedded JetStream store (each
 // durability, 64 writers each on an account of its own) without and with
 // a transparency log following the store; with it, the clock stops once
 // the tree holds every event appended, so the rate is of events appended
 // and in the tree.
 func BenchmarkAppend(b *testing.B) {
-	for _, withLog := range []bool{false, true} {
-		name := "without-log"
-		if withLog {
-			name = "with-log"
+	for _, d := range []jetstream.Durability{jetstream.DurabilityFsync, jetstream.DurabilityInterval} {
+		for _, withLog := range []bool{false, true} {
+			name := string(d) + "/without-log"
+			if withLog {
+				name = string(d) + "/with-log"
+			}
+			b.Run(name, func(b *testing.B) { benchAppend(b, d, withLog) })
 		}
-		b.Run(name, func(b *testing.B) {
+	}
+}
+
+func benchAppend(b *testing.B, d jetstream.Durability, withLog bool) {
+	{
+		{
 			ctx := context.Background()
-			s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: b.TempDir(), Port: -1, Durability: jetstream.DurabilityFsync}, jetstream.Config{MaxBatch: 1})
+			s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: b.TempDir(), Port: -1, Durability: d}, jetstream.Config{MaxBatch: 1})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -94,7 +102,7 @@ func BenchmarkAppend(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-		})
+		}
 	}
 }
 

@@ -56,7 +56,6 @@ type Log struct {
 	mu        sync.RWMutex
 	n         int64                 // leaves in the tree (readers see only these)
 	positions []eventstore.Position // the global position of each leaf
-	root      tlog.Hash             // the root of the n-leaf tree
 
 	// The writer's: the newest stored hash of each level (the tree's
 	// right frontier, all StoredHashes ever reads back) and hashes
@@ -170,7 +169,7 @@ func (l *Log) load(c Checkpoint) error {
 	if h != c.Hash {
 		return fmt.Errorf("root %s, recorded %s", h, c.Hash)
 	}
-	l.positions, l.root = pos, h
+	l.positions = pos
 	return nil
 }
 
@@ -194,9 +193,6 @@ func (l *Log) truncate(n int64) error {
 	}
 	l.n, l.written = n, tlog.StoredHashCount(n)
 	l.positions, l.frontier, l.pending = l.positions[:0], nil, nil
-	if n == 0 {
-		l.root = tlog.Hash{}
-	}
 	return nil
 }
 
@@ -273,12 +269,9 @@ func (l *Log) Append(leaves ...Leaf) error {
 	if err := l.flush(start, pos); err != nil {
 		return err
 	}
-	root, err := tlog.TreeHash(n, tlog.HashReaderFunc(l.writerRead))
-	if err != nil {
-		return err
-	}
+	// The root is computed when a checkpoint is signed, not per append.
 	l.mu.Lock()
-	l.n, l.root = n, root
+	l.n = n
 	l.positions = append(l.positions, pos...)
 	l.mu.Unlock()
 	l.wakeMu.Lock()
@@ -437,19 +430,15 @@ func (l *Log) Latest() *Signed { return l.signed.Load() }
 func (l *Log) Sign(context.Context) (*Signed, error) {
 	l.signMu.Lock()
 	defer l.signMu.Unlock()
-	l.mu.RLock()
-	c := Checkpoint{Origin: l.origin, Size: l.n, Hash: l.root}
-	l.mu.RUnlock()
+	c := Checkpoint{Origin: l.origin, Size: l.Size()}
 	if s := l.signed.Load(); s != nil && s.Size == c.Size {
 		return s, nil
 	}
-	if c.Size == 0 {
-		h, err := tlog.TreeHash(0, nil)
-		if err != nil {
-			return nil, err
-		}
-		c.Hash = h
+	h, err := tlog.TreeHash(c.Size, l.fileReader())
+	if err != nil {
+		return nil, fmt.Errorf("root of the tree of %d leaves: %w", c.Size, err)
 	}
+	c.Hash = h
 	if err := errors.Join(l.hashes.Sync(), l.leaves.Sync()); err != nil {
 		return nil, fmt.Errorf("sync log: %w", err)
 	}
