@@ -131,32 +131,6 @@ func bundleRecords(b *testing.B) int {
 	return n
 }
 
-var (
-	bundleOnce sync.Once
-	bundleFile string
-	bundleKey  string
-	bundleErr  error
-)
-
-// benchBundle writes, once per process, the audit bundle of an account of
-// n records (an opening, a user, then activities) in a tree where every
-// other leaf is another account's record, so proofs are as long as in a
-// tree of 2n records.
-func benchBundle(b *testing.B, n int) (string, string) {
-	bundleOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "bundle-bench")
-		if err != nil {
-			bundleErr = err
-			return
-		}
-		bundleFile, bundleKey, bundleErr = writeBenchBundle(dir, n)
-	})
-	if bundleErr != nil {
-		b.Fatal(bundleErr)
-	}
-	return bundleFile, bundleKey
-}
-
 // sliceHistory serves streams from memory.
 type sliceHistory map[eventstore.StreamID][]eventstore.Record
 
@@ -264,7 +238,11 @@ func writeBenchBundle(dir string, n int) (string, string, error) {
 // beside a plain read of the same file and a decode of its every line.
 func BenchmarkVerifyBundle(b *testing.B) {
 	n := bundleRecords(b)
-	path, vkey := benchBundle(b, n)
+	// The parent runs once: the bundle is written once and removed after.
+	path, vkey, err := writeBenchBundle(b.TempDir(), n)
+	if err != nil {
+		b.Fatal(err)
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		b.Fatal(err)

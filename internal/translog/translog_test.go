@@ -563,3 +563,45 @@ func TestWatchDetectsRewrittenHistory(t *testing.T) {
 		})
 	}
 }
+
+// A message another client published on an account's subjects is stored:
+// it is a leaf, its place proved in the account's bundle, which then does
+// not verify, naming it.
+func TestForeignRecordIsALeaf(t *testing.T) {
+	ctx := context.Background()
+	store := jetstreamStore(t)
+	e := newLedger(t, store)
+	e.history(t)
+	js, err := natsjs.New(store.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := js.Publish(ctx, "ledger.acme.SeatsPurchased", []byte("{not an event"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.do(t, "acme", ledger.PurchaseSeats{Count: 1, At: e.at()})
+	dir := t.TempDir()
+	key := newKey(t, dir)
+	l := runLog(t, store, dir, key, e.last)
+	n := 0
+	for _, err := range store.ReadAll(ctx, 0) {
+		if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if l.Size() != int64(n) {
+		t.Fatalf("tree of %d leaves, the store holds %d records", l.Size(), n)
+	}
+	idx, ok := l.LeafIndex(eventstore.Position(ack.Sequence))
+	if !ok {
+		t.Fatalf("the foreign record at %d is no leaf", ack.Sequence)
+	}
+	b := exportBundle(t, l, store, e.keys, "acme")
+	_, err = translog.VerifyBundle(ctx, bytes.NewReader(b), key.Verifier, e.now)
+	want := fmt.Sprintf("(leaf %d, ledger-acme revision 0): the store could not read this record (position %d)", idx, ack.Sequence)
+	if !errors.Is(err, translog.ErrBundle) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("verify = %v, want it to name %q", err, want)
+	}
+}
