@@ -177,7 +177,7 @@ func newEnv(t testing.TB, opts ...options) *env {
 }
 
 // startLog runs a transparency log over the env's store.
-func (e *env) startLog(t *testing.T) {
+func (e *env) startLog(t testing.TB) {
 	t.Helper()
 	dir := t.TempDir()
 	key, err := translog.LoadKey(dir, "", "ledger.test/log", crand.Reader)
