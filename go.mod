@@ -15,6 +15,7 @@ require (
 	github.com/nats-io/nuid v1.0.1
 	github.com/oklog/ulid/v2 v2.1.2
 	github.com/rogpeppe/go-internal v1.16.0
+	golang.org/x/mod v0.41.0
 	google.golang.org/grpc v1.67.1
 )
 

@@ -44,6 +44,9 @@ type verbFlags struct {
 	cursor                                               string
 	seats, after, limit                                  int
 	jsonl                                                bool
+	// The transparency log's verbs.
+	key, state, out string
+	keys            bool
 }
 
 var commands []*command

@@ -25,6 +25,7 @@ import (
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/internal/translog"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/attribution"
 	"github.com/licenseledger/ledger/projections/audit"
@@ -59,7 +60,7 @@ func TestScripts(t *testing.T) {
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
-			srv, err := startServer()
+			srv, err := startServer(env.WorkDir)
 			if err != nil {
 				return err
 			}
@@ -83,11 +84,59 @@ func TestScripts(t *testing.T) {
 			"exits":   cmdExits,
 			"capture": cmdCapture,
 			"advance": cmdAdvance,
+			"bundle":  cmdBundle,
 		},
 	})
 }
 
 type serverKey struct{}
+
+// cmdBundle changes an audit bundle file as someone tampering with it
+// would:
+//
+//	bundle flip FILE LINE     flip a bit of the record's stored payload
+//	bundle drop FILE LINE     remove the line
+//	bundle swap FILE LINE M   exchange two lines
+func cmdBundle(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 3 {
+		ts.Fatalf("usage: bundle flip|drop|swap FILE LINE [LINE]")
+	}
+	path := ts.MkAbs(args[1])
+	raw, err := os.ReadFile(path)
+	ts.Check(err)
+	lines := strings.SplitAfter(strings.TrimSuffix(string(raw), "\n"), "\n")
+	at := func(s string) int {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > len(lines) {
+			ts.Fatalf("no line %s in %s", s, args[1])
+		}
+		return n - 1
+	}
+	i := at(args[2])
+	switch args[0] {
+	case "flip":
+		var bl translog.BundleLine
+		ts.Check(json.Unmarshal([]byte(lines[i]), &bl))
+		if len(bl.Data) == 0 {
+			ts.Fatalf("line %d holds no record payload", i+1)
+		}
+		bl.Data[len(bl.Data)/2] ^= 1
+		b, err := json.Marshal(&bl)
+		ts.Check(err)
+		lines[i] = string(b) + "\n"
+	case "drop":
+		lines = append(lines[:i], lines[i+1:]...)
+	case "swap":
+		if len(args) < 4 {
+			ts.Fatalf("bundle swap needs two lines")
+		}
+		j := at(args[3])
+		lines[i], lines[j] = lines[j], lines[i]
+	default:
+		ts.Fatalf("unknown bundle change %q", args[0])
+	}
+	ts.Check(os.WriteFile(path, []byte(strings.Join(lines, "")), 0o600))
+}
 
 func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {
@@ -166,6 +215,7 @@ func (c *clock) advance(d time.Duration) {
 // server is the HTTP API wired as licensed wires it, over the in-memory
 // store and key store, with the read models fed by the projection runner.
 type server struct {
+	log      *translog.Log
 	http     *httptest.Server
 	store    *memory.Store
 	clock    *clock
@@ -174,9 +224,29 @@ type server struct {
 	done     chan error
 }
 
-func startServer() (*server, error) {
-	s := &server{store: memory.New(), clock: &clock{now: t0}, done: make(chan error, 1)}
-	cod := codec.New(pii.NewKeyring(pii.NewMemoryKeys(), crand.Reader))
+func startServer(work string) (*server, error) {
+	s := &server{store: memory.New(), clock: &clock{now: t0}, done: make(chan error, 2)}
+	keys := pii.NewMemoryKeys()
+	cod := codec.New(pii.NewKeyring(keys, crand.Reader))
+	// The transparency log keeps its files and key in the script's data
+	// directory, where licensed writes log.vkey; other.vkey is a key of
+	// another log of the same name.
+	data := filepath.Join(work, "data")
+	key, err := translog.LoadKey(data, "", "ledger.test/log", crand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	other, err := translog.LoadKey(filepath.Join(work), "", "ledger.test/log", crand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Rename(filepath.Join(work, translog.VerifierKeyFile), filepath.Join(work, "other.vkey")); err != nil {
+		return nil, err
+	}
+	_ = other
+	if s.log, err = translog.Open(translog.Config{Dir: filepath.Join(data, "log"), Key: key}); err != nil {
+		return nil, err
+	}
 	newULID := func() ulid.ULID { return ulid.MustNew(ulid.Timestamp(s.clock.Now()), ulid.DefaultEntropy()) }
 	svc := accounts.New(accounts.Config{
 		Store: s.store, Codec: cod, Clock: s.clock.Now, NewEventID: uuid.New, NewULID: newULID,
@@ -198,13 +268,14 @@ func startServer() (*server, error) {
 	s.operator = secret
 	api := httpapi.New(httpapi.Config{
 		Commands: svc, Seats: st, Activities: at, Audit: au, Billing: bi,
-		History: s.store, Decoder: cod, Progress: run, Tokens: tokens,
+		History: s.store, Decoder: cod, Progress: run, Tokens: tokens, Log: s.log, DataKeys: keys,
 		Clock: s.clock.Now, NewID: newULID, Random: crand.Reader,
 		WaitTimeout: 5 * time.Second,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go func() { s.done <- run.Run(ctx) }()
+	go func() { s.done <- s.log.Run(ctx, s.store) }()
 	s.http = httptest.NewServer(api)
 	return s, nil
 }
@@ -213,9 +284,11 @@ func startServer() (*server, error) {
 func (s *server) close() error {
 	s.http.Close()
 	s.stop()
-	err := <-s.done
-	if errors.Is(err, context.Canceled) {
-		err = nil
+	var errs []error
+	for range 2 {
+		if err := <-s.done; !errors.Is(err, context.Canceled) {
+			errs = append(errs, err)
+		}
 	}
-	return errors.Join(err, s.store.Close())
+	return errors.Join(append(errs, s.log.Close(), s.store.Close())...)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/internal/translog"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/attribution"
 	"github.com/licenseledger/ledger/projections/audit"
@@ -51,6 +52,7 @@ type Main struct {
 	accounts *accounts.Service
 	runner   *runner.Runner
 	api      *httpapi.API
+	tlog     *translog.Log
 	metrics  *httpapi.Metrics
 	tokens   auth.Store
 	// bootstrap creates the first operator token unless another process
@@ -117,6 +119,21 @@ func (m *Main) Start(ctx context.Context) error {
 		Logger: m.log.With("component", "accounts"),
 	})
 
+	key, err := translog.LoadKey(dataDir, m.cfg.LogKey, m.cfg.LogOrigin, rand.Reader)
+	if err != nil {
+		return err
+	}
+	m.tlog, err = translog.Open(translog.Config{
+		Dir: filepath.Join(dataDir, "log"), Key: key, SignEvery: m.cfg.CheckpointEvery,
+		Logger: m.log.With("component", "log"),
+	})
+	if err != nil {
+		return err
+	}
+	m.closers = append(m.closers, m.tlog.Close)
+	m.log.Info("transparency log: checkpoints verify with the verifier key", "origin", m.tlog.Origin(),
+		"verifier_key", filepath.Join(dataDir, translog.VerifierKeyFile))
+
 	if err := m.bootstrapOperator(ctx, dataDir); err != nil {
 		return err
 	}
@@ -124,7 +141,7 @@ func (m *Main) Start(ctx context.Context) error {
 	api := httpapi.New(httpapi.Config{
 		Commands: m.accounts, Seats: st, Activities: at, Audit: au, Billing: bi,
 		History: m.store, Decoder: m.codec, Progress: m.runner, ReadModelsReady: m.runner.Ready, Tokens: m.tokens,
-		Quarantine: m.runner, Clock: time.Now, NewID: ulid.Make, Random: rand.Reader,
+		Quarantine: m.runner, Log: m.tlog, DataKeys: m.backend.keys, Clock: time.Now, NewID: ulid.Make, Random: rand.Reader,
 		Logger: m.log.With("component", "http"), Metrics: m.metrics,
 		Ready: map[string]httpapi.Check{
 			"store":       m.backend.ready,
@@ -139,6 +156,12 @@ func (m *Main) Start(ctx context.Context) error {
 		if err := m.runner.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
 			m.log.Error("read models stopped", "err", err)
 			m.errs <- fmt.Errorf("read models: %w", err)
+		}
+	})
+	m.bg.Go(func() {
+		if err := m.tlog.Run(runCtx, m.store); err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Error("transparency log stopped", "err", err)
+			m.errs <- fmt.Errorf("transparency log: %w", err)
 		}
 	})
 	m.bg.Go(func() { m.reportLag(runCtx) })
@@ -209,6 +232,13 @@ func (m *Main) Close() error {
 		cancel()
 	}
 	m.bg.Wait()
+	if m.tlog != nil && m.tlog.Ready() {
+		// A last checkpoint records the whole tree: the next start
+		// resumes from it instead of the last periodic one.
+		if _, err := m.tlog.Sign(context.Background()); err != nil {
+			m.log.Warn("no checkpoint at shutdown", "err", err)
+		}
+	}
 	for _, c := range m.closers { // they may use the store closed below
 		errs = append(errs, c())
 	}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"time"
+
 	"github.com/licenseledger/ledger/eventstore/jetstream"
 )
 
@@ -31,6 +33,14 @@ type Config struct {
 	// DownstreamConsumers caps the consumers downstream services may keep
 	// on the embedded NATS server's mirror of the events.
 	DownstreamConsumers int
+	// LogKey is a file holding the transparency log's signing key; empty:
+	// <data-dir>/log.key, created at the first start. LogOrigin names the
+	// log (the first line of its checkpoints) when the key is created.
+	// CheckpointEvery is the longest time between two checkpoints while
+	// the ledger moves.
+	LogKey          string
+	LogOrigin       string
+	CheckpointEvery time.Duration
 }
 
 // setting is one flag with its environment variable.
@@ -43,7 +53,7 @@ type setting struct {
 // through getenv.
 func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
 	var c Config
-	var level, replicas, downstreamConsumers string
+	var level, replicas, downstreamConsumers, every string
 	settings := []setting{
 		{"data-dir", "LICENSED_DATA_DIR", "./data", "directory for the embedded NATS files, tokens, snapshots and the first operator token", &c.DataDir},
 		{"http-addr", "LICENSED_HTTP_ADDR", "127.0.0.1:8080", "address the HTTP API listens on", &c.HTTPAddr},
@@ -57,6 +67,9 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		{"replicas", "LICENSED_REPLICAS", "1", "copies of the NATS streams (events, keys) in a JetStream cluster; 3 for a cluster of three. A stream provisioned with more keeps them", &replicas},
 		{"downstream-consumers", "LICENSED_DOWNSTREAM_CONSUMERS", strconv.Itoa(jetstream.DefaultDownstreamMaxConsumers), "consumers downstream services may keep at once on the embedded NATS server's mirror of the events (an external server: licensed nats-auth --downstream-consumers)", &downstreamConsumers},
 		{"debug-addr", "LICENSED_DEBUG_ADDR", "", "address of a separate listener serving Go's /debug/pprof profiles; off when empty", &c.DebugAddr},
+		{"log-key", "LICENSED_LOG_KEY", "", "file holding the transparency log's signing key (a note signer key, PRIVATE+KEY+...); empty: <data-dir>/log.key, created at the first start (mode 0600)", &c.LogKey},
+		{"log-origin", "LICENSED_LOG_ORIGIN", "licenseledger.dev/ledger", "the transparency log's origin, the name of the key created at the first start", &c.LogOrigin},
+		{"checkpoint-every", "LICENSED_CHECKPOINT_EVERY", "10s", "longest time between two signed checkpoints of the transparency log while the ledger moves", &every},
 	}
 	fs := flag.NewFlagSet("licensed", flag.ContinueOnError)
 	fs.SetOutput(usage)
@@ -88,6 +101,11 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 	if c.DownstreamConsumers, err = parseDownstreamConsumers(downstreamConsumers); err != nil {
 		return Config{}, err
 	}
+	d, err := time.ParseDuration(every)
+	if err != nil || d < 100*time.Millisecond {
+		return Config{}, fmt.Errorf("checkpoint every %q: want a duration of at least 100ms, such as 10s", every)
+	}
+	c.CheckpointEvery = d
 	return c, c.validate()
 }
 
@@ -121,6 +139,9 @@ func (c Config) validate() error {
 	}
 	if c.NATSCreds != "" && c.NATSURL == "" {
 		errs = append(errs, errors.New("nats creds: only with --nats-url; the embedded server uses <data-dir>/licensed.nk"))
+	}
+	if c.LogOrigin == "" || strings.ContainsAny(c.LogOrigin, "+ \t\n") {
+		errs = append(errs, fmt.Errorf("log origin %q: want a non-empty name without spaces or +", c.LogOrigin))
 	}
 	if c.Store != "jetstream" && !strings.HasPrefix(c.Store, "esdb://") && !strings.HasPrefix(c.Store, "esdb+discover://") {
 		errs = append(errs, fmt.Errorf("store %q: want jetstream or an esdb:// connection string", c.Store))

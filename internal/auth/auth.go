@@ -20,6 +20,10 @@
 //     and activities, for one account or all. It does not read the audit
 //     trail, raw events, past states or billing.
 //
+// Proofs of the transparency log (inclusion, consistency) are for
+// operators and auditors only, whatever their scope: leaf positions tell
+// how much every account writes.
+//
 // A token scoped to an account never sees another: [Principal.CanSee]
 // reports false, and the HTTP API answers 404 as if the account did not
 // exist, so a scoped token cannot probe which accounts exist.
@@ -93,13 +97,16 @@ const (
 	Read           Action = "read"         // account, seats, users, activities
 	ReadHistory    Action = "read-history" // audit, verify, events, state as of, billing
 	MintToken      Action = "mint-token"
+	// ReadLog is asking the transparency log for proofs: leaf positions
+	// tell the volume of every account, so only operators and auditors.
+	ReadLog Action = "read-log"
 )
 
 var grants = map[Role]map[Action]bool{
 	Operator: {OpenAccount: true, PurchaseSeats: true, ReduceSeats: true, ManageUsers: true,
-		RecordActivity: true, Read: true, ReadHistory: true, MintToken: true},
+		RecordActivity: true, Read: true, ReadHistory: true, MintToken: true, ReadLog: true},
 	Admin:   {PurchaseSeats: true, ManageUsers: true, RecordActivity: true, Read: true, ReadHistory: true},
-	Auditor: {Read: true, ReadHistory: true},
+	Auditor: {Read: true, ReadHistory: true, ReadLog: true},
 	Service: {RecordActivity: true, Read: true},
 }
 

@@ -110,6 +110,11 @@ var endpoints = []endpoint{
 		return "/v1/tokens/" + r.json(e.t)["id"].(string), nil
 	}},
 	{"GET /v1/quarantine", 200, []auth.Role{auth.Operator, auth.Auditor}, fixed("/v1/quarantine", nil)},
+	{"GET /v1/log/checkpoint", 200, everyone, fixed("/v1/log/checkpoint", nil)},
+	{"GET /v1/log/key", 200, everyone, fixed("/v1/log/key", nil)},
+	{"GET /v1/log/consistency", 200, []auth.Role{auth.Operator, auth.Auditor}, fixed("/v1/log/consistency?old=1&new=2", nil)},
+	{"GET /v1/log/inclusion", 200, []auth.Role{auth.Operator, auth.Auditor}, fixed("/v1/log/inclusion?index=0&size=2", nil)},
+	{"GET /v1/accounts/{account}/export", 200, history, fixed("/v1/accounts/acme/export?keys=true", nil)},
 	{"GET /healthz", 200, nil, fixed("/healthz", nil)},
 	{"GET /readyz", 200, nil, fixed("/readyz", nil)},
 	{"GET /metrics", 200, nil, fixed("/metrics", nil)},

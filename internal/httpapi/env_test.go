@@ -26,6 +26,7 @@ import (
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/internal/translog"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/attribution"
 	"github.com/licenseledger/ledger/projections/audit"
@@ -63,6 +64,9 @@ type env struct {
 	cfg      httpapi.Config
 	// readModels are the read models the API serves from.
 	readModels []projections.Projection
+	// log is the transparency log over the store; logKey its key.
+	log    *translog.Log
+	logKey translog.Key
 }
 
 type syncBuffer struct {
@@ -144,7 +148,9 @@ func newEnv(t testing.TB, opts ...options) *env {
 			}
 		}()
 	}
+	e.startLog(t)
 	e.cfg = httpapi.Config{
+		Log: e.log, DataKeys: e.keys,
 		Commands: svc, Seats: st, Activities: at, Audit: au, Billing: bi,
 		History: e.store, Decoder: e.codec, Progress: e.tracker, Tokens: e.tokens,
 		Clock: e.clock.Now, NewID: newULID, Random: crand.Reader,
@@ -168,6 +174,30 @@ func newEnv(t testing.TB, opts ...options) *env {
 	}
 	e.operator = secret
 	return e
+}
+
+// startLog runs a transparency log over the env's store.
+func (e *env) startLog(t testing.TB) {
+	t.Helper()
+	dir := t.TempDir()
+	key, err := translog.LoadKey(dir, "", "ledger.test/log", crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := translog.Open(translog.Config{Dir: dir, Key: key, SignEvery: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := l.Run(ctx, e.store); err != nil && ctx.Err() == nil {
+			t.Errorf("log: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done; l.Close() })
+	e.log, e.logKey = l, key
 }
 
 // reply is a response read whole.

@@ -217,6 +217,12 @@ type Config struct {
 	// Quarantine lists the records the read models skipped (GET
 	// /v1/quarantine, audit verification, /metrics); nil when none can be.
 	Quarantine QuarantineReader
+	// Log is the transparency log (checkpoints, proofs, audit bundles);
+	// nil when the service keeps none (its routes then answer 503).
+	Log TransparencyLog
+	// DataKeys gives the data keys an audit bundle carries when asked;
+	// nil when bundles carry none.
+	DataKeys KeyReader
 
 	// Clock is the only source of time; NewID draws user, activity and
 	// correlation ids (ULIDs); Random draws token secrets (crypto/rand.Reader

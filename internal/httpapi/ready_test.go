@@ -28,8 +28,13 @@ func TestReadsRefusedUntilReadModelsReady(t *testing.T) {
 	for _, r := range e.api.Routes() {
 		if r.Method == "GET" && strings.HasPrefix(r.Path, "/v1/") {
 			path := fill.Replace(r.Path)
-			if strings.HasSuffix(path, "/state") {
+			switch {
+			case strings.HasSuffix(path, "/state"):
 				path += "?as_of=2100-01-01T00:00:00Z"
+			case strings.HasSuffix(path, "/log/consistency"):
+				path += "?old=1&new=1"
+			case strings.HasSuffix(path, "/log/inclusion"):
+				path += "?index=0&size=1"
 			}
 			reads = append(reads, path)
 		}
@@ -55,6 +60,7 @@ func TestReadsRefusedUntilReadModelsReady(t *testing.T) {
 	e.must(200, "", "GET", "/healthz", nil)
 
 	ready.Store(true)
+	e.waitLog()
 	for _, path := range reads {
 		want := 200
 		if path == "/v1/accounts/nobody" {

@@ -65,6 +65,7 @@ func (s *server) register() {
 	s.raw("GET "+acct+"/events", auth.ReadHistory, s.events)
 	s.tokenRoutes()
 	s.quarantineRoutes()
+	s.logRoutes()
 	s.ops()
 }
 

@@ -1,0 +1,366 @@
+package translog_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/google/uuid"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/internal/translog"
+)
+
+// BenchmarkAppend appends through the embedded JetStream store (each
+// durability, 64 writers each on an account of its own) without and with
+// a transparency log following the store; with it, the clock stops once
+// the tree holds every event appended, so the rate is of events appended
+// and in the tree.
+func BenchmarkAppend(b *testing.B) {
+	for _, d := range []jetstream.Durability{jetstream.DurabilityFsync, jetstream.DurabilityInterval} {
+		for _, withLog := range []bool{false, true} {
+			name := string(d) + "/without-log"
+			if withLog {
+				name = string(d) + "/with-log"
+			}
+			b.Run(name, func(b *testing.B) { benchAppend(b, d, withLog) })
+		}
+	}
+}
+
+func benchAppend(b *testing.B, d jetstream.Durability, withLog bool) {
+	{
+		{
+			ctx := context.Background()
+			s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: b.TempDir(), Port: -1, Durability: d}, jetstream.Config{MaxBatch: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			const writers = 64
+			for a := range writers {
+				if _, err := s.Append(ctx, benchStream(a), eventstore.NoStream(), benchEvent()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var l *translog.Log
+			if withLog {
+				dir := b.TempDir()
+				key, err := translog.LoadKey(dir, "", "bench/log", rand.Reader)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if l, err = translog.Open(translog.Config{Dir: filepath.Join(dir, "log"), Key: key}); err != nil {
+					b.Fatal(err)
+				}
+				defer l.Close()
+				rctx, cancel := context.WithCancel(ctx)
+				done := make(chan struct{})
+				go func() { defer close(done); l.Run(rctx, s) }()
+				defer func() { cancel(); <-done }()
+			}
+			var next atomic.Int64
+			var last atomic.Uint64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for a := range writers {
+				wg.Go(func() {
+					stream := benchStream(a)
+					for n := uint64(1); next.Add(1) <= int64(b.N); n++ {
+						res, err := s.Append(ctx, stream, eventstore.ExpectRevisionAfter(n), benchEvent())
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						for p := last.Load(); uint64(res.Position) > p && !last.CompareAndSwap(p, uint64(res.Position)); p = last.Load() {
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if l != nil {
+				if err := l.Wait(ctx, eventstore.Position(last.Load())); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		}
+	}
+}
+
+func benchStream(a int) eventstore.StreamID {
+	return eventstore.LedgerStream(fmt.Sprintf("acct%04d", a))
+}
+
+// benchEvent is an event of about the size of the ledger's (a 370-byte
+// payload and metadata).
+func benchEvent() eventstore.Proposed {
+	return eventstore.Proposed{ID: uuid.New(), Type: "SeatsPurchased",
+		Data:     []byte(`{"count":1,"at":"2026-03-10T09:00:00Z","note":"` + fmt.Sprintf("%0200d", 7) + `"}`),
+		Metadata: []byte(`{"time":"2026-03-10T09:00:00Z","schemaversion":1,"account":"acme","actorid":"tok_0123456789abcdef","actorrole":"admin","correlationid":"01KKBFJYM0VNBC69PEBG2KZWY9","causationid":"01KKBFJYM0VNBC69PEBG2KZWY9","prevhash":"0000000000000000000000000000000000000000000000000000000000000000"}`)}
+}
+
+// bundleRecords is the size of the bundle the verify benchmark checks:
+// LEDGER_BUNDLE_RECORDS, 100,000 by default.
+func bundleRecords(b *testing.B) int {
+	n := 100_000
+	if v := os.Getenv("LEDGER_BUNDLE_RECORDS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 3 {
+			b.Fatalf("LEDGER_BUNDLE_RECORDS=%q", v)
+		}
+	}
+	return n
+}
+
+// sliceHistory serves streams from memory.
+type sliceHistory map[eventstore.StreamID][]eventstore.Record
+
+func (h sliceHistory) ReadStream(_ context.Context, s eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error] {
+	return func(yield func(eventstore.Record, error) bool) {
+		recs := h[s]
+		if len(recs) == 0 {
+			yield(eventstore.Record{}, eventstore.ErrStreamNotFound)
+			return
+		}
+		for _, r := range recs[from:] {
+			if !yield(r, nil) {
+				return
+			}
+		}
+	}
+}
+
+func writeBenchBundle(dir string, n int) (string, string, error) {
+	ctx := context.Background()
+	key, err := translog.LoadKey(dir, "", "bench/log", rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	l, err := translog.Open(translog.Config{Dir: filepath.Join(dir, "log"), Key: key})
+	if err != nil {
+		return "", "", err
+	}
+	defer l.Close()
+	keys := pii.NewMemoryKeys()
+	cod := codec.New(pii.NewKeyring(keys, rand.Reader))
+	if err := cod.Keys().Create(ctx, pii.KeyID("acme", "u1")); err != nil {
+		return "", "", err
+	}
+	t := time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
+	hist := sliceHistory{}
+	prev := map[eventstore.StreamID]codec.Hash{}
+	pos := eventstore.Position(0)
+	var batch []translog.Leaf
+	add := func(stream eventstore.StreamID, e ledger.Event) error {
+		id := ulid.Make()
+		p, err := cod.Encode(ctx, e, codec.Metadata{EventID: uuid.New(), Time: t, Account: "acme",
+			Actor: codec.Actor{ID: "tok_admin", Role: "admin"}, CorrelationID: id, CausationID: id, PrevHash: prev[stream]})
+		if err != nil {
+			return err
+		}
+		pos++
+		rec := eventstore.Record{ID: p.ID, Stream: stream, Type: p.Type, Data: p.Data, Metadata: p.Metadata,
+			Revision: uint64(len(hist[stream])), Position: pos}
+		prev[stream] = codec.RecordHash(prev[stream], rec)
+		hist[stream] = append(hist[stream], rec)
+		pos++
+		other := benchEvent()
+		batch = append(batch, translog.Leaf{Record: rec}, translog.Leaf{Record: eventstore.Record{ID: other.ID,
+			Stream: eventstore.LedgerStream("other"), Type: other.Type, Data: other.Data, Metadata: other.Metadata, Revision: uint64(pos), Position: pos}})
+		if len(batch) >= 4096 {
+			err = l.Append(batch...)
+			batch = batch[:0]
+		}
+		return err
+	}
+	if err := add(eventstore.LedgerStream("acme"), ledger.AccountOpened{Account: "acme", Name: "Acme", Seats: 5, At: t}); err != nil {
+		return "", "", err
+	}
+	if err := add(eventstore.LedgerStream("acme"), ledger.UserAdded{UserID: "u1", Name: "Ada", Email: "ada@acme.test", Role: ledger.RoleAdmin, At: t}); err != nil {
+		return "", "", err
+	}
+	for i := range n - 2 {
+		if err := add(eventstore.ActivityStream("acme"), ledger.ActivityRecorded{ActivityID: fmt.Sprintf("a%07d", i), UserID: "u1", Kind: "note", Ref: "candidate-17", At: t}); err != nil {
+			return "", "", err
+		}
+	}
+	if err := l.Append(batch...); err != nil {
+		return "", "", err
+	}
+	cp, err := l.Sign(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	path := filepath.Join(dir, "bundle.jsonl")
+	f, err := os.Create(path)
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	w := bufio.NewWriterSize(f, 1<<20)
+	emit := func(bl *translog.BundleLine) error {
+		if err := json.MarshalWrite(w, bl); err != nil {
+			return err
+		}
+		return w.WriteByte('\n')
+	}
+	k, _ := keys.Get(ctx, pii.KeyID("acme", "u1"))
+	if err := errors.Join(emit(new(translog.CheckpointLine("acme", cp))), emit(&translog.BundleLine{Kind: translog.KindKey, User: "u1", Key: k})); err != nil {
+		return "", "", err
+	}
+	if err := l.Export(ctx, hist, "acme", cp, emit); err != nil {
+		return "", "", err
+	}
+	return path, key.Verifier, w.Flush()
+}
+
+// BenchmarkVerifyBundle verifies an audit bundle offline (signature,
+// every inclusion proof, the chains, the replay of seats and billing),
+// beside a plain read of the same file and a decode of its every line.
+func BenchmarkVerifyBundle(b *testing.B) {
+	n := bundleRecords(b)
+	// The parent runs once: the bundle is written once and removed after.
+	path, vkey, err := writeBenchBundle(b.TempDir(), n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("verify", func(b *testing.B) {
+		b.SetBytes(st.Size())
+		for b.Loop() {
+			f, err := os.Open(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			v, err := translog.VerifyBundle(context.Background(), f, vkey, time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC))
+			f.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if v.Records != n {
+				b.Fatalf("verified %d records, want %d", v.Records, n)
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	})
+	b.Run("read", func(b *testing.B) {
+		b.SetBytes(st.Size())
+		for b.Loop() {
+			f, err := os.Open(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			lines := 0
+			r := bufio.NewReaderSize(f, 1<<20)
+			for {
+				_, err := r.ReadSlice('\n')
+				if err != nil {
+					break
+				}
+				lines++
+			}
+			f.Close()
+			if lines != n+2 {
+				b.Fatalf("%d lines, want %d", lines, n+2)
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	})
+	b.Run("decode-lines", func(b *testing.B) {
+		b.SetBytes(st.Size())
+		for b.Loop() {
+			f, err := os.Open(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := bufio.NewReaderSize(f, 1<<20)
+			for {
+				line, err := r.ReadSlice('\n')
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				var bl translog.BundleLine
+				if err := json.Unmarshal(line, &bl); err != nil {
+					b.Fatal(err)
+				}
+			}
+			f.Close()
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	})
+}
+
+// BenchmarkInclusionProof is the latency of one inclusion proof in a tree
+// of 1,000,000 leaves read from its files, beside reading the leaf's
+// stored hash alone.
+func BenchmarkInclusionProof(b *testing.B) {
+	dir := b.TempDir()
+	key, err := translog.LoadKey(dir, "", "bench/log", rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := translog.Open(translog.Config{Dir: filepath.Join(dir, "log"), Key: key})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	const size = 1_000_000
+	batch := make([]translog.Leaf, 0, 4096)
+	ev := benchEvent()
+	for i := range size {
+		batch = append(batch, translog.Leaf{Record: eventstore.Record{ID: ev.ID, Stream: eventstore.LedgerStream("acme"),
+			Type: ev.Type, Data: ev.Data, Metadata: ev.Metadata, Revision: uint64(i), Position: eventstore.Position(i + 1)}})
+		if len(batch) == cap(batch) {
+			if err := l.Append(batch...); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	if err := l.Append(batch...); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("proof", func(b *testing.B) {
+		i := int64(0)
+		for b.Loop() {
+			if _, err := l.InclusionProof(i%size, size, nil); err != nil {
+				b.Fatal(err)
+			}
+			i += 7919
+		}
+	})
+	b.Run("leaf-hash", func(b *testing.B) {
+		i := int64(0)
+		for b.Loop() {
+			if _, err := l.TreeHash(1); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+}
