@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,7 +164,10 @@ func TestCrashBeforeErasure(t *testing.T) {
 	if err := crashed.Close(gone); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Close with a done context and 2 erasures queued: %v, want Canceled", err)
 	}
-	if hits := filesContaining(t, ts.Dir, map[string][]byte{"key raw": key, "again raw": againKey}); len(hits) != 2 {
+	// (The server may be rewriting a block beside it: count keys, not files.)
+	hits := filesContaining(t, ts.Dir, map[string][]byte{"key raw": key, "again raw": againKey})
+	if !slices.ContainsFunc(hits, func(h string) bool { return strings.HasSuffix(h, "(key raw)") }) ||
+		!slices.ContainsFunc(hits, func(h string) bool { return strings.HasSuffix(h, "(again raw)") }) {
 		t.Fatalf("control: both keys should be on disk after the crash: %v", hits)
 	}
 
