@@ -137,7 +137,7 @@ func init() {
 		{name: "events", usage: "events ACCOUNT [--limit N] [--cursor C]", short: "the raw history as stored, JSON Lines on stdout",
 			min: 1, max: 1, run: eventsExport,
 			flags: func(fs *flag.FlagSet, f *verbFlags) { pagingFlags(fs, f, "events") }},
-		{name: "tokens mint", usage: "tokens mint --role operator|admin|auditor|service [--account ACCOUNT]", short: "mint a token and print its secret, once (operator)",
+		{name: "tokens mint", usage: "tokens mint --role operator|admin|auditor|service|provisioning [--account ACCOUNT]", short: "mint a token and print its secret, once (operator)",
 			min: 0, max: 0, write: true, run: tokensMint,
 			flags: func(fs *flag.FlagSet, f *verbFlags) {
 				fs.StringVar(&f.role, "role", "", "the token's `role`")
@@ -629,11 +629,11 @@ func eventsExport(ctx context.Context, c *cli, args []string) error {
 func tokensMint(ctx context.Context, c *cli, _ []string) error {
 	cmd := cmdOf("tokens mint")
 	switch c.f.role {
-	case "operator", "admin", "auditor", "service":
+	case "operator", "admin", "auditor", "service", "provisioning":
 	case "":
 		return usagef(cmd, "--role is required")
 	default:
-		return usagef(cmd, "--role must be operator, admin, auditor or service, not %q", c.f.role)
+		return usagef(cmd, "--role must be operator, admin, auditor, service or provisioning, not %q", c.f.role)
 	}
 	body := map[string]string{"role": c.f.role}
 	if c.f.account != "" {

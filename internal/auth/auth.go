@@ -19,6 +19,9 @@
 //   - service: records activities and reads the account, its seats, users
 //     and activities, for one account or all. It does not read the audit
 //     trail, raw events, past states or billing.
+//   - provisioning: one account, always. An identity provider's SCIM
+//     client: it may provision the users of its account over /scim/v2
+//     and nothing else; every /v1 operation refuses it.
 //
 // Proofs of the transparency log (inclusion, consistency) are for
 // operators and auditors only, whatever their scope: leaf positions tell
@@ -73,12 +76,15 @@ const (
 	Admin    Role = "admin"
 	Auditor  Role = "auditor"
 	Service  Role = "service"
+	// Provisioning is an identity provider's SCIM client, scoped to one
+	// account.
+	Provisioning Role = "provisioning"
 )
 
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool {
 	switch r {
-	case Operator, Admin, Auditor, Service:
+	case Operator, Admin, Auditor, Service, Provisioning:
 		return true
 	}
 	return false
@@ -100,14 +106,18 @@ const (
 	// ReadLog is asking the transparency log for proofs: leaf positions
 	// tell the volume of every account, so only operators and auditors.
 	ReadLog Action = "read-log"
+	// Provision is every SCIM operation on the token's account: reading,
+	// adding, changing, deactivating and deleting its users.
+	Provision Action = "provision"
 )
 
 var grants = map[Role]map[Action]bool{
 	Operator: {OpenAccount: true, PurchaseSeats: true, ReduceSeats: true, ManageUsers: true,
 		RecordActivity: true, Read: true, ReadHistory: true, MintToken: true, ReadLog: true},
-	Admin:   {PurchaseSeats: true, ManageUsers: true, RecordActivity: true, Read: true, ReadHistory: true},
-	Auditor: {Read: true, ReadHistory: true, ReadLog: true},
-	Service: {RecordActivity: true, Read: true},
+	Admin:        {PurchaseSeats: true, ManageUsers: true, RecordActivity: true, Read: true, ReadHistory: true},
+	Auditor:      {Read: true, ReadHistory: true, ReadLog: true},
+	Service:      {RecordActivity: true, Read: true},
+	Provisioning: {Provision: true},
 }
 
 // Allows reports whether role r may do a.
@@ -197,11 +207,13 @@ func Mint(ctx context.Context, s Store, random io.Reader, role Role, account str
 func checkScope(role Role, account string) error {
 	switch {
 	case !role.Valid():
-		return fmt.Errorf("role %q (want operator, admin, auditor or service): %w", role, ErrInvalidRole)
+		return fmt.Errorf("role %q (want operator, admin, auditor, service or provisioning): %w", role, ErrInvalidRole)
 	case role == Operator && account != "":
 		return fmt.Errorf("an operator token covers every account and cannot be scoped: %w", ErrInvalidRole)
 	case role == Admin && account == "":
 		return fmt.Errorf("an admin token needs an account: %w", ErrInvalidRole)
+	case role == Provisioning && account == "":
+		return fmt.Errorf("a provisioning token needs an account: %w", ErrInvalidRole)
 	}
 	return nil
 }

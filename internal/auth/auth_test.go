@@ -59,6 +59,7 @@ func TestMintScopes(t *testing.T) {
 		{auth.Operator, "", true}, {auth.Operator, "acme", false},
 		{auth.Admin, "acme", true}, {auth.Admin, "", false},
 		{auth.Auditor, "", true}, {auth.Service, "acme", true}, {"root", "", false},
+		{auth.Provisioning, "acme", true}, {auth.Provisioning, "", false},
 	} {
 		_, _, err := auth.Mint(ctx, s, rand.Reader, c.role, c.account, now)
 		if c.ok != (err == nil) || (err != nil && !errors.Is(err, auth.ErrInvalidRole)) {
@@ -73,8 +74,10 @@ func TestRoleMatrix(t *testing.T) {
 		auth.Admin:    {auth.PurchaseSeats, auth.ManageUsers, auth.RecordActivity, auth.Read, auth.ReadHistory},
 		auth.Auditor:  {auth.Read, auth.ReadHistory},
 		auth.Service:  {auth.RecordActivity, auth.Read},
+		// A provisioning token may do nothing of the /v1 API.
+		auth.Provisioning: {auth.Provision},
 	}
-	all := want[auth.Operator]
+	all := append(want[auth.Operator], auth.Provision)
 	for role, allowed := range want {
 		for _, a := range all {
 			exp := false

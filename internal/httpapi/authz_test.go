@@ -28,6 +28,10 @@ var principals = []principal{
 	{name: "service@acme", role: auth.Service, account: "acme"},
 	{name: "service@all", role: auth.Service},
 	{name: "service@beta", role: auth.Service, account: "beta"},
+	// A provisioning token serves SCIM only: every /v1 route refuses it
+	// (403 on its account, 404 on another, as for every scoped token).
+	{name: "provisioning@acme", role: auth.Provisioning, account: "acme"},
+	{name: "provisioning@beta", role: auth.Provisioning, account: "beta"},
 }
 
 // endpoint is one route of the API: how to make a request that succeeds
