@@ -28,6 +28,7 @@ import (
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/internal/scim"
 	"github.com/licenseledger/ledger/internal/translog"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/attribution"
@@ -142,6 +143,11 @@ func (m *Main) Start(ctx context.Context) error {
 		Commands: m.accounts, Seats: st, Activities: at, Audit: au, Billing: bi,
 		History: m.store, Decoder: m.codec, Progress: m.runner, ReadModelsReady: m.runner.Ready, Tokens: m.tokens,
 		Quarantine: m.runner, Log: m.tlog, DataKeys: m.backend.keys, Clock: time.Now, NewID: ulid.Make, Random: rand.Reader,
+		SCIM: scim.New(scim.Config{
+			Commands: m.accounts, Directory: st, Tokens: m.tokens, Progress: m.runner,
+			ReadModelsReady: m.runner.Ready, Clock: time.Now, NewID: ulid.Make,
+			Logger: m.log.With("component", "scim"),
+		}),
 		Logger: m.log.With("component", "http"), Metrics: m.metrics,
 		Ready: map[string]httpapi.Check{
 			"store":       m.backend.ready,

@@ -214,6 +214,10 @@ type Config struct {
 	// when it has one. Without either, such a read waits and may get 503.
 	Head   Head
 	Tokens auth.Store
+	// SCIM, when set, serves every path under /scim/v2/ (the SCIM service
+	// provider of internal/scim), behind the same checks of the request
+	// target, panic recovery, logging and metrics as the API.
+	SCIM http.Handler
 	// Quarantine lists the records the read models skipped (GET
 	// /v1/quarantine, audit verification, /metrics); nil when none can be.
 	Quarantine QuarantineReader

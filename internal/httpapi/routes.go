@@ -67,6 +67,9 @@ func (s *server) register() {
 	s.quarantineRoutes()
 	s.logRoutes()
 	s.ops()
+	if s.cfg.SCIM != nil {
+		s.handle("/scim/v2/", s.cfg.SCIM.ServeHTTP)
+	}
 }
 
 func (s *server) handle(pattern string, h http.HandlerFunc) {
