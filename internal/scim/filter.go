@@ -23,9 +23,15 @@ var userAttributes = map[string]bool{
 // caseExact; userName, emails and names are not).
 var caseExact = map[string]bool{"id": true, "externalid": true, "meta.location": true, "meta.version": true}
 
+// MaxFilterLen bounds a filter's length, and so the work of parsing it.
+const MaxFilterLen = 4096
+
 // compileFilter parses a filter (RFC 7644 section 3.4.2.2) with the
 // scim2 filter parser and returns a predicate over rendered resources.
 func compileFilter(raw string) (func(map[string]any) bool, error) {
+	if len(raw) > MaxFilterLen {
+		return nil, &Error{Status: http.StatusBadRequest, ScimType: "invalidFilter", Detail: "the filter is longer than 4096 bytes"}
+	}
 	expr, err := filter.ParseFilter([]byte(raw))
 	if err != nil {
 		return nil, &Error{Status: http.StatusBadRequest, ScimType: "invalidFilter", Detail: "the filter is not valid SCIM filter syntax (RFC 7644 section 3.4.2.2)", err: err}

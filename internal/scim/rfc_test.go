@@ -90,6 +90,7 @@ func TestRFC7644Musts(t *testing.T) {
 		{"3.4.2.2 name.formatted", "GET", filterPath(`name.formatted eq "cy quill"`), nil, nil, okList(1)},
 		{"3.4.2.2 meta.created gt", "GET", filterPath(`meta.created gt "2000-01-01T00:00:00Z"`), nil, nil, okList(4)},
 		{"3.4.2.2 an invalid filter is 400 invalidFilter", "GET", filterPath(`userName eq`), nil, nil, fails(400, "invalidFilter")},
+		{"3.4.2.2 a filter beyond 4096 bytes is 400 invalidFilter", "GET", filterPath(strings.Repeat(`userName eq "a" or `, 300) + `userName eq "a"`), nil, nil, fails(400, "invalidFilter")},
 		{"3.4.2.2 an unknown attribute is 400 invalidFilter", "GET", filterPath(`shoeSize eq "9"`), nil, nil, fails(400, "invalidFilter")},
 		{"3.4.2.4 startIndex and count page", "GET", "/scim/v2/Users?startIndex=2&count=2", nil, nil,
 			func(t *testing.T, r reply) {
