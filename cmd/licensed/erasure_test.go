@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,6 +73,10 @@ func TestSCIMDeletedUserLeavesNoTraceOnDisk(t *testing.T) {
 	}
 
 	svc = startService(t, dir, io.Discard)
+	// The read models restored from their snapshot know the external id.
+	if got := svc.expect(200, idp, "GET", "/scim/v2/Users?filter="+url.QueryEscape(`externalId eq "zelda.f.external"`), nil).body; got["totalResults"] != 1.0 {
+		t.Fatalf("lookup by externalId after a restart: %v", got)
+	}
 	svc.expect(204, idp, "DELETE", "/scim/v2/Users/"+id, nil)
 	svc.stop()
 	for _, secret := range []string{"Zelda", "zelda", "Forgotten", "Yolanda Renamed", "yolanda.r@acme.test", "Yolanda", "yolanda"} {

@@ -38,7 +38,10 @@ type AddUser struct {
 	Name   string
 	Email  string
 	Role   Role
-	At     time.Time
+	// ExternalID is the identifier an identity provider gives the user
+	// (SCIM externalId); optional, personal data like the email.
+	ExternalID string
+	At         time.Time
 }
 
 // DeactivateUser frees a user's seat and blocks their access, keeping their
@@ -78,11 +81,12 @@ type RecordActivity struct {
 // nothing. A new name or email becomes a [UserProfileUpdated], a new role a
 // [UserRoleChanged], decided together.
 type UpdateUser struct {
-	UserID string
-	Name   *string
-	Email  *string
-	Role   *Role
-	At     time.Time
+	UserID     string
+	Name       *string
+	Email      *string
+	Role       *Role
+	ExternalID *string
+	At         time.Time
 }
 
 // CommandName returns "OpenAccount".

@@ -10,12 +10,14 @@ import (
 
 // Limits on what a command may carry.
 const (
-	MaxSeats       = 1_000_000
-	MaxNameLen     = 200
-	MaxEmailLen    = 254
-	MaxReasonLen   = 500
-	MaxRefLen      = 200
-	MaxAccountName = 200
+	MaxSeats    = 1_000_000
+	MaxNameLen  = 200
+	MaxEmailLen = 254
+	// MaxExternalIDLen bounds an identity provider's identifier of a user.
+	MaxExternalIDLen = 256
+	MaxReasonLen     = 500
+	MaxRefLen        = 200
+	MaxAccountName   = 200
 )
 
 var (
@@ -167,13 +169,17 @@ func decideAdd(s State, c AddUser) ([]Event, error) {
 	if !c.Role.Valid() {
 		return nil, refuse(RuleInvalidUser, "role must be admin or member")
 	}
+	ext := strings.TrimSpace(c.ExternalID)
+	if !validExternalID(ext) {
+		return nil, refuse(RuleInvalidUser, "an external id must be at most %d printable characters", MaxExternalIDLen)
+	}
 	if s.EmailInUse(email) {
 		return nil, refuse(RuleDuplicateEmail, "another user of this account has that email")
 	}
 	if s.Available() < 1 {
 		return nil, noSeat(s, s.at(c.At))
 	}
-	return one(UserAdded{UserID: c.UserID, Name: name, Email: email, Role: c.Role, At: s.at(c.At)})
+	return one(UserAdded{UserID: c.UserID, Name: name, Email: email, Role: c.Role, ExternalID: ext, At: s.at(c.At)})
 }
 
 // noSeat explains a refusal for want of a seat at t: reductions already in
@@ -303,12 +309,21 @@ func decideUpdate(s State, c UpdateUser) ([]Event, error) {
 			profile.Email = email
 		}
 	}
+	if c.ExternalID != nil {
+		ext := strings.TrimSpace(*c.ExternalID)
+		if ext == "" || !validExternalID(ext) {
+			return nil, refuse(RuleInvalidUser, "an external id must be 1 to %d printable characters", MaxExternalIDLen)
+		}
+		if ext != u.ExternalID {
+			profile.ExternalID = ext
+		}
+	}
 	if c.Role != nil && !c.Role.Valid() {
 		return nil, refuse(RuleInvalidUser, "role must be admin or member")
 	}
 	at := s.at(c.At)
 	var events []Event
-	if profile.Name != "" || profile.Email != "" {
+	if profile.Name != "" || profile.Email != "" || profile.ExternalID != "" {
 		profile.UserID, profile.At = u.ID, at
 		events = append(events, profile)
 	}
@@ -319,6 +334,10 @@ func decideUpdate(s State, c UpdateUser) ([]Event, error) {
 		events = append(events, UserRoleChanged{UserID: u.ID, Role: *c.Role, At: at})
 	}
 	return events, nil
+}
+
+func validExternalID(id string) bool {
+	return utf8.RuneCountInString(id) <= MaxExternalIDLen && printable(id)
 }
 
 func validEmail(e string) bool {

@@ -65,7 +65,10 @@ type UserAdded struct {
 	Name   string
 	Email  string
 	Role   Role
-	At     time.Time
+	// ExternalID is the identity provider's identifier of the user, blank
+	// when none; sealed like the email.
+	ExternalID string
+	At         time.Time
 }
 
 // UserDeactivated records a user losing access and freeing their seat. The
@@ -109,7 +112,9 @@ type UserProfileUpdated struct {
 	UserID string
 	Name   string
 	Email  string
-	At     time.Time
+	// ExternalID is a new identity provider's identifier, sealed likewise.
+	ExternalID string
+	At         time.Time
 }
 
 // UserRoleChanged records a user not deleted becoming an admin or a member.

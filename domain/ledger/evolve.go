@@ -42,7 +42,7 @@ func Evolve(s State, e Event) State {
 		}
 		at := e.At.UTC()
 		s.Users[e.UserID] = User{ID: e.UserID, Name: e.Name, Email: e.Email, Role: e.Role,
-			Status: StatusActive, AddedAt: at, ChangedAt: at}
+			ExternalID: e.ExternalID, Status: StatusActive, AddedAt: at, ChangedAt: at}
 		s.Order = append(s.Order, e.UserID)
 		if e.Email != "" {
 			s.emails[foldEmail(e.Email)] = e.UserID
@@ -81,7 +81,7 @@ func Evolve(s State, e Event) State {
 			delete(s.emails, foldEmail(u.Email))
 		}
 		u.Status, u.ChangedAt, u.ReassignTo = StatusDeleted, e.At.UTC(), e.ReassignTo
-		u.Name, u.Email, u.Reason = "", "", ""
+		u.Name, u.Email, u.Reason, u.ExternalID = "", "", "", ""
 		s.Users[u.ID] = u
 		s.Deleted++
 	case UserProfileUpdated:
@@ -91,6 +91,9 @@ func Evolve(s State, e Event) State {
 		}
 		if e.Name != "" {
 			u.Name = e.Name
+		}
+		if e.ExternalID != "" {
+			u.ExternalID = e.ExternalID
 		}
 		if e.Email != "" && e.Email != u.Email {
 			if s.emails == nil {

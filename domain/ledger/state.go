@@ -30,11 +30,14 @@ const (
 
 // User is one user of an account as the ledger knows them.
 type User struct {
-	ID     string
-	Name   string // blank once deleted
-	Email  string // blank once deleted
-	Role   Role
-	Status Status
+	ID    string
+	Name  string // blank once deleted
+	Email string // blank once deleted
+	// ExternalID is the identity provider's identifier, blank when none
+	// and once deleted.
+	ExternalID string
+	Role       Role
+	Status     Status
 	// Reason is the reason given at the last deactivation, blank once deleted.
 	Reason     string
 	AddedAt    time.Time

@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/licenseledger/ledger/domain/ledger"
@@ -123,5 +124,37 @@ func TestPromoteThenLeave(t *testing.T) {
 	}
 	if _, err := ledger.Decide(s, ledger.UpdateUser{UserID: "bob", Role: ptr(ledger.RoleMember), At: at(6)}); !errors.Is(err, ledger.ErrLastActiveAdmin) {
 		t.Fatalf("demoting the new last admin: err = %v, want last active admin", err)
+	}
+}
+
+// An identity provider's identifier of a user is recorded when the user
+// is added or given a new one, held in the state, and blanked when the
+// user is deleted.
+func TestExternalID(t *testing.T) {
+	base := events(opened(3), admin("ann", 1))
+	runDecideCases(t, []decideCase{
+		{name: "added with an external id", given: base,
+			cmd:  ledger.AddUser{UserID: "bob", Name: "Bob", Email: "bob@example.com", Role: ledger.RoleMember, ExternalID: " 00u1 ", At: at(20)},
+			want: events(ledger.UserAdded{UserID: "bob", Name: "Bob", Email: "bob@example.com", Role: ledger.RoleMember, ExternalID: "00u1", At: at(20)})},
+		{name: "an external id too long", given: base,
+			cmd: ledger.AddUser{UserID: "bob", Name: "Bob", Email: "bob@example.com", Role: ledger.RoleMember, ExternalID: strings.Repeat("x", ledger.MaxExternalIDLen+1), At: at(20)},
+			err: ledger.ErrInvalidUser},
+		{name: "a new external id", given: base,
+			cmd:  ledger.UpdateUser{UserID: "ann", ExternalID: ptr("00u2"), At: at(20)},
+			want: events(ledger.UserProfileUpdated{UserID: "ann", ExternalID: "00u2", At: at(20)})},
+		{name: "an empty external id is refused", given: base,
+			cmd: ledger.UpdateUser{UserID: "ann", ExternalID: ptr(" "), At: at(20)}, err: ledger.ErrInvalidUser},
+	})
+	s := ledger.State{}
+	for _, e := range events(opened(3), admin("ann", 1), member("bob", 2),
+		ledger.UserProfileUpdated{UserID: "bob", ExternalID: "ext-bob", At: at(3)}) {
+		s = ledger.Evolve(s, e)
+	}
+	if u, _ := s.User("bob"); u.ExternalID != "ext-bob" {
+		t.Fatalf("external id %q", u.ExternalID)
+	}
+	s = ledger.Evolve(s, deleted("bob", 4))
+	if u, _ := s.User("bob"); u.ExternalID != "" {
+		t.Fatalf("a deleted user keeps the external id %q", u.ExternalID)
 	}
 }

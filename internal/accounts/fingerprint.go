@@ -57,6 +57,9 @@ func commandPrint(cmd ledger.Command) (clear, personal []byte, ok bool) {
 	case ledger.AddUser:
 		c.add(string(cmd.Role))
 		p.add(strings.TrimSpace(cmd.Name), strings.ToLower(strings.TrimSpace(cmd.Email)))
+		if x := strings.TrimSpace(cmd.ExternalID); x != "" {
+			p.add("external_id", x)
+		}
 	case ledger.DeactivateUser:
 		c.add(cmd.UserID)
 		if r := strings.TrimSpace(cmd.Reason); r != "" {
@@ -70,6 +73,11 @@ func commandPrint(cmd ledger.Command) (clear, personal []byte, ok bool) {
 		c.add(cmd.UserID, cmd.Kind, cmd.Ref)
 	case ledger.UpdateUser:
 		c.add(cmd.UserID, given(cmd.Name), given(cmd.Email), given((*string)(cmd.Role)))
+		if cmd.ExternalID != nil {
+			// Only then, so that the prints recorded before external ids
+			// existed still compare equal.
+			c.add("external_id")
+		}
 		if cmd.Role != nil {
 			c.add(string(*cmd.Role))
 		}
@@ -78,6 +86,9 @@ func commandPrint(cmd ledger.Command) (clear, personal []byte, ok bool) {
 		}
 		if cmd.Email != nil {
 			p.add("email", strings.ToLower(strings.TrimSpace(*cmd.Email)))
+		}
+		if cmd.ExternalID != nil {
+			p.add("external_id", strings.TrimSpace(*cmd.ExternalID))
 		}
 	default:
 		return nil, nil, false

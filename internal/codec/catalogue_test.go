@@ -55,7 +55,7 @@ func TestCatalogueAgreesWithDomain(t *testing.T) {
 
 func TestEventInfo(t *testing.T) {
 	added, _ := codec.Lookup(ledger.TypeUserAdded)
-	if got := added.Sealed(); !slices.Equal(got, []string{"name", "email"}) {
+	if got := added.Sealed(); !slices.Equal(got, []string{"name", "email", "external_id"}) {
 		t.Errorf("UserAdded sealed %v", got)
 	}
 	if got := added.NATSSubject("acme"); got != "ledger.acme.UserAdded" {

@@ -57,6 +57,7 @@ func init() {
 			sealed("name_sealed", "name", "the user's name", func(e *ledger.UserAdded) *string { return &e.Name }),
 			sealed("email_sealed", "email", "the user's email", func(e *ledger.UserAdded) *string { return &e.Email }),
 			text("role", `"admin" or "member"`, func(e *ledger.UserAdded) *string { return (*string)(&e.Role) }).repeated(),
+			sealed("external_id_sealed", "external_id", "the identity provider's identifier of the user (SCIM externalId); absent when none", func(e *ledger.UserAdded) *string { return &e.ExternalID }).omitEmpty(),
 			instant("at", "when the user was added", func(e *ledger.UserAdded) *time.Time { return &e.At }),
 		},
 	})
@@ -104,6 +105,7 @@ func init() {
 			text("user_id", "the user's id", func(e *ledger.UserProfileUpdated) *string { return &e.UserID }).subject(),
 			sealed("name_sealed", "name", "the user's new name, when it changed", func(e *ledger.UserProfileUpdated) *string { return &e.Name }).omitEmpty(),
 			sealed("email_sealed", "email", "the user's new email, when it changed", func(e *ledger.UserProfileUpdated) *string { return &e.Email }).omitEmpty(),
+			sealed("external_id_sealed", "external_id", "the identity provider's new identifier of the user, when it changed", func(e *ledger.UserProfileUpdated) *string { return &e.ExternalID }).omitEmpty(),
 			instant("at", "when the profile was updated", func(e *ledger.UserProfileUpdated) *time.Time { return &e.At }),
 		},
 	})

@@ -69,6 +69,13 @@ func TestOktaSequence(t *testing.T) {
 	if n := total(t, r); n != 1 || r.json(t)["Resources"].([]any)[0].(map[string]any)["id"] != id {
 		t.Fatalf("lookup after creation: %s", r.Body)
 	}
+	if u["externalId"] != "00ujl29u0le5T6Aj10h7" {
+		t.Fatalf("externalId not kept: %v", u["externalId"])
+	}
+	r = e.must(200, tok, "GET", filterPath(`externalId eq "00ujl29u0le5T6Aj10h7"`), nil)
+	if total(t, r) != 1 {
+		t.Fatalf("lookup by externalId: %s", r.Body)
+	}
 	e.must(200, tok, "GET", "/scim/v2/Users/"+id, nil)
 
 	// Okta PUTs the whole user on a profile change.
@@ -188,6 +195,10 @@ func TestEntraSequence(t *testing.T) {
 	e.must(200, tok, "PATCH", "/scim/v2/Users/"+id, `{"schemas":["`+patchOp+`"],"Operations":[{"op":"Replace","path":"userName","value":"5b50642d@contoso.com"}]}`)
 	if v := e.v1User("contoso", id); v["email"] != "5b50642d@contoso.com" {
 		t.Fatalf("after userName PATCH: %v", v)
+	}
+	r = e.must(200, tok, "PATCH", "/scim/v2/Users/"+id, `{"schemas":["`+patchOp+`"],"Operations":[{"op":"Replace","path":"externalId","value":"5b50642d"}]}`)
+	if r.json(t)["externalId"] != "5b50642d" || total(t, e.must(200, tok, "GET", filterPath(`externalId eq "5b50642d"`), nil)) != 1 {
+		t.Fatalf("externalId after PATCH: %s", r.Body)
 	}
 
 	// Disable with "False" as a string.

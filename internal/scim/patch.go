@@ -13,7 +13,7 @@ import (
 // PUT may set them (identity providers send them by default) and nothing
 // changes.
 var ignored = map[string]bool{
-	"externalid": true, "nickname": true, "profileurl": true, "title": true, "usertype": true,
+	"nickname": true, "profileurl": true, "title": true, "usertype": true,
 	"preferredlanguage": true, "locale": true, "timezone": true, "password": true,
 	"phonenumbers": true, "ims": true, "photos": true, "addresses": true, "groups": true,
 	"entitlements": true, "x509certificates": true,
@@ -127,6 +127,14 @@ func patchPath(p profile, op, raw string, value any) (profile, error) {
 	switch {
 	case ignored[attr]:
 		return p, nil
+	case attr == "externalid" && remove:
+		return p, nil // not removable: the ledger records new values only
+	case attr == "externalid":
+		s, err := str()
+		if err == nil {
+			p.externalID = s
+		}
+		return p, err
 	case attr == "id" || attr == "meta" || attr == "schemas":
 		return p, &Error{Status: http.StatusBadRequest, ScimType: "mutability", Detail: raw + " is read-only"}
 	case remove && attr == "roles":

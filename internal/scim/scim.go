@@ -35,7 +35,9 @@
 // first word and the rest); active is the status; roles holds one primary
 // role, "admin" or "member". meta.version is the account's ledger revision
 // (the same ETag as the /v1 API): any change to the account changes it.
-// externalId is not kept (see docs/scim.md): it is accepted and ignored.
+// externalId is kept as personal data: sealed under the user's data key in
+// UserAdded and UserProfileUpdated, like the email, and erased with it when
+// the user is deleted. It can be set and changed, not removed.
 package scim
 
 import (

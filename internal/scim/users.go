@@ -54,7 +54,7 @@ func resource(r *http.Request, u seats.User, rev uint64) map[string]any {
 		name["familyName"] = family
 	}
 	loc := baseURL(r) + "/Users/" + u.ID
-	return map[string]any{
+	res := map[string]any{
 		"schemas":     []any{SchemaUser},
 		"id":          u.ID,
 		"userName":    u.Email,
@@ -71,6 +71,10 @@ func resource(r *http.Request, u seats.User, rev uint64) map[string]any {
 			"version":      version(rev),
 		},
 	}
+	if u.ExternalID != "" {
+		res["externalId"] = u.ExternalID
+	}
+	return res
 }
 
 // sendUser answers one user with its ETag and Location.
@@ -204,15 +208,34 @@ type profile struct {
 	name, email string
 	role        ledger.Role
 	active      bool
+	// externalID can be set and changed, not removed: the ledger's events
+	// record a new value, not its absence.
+	externalID string
 }
 
 func profileOf(u seats.User) profile {
-	return profile{name: u.Name, email: u.Email, role: u.Role, active: u.Status == ledger.StatusActive}
+	return profile{name: u.Name, email: u.Email, role: u.Role, active: u.Status == ledger.StatusActive, externalID: u.ExternalID}
 }
 
 // userInput reads a whole User resource (POST, PUT). Attributes the ledger
-// does not keep are ignored. role and active are nil when not given.
-func userInput(m map[string]any) (name, email string, role *ledger.Role, active *bool, err error) {
+// does not keep are ignored. role and active are nil when not given,
+// externalID empty.
+func userInput(m map[string]any) (name, email string, role *ledger.Role, active *bool, externalID string, err error) {
+	name, email, role, active, err = userFields(m)
+	if err != nil {
+		return "", "", nil, nil, "", err
+	}
+	if v, ok := get(m, "externalId"); ok && v != nil {
+		s, isStr := v.(string)
+		if !isStr {
+			return "", "", nil, nil, "", invalidValue("externalId must be a string")
+		}
+		externalID = strings.TrimSpace(s)
+	}
+	return name, email, role, active, externalID, nil
+}
+
+func userFields(m map[string]any) (name, email string, role *ledger.Role, active *bool, err error) {
 	if err := checkSchemas(m, SchemaUser); err != nil {
 		return "", "", nil, nil, err
 	}
@@ -456,7 +479,7 @@ func userOf(st ledger.State, id string) (seats.User, bool) {
 		return seats.User{}, false
 	}
 	return seats.User{ID: u.ID, Name: u.Name, Email: u.Email, Role: u.Role, Status: u.Status,
-		AddedAt: u.AddedAt, ChangedAt: u.ChangedAt}, true
+		AddedAt: u.AddedAt, ChangedAt: u.ChangedAt, ExternalID: u.ExternalID}, true
 }
 
 func (h *Handler) createUser(w http.ResponseWriter, r *http.Request) {
@@ -465,7 +488,7 @@ func (h *Handler) createUser(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	name, email, role, active, err := userInput(m)
+	name, email, role, active, ext, err := userInput(m)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -477,7 +500,7 @@ func (h *Handler) createUser(w http.ResponseWriter, r *http.Request) {
 	account := principal(r).Account
 	id := h.cfg.NewID().String()
 	at := h.cfg.Clock()
-	cmds := []ledger.Command{ledger.AddUser{UserID: id, Name: name, Email: email, Role: *role, At: at}}
+	cmds := []ledger.Command{ledger.AddUser{UserID: id, Name: name, Email: email, Role: *role, ExternalID: ext, At: at}}
 	if active != nil && !*active {
 		cmds = append(cmds, ledger.DeactivateUser{UserID: id, Reason: "provisioned inactive", At: at})
 	}
@@ -521,7 +544,10 @@ func change(cur seats.User, want profile, at time.Time) []ledger.Command {
 	if want.role != have.role {
 		upd.Role = &want.role
 	}
-	if upd.Name != nil || upd.Email != nil || upd.Role != nil {
+	if want.externalID != "" && want.externalID != have.externalID {
+		upd.ExternalID = &want.externalID
+	}
+	if upd.Name != nil || upd.Email != nil || upd.Role != nil || upd.ExternalID != nil {
 		cmds = append(cmds, upd)
 	}
 	if !want.active && have.active {
@@ -571,13 +597,16 @@ func (h *Handler) replaceUser(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	name, email, role, active, err := userInput(m)
+	name, email, role, active, ext, err := userInput(m)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	want := profileOf(cur)
 	want.name, want.email = name, email
+	if ext != "" {
+		want.externalID = ext
+	}
 	if role != nil {
 		want.role = *role
 	}

@@ -74,6 +74,9 @@ type User struct {
 	ChangedAt time.Time     `json:"changed_at"`
 	// ReassignedTo is the user who owns a deleted user's records, if any.
 	ReassignedTo string `json:"reassigned_to,omitempty"`
+	// ExternalID is the identity provider's identifier (SCIM externalId),
+	// blank when none and once deleted. The /v1 API does not show it.
+	ExternalID string `json:"-"`
 }
 
 // UsageOf returns the seat usage of the account in state s at now.
@@ -106,7 +109,7 @@ func UsersOf(s ledger.State, status ledger.Status) []User {
 
 func userOf(u ledger.User) User {
 	return User{ID: u.ID, Name: u.Name, Email: u.Email, Role: u.Role, Status: u.Status,
-		AddedAt: u.AddedAt, ChangedAt: u.ChangedAt, ReassignedTo: u.ReassignTo}
+		AddedAt: u.AddedAt, ChangedAt: u.ChangedAt, ReassignedTo: u.ReassignTo, ExternalID: u.ExternalID}
 }
 
 // Projection is the seat-usage read model of every account. It is safe for
@@ -281,10 +284,10 @@ func (p *Projection) State(id string) (ledger.State, error) {
 }
 
 // snapshotVersion is the format of Snapshot; Restore refuses any other.
-const snapshotVersion = 2
+const snapshotVersion = 3 // 3: users' external ids
 
 // Snapshot returns the model's state in a compact binary form. Deleted
-// users hold no name, email or reason in it: the state blanked them.
+// users hold no name, email, external id or reason in it: the state blanked them.
 func (p *Projection) Snapshot() ([]byte, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -327,6 +330,7 @@ func (p *Projection) Snapshot() ([]byte, error) {
 			w.Time(u.AddedAt)
 			w.Time(u.ChangedAt)
 			w.String(u.ReassignTo)
+			w.String(u.ExternalID)
 		}
 		w.Int(s.Active)
 		w.Int(s.Deactivated)
@@ -361,7 +365,7 @@ func (p *Projection) Restore(b []byte) error {
 				s.Reductions[i] = ledger.Reduction{Count: r.Int(), ScheduledAt: r.Time(), EffectiveAt: r.Time()}
 			}
 		}
-		nu := r.Count(11)
+		nu := r.Count(12)
 		if nu > 0 || s.Opened() {
 			s.Users = make(map[string]ledger.User, nu)
 		}
@@ -371,7 +375,7 @@ func (p *Projection) Restore(b []byte) error {
 		for range nu {
 			u := ledger.User{ID: r.String(), Name: r.String(), Email: r.String(),
 				Role: ledger.Role(r.String()), Status: ledger.Status(r.String()), Reason: r.String(),
-				AddedAt: r.Time(), ChangedAt: r.Time(), ReassignTo: r.String()}
+				AddedAt: r.Time(), ChangedAt: r.Time(), ReassignTo: r.String(), ExternalID: r.String()}
 			if _, dup := s.Users[u.ID]; dup {
 				r.Fail("seats account %q: user %q repeated", id, u.ID)
 			}
