@@ -2,6 +2,7 @@ package scim_test
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -236,6 +237,18 @@ func TestTokenScope(t *testing.T) {
 		t.Fatalf("no Bearer challenge: %v", r.Header)
 	}
 	scimError(t, e.do("ll_unknown", "GET", "/scim/v2/ServiceProviderConfig", nil), 401, "")
+	// Two Authorization headers, even both valid, authenticate nobody.
+	req, _ := http.NewRequest("GET", e.srv.URL+"/scim/v2/Users", nil)
+	req.Header.Add("Authorization", "Bearer "+acme)
+	req.Header.Add("Authorization", "Bearer "+acme)
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("two Authorization headers: %d", resp.StatusCode)
+	}
 	for _, other := range []string{e.operator, e.mint(auth.Admin, "acme"), e.mint(auth.Service, "acme"), e.mint(auth.Auditor, "")} {
 		scimError(t, e.do(other, "GET", "/scim/v2/Users", nil), 403, "")
 		scimError(t, e.do(other, "DELETE", "/scim/v2/Users/"+id, nil), 403, "")

@@ -165,7 +165,13 @@ func New(cfg Config) *Handler {
 
 // ServeHTTP authenticates the request, checks readiness and routes it.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p, err := auth.Authenticate(r.Context(), h.cfg.Tokens, r.Header.Get("Authorization"))
+	// Two Authorization headers authenticate nobody: which one is meant
+	// is ambiguous, and a proxy in front may have checked the other.
+	var header string
+	if v := r.Header.Values("Authorization"); len(v) == 1 {
+		header = v[0]
+	}
+	p, err := auth.Authenticate(r.Context(), h.cfg.Tokens, header)
 	if err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="licenseledger-scim"`)
 		h.fail(w, r, &Error{Status: http.StatusUnauthorized, Detail: "a bearer token of role provisioning is required", err: err})
