@@ -180,6 +180,25 @@ func TestEntraSequence(t *testing.T) {
 	if total(t, r) != 1 {
 		t.Fatalf("lookup: %s", r.Body)
 	}
+	// As in Microsoft's SCIM validator: userName and a work email that is
+	// not primary differ; the user is found by userName afterwards.
+	e.open("validator", 1)
+	vtok := e.mint(auth.Provisioning, "validator")
+	other := e.must(201, vtok, "POST", "/scim/v2/Users", `{
+	  "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+	  "active": true, "displayName": "XKWLCONOGMVT",
+	  "emails": [{"type": "work", "value": "sandy.nia@prohaska.test"}],
+	  "externalId": "9950b140-90a0-4201-9d65-b5f209fb4cd0",
+	  "name": {"formatted": "Aric", "familyName": "Nia", "givenName": "Sandy"},
+	  "userName": "dale.mohr@romaguera.test"
+	}`).json(t)["id"].(string)
+	r = e.must(200, vtok, "GET", filterPath(`userName eq "dale.mohr@romaguera.test"`), nil)
+	if total(t, r) != 1 || r.json(t)["Resources"].([]any)[0].(map[string]any)["id"] != other {
+		t.Fatalf("lookup by a userName that is not the work email: %s", r.Body)
+	}
+	if v := e.v1User("validator", other); v["email"] != "dale.mohr@romaguera.test" {
+		t.Fatalf("the ledger's email is %v, want userName", v["email"])
+	}
 	// Entra's connection test: a user that does not exist.
 	if total(t, e.must(200, tok, "GET", filterPath(`userName eq "non-existent user"`), nil)) != 0 {
 		t.Fatal("a user that does not exist was found")

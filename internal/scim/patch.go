@@ -202,7 +202,7 @@ func patchPath(p profile, op, raw string, value any) (profile, error) {
 		}
 		return p, err
 	case attr == "emails":
-		e, err := emailOf(asList(value))
+		e, err := emailOf(asList(value), false)
 		if err == nil && e != "" {
 			p.email = e
 		}

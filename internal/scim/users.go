@@ -246,7 +246,10 @@ func userFields(m map[string]any) (name, email string, role *ledger.Role, active
 	}
 	email = strings.TrimSpace(userName)
 	if v, ok := get(m, "emails"); ok && v != nil {
-		e, err := emailOf(v)
+		// Only a primary email stands for userName: Microsoft Entra ID sends
+		// the user principal name as userName and mail as a work email that
+		// is not marked primary, then looks the user up by userName.
+		e, err := emailOf(v, true)
 		if err != nil {
 			return "", "", nil, nil, err
 		}
@@ -348,9 +351,9 @@ func nameOf(obj map[string]any, base string) (string, error) {
 	return formatted, nil
 }
 
-// emailOf returns the primary email of a SCIM emails value, else the only
-// one, else "".
-func emailOf(v any) (string, error) {
+// emailOf returns the primary email of a SCIM emails value, else (unless
+// onlyPrimary) the only one, else "".
+func emailOf(v any, onlyPrimary bool) (string, error) {
 	list, ok := v.([]any)
 	if !ok {
 		return "", invalidValue("emails must be an array")
@@ -373,7 +376,7 @@ func emailOf(v any) (string, error) {
 			first = s
 		}
 	}
-	if len(list) == 1 {
+	if len(list) == 1 && !onlyPrimary {
 		return first, nil
 	}
 	return "", nil
