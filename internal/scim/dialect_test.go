@@ -220,6 +220,17 @@ func TestEntraSequence(t *testing.T) {
 		t.Fatalf("externalId after PATCH: %s", r.Body)
 	}
 
+	// A custom extension (Entra lets admins map attributes to one) and
+	// attributes the ledger does not keep: accepted, nothing changes.
+	e.must(200, tok, "PATCH", "/scim/v2/Users/"+id, `{"schemas":["`+patchOp+`"],"Operations":[
+	  {"op":"Replace","path":"title","value":"tester"},
+	  {"op":"Add","path":"urn:ietf:params:scim:schemas:extension:custom:2.0:User:employeeNumber","value":"99887766"},
+	  {"op":"Replace","value":{"urn:ietf:params:scim:schemas:extension:custom:2.0:User":{"worksiteId":"180"}}},
+	  {"op":"Add","path":"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department","value":"Sales"}]}`)
+	if v := e.v1User("contoso", id); v["email"] != "5b50642d@contoso.com" || v["name"] != "givenName updatedFamilyName" {
+		t.Fatalf("after ignored attributes: %v", v)
+	}
+
 	// Disable with "False" as a string.
 	e.must(200, tok, "PATCH", "/scim/v2/Users/"+id, `{"schemas":["`+patchOp+`"],"Operations":[{"op":"Replace","path":"active","value":"False"}]}`)
 	if e.v1User("contoso", id)["status"] != "deactivated" || e.seatsAvailable("contoso") != 1 {

@@ -23,6 +23,11 @@ var userAttributes = map[string]bool{
 // caseExact; userName, emails and names are not).
 var caseExact = map[string]bool{"id": true, "externalid": true, "meta.location": true, "meta.version": true}
 
+// isExtension reports whether uri names a schema extension.
+func isExtension(uri string) bool {
+	return len(uri) >= len(ExtensionPrefix) && strings.EqualFold(uri[:len(ExtensionPrefix)], ExtensionPrefix)
+}
+
 // MaxFilterLen bounds a filter's length, and so the work of parsing it.
 const MaxFilterLen = 4096
 
@@ -62,7 +67,7 @@ func checkExpr(e filter.Expression) error {
 func checkPath(p filter.AttributePath) error {
 	uri := p.URI()
 	if uri != "" && !strings.EqualFold(uri, SchemaUser) {
-		if strings.EqualFold(uri, SchemaEnterpriseUser) {
+		if isExtension(uri) {
 			return nil
 		}
 		return &Error{Status: http.StatusBadRequest, ScimType: "invalidFilter", Detail: "the filter names a schema this service does not know: " + uri}

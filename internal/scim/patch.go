@@ -64,8 +64,8 @@ func patch(m map[string]any, p profile) (profile, error) {
 				return p, invalidSyntax("Operations[%d] has no path: its value must be an object of attributes", i)
 			}
 			for k, av := range attrs {
-				if strings.EqualFold(k, SchemaEnterpriseUser) {
-					continue
+				if isExtension(k) {
+					continue // an extension's attributes: not kept
 				}
 				if strings.EqualFold(k, SchemaUser) {
 					sub, ok := av.(map[string]any)
@@ -106,7 +106,7 @@ func patchPath(p profile, op, raw string, value any) (profile, error) {
 	}
 	ap := path.AttributePath
 	if uri := ap.URI(); uri != "" && !strings.EqualFold(uri, SchemaUser) {
-		if strings.EqualFold(uri, SchemaEnterpriseUser) {
+		if isExtension(uri) {
 			return p, nil // not kept
 		}
 		return p, invalidPath("the path %q names a schema this service does not know", raw)

@@ -73,6 +73,10 @@ const MediaType = "application/scim+json"
 const (
 	SchemaUser           = "urn:ietf:params:scim:schemas:core:2.0:User"
 	SchemaEnterpriseUser = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+	// ExtensionPrefix starts the URN of every schema extension: the
+	// enterprise one and the custom ones identity providers let admins
+	// define. None of their attributes is kept.
+	ExtensionPrefix = "urn:ietf:params:scim:schemas:extension:"
 	SchemaListResponse   = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 	SchemaPatchOp        = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 	SchemaError          = "urn:ietf:params:scim:api:messages:2.0:Error"
