@@ -45,7 +45,7 @@ func sampleEvent(typ, user string) ledger.Event {
 	case ledger.TypeSeatReductionScheduled:
 		return ledger.SeatReductionScheduled{Count: 2, EffectiveAt: nextYear, At: at}
 	case ledger.TypeUserAdded:
-		return ledger.UserAdded{UserID: user, Name: userName, Email: userEmail, Role: ledger.RoleAdmin, At: at}
+		return ledger.UserAdded{UserID: user, Name: userName, Email: userEmail, Role: ledger.RoleAdmin, ExternalID: "00u-ada", At: at}
 	case ledger.TypeUserDeactivated:
 		return ledger.UserDeactivated{UserID: user, Reason: "on leave until May", At: at}
 	case ledger.TypeUserActivated:
@@ -55,7 +55,7 @@ func sampleEvent(typ, user string) ledger.Event {
 	case ledger.TypeActivityRecorded:
 		return ledger.ActivityRecorded{ActivityID: "act-42", UserID: user, Kind: "document.signed", Ref: "doc-7", At: at}
 	case ledger.TypeUserProfileUpdated:
-		return ledger.UserProfileUpdated{UserID: user, Name: "Ada King", Email: "ada.king@example.com", At: at}
+		return ledger.UserProfileUpdated{UserID: user, Name: "Ada King", Email: "ada.king@example.com", ExternalID: "00u-ada-king", At: at}
 	case ledger.TypeUserRoleChanged:
 		return ledger.UserRoleChanged{UserID: user, Role: ledger.RoleMember, At: at}
 	}
@@ -372,7 +372,7 @@ func TestErasure(t *testing.T) {
 		}
 		added := sampleEvent(ledger.TypeUserAdded, u).(ledger.UserAdded)
 		blank := added
-		blank.Name, blank.Email = "", ""
+		blank.Name, blank.Email, blank.ExternalID = "", "", ""
 		add(added, blank, true)
 		add(sampleEvent(ledger.TypeUserDeactivated, u), ledger.UserDeactivated{UserID: u, At: at}, true)
 		noReason := ledger.UserDeactivated{UserID: u, At: at}
