@@ -614,6 +614,12 @@ func (r *registered) checkMembers(data []byte) error {
 	return nil
 }
 
+// addedMember is an upcast from version from to a version that added the
+// optional member name: an older payload is taken as it is, without it.
+func addedMember(from int, name string) Upcast {
+	return Upcast{From: from, Doc: fmt.Sprintf("optional member %q added", name), Apply: addedFunc(name)}
+}
+
 // renameMember is an upcast from version from that renames the member old
 // to new. A payload that already has new was not written at the old
 // version: it is malformed.

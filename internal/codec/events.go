@@ -50,7 +50,7 @@ func init() {
 		},
 	})
 	register(spec[ledger.UserAdded]{
-		version: 1, category: eventstore.Ledger,
+		version: 2, category: eventstore.Ledger,
 		doc: "A new user took a seat.",
 		fields: []field[ledger.UserAdded]{
 			text("user_id", "the user's id", func(e *ledger.UserAdded) *string { return &e.UserID }).subject(),
@@ -59,6 +59,11 @@ func init() {
 			text("role", `"admin" or "member"`, func(e *ledger.UserAdded) *string { return (*string)(&e.Role) }).repeated(),
 			sealed("external_id_sealed", "external_id", "the identity provider's identifier of the user (SCIM externalId); absent when none", func(e *ledger.UserAdded) *string { return &e.ExternalID }).omitEmpty(),
 			instant("at", "when the user was added", func(e *ledger.UserAdded) *time.Time { return &e.At }),
+		},
+		upcasts: []Upcast{
+			// Version 2 keeps the identity provider's id of the user
+			// (SCIM externalId), sealed; version 1 had none.
+			addedMember(1, "external_id_sealed"),
 		},
 	})
 	register(spec[ledger.UserDeactivated]{
