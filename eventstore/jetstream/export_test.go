@@ -26,3 +26,14 @@ func SyncRounds(s *Store) uint64 {
 	}
 	return s.syncer.rounds.Load()
 }
+
+// SetPullBatch sets how many messages the ordered consumers of reads ask
+// for at once, and returns the previous number. Call it when no read runs.
+func SetPullBatch(n int) int {
+	old := pullBatch
+	pullBatch = n
+	return old
+}
+
+// StreamName returns the name of the JetStream stream s stores events in.
+func StreamName(s *Store) string { return s.cfg.Stream }

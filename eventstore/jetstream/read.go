@@ -13,8 +13,14 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 )
 
-// pullBatch is how many messages an ordered consumer asks for at once.
-const pullBatch = 1000
+// pullBatch is how many messages an ordered consumer asks for at once; it
+// asks for more when half of them have been read. It bounds what one read
+// holds in memory, whatever the length of the stream: at most pullBatch
+// messages (about 1 KB each for the ledger's events) delivered and not yet
+// read, and no more in the server's outbound buffer for the read. A larger
+// batch barely reads faster over the in-process connection and, with many
+// long reads at once (raw history exports), holds megabytes each.
+var pullBatch = 64
 
 // ReadStream implements [eventstore.Store.ReadStream]. It reads the stream's
 // subjects through an ordered consumer up to the event that was last when
