@@ -335,7 +335,7 @@ func BenchmarkReadStream(b *testing.B) {
 	} {
 		b.Run(fmt.Sprintf("events=%d/readers=%d/batch=%d", c.events, c.readers, c.batch), func(b *testing.B) {
 			if c.batch > 0 {
-				defer jetstream.SetPullBatch(jetstream.SetPullBatch(c.batch))
+				defer jetstream.SetStreamBatch(jetstream.SetStreamBatch(c.batch))
 			}
 			s := newStore(b, jetstream.Config{})
 			ctx := context.Background()

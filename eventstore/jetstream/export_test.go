@@ -27,11 +27,12 @@ func SyncRounds(s *Store) uint64 {
 	return s.syncer.rounds.Load()
 }
 
-// SetPullBatch sets how many messages the ordered consumers of reads ask
-// for at once, and returns the previous number. Call it when no read runs.
-func SetPullBatch(n int) int {
-	old := pullBatch
-	pullBatch = n
+// SetStreamBatch sets how many messages the ordered consumer of a
+// ReadStream asks for at once, and returns the previous number. Call it
+// when no read runs.
+func SetStreamBatch(n int) int {
+	old := streamBatch
+	streamBatch = n
 	return old
 }
 
