@@ -125,8 +125,10 @@ func TestAuditMemory(t *testing.T) {
 			}
 		}()
 		if os.Getenv("LEDGER_MEASURE_PROFILE") != "" {
-			// Heap profiles while the reads run, at the largest
-			// resident size seen.
+			// A CPU profile of the first 8 s of the reads, and heap
+			// profiles while they run, at the largest resident size
+			// seen.
+			go saveProfile(t, "profile?seconds=8", tc.only+"-cpu.pb.gz")
 			go func() {
 				most := int64(0)
 				for i := 0; ; i++ {

@@ -15,7 +15,7 @@ import (
 // maxReadAhead is the most messages a read of a long stream may have
 // delivered to it and not yet read: what it holds in memory, whatever the
 // stream's length.
-const maxReadAhead = 128
+const maxReadAhead = 256
 
 // TestReadStreamBoundedReadAhead checks that a read of a long stream whose
 // caller pauses holds no more than maxReadAhead messages delivered and not
