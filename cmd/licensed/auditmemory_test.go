@@ -146,6 +146,7 @@ func TestAuditMemory(t *testing.T) {
 				}
 			}()
 		}
+		cpu0 := cpuTicks(t, pid)
 		var bytesRead, lines atomic.Int64
 		var firstByte, total atomic.Int64
 		began := time.Now()
@@ -183,10 +184,11 @@ func TestAuditMemory(t *testing.T) {
 			t.Fatalf("%s: %v", tc.name, f)
 		}
 		peak := max(polled.Load(), rss(t, pid, "VmHWM"))
-		t.Logf("%s: idle %d MB, peak %d MB, growth %d MB; 10 answers of %d bytes, %d lines in all; slowest first byte %v, slowest answer %v, all in %v",
+		cpu := time.Duration(cpuTicks(t, pid)-cpu0) * 10 * time.Millisecond
+		t.Logf("%s: idle %d MB, peak %d MB, growth %d MB; 10 answers of %d bytes, %d lines in all; slowest first byte %v, slowest answer %v, all in %v, CPU %v",
 			tc.name, idle>>10, peak>>10, (peak-idle)>>10, bytesRead.Load()/10, lines.Load(),
 			time.Duration(firstByte.Load()).Round(time.Millisecond), time.Duration(total.Load()).Round(time.Millisecond),
-			time.Since(began).Round(time.Millisecond))
+			time.Since(began).Round(time.Millisecond), cpu)
 	}
 }
 
@@ -290,6 +292,21 @@ func logMemStats(t *testing.T) {
 		}
 	}
 	t.Log(strings.Join(out, ", "))
+}
+
+// cpuTicks returns the CPU time, user and system, process pid has used,
+// in clock ticks (1/100 s on Linux).
+func cpuTicks(t *testing.T, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after the command name, which ends with ")": state is
+	// the first, utime the 12th, stime the 13th.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + s
 }
 
 // rss returns a field of /proc/PID/status in kB.
