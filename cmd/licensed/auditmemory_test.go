@@ -32,7 +32,8 @@ import (
 // version, to compare) instead of building this one; LEDGER_MEASURE_EVENTS
 // changes the number of events (100000); LEDGER_MEASURE_ONLY=json, jsonl
 // or events (the raw history, GET /events) measures one of the reads, in a process that has served no
-// other; LEDGER_MEASURE_RESTART=1 restarts the process after loading, so
+// other; LEDGER_MEASURE_PROFILE=DIR saves heap profiles of the process
+// into DIR while the reads run; LEDGER_MEASURE_RESTART=1 restarts the process after loading, so
 // that the idle figure holds no garbage of the load.
 func TestAuditMemory(t *testing.T) {
 	if os.Getenv("LEDGER_MEASURE_AUDIT_MEMORY") == "" {
@@ -123,6 +124,29 @@ func TestAuditMemory(t *testing.T) {
 				}
 			}
 		}()
+		if os.Getenv("LEDGER_MEASURE_PROFILE") != "" {
+			// A CPU profile of the first 8 s of the reads, and heap
+			// profiles while they run, at the largest resident size
+			// seen.
+			go saveProfile(t, "profile?seconds=8", tc.only+"-cpu.pb.gz")
+			go func() {
+				most := int64(0)
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					case <-time.After(500 * time.Millisecond):
+					}
+					logMemStats(t)
+					if v := polled.Load(); v > most {
+						most = v
+						saveProfile(t, "heap", tc.only+"-heap.pb.gz")
+						t.Logf("heap profile at %d MB", v>>10)
+					}
+				}
+			}()
+		}
+		cpu0 := cpuTicks(t, pid)
 		var bytesRead, lines atomic.Int64
 		var firstByte, total atomic.Int64
 		began := time.Now()
@@ -153,14 +177,18 @@ func TestAuditMemory(t *testing.T) {
 		rg.Wait()
 		close(stop)
 		<-pollDone
+		if os.Getenv("LEDGER_MEASURE_PROFILE") != "" {
+			saveProfile(t, "allocs", tc.only+"-allocs.pb.gz")
+		}
 		if f := failed.Load(); f != nil {
 			t.Fatalf("%s: %v", tc.name, f)
 		}
 		peak := max(polled.Load(), rss(t, pid, "VmHWM"))
-		t.Logf("%s: idle %d MB, peak %d MB, growth %d MB; 10 answers of %d bytes, %d lines in all; slowest first byte %v, slowest answer %v, all in %v",
+		cpu := time.Duration(cpuTicks(t, pid)-cpu0) * 10 * time.Millisecond
+		t.Logf("%s: idle %d MB, peak %d MB, growth %d MB; 10 answers of %d bytes, %d lines in all; slowest first byte %v, slowest answer %v, all in %v, CPU %v",
 			tc.name, idle>>10, peak>>10, (peak-idle)>>10, bytesRead.Load()/10, lines.Load(),
 			time.Duration(firstByte.Load()).Round(time.Millisecond), time.Duration(total.Load()).Round(time.Millisecond),
-			time.Since(began).Round(time.Millisecond))
+			time.Since(began).Round(time.Millisecond), cpu)
 	}
 }
 
@@ -169,8 +197,12 @@ func TestAuditMemory(t *testing.T) {
 // test ends.
 func startLicensed(t *testing.T, bin, dir string) (*exec.Cmd, *apiClient) {
 	t.Helper()
-	cmd := exec.Command(bin, "--data-dir", dir, "--http-addr", "127.0.0.1:0",
-		"--nats-listen", "127.0.0.1:0", "--durability", "interval", "--log-format", "json")
+	args := []string{"--data-dir", dir, "--http-addr", "127.0.0.1:0",
+		"--nats-listen", "127.0.0.1:0", "--durability", "interval", "--log-format", "json"}
+	if os.Getenv("LEDGER_MEASURE_PROFILE") != "" {
+		args = append(args, "--debug-addr", "127.0.0.1:0")
+	}
+	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -184,11 +216,15 @@ func startLicensed(t *testing.T, bin, dir string) (*exec.Cmd, *apiClient) {
 	addr := make(chan string, 1)
 	go func() {
 		re := regexp.MustCompile(`"http":"(http://[^"]+)"`)
+		dre := regexp.MustCompile(`"debug":"(http://[^"]+)"`)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			if logs.Len() < 1<<20 {
 				logs.Write(append(sc.Bytes(), '\n'))
+			}
+			if m := dre.FindSubmatch(sc.Bytes()); m != nil {
+				debugAddr.Store(string(m[1]))
 			}
 			if m := re.FindSubmatch(sc.Bytes()); m != nil {
 				select {
@@ -211,6 +247,66 @@ func startLicensed(t *testing.T, bin, dir string) (*exec.Cmd, *apiClient) {
 	c := &apiClient{base: base + "/v1", token: strings.TrimSpace(string(token))}
 	awaitReady(t, c)
 	return cmd, c
+}
+
+// debugAddr is the profile listener of the last licensed started with
+// LEDGER_MEASURE_PROFILE set.
+var debugAddr atomic.Value
+
+// saveProfile writes the named profile of the running licensed to
+// LEDGER_MEASURE_PROFILE/file.
+func saveProfile(t *testing.T, name, file string) {
+	base, _ := debugAddr.Load().(string)
+	resp, err := http.Get(base + name)
+	if err != nil {
+		t.Logf("profile %s: %v", name, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if err := os.WriteFile(filepath.Join(os.Getenv("LEDGER_MEASURE_PROFILE"), file), b, 0o644); err != nil {
+		t.Log(err)
+	}
+}
+
+// logMemStats logs the Go heap figures of the running licensed.
+func logMemStats(t *testing.T) {
+	base, _ := debugAddr.Load().(string)
+	resp, err := http.Get(base + "heap?debug=1")
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var out []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		for _, f := range []string{"HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "NextGC", "Sys", "NumGC"} {
+			if v, ok := strings.CutPrefix(sc.Text(), "# "+f+" = "); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				if f != "NumGC" {
+					n >>= 20
+				}
+				out = append(out, fmt.Sprintf("%s %d", f, n))
+			}
+		}
+	}
+	t.Log(strings.Join(out, ", "))
+}
+
+// cpuTicks returns the CPU time, user and system, process pid has used,
+// in clock ticks (1/100 s on Linux).
+func cpuTicks(t *testing.T, pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fields after the command name, which ends with ")": state is
+	// the first, utime the 12th, stime the 13th.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + s
 }
 
 // rss returns a field of /proc/PID/status in kB.

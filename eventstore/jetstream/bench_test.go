@@ -322,3 +322,52 @@ func BenchmarkAppendAuth(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReadStream reads a whole stream through ReadStream: one of 200
+// events (an account's ledger, as the accounts service loads it), one of
+// 20,000 (a long activity history, as the raw export reads it), and that
+// one by 10 readers at once; with the ordered consumers asking for
+// batches of the store's size (0) or of another. An op is one read of the
+// whole stream by every reader.
+func BenchmarkReadStream(b *testing.B) {
+	for _, c := range []struct{ events, readers, batch int }{
+		{200, 1, 0}, {200, 1, 1000}, {20_000, 1, 0}, {20_000, 1, 1000}, {20_000, 10, 0}, {20_000, 10, 1000},
+	} {
+		b.Run(fmt.Sprintf("events=%d/readers=%d/batch=%d", c.events, c.readers, c.batch), func(b *testing.B) {
+			if c.batch > 0 {
+				defer jetstream.SetStreamBatch(jetstream.SetStreamBatch(c.batch))
+			}
+			s := newStore(b, jetstream.Config{})
+			ctx := context.Background()
+			stream := eventstore.ActivityStream("acme")
+			for n := 0; n < c.events; n += 100 {
+				if _, err := s.Append(ctx, stream, eventstore.Any(), events(100)...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu := cpuTime()
+			b.ResetTimer()
+			for b.Loop() {
+				var wg sync.WaitGroup
+				for range c.readers {
+					wg.Go(func() {
+						n := 0
+						for _, err := range s.ReadStream(ctx, stream, 0) {
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							n++
+						}
+						if n != c.events {
+							b.Errorf("read %d events, want %d", n, c.events)
+						}
+					})
+				}
+				wg.Wait()
+			}
+			b.StopTimer()
+			reportRate(b, b.N*c.events*c.readers, cpuTime()-cpu)
+		})
+	}
+}

@@ -26,3 +26,15 @@ func SyncRounds(s *Store) uint64 {
 	}
 	return s.syncer.rounds.Load()
 }
+
+// SetStreamBatch sets how many messages the ordered consumer of a
+// ReadStream asks for at once, and returns the previous number. Call it
+// when no read runs.
+func SetStreamBatch(n int) int {
+	old := streamBatch
+	streamBatch = n
+	return old
+}
+
+// StreamName returns the name of the JetStream stream s stores events in.
+func StreamName(s *Store) string { return s.cfg.Stream }

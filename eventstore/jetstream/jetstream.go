@@ -635,7 +635,7 @@ func (s *Store) scanHead(ctx context.Context, stream eventstore.StreamID, last u
 	if err != nil {
 		return head{}, fmt.Errorf("jetstream: scan %s: %w", stream, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(pullBatch))
+	it, err := cons.Messages(jetstream.PullMaxMessages(allBatch)) // headers only: small messages
 	if err != nil {
 		return head{}, fmt.Errorf("jetstream: scan %s: %w", stream, err)
 	}

@@ -13,8 +13,22 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 )
 
-// pullBatch is how many messages an ordered consumer asks for at once.
-const pullBatch = 1000
+// streamBatch is how many messages the ordered consumer of a ReadStream
+// asks for at once; it asks for more when half of them have been read. It
+// bounds what one read holds in memory, whatever the length of the
+// stream: at most streamBatch messages (about 1 KB each for the ledger's
+// events) delivered and not yet read, and no more in the server's
+// outbound buffer for the read. Reads of one stream run per request (the
+// raw history export reads an account's whole activity history), many at
+// once; a batch of 1,000 held over a megabyte per read, and read a long
+// stream for no less CPU per event (BenchmarkReadStream).
+var streamBatch = 128
+
+// allBatch is streamBatch for ReadAll and Subscribe (and the headers-only
+// scan of a stream that holds a foreign message): the few long-lived
+// readers of the whole log (read models, the relay), which replay it at
+// start, keep the larger batch.
+const allBatch = 1000
 
 // ReadStream implements [eventstore.Store.ReadStream]. It reads the stream's
 // subjects through an ordered consumer up to the event that was last when
@@ -58,7 +72,7 @@ func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from
 		for again := true; again; {
 			again = false
 			first := true // no event of the stream read yet
-			for rec, err := range s.consume(ctx, cfg, h.seq) {
+			for rec, err := range s.consume(ctx, cfg, h.seq, streamBatch) {
 				if err == nil && first && rec.Revision > from && cfg.OptStartSeq > 0 {
 					// The seek landed past revision from: a foreign
 					// copy of a later event misled the bisection. Read
@@ -136,7 +150,7 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 		if last <= uint64(after) {
 			return
 		}
-		for rec, err := range s.consume(ctx, startAfter(after), last) {
+		for rec, err := range s.consume(ctx, startAfter(after), last, allBatch) {
 			if !yield(rec, err) || stops(err) {
 				return
 			}
@@ -179,7 +193,7 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.S
 			case <-sctx.Done():
 			}
 		}()
-		for rec, err := range s.consume(sctx, startAfter(after), 0) {
+		for rec, err := range s.consume(sctx, startAfter(after), 0, allBatch) {
 			// Close marks the store closed before it ends the
 			// subscriptions and drains the connection, whose iterator
 			// may fail before sctx is cancelled.
@@ -210,15 +224,15 @@ func startAfter(after eventstore.Position) jetstream.OrderedConsumerConfig {
 }
 
 // consume yields the messages an ordered consumer delivers, up to sequence
-// stopAt (0: forever, until ctx ends).
-func (s *Store) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig, stopAt uint64) iter.Seq2[eventstore.Record, error] {
+// stopAt (0: forever, until ctx ends), asking for batch messages at once.
+func (s *Store) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig, stopAt uint64, batch int) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
 		cons, err := s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
 		if err != nil {
 			yield(eventstore.Record{}, fmt.Errorf("jetstream: ordered consumer: %w", err))
 			return
 		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(pullBatch))
+		it, err := cons.Messages(jetstream.PullMaxMessages(batch))
 		if err != nil {
 			yield(eventstore.Record{}, fmt.Errorf("jetstream: ordered consumer: %w", err))
 			return
