@@ -26,6 +26,7 @@ import (
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/auth"
 	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/console"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
 	"github.com/licenseledger/ledger/internal/scim"
@@ -184,8 +185,9 @@ func (m *Main) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http listen: %w", err)
 	}
+	con := console.New(console.Config{API: api, Tokens: m.tokens, Clock: time.Now, Logger: m.log.With("component", "console")})
 	m.httpSrv = &http.Server{
-		Handler:           api,
+		Handler:           withConsole(api, con),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -252,6 +254,22 @@ func (m *Main) Close() error {
 		errs = append(errs, m.backend.close())
 	}
 	return errors.Join(errs...)
+}
+
+// withConsole serves the web console under /console/ and the API
+// everywhere else.
+func withConsole(api, con http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/console" {
+			http.Redirect(w, r, console.Prefix, http.StatusMovedPermanently)
+			return
+		}
+		if strings.HasPrefix(r.URL.Path, console.Prefix) {
+			con.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
 }
 
 // withoutCredentials returns NATS URLs (comma-separated) without their
