@@ -401,7 +401,7 @@ func (r *recorder) Write(p []byte) (int, error) {
 // the API path, query its parameters, body a value sent as JSON (with
 // contentType, application/json when empty).
 func (c *Console) call(ctx context.Context, s *session, method, path string, query url.Values, body any, contentType string) result {
-	var rd io.Reader
+	var rd io.Reader = http.NoBody // as a server's request: never nil
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {

@@ -1,0 +1,288 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/licenseledger/ledger/internal/console"
+)
+
+// consoleStory is an account with two seats held by Ada (admin) and Bob
+// (member), an admin token for it, served by the real wiring.
+type consoleStory struct {
+	svc                *running
+	op, admin, adminID string
+	ada, bob           string
+}
+
+func startConsoleStory(t *testing.T) *consoleStory {
+	t.Helper()
+	dir := t.TempDir()
+	svc := startService(t, dir, io.Discard)
+	t.Cleanup(svc.stop)
+	b, err := os.ReadFile(filepath.Join(dir, "operator.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &consoleStory{svc: svc, op: strings.TrimSpace(string(b))}
+	svc.expect(201, st.op, "POST", "/v1/accounts", map[string]any{"id": "acme", "name": "Acme Recruiting", "seats": 2})
+	minted := svc.expect(201, st.op, "POST", "/v1/tokens", map[string]any{"role": "admin", "account": "acme"})
+	st.admin, _ = minted.body["token"].(string)
+	st.adminID, _ = minted.body["id"].(string)
+	if st.admin == "" || st.adminID == "" {
+		t.Fatalf("minted token missing: %s", minted.raw)
+	}
+	st.ada = svc.expect(201, st.admin, "POST", "/v1/accounts/acme/users", map[string]any{"name": "Ada Lovelace", "email": "ada@acme.test", "role": "admin"}).body["id"].(string)
+	st.bob = svc.expect(201, st.admin, "POST", "/v1/accounts/acme/users", map[string]any{"name": "Bob Babbage", "email": "bob@acme.test", "role": "member"}).body["id"].(string)
+	return st
+}
+
+// browserless is a cookie-keeping client that does not follow redirects.
+type browserless struct {
+	t    *testing.T
+	base string
+	c    *http.Client
+	// urls are every URL requested, redirected to, or found in a page.
+	urls []string
+}
+
+func newBrowserless(t *testing.T, base string) *browserless {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &browserless{t: t, base: base, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}}
+}
+
+var (
+	csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+	urlAttr   = regexp.MustCompile(`(?:href|action|src)="([^"]*)"`)
+)
+
+func (b *browserless) do(method, path string, form url.Values) (*http.Response, string) {
+	b.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, b.base+path, body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.urls = append(b.urls, req.URL.String(), resp.Header.Get("Location"))
+	for _, m := range urlAttr.FindAllStringSubmatch(string(raw), -1) {
+		b.urls = append(b.urls, m[1])
+	}
+	return resp, string(raw)
+}
+
+// csrf returns the form token of the page at path.
+func (b *browserless) csrf(path string) string {
+	b.t.Helper()
+	resp, page := b.do("GET", path, nil)
+	m := csrfField.FindStringSubmatch(page)
+	if resp.StatusCode != 200 || m == nil {
+		b.t.Fatalf("GET %s: %d, no form token: %s", path, resp.StatusCode, page)
+	}
+	return m[1]
+}
+
+func (b *browserless) signIn(token string) *http.Response {
+	b.t.Helper()
+	tok := b.csrf("/console/signin")
+	resp, page := b.do("POST", "/console/signin", url.Values{"csrf": {tok}, "token": {token}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/users" {
+		b.t.Fatalf("sign-in: %d to %q: %s", resp.StatusCode, resp.Header.Get("Location"), page)
+	}
+	return resp
+}
+
+func (st *consoleStory) status(t *testing.T, user string) string {
+	t.Helper()
+	return st.svc.expect(200, st.op, "GET", "/v1/accounts/acme/users/"+user, nil).body["status"].(string)
+}
+
+func TestConsoleSessionCookie(t *testing.T) {
+	st := startConsoleStory(t)
+	b := newBrowserless(t, st.svc.base)
+	resp := b.signIn(st.admin)
+	var session *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == console.CookieName {
+			session = c
+		}
+	}
+	if session == nil {
+		t.Fatalf("no session cookie: %v", resp.Header["Set-Cookie"])
+	}
+	if !session.HttpOnly || session.SameSite != http.SameSiteStrictMode || session.Path != "/console/" || session.MaxAge <= 0 || session.Secure {
+		t.Fatalf("session cookie over plain HTTP: %+v, want HttpOnly, SameSite=Strict, Path=/console/, expiring, not Secure", session)
+	}
+	if strings.Contains(session.Value, st.admin) || strings.Contains(session.Value, strings.TrimPrefix(st.admin, "ll_")) {
+		t.Fatal("the session cookie carries the token")
+	}
+	resp, page := b.do("GET", "/console/users", nil)
+	if resp.StatusCode != 200 || !strings.Contains(page, "2 of 2 licenses in use") {
+		t.Fatalf("users page: %d: %s", resp.StatusCode, page)
+	}
+}
+
+func TestConsoleRefusesFormsWithoutTheirToken(t *testing.T) {
+	st := startConsoleStory(t)
+	b := newBrowserless(t, st.svc.base)
+	// A sign-in form posted without the sign-in page's token is refused.
+	if resp, _ := b.do("POST", "/console/signin", url.Values{"token": {st.admin}}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("sign-in without a form token: %d, want 403", resp.StatusCode)
+	}
+	b.signIn(st.admin)
+	for name, form := range map[string]url.Values{
+		"no token":    {"reason": {"x"}},
+		"wrong token": {"reason": {"x"}, "csrf": {"forged"}},
+	} {
+		resp, _ := b.do("POST", "/console/users/"+st.bob+"/deactivate", form)
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("%s: deactivate answered %d, want 403", name, resp.StatusCode)
+		}
+	}
+	// A cross-site request is refused even with the right token.
+	tok := b.csrf("/console/users")
+	req, _ := http.NewRequest("POST", st.svc.base+"/console/users/"+st.bob+"/deactivate", strings.NewReader(url.Values{"csrf": {tok}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	resp, err := b.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-site deactivate: %d, want 403", resp.StatusCode)
+	}
+	if got := st.status(t, st.bob); got != "active" {
+		t.Fatalf("Bob is %s after refused forms, want active", got)
+	}
+	// With its token the same form works.
+	if resp, page := b.do("POST", "/console/users/"+st.bob+"/deactivate", url.Values{"csrf": {tok}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("deactivate with the form token: %d: %s", resp.StatusCode, page)
+	}
+	if got := st.status(t, st.bob); got != "deactivated" {
+		t.Fatalf("Bob is %s, want deactivated", got)
+	}
+}
+
+func TestConsoleSessionEndsWithItsToken(t *testing.T) {
+	st := startConsoleStory(t)
+	b := newBrowserless(t, st.svc.base)
+	b.signIn(st.admin)
+	tok := b.csrf("/console/users")
+	st.svc.expect(204, st.op, "DELETE", "/v1/tokens/"+st.adminID, nil)
+	resp, _ := b.do("GET", "/console/users", nil)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/signin" {
+		t.Fatalf("users page after the token's revocation: %d to %q, want 303 to the sign-in", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if resp, _ := b.do("POST", "/console/users/"+st.bob+"/deactivate", url.Values{"csrf": {tok}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("deactivate after the token's revocation: %d, want 303 to the sign-in", resp.StatusCode)
+	}
+	if got := st.status(t, st.bob); got != "active" {
+		t.Fatalf("Bob is %s, want active", got)
+	}
+}
+
+func TestConsoleSignOutEndsTheSession(t *testing.T) {
+	st := startConsoleStory(t)
+	b := newBrowserless(t, st.svc.base)
+	b.signIn(st.admin)
+	u, _ := url.Parse(st.svc.base + "/console/")
+	cookies := b.c.Jar.Cookies(u)
+	tok := b.csrf("/console/users")
+	if resp, _ := b.do("POST", "/console/signout", url.Values{"csrf": {tok}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d", resp.StatusCode)
+	}
+	// The old cookie, replayed, opens nothing.
+	replay := newBrowserless(t, st.svc.base)
+	replay.c.Jar.SetCookies(u, cookies)
+	if resp, _ := replay.do("GET", "/console/users", nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("users page with a signed-out cookie: %d, want 303 to the sign-in", resp.StatusCode)
+	}
+}
+
+func TestConsoleActionsFollowTheLedgersRules(t *testing.T) {
+	st := startConsoleStory(t)
+	b := newBrowserless(t, st.svc.base)
+	b.signIn(st.admin)
+	tok := b.csrf("/console/users")
+
+	// Ada is the last active admin: the API's refusal is shown by her row.
+	resp, page := b.do("POST", "/console/users/"+st.ada+"/deactivate", url.Values{"csrf": {tok}})
+	if resp.StatusCode != 409 || !strings.Contains(page, `id="problem-`+st.ada+`"`) || !strings.Contains(page, "admin") {
+		t.Fatalf("deactivating the last admin: %d: %s", resp.StatusCode, page)
+	}
+	// A search by email is a POST and finds Bob only.
+	resp, page = b.do("POST", "/console/users", url.Values{"csrf": {tok}, "q": {"bob@"}})
+	if resp.StatusCode != 200 || !strings.Contains(page, "Bob Babbage") || strings.Contains(page, "ada@acme.test</td>") {
+		t.Fatalf("search: %d: %s", resp.StatusCode, page)
+	}
+	// Bob deactivated; with no free seat after a new user takes his, his
+	// Activate is disabled with the reason, and the API refuses it too.
+	b.do("POST", "/console/users/"+st.bob+"/deactivate", url.Values{"csrf": {tok}, "reason": {"moved to another team"}})
+	st.svc.expect(201, st.admin, "POST", "/v1/accounts/acme/users", map[string]any{"name": "Cy Quill", "email": "cy@acme.test", "role": "member"})
+	_, page = b.do("GET", "/console/users", nil)
+	if !strings.Contains(page, `value="activate" disabled`) || !strings.Contains(page, "No free seat: 2 of 2 licenses in use") {
+		t.Fatalf("Activate not disabled without a seat: %s", page)
+	}
+	resp, page = b.do("POST", "/console/users/"+st.bob+"/activate", url.Values{"csrf": {tok}})
+	if resp.StatusCode != 409 || !strings.Contains(page, "no seat available") {
+		t.Fatalf("activate without a seat: %d: %s", resp.StatusCode, page)
+	}
+	// Deleting needs the user's email typed; a wrong one is the API's 428.
+	resp, page = b.do("POST", "/console/users/"+st.bob+"/delete", url.Values{"csrf": {tok}, "confirm_email": {"ada@acme.test"}})
+	if resp.StatusCode != 428 || st.status(t, st.bob) != "deactivated" {
+		t.Fatalf("delete with the wrong email: %d: %s", resp.StatusCode, page)
+	}
+	resp, page = b.do("POST", "/console/users/"+st.bob+"/delete", url.Values{"csrf": {tok}, "confirm_email": {" BOB@acme.test "}, "reassign_to": {st.ada}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("delete: %d: %s", resp.StatusCode, page)
+	}
+	_, page = b.do("GET", "/console/users", nil)
+	if strings.Contains(page, "Bob Babbage") || strings.Contains(page, "bob@acme.test") || !strings.Contains(page, "(deleted user)") {
+		t.Fatalf("the deleted user's name is still shown: %s", page)
+	}
+	// A deleted user cannot come back: 410, shown by the row.
+	resp, page = b.do("POST", "/console/users/"+st.bob+"/activate", url.Values{"csrf": {tok}})
+	if resp.StatusCode != 410 || !strings.Contains(page, `id="problem-`+st.bob+`"`) {
+		t.Fatalf("activating a deleted user: %d: %s", resp.StatusCode, page)
+	}
+	// Every page visited: no token, name or email in any URL.
+	for _, p := range []string{"/console/activities", "/console/audit", "/console/billing"} {
+		if resp, page := b.do("GET", p, nil); resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d: %s", p, resp.StatusCode, page)
+		}
+	}
+	for _, u := range b.urls {
+		for _, secret := range []string{st.admin, "acme.test", "Babbage", "Lovelace", "Quill", "moved"} {
+			if strings.Contains(u, secret) || strings.Contains(u, url.QueryEscape(secret)) {
+				t.Fatalf("URL %q carries %q", u, secret)
+			}
+		}
+	}
+}
