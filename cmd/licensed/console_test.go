@@ -286,3 +286,53 @@ func TestConsoleActionsFollowTheLedgersRules(t *testing.T) {
 		}
 	}
 }
+
+func TestConsoleOperatorAndAuditor(t *testing.T) {
+	st := startConsoleStory(t)
+	op := newBrowserless(t, st.svc.base)
+	tok := op.csrf("/console/signin")
+	// An operator token covers every account: the account must be named.
+	resp, page := op.do("POST", "/console/signin", url.Values{"csrf": {tok}, "token": {st.op}})
+	if resp.StatusCode != 400 || !strings.Contains(page, "name the account") {
+		t.Fatalf("operator sign-in without an account: %d: %s", resp.StatusCode, page)
+	}
+	tok = op.csrf("/console/signin")
+	resp, page = op.do("POST", "/console/signin", url.Values{"csrf": {tok}, "token": {st.op}, "account": {"nope"}})
+	if resp.StatusCode != 404 {
+		t.Fatalf("operator sign-in to an unknown account: %d: %s", resp.StatusCode, page)
+	}
+	tok = op.csrf("/console/signin")
+	if resp, page := op.do("POST", "/console/signin", url.Values{"csrf": {tok}, "token": {st.op}, "account": {"acme"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("operator sign-in: %d: %s", resp.StatusCode, page)
+	}
+	tok = op.csrf("/console/users")
+	// Below the active users a reduction is refused with the API's words.
+	resp, page = op.do("POST", "/console/seat-reductions", url.Values{"csrf": {tok}, "count": {"1"}})
+	if resp.StatusCode != 409 || !strings.Contains(page, "reduction") || !strings.Contains(page, `class="problem"`) {
+		t.Fatalf("reduction below the active users: %d: %s", resp.StatusCode, page)
+	}
+	op.do("POST", "/console/seats", url.Values{"csrf": {tok}, "count": {"1"}})
+	if resp, page := op.do("POST", "/console/seat-reductions", url.Values{"csrf": {tok}, "count": {"1"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("reduction: %d: %s", resp.StatusCode, page)
+	}
+	if _, page := op.do("GET", "/console/users", nil); !strings.Contains(page, "2 of 3 licenses in use") || !strings.Contains(page, "Pending reduction: 1 seat(s)") || !strings.Contains(page, "Free seats: 0") {
+		t.Fatalf("users page after a reduction: %s", page)
+	}
+
+	// An auditor reads but is offered no action, and the API refuses one.
+	minted := st.svc.expect(201, st.op, "POST", "/v1/tokens", map[string]any{"role": "auditor", "account": "acme"})
+	aud := newBrowserless(t, st.svc.base)
+	aud.signIn(minted.body["token"].(string))
+	_, page = aud.do("GET", "/console/users", nil)
+	if strings.Contains(page, ">Deactivate</button>") || strings.Contains(page, "Buy seats") || !strings.Contains(page, "Bob Babbage") {
+		t.Fatalf("auditor's users page: %s", page)
+	}
+	tok = aud.csrf("/console/users")
+	resp, page = aud.do("POST", "/console/users/"+st.bob+"/deactivate", url.Values{"csrf": {tok}})
+	if resp.StatusCode != 403 || !strings.Contains(page, "may not do this") || st.status(t, st.bob) != "active" {
+		t.Fatalf("auditor's deactivation: %d: %s", resp.StatusCode, page)
+	}
+	if _, page := aud.do("GET", "/console/audit", nil); !strings.Contains(page, "Verified: every link") || !strings.Contains(page, "UserAdded") {
+		t.Fatalf("audit page: %s", page)
+	}
+}

@@ -135,6 +135,7 @@ func New(cfg Config) *Console {
 	mux.HandleFunc("POST /console/users/{user}/delete", c.signedIn(c.deleteUser))
 	mux.HandleFunc("POST /console/users/{user}/update", c.signedIn(c.updateUser))
 	mux.HandleFunc("POST /console/seats", c.signedIn(c.buySeats))
+	mux.HandleFunc("POST /console/seat-reductions", c.signedIn(c.reduceSeats))
 	mux.HandleFunc("GET /console/activities", c.signedIn(c.activitiesPage))
 	mux.HandleFunc("GET /console/audit", c.signedIn(c.auditPage))
 	mux.HandleFunc("GET /console/billing", c.signedIn(c.billingPage))

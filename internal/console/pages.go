@@ -69,11 +69,13 @@ type Chrome struct {
 	Page    string
 	// CanManage says whether the token may change users and buy seats.
 	CanManage bool
+	// CanReduce says whether the token may schedule seat reductions.
+	CanReduce bool
 }
 
 func (c *Console) chrome(s *session, page string) Chrome {
 	return Chrome{Account: s.account, Role: string(s.role), CSRF: s.csrf, Flash: c.takeFlash(s), Page: page,
-		CanManage: s.role.Allows(auth.ManageUsers)}
+		CanManage: s.role.Allows(auth.ManageUsers), CanReduce: s.role.Allows(auth.ReduceSeats)}
 }
 
 // usage is the API's seat usage of an account.
@@ -226,6 +228,9 @@ func (c *Console) apiError(w http.ResponseWriter, err error) {
 // with a message.
 func (c *Console) done(w http.ResponseWriter, r *http.Request, s *session, key string, res result, flash string) {
 	if res.problem != nil {
+		if !s.role.Allows(auth.ManageUsers) {
+			key = "" // no action column: the refusal goes above the list
+		}
 		c.renderUsers(w, r, s, res.problem.Status, filterOf(r), map[string]*Problem{key: res.problem})
 		return
 	}
@@ -296,14 +301,23 @@ func (c *Console) updateUser(w http.ResponseWriter, r *http.Request, s *session)
 
 // buySeats purchases seats for the account.
 func (c *Console) buySeats(w http.ResponseWriter, r *http.Request, s *session) {
+	c.seats(w, r, s, "seats", "/seats", "Seats bought.")
+}
+
+// reduceSeats schedules a seat reduction from the next billing cycle.
+func (c *Console) reduceSeats(w http.ResponseWriter, r *http.Request, s *session) {
+	c.seats(w, r, s, "reduction", "/seat-reductions", "Seat reduction scheduled from the next billing cycle.")
+}
+
+func (c *Console) seats(w http.ResponseWriter, r *http.Request, s *session, key, path, flash string) {
 	n, err := strconv.Atoi(strings.TrimSpace(r.PostForm.Get("count")))
 	if err != nil {
-		c.done(w, r, s, "seats", result{status: http.StatusBadRequest, problem: &Problem{Status: http.StatusBadRequest,
-			Title: "Bad request", Detail: "the number of seats to buy must be a whole number"}}, "")
+		c.done(w, r, s, key, result{status: http.StatusBadRequest, problem: &Problem{Status: http.StatusBadRequest,
+			Title: "Bad Request", Detail: "the number of seats must be a whole number"}}, "")
 		return
 	}
-	res := c.call(r.Context(), s, http.MethodPost, accountPath(s.account)+"/seats", nil, map[string]int{"count": n}, "")
-	c.done(w, r, s, "seats", res, "Seats bought.")
+	res := c.call(r.Context(), s, http.MethodPost, accountPath(s.account)+path, nil, map[string]int{"count": n}, "")
+	c.done(w, r, s, key, res, flash)
 }
 
 // activity is an activity as the API lists it.
