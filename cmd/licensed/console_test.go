@@ -336,3 +336,34 @@ func TestConsoleOperatorAndAuditor(t *testing.T) {
 		t.Fatalf("audit page: %s", page)
 	}
 }
+
+func TestConsoleHostileInput(t *testing.T) {
+	st := startConsoleStory(t)
+	b := newBrowserless(t, st.svc.base)
+	b.signIn(st.admin)
+	tok := b.csrf("/console/users")
+	for _, path := range []string{"/console/users/%2E%2E/deactivate", "/console/users/%2E/activate", "/console/users/x%2Fy/delete", "/console/users/%FF/update"} {
+		resp, page := b.do("POST", path, url.Values{"csrf": {tok}, "confirm_email": {"x"}, "name": {"Z"}})
+		if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+			t.Fatalf("POST %s: %d, want a refusal: %s", path, resp.StatusCode, page)
+		}
+	}
+	for _, q := range []string{"?status=bogus", "?cursor=garbage", "?cursor=%FF"} {
+		resp, page := b.do("GET", "/console/users"+q, nil)
+		if resp.StatusCode != 200 || !strings.Contains(page, `class="problem"`) {
+			t.Fatalf("GET users%s: %d: %s", q, resp.StatusCode, page)
+		}
+	}
+	if resp, _ := b.do("POST", "/console/users", url.Values{"csrf": {tok}, "q": {strings.Repeat("x", 70_000)}}); resp.StatusCode != 400 {
+		t.Fatalf("oversized form: %d, want 400", resp.StatusCode)
+	}
+	resp, page := b.do("POST", "/console/seats", url.Values{"csrf": {tok}, "count": {"-3"}})
+	if resp.StatusCode != 422 && resp.StatusCode != 400 || !strings.Contains(page, `class="problem"`) {
+		t.Fatalf("negative seat purchase: %d: %s", resp.StatusCode, page)
+	}
+	for _, u := range []string{st.ada, st.bob} {
+		if got := st.status(t, u); got != "active" {
+			t.Fatalf("user %s is %s after hostile requests", u, got)
+		}
+	}
+}

@@ -432,7 +432,10 @@ func (c *Console) call(ctx context.Context, s *session, method, path string, que
 		rec.status = http.StatusOK
 	}
 	res := result{status: rec.status, body: rec.body.Bytes()}
-	if rec.status >= 400 {
+	if rec.status >= 300 { // the API redirects no request the console makes
+		if rec.status < 400 {
+			rec.status = http.StatusBadRequest
+		}
 		p := &Problem{Status: rec.status, Title: http.StatusText(rec.status)}
 		if err := json.Unmarshal(res.body, p); err != nil || p.Title == "" {
 			p.Title = http.StatusText(rec.status)
