@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -365,5 +366,51 @@ func TestConsoleHostileInput(t *testing.T) {
 		if got := st.status(t, u); got != "active" {
 			t.Fatalf("user %s is %s after hostile requests", u, got)
 		}
+	}
+}
+
+func TestConsoleEditsAndPages(t *testing.T) {
+	st := startConsoleStory(t)
+	b := newBrowserless(t, st.svc.base)
+	b.signIn(st.admin)
+	tok := b.csrf("/console/users")
+
+	// Bob's email cannot be Ada's; then he becomes an admin, so Ada may go.
+	resp, page := b.do("POST", "/console/users/"+st.bob+"/update", url.Values{"csrf": {tok}, "email": {"ada@acme.test"}})
+	if resp.StatusCode != 409 || !strings.Contains(page, `id="problem-`+st.bob+`"`) {
+		t.Fatalf("duplicate email: %d: %s", resp.StatusCode, page)
+	}
+	if resp, page := b.do("POST", "/console/users/"+st.bob+"/update", url.Values{"csrf": {tok}, "name": {"Bob B. Babbage"}, "email": {"bob@acme.test"}, "role": {"admin"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("update: %d: %s", resp.StatusCode, page)
+	}
+	got := st.svc.expect(200, st.op, "GET", "/v1/accounts/acme/users/"+st.bob, nil).body
+	if got["name"] != "Bob B. Babbage" || got["role"] != "admin" {
+		t.Fatalf("Bob after the update: %v", got)
+	}
+	if resp, page := b.do("POST", "/console/users/"+st.ada+"/deactivate", url.Values{"csrf": {tok}, "reason": {"handed over"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("deactivating Ada once Bob is an admin: %d: %s", resp.StatusCode, page)
+	}
+
+	// 60 more users: the list pages by 50, by status and by search.
+	st.svc.expect(200, st.op, "POST", "/v1/accounts/acme/seats", map[string]any{"count": 60})
+	for i := range 60 {
+		st.svc.expect(201, st.admin, "POST", "/v1/accounts/acme/users", map[string]any{
+			"name": "Member " + strconv.Itoa(i), "email": "m" + strconv.Itoa(i) + "@acme.test", "role": "member"})
+	}
+	rows := regexp.MustCompile(`<tr id="user-`)
+	next := regexp.MustCompile(`href="/console/users\?([^"]+)" id="next-page"`)
+	_, page = b.do("GET", "/console/users?status=active", nil)
+	m := next.FindStringSubmatch(page)
+	if n := len(rows.FindAllString(page, -1)); n != 50 || m == nil {
+		t.Fatalf("first page of active users: %d rows, next link %v", n, m != nil)
+	}
+	_, page = b.do("GET", "/console/users?"+strings.ReplaceAll(m[1], "&amp;", "&"), nil)
+	if n := len(rows.FindAllString(page, -1)); n != 11 || next.MatchString(page) || strings.Contains(page, "Ada Lovelace") {
+		t.Fatalf("second page of active users: %d rows, want 11 without Ada: %s", n, page)
+	}
+	// "m1" is in m1, m10..m19: 11 emails; a search of them is one page.
+	_, page = b.do("POST", "/console/users", url.Values{"csrf": {tok}, "q": {"M1"}, "status": {"active"}})
+	if n := len(rows.FindAllString(page, -1)); n != 11 {
+		t.Fatalf("search: %d rows, want 11: %s", n, page)
 	}
 }

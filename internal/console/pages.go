@@ -30,12 +30,14 @@ func parsePages() map[string]*template.Template {
 		},
 	}
 	funcs["roles"] = func() []string { return []string{"admin", "member"} }
-	funcs["pageQuery"] = func(status, cursor string) string {
+	// pageQuery is the query of the users page's next page: encoded here,
+	// so the template must not escape its = and & again.
+	funcs["pageQuery"] = func(status, cursor string) template.URL {
 		q := url.Values{"cursor": {cursor}}
 		if status != "" {
 			q.Set("status", status)
 		}
-		return q.Encode()
+		return template.URL(q.Encode())
 	}
 	pages := map[string]*template.Template{}
 	for _, name := range []string{"signin", "users", "activities", "audit", "billing", "error"} {
@@ -376,8 +378,8 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) 
 	var v struct {
 		OK     bool `json:"ok"`
 		Ledger struct {
-			Checked int  `json:"checked"`
-			Broken  any  `json:"broken"`
+			Checked int `json:"checked"`
+			Broken  any `json:"broken"`
 		} `json:"ledger"`
 		Quarantined []any `json:"quarantined"`
 	}
