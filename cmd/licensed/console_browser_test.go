@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // chromiumPath returns the headless browser the console's browser test
@@ -152,6 +153,18 @@ func TestConsoleInABrowser(t *testing.T) {
 	// Cy is deleted from the dialog: its button stays disabled until the
 	// email is typed; the records go to Ada.
 	dialog := "#delete-" + cy
+	// By keyboard: Enter on Delete opens the dialog, Escape closes it and
+	// gives the focus back to the button.
+	do("open and close the dialog by keyboard",
+		chromedp.Focus(chromedp.CSS(row(cy)+` button[data-dialog]`)),
+		chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitVisible(chromedp.CSS(dialog)),
+		chromedp.KeyEvent(kb.Escape),
+		chromedp.WaitNotVisible(chromedp.CSS(dialog)),
+	)
+	if back := browserValue(t, ctx, "focus", chromedp.Evaluate[string](`document.activeElement.dataset.dialog || ""`)); back != "delete-"+cy {
+		t.Fatalf("after Escape the focus is not on the Delete button (%q)", back)
+	}
 	do("open the delete dialog",
 		chromedp.Click(chromedp.CSS(row(cy)+` button[data-dialog]`)),
 		chromedp.WaitVisible(chromedp.CSS(dialog)),
