@@ -414,3 +414,23 @@ func TestConsoleEditsAndPages(t *testing.T) {
 		t.Fatalf("search: %d rows, want 11: %s", n, page)
 	}
 }
+
+func TestConsoleFormSubmittedTwiceIsDecidedOnce(t *testing.T) {
+	st := startConsoleStory(t)
+	b := newBrowserless(t, st.svc.base)
+	b.signIn(st.admin)
+	_, page := b.do("GET", "/console/users", nil)
+	m := regexp.MustCompile(`action="/console/seats"[^>]*>\s*<input type="hidden" name="csrf" value="([^"]+)"><input type="hidden" name="form_key" value="([^"]+)">`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no seat form with a form key: %s", page)
+	}
+	form := url.Values{"csrf": {m[1]}, "form_key": {m[2]}, "count": {"1"}}
+	for i := range 2 {
+		if resp, page := b.do("POST", "/console/seats", form); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("purchase %d: %d: %s", i+1, resp.StatusCode, page)
+		}
+	}
+	if got := num(t, st.svc.expect(200, st.op, "GET", "/v1/accounts/acme/seats", nil).body, "seats"); got != 3 {
+		t.Fatalf("seats after one purchase of 1 submitted twice: %d, want 3", got)
+	}
+}

@@ -402,6 +402,22 @@ func (r *recorder) Write(p []byte) (int, error) {
 // the API path, query its parameters, body a value sent as JSON (with
 // contentType, application/json when empty).
 func (c *Console) call(ctx context.Context, s *session, method, path string, query url.Values, body any, contentType string) result {
+	return c.callKeyed(ctx, s, method, path, query, body, contentType, "")
+}
+
+// write sends a change from a form to the API. Every page draws a form
+// key; a change is sent under an idempotency key made of it, the action
+// and the user, so that a form submitted twice (a double click) is
+// decided once and the repeat gets the first answer.
+func (c *Console) write(r *http.Request, s *session, method, path string, query url.Values, body any, contentType, action string) result {
+	key := ""
+	if fk := r.PostForm.Get("form_key"); fk != "" && len(fk) <= 64 && !strings.ContainsFunc(fk, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+		key = "console-" + fk + "-" + action + "-" + r.PathValue("user")
+	}
+	return c.callKeyed(r.Context(), s, method, path, query, body, contentType, key)
+}
+
+func (c *Console) callKeyed(ctx context.Context, s *session, method, path string, query url.Values, body any, contentType, key string) result {
 	var rd io.Reader = http.NoBody // as a server's request: never nil
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -420,6 +436,9 @@ func (c *Console) call(ctx context.Context, s *session, method, path string, que
 	}
 	req.RemoteAddr = "console"
 	req.Header.Set("Authorization", "Bearer "+s.secret)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	if body != nil {
 		if contentType == "" {
 			contentType = "application/json"

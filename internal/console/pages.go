@@ -67,6 +67,9 @@ type Chrome struct {
 	Account string
 	Role    string
 	CSRF    string
+	// FormKey is drawn for each page: its forms' changes are sent under
+	// idempotency keys made of it.
+	FormKey string
 	Flash   string
 	Page    string
 	// CanManage says whether the token may change users and buy seats.
@@ -76,7 +79,11 @@ type Chrome struct {
 }
 
 func (c *Console) chrome(s *session, page string) Chrome {
-	return Chrome{Account: s.account, Role: string(s.role), CSRF: s.csrf, Flash: c.takeFlash(s), Page: page,
+	fk, err := c.randomToken()
+	if err != nil {
+		fk = "" // the forms then send their changes without a key
+	}
+	return Chrome{FormKey: fk, Account: s.account, Role: string(s.role), CSRF: s.csrf, Flash: c.takeFlash(s), Page: page,
 		CanManage: s.role.Allows(auth.ManageUsers), CanReduce: s.role.Allows(auth.ReduceSeats)}
 }
 
@@ -246,14 +253,14 @@ func (c *Console) done(w http.ResponseWriter, r *http.Request, s *session, key s
 
 func (c *Console) deactivate(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PathValue("user")
-	res := c.call(r.Context(), s, http.MethodPost, userPath(s.account, id)+"/deactivate", nil,
-		map[string]string{"reason": strings.TrimSpace(r.PostForm.Get("reason"))}, "")
+	res := c.write(r, s, http.MethodPost, userPath(s.account, id)+"/deactivate", nil,
+		map[string]string{"reason": strings.TrimSpace(r.PostForm.Get("reason"))}, "", "deactivate")
 	c.done(w, r, s, id, res, "User deactivated: their license is free, and they can be activated again.")
 }
 
 func (c *Console) activate(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PathValue("user")
-	res := c.call(r.Context(), s, http.MethodPost, userPath(s.account, id)+"/activate", nil, nil, "")
+	res := c.write(r, s, http.MethodPost, userPath(s.account, id)+"/activate", nil, nil, "", "activate")
 	c.done(w, r, s, id, res, "User activated: they hold a license again.")
 }
 
@@ -281,7 +288,7 @@ func (c *Console) deleteUser(w http.ResponseWriter, r *http.Request, s *session)
 	if to := r.PostForm.Get("reassign_to"); to != "" {
 		q.Set("reassign_to", to)
 	}
-	res := c.call(r.Context(), s, http.MethodDelete, userPath(s.account, id), q, nil, "")
+	res := c.write(r, s, http.MethodDelete, userPath(s.account, id), q, nil, "", "delete")
 	if res.problem != nil && res.problem.Rule == "confirmation-required" {
 		res.problem.Detail = "Type the user's email exactly to confirm the deletion. " + res.problem.Detail
 	}
@@ -297,7 +304,7 @@ func (c *Console) updateUser(w http.ResponseWriter, r *http.Request, s *session)
 			patch[k] = strings.TrimSpace(v[0])
 		}
 	}
-	res := c.call(r.Context(), s, http.MethodPatch, userPath(s.account, id), nil, patch, "application/merge-patch+json")
+	res := c.write(r, s, http.MethodPatch, userPath(s.account, id), nil, patch, "application/merge-patch+json", "update")
 	c.done(w, r, s, id, res, "User updated.")
 }
 
@@ -318,7 +325,7 @@ func (c *Console) seats(w http.ResponseWriter, r *http.Request, s *session, key,
 			Title: "Bad Request", Detail: "the number of seats must be a whole number"}}, "")
 		return
 	}
-	res := c.call(r.Context(), s, http.MethodPost, accountPath(s.account)+path, nil, map[string]int{"count": n}, "")
+	res := c.write(r, s, http.MethodPost, accountPath(s.account)+path, nil, map[string]int{"count": n}, "", key)
 	c.done(w, r, s, key, res, flash)
 }
 
