@@ -18,6 +18,11 @@ import (
 // a panic into a 500 problem.
 func (s *server) serve(w *statusRecorder, r *http.Request) {
 	defer s.recoverPanic(w, r)
+	if r.Body == nil {
+		// A server's requests always have a body; a request handed over
+		// in process (the console's) may not.
+		r.Body = http.NoBody
+	}
 	if err := checkTarget(r.URL); err != nil {
 		s.send(w, r, s.problemResponse(r, err))
 		return
