@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"strconv"
@@ -36,17 +37,19 @@ func (s *setting) Set(v string) error {
 type globals struct {
 	url, token, tokenFile, output, timeout setting
 	idemKey, ifMatch                       setting
-	help                                   bool
+	help, verbose                          bool
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
 	fs.Var(&g.url, "url", "`URL` of the licensed HTTP API (LICENSECTL_URL; default "+defaultURL+")")
 	fs.Var(&g.token, "token", "bearer `token` (LICENSECTL_TOKEN)")
 	fs.Var(&g.tokenFile, "token-file", "`file` holding the bearer token (LICENSECTL_TOKEN_FILE; default ./"+defaultTokenFile+" if it exists)")
-	fs.Var(&g.output, "output", "output `format`: text or json (LICENSECTL_OUTPUT; default text)")
+	fs.Var(&g.output, "output", "output `format`: text, json or yaml (LICENSECTL_OUTPUT; default text)")
+	fs.Var(&g.output, "o", "short for --output")
 	fs.Var(&g.timeout, "timeout", "`duration` a request may take (LICENSECTL_TIMEOUT; default 60s)")
 	fs.Var(&g.idemKey, "idempotency-key", "`key` that makes a retried write return its first result")
 	fs.Var(&g.ifMatch, "if-match", "`revision` (ETag) the account must still be at for a write")
+	fs.BoolVar(&g.verbose, "verbose", false, "print the Idempotency-Key of each write on stderr")
 	fs.BoolVar(&g.help, "h", false, "show help")
 	fs.BoolVar(&g.help, "help", false, "show help")
 }
@@ -58,11 +61,26 @@ type cli struct {
 	g              globals
 	f              verbFlags
 
+	// stdin is where a confirmation is typed; interactive says whether a
+	// person is there to type it (stdin and stderr are terminals).
+	stdin       io.Reader
+	interactive bool
+	// progress says whether long exports report progress on stderr (it is
+	// a terminal).
+	progress bool
+	// sleep, when set, replaces the waits between retries.
+	sleep func(ctx context.Context, d time.Duration) error
+
 	// Resolved settings.
 	baseURL *url.URL
 	token   string
-	json    bool
+	json    bool // --output json or yaml: the API's body
+	yaml    bool
+	verbose bool
 	timeout time.Duration
+	// autoKey is the Idempotency-Key drawn for this run's writes.
+	autoKey string
+	client  *http.Client
 	// pageSize is how many items a listing asks for per request.
 	pageSize int
 }
@@ -133,6 +151,12 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		c.printHelp(c.stdout)
 		return nil
 	}
+	switch pos[0] {
+	case "version":
+		return c.printVersion(pos[1:])
+	case "completion":
+		return c.printCompletion(pos[1:])
+	}
 	cmd, rest, err := lookup(pos)
 	if err != nil {
 		return err
@@ -155,8 +179,8 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	if err := c.resolve(cmd); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
+	// --timeout bounds each request (see send), not the whole run: an
+	// export may stream for as long as it keeps moving.
 	return cmd.run(ctx, c, pos)
 }
 
@@ -238,9 +262,12 @@ func (c *cli) resolve(cmd *command) error {
 	case "text":
 	case "json":
 		c.json = true
+	case "yaml":
+		c.json, c.yaml = true, true
 	default:
-		return usagef(nil, "--output must be text or json, not %q", out)
+		return usagef(nil, "--output must be text, json or yaml, not %q", out)
 	}
+	c.verbose = c.g.verbose
 
 	c.timeout = defaultTimeout
 	if t := pick(c.g.timeout, "LICENSECTL_TIMEOUT", ""); t != "" {

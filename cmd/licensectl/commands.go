@@ -206,11 +206,22 @@ Flags of every verb (the flag wins over the variable):
   --url URL              LICENSECTL_URL (default `+defaultURL+`)
   --token TOKEN          LICENSECTL_TOKEN
   --token-file FILE      LICENSECTL_TOKEN_FILE (default ./`+defaultTokenFile+` if it exists)
-  --output text|json     LICENSECTL_OUTPUT (default text); json prints the API's body as is
-  --timeout DURATION     LICENSECTL_TIMEOUT (default 60s)
+  -o, --output text|json|yaml
+                         LICENSECTL_OUTPUT (default text); json prints the API's body as is,
+                         yaml the same body as YAML
+  --timeout DURATION     LICENSECTL_TIMEOUT (default 60s): to connect and be answered, for each
+                         request; a streamed export lasts as long as it keeps moving
+  --verbose              print the Idempotency-Key each write carries
   LICENSECTL_PAGE_SIZE   items a listing asks for per request (1 to 1000, default 1000)
   --idempotency-key KEY  a retried write with the same key returns the first result
+                         (without it, each write carries a key drawn at random)
   --if-match REVISION    refuse the write if the account moved past this revision (ETag)
+
+Also: licensectl version; licensectl completion bash|zsh|fish.
+
+A request answered 503 with Retry-After, or whose connection was reset, is
+sent again (5 attempts in all); a write keeps its Idempotency-Key, so it is
+never done twice.
 
 Exit status: 0 done, 1 refused by the API or unreachable, 2 usage error.
 An account named "verify" is audited with: licensectl audit -- verify

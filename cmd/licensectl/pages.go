@@ -143,8 +143,7 @@ func (c *cli) list(ctx context.Context, l listing, limit int, cursor string) err
 		}
 		cur, _ := json.Marshal(last.cursor)
 		fmt.Fprintf(&b, "],\"has_more\":%t,\"next_cursor\":%s}\n", last.more, cur)
-		_, err := c.stdout.Write(b.Bytes())
-		return err
+		return c.writeBody(b.Bytes())
 	}
 	if last.more && last.cursor != "" {
 		fmt.Fprintf(tw, "more: --cursor %s\n", last.cursor)

@@ -134,11 +134,7 @@ type token struct {
 // text makes of it.
 func (c *cli) render(r reply, text func(w io.Writer, r reply) error) error {
 	if c.json {
-		_, err := c.stdout.Write(r.body)
-		if err == nil && (len(r.body) == 0 || r.body[len(r.body)-1] != '\n') {
-			_, err = io.WriteString(c.stdout, "\n")
-		}
-		return err
+		return c.writeBody(r.body)
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	if err := text(tw, r); err != nil {
