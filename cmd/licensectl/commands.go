@@ -43,7 +43,7 @@ type verbFlags struct {
 	account, user, actor, since, until, asOf, period     string
 	cursor                                               string
 	seats, after, limit                                  int
-	jsonl                                                bool
+	jsonl, yes                                           bool
 	// The transparency log's verbs.
 	key, state, out string
 	keys            bool
@@ -65,8 +65,12 @@ func init() {
 			min: 1, max: 1, run: seatsShow},
 		{name: "seats buy", usage: "seats buy ACCOUNT N", short: "buy N seats, at once",
 			min: 2, max: 2, write: true, run: seatsCount("seats")},
-		{name: "seats reduce", usage: "seats reduce ACCOUNT N", short: "remove N seats from the next billing cycle (operator)",
-			min: 2, max: 2, write: true, run: seatsCount("seat-reductions")},
+		{name: "seats reduce", usage: "seats reduce ACCOUNT N [--confirm ACCOUNT | --yes]", short: "remove N seats from the next billing cycle (operator); asks for the account id",
+			min: 2, max: 2, write: true, run: seatsCount("seat-reductions"),
+			flags: func(fs *flag.FlagSet, f *verbFlags) {
+				fs.StringVar(&f.confirm, "confirm", "", "the `ACCOUNT` id again, to confirm without a prompt")
+				yesFlag(fs, f)
+			}},
 		{name: "users add", usage: "users add ACCOUNT --name NAME --email EMAIL --role admin|member", short: "add a user: takes a seat",
 			min: 1, max: 1, write: true, run: usersAdd,
 			flags: func(fs *flag.FlagSet, f *verbFlags) {
@@ -96,10 +100,11 @@ func init() {
 			}},
 		{name: "users activate", usage: "users activate ACCOUNT USER", short: "activate a deactivated user: takes a seat",
 			min: 2, max: 2, write: true, run: usersActivate},
-		{name: "users delete", usage: "users delete ACCOUNT USER --confirm USER [--reassign-to OTHER]", short: "delete a user for good: their name leaves every activity",
+		{name: "users delete", usage: "users delete ACCOUNT USER [--confirm USER | --yes] [--reassign-to OTHER]", short: "delete a user for good: their name leaves every activity; asks for their email or id",
 			min: 2, max: 2, write: true, run: usersDelete,
 			flags: func(fs *flag.FlagSet, f *verbFlags) {
-				fs.StringVar(&f.confirm, "confirm", "", "the `USER` id again, to confirm the deletion is meant")
+				fs.StringVar(&f.confirm, "confirm", "", "the `USER` id again, to confirm the deletion without a prompt")
+				yesFlag(fs, f)
 				fs.StringVar(&f.reassign, "reassign-to", "", "the `OTHER` user who owns the deleted user's records from now on")
 			}},
 		{name: "activities record", usage: "activities record ACCOUNT USER KIND REF", short: "record an activity logged by an active user",
@@ -145,9 +150,18 @@ func init() {
 			}},
 		{name: "tokens show", usage: "tokens show TOKEN-ID", short: "a token's role and scope, never its secret (operator)",
 			min: 1, max: 1, run: tokensShow},
-		{name: "tokens revoke", usage: "tokens revoke TOKEN-ID", short: "revoke a token: it authenticates nowhere afterwards (operator)",
-			min: 1, max: 1, run: tokensRevoke},
+		{name: "tokens revoke", usage: "tokens revoke TOKEN-ID [--confirm TOKEN-ID | --yes]", short: "revoke a token: it authenticates nowhere afterwards (operator); asks for the token id",
+			min: 1, max: 1, run: tokensRevoke,
+			flags: func(fs *flag.FlagSet, f *verbFlags) {
+				fs.StringVar(&f.confirm, "confirm", "", "the `TOKEN-ID` again, to confirm without a prompt")
+				yesFlag(fs, f)
+			}},
 	}
+}
+
+// yesFlag binds --yes, the scripts' confirmation of a destructive verb.
+func yesFlag(fs *flag.FlagSet, f *verbFlags) {
+	fs.BoolVar(&f.yes, "yes", false, "confirm without a prompt (for scripts)")
 }
 
 // pagingFlags binds the flags of the verbs that list: they read every
@@ -337,6 +351,17 @@ func seatsCount(route string) func(context.Context, *cli, []string) error {
 		if err != nil {
 			return err
 		}
+		if route != "seats" {
+			plural := "s"
+			if n == 1 {
+				plural = ""
+			}
+			if err := c.confirm(ctx, confirmation{cmd: cmd, id: args[0], what: "account id",
+				warning: fmt.Sprintf("Reducing removes %d seat%s of %s from the next billing cycle on; users active then must fit in what remains.", n, plural, args[0]),
+				prompt:  fmt.Sprintf("Type the account id %s to reduce its seats:", args[0]), accept: []string{args[0]}}); err != nil {
+				return err
+			}
+		}
 		r, err := c.call(ctx, request{method: http.MethodPost, path: accountPath(args[0], route), write: true,
 			body: map[string]int{"count": n}})
 		if err != nil {
@@ -467,22 +492,16 @@ func usersDelete(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	account, user := args[0], args[1]
-	if c.f.confirm != user {
-		why := "deleting a user needs --confirm " + user
-		if c.f.confirm != "" {
-			why = fmt.Sprintf("--confirm %q does not repeat the user id %s", c.f.confirm, user)
-		}
-		return usagef(cmd, "%s. Deletion is permanent: the seat is freed for good, the user's records stay "+
-			"but their name is removed from every activity they logged, and a deleted user cannot be recovered "+
-			"or reactivated. To keep the user and their name on their records, deactivate them instead "+
-			"(reversible): licensectl users deactivate %s %s", why, account, user)
-	}
 	if c.f.reassign != "" {
 		if err := id(cmd, "user", c.f.reassign); err != nil {
 			return err
 		}
 	}
-	q := url.Values{"confirm": {c.f.confirm}}
+	if err := c.confirmDelete(ctx, cmd, account, user); err != nil {
+		return err
+	}
+	// The API demands its own confirmation: the user id again.
+	q := url.Values{"confirm": {user}}
 	if c.f.reassign != "" {
 		q.Set("reassign_to", c.f.reassign)
 	}
@@ -674,7 +693,13 @@ func tokensShow(ctx context.Context, c *cli, args []string) error {
 // tokensRevoke revokes a token. The API answers 204 without a body: the
 // confirmation goes to stderr and stdout stays empty.
 func tokensRevoke(ctx context.Context, c *cli, args []string) error {
-	if err := id(cmdOf("tokens revoke"), "token", args[0]); err != nil {
+	cmd := cmdOf("tokens revoke")
+	if err := id(cmd, "token", args[0]); err != nil {
+		return err
+	}
+	if err := c.confirm(ctx, confirmation{cmd: cmd, id: args[0], what: "token id",
+		warning: fmt.Sprintf("Revoking token %s is final: it authenticates nowhere afterwards, and whoever uses it needs a new one.", args[0]),
+		prompt:  fmt.Sprintf("Type the token id %s to revoke it:", args[0]), accept: []string{args[0]}}); err != nil {
 		return err
 	}
 	if _, err := c.call(ctx, request{method: http.MethodDelete, path: []string{"v1", "tokens", args[0]}}); err != nil {
