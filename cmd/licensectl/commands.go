@@ -585,7 +585,7 @@ func auditList(ctx context.Context, c *cli, args []string) error {
 	req := request{method: http.MethodGet, path: accountPath(args[0], "audit"), query: q}
 	if c.f.jsonl {
 		q.Set("format", "jsonl")
-		return c.export(ctx, req, c.f.limit, c.f.cursor)
+		return c.export(ctx, req, c.f.limit, c.f.cursor, "entries")
 	}
 	return c.list(ctx, listing{req: req, key: "entries", head: auditHead, row: auditRow}, c.f.limit, c.f.cursor)
 }
@@ -653,7 +653,7 @@ func eventsExport(ctx context.Context, c *cli, args []string) error {
 	if c.f.limit < 0 {
 		return usagef(cmd, "--limit must not be negative")
 	}
-	return c.export(ctx, request{method: http.MethodGet, path: accountPath(args[0], "events")}, c.f.limit, c.f.cursor)
+	return c.export(ctx, request{method: http.MethodGet, path: accountPath(args[0], "events")}, c.f.limit, c.f.cursor, "events")
 }
 
 func tokensMint(ctx context.Context, c *cli, _ []string) error {

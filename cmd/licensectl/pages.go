@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"text/tabwriter"
+	"time"
 )
 
 // The API answers lists a page at a time (at most maxPage items), with
@@ -154,8 +155,17 @@ func (c *cli) list(ctx context.Context, l listing, limit int, cursor string) err
 // export copies a JSON Lines answer to stdout as it arrives: the whole
 // selection in one answer without a limit, or, with one, answers of at
 // most maxPage lines following the cursor of each answer's trailer.
-func (c *cli) export(ctx context.Context, req request, limit int, cursor string) error {
+//
+// On a terminal, stderr shows how many lines (what: "events", "entries")
+// and bytes have come so far, and at what rate.
+func (c *cli) export(ctx context.Context, req request, limit int, cursor string, what string) (err error) {
 	shown := 0
+	var prog *progress
+	if c.progress {
+		prog = &progress{w: c.stderr, what: what, now: time.Now}
+		prog.start = prog.now()
+		defer func() { prog.done(err) }()
+	}
 	for {
 		q := url.Values{}
 		for k, v := range req.query {
@@ -173,7 +183,7 @@ func (c *cli) export(ctx context.Context, req request, limit int, cursor string)
 		if err != nil {
 			return err
 		}
-		lc := &lineCounter{w: c.stdout}
+		lc := &lineCounter{w: c.stdout, prog: prog}
 		_, err = io.Copy(lc, resp.Body)
 		resp.Body.Close()
 		if err != nil {
@@ -192,14 +202,76 @@ func (c *cli) export(ctx context.Context, req request, limit int, cursor string)
 	}
 }
 
-// lineCounter counts the lines written through it.
+// lineCounter counts the lines written through it, and tells prog when
+// there is one.
 type lineCounter struct {
-	w io.Writer
-	n int
+	w    io.Writer
+	n    int
+	prog *progress
 }
 
 func (l *lineCounter) Write(p []byte) (int, error) {
 	n, err := l.w.Write(p)
-	l.n += bytes.Count(p[:n], []byte("\n"))
+	lines := bytes.Count(p[:n], []byte("\n"))
+	l.n += lines
+	if l.prog != nil {
+		l.prog.add(lines, n)
+	}
 	return n, err
+}
+
+// progressEvery is how often the progress line is redrawn at most.
+const progressEvery = 200 * time.Millisecond
+
+// progress is the line an export keeps up to date on a terminal's stderr.
+type progress struct {
+	w           io.Writer
+	what        string
+	now         func() time.Time
+	start, last time.Time
+	lines       int
+	bytes       int64
+}
+
+func (p *progress) add(lines, n int) {
+	p.lines += lines
+	p.bytes += int64(n)
+	if t := p.now(); t.Sub(p.last) >= progressEvery {
+		p.last = t
+		p.draw("")
+	}
+}
+
+// draw rewrites the line in place: carriage return, then erase to its end.
+func (p *progress) draw(end string) {
+	secs := p.now().Sub(p.start).Seconds()
+	rate := "-"
+	if secs > 0 {
+		rate = strconv.FormatFloat(float64(p.lines)/secs, 'f', 0, 64)
+	}
+	fmt.Fprintf(p.w, "\r\x1b[Klicensectl: %d %s, %s, %s %s/s%s", p.lines, p.what, byteSize(p.bytes), rate, p.what, end)
+}
+
+// done leaves the last count on its own line, saying whether the export
+// ended or was cut.
+func (p *progress) done(err error) {
+	end := " (done)\n"
+	if err != nil {
+		end = " (cut)\n"
+	}
+	p.draw(end)
+}
+
+// byteSize is n in B, KiB, MiB or GiB, one decimal past B.
+func byteSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	f, i := float64(n)/unit, 0
+	for f >= unit && i < 2 {
+		f /= unit
+		i++
+	}
+	return strconv.FormatFloat(f, 'f', 1, 64) + " " + [...]string{"KiB", "MiB", "GiB"}[i]
 }
