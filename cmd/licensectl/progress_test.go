@@ -28,6 +28,8 @@ func TestExportShowsProgressOnATerminal(t *testing.T) {
 			regexp.MustCompile(`\r\x1b\[Klicensectl: 3 events, 24 B, \d+ events/s \(done\)\n$`)},
 		{"audit export on a terminal", true, []string{"audit", "acme", "--jsonl"},
 			regexp.MustCompile(`\r\x1b\[Klicensectl: 3 entries, 24 B, \d+ entries/s \(done\)\n$`)},
+		{"audit bundle on a terminal", true, []string{"export", "acme"},
+			regexp.MustCompile(`\r\x1b\[Klicensectl: 3 lines, 24 B, \d+ lines/s \(done\)\n$`)},
 		{"not a terminal", false, []string{"events", "acme"}, regexp.MustCompile(`^$`)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -83,8 +83,18 @@ func bundleExport(ctx context.Context, c *cli, args []string) error {
 		w = f
 	}
 	lc := &lineCounter{w: w}
+	if c.progress {
+		lc.prog = &progress{w: c.stderr, what: "lines", now: time.Now}
+		lc.prog.start = lc.prog.now()
+	}
 	if _, err := io.Copy(lc, resp.Body); err != nil {
+		if lc.prog != nil {
+			lc.prog.done(err)
+		}
 		return fmt.Errorf("the bundle was cut after %d lines: %w", lc.n, err)
+	}
+	if lc.prog != nil {
+		lc.prog.done(nil)
 	}
 	if c.f.out != "" {
 		fmt.Fprintf(c.stderr, "licensectl: %d lines written to %s\n", lc.n, c.f.out)
