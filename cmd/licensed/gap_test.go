@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,7 @@ func TestRemovedMessagesLeaveNoHole(t *testing.T) {
 	gone = append(gone, last())
 	svc.expect(200, op, "POST", "/v1/accounts/acme/seats", map[string]any{"count": 1})
 	svc.expect(201, op, "POST", "/v1/accounts", map[string]any{"id": "later", "name": "Later", "seats": 5})
+	lastEvent := last()
 	gone = append(gone, garbage()) // the last message of the stream
 	for i, seq := range gone {
 		del := st.DeleteMsg
@@ -76,22 +78,39 @@ func TestRemovedMessagesLeaveNoHole(t *testing.T) {
 			t.Fatalf("later's seats %v, want %d", got, later)
 		}
 	}
-	again := startService(t, dir, io.Discard)
-	check(again, 5)
-	// The account goes on taking commands after the gaps.
-	again.expect(200, op, "POST", "/v1/accounts/later/seats", map[string]any{"count": 1})
-	again.stop()
-
+	// Without a snapshot the read models fold every event from the first:
+	// the removed account is not there, nor the removed garbage to
+	// quarantine.
 	if err := os.RemoveAll(filepath.Join(dir, "snapshots")); err != nil {
 		t.Fatal(err)
 	}
+	logs := &syncBuffer{}
+	again := startService(t, dir, logs)
+	// Ready means caught up with the last message left, not with nothing.
+	if !strings.Contains(caughtUp(logs.String()), `"position":`+strconv.FormatUint(lastEvent, 10)+`,`) {
+		t.Fatalf("the read models were ready before reaching the last event at %d:\n%s", lastEvent, caughtUp(logs.String()))
+	}
+	check(again, 5)
+	again.expect(404, op, "GET", "/v1/accounts/gone/seats", nil)
+	if m := again.expect(200, "", "GET", "/metrics", nil).raw; !strings.Contains(m, "\nledger_quarantined_records_total 0\n") {
+		t.Fatalf("quarantined records after a fold without the removed garbage:\n%s", m)
+	}
+	// The account goes on taking commands after the gaps, and a restart
+	// from the snapshot has it.
+	again.expect(200, op, "POST", "/v1/accounts/later/seats", map[string]any{"count": 1})
+	again.stop()
 	third := startService(t, dir, io.Discard)
 	defer third.stop()
 	check(third, 6)
-	// Folded from the first event, the removed account is not there, nor
-	// the removed garbage to quarantine.
-	third.expect(404, op, "GET", "/v1/accounts/gone/seats", nil)
-	if m := third.expect(200, "", "GET", "/metrics", nil).raw; !strings.Contains(m, "\nledger_quarantined_records_total 0\n") {
-		t.Fatalf("quarantined records after a fold without the removed garbage:\n%s", m)
+}
+
+// caughtUp returns the log lines of the read models catching up.
+func caughtUp(logs string) string {
+	var out []string
+	for line := range strings.Lines(logs) {
+		if strings.Contains(line, `"msg":"read models caught up"`) {
+			out = append(out, line)
+		}
 	}
+	return strings.Join(out, "")
 }

@@ -59,8 +59,9 @@ func TestDeletedMessages(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			// One event of each stream, two in a row of the long one.
-			gone := []eventstore.Position{positions[8], positions[20], positions[21]}
+			// One event of each stream, two in a row of the long one, and
+			// the last message of the stream.
+			gone := []eventstore.Position{positions[8], positions[20], positions[21], positions[39]}
 			for _, p := range gone {
 				del(p)
 			}
@@ -75,6 +76,9 @@ func TestDeletedMessages(t *testing.T) {
 			}
 			if !slices.Equal(got, want) {
 				t.Fatalf("ReadAll(0) read positions %v, want %v", got, want)
+			}
+			if p, err := s.LastPosition(ctx); err != nil || p != positions[38] {
+				t.Fatalf("LastPosition = %d, %v; want %d, the last message left", p, err, positions[38])
 			}
 			got = got[:0]
 			for rec, err := range s.ReadAll(ctx, positions[7]) {
@@ -94,6 +98,9 @@ func TestDeletedMessages(t *testing.T) {
 			after, err := s.Append(ctx, long, eventstore.Any(), events(1)...)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if after.Position <= positions[39] {
+				t.Fatalf("an append after the last message was removed is at %d, not after it (%d)", after.Position, positions[39])
 			}
 			got = got[:0]
 			for rec, err := range s.Subscribe(sctx, 0) {
@@ -139,6 +146,20 @@ func TestDeletedMessages(t *testing.T) {
 						t.Fatalf("ReadStream(%s, %d) read %v, want it to reach the last event at %d", stream, from, got, all[len(all)-1])
 					}
 				}
+			}
+
+			// With every message removed the stream reads as empty.
+			for rec, err := range s.ReadAll(ctx, 0) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				del(rec.Position)
+			}
+			if p, err := s.LastPosition(ctx); err != nil || p != 0 {
+				t.Fatalf("LastPosition of a stream whose messages were all removed = %d, %v; want 0", p, err)
+			}
+			for rec, err := range s.ReadAll(ctx, 0) {
+				t.Fatalf("ReadAll of a stream whose messages were all removed yielded %+v, %v", rec, err)
 			}
 		})
 	}
