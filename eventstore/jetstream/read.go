@@ -136,17 +136,11 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 			yield(eventstore.Record{}, err)
 			return
 		}
-		// A message get is isolated from atomic batch commits (stream info
-		// is not), so the last sequence is never inside a batch.
-		m, err := s.stream.GetLastMsgForSubject(ctx, ">")
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return
-		}
+		last, err := s.lastSequence(ctx)
 		if err != nil {
 			yield(eventstore.Record{}, fmt.Errorf("jetstream: read all: %w", err))
 			return
 		}
-		last := m.Sequence
 		if last <= uint64(after) {
 			return
 		}
@@ -159,21 +153,43 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 }
 
 // LastPosition returns the global position of the last event stored (the
-// stream's last sequence), 0 when the stream is empty. Like [Store.ReadAll]
-// it asks with a message get, which the stream leader answers: no position
-// an append has returned is ever above it.
+// sequence of the stream's last message), 0 when the stream is empty.
+// Like [Store.ReadAll] it asks with a message get, which the stream leader
+// answers: no position an append has returned is ever above it.
 func (s *Store) LastPosition(ctx context.Context) (eventstore.Position, error) {
 	if err := s.open(); err != nil {
 		return 0, err
 	}
+	last, err := s.lastSequence(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("jetstream: last position: %w", err)
+	}
+	return eventstore.Position(last), nil
+}
+
+// lastSequence returns the sequence of the stream's last message, 0 when
+// it holds none. A message get is isolated from atomic batch commits
+// (stream info is not), so the sequence is never inside a batch.
+//
+// The server answers a get of the last message on ">" with the message at
+// the stream's last sequence, and with not found when that message was
+// removed (nats stream rmm, a secure delete): the sequence stays the
+// stream's last though no message holds it. The get is then asked again
+// on "*.>", which matches every subject of the stream (all have a
+// category and more) and which the server answers with the last message
+// it holds, at the cost of a look at every subject's index.
+func (s *Store) lastSequence(ctx context.Context) (uint64, error) {
 	m, err := s.stream.GetLastMsgForSubject(ctx, ">")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		m, err = s.stream.GetLastMsgForSubject(ctx, "*.>")
+	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("jetstream: last position: %w", err)
+		return 0, err
 	}
-	return eventstore.Position(m.Sequence), nil
+	return m.Sequence, nil
 }
 
 // Subscribe implements [eventstore.Store.Subscribe]. It ends with ctx's
