@@ -320,6 +320,16 @@ func (r *Relay) readCheckpoint(ctx context.Context) (checkpoint, error) {
 		m, err = r.stream.GetLastMsgForSubject(ctx, ">")
 	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// The last message was removed (nats stream rmm): the server
+		// answers ">" with the message at the last sequence, and "*.>",
+		// which matches every subject the relay publishes on, with the
+		// last message it still holds. The relay goes on from there: the
+		// removed events are published again once the server's
+		// de-duplication window no longer holds their ids (until then
+		// their publishes are duplicates and the relay retries).
+		m, err = r.stream.GetLastMsgForSubject(ctx, "*.>")
+	}
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return checkpoint{}, permanentError{fmt.Errorf("%w: stream %s ends at sequence %d but holds no message", ErrNoCheckpoint, r.cfg.Stream, last)}
 	}
 	if err != nil {
