@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"github.com/google/uuid"
+	natsjs "github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/licenseledger/ledger/domain/ledger"
@@ -32,9 +33,12 @@ import (
 // durability, 64 writers each on an account of its own) without and with
 // a transparency log following the store; with it, the clock stops once
 // the tree holds every event appended, so the rate is of events appended
-// and in the tree.
+// and in the tree. raw-publish is the floor of both: the same messages
+// published to the same server by JetStream's client, without the store's
+// expected-revision checks.
 func BenchmarkAppend(b *testing.B) {
 	for _, d := range []jetstream.Durability{jetstream.DurabilityFsync, jetstream.DurabilityInterval} {
+		b.Run(string(d)+"/raw-publish", func(b *testing.B) { benchRawPublish(b, d) })
 		for _, withLog := range []bool{false, true} {
 			name := string(d) + "/without-log"
 			if withLog {
@@ -43,6 +47,42 @@ func BenchmarkAppend(b *testing.B) {
 			b.Run(name, func(b *testing.B) { benchAppend(b, d, withLog) })
 		}
 	}
+}
+
+func benchRawPublish(b *testing.B, d jetstream.Durability) {
+	ctx := context.Background()
+	s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: b.TempDir(), Port: -1, Durability: d}, jetstream.Config{MaxBatch: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	js, err := natsjs.New(s.Conn())
+	if err != nil {
+		b.Fatal(err)
+	}
+	const writers = 64
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for a := range writers {
+		wg.Go(func() {
+			stream := benchStream(a)
+			for n := uint64(0); next.Add(1) <= int64(b.N); n++ {
+				m, err := jetstream.Message(stream, benchEvent(), n, false)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if _, err := js.PublishMsg(ctx, m); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
 func benchAppend(b *testing.B, d jetstream.Durability, withLog bool) {

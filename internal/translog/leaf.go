@@ -59,10 +59,14 @@ const (
 // eventstore.ErrUnreadable), 0x01, the position (8 bytes) and the stream
 // name, length-prefixed (empty when its place names none).
 func LeafData(rec eventstore.Record, readErr error) []byte {
+	return appendLeafData(nil, rec, readErr)
+}
+
+func appendLeafData(b []byte, rec eventstore.Record, readErr error) []byte {
 	if readErr != nil {
-		return appendUnreadable(nil, rec.Position, streamName(rec.Stream))
+		return appendUnreadable(b, rec.Position, streamName(rec.Stream))
 	}
-	return AppendRecordLeaf(nil, streamName(rec.Stream), rec.Revision, rec.ID, rec.Type, rec.Data, rec.Metadata)
+	return AppendRecordLeaf(b, streamName(rec.Stream), rec.Revision, rec.ID, rec.Type, rec.Data, rec.Metadata)
 }
 
 func streamName(s eventstore.StreamID) string {

@@ -63,6 +63,10 @@ type Log struct {
 	frontier []frontierHash
 	pending  []tlog.Hash
 	written  int64 // stored hashes in the file
+	// writerReader is writerRead as a tlog.HashReader; leafBuf, flushBuf
+	// and posBuf are kept from one append to the next.
+	writerReader              tlog.HashReader
+	leafBuf, flushBuf, posBuf []byte
 
 	signMu sync.Mutex
 	signed atomic.Pointer[Signed]
@@ -105,6 +109,7 @@ func Open(cfg Config) (*Log, error) {
 		return nil, fmt.Errorf("log dir: %w", err)
 	}
 	l := &Log{cfg: cfg, origin: cfg.Key.Signer.Name(), log: cfg.Logger, wake: make(chan struct{})}
+	l.writerReader = tlog.HashReaderFunc(l.writerRead)
 	var err error
 	if l.hashes, err = os.OpenFile(filepath.Join(cfg.Dir, hashesFile), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
 		return nil, fmt.Errorf("log hashes: %w", err)
@@ -242,14 +247,15 @@ func (l *Log) Append(leaves ...Leaf) error {
 	last := l.Position()
 	start := l.n
 	n := l.n
-	var pos []eventstore.Position
-	var buf []byte
+	pos := make([]eventstore.Position, 0, len(leaves))
+	buf := l.leafBuf[:0]
+	defer func() { l.leafBuf = buf[:0] }()
 	for _, lf := range leaves {
 		if n > 0 && lf.Record.Position <= last {
 			continue
 		}
-		buf = append(buf[:0], LeafData(lf.Record, lf.Err)...)
-		hs, err := tlog.StoredHashes(n, buf, tlog.HashReaderFunc(l.writerRead))
+		buf = appendLeafData(buf[:0], lf.Record, lf.Err)
+		hs, err := tlog.StoredHashesForRecordHash(n, tlog.RecordHash(buf), l.writerReader)
 		if err != nil {
 			l.pending = nil
 			return fmt.Errorf("log leaf %d: %w", n, err)
@@ -291,17 +297,19 @@ func (l *Log) setFrontier(level int, index int64, h tlog.Hash) {
 // flush writes the pending hashes and the positions of the leaves from
 // start.
 func (l *Log) flush(start int64, pos []eventstore.Position) error {
-	b := make([]byte, 0, len(l.pending)*tlog.HashSize)
+	b := l.flushBuf[:0]
 	for _, h := range l.pending {
 		b = append(b, h[:]...)
 	}
+	l.flushBuf = b[:0]
 	if _, err := l.hashes.WriteAt(b, l.written*tlog.HashSize); err != nil {
 		return fmt.Errorf("log hashes: %w", err)
 	}
-	p := make([]byte, 0, 8*len(pos))
+	p := l.posBuf[:0]
 	for _, x := range pos {
 		p = binary.BigEndian.AppendUint64(p, uint64(x))
 	}
+	l.posBuf = p[:0]
 	if _, err := l.leaves.WriteAt(p, 8*start); err != nil {
 		return fmt.Errorf("log positions: %w", err)
 	}
