@@ -39,8 +39,12 @@ type Config struct {
 	// SignEvery is the longest time between two checkpoints while the log
 	// grows (DefaultSignEvery when 0).
 	SignEvery time.Duration
-	Logger    *slog.Logger
-	Clock     func() time.Time
+	// Feed, if set, gives Run the records the read models' runner reads,
+	// once Run caught up: Run then follows the store through it (reading
+	// the store only for records the feed lacks) instead of subscribing.
+	Feed   *Feed
+	Logger *slog.Logger
+	Clock  func() time.Time
 }
 
 // Log is the Merkle tree over the store's records with its signed
@@ -555,6 +559,11 @@ func (l *Log) Run(ctx context.Context, store eventstore.Store) error {
 	l.ready.Store(true)
 	l.log.InfoContext(ctx, "log caught up", "size", l.Size(), "origin", l.origin)
 
+	if l.cfg.Feed != nil {
+		tick := time.NewTicker(min(l.cfg.SignEvery, time.Second))
+		defer tick.Stop()
+		return l.followFeed(ctx, store, l.cfg.Feed, batch, tick.C)
+	}
 	live := make(chan Leaf, 256)
 	errc := make(chan error, 1)
 	go func() {
@@ -603,13 +612,19 @@ func (l *Log) Run(ctx context.Context, store eventstore.Store) error {
 				return err
 			}
 		case <-tick.C:
-			if s := l.Latest(); s == nil || (s.Size != l.Size() && l.cfg.Clock().Sub(s.At) >= l.cfg.SignEvery) {
-				if _, err := l.Sign(ctx); err != nil {
-					l.log.ErrorContext(ctx, "sign checkpoint", "err", err)
-				}
-			}
+			l.maybeSign(ctx)
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+}
+
+// maybeSign signs a checkpoint when the tree grew and the last one is
+// SignEvery old.
+func (l *Log) maybeSign(ctx context.Context) {
+	if s := l.Latest(); s == nil || (s.Size != l.Size() && l.cfg.Clock().Sub(s.At) >= l.cfg.SignEvery) {
+		if _, err := l.Sign(ctx); err != nil {
+			l.log.ErrorContext(ctx, "sign checkpoint", "err", err)
 		}
 	}
 }
