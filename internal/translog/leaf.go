@@ -73,9 +73,29 @@ func LeafData(rec eventstore.Record, readErr error) []byte {
 
 func appendLeafData(b []byte, rec eventstore.Record, readErr error) []byte {
 	if readErr != nil {
-		return appendUnreadable(b, rec.Position, streamName(rec.Stream))
+		b = append(b, leafUnreadable)
+		b = binary.BigEndian.AppendUint64(b, uint64(rec.Position))
+		return appendStreamName(b, rec.Stream)
 	}
-	return AppendRecordLeaf(b, streamName(rec.Stream), rec.Revision, rec.ID, rec.Type, rec.Data, rec.Metadata)
+	b = append(b, leafRecord)
+	b = appendStreamName(b, rec.Stream)
+	b = binary.BigEndian.AppendUint64(b, rec.Revision)
+	b = append(b, rec.ID[:]...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(rec.Type)))
+	b = append(b, rec.Type...)
+	b = appendBytes(b, rec.Data)
+	return appendBytes(b, rec.Metadata)
+}
+
+// appendStreamName appends streamName(s), length-prefixed, to b.
+func appendStreamName(b []byte, s eventstore.StreamID) []byte {
+	if s.Account == "" {
+		return binary.BigEndian.AppendUint32(b, 0)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s.Category)+1+len(s.Account)))
+	b = append(b, s.Category...)
+	b = append(b, '-')
+	return append(b, s.Account...)
 }
 
 func streamName(s eventstore.StreamID) string {

@@ -71,6 +71,7 @@ type Log struct {
 	// and posBuf are kept from one append to the next.
 	writerReader              tlog.HashReader
 	leafBuf, flushBuf, posBuf []byte
+	posScratch                []eventstore.Position
 
 	signMu sync.Mutex
 	signed atomic.Pointer[Signed]
@@ -251,7 +252,8 @@ func (l *Log) Append(leaves ...Leaf) error {
 	last := l.Position()
 	start := l.n
 	n := l.n
-	pos := make([]eventstore.Position, 0, len(leaves))
+	pos := l.posScratch[:0]
+	defer func() { l.posScratch = pos[:0] }()
 	buf := l.leafBuf[:0]
 	defer func() { l.leafBuf = buf[:0] }()
 	for _, lf := range leaves {

@@ -8,6 +8,8 @@ import (
 	"github.com/go-json-experiment/json"
 	"github.com/google/uuid"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/licenseledger/ledger/eventstore"
 )
 
 // memTree is a tree's stored hashes in memory.
@@ -128,4 +130,66 @@ func normal(b BundleLine) BundleLine {
 		}
 	}
 	return b
+}
+
+// The log's leaf data of a record is the one a bundle line stands for.
+func TestLeafDataMatchesBundleLine(t *testing.T) {
+	rec := eventstore.Record{ID: uuid.New(), Stream: eventstore.ActivityStream("acme"), Type: "ActivityRecorded",
+		Data: []byte(`{"a":1}`), Metadata: []byte(`{}`), Revision: 7, Position: 42}
+	for _, readErr := range []error{nil, eventstore.ErrUnreadable} {
+		line := RecordLine(rec, readErr, 3, nil)
+		if got, want := LeafData(rec, readErr), line.leafData(nil); !bytes.Equal(got, want) {
+			t.Fatalf("read with %v: leaf %x, bundle line's %x", readErr, got, want)
+		}
+	}
+	if got, want := LeafData(eventstore.Record{Position: 9}, eventstore.ErrUnreadable), AppendUnreadableLeaf(nil, 9, ""); !bytes.Equal(got, want) {
+		t.Fatalf("record of no stream: leaf %x, want %x", got, want)
+	}
+}
+
+// Proofs decoded one after another decode to their own bytes, whichever
+// part they share with the proof before.
+func TestLineParserProofs(t *testing.T) {
+	base := make([]byte, 21*tlog.HashSize)
+	for i := range base {
+		base[i] = byte(i * 7)
+	}
+	var proofs [][]byte
+	for _, at := range []int{0, 5, 31, 32, 100, 300, 500, len(base) - 1, -1} {
+		p := bytes.Clone(base)
+		if at >= 0 {
+			p[at] ^= 0x55
+		}
+		proofs = append(proofs, p, bytes.Clone(base), p[:len(p)-tlog.HashSize])
+	}
+	var p lineParser
+	for i, want := range proofs {
+		line, err := json.Marshal(&BundleLine{Kind: KindRecord, Proof: want})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bl BundleLine
+		if _, _, err := p.parse(line, &bl, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(bl.Proof, want) {
+			t.Fatalf("proof %d decoded to other bytes", i)
+		}
+	}
+	// A padding character inside the text is refused, also when the end
+	// is the last proof's.
+	line, _ := json.Marshal(&BundleLine{Kind: KindRecord, Proof: base})
+	at := bytes.Index(line, []byte(`"proof":"`)) + len(`"proof":"`) + 60
+	bad := bytes.Clone(line)
+	copy(bad[at:], "AA==")
+	var bl BundleLine
+	if len(bad) != len(line) || bytes.Equal(bad, line) {
+		t.Fatalf("altered line %s", bad)
+	}
+	if _, _, err := p.parse(line, &bl, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.parse(bad, &bl, nil, nil); err == nil {
+		t.Fatalf("proof with padding inside parsed: %s", bad)
+	}
 }
