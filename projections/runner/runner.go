@@ -80,7 +80,7 @@ type Config struct {
 	// is fed from it instead of following the store a second time).
 	OnRecord func(prev eventstore.Position, rec eventstore.Record, readErr error)
 	Logger   *slog.Logger
-	Clock   func() time.Time
+	Clock    func() time.Time
 }
 
 // Runner feeds read models from the store. Its methods are safe for
