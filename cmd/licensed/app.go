@@ -104,6 +104,8 @@ func (m *Main) Start(ctx context.Context) error {
 	m.codec = codec.New(pii.NewKeyring(m.backend.keys, rand.Reader))
 
 	st, at, au, bi := seats.New(), attribution.New(), audit.New(), billing.New()
+	// The transparency log is fed the records the read models read.
+	feed := translog.NewFeed(0)
 	m.runner = runner.New(runner.Config{
 		Store: m.store, Codec: m.codec,
 		Projections: []projections.Projection{st, at, au, bi},
@@ -112,6 +114,7 @@ func (m *Main) Start(ctx context.Context) error {
 		},
 		Snapshots: runner.FileSnapshots{Dir: filepath.Join(dataDir, "snapshots")},
 		OnEvent:   m.forgetDeletedKeys,
+		OnRecord:  feed.Offer,
 		Logger:    m.log.With("component", "read-models"),
 	})
 	m.metrics.CountQuarantined(m.runner.QuarantinedCount)
@@ -126,7 +129,7 @@ func (m *Main) Start(ctx context.Context) error {
 		return err
 	}
 	m.tlog, err = translog.Open(translog.Config{
-		Dir: filepath.Join(dataDir, "log"), Key: key, SignEvery: m.cfg.CheckpointEvery,
+		Dir: filepath.Join(dataDir, "log"), Key: key, SignEvery: m.cfg.CheckpointEvery, Feed: feed,
 		Logger: m.log.With("component", "log"),
 	})
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"github.com/google/uuid"
+	natsjs "github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/licenseledger/ledger/domain/ledger"
@@ -26,84 +27,193 @@ import (
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/pii"
 	"github.com/licenseledger/ledger/internal/translog"
+	"github.com/licenseledger/ledger/projections"
+	"github.com/licenseledger/ledger/projections/billing"
+	"github.com/licenseledger/ledger/projections/runner"
+	"github.com/licenseledger/ledger/projections/seats"
 )
 
-// BenchmarkAppend appends through the embedded JetStream store (each
-// durability, 64 writers each on an account of its own) without and with
-// a transparency log following the store; with it, the clock stops once
-// the tree holds every event appended, so the rate is of events appended
-// and in the tree.
+// BenchmarkAppend appends ledger events through the embedded JetStream
+// store (each durability, 64 writers each on an account of its own) and
+// stops the clock once every follower holds every event appended:
+//
+//   - raw-publish: the same number of messages published to the same
+//     server by JetStream's client, without the store (the floor);
+//   - store: the store's appends, no follower;
+//   - read-models: the read models' runner follows the store (the
+//     service without a transparency log);
+//   - read-models+log: the service, the log fed by the runner;
+//   - read-models+log-subscribed: the log following the store on its own
+//     subscription beside the runner;
+//   - log-subscribed: the log alone on its own subscription.
 func BenchmarkAppend(b *testing.B) {
 	for _, d := range []jetstream.Durability{jetstream.DurabilityFsync, jetstream.DurabilityInterval} {
-		for _, withLog := range []bool{false, true} {
-			name := string(d) + "/without-log"
-			if withLog {
-				name = string(d) + "/with-log"
-			}
-			b.Run(name, func(b *testing.B) { benchAppend(b, d, withLog) })
+		b.Run(string(d)+"/raw-publish", func(b *testing.B) { benchRawPublish(b, d) })
+		for _, f := range []struct {
+			name             string
+			runner, log, fed bool
+		}{
+			{"store", false, false, false},
+			{"read-models", true, false, false},
+			{"read-models+log", true, true, true},
+			{"read-models+log-subscribed", true, true, false},
+			{"log-subscribed", false, true, false},
+		} {
+			b.Run(string(d)+"/"+f.name, func(b *testing.B) { benchAppend(b, d, f.runner, f.log, f.fed) })
 		}
 	}
 }
 
-func benchAppend(b *testing.B, d jetstream.Durability, withLog bool) {
-	{
-		{
-			ctx := context.Background()
-			s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: b.TempDir(), Port: -1, Durability: d}, jetstream.Config{MaxBatch: 1})
+const benchWriters = 64
+
+// benchEvents returns each writer's events: an account opened and a user
+// added (appended before the clock starts), then n activities between
+// them, each naming the chain link of the one before.
+func benchEvents(b *testing.B, ctx context.Context, cod *codec.Codec, n int) [][]eventstore.Proposed {
+	t := time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
+	out := make([][]eventstore.Proposed, benchWriters)
+	for a := range benchWriters {
+		acct := fmt.Sprintf("acct%04d", a)
+		var prevLedger, prevAct codec.Hash
+		enc := func(prev *codec.Hash, e ledger.Event) eventstore.Proposed {
+			id := ulid.Make()
+			p, err := cod.Encode(ctx, e, codec.Metadata{EventID: uuid.New(), Time: t, Account: acct,
+				Actor: codec.Actor{ID: "tok_admin", Role: "admin"}, CorrelationID: id, CausationID: id, PrevHash: *prev})
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer s.Close()
-			const writers = 64
-			for a := range writers {
-				if _, err := s.Append(ctx, benchStream(a), eventstore.NoStream(), benchEvent()); err != nil {
-					b.Fatal(err)
-				}
-			}
-			var l *translog.Log
-			if withLog {
-				dir := b.TempDir()
-				key, err := translog.LoadKey(dir, "", "bench/log", rand.Reader)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if l, err = translog.Open(translog.Config{Dir: filepath.Join(dir, "log"), Key: key}); err != nil {
-					b.Fatal(err)
-				}
-				defer l.Close()
-				rctx, cancel := context.WithCancel(ctx)
-				done := make(chan struct{})
-				go func() { defer close(done); l.Run(rctx, s) }()
-				defer func() { cancel(); <-done }()
-			}
-			var next atomic.Int64
-			var last atomic.Uint64
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			for a := range writers {
-				wg.Go(func() {
-					stream := benchStream(a)
-					for n := uint64(1); next.Add(1) <= int64(b.N); n++ {
-						res, err := s.Append(ctx, stream, eventstore.ExpectRevisionAfter(n), benchEvent())
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						for p := last.Load(); uint64(res.Position) > p && !last.CompareAndSwap(p, uint64(res.Position)); p = last.Load() {
-						}
-					}
-				})
-			}
-			wg.Wait()
-			if l != nil {
-				if err := l.Wait(ctx, eventstore.Position(last.Load())); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			*prev = codec.NextHash(*prev, p)
+			return p
+		}
+		if err := cod.Keys().Create(ctx, pii.KeyID(acct, "u1")); err != nil {
+			b.Fatal(err)
+		}
+		out[a] = append(out[a], enc(&prevLedger, ledger.AccountOpened{Account: acct, Name: "Acct", Seats: 5, At: t}),
+			enc(&prevLedger, ledger.UserAdded{UserID: "u1", Name: "Ada", Email: "ada@acme.test", Role: ledger.RoleAdmin, At: t}))
+		for i := a; i < n; i += benchWriters {
+			out[a] = append(out[a], enc(&prevAct, ledger.ActivityRecorded{ActivityID: fmt.Sprintf("a%07d", i), UserID: "u1", Kind: "note", Ref: "candidate-17", At: t}))
 		}
 	}
+	return out
+}
+
+func benchRawPublish(b *testing.B, d jetstream.Durability) {
+	ctx := context.Background()
+	s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: b.TempDir(), Port: -1, Durability: d}, jetstream.Config{MaxBatch: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	js, err := natsjs.New(s.Conn())
+	if err != nil {
+		b.Fatal(err)
+	}
+	events := benchEvents(b, ctx, codec.New(pii.NewKeyring(pii.NewMemoryKeys(), rand.Reader)), b.N)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for a := range benchWriters {
+		wg.Go(func() {
+			stream := eventstore.ActivityStream(fmt.Sprintf("acct%04d", a))
+			for n, e := range events[a][2:] {
+				m, err := jetstream.Message(stream, e, uint64(n), false)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if _, err := js.PublishMsg(ctx, m); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+func benchAppend(b *testing.B, d jetstream.Durability, withRunner, withLog, fed bool) {
+	ctx := context.Background()
+	s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: b.TempDir(), Port: -1, Durability: d}, jetstream.Config{MaxBatch: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	cod := codec.New(pii.NewKeyring(pii.NewMemoryKeys(), rand.Reader))
+	events := benchEvents(b, ctx, cod, b.N)
+	var start eventstore.Position
+	for a := range benchWriters {
+		res, err := s.Append(ctx, eventstore.LedgerStream(fmt.Sprintf("acct%04d", a)), eventstore.NoStream(), events[a][:2]...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start = max(start, res.Position)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	defer func() { cancel(); bg.Wait() }()
+	var feed *translog.Feed
+	if fed {
+		feed = translog.NewFeed(0)
+	}
+	var r *runner.Runner
+	if withRunner {
+		cfg := runner.Config{Store: s, Codec: cod, Projections: []projections.Projection{seats.New(), billing.New()}}
+		if feed != nil {
+			cfg.OnRecord = feed.Offer
+		}
+		r = runner.New(cfg)
+		bg.Go(func() { r.Run(rctx) })
+		if err := r.Wait(ctx, start); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var l *translog.Log
+	if withLog {
+		dir := b.TempDir()
+		key, err := translog.LoadKey(dir, "", "bench/log", rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if l, err = translog.Open(translog.Config{Dir: filepath.Join(dir, "log"), Key: key, Feed: feed}); err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		bg.Go(func() { l.Run(rctx, s) })
+		if err := l.Wait(ctx, start); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var last atomic.Uint64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for a := range benchWriters {
+		wg.Go(func() {
+			stream := eventstore.ActivityStream(fmt.Sprintf("acct%04d", a))
+			for n, e := range events[a][2:] {
+				res, err := s.Append(ctx, stream, eventstore.ExpectRevisionAfter(uint64(n)), e)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				for p := last.Load(); uint64(res.Position) > p && !last.CompareAndSwap(p, uint64(res.Position)); p = last.Load() {
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if r != nil {
+		if err := r.Wait(ctx, eventstore.Position(last.Load())); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if l != nil {
+		if err := l.Wait(ctx, eventstore.Position(last.Load())); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
 
 func benchStream(a int) eventstore.StreamID {

@@ -32,6 +32,15 @@
 // so a restart resumes from the last signed tree, checked against its
 // root, and reads the store only after it. Nothing rereads the history to
 // answer a request.
+//
+// # Following the store
+//
+// Once caught up, the log follows the store on a subscription of its own,
+// or, in the service, is fed the records the read models' runner reads
+// (Config.Feed): each comes with the position of the record read before
+// it, so the log appends it directly when that is its last leaf and reads
+// the store for whatever the feed lacks (records it had no room for, or
+// read before the runner caught up) otherwise.
 package translog
 
 import (
@@ -59,10 +68,34 @@ const (
 // eventstore.ErrUnreadable), 0x01, the position (8 bytes) and the stream
 // name, length-prefixed (empty when its place names none).
 func LeafData(rec eventstore.Record, readErr error) []byte {
+	return appendLeafData(nil, rec, readErr)
+}
+
+func appendLeafData(b []byte, rec eventstore.Record, readErr error) []byte {
 	if readErr != nil {
-		return appendUnreadable(nil, rec.Position, streamName(rec.Stream))
+		b = append(b, leafUnreadable)
+		b = binary.BigEndian.AppendUint64(b, uint64(rec.Position))
+		return appendStreamName(b, rec.Stream)
 	}
-	return AppendRecordLeaf(nil, streamName(rec.Stream), rec.Revision, rec.ID, rec.Type, rec.Data, rec.Metadata)
+	b = append(b, leafRecord)
+	b = appendStreamName(b, rec.Stream)
+	b = binary.BigEndian.AppendUint64(b, rec.Revision)
+	b = append(b, rec.ID[:]...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(rec.Type)))
+	b = append(b, rec.Type...)
+	b = appendBytes(b, rec.Data)
+	return appendBytes(b, rec.Metadata)
+}
+
+// appendStreamName appends streamName(s), length-prefixed, to b.
+func appendStreamName(b []byte, s eventstore.StreamID) []byte {
+	if s.Account == "" {
+		return binary.BigEndian.AppendUint32(b, 0)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s.Category)+1+len(s.Account)))
+	b = append(b, s.Category...)
+	b = append(b, '-')
+	return append(b, s.Account...)
 }
 
 func streamName(s eventstore.StreamID) string {

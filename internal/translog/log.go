@@ -39,8 +39,12 @@ type Config struct {
 	// SignEvery is the longest time between two checkpoints while the log
 	// grows (DefaultSignEvery when 0).
 	SignEvery time.Duration
-	Logger    *slog.Logger
-	Clock     func() time.Time
+	// Feed, if set, gives Run the records the read models' runner reads,
+	// once Run caught up: Run then follows the store through it (reading
+	// the store only for records the feed lacks) instead of subscribing.
+	Feed   *Feed
+	Logger *slog.Logger
+	Clock  func() time.Time
 }
 
 // Log is the Merkle tree over the store's records with its signed
@@ -63,6 +67,11 @@ type Log struct {
 	frontier []frontierHash
 	pending  []tlog.Hash
 	written  int64 // stored hashes in the file
+	// writerReader is writerRead as a tlog.HashReader; leafBuf, flushBuf
+	// and posBuf are kept from one append to the next.
+	writerReader              tlog.HashReader
+	leafBuf, flushBuf, posBuf []byte
+	posScratch                []eventstore.Position
 
 	signMu sync.Mutex
 	signed atomic.Pointer[Signed]
@@ -105,6 +114,7 @@ func Open(cfg Config) (*Log, error) {
 		return nil, fmt.Errorf("log dir: %w", err)
 	}
 	l := &Log{cfg: cfg, origin: cfg.Key.Signer.Name(), log: cfg.Logger, wake: make(chan struct{})}
+	l.writerReader = tlog.HashReaderFunc(l.writerRead)
 	var err error
 	if l.hashes, err = os.OpenFile(filepath.Join(cfg.Dir, hashesFile), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
 		return nil, fmt.Errorf("log hashes: %w", err)
@@ -242,14 +252,16 @@ func (l *Log) Append(leaves ...Leaf) error {
 	last := l.Position()
 	start := l.n
 	n := l.n
-	var pos []eventstore.Position
-	var buf []byte
+	pos := l.posScratch[:0]
+	defer func() { l.posScratch = pos[:0] }()
+	buf := l.leafBuf[:0]
+	defer func() { l.leafBuf = buf[:0] }()
 	for _, lf := range leaves {
 		if n > 0 && lf.Record.Position <= last {
 			continue
 		}
-		buf = append(buf[:0], LeafData(lf.Record, lf.Err)...)
-		hs, err := tlog.StoredHashes(n, buf, tlog.HashReaderFunc(l.writerRead))
+		buf = appendLeafData(buf[:0], lf.Record, lf.Err)
+		hs, err := tlog.StoredHashesForRecordHash(n, tlog.RecordHash(buf), l.writerReader)
 		if err != nil {
 			l.pending = nil
 			return fmt.Errorf("log leaf %d: %w", n, err)
@@ -291,17 +303,19 @@ func (l *Log) setFrontier(level int, index int64, h tlog.Hash) {
 // flush writes the pending hashes and the positions of the leaves from
 // start.
 func (l *Log) flush(start int64, pos []eventstore.Position) error {
-	b := make([]byte, 0, len(l.pending)*tlog.HashSize)
+	b := l.flushBuf[:0]
 	for _, h := range l.pending {
 		b = append(b, h[:]...)
 	}
+	l.flushBuf = b[:0]
 	if _, err := l.hashes.WriteAt(b, l.written*tlog.HashSize); err != nil {
 		return fmt.Errorf("log hashes: %w", err)
 	}
-	p := make([]byte, 0, 8*len(pos))
+	p := l.posBuf[:0]
 	for _, x := range pos {
 		p = binary.BigEndian.AppendUint64(p, uint64(x))
 	}
+	l.posBuf = p[:0]
 	if _, err := l.leaves.WriteAt(p, 8*start); err != nil {
 		return fmt.Errorf("log positions: %w", err)
 	}
@@ -547,6 +561,11 @@ func (l *Log) Run(ctx context.Context, store eventstore.Store) error {
 	l.ready.Store(true)
 	l.log.InfoContext(ctx, "log caught up", "size", l.Size(), "origin", l.origin)
 
+	if l.cfg.Feed != nil {
+		tick := time.NewTicker(min(l.cfg.SignEvery, time.Second))
+		defer tick.Stop()
+		return l.followFeed(ctx, store, l.cfg.Feed, batch, tick.C)
+	}
 	live := make(chan Leaf, 256)
 	errc := make(chan error, 1)
 	go func() {
@@ -595,13 +614,19 @@ func (l *Log) Run(ctx context.Context, store eventstore.Store) error {
 				return err
 			}
 		case <-tick.C:
-			if s := l.Latest(); s == nil || (s.Size != l.Size() && l.cfg.Clock().Sub(s.At) >= l.cfg.SignEvery) {
-				if _, err := l.Sign(ctx); err != nil {
-					l.log.ErrorContext(ctx, "sign checkpoint", "err", err)
-				}
-			}
+			l.maybeSign(ctx)
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+}
+
+// maybeSign signs a checkpoint when the tree grew and the last one is
+// SignEvery old.
+func (l *Log) maybeSign(ctx context.Context) {
+	if s := l.Latest(); s == nil || (s.Size != l.Size() && l.cfg.Clock().Sub(s.At) >= l.cfg.SignEvery) {
+		if _, err := l.Sign(ctx); err != nil {
+			l.log.ErrorContext(ctx, "sign checkpoint", "err", err)
 		}
 	}
 }

@@ -336,6 +336,25 @@ func TestBundleTampering(t *testing.T) {
 		{"flipped byte of a payload", edit(first+2, func(bl *translog.BundleLine) { bl.Data[len(bl.Data)/2] ^= 1 }), "", "line 6 "},
 		{"flipped byte of metadata", edit(first+4, func(bl *translog.BundleLine) { bl.Metadata[3] ^= 1 }), "", "line 8 "},
 		{"flipped byte of a proof", edit(first+1, func(bl *translog.BundleLine) { bl.Proof[0] ^= 1 }), "", "line 5 "},
+		// The upper hashes of a proof are those of the record's neighbour.
+		{"flipped byte of a proof's last hash", edit(first+2, func(bl *translog.BundleLine) { bl.Proof[len(bl.Proof)-1] ^= 1 }), "", "line 6 "},
+		{"hash added to a proof", edit(first+2, func(bl *translog.BundleLine) { bl.Proof = append(bl.Proof, bl.Proof[:32]...) }), "", "line 6 "},
+		{"hash taken from a proof", edit(first+2, func(bl *translog.BundleLine) { bl.Proof = bl.Proof[:len(bl.Proof)-32] }), "", "line 6 "},
+		{"unknown member with a bad value", func() []string {
+			out := append([]string(nil), lines...)
+			out[first+2] = strings.Replace(out[first+2], `{`, `{"extra":[1,}`, 1)
+			return out
+		}(), "", "line 6: not a bundle line"},
+		{"two objects on a line", func() []string {
+			out := append([]string(nil), lines...)
+			out[first+2] = strings.TrimSuffix(out[first+2], "\n") + "{}\n"
+			return out
+		}(), "", "line 6: not a bundle line"},
+		{"repeated member", func() []string {
+			out := append([]string(nil), lines...)
+			out[first+2] = strings.Replace(out[first+2], `{`, `{"leaf":1,`, 1)
+			return out
+		}(), "", "line 6: not a bundle line"},
 		{"missing record", append(append([]string(nil), lines[:first+2]...), lines[first+3:]...), "", "is missing"},
 		{"reordered records", func() []string {
 			out := append([]string(nil), lines...)

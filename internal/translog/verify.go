@@ -139,6 +139,7 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 	type batch struct {
 		start int // the line number of the first line
 		lines [][]byte
+		buf   []byte // holds the lines
 		out   []checked
 		done  chan struct{}
 	}
@@ -177,12 +178,18 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 			if len(cur.lines) == 0 {
 				cur.start = lr.n
 			}
-			cur.lines = append(cur.lines, append([]byte(nil), b...))
+			// The lines of a batch are copied into one buffer.
+			if cap(cur.buf)-len(cur.buf) < len(b) {
+				cur.buf = make([]byte, 0, max(256<<10, len(b)))
+			}
+			at := len(cur.buf)
+			cur.buf = append(cur.buf, b...)
+			cur.lines = append(cur.lines, cur.buf[at:len(cur.buf):len(cur.buf)])
 			if len(cur.lines) == 256 {
 				if !send() {
 					return
 				}
-				cur = &batch{done: make(chan struct{})}
+				cur = &batch{done: make(chan struct{}), lines: make([][]byte, 0, 256)}
 			}
 		}
 		if len(cur.lines) > 0 {
@@ -192,11 +199,18 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
-			var buf []byte
+			w := &lineChecker{verifier: vf, paths: newPathCache(cp.Size, cp.Hash)}
 			for bt := range work {
 				bt.out = make([]checked, len(bt.lines))
+				// The records' data and metadata, which the decoded
+				// events keep, are decoded into one buffer per batch.
+				size := 0
+				for _, line := range bt.lines {
+					size += len(line)
+				}
+				w.arena = make([]byte, 0, size*3/4)
 				for i, line := range bt.lines {
-					buf = vf.check(ctx, bt.start+i, line, &bt.out[i], buf)
+					w.check(ctx, bt.start+i, line, &bt.out[i])
 				}
 				close(bt.done)
 			}
@@ -341,55 +355,68 @@ type checked struct {
 	link codec.Hash
 }
 
-func (vf *verifier) check(ctx context.Context, line int, b []byte, c *checked, buf []byte) []byte {
+// lineChecker checks record lines on one goroutine.
+type lineChecker struct {
+	*verifier
+	parser lineParser
+	paths  *pathCache
+	arena  []byte // the data and metadata of the batch's records
+	proof  []byte
+	leaf   []byte
+}
+
+func (w *lineChecker) check(ctx context.Context, line int, b []byte, c *checked) {
 	var bl BundleLine
-	if err := json.Unmarshal(b, &bl); err != nil {
+	var err error
+	if w.arena, w.proof, err = w.parser.parse(b, &bl, w.arena, w.proof); err != nil {
 		c.err = &BundleError{Line: line, Reason: "not a bundle line: " + err.Error()}
-		return buf
+		return
 	}
 	where := &BundleError{Line: line, Leaf: bl.Leaf, Stream: bl.Stream, Revision: bl.Revision}
-	fail := func(format string, args ...any) []byte {
+	fail := func(format string, args ...any) {
 		where.Reason = fmt.Sprintf(format, args...)
 		c.err = where
-		return buf
 	}
 	switch bl.Kind {
 	case KindRecord:
 	case KindKey:
-		return fail("a data key after the records")
+		fail("a data key after the records")
+		return
 	default:
-		return fail("unknown line kind %q", bl.Kind)
+		fail("unknown line kind %q", bl.Kind)
+		return
 	}
-	stream, ok := vf.own[bl.Stream]
+	stream, ok := w.own[bl.Stream]
 	if !ok {
-		return fail("a record of stream %q, not of account %q", bl.Stream, vf.account)
+		fail("a record of stream %q, not of account %q", bl.Stream, w.account)
+		return
 	}
-	if bl.Leaf < 0 || bl.Leaf >= vf.cp.Size {
-		return fail("leaf %d is outside the checkpoint's tree of %d leaves", bl.Leaf, vf.cp.Size)
+	if bl.Leaf < 0 || bl.Leaf >= w.cp.Size {
+		fail("leaf %d is outside the checkpoint's tree of %d leaves", bl.Leaf, w.cp.Size)
+		return
 	}
-	buf = bl.leafData(buf[:0])
 	if len(bl.Proof)%tlog.HashSize != 0 {
-		return fail("the inclusion proof of leaf %d is %d bytes, not a whole number of hashes", bl.Leaf, len(bl.Proof))
+		fail("the inclusion proof of leaf %d is %d bytes, not a whole number of hashes", bl.Leaf, len(bl.Proof))
+		return
 	}
-	proof := make(tlog.RecordProof, len(bl.Proof)/tlog.HashSize)
-	for i := range proof {
-		proof[i] = tlog.Hash(bl.Proof[i*tlog.HashSize:])
-	}
-	if tlog.CheckRecord(proof, vf.cp.Size, vf.cp.Hash, bl.Leaf, tlog.RecordHash(buf)) != nil {
-		return fail("the inclusion proof of leaf %d does not lead to the checkpoint's root: the record or its proof was altered", bl.Leaf)
+	w.leaf = bl.leafData(w.leaf[:0])
+	if !w.paths.check(bl.Leaf, tlog.RecordHash(w.leaf), bl.Proof) {
+		fail("the inclusion proof of leaf %d does not lead to the checkpoint's root: the record or its proof was altered", bl.Leaf)
+		return
 	}
 	if bl.Unreadable {
-		return fail("the store could not read this record (position %d): the stream holds a record that is not an event of its chain", bl.Position)
+		fail("the store could not read this record (position %d): the stream holds a record that is not an event of its chain", bl.Position)
+		return
 	}
 	rec := eventstore.Record{ID: bl.ID, Stream: stream, Type: bl.Type, Data: bl.Data,
 		Metadata: bl.Metadata, Revision: bl.Revision, Position: bl.Position}
-	d, err := vf.codec.Decode(ctx, rec)
+	d, err := w.codec.Decode(ctx, rec)
 	if err != nil {
-		return fail("cannot replay the event: %v", err)
+		fail("cannot replay the event: %v", err)
+		return
 	}
 	c.leaf, c.stream, c.revision, c.d = bl.Leaf, bl.Stream, bl.Revision, d
 	c.link = codec.RecordHash(d.Meta.PrevHash, rec)
-	return buf
 }
 
 // bundleKeys is the key store of a bundle's data keys: a user whose key

@@ -71,8 +71,16 @@ type Config struct {
 	// keys of users deleted elsewhere and the API's kept answers about
 	// them).
 	OnEvent func(codec.Decoded)
-	Logger  *slog.Logger
-	Clock   func() time.Time
+	// OnRecord, if set, sees every record the runner reads from the store
+	// after the snapshot it restored, in the store's order and before the
+	// read models fold it, with the error it was read with (nil, or one
+	// wrapping eventstore.ErrUnreadable) and the position of the record
+	// read before it (the position the runner started from, for the
+	// first; 0 after a rebuild). It must not block (the transparency log
+	// is fed from it instead of following the store a second time).
+	OnRecord func(prev eventstore.Position, rec eventstore.Record, readErr error)
+	Logger   *slog.Logger
+	Clock    func() time.Time
 }
 
 // Runner feeds read models from the store. Its methods are safe for
@@ -224,10 +232,12 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 	// Catching up folds events in batches: each read model takes its lock
 	// once per batch and waiters are woken once per batch.
 	batch := make([]item, 0, catchUpBatch)
+	prev := from // the position of the last record read
 	for rec, err := range r.cfg.Store.ReadAll(ctx, from) {
 		if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
 			return fmt.Errorf("catch up: %w", err)
 		}
+		r.offer(&prev, rec, err)
 		if rec.Position <= r.Position() {
 			continue // a snapshot covered it
 		}
@@ -292,6 +302,7 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 				}
 				return fmt.Errorf("follow: %w", m.err)
 			}
+			r.offer(&prev, m.rec, m.err)
 			if err := r.apply(ctx, m.rec, m.err); err != nil {
 				return err
 			}
@@ -332,6 +343,18 @@ type item struct {
 	rec eventstore.Record
 	d   codec.Decoded
 	err error
+}
+
+// offer hands a record read after *prev to OnRecord; a record at or
+// before *prev (a resubscription repeating it) is not handed again.
+func (r *Runner) offer(prev *eventstore.Position, rec eventstore.Record, readErr error) {
+	if rec.Position <= *prev {
+		return
+	}
+	if r.cfg.OnRecord != nil {
+		r.cfg.OnRecord(*prev, rec, readErr)
+	}
+	*prev = rec.Position
 }
 
 // decode decodes rec, read with readErr. It returns an error only when

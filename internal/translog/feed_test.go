@@ -1,0 +1,92 @@
+package translog_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	natsjs "github.com/nats-io/nats.go/jetstream"
+
+	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/internal/translog"
+	"github.com/licenseledger/ledger/projections"
+	"github.com/licenseledger/ledger/projections/runner"
+	"github.com/licenseledger/ledger/projections/seats"
+)
+
+// A log fed by the read models' runner holds every stored record in
+// global order, foreign ones included, also when the feed has no room
+// for most records (they are read from the store again).
+func TestTreeFedByRunner(t *testing.T) {
+	for name, open := range stores() {
+		for _, size := range []int{1, 0} {
+			t.Run(fmt.Sprintf("%s/feed-%d", name, size), func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				store := open(t)
+				e := newLedger(t, store)
+				// Records stored before both start, then while they run.
+				e.do(t, "initech", ledger.OpenAccount{Account: "initech", Name: "Initech", Seats: 3, At: e.at()})
+				feed := translog.NewFeed(size)
+				r := runner.New(runner.Config{Store: store, Codec: codec.New(pii.NewKeyring(e.keys, rand.Reader)),
+					Projections: []projections.Projection{seats.New()}, OnRecord: feed.Offer})
+				dir := t.TempDir()
+				l, err := translog.Open(translog.Config{Dir: dir, Key: newKey(t, dir), SignEvery: 50 * time.Millisecond, Feed: feed})
+				if err != nil {
+					t.Fatal(err)
+				}
+				done := make(chan error, 2)
+				go func() { done <- r.Run(ctx) }()
+				go func() { done <- l.Run(ctx, store) }()
+				t.Cleanup(func() {
+					cancel()
+					for range 2 {
+						if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+							t.Errorf("run: %v", err)
+						}
+					}
+					l.Close()
+				})
+				e.history(t)
+				if js, ok := store.(*jetstream.Store); ok {
+					j, err := natsjs.New(js.Conn())
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, err := j.Publish(ctx, "ledger.globex.SeatsPurchased", []byte("{not an event")); err != nil {
+						t.Fatal(err)
+					}
+				}
+				e.do(t, "globex", ledger.PurchaseSeats{Count: 1, At: e.at()})
+				wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+				defer wcancel()
+				if err := l.Wait(wctx, e.last); err != nil {
+					t.Fatal(err)
+				}
+				var leaves [][]byte
+				for rec, err := range store.ReadAll(ctx, 0) {
+					if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
+						t.Fatal(err)
+					}
+					leaves = append(leaves, translog.LeafData(rec, err))
+				}
+				if got := l.Size(); got != int64(len(leaves)) {
+					t.Fatalf("tree of %d leaves, store holds %d records", got, len(leaves))
+				}
+				root, err := l.TreeHash(l.Size())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := naiveRoot(leaves); root != want {
+					t.Fatalf("root %s, want %s from the records in global order", root, want)
+				}
+			})
+		}
+	}
+}

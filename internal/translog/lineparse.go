@@ -1,0 +1,300 @@
+package translog
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/go-json-experiment/json/jsontext"
+	"github.com/google/uuid"
+
+	"github.com/licenseledger/ledger/eventstore"
+)
+
+// lineParser decodes bundle lines with a streaming JSON decoder, member by
+// member, without reflection: verifying a bundle decodes one line per
+// record. It accepts what json.Unmarshal into a BundleLine accepts
+// (unknown members ignored, null leaving a member zero) and rejects
+// invalid JSON, duplicate names and anything after the line's object.
+type lineParser struct {
+	dec jsontext.Decoder
+	in  bytes.Buffer
+	str []byte // an unquoted string with escapes
+
+	// The text of the last proof decoded and its bytes: the proofs of
+	// nearby leaves share their upper hashes, so only the text before
+	// their common end is decoded.
+	proofText, proof []byte
+}
+
+var errLineSyntax = errors.New("a bundle line is one JSON object")
+
+// parse decodes line into bl. The base64 members Data, Metadata and Key
+// are decoded into arena (which is grown and returned), Proof into proof:
+// the caller owns both.
+func (p *lineParser) parse(line []byte, bl *BundleLine, arena, proof []byte) ([]byte, []byte, error) {
+	*bl = BundleLine{}
+	p.in = *bytes.NewBuffer(line) // read in place, never written
+	p.dec.Reset(&p.in)
+	if tok, err := p.dec.ReadToken(); err != nil {
+		return arena, proof, err
+	} else if tok.Kind() != '{' {
+		return arena, proof, errLineSyntax
+	}
+	for p.dec.PeekKind() != '}' {
+		name, err := p.dec.ReadValue()
+		if err != nil {
+			return arena, proof, err
+		}
+		nb, err := p.unquote(name)
+		if err != nil {
+			return arena, proof, err
+		}
+		// The name is read before the value: the value's read may reuse
+		// the decoder's buffer, the name is kept in p.str or the line.
+		field := memberOf(nb)
+		v, err := p.dec.ReadValue()
+		if err != nil {
+			return arena, proof, err
+		}
+		if field == memberUnknown || v.Kind() == 'n' {
+			continue
+		}
+		switch field {
+		case memberLeaf, memberPosition, memberRevision:
+			if v.Kind() != '0' {
+				return arena, proof, fmt.Errorf("member %q: want a number, got %s", nb, v.Kind())
+			}
+			u, err := parseUint(v)
+			if err != nil {
+				return arena, proof, fmt.Errorf("member %q: %w", nb, err)
+			}
+			switch field {
+			case memberLeaf:
+				if u > 1<<63-1 {
+					return arena, proof, fmt.Errorf("member %q: %s overflows", nb, v)
+				}
+				bl.Leaf = int64(u)
+			case memberPosition:
+				bl.Position = eventstore.Position(u)
+			default:
+				bl.Revision = u
+			}
+			continue
+		case memberUnreadable:
+			switch v.Kind() {
+			case 't':
+				bl.Unreadable = true
+			case 'f':
+				bl.Unreadable = false
+			default:
+				return arena, proof, fmt.Errorf("member %q: want a boolean, got %s", nb, v.Kind())
+			}
+			continue
+		}
+		if v.Kind() != '"' {
+			return arena, proof, fmt.Errorf("member %q: want a string, got %s", nb, v.Kind())
+		}
+		s, err := p.unquote(v)
+		if err != nil {
+			return arena, proof, err
+		}
+		switch field {
+		case memberKind:
+			switch string(s) {
+			case KindRecord:
+				bl.Kind = KindRecord
+			case KindKey:
+				bl.Kind = KindKey
+			case KindCheckpoint:
+				bl.Kind = KindCheckpoint
+			default:
+				bl.Kind = string(s)
+			}
+		case memberFormat:
+			bl.Format = string(s)
+		case memberAccount:
+			bl.Account = string(s)
+		case memberCheckpoint:
+			bl.Checkpoint = string(s)
+		case memberUser:
+			bl.User = string(s)
+		case memberStream:
+			bl.Stream = string(s)
+		case memberType:
+			bl.Type = string(s)
+		case memberID:
+			if bl.ID, err = uuid.ParseBytes(s); err != nil {
+				return arena, proof, fmt.Errorf("member %q: %w", nb, err)
+			}
+		case memberProof:
+			var err error
+			if proof, err = p.decodeProof(proof[:0], s); err != nil {
+				return arena, proof, fmt.Errorf("member %q: %w", nb, err)
+			}
+			bl.Proof = proof
+		default: // data, metadata, key
+			var b []byte
+			if arena, b, err = decode64(arena, s); err != nil {
+				return arena, proof, fmt.Errorf("member %q: %w", nb, err)
+			}
+			switch field {
+			case memberData:
+				bl.Data = b
+			case memberMetadata:
+				bl.Metadata = b
+			default:
+				bl.Key = b
+			}
+		}
+	}
+	if _, err := p.dec.ReadToken(); err != nil {
+		return arena, proof, err
+	}
+	if _, err := p.dec.ReadToken(); !errors.Is(err, io.EOF) {
+		return arena, proof, errLineSyntax
+	}
+	return arena, proof, nil
+}
+
+// decodeProof appends the standard base64 decoding of s to dst. When s
+// has the length of the last proof's text and ends like it, from a
+// 4-character group on, only the text before is decoded: the rest decodes
+// to the last proof's bytes. The last proof's text holds no line break,
+// which the decoder would skip, and the text decoded holds no padding.
+func (p *lineParser) decodeProof(dst, s []byte) ([]byte, error) {
+	if n := len(s); n == len(p.proofText) && n%4 == 0 && n > 0 {
+		k := 64
+		for k < n && !bytes.Equal(s[k:], p.proofText[k:]) {
+			k *= 2
+		}
+		if k < n && bytes.IndexAny(s[:k], "=\r\n") < 0 {
+			dst, err := base64.StdEncoding.AppendDecode(dst, s[:k])
+			if err == nil {
+				dst = append(dst, p.proof[k/4*3:]...)
+				p.remember(s, dst)
+				return dst, nil
+			}
+		}
+	}
+	dst, err := base64.StdEncoding.AppendDecode(dst, s)
+	if err != nil {
+		p.proofText = p.proofText[:0]
+		return dst, err
+	}
+	p.remember(s, dst)
+	return dst, nil
+}
+
+func (p *lineParser) remember(text, proof []byte) {
+	p.proofText = p.proofText[:0]
+	if bytes.IndexAny(text, "\r\n") < 0 {
+		p.proofText = append(p.proofText, text...)
+	}
+	p.proof = append(p.proof[:0], proof...)
+}
+
+// unquote returns the content of a JSON string, valid until the next
+// call.
+func (p *lineParser) unquote(v jsontext.Value) ([]byte, error) {
+	if bytes.IndexByte(v, '\\') < 0 {
+		return v[1 : len(v)-1], nil
+	}
+	var err error
+	p.str, err = jsontext.AppendUnquote(p.str[:0], v)
+	return p.str, err
+}
+
+// decode64 appends the standard base64 decoding of s to dst and returns
+// dst and the decoded bytes (which alias dst; the slice is capped so that
+// appending to it never writes over what follows).
+func decode64(dst, s []byte) ([]byte, []byte, error) {
+	start := len(dst)
+	dst, err := base64.StdEncoding.AppendDecode(dst, s)
+	if err != nil {
+		return dst[:start], nil, err
+	}
+	return dst, dst[start:len(dst):len(dst)], nil
+}
+
+func parseUint(v []byte) (uint64, error) {
+	if len(v) == 0 || len(v) > 20 {
+		return 0, fmt.Errorf("%s is not a count", v)
+	}
+	var u uint64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("%s is not a count", v)
+		}
+		d := uint64(c - '0')
+		if u > (1<<64-1-d)/10 {
+			return 0, fmt.Errorf("%s overflows", v)
+		}
+		u = u*10 + d
+	}
+	return u, nil
+}
+
+type member uint8
+
+const (
+	memberUnknown member = iota
+	memberKind
+	memberFormat
+	memberAccount
+	memberCheckpoint
+	memberUser
+	memberKey
+	memberLeaf
+	memberPosition
+	memberStream
+	memberRevision
+	memberID
+	memberType
+	memberData
+	memberMetadata
+	memberUnreadable
+	memberProof
+)
+
+// memberOf returns the member a name stands for; names match exactly, as
+// the bundle writes them.
+func memberOf(name []byte) member {
+	switch string(name) {
+	case "kind":
+		return memberKind
+	case "format":
+		return memberFormat
+	case "account":
+		return memberAccount
+	case "checkpoint":
+		return memberCheckpoint
+	case "user":
+		return memberUser
+	case "key":
+		return memberKey
+	case "leaf":
+		return memberLeaf
+	case "position":
+		return memberPosition
+	case "stream":
+		return memberStream
+	case "revision":
+		return memberRevision
+	case "id":
+		return memberID
+	case "type":
+		return memberType
+	case "data":
+		return memberData
+	case "metadata":
+		return memberMetadata
+	case "unreadable":
+		return memberUnreadable
+	case "proof":
+		return memberProof
+	}
+	return memberUnknown
+}

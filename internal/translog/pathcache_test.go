@@ -1,0 +1,195 @@
+package translog
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	"github.com/go-json-experiment/json"
+	"github.com/google/uuid"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/licenseledger/ledger/eventstore"
+)
+
+// memTree is a tree's stored hashes in memory.
+type memTree []tlog.Hash
+
+func (m memTree) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		out[i] = m[x]
+	}
+	return out, nil
+}
+
+func buildTree(t *testing.T, n int64) (memTree, []tlog.Hash) {
+	t.Helper()
+	var m memTree
+	leaves := make([]tlog.Hash, n)
+	for i := range n {
+		leaves[i] = tlog.RecordHash(fmt.Appendf(nil, "leaf %d", i))
+		hs, err := tlog.StoredHashesForRecordHash(i, leaves[i], m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m = append(m, hs...)
+	}
+	return m, leaves
+}
+
+// The path cache accepts exactly the proofs tlog.CheckRecord accepts, for
+// leaves checked in order, with gaps, in trees of every shape.
+func TestPathCacheAgreesWithTlog(t *testing.T) {
+	for _, size := range []int64{1, 2, 3, 5, 8, 13, 64, 100, 257} {
+		m, leaves := buildTree(t, size)
+		root, err := tlog.TreeHash(size, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range []int64{1, 2, 3} {
+			pc := newPathCache(size, root)
+			for i := int64(0); i < size; i += step {
+				p, err := tlog.ProveRecord(size, i, m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var b []byte
+				for _, h := range p {
+					b = append(b, h[:]...)
+				}
+				// Each altered proof first, against the cache of the
+				// proofs before: none may pass.
+				for k := range len(b) / tlog.HashSize {
+					bad := bytes.Clone(b)
+					bad[k*tlog.HashSize+7] ^= 1
+					if pc.check(i, leaves[i], bad) {
+						t.Fatalf("size %d leaf %d: proof with hash %d altered accepted", size, i, k)
+					}
+				}
+				if len(b) > 0 && pc.check(i, leaves[i], b[:len(b)-tlog.HashSize]) {
+					t.Fatalf("size %d leaf %d: proof without its last hash accepted", size, i)
+				}
+				if pc.check(i, leaves[i], append(bytes.Clone(b), leaves[i][:]...)) {
+					t.Fatalf("size %d leaf %d: proof with a hash added accepted", size, i)
+				}
+				if size > 1 && pc.check((i+1)%size, leaves[i], b) {
+					t.Fatalf("size %d leaf %d: proof accepted for leaf %d", size, i, (i+1)%size)
+				}
+				if !pc.check(i, leaves[i], b) {
+					t.Fatalf("size %d leaf %d: good proof refused", size, i)
+				}
+				if !pc.fast(i, leaves[i], b) {
+					t.Fatalf("size %d leaf %d: good proof needs tlog's check", size, i)
+				}
+			}
+		}
+	}
+}
+
+// The line parser decodes what json.Unmarshal decodes.
+func TestLineParserAgreesWithUnmarshal(t *testing.T) {
+	id := uuid.New()
+	lines := []string{
+		`{"kind":"record","leaf":12,"position":99,"stream":"ledger-acme","revision":3,"id":"` + id.String() + `","type":"UserAdded","data":"eyJhIjoxfQ==","metadata":"e30=","proof":"AAEC"}`,
+		`{"kind":"rec\u006frd","stream":"ledger-\"acme\"","unreadable":true,"position":7,"proof":null,"extra":{"a":[1,2]}}`,
+		`{"kind":"key","user":"u1","key":"AQID"}`,
+		` {"kind":"checkpoint","format":"f","account":"acme","checkpoint":"a\nb"}` + "\n",
+	}
+	var p lineParser
+	for _, line := range lines {
+		var want BundleLine
+		if err := json.Unmarshal([]byte(line), &want); err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		var got BundleLine
+		_, _, err := p.parse([]byte(line), &got, nil, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		if fmt.Sprintf("%#v", normal(got)) != fmt.Sprintf("%#v", normal(want)) {
+			t.Fatalf("%s:\n got %#v\nwant %#v", line, got, want)
+		}
+	}
+	for _, line := range []string{
+		`{"kind":"record","leaf":-1}`, `{"kind":"record","leaf":"1"}`, `{"kind":1}`, `{"data":"@@"}`,
+		`{"kind":"record"}{}`, `{"kind":"record","kind":"key"}`, `[1]`, `{"kind":"record"`, `{"id":"nope"}`,
+		`{"leaf":1.5}`, `{"leaf":99999999999999999999}`,
+	} {
+		var bl BundleLine
+		if _, _, err := p.parse([]byte(line), &bl, nil, nil); err == nil {
+			t.Errorf("%s: parsed", line)
+		}
+	}
+}
+
+func normal(b BundleLine) BundleLine {
+	for _, f := range []*[]byte{&b.Data, &b.Metadata, &b.Proof, &b.Key} {
+		if len(*f) == 0 {
+			*f = nil
+		}
+	}
+	return b
+}
+
+// The log's leaf data of a record is the one a bundle line stands for.
+func TestLeafDataMatchesBundleLine(t *testing.T) {
+	rec := eventstore.Record{ID: uuid.New(), Stream: eventstore.ActivityStream("acme"), Type: "ActivityRecorded",
+		Data: []byte(`{"a":1}`), Metadata: []byte(`{}`), Revision: 7, Position: 42}
+	for _, readErr := range []error{nil, eventstore.ErrUnreadable} {
+		line := RecordLine(rec, readErr, 3, nil)
+		if got, want := LeafData(rec, readErr), line.leafData(nil); !bytes.Equal(got, want) {
+			t.Fatalf("read with %v: leaf %x, bundle line's %x", readErr, got, want)
+		}
+	}
+	if got, want := LeafData(eventstore.Record{Position: 9}, eventstore.ErrUnreadable), AppendUnreadableLeaf(nil, 9, ""); !bytes.Equal(got, want) {
+		t.Fatalf("record of no stream: leaf %x, want %x", got, want)
+	}
+}
+
+// Proofs decoded one after another decode to their own bytes, whichever
+// part they share with the proof before.
+func TestLineParserProofs(t *testing.T) {
+	base := make([]byte, 21*tlog.HashSize)
+	for i := range base {
+		base[i] = byte(i * 7)
+	}
+	var proofs [][]byte
+	for _, at := range []int{0, 5, 31, 32, 100, 300, 500, len(base) - 1, -1} {
+		p := bytes.Clone(base)
+		if at >= 0 {
+			p[at] ^= 0x55
+		}
+		proofs = append(proofs, p, bytes.Clone(base), p[:len(p)-tlog.HashSize])
+	}
+	var p lineParser
+	for i, want := range proofs {
+		line, err := json.Marshal(&BundleLine{Kind: KindRecord, Proof: want})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bl BundleLine
+		if _, _, err := p.parse(line, &bl, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(bl.Proof, want) {
+			t.Fatalf("proof %d decoded to other bytes", i)
+		}
+	}
+	// A padding character inside the text is refused, also when the end
+	// is the last proof's.
+	line, _ := json.Marshal(&BundleLine{Kind: KindRecord, Proof: base})
+	at := bytes.Index(line, []byte(`"proof":"`)) + len(`"proof":"`) + 60
+	bad := bytes.Clone(line)
+	copy(bad[at:], "AA==")
+	var bl BundleLine
+	if len(bad) != len(line) || bytes.Equal(bad, line) {
+		t.Fatalf("altered line %s", bad)
+	}
+	if _, _, err := p.parse(line, &bl, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := p.parse(bad, &bl, nil, nil); err == nil {
+		t.Fatalf("proof with padding inside parsed: %s", bad)
+	}
+}
