@@ -30,4 +30,3 @@ func IdempotencyCacheHolds(a *API, b []byte) bool {
 	}
 	return false
 }
-

@@ -76,13 +76,13 @@ const (
 	// ExtensionPrefix starts the URN of every schema extension: the
 	// enterprise one and the custom ones identity providers let admins
 	// define. None of their attributes is kept.
-	ExtensionPrefix = "urn:ietf:params:scim:schemas:extension:"
-	SchemaListResponse   = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
-	SchemaPatchOp        = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-	SchemaError          = "urn:ietf:params:scim:api:messages:2.0:Error"
-	SchemaSPConfig       = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
-	SchemaResourceType   = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"
-	SchemaSchema         = "urn:ietf:params:scim:schemas:core:2.0:Schema"
+	ExtensionPrefix    = "urn:ietf:params:scim:schemas:extension:"
+	SchemaListResponse = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+	SchemaPatchOp      = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+	SchemaError        = "urn:ietf:params:scim:api:messages:2.0:Error"
+	SchemaSPConfig     = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
+	SchemaResourceType = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"
+	SchemaSchema       = "urn:ietf:params:scim:schemas:core:2.0:Schema"
 )
 
 // Commands runs commands on accounts; *accounts.Service is one.
