@@ -169,9 +169,11 @@ func (m *Main) Start(ctx context.Context) error {
 		}
 	})
 	m.bg.Go(func() {
+		// A log that cannot follow the history (a record it holds was
+		// removed from the store, say) stops growing and says why on its
+		// endpoints; the ledger goes on serving.
 		if err := m.tlog.Run(runCtx, m.store); err != nil && !errors.Is(err, context.Canceled) {
-			m.log.Error("transparency log stopped", "err", err)
-			m.errs <- fmt.Errorf("transparency log: %w", err)
+			m.log.Error("transparency log stopped: its checkpoints are no longer extended; the ledger goes on", "err", err)
 		}
 	})
 	m.bg.Go(func() { m.reportLag(runCtx) })

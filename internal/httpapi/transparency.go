@@ -24,6 +24,9 @@ type TransparencyLog interface {
 	// Ready reports whether the tree has caught up with the records
 	// stored when the service started.
 	Ready() bool
+	// Err returns why the log stopped following the store, nil while it
+	// follows it.
+	Err() error
 	// Sign returns a checkpoint of the tree as it is now, signing one if
 	// the tree grew since the last.
 	Sign(ctx context.Context) (*translog.Signed, error)
@@ -64,6 +67,10 @@ func (s *server) logRoutes() {
 func (s *server) logReady() error {
 	if s.cfg.Log == nil {
 		return newProblem(ProblemLogUnavailable, http.StatusServiceUnavailable, "this service keeps no transparency log")
+	}
+	if err := s.cfg.Log.Err(); err != nil {
+		return newProblem(ProblemLogUnavailable, http.StatusServiceUnavailable,
+			"the transparency log stopped following the ledger and is no longer extended ("+err.Error()+"); the ledger goes on: an operator must look into it")
 	}
 	if !s.cfg.Log.Ready() {
 		return newProblem(ProblemNotReady, http.StatusServiceUnavailable,

@@ -76,8 +76,9 @@ type Log struct {
 	signMu sync.Mutex
 	signed atomic.Pointer[Signed]
 
-	ready  atomic.Bool
-	wakeMu sync.Mutex
+	ready   atomic.Bool
+	stopped atomic.Pointer[error] // why Run stopped, other than its ctx ending
+	wakeMu  sync.Mutex
 	wake   chan struct{}
 }
 
@@ -469,8 +470,19 @@ func (l *Log) Sign(context.Context) (*Signed, error) {
 }
 
 // Ready reports whether the log has caught up with the records stored
-// when Run started.
-func (l *Log) Ready() bool { return l.ready.Load() }
+// when Run started and still follows the store.
+func (l *Log) Ready() bool { return l.ready.Load() && l.stopped.Load() == nil }
+
+// Err returns why Run stopped following the store (the history no longer
+// holds the log's last leaf, say), or nil while it follows it or stopped
+// only because its context ended. The tree and its checkpoints are then
+// no longer extended; the ledger itself goes on.
+func (l *Log) Err() error {
+	if p := l.stopped.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // Wait blocks until the tree holds the record at position p (or one
 // after it), or ctx ends.
@@ -533,9 +545,14 @@ const catchUpBatch = 1024
 // grows, until ctx ends. It returns ctx's error or the first error reading
 // the store that is not about one record (eventstore.ErrUnreadable records
 // are leaves).
-func (l *Log) Run(ctx context.Context, store eventstore.Store) error {
+func (l *Log) Run(ctx context.Context, store eventstore.Store) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer func() {
+		if err != nil && ctx.Err() == nil {
+			l.stopped.Store(&err)
+		}
+	}()
 	if err := l.checkLastLeaf(ctx, store); err != nil {
 		return err
 	}
