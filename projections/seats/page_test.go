@@ -2,6 +2,7 @@ package seats_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -55,4 +56,106 @@ func TestUsersPage(t *testing.T) {
 	if _, _, _, err := p.UsersPage("nope", "", 0, 10); !errors.Is(err, projections.ErrNotFound) {
 		t.Errorf("unknown account: %v, want ErrNotFound", err)
 	}
+}
+
+// AccountsPage walks the accounts by id while others are opened between
+// its pages: each account opened before the walk started is seen exactly
+// once, the ids only grow, and the walk ends. Accounts opened in a batch
+// (a replay) and one by one (live) are ordered alike, and a restored
+// snapshot pages as the model it was taken from.
+func TestAccountsPage(t *testing.T) {
+	ctx := t.Context()
+	l := fixture.New()
+	p := seats.New()
+	applied := 0
+	open := func(id string, seatsN int) {
+		t.Helper()
+		if _, err := l.Do(ctx, id, fixture.Operator, ledger.OpenAccount{Account: id, Name: "Name " + id, Seats: seatsN, At: fixture.H(0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A replay: a batch opening accounts in no particular order.
+	var initial []string
+	for i := range 40 {
+		id := fmt.Sprintf("a%02d", (i*17)%40)
+		open(id, i+1)
+		initial = append(initial, id)
+	}
+	if err := p.ApplyBatch(l.Live()); err != nil {
+		t.Fatal(err)
+	}
+	applied = len(l.Live())
+	slices.Sort(initial)
+	now := fixture.H(1)
+
+	var seen []string
+	after, more := "", true
+	for pages := 0; more; pages++ {
+		if pages > 100 {
+			t.Fatal("no end")
+		}
+		var page []seats.Summary
+		page, more = p.AccountsPage(after, 3, now)
+		if len(page) > 3 || (more && len(page) != 3) {
+			t.Fatalf("page of %d, more %v", len(page), more)
+		}
+		for _, a := range page {
+			if a.ID <= after {
+				t.Fatalf("%q after %q: the walk went back", a.ID, after)
+			}
+			if a.Name != "Name "+a.ID || a.Seats < 1 || a.OpenedAt != fixture.H(0) || a.Active != 0 {
+				t.Fatalf("summary %+v", a)
+			}
+			seen = append(seen, a.ID)
+			after = a.ID
+		}
+		// Accounts opened live while the walk goes on, before and after
+		// the cursor.
+		for _, id := range []string{fmt.Sprintf("a%02d-x", pages), fmt.Sprintf("0%02d", pages), fmt.Sprintf("z%02d", pages)} {
+			open(id, 1)
+		}
+		for _, d := range l.Live()[applied:] {
+			if err := p.Apply(d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		applied = len(l.Live())
+	}
+	for _, id := range initial {
+		if n := count(seen, id); n != 1 {
+			t.Errorf("account %s seen %d times in the walk", id, n)
+		}
+	}
+	all := p.Accounts()
+	if !slices.IsSorted(all) || len(all) != len(l.Live()) {
+		t.Fatalf("Accounts: %d ids, sorted %v; %d opened", len(all), slices.IsSorted(all), len(l.Live()))
+	}
+	page, more := p.AccountsPage("", len(all)+1, now)
+	if more || len(page) != len(all) {
+		t.Fatalf("one page of all: %d, more %v", len(page), more)
+	}
+	b, err := p.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := seats.New()
+	if err := r.Restore(b); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.AccountsPage("", len(all)+1, now); !slices.Equal(got, page) {
+		t.Fatalf("restored pages differ:\n%v\n%v", got, page)
+	}
+	if got, more := p.AccountsPage(all[len(all)-1], 10, now); len(got) != 0 || more {
+		t.Fatalf("after the last: %v, more %v", got, more)
+	}
+}
+
+func count(ids []string, id string) int {
+	n := 0
+	for _, v := range ids {
+		if v == id {
+			n++
+		}
+	}
+	return n
 }

@@ -18,6 +18,7 @@ package seats
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -118,6 +119,24 @@ type Projection struct {
 	mu       sync.RWMutex
 	accounts map[string]*account
 	position eventstore.Position
+	// ids are the opened accounts' ids, sorted: the order AccountsPage
+	// walks. opened holds those opened since ids was last merged; every
+	// apply merges them before it releases the lock, so readers always
+	// see ids whole.
+	ids    []string
+	opened []string
+}
+
+// Summary is one line of the list of accounts.
+type Summary struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	OpenedAt time.Time `json:"opened_at"`
+	// Seats is the seats the account holds at the instant of the list:
+	// every seat bought minus the reductions effective by then.
+	Seats int `json:"seats"`
+	// Active is how many users are active.
+	Active int `json:"active"`
 }
 
 type account struct {
@@ -142,6 +161,7 @@ func (p *Projection) Name() string { return "seats" }
 func (p *Projection) Apply(d codec.Decoded) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.index()
 	return p.apply(&d)
 }
 
@@ -149,7 +169,49 @@ func (p *Projection) Apply(d codec.Decoded) error {
 // lock once. It stops at the first event that cannot be applied and
 // returns its error; the events before it are applied.
 func (p *Projection) ApplyBatch(ds []codec.Decoded) error {
-	return projections.ApplyLocked(&p.mu, ds, p.apply)
+	return projections.ApplyLocked(&p.mu, ds, func(d *codec.Decoded) error {
+		err := p.apply(d)
+		if err != nil || d == &ds[len(ds)-1] {
+			p.index()
+		}
+		return err
+	})
+}
+
+// index merges the accounts opened since the last merge into ids. A
+// single account is inserted in place; several (a batch of a replay) are
+// sorted and merged in one pass, so that a replay does not move ids once
+// per account opened. The caller holds the write lock.
+func (p *Projection) index() {
+	switch len(p.opened) {
+	case 0:
+		return
+	case 1:
+		id := p.opened[0]
+		if i, found := slices.BinarySearch(p.ids, id); !found {
+			p.ids = slices.Insert(p.ids, i, id)
+		}
+	default:
+		slices.Sort(p.opened)
+		merged := make([]string, 0, len(p.ids)+len(p.opened))
+		i, j := 0, 0
+		for i < len(p.ids) || j < len(p.opened) {
+			switch {
+			case j == len(p.opened) || (i < len(p.ids) && p.ids[i] < p.opened[j]):
+				merged = append(merged, p.ids[i])
+				i++
+			case i < len(p.ids) && p.ids[i] == p.opened[j]:
+				j++
+			default:
+				if n := len(merged); n == 0 || merged[n-1] != p.opened[j] {
+					merged = append(merged, p.opened[j])
+				}
+				j++
+			}
+		}
+		p.ids = merged
+	}
+	p.opened = p.opened[:0]
 }
 
 func (p *Projection) apply(d *codec.Decoded) error {
@@ -160,7 +222,11 @@ func (p *Projection) apply(d *codec.Decoded) error {
 		p.accounts[id] = a
 	}
 	if d.Record.Stream.Category != eventstore.Activity && !ledger.IsActivity(d.Event) {
+		was := a.State.Opened()
 		a.State = ledger.Evolve(a.State, d.Event)
+		if !was && a.State.Opened() {
+			p.opened = append(p.opened, id)
+		}
 		a.Revision = d.Record.Revision
 	}
 	a.Position = d.Record.Position
@@ -179,14 +245,31 @@ func (p *Projection) Position() eventstore.Position {
 func (p *Projection) Accounts() []string {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	out := make([]string, 0, len(p.accounts))
-	for id, a := range p.accounts {
-		if a.State.Opened() {
-			out = append(out, id)
-		}
+	return slices.Clone(p.ids)
+}
+
+// AccountsPage returns up to limit opened accounts, ordered by id,
+// starting after the account id after ("": from the first), with their
+// seats at now; more reports whether accounts follow the page. An id is a
+// stable cursor: accounts are never removed, and one opened while a
+// client walks the list appears at its place in the order, so a walk sees
+// every account opened before it started exactly once. Only the page is
+// copied.
+func (p *Projection) AccountsPage(after string, limit int, now time.Time) (page []Summary, more bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	i, found := slices.BinarySearch(p.ids, after)
+	if found {
+		i++
 	}
-	sort.Strings(out)
-	return out
+	limit = max(limit, 0)
+	end := min(i+limit, len(p.ids))
+	page = make([]Summary, 0, end-i)
+	for _, id := range p.ids[i:end] {
+		s := &p.accounts[id].State
+		page = append(page, Summary{ID: id, Name: s.Name, OpenedAt: s.OpenedAt, Seats: s.SeatsAt(now), Active: s.Active})
+	}
+	return page, end < len(p.ids)
 }
 
 func (p *Projection) get(id string) (*account, error) {
@@ -392,8 +475,15 @@ func (p *Projection) Restore(b []byte) error {
 	if err := r.End(); err != nil {
 		return fmt.Errorf("seats restore: %w", err)
 	}
+	ids := make([]string, 0, len(accounts))
+	for id, a := range accounts {
+		if a.State.Opened() {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.accounts, p.position = accounts, position
+	p.accounts, p.position, p.ids, p.opened = accounts, position, ids, nil
 	return nil
 }
