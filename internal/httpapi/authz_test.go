@@ -45,7 +45,7 @@ type endpoint struct {
 }
 
 // allAccountsOnly are the routes only tokens for every account may call.
-var allAccountsOnly = map[string]bool{"GET /v1/quarantine": true}
+var allAccountsOnly = map[string]bool{"GET /v1/quarantine": true, "GET /v1/accounts": true}
 
 var (
 	everyone = []auth.Role{auth.Operator, auth.Admin, auth.Auditor, auth.Service}
@@ -65,6 +65,7 @@ var endpoints = []endpoint{
 	{"POST /v1/accounts", 201, []auth.Role{auth.Operator}, func(_ *env, n int) (string, any) {
 		return "/v1/accounts", map[string]any{"id": fmt.Sprintf("new-%d", n), "name": "New", "seats": 1}
 	}},
+	{"GET /v1/accounts", 200, []auth.Role{auth.Operator, auth.Auditor}, fixed("/v1/accounts?limit=1", nil)},
 	{"GET /v1/accounts/{account}", 200, everyone, fixed("/v1/accounts/acme", nil)},
 	{"POST /v1/accounts/{account}/seats", 200, writers, fixed("/v1/accounts/acme/seats", map[string]int{"count": 1})},
 	{"GET /v1/accounts/{account}/seats", 200, everyone, fixed("/v1/accounts/acme/seats", nil)},

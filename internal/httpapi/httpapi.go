@@ -127,6 +127,10 @@ type SeatReader interface {
 	// page and whether users with the status follow.
 	UsersPage(account string, status ledger.Status, after, limit int) (users []seats.User, next int, more bool, err error)
 	User(account, user string) (seats.User, error)
+	// AccountsPage returns up to limit opened accounts ordered by id,
+	// after the account id after, with their seats at now, and whether
+	// accounts follow.
+	AccountsPage(after string, limit int, now time.Time) (page []seats.Summary, more bool)
 }
 
 // ActivityReader is the attribution read model; *attribution.Projection is

@@ -12,7 +12,8 @@ import (
 	"strings"
 )
 
-// Paging of the list answers (/users, /activities, /audit, /events).
+// Paging of the list answers (/accounts, /users, /activities, /audit,
+// /events).
 //
 // A JSON list answer holds at most limit items (DefaultLimit when the
 // request gives none, MaxLimit at most; a limit outside 1..MaxLimit is
@@ -56,6 +57,7 @@ const (
 	cursorActivities byte = 'a'
 	cursorAudit      byte = 'h'
 	cursorEvents     byte = 'e'
+	cursorAccounts   byte = 'c'
 )
 
 const (
@@ -92,6 +94,61 @@ func encodeCursor(kind byte, scope []byte, vals ...uint64) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// encodeKeyCursor returns the cursor of a list of kind ordered by a key
+// (the accounts by id), standing after key.
+func encodeKeyCursor(kind byte, scope []byte, key string) string {
+	b := []byte{cursorFormat, kind}
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	b = append(b, key...)
+	b = append(b, scope...)
+	b = append(b, cursorSum(b)...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// decodeKeyCursor returns the key of a cursor of kind that belongs to
+// scope. An empty cursor is the start of the list: "".
+func decodeKeyCursor(s string, kind byte, scope []byte) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	body, err := cursorBody(s, kind, 1)
+	if err != nil {
+		return "", err
+	}
+	rest := body[2 : len(body)-cursorScopeLen]
+	n, k := binary.Uvarint(rest)
+	if k <= 0 || uint64(len(rest)-k) != n {
+		return "", cursorProblem(cursorGarbled)
+	}
+	if !bytes.Equal(body[len(body)-cursorScopeLen:], scope) {
+		return "", cursorProblem(cursorOtherScope)
+	}
+	return string(rest[k:]), nil
+}
+
+const (
+	cursorGarbled    = "the cursor is not one this API returned (malformed or altered): give next_cursor as it was returned"
+	cursorOtherScope = "the cursor belongs to another account or other filters: repeat the filters of the request that returned it"
+)
+
+// cursorBody decodes a cursor, checks its checksum, format and kind, and
+// returns it without its checksum. min is the fewest bytes its values
+// take.
+func cursorBody(s string, kind byte, min int) ([]byte, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) < 2+min+cursorScopeLen+cursorSumLen {
+		return nil, cursorProblem(cursorGarbled)
+	}
+	body, sum := b[:len(b)-cursorSumLen], b[len(b)-cursorSumLen:]
+	if !bytes.Equal(cursorSum(body), sum) || body[0] != cursorFormat {
+		return nil, cursorProblem(cursorGarbled)
+	}
+	if body[1] != kind {
+		return nil, cursorProblem("the cursor was returned by another list: give it to the list that returned it")
+	}
+	return body, nil
+}
+
 func cursorProblem(detail string) error {
 	return newProblem(ProblemInvalidCursor, http.StatusBadRequest, detail)
 }
@@ -103,17 +160,10 @@ func decodeCursor(s string, kind byte, scope []byte, n int) ([]uint64, error) {
 	if s == "" {
 		return vals, nil
 	}
-	const garbled = "the cursor is not one this API returned (malformed or altered): give next_cursor as it was returned"
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) < 2+n+cursorScopeLen+cursorSumLen {
-		return nil, cursorProblem(garbled)
-	}
-	body, sum := b[:len(b)-cursorSumLen], b[len(b)-cursorSumLen:]
-	if !bytes.Equal(cursorSum(body), sum) || body[0] != cursorFormat {
-		return nil, cursorProblem(garbled)
-	}
-	if body[1] != kind {
-		return nil, cursorProblem("the cursor was returned by another list: give it to the list that returned it")
+	const garbled = cursorGarbled
+	body, err := cursorBody(s, kind, n)
+	if err != nil {
+		return nil, err
 	}
 	rest := body[2 : len(body)-cursorScopeLen]
 	for i := range vals {
@@ -127,7 +177,7 @@ func decodeCursor(s string, kind byte, scope []byte, n int) ([]uint64, error) {
 		return nil, cursorProblem(garbled)
 	}
 	if !bytes.Equal(body[len(body)-cursorScopeLen:], scope) {
-		return nil, cursorProblem("the cursor belongs to another account or other filters: repeat the filters of the request that returned it")
+		return nil, cursorProblem(cursorOtherScope)
 	}
 	return vals, nil
 }

@@ -31,7 +31,7 @@ type page struct {
 }
 
 // listKey is the member holding the items of each list.
-var listKey = map[string]string{"users": "users", "activities": "activities", "audit": "entries"}
+var listKey = map[string]string{"accounts": "accounts", "users": "users", "activities": "activities", "audit": "entries"}
 
 // getPage reads one page of a list: a JSON answer, or, for a JSON Lines
 // one, its lines and trailers.

@@ -64,7 +64,7 @@ func TestWrongMethodIs405(t *testing.T) {
 		method, path, allow string
 	}{
 		{"PUT", "/v1/accounts/acme", "GET, HEAD"},
-		{"DELETE", "/v1/accounts", "POST"},
+		{"DELETE", "/v1/accounts", "GET, HEAD, POST"},
 		{"POST", "/v1/accounts/acme/users/" + u, "DELETE, GET, HEAD, PATCH"},
 		{"GET", "/v1/accounts/acme/users/" + u + "/deactivate", "POST"},
 		{"PATCH", "/v1/accounts/acme/seats", "GET, HEAD, POST"},

@@ -44,6 +44,7 @@ type writeOp struct {
 func (s *server) register() {
 	const acct = "/v1/accounts/{account}"
 	s.write("POST /v1/accounts", openAccount)
+	s.read("GET /v1/accounts", auth.ReadHistory, s.listAccounts)
 	s.read("GET "+acct, auth.Read, s.getAccount)
 	s.write("POST "+acct+"/seats", purchaseSeats)
 	s.read("GET "+acct+"/seats", auth.Read, s.getAccount)
