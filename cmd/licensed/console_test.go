@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -292,13 +293,9 @@ func TestConsoleOperatorAndAuditor(t *testing.T) {
 	st := startConsoleStory(t)
 	op := newBrowserless(t, st.svc.base)
 	tok := op.csrf("/console/signin")
-	// An operator token covers every account: the account must be named.
-	resp, page := op.do("POST", "/console/signin", url.Values{"csrf": {tok}, "token": {st.op}})
-	if resp.StatusCode != 400 || !strings.Contains(page, "name the account") {
-		t.Fatalf("operator sign-in without an account: %d: %s", resp.StatusCode, page)
-	}
-	tok = op.csrf("/console/signin")
-	resp, page = op.do("POST", "/console/signin", url.Values{"csrf": {tok}, "token": {st.op}, "account": {"nope"}})
+	// An operator token covers every account: an account named at sign-in
+	// must exist.
+	resp, page := op.do("POST", "/console/signin", url.Values{"csrf": {tok}, "token": {st.op}, "account": {"nope"}})
 	if resp.StatusCode != 404 {
 		t.Fatalf("operator sign-in to an unknown account: %d: %s", resp.StatusCode, page)
 	}
@@ -432,5 +429,84 @@ func TestConsoleFormSubmittedTwiceIsDecidedOnce(t *testing.T) {
 	}
 	if got := num(t, st.svc.expect(200, st.op, "GET", "/v1/accounts/acme/seats", nil).body, "seats"); got != 3 {
 		t.Fatalf("seats after one purchase of 1 submitted twice: %d, want 3", got)
+	}
+}
+
+// An operator, or an auditor of every account, who signs in without
+// naming an account gets the accounts page: every account by id with its
+// name, seats, active users and opening date, a page at a time, each a
+// link that opens its users page. A form of one account's page is stale
+// once another account is opened. A token for one account is refused the
+// list by the API.
+func TestConsoleAccountsPage(t *testing.T) {
+	st := startConsoleStory(t)
+	for i := range 55 {
+		st.svc.expect(201, st.op, "POST", "/v1/accounts", map[string]any{"id": fmt.Sprintf("co-%02d", i), "name": fmt.Sprintf("Company %d", i), "seats": i + 1})
+	}
+	auditor := st.svc.expect(201, st.op, "POST", "/v1/tokens", map[string]any{"role": "auditor"}).body["token"].(string)
+	for _, token := range []string{st.op, auditor} {
+		b := newBrowserless(t, st.svc.base)
+		tok := b.csrf("/console/signin")
+		resp, page := b.do("POST", "/console/signin", url.Values{"csrf": {tok}, "token": {token}})
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/accounts" {
+			t.Fatalf("sign-in without an account: %d to %q: %s", resp.StatusCode, resp.Header.Get("Location"), page)
+		}
+		// No account chosen yet: the account's pages lead to the list.
+		if resp, _ := b.do("GET", "/console/users", nil); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/accounts" {
+			t.Fatalf("users page before an account is chosen: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		resp, page = b.do("GET", "/console/accounts", nil)
+		if resp.StatusCode != 200 || !strings.Contains(page, `<a href="/console/accounts/acme">acme</a></td><td>Acme Recruiting</td><td>2</td><td>2</td>`) ||
+			!strings.Contains(page, "All accounts") {
+			t.Fatalf("accounts page: %d: %s", resp.StatusCode, page)
+		}
+		// 56 accounts, 50 a page: co-00 to co-48 first, then co-49 to co-54.
+		next := regexp.MustCompile(`href="(/console/accounts\?cursor=[^"]+)">Next page`).FindStringSubmatch(page)
+		if next == nil || !strings.Contains(page, ">co-48<") || strings.Contains(page, ">co-49<") {
+			t.Fatalf("first page of accounts: %s", page)
+		}
+		resp, page = b.do("GET", next[1], nil)
+		if resp.StatusCode != 200 || !strings.Contains(page, `<a href="/console/accounts/co-54">co-54</a></td><td>Company 54</td><td>55</td><td>0</td>`) ||
+			strings.Contains(page, ">co-48<") || strings.Contains(page, "Next page") {
+			t.Fatalf("second page of accounts: %d: %s", resp.StatusCode, page)
+		}
+		resp, _ = b.do("GET", "/console/accounts/acme", nil)
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/users" {
+			t.Fatalf("opening acme: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if _, page := b.do("GET", "/console/users", nil); !strings.Contains(page, "Account <strong>acme</strong>") || !strings.Contains(page, "Bob Babbage") ||
+			!strings.Contains(page, `href="/console/accounts"`) {
+			t.Fatalf("acme's users page: %s", page)
+		}
+		if resp, page := b.do("GET", "/console/accounts/nope", nil); resp.StatusCode != 404 {
+			t.Fatalf("opening an unknown account: %d: %s", resp.StatusCode, page)
+		}
+		if token == st.op {
+			// A purchase form drawn on acme's page is refused once co-01 is
+			// open: it would otherwise buy seats for co-01.
+			tok = b.csrf("/console/users")
+			b.do("GET", "/console/accounts/co-01", nil)
+			if resp, _ := b.do("POST", "/console/seats", url.Values{"csrf": {tok}, "count": {"1"}}); resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("acme's form on co-01: %d, want 403", resp.StatusCode)
+			}
+			if got := st.svc.expect(200, st.op, "GET", "/v1/accounts/co-01", nil).body["seats"]; got != float64(2) {
+				t.Fatalf("co-01 has %v seats after a stale form, want 2", got)
+			}
+			if _, page := b.do("GET", "/console/users", nil); !strings.Contains(page, "Account <strong>co-01</strong>") {
+				t.Fatalf("co-01's users page: %s", page)
+			}
+		}
+	}
+	// An admin of one account has no accounts page: the API refuses it.
+	b := newBrowserless(t, st.svc.base)
+	b.signIn(st.admin)
+	if _, page := b.do("GET", "/console/users", nil); strings.Contains(page, `href="/console/accounts"`) {
+		t.Fatalf("an admin is offered the accounts page: %s", page)
+	}
+	if resp, page := b.do("GET", "/console/accounts", nil); resp.StatusCode != 403 || strings.Contains(page, "co-01") {
+		t.Fatalf("admin's accounts page: %d: %s", resp.StatusCode, page)
+	}
+	if resp, page := b.do("GET", "/console/accounts/co-01", nil); resp.StatusCode != 404 || strings.Contains(page, "Company 1") {
+		t.Fatalf("admin opening another account: %d: %s", resp.StatusCode, page)
 	}
 }

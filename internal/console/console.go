@@ -88,14 +88,18 @@ type Console struct {
 }
 
 // session is a signed-in browser. The token secret never leaves the
-// server.
+// server. Its fields other than flash do not change once it is stored:
+// choosing another account stores a new session under the same id.
 type session struct {
 	id      string
 	secret  string
 	tokenID string
 	role    auth.Role
 	account string
-	csrf    string
+	// allAccounts says the token covers every account: the session may
+	// list the accounts and switch between them.
+	allAccounts bool
+	csrf        string
 	expires time.Time
 	flash   string
 }
@@ -139,6 +143,8 @@ func New(cfg Config) *Console {
 	mux.HandleFunc("GET /console/activities", c.signedIn(c.activitiesPage))
 	mux.HandleFunc("GET /console/audit", c.signedIn(c.auditPage))
 	mux.HandleFunc("GET /console/billing", c.signedIn(c.billingPage))
+	mux.HandleFunc("GET /console/accounts", c.signedIn(c.accountsPage))
+	mux.HandleFunc("GET /console/accounts/{account}", c.signedIn(c.openAccount))
 	c.handler = http.NewCrossOriginProtection().Handler(mux)
 	return c
 }
@@ -196,9 +202,21 @@ func (c *Console) signedIn(h handlerFunc) http.HandlerFunc {
 				return
 			}
 		}
+		if s.account == "" && !accountFree(r) {
+			// A session for every account that has not chosen one yet.
+			http.Redirect(w, r, "/console/accounts", http.StatusSeeOther)
+			return
+		}
 		h(w, r, s)
 	}
 }
+
+// accountFree reports whether r is a page or action that needs no chosen
+// account: the list of accounts, opening one, signing out.
+func accountFree(r *http.Request) bool {
+	return r.URL.Path == "/console/accounts" || strings.HasPrefix(r.URL.Path, "/console/accounts/") || r.URL.Path == "/console/signout"
+}
+
 
 var errNoSession = errors.New("console: no live session")
 
@@ -319,14 +337,16 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	account := p.Account
 	if account == "" {
 		account = strings.TrimSpace(r.PostForm.Get("account"))
-		if account == "" {
-			c.renderSignIn(w, r, http.StatusBadRequest, "This token covers every account: name the account to open.")
-			return
-		}
 	}
-	s := &session{secret: secret, tokenID: p.TokenID, role: p.Role, account: account, expires: c.cfg.Clock().Add(c.cfg.SessionTTL)}
-	// The account must exist and be visible to the token: ask the API.
-	if res := c.call(r.Context(), s, http.MethodGet, accountPath(account), nil, nil, ""); res.problem != nil {
+	s := &session{secret: secret, tokenID: p.TokenID, role: p.Role, account: account, allAccounts: p.Account == "",
+		expires: c.cfg.Clock().Add(c.cfg.SessionTTL)}
+	// The account must exist and be visible to the token: ask the API. A
+	// token for every account that names none chooses on the accounts
+	// page.
+	next := "/console/users"
+	if account == "" {
+		next = "/console/accounts"
+	} else if res := c.call(r.Context(), s, http.MethodGet, accountPath(account), nil, nil, ""); res.problem != nil {
 		c.renderSignIn(w, r, res.status, res.problem.String())
 		return
 	}
@@ -348,7 +368,7 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	c.mu.Unlock()
 	clearCookie(w, r, preCookieName)
 	setCookie(w, r, CookieName, s.id, c.cfg.SessionTTL)
-	http.Redirect(w, r, "/console/users", http.StatusSeeOther)
+	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
 // signOut ends the session on the server and clears its cookie.

@@ -40,7 +40,7 @@ func parsePages() map[string]*template.Template {
 		return template.URL(q.Encode())
 	}
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"signin", "users", "activities", "audit", "billing", "error"} {
+	for _, name := range []string{"signin", "accounts", "users", "activities", "audit", "billing", "error"} {
 		pages[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html"))
 	}
 	return pages
@@ -76,6 +76,9 @@ type Chrome struct {
 	CanManage bool
 	// CanReduce says whether the token may schedule seat reductions.
 	CanReduce bool
+	// AllAccounts says the token covers every account: the console offers
+	// the list of accounts.
+	AllAccounts bool
 }
 
 func (c *Console) chrome(s *session, page string) Chrome {
@@ -84,7 +87,7 @@ func (c *Console) chrome(s *session, page string) Chrome {
 		fk = "" // the forms then send their changes without a key
 	}
 	return Chrome{FormKey: fk, Account: s.account, Role: string(s.role), CSRF: s.csrf, Flash: c.takeFlash(s), Page: page,
-		CanManage: s.role.Allows(auth.ManageUsers), CanReduce: s.role.Allows(auth.ReduceSeats)}
+		CanManage: s.role.Allows(auth.ManageUsers), CanReduce: s.role.Allows(auth.ReduceSeats), AllAccounts: s.allAccounts}
 }
 
 // usage is the API's seat usage of an account.
