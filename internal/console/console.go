@@ -100,8 +100,8 @@ type session struct {
 	// list the accounts and switch between them.
 	allAccounts bool
 	csrf        string
-	expires time.Time
-	flash   string
+	expires     time.Time
+	flash       string
 }
 
 // New returns the console.
@@ -216,7 +216,6 @@ func (c *Console) signedIn(h handlerFunc) http.HandlerFunc {
 func accountFree(r *http.Request) bool {
 	return r.URL.Path == "/console/accounts" || strings.HasPrefix(r.URL.Path, "/console/accounts/") || r.URL.Path == "/console/signout"
 }
-
 
 var errNoSession = errors.New("console: no live session")
 
