@@ -59,6 +59,9 @@ func init() {
 				fs.StringVar(&f.name, "name", "", "the account's `name`")
 				fs.IntVar(&f.seats, "seats", 0, "seats bought at opening")
 			}},
+		{name: "accounts list", usage: "accounts list [--limit N] [--cursor C]", short: "every account by id, with its seats and active users (operator, auditor of every account)",
+			max: 0, run: accountsList,
+			flags: func(fs *flag.FlagSet, f *verbFlags) { pagingFlags(fs, f, "accounts") }},
 		{name: "accounts show", usage: "accounts show ACCOUNT", short: "the account with its seat usage",
 			min: 1, max: 1, run: seatsShow},
 		{name: "seats show", usage: "seats show ACCOUNT", short: "seat usage: seats, active, deactivated, deleted, available, pending reduction",
@@ -390,6 +393,14 @@ func usersAdd(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	return c.render(r, renderUser)
+}
+
+func accountsList(ctx context.Context, c *cli, _ []string) error {
+	if c.f.limit < 0 {
+		return usagef(cmdOf("accounts list"), "--limit must not be negative")
+	}
+	return c.list(ctx, listing{req: request{method: http.MethodGet, path: []string{"v1", "accounts"}},
+		key: "accounts", head: accountsHead, row: accountRow}, c.f.limit, c.f.cursor)
 }
 
 func usersList(ctx context.Context, c *cli, args []string) error {

@@ -223,6 +223,27 @@ func renderUser(w io.Writer, r reply) error {
 	return nil
 }
 
+// accountSummary is one account of the list of accounts.
+type accountSummary struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	OpenedAt time.Time `json:"opened_at"`
+	Seats    int       `json:"seats"`
+	Active   int       `json:"active"`
+}
+
+const accountsHead = "ID\tNAME\tSEATS\tACTIVE\tOPENED"
+
+// accountRow writes one account of a listing.
+func accountRow(w io.Writer, item json.RawMessage) error {
+	var a accountSummary
+	if err := decodeItem(item, &a); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\n", a.ID, a.Name, a.Seats, a.Active, ts(a.OpenedAt))
+	return nil
+}
+
 const usersHead = "ID\tNAME\tEMAIL\tROLE\tSTATUS\tCHANGED"
 
 func writeUser(w io.Writer, u user) {
