@@ -159,3 +159,42 @@ func count(ids []string, id string) int {
 	}
 	return n
 }
+
+// BenchmarkAccountsPage reads a page of 100 accounts from the middle of
+// many: the cost is the page's, not the number of accounts. The replay
+// sub-benchmark folds every opening in batches of 1,000, as the runner
+// does.
+func BenchmarkAccountsPage(b *testing.B) {
+	const n = 50_000
+	l := fixture.New()
+	l.Grow(n)
+	for i := range n {
+		id := fmt.Sprintf("acct-%06d", (i*7919)%n)
+		if _, err := l.Do(b.Context(), id, fixture.Operator, ledger.OpenAccount{Account: id, Name: id, Seats: 1, At: fixture.H(0)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ds := l.Live()
+	replay := func() *seats.Projection {
+		p := seats.New()
+		for i := 0; i < len(ds); i += 1000 {
+			if err := p.ApplyBatch(ds[i:min(i+1000, len(ds))]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return p
+	}
+	b.Run("replay", func(b *testing.B) {
+		for b.Loop() {
+			replay()
+		}
+	})
+	p := replay()
+	b.Run("page", func(b *testing.B) {
+		for b.Loop() {
+			if page, more := p.AccountsPage("acct-025000", 100, fixture.H(1)); len(page) != 100 || !more {
+				b.Fatalf("page of %d, more %v", len(page), more)
+			}
+		}
+	})
+}

@@ -178,39 +178,29 @@ func (p *Projection) ApplyBatch(ds []codec.Decoded) error {
 	})
 }
 
-// index merges the accounts opened since the last merge into ids. A
-// single account is inserted in place; several (a batch of a replay) are
-// sorted and merged in one pass, so that a replay does not move ids once
-// per account opened. The caller holds the write lock.
+// index merges the accounts opened since the last merge into ids, in
+// place: the new ids are sorted and merged from the end, so that a batch
+// (of a replay, say) moves ids once however many accounts it opened. The
+// caller holds the write lock.
 func (p *Projection) index() {
-	switch len(p.opened) {
-	case 0:
+	if len(p.opened) == 0 {
 		return
-	case 1:
-		id := p.opened[0]
-		if i, found := slices.BinarySearch(p.ids, id); !found {
-			p.ids = slices.Insert(p.ids, i, id)
-		}
-	default:
-		slices.Sort(p.opened)
-		merged := make([]string, 0, len(p.ids)+len(p.opened))
-		i, j := 0, 0
-		for i < len(p.ids) || j < len(p.opened) {
-			switch {
-			case j == len(p.opened) || (i < len(p.ids) && p.ids[i] < p.opened[j]):
-				merged = append(merged, p.ids[i])
-				i++
-			case i < len(p.ids) && p.ids[i] == p.opened[j]:
-				j++
-			default:
-				if n := len(merged); n == 0 || merged[n-1] != p.opened[j] {
-					merged = append(merged, p.opened[j])
-				}
-				j++
-			}
-		}
-		p.ids = merged
 	}
+	slices.Sort(p.opened)
+	fresh := slices.Compact(p.opened)
+	fresh = slices.DeleteFunc(fresh, func(id string) bool { _, found := slices.BinarySearch(p.ids, id); return found })
+	i, j := len(p.ids)-1, len(fresh)-1
+	p.ids = slices.Grow(p.ids, len(fresh))[:len(p.ids)+len(fresh)]
+	for k := len(p.ids) - 1; j >= 0; k-- {
+		if i >= 0 && p.ids[i] > fresh[j] {
+			p.ids[k] = p.ids[i]
+			i--
+		} else {
+			p.ids[k] = fresh[j]
+			j--
+		}
+	}
+	clear(p.opened)
 	p.opened = p.opened[:0]
 }
 
