@@ -470,6 +470,9 @@ func TestConsoleAccountsPage(t *testing.T) {
 			strings.Contains(page, ">co-48<") || strings.Contains(page, "Next page") {
 			t.Fatalf("second page of accounts: %d: %s", resp.StatusCode, page)
 		}
+		if resp, page := b.do("GET", "/console/accounts?cursor=garbage", nil); resp.StatusCode != 400 || !strings.Contains(page, "cursor") {
+			t.Fatalf("accounts page with a bad cursor: %d: %s", resp.StatusCode, page)
+		}
 		resp, _ = b.do("GET", "/console/accounts/acme", nil)
 		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/users" {
 			t.Fatalf("opening acme: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
