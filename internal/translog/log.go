@@ -79,7 +79,7 @@ type Log struct {
 	ready   atomic.Bool
 	stopped atomic.Pointer[error] // why Run stopped, other than its ctx ending
 	wakeMu  sync.Mutex
-	wake   chan struct{}
+	wake    chan struct{}
 }
 
 type frontierHash struct {
