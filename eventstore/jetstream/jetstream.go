@@ -600,6 +600,14 @@ func (s *Store) cachedHead(stream eventstore.StreamID) (head, bool) {
 
 // loadHead asks the server for the last event of stream and caches it.
 func (s *Store) loadHead(ctx context.Context, stream eventstore.StreamID) (head, error) {
+	return s.readHead(ctx, stream, false)
+}
+
+// readHead asks the server for the last message of stream and caches the
+// head it gives: read from that message's headers, or counted with
+// scanHead when recount is set or the message is not one the store wrote
+// (a recount also forgets the account's cached pair of heads).
+func (s *Store) readHead(ctx context.Context, stream eventstore.StreamID, recount bool) (head, error) {
 	m, err := s.stream.GetLastMsgForSubject(ctx, filter(stream))
 	var h head
 	switch {
@@ -607,9 +615,10 @@ func (s *Store) loadHead(ctx context.Context, stream eventstore.StreamID) (head,
 	case err != nil:
 		return head{}, fmt.Errorf("jetstream: last event of %s: %w", stream, err)
 	default:
-		if h, err = headOf(m); err != nil {
-			// The last message is not one the store wrote: count the
-			// stream's events by their revisions.
+		if !recount {
+			h, err = headOf(m)
+		}
+		if recount || err != nil {
 			if h, err = s.scanHead(ctx, stream, m.Sequence); err != nil {
 				return head{}, err
 			}
@@ -617,6 +626,9 @@ func (s *Store) loadHead(ctx context.Context, stream eventstore.StreamID) (head,
 	}
 	s.mu.Lock()
 	s.heads[stream] = h
+	if recount {
+		delete(s.pairs, stream.Account)
+	}
 	s.mu.Unlock()
 	return h, nil
 }
@@ -668,22 +680,7 @@ func (s *Store) scanHead(ctx context.Context, stream eventstore.StreamID, last u
 // than the last message's revision says: that message is then a copy of
 // an earlier event published again, not the stream's last event.
 func (s *Store) rescan(ctx context.Context, stream eventstore.StreamID) (head, error) {
-	m, err := s.stream.GetLastMsgForSubject(ctx, filter(stream))
-	var h head
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-	case err != nil:
-		return head{}, fmt.Errorf("jetstream: last event of %s: %w", stream, err)
-	default:
-		if h, err = s.scanHead(ctx, stream, m.Sequence); err != nil {
-			return head{}, err
-		}
-	}
-	s.mu.Lock()
-	s.heads[stream] = h
-	delete(s.pairs, stream.Account)
-	s.mu.Unlock()
-	return h, nil
+	return s.readHead(ctx, stream, true)
 }
 
 // behind reports whether a head of n events is behind what expected says
