@@ -2,8 +2,6 @@ package console
 
 import (
 	"net/http"
-	"net/url"
-	"strconv"
 	"time"
 )
 
@@ -37,10 +35,7 @@ type accountsView struct {
 // users page of its account.
 func (c *Console) accountsPage(w http.ResponseWriter, r *http.Request, s *session) {
 	cursor := r.URL.Query().Get("cursor")
-	q := url.Values{"limit": {strconv.Itoa(pageSize)}}
-	if cursor != "" {
-		q.Set("cursor", cursor)
-	}
+	q := pageQuery(pageSize, cursor)
 	var l accountList
 	if err := c.get(r.Context(), s, "/v1/accounts", q, &l); err != nil {
 		c.apiError(w, err)

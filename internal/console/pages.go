@@ -344,10 +344,7 @@ type activity struct {
 }
 
 func (c *Console) activitiesPage(w http.ResponseWriter, r *http.Request, s *session) {
-	q := url.Values{"limit": {"100"}}
-	if cur := r.URL.Query().Get("cursor"); cur != "" {
-		q.Set("cursor", cur)
-	}
+	q := pageQuery(100, r.URL.Query().Get("cursor"))
 	var l struct {
 		Activities []activity `json:"activities"`
 		HasMore    bool       `json:"has_more"`
@@ -372,10 +369,7 @@ type auditEntry struct {
 }
 
 func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) {
-	q := url.Values{"limit": {"100"}}
-	if cur := r.URL.Query().Get("cursor"); cur != "" {
-		q.Set("cursor", cur)
-	}
+	q := pageQuery(100, r.URL.Query().Get("cursor"))
 	var l struct {
 		Entries    []auditEntry `json:"entries"`
 		HasMore    bool         `json:"has_more"`
@@ -421,4 +415,14 @@ func (c *Console) billingPage(w http.ResponseWriter, r *http.Request, s *session
 	}
 	c.render(w, http.StatusOK, "billing", map[string]any{"Chrome": c.chrome(s, "billing"),
 		"Period": period, "Cycle": cycle, "Problem": problem})
+}
+
+// pageQuery is the query of one page of an API list: limit items from
+// the cursor on (the first page when cursor is empty).
+func pageQuery(limit int, cursor string) url.Values {
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	return q
 }
