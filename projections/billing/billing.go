@@ -35,6 +35,7 @@ package billing
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -119,6 +120,12 @@ type Totals struct {
 type Projection struct {
 	mu       sync.RWMutex
 	accounts map[string]*account
+	// ids are the opened accounts' ids, sorted: the order CyclesPage
+	// walks. opened holds those opened since ids was last merged; every
+	// Apply and ApplyBatch merges them before releasing the lock, so that
+	// readers see ids whole.
+	ids      []string
+	opened   []string
 	position eventstore.Position
 }
 
@@ -163,14 +170,47 @@ func (p *Projection) Name() string { return "billing" }
 func (p *Projection) Apply(d codec.Decoded) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.apply(&d)
+	err := p.apply(&d)
+	p.index()
+	return err
 }
 
 // ApplyBatch folds events in order, as Apply would one by one, taking the
 // lock once. It stops at the first event that cannot be applied and
 // returns its error; the events before it are applied.
 func (p *Projection) ApplyBatch(ds []codec.Decoded) error {
-	return projections.ApplyLocked(&p.mu, ds, p.apply)
+	return projections.ApplyLocked(&p.mu, ds, func(d *codec.Decoded) error {
+		err := p.apply(d)
+		if err != nil || d == &ds[len(ds)-1] {
+			p.index()
+		}
+		return err
+	})
+}
+
+// index merges the accounts opened since the last merge into ids, in
+// place, sorted: a batch (of a replay, say) moves ids once however many
+// accounts it opened. The caller holds the write lock.
+func (p *Projection) index() {
+	if len(p.opened) == 0 {
+		return
+	}
+	slices.Sort(p.opened)
+	fresh := slices.Compact(p.opened)
+	fresh = slices.DeleteFunc(fresh, func(id string) bool { _, found := slices.BinarySearch(p.ids, id); return found })
+	i, j := len(p.ids)-1, len(fresh)-1
+	p.ids = slices.Grow(p.ids, len(fresh))[:len(p.ids)+len(fresh)]
+	for k := len(p.ids) - 1; j >= 0; k-- {
+		if i >= 0 && p.ids[i] > fresh[j] {
+			p.ids[k] = p.ids[i]
+			i--
+		} else {
+			p.ids[k] = fresh[j]
+			j--
+		}
+	}
+	clear(p.opened)
+	p.opened = p.opened[:0]
 }
 
 func (p *Projection) apply(d *codec.Decoded) error {
@@ -188,6 +228,7 @@ func (p *Projection) apply(d *codec.Decoded) error {
 	case ledger.AccountOpened:
 		if !a.opened {
 			a.opened, a.openedAt, a.opening = true, e.At.UTC(), e.Seats
+			p.opened = append(p.opened, id)
 		}
 	case ledger.SeatsPurchased:
 		a.purchases = append(a.purchases, purchase{e.Count, e.At.UTC()})
@@ -272,6 +313,65 @@ func (p *Projection) Current(id string, now time.Time) (Cycle, error) {
 		return Cycle{}, fmt.Errorf("billing of account %q: %w", id, projections.ErrNotFound)
 	}
 	return a.cycle(id, ledger.CycleIndex(a.openedAt, now), now.UTC())
+}
+
+// CyclesPage returns the cycles that start in period (YYYY-MM) of the
+// opened accounts, ordered by account id, starting after the account id
+// after ("": from the first), counted up to now for a cycle in progress.
+// An account opened after period, or whose cycle of period starts after
+// now, has no cycle there and is skipped. It returns at most limit cycles,
+// the account id a next page starts after (the last account examined),
+// and whether cycles of period follow. A malformed period is
+// ErrBadPeriod. Only the page is copied.
+func (p *Projection) CyclesPage(period, after string, limit int, now time.Time) (page []Cycle, next string, more bool, err error) {
+	month, err := ParsePeriod(period)
+	if err != nil {
+		return nil, "", false, err
+	}
+	now = now.UTC()
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	i, found := slices.BinarySearch(p.ids, after)
+	if found {
+		i++
+	}
+	next = after
+	page = make([]Cycle, 0, min(max(limit, 0), len(p.ids)-i))
+	for _, id := range p.ids[i:] {
+		a := p.accounts[id]
+		k := (month.Year()-a.openedAt.Year())*12 + int(month.Month()) - int(a.openedAt.Month())
+		c, err := a.cycle(id, k, now)
+		if err != nil {
+			if len(page) < limit {
+				next = id
+			}
+			continue
+		}
+		if len(page) == limit {
+			return page, next, true, nil
+		}
+		page, next = append(page, c), id
+	}
+	return page, next, false, nil
+}
+
+// Opening is when an account was opened: its billing cycles follow from
+// it ([ledger.CycleStart]).
+type Opening struct {
+	Account  string
+	OpenedAt time.Time
+}
+
+// Openings returns every opened account with its opening instant, ordered
+// by account id.
+func (p *Projection) Openings() []Opening {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := make([]Opening, len(p.ids))
+	for i, id := range p.ids {
+		out[i] = Opening{Account: id, OpenedAt: p.accounts[id].openedAt}
+	}
+	return out
 }
 
 func days(d time.Duration) float64 { return d.Hours() / 24 }
@@ -481,8 +581,15 @@ func (p *Projection) Restore(b []byte) error {
 	if err := r.End(); err != nil {
 		return fmt.Errorf("billing restore: %w", err)
 	}
+	ids := make([]string, 0, len(accounts))
+	for id, a := range accounts {
+		if a.opened {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.accounts, p.position = accounts, position
+	p.accounts, p.ids, p.opened, p.position = accounts, ids, nil, position
 	return nil
 }
