@@ -18,6 +18,8 @@ type AccountList struct {
 	// a greater id).
 	HasMore    bool   `json:"has_more"`
 	NextCursor string `json:"next_cursor"`
+	// NextLink is the request for the next page, when HasMore.
+	NextLink string `json:"next_link,omitzero"`
 }
 
 // listAccounts answers GET /v1/accounts: every opened account, for
@@ -46,6 +48,9 @@ func (s *server) listAccounts(_ context.Context, r *http.Request, p auth.Princip
 	if len(page) > 0 {
 		after = page[len(page)-1].ID
 	}
-	return jsonResponse(http.StatusOK, AccountList{Accounts: page, HasMore: more,
-		NextCursor: encodeKeyCursor(cursorAccounts, scope, after)}), nil
+	list := AccountList{Accounts: page, HasMore: more, NextCursor: encodeKeyCursor(cursorAccounts, scope, after)}
+	list.NextLink = nextLink(r, list.NextCursor, more)
+	resp := jsonResponse(http.StatusOK, list)
+	setNextLink(resp.header, list.NextLink)
+	return resp, nil
 }

@@ -45,7 +45,7 @@ type endpoint struct {
 }
 
 // allAccountsOnly are the routes only tokens for every account may call.
-var allAccountsOnly = map[string]bool{"GET /v1/quarantine": true, "GET /v1/accounts": true}
+var allAccountsOnly = map[string]bool{"GET /v1/quarantine": true, "GET /v1/accounts": true, "GET /v1/billing": true}
 
 var (
 	everyone = []auth.Role{auth.Operator, auth.Admin, auth.Auditor, auth.Service}
@@ -114,6 +114,7 @@ var endpoints = []endpoint{
 		r := e.must(201, e.operator, "POST", "/v1/tokens", map[string]string{"role": "auditor"})
 		return "/v1/tokens/" + r.json(e.t)["id"].(string), nil
 	}},
+	{"GET /v1/billing", 200, []auth.Role{auth.Operator, auth.Auditor}, fixed("/v1/billing?period=2026-03", nil)},
 	{"GET /v1/quarantine", 200, []auth.Role{auth.Operator, auth.Auditor}, fixed("/v1/quarantine", nil)},
 	{"GET /v1/log/checkpoint", 200, everyone, fixed("/v1/log/checkpoint", nil)},
 	{"GET /v1/log/key", 200, everyone, fixed("/v1/log/key", nil)},

@@ -319,6 +319,8 @@ type UserList struct {
 	// NextCursor continues after this page.
 	HasMore    bool   `json:"has_more"`
 	NextCursor string `json:"next_cursor"`
+	// NextLink is the request for the next page, when HasMore.
+	NextLink string `json:"next_link,omitzero"`
 }
 
 func (s *server) listUsers(_ context.Context, r *http.Request, _ auth.Principal) (*response, error) {
@@ -349,8 +351,10 @@ func (s *server) listUsers(_ context.Context, r *http.Request, _ auth.Principal)
 	if users == nil {
 		users = []seats.User{}
 	}
-	resp := jsonResponse(http.StatusOK, UserList{Users: users, HasMore: more,
-		NextCursor: encodeCursor(cursorUsers, scope, uint64(next))})
+	list := UserList{Users: users, HasMore: more, NextCursor: encodeCursor(cursorUsers, scope, uint64(next))}
+	list.NextLink = nextLink(r, list.NextCursor, more)
+	resp := jsonResponse(http.StatusOK, list)
+	setNextLink(resp.header, list.NextLink)
 	resp.header.Set("ETag", etag(u.Revision))
 	return resp, nil
 }
@@ -395,6 +399,8 @@ type ActivityList struct {
 	Next       int    `json:"next,omitempty"`
 	HasMore    bool   `json:"has_more"`
 	NextCursor string `json:"next_cursor"`
+	// NextLink is the request for the next page, when HasMore.
+	NextLink string `json:"next_link,omitzero"`
 }
 
 func (s *server) listActivities(_ context.Context, r *http.Request, _ auth.Principal) (*response, error) {
@@ -438,7 +444,10 @@ func (s *server) listActivities(_ context.Context, r *http.Request, _ auth.Princ
 		next = list.Activities[n-1].Seq
 	}
 	list.NextCursor = encodeCursor(cursorActivities, scope, uint64(next))
-	return jsonResponse(http.StatusOK, list), nil
+	list.NextLink = nextLink(r, list.NextCursor, list.HasMore)
+	resp := jsonResponse(http.StatusOK, list)
+	setNextLink(resp.header, list.NextLink)
+	return resp, nil
 }
 
 func (s *server) getActivity(_ context.Context, r *http.Request, _ auth.Principal) (*response, error) {
@@ -492,6 +501,8 @@ type AuditList struct {
 	// NextCursor continues after this page.
 	HasMore    bool   `json:"has_more"`
 	NextCursor string `json:"next_cursor"`
+	// NextLink is the request for the next page, when HasMore.
+	NextLink string `json:"next_link,omitzero"`
 }
 
 // getAudit answers a page of the audit trail as JSON, or, with
@@ -558,7 +569,9 @@ func (s *server) getAudit(w http.ResponseWriter, r *http.Request) error {
 		after = list.Entries[n-1].Position
 	}
 	list.NextCursor = encodeCursor(cursorAudit, scope, uint64(after))
+	list.NextLink = nextLink(r, list.NextCursor, list.HasMore)
 	resp := jsonResponse(http.StatusOK, list)
+	setNextLink(resp.header, list.NextLink)
 	s.setPosition(resp.header)
 	s.send(w, r, resp)
 	return nil

@@ -150,6 +150,10 @@ type AuditReader interface {
 type BillingReader interface {
 	Cycle(account, period string, now time.Time) (billing.Cycle, error)
 	Current(account string, now time.Time) (billing.Cycle, error)
+	// CyclesPage returns up to limit cycles starting in period, one per
+	// account ordered by id after the account id after, the id a next
+	// page starts after, and whether cycles follow.
+	CyclesPage(period, after string, limit int, now time.Time) (page []billing.Cycle, next string, more bool, err error)
 }
 
 // History reads one stream as stored; eventstore.Store is one. It serves

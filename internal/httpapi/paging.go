@@ -13,7 +13,7 @@ import (
 )
 
 // Paging of the list answers (/accounts, /users, /activities, /audit,
-// /events).
+// /events, /billing, /quarantine).
 //
 // A JSON list answer holds at most limit items (DefaultLimit when the
 // request gives none, MaxLimit at most; a limit outside 1..MaxLimit is
@@ -22,6 +22,13 @@ import (
 // the last item the answer examined. next_cursor is always given, also
 // when has_more is false, so that a client can come back later for what
 // was added since; a client walking a list loops while has_more is true.
+//
+// When has_more is true, a JSON list answer also holds next_link, and
+// carries the same as an RFC 8288 header Link: <next_link>; rel="next":
+// the path and query of the request for the next page (the request's own
+// with cursor set to next_cursor). It is a reference relative to the
+// API's origin. The last page has neither, so that a client following
+// links stops there.
 //
 // A JSON Lines answer (the audit export and the raw events) is an export:
 // it streams every selected item from its cursor on, unless the request
@@ -58,6 +65,8 @@ const (
 	cursorAudit      byte = 'h'
 	cursorEvents     byte = 'e'
 	cursorAccounts   byte = 'c'
+	cursorBilling    byte = 'b'
+	cursorQuarantine byte = 'q'
 )
 
 const (
@@ -180,6 +189,28 @@ func decodeCursor(s string, kind byte, scope []byte, n int) ([]uint64, error) {
 		return nil, cursorProblem(cursorOtherScope)
 	}
 	return vals, nil
+}
+
+// nextLink returns the request for the page after the one answered, when
+// more is true: the request's path and query with cursor set to next. The
+// parameters a cursor replaces (after, of the activities) and waiting for
+// a position (min_position) are left out. "" when no page follows.
+func nextLink(r *http.Request, next string, more bool) string {
+	if !more {
+		return ""
+	}
+	q := r.URL.Query()
+	q.Del("after")
+	q.Del("min_position")
+	q.Set("cursor", next)
+	return r.URL.EscapedPath() + "?" + q.Encode()
+}
+
+// setNextLink sets the Link header of a page that others follow.
+func setNextLink(h http.Header, link string) {
+	if link != "" {
+		h.Set("Link", "<"+link+`>; rel="next"`)
+	}
 }
 
 // pageLimit reads the limit of a list request: def when not given, 400

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"net/http"
-	"strconv"
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/auth"
@@ -27,15 +26,14 @@ type QuarantineList struct {
 	// Total is how many records the read models quarantined in all.
 	Total   uint64 `json:"total"`
 	HasMore bool   `json:"has_more"`
-	// NextCursor, given back as cursor, reads the next page.
-	NextCursor string `json:"next_cursor,omitempty"`
+	// NextCursor continues after this page; NextLink is the request for
+	// the next page, when HasMore.
+	NextCursor string `json:"next_cursor"`
+	NextLink   string `json:"next_link,omitzero"`
 }
 
-// Quarantine list pages: default and largest limit.
-const (
-	quarantineLimit    = 100
-	quarantineMaxLimit = 1000
-)
+// quarantineMaxLimit is the most records a verification lists.
+const quarantineMaxLimit = MaxLimit
 
 // quarantineRoutes registers GET /v1/quarantine: the records quarantined,
 // for operators and auditors of every account (a token scoped to one
@@ -50,30 +48,33 @@ func (s *server) listQuarantine(_ context.Context, r *http.Request, p auth.Princ
 			"the quarantine lists records of every account: it needs an operator token or an auditor token for all accounts")
 	}
 	q := r.URL.Query()
-	limit, err := queryInt(q, "limit", quarantineLimit, quarantineMaxLimit)
+	limit, err := pageLimit(q, DefaultLimit)
 	if err != nil {
 		return nil, err
 	}
-	if limit == 0 {
-		limit = quarantineLimit
+	scope := cursorScope("")
+	at, err := decodeCursor(q.Get("cursor"), cursorQuarantine, scope, 1)
+	if err != nil {
+		return nil, err
 	}
-	var after uint64
-	if c := q.Get("cursor"); c != "" {
-		if after, err = strconv.ParseUint(c, 10, 64); err != nil {
-			return nil, badRequest("cursor must be a next_cursor of an earlier answer")
-		}
-	}
+	after := eventstore.Position(at[0])
 	list := QuarantineList{Records: []projections.Quarantined{}}
 	if s.cfg.Quarantine != nil {
-		recs := s.cfg.Quarantine.Quarantined("", eventstore.Position(after), limit+1)
+		recs := s.cfg.Quarantine.Quarantined("", after, limit+1)
 		if len(recs) > limit {
 			recs, list.HasMore = recs[:limit], true
-			list.NextCursor = strconv.FormatUint(uint64(recs[limit-1].Position), 10)
+		}
+		if len(recs) > 0 {
+			after = recs[len(recs)-1].Position
 		}
 		list.Records = append(list.Records, recs...)
 		list.Total = s.cfg.Quarantine.QuarantinedCount()
 	}
-	return jsonResponse(http.StatusOK, list), nil
+	list.NextCursor = encodeCursor(cursorQuarantine, scope, uint64(after))
+	list.NextLink = nextLink(r, list.NextCursor, list.HasMore)
+	resp := jsonResponse(http.StatusOK, list)
+	setNextLink(resp.header, list.NextLink)
+	return resp, nil
 }
 
 // accountQuarantine returns the records of account the read models

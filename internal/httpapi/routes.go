@@ -64,6 +64,7 @@ func (s *server) register() {
 	s.read("GET "+acct+"/state", auth.ReadHistory, s.stateAsOf)
 	s.read("GET "+acct+"/billing", auth.ReadHistory, s.getBilling)
 	s.raw("GET "+acct+"/events", auth.ReadHistory, s.events)
+	s.read("GET /v1/billing", auth.ReadHistory, s.listBilling)
 	s.tokenRoutes()
 	s.quarantineRoutes()
 	s.logRoutes()
