@@ -56,6 +56,7 @@ type schema struct {
 	Properties map[string]*schema `json:"properties"`
 	Required   []string           `json:"required"`
 	Ref        string             `json:"$ref"`
+	Format     string             `json:"format"`
 }
 
 // nullable reports whether a property's schema admits null.
@@ -74,10 +75,11 @@ func (s *schema) nullable() bool {
 }
 
 // goMembers returns the JSON members a Go struct marshals to: whether
-// each is always present (no omitempty or omitzero) and whether it can
-// be null (a pointer, interface or map that is nil).
-func goMembers(t reflect.Type) map[string][2]bool {
-	out := map[string][2]bool{}
+// each is always present (no omitempty or omitzero), whether it can be
+// null (a pointer, interface or map that is nil), and whether it is a
+// float64.
+func goMembers(t reflect.Type) map[string][3]bool {
+	out := map[string][3]bool{}
 	for f := range t.Fields() {
 		if !f.IsExported() {
 			continue
@@ -98,15 +100,15 @@ func goMembers(t reflect.Type) map[string][2]bool {
 		}
 		omit := strings.Contains(opts, "omitempty") || strings.Contains(opts, "omitzero")
 		k := f.Type.Kind()
-		out[name] = [2]bool{!omit, !omit && (k == reflect.Pointer || k == reflect.Interface)}
+		out[name] = [3]bool{!omit, !omit && (k == reflect.Pointer || k == reflect.Interface), k == reflect.Float64}
 	}
 	return out
 }
 
 // TestOpenAPISchemasMatchGo checks every answer's schema against the Go
 // type that is marshalled for it: the same members, required exactly
-// when the member is always present, and null allowed exactly when an
-// always present member can be nil. (Slices and maps are never null: the
+// when the member is always present, null allowed exactly when an
+// always present member can be nil, and floats as doubles. (Slices and maps are never null: the
 // API marshals them as [] and {}.)
 func TestOpenAPISchemasMatchGo(t *testing.T) {
 	var doc struct {
@@ -132,6 +134,11 @@ func TestOpenAPISchemasMatchGo(t *testing.T) {
 			}
 			if p := s.Properties[k]; p != nil && p.Ref == "" && p.nullable() != m[1] {
 				t.Errorf("%s.%s: null allowed %v, Go can be null %v", name, k, p.nullable(), m[1])
+			}
+			// A float64 is a double: without the format, generators
+			// (oapi-codegen among them) make it a float32.
+			if p := s.Properties[k]; p != nil && m[2] && (p.Type != "number" || p.Format != "double") {
+				t.Errorf("%s.%s: type %v format %q for a float64, want number and double", name, k, p.Type, p.Format)
 			}
 		}
 		for k := range s.Properties {

@@ -338,8 +338,8 @@ type AuditList struct {
 // BillingCycle defines model for BillingCycle.
 type BillingCycle struct {
 	Account             string             `json:"account"`
-	ActiveUserDays      float32            `json:"active_user_days"`
-	CycleDays           float32            `json:"cycle_days"`
+	ActiveUserDays      float64            `json:"active_user_days"`
+	CycleDays           float64            `json:"cycle_days"`
 	End                 time.Time          `json:"end"`
 	InProgress          bool               `json:"in_progress"`
 	Index               int                `json:"index"`
@@ -369,10 +369,10 @@ type BillingList struct {
 type BillingPurchase struct {
 	At            time.Time `json:"at"`
 	Count         int       `json:"count"`
-	DaysRemaining float32   `json:"days_remaining"`
-	Fraction      float32   `json:"fraction"`
-	ProratedSeats float32   `json:"prorated_seats"`
-	SeatDays      float32   `json:"seat_days"`
+	DaysRemaining float64   `json:"days_remaining"`
+	Fraction      float64   `json:"fraction"`
+	ProratedSeats float64   `json:"prorated_seats"`
+	SeatDays      float64   `json:"seat_days"`
 }
 
 // BillingReduction A seat reduction: scheduled during one cycle, effective at the start of the next
@@ -386,8 +386,8 @@ type BillingReduction struct {
 type BillingTotals struct {
 	PurchasedSeats int     `json:"purchased_seats"`
 	ReducedSeats   int     `json:"reduced_seats"`
-	SeatCycles     float32 `json:"seat_cycles"`
-	SeatDays       float32 `json:"seat_days"`
+	SeatCycles     float64 `json:"seat_cycles"`
+	SeatDays       float64 `json:"seat_days"`
 	SeatsAtEnd     int     `json:"seats_at_end"`
 }
 
