@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	natsjs "github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/licenseledger/ledger/domain/ledger"
@@ -27,6 +28,7 @@ import (
 	"github.com/licenseledger/ledger/internal/auth"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/console"
+	"github.com/licenseledger/ledger/internal/cycleclose"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
 	"github.com/licenseledger/ledger/internal/scim"
@@ -66,11 +68,16 @@ type Main struct {
 	cancel  context.CancelFunc
 	bg      sync.WaitGroup
 	errs    chan error
+
+	// clock is the service's clock (time.Now; tests set another before
+	// Start); cycles closes the billing cycles it passes.
+	clock  func() time.Time
+	cycles *cycleclose.Notifier
 }
 
 // NewMain returns a service configured by cfg that logs to log.
 func NewMain(cfg Config, log *slog.Logger) *Main {
-	return &Main{cfg: cfg, log: log, errs: make(chan error, 4)}
+	return &Main{cfg: cfg, log: log, errs: make(chan error, 4), clock: time.Now}
 }
 
 // HTTPAddr returns the address the HTTP API listens on, once started.
@@ -120,7 +127,7 @@ func (m *Main) Start(ctx context.Context) error {
 	m.metrics.CountQuarantined(m.runner.QuarantinedCount)
 	m.accounts = accounts.New(accounts.Config{
 		Store: m.store, OnAppend: m.appended, Codec: m.codec,
-		Clock: time.Now, NewEventID: uuid.New, NewULID: ulid.Make,
+		Clock: m.clock, NewEventID: uuid.New, NewULID: ulid.Make,
 		Logger: m.log.With("component", "accounts"),
 	})
 
@@ -146,10 +153,10 @@ func (m *Main) Start(ctx context.Context) error {
 	api := httpapi.New(httpapi.Config{
 		Commands: m.accounts, Seats: st, Activities: at, Audit: au, Billing: bi,
 		History: m.store, Decoder: m.codec, Progress: m.runner, ReadModelsReady: m.runner.Ready, Tokens: m.tokens,
-		Quarantine: m.runner, Log: m.tlog, DataKeys: m.backend.keys, Clock: time.Now, NewID: ulid.Make, Random: rand.Reader,
+		Quarantine: m.runner, Log: m.tlog, DataKeys: m.backend.keys, Clock: m.clock, NewID: ulid.Make, Random: rand.Reader,
 		SCIM: scim.New(scim.Config{
 			Commands: m.accounts, Directory: st, Tokens: m.tokens, Progress: m.runner,
-			ReadModelsReady: m.runner.Ready, Clock: time.Now, NewID: ulid.Make,
+			ReadModelsReady: m.runner.Ready, Clock: m.clock, NewID: ulid.Make,
 			Logger: m.log.With("component", "scim"),
 		}),
 		Logger: m.log.With("component", "http"), Metrics: m.metrics,
@@ -177,6 +184,9 @@ func (m *Main) Start(ctx context.Context) error {
 		}
 	})
 	m.bg.Go(func() { m.reportLag(runCtx) })
+	if err := m.startCycleNotices(runCtx, bi); err != nil {
+		return err
+	}
 	for _, task := range m.backend.runners {
 		m.bg.Go(func() {
 			if err := task.run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
@@ -190,7 +200,7 @@ func (m *Main) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http listen: %w", err)
 	}
-	con := console.New(console.Config{API: api, Tokens: m.tokens, Clock: time.Now, Logger: m.log.With("component", "console")})
+	con := console.New(console.Config{API: api, Tokens: m.tokens, Clock: m.clock, Logger: m.log.With("component", "console")})
 	m.httpSrv = &http.Server{
 		Handler:           withConsole(api, con),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -331,6 +341,31 @@ func (m *Main) bootstrapOperator(ctx context.Context, dataDir string) error {
 		return fmt.Errorf("write operator token: %w", err)
 	}
 	m.log.Info("first operator token written: use it as a bearer token", "path", path)
+	return nil
+}
+
+// startCycleNotices publishes the notification of every billing cycle
+// that ends, from the billing read model, into the published stream.
+func (m *Main) startCycleNotices(ctx context.Context, bi *billing.Projection) error {
+	head, ok := m.store.(cycleclose.Head)
+	if !ok {
+		m.log.Warn("billing cycle notifications off: the store cannot tell its last position")
+		return nil
+	}
+	js, err := natsjs.New(m.backend.nc)
+	if err != nil {
+		return err
+	}
+	m.cycles = cycleclose.New(cycleclose.Config{
+		JS: js, Billing: bi, Head: head, Progress: m.runner, Clock: m.clock, Replicas: m.cfg.Replicas,
+		Logger:      m.log.With("component", "billing-notifications"),
+		OnPublished: func(string, string) { m.metrics.CycleClosed() },
+	})
+	m.bg.Go(func() {
+		if err := m.cycles.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Error("billing cycle notifications stopped", "err", err)
+		}
+	})
 	return nil
 }
 

@@ -27,6 +27,8 @@ type Metrics struct {
 	panics    uint64
 	lag       map[string]float64
 	published uint64
+	// cyclesClosed counts the billing cycle notifications published.
+	cyclesClosed uint64
 	// quarantined counts the records the read models quarantined; nil
 	// until CountQuarantined names it.
 	quarantined func() uint64
@@ -103,6 +105,13 @@ func (m *Metrics) EventsPublished(n int) {
 	m.published += uint64(n)
 }
 
+// CycleClosed counts a billing cycle notification published.
+func (m *Metrics) CycleClosed() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cyclesClosed++
+}
+
 // CountQuarantined makes n the source of ledger_quarantined_records_total:
 // the records the read models skipped as unreadable, unverifiable or
 // undecodable (the projection runner's QuarantinedCount).
@@ -156,6 +165,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 		fmt.Fprintf(cw, "licensed_projection_lag_positions{projection=%s} %s\n", quote(k), strconv.FormatFloat(m.lag[k], 'g', -1, 64))
 	}
 	fmt.Fprintf(cw, "# HELP licensed_events_published_total Events published downstream.\n# TYPE licensed_events_published_total counter\nlicensed_events_published_total %d\n", m.published)
+	fmt.Fprintf(cw, "# HELP licensed_billing_cycles_closed_total Billing cycle notifications (CycleClosed) this process published.\n# TYPE licensed_billing_cycles_closed_total counter\nlicensed_billing_cycles_closed_total %d\n", m.cyclesClosed)
 	var quarantined uint64
 	if m.quarantined != nil {
 		quarantined = m.quarantined()
