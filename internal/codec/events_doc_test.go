@@ -121,6 +121,7 @@ func renderEventsDoc(events []codec.EventInfo) []byte {
 			}
 		}
 	}
+	b.WriteString(cycleClosedDoc)
 	return b.Bytes()
 }
 
