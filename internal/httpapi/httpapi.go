@@ -49,9 +49,11 @@
 //
 // # Lists
 //
-// /users, /activities and /audit answer pages of at most limit items
-// ([DefaultLimit], [MaxLimit] at most) with has_more and an opaque
-// next_cursor bound to the list, account and filters. The JSON Lines
+// /accounts, /users, /activities, /audit, /billing and /quarantine answer
+// pages of at most limit items ([DefaultLimit], [MaxLimit] at most) with
+// has_more and an opaque next_cursor bound to the list, account and
+// filters; while has_more is true, next_link and the Link header (rel
+// "next") give the request for the next page. The JSON Lines
 // exports (/audit?format=jsonl, /events) stream from a cursor without a
 // default limit and send their continuation as the trailers
 // [HeaderNextCursor] and [HeaderHasMore]. No answer holds more than a page
