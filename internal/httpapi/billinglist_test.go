@@ -194,3 +194,20 @@ func TestNextLinks(t *testing.T) {
 		t.Fatalf("next_link %q", link)
 	}
 }
+
+// TestQuarantinePagingRefusals: the quarantine pages like every list: a
+// limit outside 1..1000 and a cursor it did not give (the bare position
+// it used to give, another list's) are 400 problems.
+func TestQuarantinePagingRefusals(t *testing.T) {
+	e := newEnv(t)
+	e.open("acme", 2)
+	accounts := e.must(200, e.operator, "GET", "/v1/accounts", nil).json(t)["next_cursor"].(string)
+	for _, q := range []string{"limit=0", "limit=1001", "limit=x", "cursor=12", "cursor=" + accounts} {
+		p := e.must(400, e.operator, "GET", "/v1/quarantine?"+q, nil).json(t)
+		if !strings.HasPrefix(p["type"].(string), httpapi.ProblemBase) {
+			t.Fatalf("%s: %v", q, p)
+		}
+	}
+	page := e.must(200, e.operator, "GET", "/v1/quarantine?limit=5", nil).json(t)
+	e.must(200, e.operator, "GET", "/v1/quarantine?cursor="+page["next_cursor"].(string), nil)
+}

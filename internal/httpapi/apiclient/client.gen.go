@@ -913,10 +913,11 @@ type GetLogKeyParams struct {
 
 // ListQuarantineParams defines parameters for ListQuarantine.
 type ListQuarantineParams struct {
-	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+	// Limit the most items in the answer
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
 
-	// Cursor next_cursor of the previous page
-	Cursor            *string           `form:"cursor,omitempty" json:"cursor,omitempty"`
+	// Cursor next_cursor (or the Ledger-Next-Cursor trailer) of an earlier answer of the same list with the same filters; the start of the list when absent
+	Cursor            *Cursor           `form:"cursor,omitempty" json:"cursor,omitempty"`
 	MinPosition       *MinPositionQuery `form:"min_position,omitempty" json:"min_position,omitempty"`
 	LedgerMinPosition *MinPosition      `json:"Ledger-Min-Position,omitempty"`
 }
