@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
 )
 
 // TestGeneratedClientCurrent regenerates the client from openapi.json
@@ -55,5 +57,20 @@ func TestGeneratedClientCurrent(t *testing.T) {
 	}
 	if !bytes.Equal(fresh, current) {
 		t.Fatalf("client.gen.go is not what openapi.json generates: run go generate ./internal/httpapi/apiclient")
+	}
+}
+
+// TestDocumentValid validates openapi.json with kin-openapi, the loader
+// oapi-codegen and other Go tools read it with.
+func TestDocumentValid(t *testing.T) {
+	doc, err := openapi3.NewLoader().LoadFromFile("../openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := doc.Validate(t.Context()); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	if len(doc.Paths.Map()) < 25 {
+		t.Fatalf("control: %d paths", len(doc.Paths.Map()))
 	}
 }
