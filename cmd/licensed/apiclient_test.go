@@ -302,4 +302,15 @@ func TestGeneratedClientSeedStory(t *testing.T) {
 	if !strings.Contains(m, "licensed_billing_cycles_closed_total 1\n") {
 		t.Fatalf("metrics lack the notification:\n%s", m)
 	}
+
+	// A restarted service finds the cycle closed and publishes nothing.
+	nc.Close()
+	svc.stop()
+	svc = startServiceWithClock(t, dir, io.Discard, clock.Now)
+	if k, err := svc.m.cycles.CloseDue(ctx); err != nil || k != 0 {
+		t.Fatalf("after a restart, a pass published %d: %v", k, err)
+	}
+	if m := svc.expect(200, "", "GET", "/metrics", nil).raw; !strings.Contains(m, "licensed_billing_cycles_closed_total 0\n") {
+		t.Fatalf("metrics after a restart:\n%s", m)
+	}
 }
