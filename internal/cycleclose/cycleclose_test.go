@@ -401,3 +401,41 @@ func TestNotificationMatchesSchema(t *testing.T) {
 		t.Fatal("a message for a cycle in progress")
 	}
 }
+
+// TestFinalStands: an event timed inside a cycle already closed (which
+// the service cannot store: its clock only moves forward and no command
+// takes a time from its client) would change what the read model says of
+// the cycle, but not what was published: the first final stands, no
+// second one is sent, and the later cycles go on.
+func TestFinalStands(t *testing.T) {
+	srv := startNATS(t)
+	js := connect(t, srv)
+	if err := cycleclose.EnsureStream(t.Context(), js, 1); err != nil {
+		t.Fatal(err)
+	}
+	f := newFeed()
+	f.apply(t, "acme", ledger.AccountOpened{Account: "acme", Name: "Acme", Seats: 2, At: at(2026, 1, 10, 9, 0)})
+	c := &clock{now: at(2026, 2, 11, 0, 0)}
+	n := newNotifier(js, f, c)
+	if k, err := n.CloseDue(t.Context()); err != nil || k != 1 {
+		t.Fatalf("%d published, %v", k, err)
+	}
+	first := notices(t, js, "acme")[0].Data
+	f.apply(t, "acme", ledger.SeatsPurchased{Count: 4, At: at(2026, 1, 20, 0, 0)})
+	for _, notifier := range []*cycleclose.Notifier{n, newNotifier(connect(t, srv), f, c)} {
+		if k, err := notifier.CloseDue(t.Context()); err != nil || k != 0 {
+			t.Fatalf("after a back-dated event: %d published, %v", k, err)
+		}
+	}
+	got := notices(t, js, "acme")
+	if len(got) != 1 || !bytes.Equal(got[0].Data, first) {
+		t.Fatalf("the final changed or was sent again: %d notifications", len(got))
+	}
+	c.Set(at(2026, 3, 11, 0, 0))
+	if k, err := n.CloseDue(t.Context()); err != nil || k != 1 {
+		t.Fatalf("next cycle: %d published, %v", k, err)
+	}
+	if d := decode(t, notices(t, js, "acme")[1]).Data; d.Period != "2026-02" || d.SeatsBilled != 6 {
+		t.Fatalf("February: %+v", d)
+	}
+}
