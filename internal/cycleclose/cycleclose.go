@@ -262,7 +262,9 @@ func (n *Notifier) Run(ctx context.Context) error {
 // Grace before now and has none yet, in cycle order per account, once the
 // billing read model has applied everything the store holds. It returns
 // how many this call published (others may have been published by
-// another process meanwhile).
+// another process meanwhile). An account whose notification cannot be
+// published does not stop the others: the errors are returned together
+// and its cycles are tried again at the next pass.
 func (n *Notifier) CloseDue(ctx context.Context) (int, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -276,6 +278,7 @@ func (n *Notifier) CloseDue(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("billing read model at position %d: %w", head, err)
 	}
 	published := 0
+	var errs []error
 	for _, o := range n.cfg.Billing.Openings() {
 		// The last cycle whose end (the next one's start) is at or before
 		// the cutoff.
@@ -289,10 +292,15 @@ func (n *Notifier) CloseDue(ctx context.Context) (int, error) {
 		k, err := n.closeAccount(ctx, o, last, now)
 		published += k
 		if err != nil {
-			return published, err
+			if ctx.Err() != nil {
+				return published, err
+			}
+			// One account's trouble (its subject unreadable, say) holds
+			// up no other account.
+			errs = append(errs, err)
 		}
 	}
-	return published, nil
+	return published, errors.Join(errs...)
 }
 
 // closeAccount publishes account's notifications up to cycle last.

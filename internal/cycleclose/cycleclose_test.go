@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -437,5 +438,30 @@ func TestFinalStands(t *testing.T) {
 	}
 	if d := decode(t, notices(t, js, "acme")[1]).Data; d.Period != "2026-02" || d.SeatsBilled != 6 {
 		t.Fatalf("February: %+v", d)
+	}
+}
+
+// TestForeignMessageOnSubject: a message on an account's billing subject
+// that is not a notification stops that account's notifications (rather
+// than guessing where they stand) and no other account's.
+func TestForeignMessageOnSubject(t *testing.T) {
+	srv := startNATS(t)
+	js := connect(t, srv)
+	if err := cycleclose.EnsureStream(t.Context(), js, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(t.Context(), contract.BillingSubject("acme"), []byte("not a notification")); err != nil {
+		t.Fatal(err)
+	}
+	f := newFeed()
+	f.apply(t, "acme", ledger.AccountOpened{Account: "acme", Name: "Acme", Seats: 2, At: at(2026, 1, 10, 9, 0)})
+	f.apply(t, "beta", ledger.AccountOpened{Account: "beta", Name: "Beta", Seats: 2, At: at(2026, 1, 10, 9, 0)})
+	n := newNotifier(js, f, &clock{now: at(2026, 2, 11, 0, 0)})
+	k, err := n.CloseDue(t.Context())
+	if err == nil || k != 1 || !strings.Contains(err.Error(), "not a CycleClosed notification") {
+		t.Fatalf("%d published, %v", k, err)
+	}
+	if len(notices(t, js, "beta")) != 1 || len(notices(t, js, "acme")) != 1 {
+		t.Fatal("beta not closed, or acme closed past a foreign message")
 	}
 }
