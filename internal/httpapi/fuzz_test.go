@@ -164,6 +164,8 @@ func hostileInputs() []routerInput {
 		"/v1/accounts/acme/audit/verify", "/v1/accounts/acme/state?as_of=%00", "/v1/accounts/acme/state?as_of=-999999999-01-01T00:00:00Z",
 		"/v1/accounts/acme/billing?period=0000-00", "/v1/accounts/acme/billing?period=99999-12", "/v1/accounts/acme/events?format=%00",
 		"/v1/quarantine", "/v1/quarantine?limit=%ff", "/v1/quarantine?cursor=%00",
+		"/v1/billing", "/v1/billing?period=%ff", "/v1/billing?period=0000-00", "/v1/billing?period=99999-12&cursor=" + strings.Repeat("A", 5000),
+		"/v1/billing?period=2026-03&limit=0", "/v1/billing?period=-0001-01", "/v1/quarantine?cursor=" + strings.Repeat("A", 5000),
 		"/v1/accounts?cursor=%00", "/v1/accounts?limit=%ff&cursor=AAAA", "/v1/accounts?cursor=" + strings.Repeat("A", 5000), "/v1/accounts?cursor=AQMA_____wE",
 		"/v1/accounts/acme/users?cursor=%00&limit=99999999999999999999", "/v1/accounts/acme/users?limit=0", "/v1/accounts/acme/activities?cursor=" + strings.Repeat("A", 5000),
 		"/v1/accounts/acme/audit?format=jsonl&limit=1&cursor=x", "/v1/accounts/acme/events?cursor=AAAA", "/v1/accounts/acme/events?limit=-5",
