@@ -34,6 +34,13 @@
 // exactly one final is stored per account and cycle, whichever process
 // computed it.
 //
+// Where an account stands is read from the last message on its subject
+// (then kept in memory): every ended cycle after it is published, so an
+// account with none gets every cycle since its opening, and cycles that
+// ended while no process ran are published at the next start. The stream
+// must therefore keep each account's last notification: one whose limits
+// removed it would see those cycles published again.
+//
 // The message's headers are Content-Type (application/cloudevents+json),
 // Nats-Msg-Id, and Nats-Expected-Last-Subject-Sequence, which JetStream
 // checked and keeps on the copy in [contract.Stream]; the server drops
