@@ -38,3 +38,7 @@ func SetStreamBatch(n int) int {
 
 // StreamName returns the name of the JetStream stream s stores events in.
 func StreamName(s *Store) string { return s.cfg.Stream }
+
+// FileReads returns how many messages ReadAll read from the stream's
+// block files rather than through the server.
+func FileReads(s *Store) uint64 { return s.fileReads.Load() }

@@ -231,6 +231,9 @@ type Store struct {
 	// servers then check expectations before they order writes, and
 	// conditional appends are refused (see AppendIf).
 	replicated bool
+	// streamsDir is the embedded server's directory of the account's
+	// streams, "" on other servers: ReadAll reads the stream's files.
+	streamsDir string
 
 	reqs     chan *request
 	stop     chan struct{}
@@ -249,6 +252,9 @@ type Store struct {
 	// Coalesced batches committed and the events they held, for
 	// benchmarks.
 	batches, batched atomic.Uint64
+	// fileReads counts the messages ReadAll read from the stream's files,
+	// for tests.
+	fileReads atomic.Uint64
 }
 
 // head is what the store knows of a stream's end: how many events it holds
@@ -287,9 +293,10 @@ func Embedded(ctx context.Context, scfg ServerConfig, cfg Config, copts ...nats.
 		StopServer(srv)
 		return nil, fmt.Errorf("jetstream: connect to embedded server: %w", err)
 	}
+	streamsDir := filepath.Join(srv.JetStreamConfig().StoreDir, storeAccount(scfg), "streams")
 	var y *syncer
 	if group {
-		y = newSyncer(filepath.Join(srv.JetStreamConfig().StoreDir, storeAccount(scfg), "streams"), cfg.logger())
+		y = newSyncer(streamsDir, cfg.logger())
 	}
 	s, err := open(ctx, nc, cfg, y)
 	if err == nil && y != nil {
@@ -307,6 +314,9 @@ func Embedded(ctx context.Context, scfg ServerConfig, cfg Config, copts ...nats.
 		return nil, err
 	}
 	s.ownConn, s.srv = true, srv
+	if scfg.Cluster.Name == "" {
+		s.streamsDir = streamsDir
+	}
 	return s, nil
 }
 
@@ -388,8 +398,8 @@ func open(ctx context.Context, nc *nats.Conn, cfg Config, y *syncer) (*Store, er
 		done:   make(chan struct{}),
 		syncer: y,
 	}
-	if info := stream.CachedInfo(); info != nil && info.Config.Replicas > 1 {
-		s.replicated = true
+	if info := stream.CachedInfo(); info != nil {
+		s.replicated = info.Config.Replicas > 1
 	}
 	if cfg.MaxBatch > 1 && y == nil {
 		s.workers.Add(1)

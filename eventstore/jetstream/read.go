@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -128,7 +130,9 @@ func (s *Store) walk(ctx context.Context, stream eventstore.StreamID, h head, fr
 	}
 }
 
-// ReadAll implements [eventstore.Store.ReadAll] with an ordered consumer
+// ReadAll implements [eventstore.Store.ReadAll]. On an embedded server it
+// reads the stream's block files when it safely can (see readFiles),
+// otherwise, and from where they end, it reads with an ordered consumer
 // over the whole stream.
 func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
@@ -143,6 +147,13 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 		}
 		if last <= uint64(after) {
 			return
+		}
+		if s.filesReadable(ctx) {
+			next, stopped := s.readFiles(ctx, uint64(after)+1, last, yield)
+			if stopped || next == 0 {
+				return
+			}
+			after = eventstore.Position(next - 1)
 		}
 		for rec, err := range s.consume(ctx, startAfter(after), last, allBatch) {
 			if !yield(rec, err) || stops(err) {
@@ -292,6 +303,76 @@ func (s *Store) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig
 // and a record holding its position, store time and, when its subject
 // names one, its stream; the reason never quotes the message.
 func record(subj string, h nats.Header, body []byte, seq uint64, stored time.Time) (eventstore.Record, error) {
+	return decodeRecord(subj, storedHeaders{
+		revision: h.Get(RevisionHeader),
+		expected: h.Get(jetstream.ExpectedLastSubjSeqHeader),
+		batchSeq: h.Get(batchSeqHeader),
+		batchID:  h.Get(batchIDHeader),
+		metadata: h.Get(MetadataHeader),
+	}, body, seq, stored)
+}
+
+// storedHeaders are the values of the headers a stored message is read
+// with ("" when absent).
+type storedHeaders struct {
+	revision, expected, batchSeq, batchID, metadata string
+}
+
+// written is [written] over storedHeaders.
+func (h storedHeaders) written() bool {
+	if h.expected != "" {
+		return true
+	}
+	n, err := strconv.Atoi(h.batchSeq)
+	return err == nil && n >= 2 && h.batchID != ""
+}
+
+// parseStoredHeaders reads the values record needs out of a message's
+// header block ("NATS/1.0\r\n" then "Key: value\r\n" lines and an
+// empty line) without building a [nats.Header]: as nats.Header.Get does,
+// keys match exactly, the first value counts, and values lose the blanks
+// around them.
+func parseStoredHeaders(b []byte) (storedHeaders, error) {
+	var h storedHeaders
+	s := string(b) // one copy; the values are substrings of it
+	line, rest, ok := strings.Cut(s, "\r\n")
+	if !ok || !strings.HasPrefix(line, "NATS/1.0") {
+		return h, errors.New("jetstream: malformed header block")
+	}
+	for {
+		line, rest, ok = strings.Cut(rest, "\r\n")
+		if !ok {
+			return h, errors.New("jetstream: malformed header block")
+		}
+		if line == "" {
+			return h, nil
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			return h, errors.New("jetstream: malformed header line")
+		}
+		var dst *string
+		switch k {
+		case RevisionHeader:
+			dst = &h.revision
+		case jetstream.ExpectedLastSubjSeqHeader:
+			dst = &h.expected
+		case batchSeqHeader:
+			dst = &h.batchSeq
+		case batchIDHeader:
+			dst = &h.batchID
+		case MetadataHeader:
+			dst = &h.metadata
+		default:
+			continue
+		}
+		if *dst == "" {
+			*dst = strings.Trim(v, " \t")
+		}
+	}
+}
+
+func decodeRecord(subj string, h storedHeaders, body []byte, seq uint64, stored time.Time) (eventstore.Record, error) {
 	at := eventstore.Record{Position: eventstore.Position(seq), Stored: stored}
 	unreadable := func(reason string) (eventstore.Record, error) {
 		return at, &eventstore.UnreadableError{Position: at.Position, Stream: at.Stream, Reason: reason}
@@ -301,21 +382,19 @@ func record(subj string, h nats.Header, body []byte, seq uint64, stored time.Tim
 		return unreadable("subject is not <category>.<account>.<type>")
 	}
 	at.Stream = stream
-	rev, err := revisionOf(h)
+	rev, err := strconv.ParseUint(h.revision, 10, 64)
 	if err != nil {
 		return unreadable("missing or malformed " + RevisionHeader + " header")
 	}
-	if !written(h) {
+	if !h.written() {
 		return unreadable("published without the expectation every append of the store carries")
 	}
 	e, err := eventstore.ParseCloudEvent(body)
 	if err != nil {
 		return unreadable("body is not a ledger CloudEvents envelope")
 	}
-	if e.Metadata == nil {
-		if md := h.Get(MetadataHeader); md != "" {
-			e.Metadata = []byte(md)
-		}
+	if e.Metadata == nil && h.metadata != "" {
+		e.Metadata = []byte(h.metadata)
 	}
 	return eventstore.Record{
 		ID:       e.ID,

@@ -3,10 +3,12 @@ package runner_test
 import (
 	"context"
 	crand "crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -46,12 +48,80 @@ type replayData struct {
 	written time.Time
 	last    eventstore.Position
 	keys    *pii.MemoryKeys // the users' data keys
+	keyIDs  map[string]bool // the ids of every key, to save them
+}
+
+// savedHistory is what history.json holds beside a kept store: what the
+// benchmarks know of the history, and the users' data keys (nil: erased).
+type savedHistory struct {
+	Events  int               `json:"events"`
+	Last    uint64            `json:"last"`
+	Written time.Time         `json:"written"`
+	Keys    map[string][]byte `json:"keys"`
+}
+
+func saveHistory(dir string, d *replayData) error {
+	sh := savedHistory{Events: d.events, Last: uint64(d.last), Written: d.written, Keys: map[string][]byte{}}
+	for id := range d.keyIDs {
+		k, err := d.keys.Get(context.Background(), id)
+		switch {
+		case errors.Is(err, pii.ErrErased):
+			sh.Keys[id] = nil
+		case err != nil:
+			return err
+		default:
+			sh.Keys[id] = k
+		}
+	}
+	b, err := json.Marshal(sh)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "history.json"), b, 0o600)
+}
+
+// reuseHistory returns the history kept in dir, ok false when dir holds
+// none of events events.
+func reuseHistory(b *testing.B, dir string, events int) (*replayData, bool, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "history.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	var sh savedHistory
+	if err := json.Unmarshal(raw, &sh); err != nil {
+		return nil, false, err
+	}
+	if sh.Events != events {
+		return nil, false, fmt.Errorf("%s holds a history of %d events, not %d: remove it or name another directory", dir, sh.Events, events)
+	}
+	keys := pii.NewMemoryKeys()
+	for id, k := range sh.Keys {
+		if k == nil {
+			err = keys.Destroy(context.Background(), id)
+		} else {
+			err = keys.Put(context.Background(), id, k)
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	b.Logf("reusing the history of %d events in %s", sh.Events, dir)
+	return &replayData{dir: dir, events: sh.Events, last: eventstore.Position(sh.Last), written: sh.Written, keys: keys}, true, nil
 }
 
 // newCodec returns a codec over the history's keys, as a new process has.
 func (d *replayData) newCodec() *codec.Codec {
 	return codec.New(pii.NewKeyring(d.keys, crand.Reader))
 }
+
+// replayDirEnv names a directory that keeps the history's store between
+// runs: loaded there when it holds none (with the users' keys beside it,
+// in history.json), reused as it is when it does. Without it each process
+// loads the history into a temporary directory and removes it at the end.
+const replayDirEnv = "LEDGER_REPLAY_DIR"
 
 func replayHistory(b *testing.B) *replayData {
 	b.Helper()
@@ -60,7 +130,19 @@ func replayHistory(b *testing.B) *replayData {
 		if testing.Short() {
 			per = 50
 		}
-		replay, replayErr = loadHistory(b, 1000, per)
+		dir := os.Getenv(replayDirEnv)
+		if dir == "" {
+			replay, replayErr = loadHistory(b, 1000, per, "")
+			return
+		}
+		var ok bool
+		if replay, ok, replayErr = reuseHistory(b, dir, 1000*per); ok || replayErr != nil {
+			return
+		}
+		replay, replayErr = loadHistory(b, 1000, per, dir)
+		if replayErr == nil {
+			replayErr = saveHistory(dir, replay)
+		}
 	})
 	if replayErr != nil {
 		b.Fatal(replayErr)
@@ -70,16 +152,17 @@ func replayHistory(b *testing.B) *replayData {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if replay != nil {
+	if replay != nil && os.Getenv(replayDirEnv) == "" {
 		os.RemoveAll(replay.dir)
 	}
 	os.Exit(code)
 }
 
-// loadHistory generates the history and appends it to a store in a new
-// temporary directory, each account's events in their order by one writer
-// per account, with interval durability (loading is not what is measured).
-func loadHistory(b *testing.B, accounts, per int) (*replayData, error) {
+// loadHistory generates the history and appends it to a store in dir (a
+// new temporary directory when empty), each account's events in their
+// order by one writer per account, with interval durability (loading is
+// not what is measured).
+func loadHistory(b *testing.B, accounts, per int, dir string) (*replayData, error) {
 	ctx := context.Background()
 	t0 := time.Now()
 	l, err := lfixture.History(ctx, accounts, per)
@@ -87,7 +170,11 @@ func loadHistory(b *testing.B, accounts, per int) (*replayData, error) {
 		return nil, err
 	}
 	t1 := time.Now()
-	dir, err := os.MkdirTemp("", "ledger-replay-")
+	if dir == "" {
+		dir, err = os.MkdirTemp("", "ledger-replay-")
+	} else {
+		err = os.MkdirAll(dir, 0o700)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +215,15 @@ func loadHistory(b *testing.B, accounts, per int) (*replayData, error) {
 		return nil, err
 	}
 	d := &replayData{dir: dir, events: len(l.Records()), keys: l.KeyStore, written: time.Now()}
+	d.keyIDs = map[string]bool{}
+	for _, r := range l.Records() {
+		if r.Stream.Category != eventstore.Ledger {
+			continue
+		}
+		for id := range l.Peek(r.Stream.Account).Users {
+			d.keyIDs[pii.KeyID(r.Stream.Account, id)] = true
+		}
+	}
 	for rec, err := range s.ReadAll(ctx, eventstore.Position(d.events-1)) {
 		if err != nil {
 			os.RemoveAll(dir)

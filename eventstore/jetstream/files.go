@@ -1,0 +1,254 @@
+package jetstream
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/licenseledger/ledger/eventstore"
+)
+
+// Reading the embedded server's stream from its files.
+//
+// A replay of the whole log through a consumer costs the server and this
+// process several microseconds a message (the server builds each
+// delivery's acknowledgement subject and flow control, the client parses
+// them), which bounds a rebuild of the read models and a restart without
+// a snapshot. With the server in this process and its stream on local
+// files, ReadAll reads the stream's message blocks itself instead: the
+// file store writes every message to its block file before it
+// acknowledges it, and appends to a block, never rewrites it, while no
+// message of the stream is removed.
+//
+// The layout read is nats-server's file store (v2.15): the directory
+// <store>/<account>/streams/<stream>/msgs holds <n>.blk files in
+// sequence order, each a run of records
+//
+//	length  uint32 (bit 31: the record has headers)
+//	seq     uint64 (bit 63: erased, bit 62: a tombstone)
+//	ts      int64  (Unix nanoseconds)
+//	subjlen uint16, subject
+//	[hdrlen uint32, headers]  when bit 31 is set
+//	payload
+//	checksum [8]byte
+//
+// all integers little-endian, length counting the whole record. The read
+// is taken only when it is safe: an unencrypted, uncompressed stream of
+// one replica that has never had a message removed (no deleted
+// sequences), and it checks as it goes that the sequences run without a
+// gap from the first one wanted. Anything else it does not expect (a
+// record that does not parse, a gap, an erased record) ends it, and the
+// read goes on from that sequence through a consumer. The checksums are
+// not verified here: the server verifies them when it loads a block, and
+// the events' own hash chains are verified above the store.
+
+// blockRecordHeader is the size of a record's fixed header.
+const blockRecordHeader = 22
+
+const (
+	recHeadersBit = 1 << 31
+	seqErasedBit  = 1 << 63
+	seqTombBit    = 1 << 62
+	recChecksum   = 8
+	maxRecord     = 32 << 20 // larger records are not the file store's
+)
+
+// errNoFiles reports that the stream's files cannot be read here.
+var errNoFiles = errors.New("jetstream: the stream's files cannot be read directly")
+
+// filesReadable reports whether ReadAll may read the stream's block
+// files: an embedded server, one replica, no compression, no encryption,
+// and no message ever removed.
+func (s *Store) filesReadable(ctx context.Context) bool {
+	if s.streamsDir == "" || s.replicated {
+		return false
+	}
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return false
+	}
+	if info.Config.Compression != jetstream.NoCompression || info.Config.Storage != jetstream.FileStorage ||
+		info.Config.Replicas > 1 || info.State.NumDeleted > 0 {
+		return false
+	}
+	if _, err := os.Stat(filepath.Join(s.streamsDir, s.cfg.Stream, "meta.key")); !errors.Is(err, os.ErrNotExist) {
+		return false // encrypted, or cannot tell
+	}
+	return true
+}
+
+// block is one message block file of the stream and the sequence of its
+// first record.
+type block struct {
+	path  string
+	index uint64
+	first uint64
+}
+
+// blocks lists the stream's block files in order, with their first
+// sequences.
+func (s *Store) blocks() ([]block, error) {
+	dir := filepath.Join(s.streamsDir, s.cfg.Stream, "msgs")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var bs []block
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".blk")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(name, 10, 64)
+		if err != nil {
+			continue
+		}
+		bs = append(bs, block{path: filepath.Join(dir, e.Name()), index: n})
+	}
+	slices.SortFunc(bs, func(a, b block) int { return int(a.index - b.index) })
+	for i := range bs {
+		f, err := os.Open(bs[i].path)
+		if err != nil {
+			return nil, err
+		}
+		var h [blockRecordHeader]byte
+		_, err = io.ReadFull(f, h[:])
+		f.Close()
+		switch {
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			bs[i].first = 0 // empty: a block just created
+		case err != nil:
+			return nil, err
+		default:
+			bs[i].first = binary.LittleEndian.Uint64(h[4:]) &^ (seqErasedBit | seqTombBit)
+		}
+	}
+	return bs, nil
+}
+
+// readFiles yields the messages of sequences first to last from the
+// stream's block files. It returns the sequence it could not read (0 once
+// it read them all) for the caller to read on from in another way, and
+// whether it stopped because yield asked it to or after an error it
+// yielded.
+func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(eventstore.Record, error) bool) (next uint64, stopped bool) {
+	bs, err := s.blocks()
+	if err != nil || len(bs) == 0 {
+		return first, false
+	}
+	// Start at the last block that begins at or before first.
+	start := 0
+	for i, b := range bs {
+		if b.first != 0 && b.first <= first {
+			start = i
+		}
+	}
+	next = first
+	var buf []byte
+	for _, b := range bs[start:] {
+		if err := ctx.Err(); err != nil {
+			yield(eventstore.Record{}, fmt.Errorf("jetstream: read: %w", err))
+			return 0, true
+		}
+		buf, err = readBlock(b.path, buf)
+		if err != nil {
+			return next, false
+		}
+		for off := 0; off < len(buf); {
+			if len(buf)-off < blockRecordHeader {
+				return next, false
+			}
+			h := buf[off : off+blockRecordHeader]
+			rl := binary.LittleEndian.Uint32(h[0:])
+			hasHdr := rl&recHeadersBit != 0
+			rl &^= recHeadersBit
+			rawSeq := binary.LittleEndian.Uint64(h[4:])
+			ts := int64(binary.LittleEndian.Uint64(h[12:]))
+			slen := int(binary.LittleEndian.Uint16(h[20:]))
+			if rl < blockRecordHeader+recChecksum || rl > maxRecord || int(rl) > len(buf)-off {
+				return next, false
+			}
+			rec := buf[off : off+int(rl)]
+			off += int(rl)
+			if rawSeq&seqTombBit != 0 {
+				continue // the record of a removal, not a message
+			}
+			seq := rawSeq &^ seqErasedBit
+			if seq < next {
+				continue // before the read, or a record already passed
+			}
+			if seq != next || rawSeq&seqErasedBit != 0 {
+				return next, false // a gap or an erased message: not ours to judge
+			}
+			data := rec[blockRecordHeader : len(rec)-recChecksum]
+			if slen > len(data) {
+				return next, false
+			}
+			subj, data := string(data[:slen]), data[slen:]
+			var hdr storedHeaders
+			if hasHdr {
+				if len(data) < 4 {
+					return next, false
+				}
+				hl := int(binary.LittleEndian.Uint32(data))
+				if hl > len(data)-4 {
+					return next, false
+				}
+				if hdr, err = parseStoredHeaders(data[4 : 4+hl]); err != nil {
+					return next, false
+				}
+				data = data[4+hl:]
+			}
+			r, err := decodeRecord(subj, hdr, bytes.Clone(data), seq, time.Unix(0, ts).UTC())
+			s.fileReads.Add(1)
+			if !yield(r, err) || stops(err) {
+				return 0, true
+			}
+			if seq == last {
+				return 0, false
+			}
+			next = seq + 1
+		}
+	}
+	return next, false
+}
+
+// readBlock reads the block file at path into buf's storage.
+func readBlock(path string, buf []byte) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	n := int(fi.Size())
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	m, err := io.ReadFull(f, buf)
+	return buf[:m], ignoreShort(err)
+}
+
+// ignoreShort ignores a file that shrank while it was read: the records
+// read are whole or fail their checks.
+func ignoreShort(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}

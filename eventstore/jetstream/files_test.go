@@ -1,0 +1,129 @@
+package jetstream_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
+
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/jetstream"
+)
+
+// TestReadAllFromFiles checks that ReadAll on an embedded server reads
+// the stream's block files, over several blocks and from any position,
+// yielding what a read through the server yields (the same store opened
+// over a connection of its own reads that way): events, a foreign
+// message as unreadable, times and positions. Once a message is removed
+// it reads through the server again, and skips the removed message.
+func TestReadAllFromFiles(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, jetstream.Config{})
+	// About 10 MB: more than one block of the file store.
+	big := strings.Repeat("x", 3000)
+	ledger, activity := eventstore.LedgerStream("acme"), eventstore.ActivityStream("acme")
+	for i := range 40 {
+		evs := events(100)
+		for j := range evs {
+			evs[j].Data = []byte(`{"seats":1,"note":"` + big + `"}`)
+		}
+		stream := ledger
+		if i%2 == 1 {
+			stream = activity
+		}
+		if _, err := s.Append(ctx, stream, eventstore.Any(), evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js, err := natsjs.New(s.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "ledger.acme.SeatsPurchased", []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, ledger, eventstore.Any(), events(3)...); err != nil {
+		t.Fatal(err)
+	}
+	// The same stream through a connection of the store's own: no files.
+	nc, err := nats.Connect(s.Server().ClientURL(), nats.InProcessServer(s.Server()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	viaServer, err := jetstream.Open(ctx, nc, jetstream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer viaServer.Close()
+
+	type read struct {
+		rec eventstore.Record
+		err string
+	}
+	readAll := func(st *jetstream.Store, after eventstore.Position) []read {
+		t.Helper()
+		var out []read
+		for rec, err := range st.ReadAll(ctx, after) {
+			r := read{rec: rec}
+			if err != nil {
+				if !errors.Is(err, eventstore.ErrUnreadable) {
+					t.Fatalf("read after %d: %v", after, err)
+				}
+				r.err = err.Error()
+			}
+			out = append(out, r)
+		}
+		return out
+	}
+	same := func(after eventstore.Position, want int) {
+		t.Helper()
+		before := jetstream.FileReads(s)
+		got, exp := readAll(s, after), readAll(viaServer, after)
+		if n := jetstream.FileReads(s) - before; n != uint64(len(got)) {
+			t.Errorf("read after %d: %d of %d messages read from the files", after, n, len(got))
+		}
+		if len(got) != want || len(exp) != want {
+			t.Fatalf("read after %d: %d messages from the files, %d through the server, want %d", after, len(got), len(exp), want)
+		}
+		for i := range got {
+			g, e := got[i], exp[i]
+			if g.err != e.err || g.rec.ID != e.rec.ID || g.rec.Stream != e.rec.Stream || g.rec.Type != e.rec.Type ||
+				g.rec.Revision != e.rec.Revision || g.rec.Position != e.rec.Position || !g.rec.Stored.Equal(e.rec.Stored) ||
+				string(g.rec.Data) != string(e.rec.Data) || string(g.rec.Metadata) != string(e.rec.Metadata) {
+				t.Fatalf("read after %d, message %d:\nfiles  %+v %q\nserver %+v %q", after, i, g.rec, g.err, e.rec, e.err)
+			}
+		}
+	}
+	blks, err := filepath.Glob(filepath.Join(s.Server().JetStreamConfig().StoreDir, "*", "streams", jetstream.StreamName(s), "msgs", "*.blk"))
+	if err != nil || len(blks) < 2 {
+		t.Fatalf("the stream has %d block files (%v), want several", len(blks), err)
+	}
+	const total = 40*100 + 1 + 3
+	same(0, total)
+	same(1234, total-1234)
+	same(total-2, 2)
+	if got := readAll(s, total); len(got) != 0 {
+		t.Fatalf("read after the last message: %d messages", len(got))
+	}
+
+	st, err := js.Stream(ctx, jetstream.StreamName(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	before := jetstream.FileReads(s)
+	got := readAll(s, 0)
+	if n := jetstream.FileReads(s) - before; n != 0 {
+		t.Errorf("%d messages read from the files of a stream with a removed message", n)
+	}
+	if len(got) != total-1 || got[9].rec.Position != 11 {
+		t.Errorf("read after a removal: %d messages, the 10th at %d; want %d, at 11", len(got), got[9].rec.Position, total-1)
+	}
+}
