@@ -1,12 +1,12 @@
 package jetstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"iter"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -331,28 +331,27 @@ func (h storedHeaders) written() bool {
 // header block ("NATS/1.0\r\n" then "Key: value\r\n" lines and an
 // empty line) without building a [nats.Header]: as nats.Header.Get does,
 // keys match exactly, the first value counts, and values lose the blanks
-// around them.
+// around them. Only the values it keeps are copied.
 func parseStoredHeaders(b []byte) (storedHeaders, error) {
 	var h storedHeaders
-	s := string(b) // one copy; the values are substrings of it
-	line, rest, ok := strings.Cut(s, "\r\n")
-	if !ok || !strings.HasPrefix(line, "NATS/1.0") {
+	line, rest, ok := bytes.Cut(b, crlf)
+	if !ok || !bytes.HasPrefix(line, natsHeaderLine) {
 		return h, errors.New("jetstream: malformed header block")
 	}
 	for {
-		line, rest, ok = strings.Cut(rest, "\r\n")
+		line, rest, ok = bytes.Cut(rest, crlf)
 		if !ok {
 			return h, errors.New("jetstream: malformed header block")
 		}
-		if line == "" {
+		if len(line) == 0 {
 			return h, nil
 		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
+		i := bytes.IndexByte(line, ':')
+		if i < 0 {
 			return h, errors.New("jetstream: malformed header line")
 		}
 		var dst *string
-		switch k {
+		switch string(line[:i]) { // no allocation: compared in place
 		case RevisionHeader:
 			dst = &h.revision
 		case jetstream.ExpectedLastSubjSeqHeader:
@@ -367,10 +366,15 @@ func parseStoredHeaders(b []byte) (storedHeaders, error) {
 			continue
 		}
 		if *dst == "" {
-			*dst = strings.Trim(v, " \t")
+			*dst = string(bytes.Trim(line[i+1:], " \t"))
 		}
 	}
 }
+
+var (
+	crlf           = []byte("\r\n")
+	natsHeaderLine = []byte("NATS/1.0")
+)
 
 func decodeRecord(subj string, h storedHeaders, body []byte, seq uint64, stored time.Time) (eventstore.Record, error) {
 	at := eventstore.Record{Position: eventstore.Position(seq), Stored: stored}

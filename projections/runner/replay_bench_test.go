@@ -308,17 +308,30 @@ func BenchmarkReplayRaw(b *testing.B) {
 // (seats, attribution, audit, billing) the way a rebuild does: the store's
 // ReadAll, the codec's decoding, the read models' Apply. The stages split
 // the cost: read (ReadAll alone, records parsed from the envelopes),
-// decode (read and decode) and all (read, decode and apply).
+// decode (read and decode) and all (read, decode and apply); runner is a
+// rebuild by the runner (runner.New(...).Run until Ready, no snapshot),
+// which reads ahead in a goroutine of its own while it decodes and folds.
 func BenchmarkReplayProjections(b *testing.B) {
 	d := replayHistory(b)
 	s := openReplay(b, d)
 	defer s.Close()
 	ctx := context.Background()
-	for _, stage := range []string{"read", "decode", "all"} {
+	for _, stage := range []string{"read", "decode", "all", "runner"} {
 		b.Run(stage, func(b *testing.B) {
 			cpu := cpuTime()
 			b.ResetTimer()
 			for range b.N {
+				if stage == "runner" {
+					r := runner.New(runner.Config{Store: s, Codec: d.newCodec(), Projections: freshModels(), Fresh: freshModels})
+					runUntilReady(b, r)
+					if r.Position() != d.last {
+						b.Fatalf("ready at position %d, want %d", r.Position(), d.last)
+					}
+					b.StopTimer()
+					stopRunner(r)
+					b.StartTimer()
+					continue
+				}
 				c := d.newCodec()
 				set := projections.Set(freshModels())
 				n := 0

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -233,7 +234,14 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 	// once per batch and waiters are woken once per batch.
 	batch := make([]item, 0, catchUpBatch)
 	prev := from // the position of the last record read
-	for rec, err := range r.cfg.Store.ReadAll(ctx, from) {
+	reads := make(chan []read, 4)
+	var reader sync.WaitGroup
+	reader.Go(func() { readAhead(ctx, r.cfg.Store, from, reads) })
+	defer func() {
+		cancel() // the reader stops at ctx's end
+		reader.Wait()
+	}()
+	for rec, err := range drain(reads) {
 		if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
 			return fmt.Errorf("catch up: %w", err)
 		}
@@ -320,6 +328,52 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 			return errRebuild
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+}
+
+// read is one record as the store's ReadAll yielded it.
+type read struct {
+	rec eventstore.Record
+	err error
+}
+
+// readAhead reads the store after from in a goroutine of its own and sends
+// the records, catchUpBatch at a time, to out, which it closes at the end
+// of the read, after an error that ends it, or when ctx ends. Catching up
+// then reads the next records while it decodes and folds the last ones.
+func readAhead(ctx context.Context, store eventstore.Store, from eventstore.Position, out chan<- []read) {
+	defer close(out)
+	buf := make([]read, 0, catchUpBatch)
+	send := func() bool {
+		select {
+		case out <- buf:
+			buf = make([]read, 0, catchUpBatch)
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for rec, err := range store.ReadAll(ctx, from) {
+		buf = append(buf, read{rec, err})
+		if len(buf) == catchUpBatch && !send() {
+			return
+		}
+	}
+	if len(buf) > 0 {
+		send()
+	}
+}
+
+// drain yields the records readAhead sends on in, in order.
+func drain(in <-chan []read) iter.Seq2[eventstore.Record, error] {
+	return func(yield func(eventstore.Record, error) bool) {
+		for rs := range in {
+			for _, r := range rs {
+				if !yield(r.rec, r.err) {
+					return
+				}
+			}
 		}
 	}
 }
