@@ -113,7 +113,11 @@ func (b *backend) close() error {
 
 // jetStreamConfig is the JetStream store's configuration by the settings.
 func jetStreamConfig(s backendSettings) jetstream.Config {
-	jcfg := jetstream.Config{Logger: s.log.With("component", "store"), Replicas: s.cfg.Replicas}
+	// Every append of the service names the revision it expects, so its
+	// retries never depend on the server's de-duplication window, which
+	// then only costs restarts: keep it short.
+	jcfg := jetstream.Config{Logger: s.log.With("component", "store"), Replicas: s.cfg.Replicas,
+		Duplicates: jetstream.ShortDuplicates}
 	if s.cfg.Durability == string(jetstream.DurabilityInterval) {
 		// Coalescing appends into atomic batches pays for itself only on a
 		// server that fsyncs every write (an external one with

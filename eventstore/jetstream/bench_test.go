@@ -371,3 +371,68 @@ func BenchmarkReadStream(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOpenAfterBurst measures opening an embedded store on its data
+// directory right after a burst of writes (200,000 events by 1,000
+// accounts with interval durability, as fast as they go), with the
+// default de-duplication window (2 minutes) and with
+// jetstream.ShortDuplicates. Before it accepts connections the server
+// rereads every message stored within the window to rebuild its table of
+// message ids: all of the burst with 2 minutes, its last second with the
+// short window. open-s is the first open after the burst; idle-open-s an
+// open 2 s later, once the burst is older than the short window (with
+// the short window: the baseline of an open with nothing to reread).
+func BenchmarkOpenAfterBurst(b *testing.B) {
+	const burst = 200_000
+	for _, w := range []struct {
+		name   string
+		window time.Duration
+	}{{"window=2m", 2 * time.Minute}, {"window=1s", jetstream.ShortDuplicates}} {
+		b.Run(w.name, func(b *testing.B) {
+			ctx := context.Background()
+			dir := b.TempDir()
+			cfg := jetstream.Config{Duplicates: w.window}
+			scfg := jetstream.ServerConfig{DataDir: dir, Port: -1, Durability: jetstream.DurabilityInterval}
+			s, err := jetstream.Embedded(ctx, scfg, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			for a := range benchAccounts {
+				wg.Go(func() {
+					stream := eventstore.ActivityStream(fmt.Sprintf("burst-%04d", a))
+					for i := 0; i < burst/benchAccounts; i += 10 {
+						if _, err := s.Append(ctx, stream, eventstore.ExpectRevisionAfter(uint64(i)), events(10)...); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			s.Close()
+			b.ResetTimer()
+			var open, idle time.Duration
+			for range b.N {
+				t0 := time.Now()
+				s, err := jetstream.Embedded(ctx, scfg, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				open += time.Since(t0)
+				b.StopTimer()
+				s.Close()
+				time.Sleep(2 * jetstream.ShortDuplicates)
+				t0 = time.Now()
+				if s, err = jetstream.Embedded(ctx, scfg, cfg); err != nil {
+					b.Fatal(err)
+				}
+				idle += time.Since(t0)
+				s.Close()
+				b.StartTimer()
+			}
+			b.ReportMetric(open.Seconds()/float64(b.N), "open-s")
+			b.ReportMetric(idle.Seconds()/float64(b.N), "idle-open-s")
+		})
+	}
+}

@@ -119,7 +119,9 @@ type Config struct {
 	Replicas int
 	// Duplicates is the server's de-duplication window for Nats-Msg-Id;
 	// default 2 minutes. Retries with [eventstore.Exact] or
-	// [eventstore.NoStream] are recognised at any age; a retry with
+	// [eventstore.NoStream], and conditional appends, are recognised at
+	// any age (the server checks their expectation first, and the store
+	// then finds the events where the retry expected them); a retry with
 	// [eventstore.Any] only within this window.
 	//
 	// The window also bounds what a restart costs: the server rebuilds its
@@ -127,6 +129,9 @@ type Config struct {
 	// window before it accepts connections (about 2-3.5 us a message
 	// here, so 2-3.5 s for 1,000,000 events written in the last two
 	// minutes, 50 ms to recover the same stream once they are older).
+	// Writers that never append with [eventstore.Any] lose nothing with
+	// [ShortDuplicates]. The window the server applies at a start is the
+	// one the stream was last opened with.
 	Duplicates time.Duration
 	// MaxBatch is the largest number of events the store coalesces from
 	// concurrent appends into one atomic batch; default 1,000 (the server's
@@ -141,6 +146,13 @@ type Config struct {
 	// Logger receives the store's logs; default slog.Default().
 	Logger *slog.Logger
 }
+
+// ShortDuplicates is a de-duplication window for stores whose writers
+// name the revision they expect on every append (the service's do): a
+// restart right after a burst of writes then rereads at most the last
+// second of them, not two minutes' worth, and no retry they make depends
+// on the window (see [Config.Duplicates]).
+const ShortDuplicates = time.Second
 
 func (c *Config) setDefaults() {
 	if c.Stream == "" {

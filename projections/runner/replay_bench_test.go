@@ -178,7 +178,7 @@ func loadHistory(b *testing.B, accounts, per int, dir string) (*replayData, erro
 	if err != nil {
 		return nil, err
 	}
-	s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: dir, Port: -1, Durability: jetstream.DurabilityInterval}, jetstream.Config{})
+	s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: dir, Port: -1, Durability: jetstream.DurabilityInterval}, replayConfig)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -235,11 +235,15 @@ func loadHistory(b *testing.B, accounts, per int, dir string) (*replayData, erro
 	return d, nil
 }
 
+// replayConfig is the store's configuration in the benchmarks: the
+// service's, with its short de-duplication window.
+var replayConfig = jetstream.Config{Duplicates: jetstream.ShortDuplicates}
+
 // openReplay opens the history's store, on an embedded server as a
 // restarted process does.
 func openReplay(b *testing.B, d *replayData) *jetstream.Store {
 	b.Helper()
-	s, err := jetstream.Embedded(context.Background(), jetstream.ServerConfig{DataDir: d.dir, Port: -1, Durability: jetstream.DurabilityInterval}, jetstream.Config{})
+	s, err := jetstream.Embedded(context.Background(), jetstream.ServerConfig{DataDir: d.dir, Port: -1, Durability: jetstream.DurabilityInterval}, replayConfig)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -369,15 +373,18 @@ func BenchmarkReplayProjections(b *testing.B) {
 // runner.New(...).Run until Ready, with the snapshot the runner saved at
 // the end of the history or with none (a replay of every event).
 //
-// A restart within the stream's de-duplication window (2 minutes) of
-// writes costs more: nats-server rereads every message stored in the
-// window to rebuild its table of message ids (stream.rebuildDedupe, about
-// 2-3.5 us a message), which for a history written just before is all of
-// it. snapshot-after-writes measures that case, right after the history
-// was loaded; snapshot and no-snapshot run once the history is older than
-// the window, as a process restarted at 1,000,000 events usually finds
-// it. Waiting for that costs up to 2 minutes of idle time, once per
-// process, skipped with -short.
+// A restart within the stream's de-duplication window of writes costs
+// more: nats-server rereads every message stored in the window to rebuild
+// its table of message ids (stream.rebuildDedupe, about 2-3.5 us a
+// message), which for a history written just before is all of it.
+// snapshot-after-writes measures that case, right after the history was
+// loaded, when the window is long enough for it (set replayConfig's
+// Duplicates to 2 minutes, the store's default); with the service's
+// window (jetstream.ShortDuplicates) it is skipped, and
+// eventstore/jetstream's BenchmarkOpenAfterBurst measures what a burst
+// adds to an open. snapshot and no-snapshot run once the history is older
+// than the window, as a process restarted at 1,000,000 events usually
+// finds it, waiting for that if need be (skipped with -short).
 func BenchmarkRestart(b *testing.B) {
 	d := replayHistory(b)
 	ctx := context.Background()
@@ -394,7 +401,7 @@ func BenchmarkRestart(b *testing.B) {
 		stopRunner(r)
 		s.Close()
 	}
-	window := jetstream.StreamConfig(jetstream.Config{}).Duplicates
+	window := jetstream.StreamConfig(replayConfig).Duplicates
 	b.Run("snapshot-after-writes", func(b *testing.B) {
 		if time.Since(d.written) > window/2 {
 			b.Skipf("the history was written %s ago: no longer a restart right after it", time.Since(d.written).Round(time.Second))
