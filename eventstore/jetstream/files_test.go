@@ -127,3 +127,32 @@ func TestReadAllFromFiles(t *testing.T) {
 		t.Errorf("read after a removal: %d messages, the 10th at %d; want %d, at 11", len(got), got[9].rec.Position, total-1)
 	}
 }
+
+// TestLastEvent checks that LastEvent returns a stream's last event as a
+// read of the stream yields it, and not found for an empty stream.
+func TestLastEvent(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, jetstream.Config{})
+	stream := eventstore.LedgerStream("acme")
+	if _, err := s.LastEvent(ctx, stream); !errors.Is(err, eventstore.ErrStreamNotFound) {
+		t.Fatalf("LastEvent of an empty stream: %v, want ErrStreamNotFound", err)
+	}
+	if _, err := s.Append(ctx, stream, eventstore.NoStream(), events(3)...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, eventstore.ActivityStream("acme"), eventstore.NoStream(), events(2)...); err != nil {
+		t.Fatal(err)
+	}
+	var last eventstore.Record
+	for rec, err := range s.ReadStream(ctx, stream, 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = rec
+	}
+	got, err := s.LastEvent(ctx, stream)
+	if err != nil || got.ID != last.ID || got.Revision != 2 || got.Position != last.Position ||
+		string(got.Data) != string(last.Data) || string(got.Metadata) != string(last.Metadata) {
+		t.Fatalf("LastEvent = %+v, %v; want %+v", got, err, last)
+	}
+}

@@ -415,3 +415,27 @@ func decodeRecord(subj string, h storedHeaders, body []byte, seq uint64, stored 
 // stops reports whether a read ends after yielding err: every error but
 // one about a single unreadable record does.
 func stops(err error) bool { return err != nil && !errors.Is(err, eventstore.ErrUnreadable) }
+
+// LastEvent returns the last event of stream with one message get, which
+// the server answers from its index of subjects without reading the
+// stream's other messages: what a reader that kept the rest of a stream
+// (an account snapshot) needs to go on from. It returns an error matching
+// [eventstore.ErrStreamNotFound] when the stream holds no message, and an
+// [eventstore.UnreadableError] when its last message is not one the store
+// wrote.
+func (s *Store) LastEvent(ctx context.Context, stream eventstore.StreamID) (eventstore.Record, error) {
+	if err := s.open(); err != nil {
+		return eventstore.Record{}, err
+	}
+	if err := checkStream(stream); err != nil {
+		return eventstore.Record{}, err
+	}
+	m, err := s.stream.GetLastMsgForSubject(ctx, filter(stream))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return eventstore.Record{}, fmt.Errorf("jetstream: last event of %s: %w", stream, eventstore.ErrStreamNotFound)
+	}
+	if err != nil {
+		return eventstore.Record{}, fmt.Errorf("jetstream: last event of %s: %w", stream, err)
+	}
+	return record(m.Subject, m.Header, m.Data, m.Sequence, m.Time)
+}

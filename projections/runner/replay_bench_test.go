@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -482,5 +483,58 @@ func stopRunner(r *runner.Runner) {
 	}
 	if err := stop.(func() error)(); err != nil && !errors.Is(err, context.Canceled) {
 		panic(fmt.Sprintf("runner: %v", err))
+	}
+}
+
+// BenchmarkColdAccount measures what the first command on an account
+// costs the store right after a restart over the history (1,000,000
+// events, 1,000 accounts): read whole, as the service loads an account
+// today, both its streams (ReadStream of its ledger and its activity
+// stream), beside reading only their last events (the heads an account
+// snapshot or the read models' state would be completed with). Each
+// iteration opens the store anew (the server's block caches empty) and
+// reads 50 accounts one after the other; p50-ms and p99-ms are over
+// every account read.
+func BenchmarkColdAccount(b *testing.B) {
+	d := replayHistory(b)
+	ctx := context.Background()
+	for _, mode := range []string{"streams", "heads"} {
+		b.Run(mode, func(b *testing.B) {
+			var took []time.Duration
+			for i := range b.N {
+				b.StopTimer()
+				s := openReplay(b, d)
+				b.StartTimer()
+				for a := range 50 {
+					account := fmt.Sprintf("acct-%04d", (i*50+a)*7%1000)
+					t0 := time.Now()
+					for _, stream := range []eventstore.StreamID{eventstore.LedgerStream(account), eventstore.ActivityStream(account)} {
+						if mode == "heads" {
+							if _, err := s.LastEvent(ctx, stream); err != nil {
+								b.Fatal(err)
+							}
+							continue
+						}
+						n := 0
+						for _, err := range s.ReadStream(ctx, stream, 0) {
+							if err != nil {
+								b.Fatal(err)
+							}
+							n++
+						}
+						if n == 0 {
+							b.Fatalf("%s: no events", stream)
+						}
+					}
+					took = append(took, time.Since(t0))
+				}
+				b.StopTimer()
+				s.Close()
+				b.StartTimer()
+			}
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
+		})
 	}
 }
