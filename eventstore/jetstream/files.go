@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/licenseledger/ledger/eventstore"
@@ -43,9 +44,11 @@ import (
 //	payload
 //	checksum [8]byte
 //
-// all integers little-endian, length counting the whole record. The read
-// is taken only when it is safe: an unencrypted, uncompressed stream of
-// one replica that has never had a message removed (no deleted
+// all integers little-endian, length counting the whole record. A full
+// block of a compressed stream is instead "cmp", the algorithm's byte
+// and the original size (server.CompressionInfo), then the records
+// compressed with S2 and the last record's checksum as it was. The read
+// is taken only when it is safe: an unencrypted stream of one replica that has never had a message removed (no deleted
 // sequences), and it checks as it goes that the sequences run without a
 // gap from the first one wanted. Anything else it does not expect (a
 // record that does not parse, a gap, an erased record) ends it, and the
@@ -78,7 +81,7 @@ func (s *Store) filesReadable(ctx context.Context) bool {
 	if err != nil {
 		return false
 	}
-	if info.Config.Compression != jetstream.NoCompression || info.Config.Storage != jetstream.FileStorage ||
+	if info.Config.Storage != jetstream.FileStorage ||
 		info.Config.Replicas > 1 || info.State.NumDeleted > 0 {
 		return false
 	}
@@ -241,7 +244,19 @@ func readBlock(path string, buf []byte) ([]byte, error) {
 	}
 	buf = buf[:n]
 	m, err := io.ReadFull(f, buf)
-	return buf[:m], ignoreShort(err)
+	if err = ignoreShort(err); err != nil {
+		return nil, err
+	}
+	buf = buf[:m]
+	// A compressed block starts with its compression's metadata; an
+	// uncompressed one with a record, whose length's low byte could be
+	// 'c' but whose next ones, for the ledger's records, are not "mp".
+	var ci server.CompressionInfo
+	n, err = ci.UnmarshalMetadata(buf)
+	if err != nil || n == 0 {
+		return buf, err
+	}
+	return ci.Algorithm.Decompress(buf[n:])
 }
 
 // ignoreShort ignores a file that shrank while it was read: the records

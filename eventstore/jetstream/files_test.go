@@ -3,9 +3,11 @@ package jetstream_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
@@ -21,8 +23,13 @@ import (
 // message as unreadable, times and positions. Once a message is removed
 // it reads through the server again, and skips the removed message.
 func TestReadAllFromFiles(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { testReadAllFromFiles(t, false) })
+	t.Run("compressed", func(t *testing.T) { testReadAllFromFiles(t, true) })
+}
+
+func testReadAllFromFiles(t *testing.T, compress bool) {
 	ctx := context.Background()
-	s := newStore(t, jetstream.Config{})
+	s := newStore(t, jetstream.Config{Compress: compress})
 	// About 10 MB: more than one block of the file store.
 	big := strings.Repeat("x", 3000)
 	ledger, activity := eventstore.LedgerStream("acme"), eventstore.ActivityStream("acme")
@@ -103,6 +110,17 @@ func TestReadAllFromFiles(t *testing.T) {
 	if err != nil || len(blks) < 2 {
 		t.Fatalf("the stream has %d block files (%v), want several", len(blks), err)
 	}
+	if compress {
+		// The server compresses a block once it is full, in the
+		// background.
+		deadline := time.Now().Add(10 * time.Second)
+		for !compressed(t, blks) {
+			if time.Now().After(deadline) {
+				t.Fatal("no block was compressed")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	const total = 40*100 + 1 + 3
 	same(0, total)
 	same(1234, total-1234)
@@ -155,4 +173,18 @@ func TestLastEvent(t *testing.T) {
 		string(got.Data) != string(last.Data) || string(got.Metadata) != string(last.Metadata) {
 		t.Fatalf("LastEvent = %+v, %v; want %+v", got, err, last)
 	}
+}
+
+// compressed reports whether one of the block files is compressed.
+func compressed(t *testing.T, blks []string) bool {
+	for _, f := range blks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 4 && string(b[:3]) == "cmp" {
+			return true
+		}
+	}
+	return false
 }

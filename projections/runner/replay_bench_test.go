@@ -237,8 +237,10 @@ func loadHistory(b *testing.B, accounts, per int, dir string) (*replayData, erro
 }
 
 // replayConfig is the store's configuration in the benchmarks: the
-// service's, with its short de-duplication window.
-var replayConfig = jetstream.Config{Duplicates: jetstream.ShortDuplicates}
+// service's, with its short de-duplication window; with
+// LEDGER_REPLAY_COMPRESS=1 the stream's blocks are compressed (keep such
+// a history in a directory of its own).
+var replayConfig = jetstream.Config{Duplicates: jetstream.ShortDuplicates, Compress: os.Getenv("LEDGER_REPLAY_COMPRESS") == "1"}
 
 // openReplay opens the history's store, on an embedded server as a
 // restarted process does.
