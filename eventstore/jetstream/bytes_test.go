@@ -2,10 +2,13 @@ package jetstream_test
 
 import (
 	"bytes"
+	"io/fs"
 	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // BenchmarkStoredBytes reports where the bytes of a ledger stream's
@@ -14,20 +17,39 @@ import (
 // benchmarks (LEDGER_REPLAY_DIR): set LEDGER_STORE_DIR to it. Beside the
 // store's bytes it reports raw-B/event, what raw JetStream needs for the
 // same payloads: the file store's record (header, subject, checksum) and
-// the body with a Nats-Msg-Id header only. It reads the files once; the
-// timing means nothing.
+// the body with a Nats-Msg-Id header only. file-B/event is what the block
+// files hold on disk per event (less than B/event once compressed blocks
+// are decompressed to count them). It reads the files once; the timing
+// means nothing.
 func BenchmarkStoredBytes(b *testing.B) {
 	dir := os.Getenv("LEDGER_STORE_DIR")
 	if dir == "" {
 		b.Skip("set LEDGER_STORE_DIR to a data directory holding a LEDGER stream")
 	}
-	blks, err := filepath.Glob(filepath.Join(dir, "*", "jetstream", "*", "streams", "LEDGER", "msgs", "*.blk"))
-	if err == nil && len(blks) == 0 {
-		blks, err = filepath.Glob(filepath.Join(dir, "jetstream", "*", "streams", "LEDGER", "msgs", "*.blk"))
-	}
-	if err != nil || len(blks) == 0 {
+	// Every account's LEDGER stream: the service's, and the downstream
+	// account's mirror of it when there is one.
+	streams := map[string][]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		msgs := filepath.Dir(path)
+		if !d.IsDir() && filepath.Ext(path) == ".blk" && filepath.Base(msgs) == "msgs" &&
+			filepath.Base(filepath.Dir(msgs)) == "LEDGER" && filepath.Base(filepath.Dir(filepath.Dir(msgs))) == "streams" {
+			account := filepath.Base(filepath.Dir(filepath.Dir(filepath.Dir(msgs))))
+			streams[account] = append(streams[account], path)
+		}
+		return nil
+	})
+	if err != nil || len(streams) == 0 {
 		b.Fatalf("no LEDGER block files under %s (%v)", dir, err)
 	}
+	for account, blks := range streams {
+		b.Run("account="+account, func(b *testing.B) { storedBytes(b, blks) })
+	}
+}
+
+func storedBytes(b *testing.B, blks []string) {
 	var files, events, record, subject, headers, body, msgID, raw int
 	hdrBytes := map[string]int{}
 	for range b.N {
@@ -39,6 +61,14 @@ func BenchmarkStoredBytes(b *testing.B) {
 				b.Fatal(err)
 			}
 			files += len(buf)
+			var ci server.CompressionInfo
+			if n, err := ci.UnmarshalMetadata(buf); err != nil {
+				b.Fatal(err)
+			} else if n > 0 {
+				if buf, err = ci.Algorithm.Decompress(buf[n:]); err != nil {
+					b.Fatal(err)
+				}
+			}
 			for off := 0; off+22 <= len(buf); {
 				rl := binary.LittleEndian.Uint32(buf[off:])
 				hasHdr := rl&(1<<31) != 0
