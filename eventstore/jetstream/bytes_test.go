@@ -2,8 +2,8 @@ package jetstream_test
 
 import (
 	"bytes"
-	"io/fs"
 	"encoding/binary"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
