@@ -42,3 +42,11 @@ func StreamName(s *Store) string { return s.cfg.Stream }
 // FileReads returns how many messages ReadAll read from the stream's
 // block files rather than through the server.
 func FileReads(s *Store) uint64 { return s.fileReads.Load() }
+
+// SetMinFileRead sets the fewest messages ReadAll reads from the stream's
+// files, and returns the previous number. Call it when no read runs.
+func SetMinFileRead(n uint64) uint64 {
+	old := minFileRead
+	minFileRead = n
+	return old
+}

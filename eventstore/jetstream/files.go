@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -67,8 +69,11 @@ const (
 	maxRecord     = 32 << 20 // larger records are not the file store's
 )
 
-// errNoFiles reports that the stream's files cannot be read here.
-var errNoFiles = errors.New("jetstream: the stream's files cannot be read directly")
+// minFileRead is the fewest messages ReadAll reads from the files: a
+// shorter read (the tail a follower catches up with, a single record)
+// costs less through a consumer than the stream's info, a listing of its
+// blocks and the read of a whole block (up to 8 MB).
+var minFileRead uint64 = 4096
 
 // filesReadable reports whether ReadAll may read the stream's block
 // files: an embedded server, one replica, no compression, no encryption,
@@ -91,17 +96,16 @@ func (s *Store) filesReadable(ctx context.Context) bool {
 	return true
 }
 
-// block is one message block file of the stream and the sequence of its
-// first record.
+// block is one message block file of the stream.
 type block struct {
 	path  string
 	index uint64
-	first uint64
 }
 
-// blocks lists the stream's block files in order, with their first
-// sequences.
-func (s *Store) blocks() ([]block, error) {
+// blocks lists the stream's block files in order, from the last one that
+// begins at or before sequence first (looking at the first record of
+// blocks from the end only, so that reading a tail opens few files).
+func (s *Store) blocks(first uint64) ([]block, error) {
 	dir := filepath.Join(s.streamsDir, s.cfg.Stream, "msgs")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -119,26 +123,55 @@ func (s *Store) blocks() ([]block, error) {
 		}
 		bs = append(bs, block{path: filepath.Join(dir, e.Name()), index: n})
 	}
-	slices.SortFunc(bs, func(a, b block) int { return int(a.index - b.index) })
-	for i := range bs {
-		f, err := os.Open(bs[i].path)
+	slices.SortFunc(bs, func(a, b block) int { return cmp.Compare(a.index, b.index) })
+	for i := len(bs) - 1; i >= 0; i-- {
+		seq, ok, err := firstSeq(bs[i].path)
 		if err != nil {
 			return nil, err
 		}
-		var h [blockRecordHeader]byte
-		_, err = io.ReadFull(f, h[:])
-		f.Close()
-		switch {
-		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-			bs[i].first = 0 // empty: a block just created
-		case err != nil:
-			return nil, err
-		default:
-			bs[i].first = binary.LittleEndian.Uint64(h[4:]) &^ (seqErasedBit | seqTombBit)
+		if ok && seq <= first {
+			return bs[i:], nil
 		}
 	}
 	return bs, nil
 }
+
+// firstSeq returns the sequence of the first record of the block file at
+// path, ok false when it holds none yet. Of a compressed block it
+// decompresses only the first chunk.
+func firstSeq(path string) (seq uint64, ok bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false, err
+	}
+	defer f.Close()
+	var h [blockRecordHeader]byte
+	if _, err := io.ReadFull(f, h[:]); errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return 0, false, nil // empty: a block just created
+	} else if err != nil {
+		return 0, false, err
+	}
+	var ci server.CompressionInfo
+	n, err := ci.UnmarshalMetadata(h[:])
+	if err != nil {
+		return 0, false, err
+	}
+	if n > 0 {
+		if ci.Algorithm != server.S2Compression {
+			return 0, false, errNoFiles
+		}
+		if _, err := f.Seek(int64(n), io.SeekStart); err != nil {
+			return 0, false, err
+		}
+		if _, err := io.ReadFull(s2.NewReader(f), h[:]); err != nil {
+			return 0, false, err
+		}
+	}
+	return binary.LittleEndian.Uint64(h[4:]) &^ (seqErasedBit | seqTombBit), true, nil
+}
+
+// errNoFiles reports a block the store cannot read.
+var errNoFiles = errors.New("jetstream: a block of an unknown compression")
 
 // readFiles yields the messages of sequences first to last from the
 // stream's block files. It returns the sequence it could not read (0 once
@@ -146,20 +179,13 @@ func (s *Store) blocks() ([]block, error) {
 // whether it stopped because yield asked it to or after an error it
 // yielded.
 func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(eventstore.Record, error) bool) (next uint64, stopped bool) {
-	bs, err := s.blocks()
+	bs, err := s.blocks(first)
 	if err != nil || len(bs) == 0 {
 		return first, false
 	}
-	// Start at the last block that begins at or before first.
-	start := 0
-	for i, b := range bs {
-		if b.first != 0 && b.first <= first {
-			start = i
-		}
-	}
 	next = first
 	var buf []byte
-	for _, b := range bs[start:] {
+	for _, b := range bs {
 		if err := ctx.Err(); err != nil {
 			yield(eventstore.Record{}, fmt.Errorf("jetstream: read: %w", err))
 			return 0, true

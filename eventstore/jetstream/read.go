@@ -148,7 +148,7 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 		if last <= uint64(after) {
 			return
 		}
-		if s.filesReadable(ctx) {
+		if last-uint64(after) >= minFileRead && s.filesReadable(ctx) {
 			next, stopped := s.readFiles(ctx, uint64(after)+1, last, yield)
 			if stopped || next == 0 {
 				return
