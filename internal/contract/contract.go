@@ -8,6 +8,8 @@
 // idempotency keys.
 package contract
 
+import "github.com/licenseledger/ledger/eventstore"
+
 // Stream is the JetStream stream, in the service's account, that holds the
 // published messages: every event of the ledger in the store's order, and
 // the billing notifications. Webhook deliveries read it with one durable
@@ -44,4 +46,11 @@ func AccountFilters(account string) []string {
 		SubjectPrefix + "activity." + account + ".>",
 		SubjectPrefix + "billing." + account + ".>",
 	}
+}
+
+// Subject returns the subject in [Stream] of a stored event of type
+// storedType in stream: [LedgerSubject] for a ledger stream's event,
+// events.activity.<account>.<type> for an activity stream's.
+func Subject(stream eventstore.StreamID, storedType string) string {
+	return SubjectPrefix + string(stream.Category) + "." + stream.Account + "." + storedType
 }
