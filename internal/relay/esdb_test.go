@@ -15,6 +15,7 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/esdb"
 	"github.com/licenseledger/ledger/internal/esdbtest"
+	"github.com/licenseledger/ledger/internal/contract"
 	"github.com/licenseledger/ledger/internal/relay"
 )
 
@@ -60,7 +61,7 @@ func (w *retryingWriter) Append(ctx context.Context, stream eventstore.StreamID,
 // streamMsgs returns how many messages the target stream holds.
 func streamMsgs(t testing.TB, ctx context.Context, js jetstream.JetStream) uint64 {
 	t.Helper()
-	st, err := js.Stream(ctx, "LEDGER")
+	st, err := js.Stream(ctx, contract.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return 0
 	}
@@ -147,7 +148,7 @@ func TestESDBRestartsExactlyOnce(t *testing.T) {
 		subs := esrv.Subscriptions()
 		stop := runRelay(rctx, r)
 		if d == nil {
-			d = startDownstream(t, ctx, djs, "LEDGER", "svc")
+			d = startDownstream(t, ctx, djs, contract.Stream, "svc")
 		}
 
 		if dropRound {

@@ -11,6 +11,7 @@ import (
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/esdbtest"
+	"github.com/licenseledger/ledger/internal/contract"
 	"github.com/licenseledger/ledger/internal/relay"
 )
 
@@ -102,7 +103,7 @@ func TestESDBForeignRecordsSkipped(t *testing.T) {
 	nc, rjs := connect(t, nsrv, "relay")
 	r := newRelay(t, relay.Config{Source: src, JS: rjs})
 	stop := runRelay(ctx, r)
-	d := startDownstream(t, ctx, djs, "LEDGER", "svc")
+	d := startDownstream(t, ctx, djs, contract.Stream, "svc")
 	check(r, 4)
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)

@@ -1,32 +1,37 @@
-// Package relay publishes every event of an event store that is not NATS
-// (EventStoreDB, or the in-memory store) to NATS JetStream, in the store's
-// global order, as the same messages the JetStream store writes, so that
-// downstream subscribers cannot tell which store is in use.
+// Package relay is the publisher of the ledger's contract with other
+// services: it copies every event of the event store, whichever store it
+// is (JetStream, embedded or external, EventStoreDB, the in-memory store),
+// in the store's global order, into the published JetStream stream
+// [contract.Stream] ("EVENTS"), as the envelope of contract v2.
 //
 // # Messages
 //
 // An event of account acme's ledger stream goes to subject
-// ledger.acme.<EventType>, an activity to activity.acme.ActivityRecorded,
-// in a JetStream stream (default "LEDGER") created with the JetStream
-// store's configuration ([storejs.StreamConfig]: subjects ledger.> and
-// activity.>, file storage, a de-duplication window). The body is the
-// event's CloudEvents 1.0 structured-mode envelope ([eventstore.CloudEvent])
-// and the headers are those of the JetStream store: Content-Type
-// application/cloudevents+json, Nats-Msg-Id the event id, Ledger-Revision
-// the event's revision in its stream, and Ledger-Metadata when the
-// metadata is an object without members. The relay adds [PositionHeader],
-// the event's position in the source store, and the expectation header
-// Nats-Expected-Last-Sequence; consumers that read the body (the
-// CloudEvents SDKs) and the headers above see no difference.
+// events.ledger.acme.<EventType>, an activity to
+// events.activity.acme.ActivityRecorded ([contract.Subject]), in a stream
+// bound to events.> (file storage, a de-duplication window), which the
+// billing notifications (events.billing.>) share. The body is the event's
+// CloudEvents 1.0 structured-mode envelope of contract v2
+// ([contract.Envelope]): a versioned type, no idempotency key. The headers
+// are Content-Type application/cloudevents+json, Nats-Msg-Id the event id,
+// and [PositionHeader], the event's position in the store (the relay's
+// checkpoint, documented in the AsyncAPI document). The expectation header
+// Nats-Expected-Last-Sequence orders the publishes; the stream keeps it,
+// but the mirror downstream services read drops it (JetStream removes
+// Nats-Expected-* headers from mirrored messages), and webhooks send the
+// body only.
 //
 // # Checkpoint
 //
 // The relay keeps no checkpoint of its own: the position of the last event
-// relayed is the [PositionHeader] of the last message of the target stream,
-// read back when Run starts and after every failure. A message and its
-// checkpoint are therefore written by one publish: there is no window in
-// which one is stored without the other, whatever the store, however long
-// the relay was down, and no separate key/value write per event.
+// relayed is the [PositionHeader] of the last event message of the target
+// stream (the last on events.ledger.> or events.activity.>), read back
+// when Run starts and after every failure. A message and its checkpoint
+// are therefore written by one publish: there is no window in which one
+// is stored without the other, whatever the store, however long the relay
+// was down, and no separate key/value write per event. A data directory
+// whose events were never published (a store older than the published
+// stream) is published from its first event on the first start.
 //
 // # Order and exactly once
 //
@@ -38,8 +43,11 @@
 // no gap and no reordering can reach the stream. After any failure the
 // relay waits for the publishes in flight, reads the checkpoint back from
 // the stream and resumes from there. A second relay running on the same
-// stream by mistake cannot interleave either: its publishes fail the same
-// expectation, and it resumes after what the other one stored.
+// stream (another process of the service) cannot interleave either: its
+// publishes fail the same expectation, and it resumes after what the other
+// one stored. A billing notification published between two events fails
+// the expectation of the next event the same way; the relay resumes at
+// once after it.
 //
 // The Nats-Msg-Id de-duplication is the second line: a message re-sent
 // within the stream's duplicate window (default 2 minutes) is dropped by
@@ -82,10 +90,12 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 	storejs "github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/contract"
 )
 
-// PositionHeader carries, on every relayed message, the event's position
-// in the source store: the relay's checkpoint.
+// PositionHeader carries, on every published event, the event's position
+// in the store's global order: the relay's checkpoint. Positions only
+// grow; they need not be dense.
 const PositionHeader = "Ledger-Position"
 
 // ErrNoCheckpoint is returned by Run when the target stream has held
@@ -94,9 +104,9 @@ const PositionHeader = "Ledger-Position"
 // saw, so the relay stops.
 var ErrNoCheckpoint = errors.New("relay: checkpoint lost")
 
-// ErrForeignMessage is returned by Run when the last message of the target
-// stream was not written by a relay (it has no [PositionHeader]): the
-// stream belongs to a JetStream store, or is shared by mistake.
+// ErrForeignMessage is returned by Run when the last event message of the
+// target stream was not written by a relay (it has no [PositionHeader]):
+// something else publishes on the events' subjects.
 var ErrForeignMessage = errors.New("relay: target stream holds a message not written by a relay")
 
 // ErrUnpublishable is wrapped by the reason the relay logs for a record
@@ -112,8 +122,11 @@ type Config struct {
 	Source eventstore.Store
 	// JS is the JetStream client the relay publishes with. Required.
 	JS jetstream.JetStream
-	// Stream is the JetStream stream's name; default "LEDGER".
+	// Stream is the JetStream stream's name; default [contract.Stream].
 	Stream string
+	// BaseURL is the service's public URL, which the envelopes' dataschema
+	// starts with; default [contract.DefaultBaseURL].
+	BaseURL string
 	// Replicas is the stream's replica count; default 1.
 	Replicas int
 	// Duplicates is the stream's de-duplication window; default 2 minutes.
@@ -158,7 +171,10 @@ func New(cfg Config) (*Relay, error) {
 		return nil, errors.New("relay: Config.Source and Config.JS are required")
 	}
 	if cfg.Stream == "" {
-		cfg.Stream = "LEDGER"
+		cfg.Stream = contract.Stream
+	}
+	if cfg.Duplicates <= 0 {
+		cfg.Duplicates = 2 * time.Minute
 	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 256
@@ -172,10 +188,21 @@ func New(cfg Config) (*Relay, error) {
 	return &Relay{cfg: cfg, log: cfg.Logger.With("component", "relay", "stream", cfg.Stream), qualify: map[eventstore.Position]bool{}}, nil
 }
 
-// StreamConfig returns the configuration of the target stream: the
-// JetStream store's, so that the two are interchangeable for subscribers.
+// StreamConfig returns the configuration of the target stream: bound to
+// every subject of the published contract (events.>), on file, with a
+// de-duplication window.
 func (r *Relay) StreamConfig() jetstream.StreamConfig {
-	return storejs.StreamConfig(storejs.Config{Stream: r.cfg.Stream, Replicas: r.cfg.Replicas, Duplicates: r.cfg.Duplicates})
+	replicas := max(r.cfg.Replicas, 1)
+	return jetstream.StreamConfig{
+		Name:        r.cfg.Stream,
+		Description: "License ledger published events, contract v2 (CloudEvents 1.0, structured mode)",
+		Subjects:    []string{contract.SubjectPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Duplicates:  r.cfg.Duplicates,
+		AllowDirect: replicas == 1,
+	}
 }
 
 // Status is what a relay has done so far.
@@ -267,7 +294,13 @@ func (r *Relay) Run(ctx context.Context) error {
 			backoff = 50 * time.Millisecond
 		}
 		r.resyncs.Add(1)
-		r.log.LogAttrs(ctx, slog.LevelWarn, "relay interrupted, resuming from the stream's checkpoint",
+		level := slog.LevelWarn
+		if interleaved(err) {
+			// A billing notification, or another process's publisher,
+			// wrote to the stream: expected, resumed after it.
+			level = slog.LevelDebug
+		}
+		r.log.LogAttrs(ctx, level, "relay interrupted, resuming from the stream's checkpoint",
 			slog.Duration("backoff", backoff), slog.Any("error", err))
 		select {
 		case <-ctx.Done():
@@ -276,6 +309,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// interleaved reports whether err is the stream's refusal of a publish
+// whose expected last sequence another message took: 10071 on a single
+// replica, 10164 on replicated streams.
+func interleaved(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // checkpoint is where the stream ends: the sequence of its last message
@@ -304,8 +345,16 @@ func (r *Relay) ensureStream(ctx context.Context) error {
 	return nil
 }
 
-// readCheckpoint reads the checkpoint back from the last message of the
-// stream.
+// eventFilters are the subjects of the target stream the relay publishes
+// on; others (billing notifications) publish on the rest of events.>.
+var eventFilters = []string{
+	contract.SubjectPrefix + string(eventstore.Ledger) + ".>",
+	contract.SubjectPrefix + string(eventstore.Activity) + ".>",
+}
+
+// readCheckpoint reads the checkpoint back from the last event message of
+// the stream; seq is the stream's last sequence, which the next publish
+// expects.
 func (r *Relay) readCheckpoint(ctx context.Context) (checkpoint, error) {
 	info, err := r.stream.Info(ctx)
 	if err != nil {
@@ -315,25 +364,27 @@ func (r *Relay) readCheckpoint(ctx context.Context) (checkpoint, error) {
 	if last == 0 {
 		return checkpoint{}, nil
 	}
-	m, err := r.stream.GetMsg(ctx, last)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		m, err = r.stream.GetLastMsgForSubject(ctx, ">")
+	var m *jetstream.RawStreamMsg
+	for _, f := range eventFilters {
+		// The last message on a filter: a removed message is skipped, the
+		// relay goes on from the last one the stream still holds. Removed
+		// events are published again once the server's de-duplication
+		// window no longer holds their ids (until then their publishes
+		// are duplicates and the relay retries).
+		fm, err := r.stream.GetLastMsgForSubject(ctx, f)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return checkpoint{}, fmt.Errorf("relay: last message of %s on %s: %w", r.cfg.Stream, f, err)
+		}
+		if m == nil || fm.Sequence > m.Sequence {
+			m = fm
+		}
 	}
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		// The last message was removed (nats stream rmm): the server
-		// answers ">" with the message at the last sequence, and "*.>",
-		// which matches every subject the relay publishes on, with the
-		// last message it still holds. The relay goes on from there: the
-		// removed events are published again once the server's
-		// de-duplication window no longer holds their ids (until then
-		// their publishes are duplicates and the relay retries).
-		m, err = r.stream.GetLastMsgForSubject(ctx, "*.>")
-	}
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return checkpoint{}, permanentError{fmt.Errorf("%w: stream %s ends at sequence %d but holds no message", ErrNoCheckpoint, r.cfg.Stream, last)}
-	}
-	if err != nil {
-		return checkpoint{}, fmt.Errorf("relay: last message of %s: %w", r.cfg.Stream, err)
+	if m == nil {
+		// No event yet: billing notifications only, or every event gone.
+		return checkpoint{seq: last}, nil
 	}
 	v := m.Header.Get(PositionHeader)
 	pos, err := strconv.ParseUint(v, 10, 64)
@@ -493,25 +544,37 @@ func (r *Relay) duplicate(f inflight, ack *jetstream.PubAck) error {
 	return fmt.Errorf("relay: event at %d already stored at sequence %d", f.rec.Position, ack.Sequence)
 }
 
-// message returns the message of rec, expecting the stream to end at
-// sequence last: the JetStream store's message plus the relay's
-// checkpoint.
+// message returns the published message of rec, expecting the stream to
+// end at sequence last.
 func (r *Relay) message(rec eventstore.Record, last uint64) (*nats.Msg, error) {
 	r.mu.Lock()
 	qualify := r.qualify[rec.Position]
 	r.mu.Unlock()
-	m, err := storejs.Message(rec.Stream, eventstore.Proposed{ID: rec.ID, Type: rec.Type, Data: rec.Data, Metadata: rec.Metadata}, rec.Revision, qualify)
+	body, err := contract.Envelope(rec, r.cfg.BaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("%w: event at %d: %w", ErrUnpublishable, rec.Position, err)
 	}
-	m.Header[PositionHeader] = []string{strconv.FormatUint(uint64(rec.Position), 10)}
-	m.Header[jetstream.ExpectedLastSeqHeader] = []string{strconv.FormatUint(last, 10)}
-	return m, nil
+	id := rec.ID.String()
+	if qualify {
+		// Another event took this id first: de-duplication would drop
+		// this one.
+		id += "@" + rec.Stream.String()
+	}
+	return &nats.Msg{
+		Subject: contract.Subject(rec.Stream, rec.Type),
+		Data:    body,
+		Header: nats.Header{
+			"Content-Type":                  []string{contract.ContentType},
+			jetstream.MsgIDHeader:           []string{id},
+			PositionHeader:                  []string{strconv.FormatUint(uint64(rec.Position), 10)},
+			jetstream.ExpectedLastSeqHeader: []string{strconv.FormatUint(last, 10)},
+		},
+	}, nil
 }
 
-// Subject returns the NATS subject of an event of type typ in stream, as
-// the JetStream store names it.
-func Subject(stream eventstore.StreamID, typ string) string { return storejs.Subject(stream, typ) }
+// Subject returns the subject in the published stream of an event of type
+// typ in stream.
+func Subject(stream eventstore.StreamID, typ string) string { return contract.Subject(stream, typ) }
 
 // skip logs and counts a record that is not an event of the ledger, once:
 // a pass that resumes from an earlier checkpoint meets it again.

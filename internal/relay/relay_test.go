@@ -8,11 +8,13 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,6 +23,7 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 	storejs "github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/eventstore/memory"
+	"github.com/licenseledger/ledger/internal/contract"
 	"github.com/licenseledger/ledger/internal/relay"
 )
 
@@ -54,31 +57,35 @@ func newRelay(t testing.TB, cfg relay.Config) *relay.Relay {
 	return r
 }
 
-// checkMessage checks that m is the message of rec: its subject, the
-// CloudEvents envelope as the JetStream store writes it, and the headers.
+// checkMessage checks that m is the published message of rec: its
+// subject, the envelope of contract v2, and the headers: Content-Type, the
+// event id, the position, and none of the store's internal headers.
 func checkMessage(t *testing.T, rec eventstore.Record, subj string, h nats.Header, body []byte) {
 	t.Helper()
-	if want := relay.Subject(rec.Stream, rec.Type); subj != want {
+	if want := contract.Subject(rec.Stream, rec.Type); subj != want || relay.Subject(rec.Stream, rec.Type) != want {
 		t.Errorf("event at %d on subject %q, want %q", rec.Position, subj, want)
 	}
-	want, err := eventstore.CloudEvent(rec.Stream, eventstore.Proposed{ID: rec.ID, Type: rec.Type, Data: rec.Data, Metadata: rec.Metadata})
+	want, err := contract.Envelope(rec, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(body, want) {
 		t.Errorf("event at %d: body\n%s\nwant\n%s", rec.Position, body, want)
 	}
-	ce, err := eventstore.ParseCloudEvent(body)
-	if err != nil {
+	var ce cloudevents.Event
+	if err := ce.UnmarshalJSON(body); err != nil {
 		t.Errorf("event at %d: %v", rec.Position, err)
-	} else if ce.ID != rec.ID || ce.Type != rec.Type || ce.Source != eventstore.CloudEventSource(rec.Stream.Account) {
-		t.Errorf("event at %d: envelope id %s type %s source %s", rec.Position, ce.ID, ce.Type, ce.Source)
+	} else if ce.ID() != rec.ID.String() || !strings.HasPrefix(ce.Type(), contract.TypePrefix) || ce.Source() != contract.Source(rec.Stream.Account) {
+		t.Errorf("event at %d: envelope id %s type %s source %s", rec.Position, ce.ID(), ce.Type(), ce.Source())
+	}
+	if bytes.Contains(body, []byte("idempotencykey")) || bytes.Contains(body, []byte("commandfingerprint")) {
+		t.Errorf("event at %d: the client's idempotency key is published: %s", rec.Position, body)
 	}
 	for name, want := range map[string]string{
-		"Content-Type":         eventstore.CloudEventContentType,
+		"Content-Type":         contract.ContentType,
 		jetstream.MsgIDHeader:  rec.ID.String(),
-		storejs.RevisionHeader: strconv.FormatUint(rec.Revision, 10),
 		relay.PositionHeader:   strconv.FormatUint(uint64(rec.Position), 10),
+		storejs.RevisionHeader: "",
 		storejs.MetadataHeader: "",
 		"Ce-Id":                "",
 		"Nats-Expected-Stream": "",
@@ -98,7 +105,7 @@ func TestEveryEventOnceInOrder(t *testing.T) {
 	store, h := filledStore(t, 20, 2) // 20 * (2 + 2*4) = 200 events
 	nc, js := connect(t, srv, "downstream")
 	core := make(chan *nats.Msg, 1000)
-	for _, subj := range []string{"ledger.>", "activity.>"} {
+	for _, subj := range []string{"events.ledger.>", "events.activity.>"} {
 		sub, err := nc.ChanSubscribe(subj, core)
 		if err != nil {
 			t.Fatal(err)
@@ -127,7 +134,7 @@ func TestEveryEventOnceInOrder(t *testing.T) {
 	})
 	stop := runRelay(ctx, r)
 	defer stop()
-	d := startDownstream(t, ctx, js, "LEDGER", "svc")
+	d := startDownstream(t, ctx, js, contract.Stream, "svc")
 
 	// The store keeps growing while the relay runs: it follows live.
 	for a := range 5 {
@@ -185,10 +192,11 @@ func TestEveryEventOnceInOrder(t *testing.T) {
 	}
 }
 
-// TestSameMessagesAsJetStreamStore appends events to the JetStream store
-// and relays the same events from a memory store: subscribers get the same
-// subject, body and headers, on a stream with the same configuration.
-func TestSameMessagesAsJetStreamStore(t *testing.T) {
+// TestSameMessagesFromEveryStore appends the same events to the JetStream
+// store and to a memory store and publishes both: subscribers get the same
+// subjects, bodies and headers (but the position, the store's own) from
+// either, on a stream with the same configuration.
+func TestSameMessagesFromEveryStore(t *testing.T) {
 	ctx := testCtx(t)
 	js1, err := storejs.Embedded(ctx, storejs.ServerConfig{DataDir: t.TempDir(), Port: -1, Durability: storejs.DurabilityInterval}, storejs.Config{})
 	if err != nil {
@@ -198,71 +206,69 @@ func TestSameMessagesAsJetStreamStore(t *testing.T) {
 	src := memory.New()
 	t.Cleanup(func() { _ = src.Close() })
 	both := newHistory(multiStore{src, js1})
-	if err := both.account(ctx, "acme", 1); err != nil {
+	if err := both.account(ctx, "acme", 2); err != nil {
 		t.Fatal(err)
 	}
-	// Metadata that is an object without members, which only a header
-	// can carry.
-	empty := eventstore.Proposed{ID: uuid.New(), Type: "SeatsPurchased", Data: []byte(`{"count":1}`), Metadata: []byte(`{}`)}
-	for _, s := range []eventstore.Store{src, js1} {
-		if _, err := s.Append(ctx, eventstore.LedgerStream("other"), eventstore.NoStream(), empty); err != nil {
-			t.Fatal(err)
-		}
-	}
 
+	// The JetStream store publishes into EVENTS on its own server.
+	njs, err := jetstream.New(js1.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rn := newRelay(t, relay.Config{Source: js1, JS: njs})
+	stopN := runRelay(ctx, rn)
+	// The memory store publishes into EVENTS on another.
 	srv := startNATS(t)
 	_, rjs := connect(t, srv, "relay")
-	r := newRelay(t, relay.Config{Source: src, JS: rjs})
-	stop := runRelay(ctx, r)
-	recs := records(t, src)
-	waitFor(t, ctx, "every event relayed", func() bool { return r.Status().Relayed == recs[len(recs)-1].Position })
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	rm := newRelay(t, relay.Config{Source: src, JS: rjs})
+	stopM := runRelay(ctx, rm)
 
-	_, djs := connect(t, srv, "downstream")
-	relayed, err := djs.Stream(ctx, "LEDGER")
+	recs := records(t, src)
+	nrecs := records(t, js1)
+	waitFor(t, ctx, "every event relayed", func() bool {
+		return rm.Status().Relayed == recs[len(recs)-1].Position && rn.Status().Relayed == nrecs[len(nrecs)-1].Position
+	})
+	for _, stop := range []func() error{stopN, stopM} {
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mst, err := rjs.Stream(ctx, contract.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	native, err := js1.Conn().JetStream()
+	nst, err := njs.Stream(ctx, contract.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := native.StreamInfo("LEDGER")
+	mi, err := mst.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rinfo, err := relayed.Info(ctx)
+	ni, err := nst.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ri, ni := rinfo.Config, info.Config
-	if !slices.Equal(ri.Subjects, ni.Subjects) || ri.Duplicates != ni.Duplicates || ri.Storage.String() != ni.Storage.String() ||
-		ri.Retention.String() != ni.Retention.String() || ri.Replicas != ni.Replicas || ri.Name != ni.Name {
-		t.Errorf("relay stream config %+v, JetStream store's %+v", ri, ni)
+	if mi.State.Msgs != uint64(len(recs)) || ni.State.Msgs != uint64(len(recs)) {
+		t.Fatalf("streams hold %d and %d messages, want %d", mi.State.Msgs, ni.State.Msgs, len(recs))
+	}
+	if !slices.Equal(mi.Config.Subjects, ni.Config.Subjects) || mi.Config.Duplicates != ni.Config.Duplicates {
+		t.Errorf("stream configs differ: %+v and %+v", mi.Config, ni.Config)
 	}
 	for i := range recs {
-		rm, err := relayed.GetMsg(ctx, uint64(i+1))
+		m, err := mst.GetMsg(ctx, uint64(i+1))
 		if err != nil {
 			t.Fatal(err)
 		}
-		nm, err := native.GetMsg("LEDGER", uint64(i+1))
+		n, err := nst.GetMsg(ctx, uint64(i+1))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rm.Subject != nm.Subject || !bytes.Equal(rm.Data, nm.Data) {
-			t.Errorf("message %d: relay %s %s, store %s %s", i+1, rm.Subject, rm.Data, nm.Subject, nm.Data)
+		checkMessage(t, recs[i], m.Subject, m.Header, m.Data)
+		checkMessage(t, nrecs[i], n.Subject, n.Header, n.Data)
+		if m.Subject != n.Subject || !bytes.Equal(m.Data, n.Data) {
+			t.Errorf("message %d: from memory %s %s, from JetStream %s %s", i+1, m.Subject, m.Data, n.Subject, n.Data)
 		}
-		for _, name := range []string{"Content-Type", jetstream.MsgIDHeader, storejs.RevisionHeader, storejs.MetadataHeader} {
-			if rm.Header.Get(name) != nm.Header.Get(name) {
-				t.Errorf("message %d: header %s relay %q, store %q", i+1, name, rm.Header.Get(name), nm.Header.Get(name))
-			}
-		}
-	}
-	last, err := relayed.GetMsg(ctx, uint64(len(recs)))
-	if err != nil || last.Header.Get(storejs.MetadataHeader) != "{}" {
-		t.Errorf("empty metadata header = %q, %v", last.Header.Get(storejs.MetadataHeader), err)
 	}
 }
 
@@ -309,7 +315,7 @@ func TestRestartsExactlyOnce(t *testing.T) {
 		before := r.Status()
 		stop := runRelay(ctx, r)
 		if d == nil {
-			d = startDownstream(t, ctx, djs, "LEDGER", "svc")
+			d = startDownstream(t, ctx, djs, contract.Stream, "svc")
 		}
 		// More events arrive while the relay runs.
 		if err := h.account(ctx, "r"+strconv.Itoa(round), 1+rng.IntN(3)); err != nil {
@@ -392,7 +398,7 @@ func TestCheckpointAndDeduplication(t *testing.T) {
 	if got, want := counted.Load(), int64(len(all)-len(recs)); got != want {
 		t.Errorf("restarted relay published %d events, want only the %d new ones", got, want)
 	}
-	st, err := rjs.Stream(ctx, "LEDGER")
+	st, err := rjs.Stream(ctx, contract.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +454,7 @@ func TestForeignStream(t *testing.T) {
 	if _, err := js.CreateOrUpdateStream(ctx, r.StreamConfig()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish(ctx, "ledger.acme.AccountOpened", []byte(`{}`)); err != nil {
+	if _, err := js.Publish(ctx, "events.ledger.acme.AccountOpened", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Run(ctx); !errors.Is(err, relay.ErrForeignMessage) {

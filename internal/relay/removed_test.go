@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/licenseledger/ledger/internal/contract"
 	"github.com/licenseledger/ledger/internal/relay"
 )
 
@@ -25,7 +26,7 @@ func TestRemovedLastMessage(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	st, err := rjs.Stream(ctx, "LEDGER")
+	st, err := rjs.Stream(ctx, contract.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestRemovedLastMessage(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("Run after the last message was removed: %v", err)
 	}
-	last, err := st.GetLastMsgForSubject(ctx, "*.>")
+	last, err := st.GetLastMsgForSubject(ctx, "events.>")
 	if err != nil {
 		t.Fatal(err)
 	}
