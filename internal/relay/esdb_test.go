@@ -14,8 +14,8 @@ import (
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/esdb"
-	"github.com/licenseledger/ledger/internal/esdbtest"
 	"github.com/licenseledger/ledger/internal/contract"
+	"github.com/licenseledger/ledger/internal/esdbtest"
 	"github.com/licenseledger/ledger/internal/relay"
 )
 

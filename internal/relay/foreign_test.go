@@ -10,8 +10,8 @@ import (
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
-	"github.com/licenseledger/ledger/internal/esdbtest"
 	"github.com/licenseledger/ledger/internal/contract"
+	"github.com/licenseledger/ledger/internal/esdbtest"
 	"github.com/licenseledger/ledger/internal/relay"
 )
 
