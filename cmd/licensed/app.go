@@ -444,15 +444,11 @@ func (h minLevel) WithGroup(name string) slog.Handler {
 
 // appended observes an append of the application service: its latency,
 // and the position it reached, so that the read models' lag counts events
-// they have not applied yet. On JetStream, appending is publishing: the
-// stored message is the one downstream subscribers receive.
+// they have not applied yet. The relay counts what it publishes.
 func (m *Main) appended(a accounts.Appended) {
 	m.metrics.ObserveAppend(a.Took)
 	if a.Err != nil {
 		return
 	}
 	m.runner.Observe(a.Result.Position)
-	if m.backend.publishesOnAppend {
-		m.metrics.EventsPublished(a.Events)
-	}
 }

@@ -38,14 +38,11 @@ type backend struct {
 	natsURL string
 	// ready reports whether the store and NATS are reachable.
 	ready func(context.Context) error
-	// publishesOnAppend tells that appending an event is publishing it to
-	// NATS (JetStream): no relay publishes it later.
-	publishesOnAppend bool
 	// runners run in the background while the service serves; an error
 	// other than the context's end stops the service.
 	runners []backgroundTask
-	// relay publishes the events of a store other than JetStream to NATS;
-	// nil on JetStream.
+	// relay publishes every stored event, in the store's order, into the
+	// published stream EVENTS, whichever store is in use.
 	relay *relay.Relay
 
 	// nc is the NATS connection of the token store and the downstream
@@ -187,7 +184,7 @@ func (b *backend) openExternalJetStream(ctx context.Context, s backendSettings) 
 // with its downstream mirror and the key store on the same connection.
 func (b *backend) useJetStream(ctx context.Context, s backendSettings, st *jetstream.Store) error {
 	b.onClose(st.Close)
-	b.store, b.nc, b.publishesOnAppend = st, st.Conn(), true
+	b.store, b.nc = st, st.Conn()
 	// Minted and revoked tokens, and destroyed keys' tombstones, last
 	// before the call returns, as appended events do: key and token writes
 	// share the ledger store's sync rounds (Sync returns at once when the
@@ -199,7 +196,7 @@ func (b *backend) useJetStream(ctx context.Context, s backendSettings, st *jetst
 		}
 		return nil
 	}
-	if err := ensureMirror(ctx, s, st.Conn()); err != nil {
+	if err := b.usePublisher(ctx, s, st.Conn()); err != nil {
 		return err
 	}
 	js, err := natsjs.New(st.Conn())
@@ -275,21 +272,6 @@ func (b *backend) openESDB(ctx context.Context, s backendSettings) error {
 	}
 	b.onClose(func() error { nc.Close(); return nil })
 	b.nc = nc
-	js, err := natsjs.New(nc, natsjs.WithPublishAsyncTimeout(10*time.Second))
-	if err != nil {
-		return err
-	}
-	rl, err := relay.New(relay.Config{
-		Source: es, JS: js, Replicas: s.cfg.Replicas,
-		OnPublished: func(eventstore.Position) { s.metrics.EventsPublished(1) },
-		Logger:      s.log.With("component", "relay"),
-	})
-	if err != nil {
-		return err
-	}
-	b.relay = rl
-	s.metrics.CountRelaySkipped(func() uint64 { return rl.Status().Skipped })
-	b.runners = append(b.runners, backgroundTask{name: "relay to NATS", run: rl.Run})
 	b.ready = func(ctx context.Context) error {
 		// A read of a stream that never exists answers quickly when the
 		// server is reachable.
@@ -306,10 +288,35 @@ func (b *backend) openESDB(ctx context.Context, s backendSettings) error {
 		}
 		return nil
 	}
-	// The event stream exists before the service reports that it serves,
-	// and before its downstream mirror: a subscriber never finds it
-	// missing, and the mirror follows it from the start rather than after
-	// the server's retries of a missing source.
+	return b.usePublisher(ctx, s, nc)
+}
+
+// usePublisher sets up the relay that publishes every stored event, in
+// the store's order, into the published stream EVENTS over nc, and the
+// downstream account's mirror of that stream. The relay runs in the
+// background; on start it publishes what the store holds and the stream
+// does not (all of it, the first time a data directory runs a version
+// with the published stream).
+func (b *backend) usePublisher(ctx context.Context, s backendSettings, nc *nats.Conn) error {
+	js, err := natsjs.New(nc, natsjs.WithPublishAsyncTimeout(10*time.Second))
+	if err != nil {
+		return err
+	}
+	rl, err := relay.New(relay.Config{
+		Source: b.store, JS: js, Replicas: s.cfg.Replicas, BaseURL: s.cfg.PublicURL,
+		OnPublished: func(eventstore.Position) { s.metrics.EventsPublished(1) },
+		Logger:      s.log.With("component", "publisher"),
+	})
+	if err != nil {
+		return err
+	}
+	b.relay = rl
+	s.metrics.CountRelaySkipped(func() uint64 { return rl.Status().Skipped })
+	b.runners = append(b.runners, backgroundTask{name: "publisher to NATS", run: rl.Run})
+	// The published stream exists before the service reports that it
+	// serves, and before its downstream mirror: a subscriber never finds
+	// it missing, and the mirror follows it from the start rather than
+	// after the server's retries of a missing source.
 	if err := ensureRelayStream(ctx, s, rl); err != nil {
 		return err
 	}

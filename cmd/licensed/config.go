@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -41,6 +43,9 @@ type Config struct {
 	LogKey          string
 	LogOrigin       string
 	CheckpointEvery time.Duration
+	// PublicURL is the URL clients reach the HTTP API at; the published
+	// events' dataschema starts with it. Default: http://<http-addr>.
+	PublicURL string
 }
 
 // setting is one flag with its environment variable.
@@ -69,6 +74,7 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		{"debug-addr", "LICENSED_DEBUG_ADDR", "", "address of a separate listener serving Go's /debug/pprof profiles; off when empty", &c.DebugAddr},
 		{"log-key", "LICENSED_LOG_KEY", "", "file holding the transparency log's signing key (a note signer key, PRIVATE+KEY+...); empty: <data-dir>/log.key, created at the first start (mode 0600)", &c.LogKey},
 		{"log-origin", "LICENSED_LOG_ORIGIN", "licenseledger.dev/ledger", "the transparency log's origin, the name of the key created at the first start", &c.LogOrigin},
+		{"public-url", "LICENSED_PUBLIC_URL", "", "URL clients reach the HTTP API at (e.g. https://ledger.example.com), which the published events' dataschema URLs start with; empty: http://<http-addr>", &c.PublicURL},
 		{"checkpoint-every", "LICENSED_CHECKPOINT_EVERY", "10s", "longest time between two signed checkpoints of the transparency log while the ledger moves", &every},
 	}
 	fs := flag.NewFlagSet("licensed", flag.ContinueOnError)
@@ -106,6 +112,10 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		return Config{}, fmt.Errorf("checkpoint every %q: want a duration of at least 100ms, such as 10s", every)
 	}
 	c.CheckpointEvery = d
+	if c.PublicURL == "" {
+		c.PublicURL = defaultPublicURL(c.HTTPAddr)
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
 	return c, c.validate()
 }
 
@@ -119,8 +129,24 @@ func parseDownstreamConsumers(v string) (int, error) {
 	return n, nil
 }
 
+// defaultPublicURL is the URL of the HTTP API listening on addr, seen from
+// the same host.
+func defaultPublicURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
 func (c Config) validate() error {
 	var errs []error
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		errs = append(errs, fmt.Errorf("public url %q: want an absolute http or https URL without query, fragment or user", c.PublicURL))
+	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir must not be empty"))
 	}

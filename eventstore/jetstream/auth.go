@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/template"
 	"time"
@@ -14,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+
+	"github.com/licenseledger/ledger/internal/contract"
 )
 
 // Accounts of a NATS server that requires authentication (see [Auth]).
@@ -46,12 +49,21 @@ const (
 //   - the service's own identity, in [ServiceAccount], with every right:
 //     it alone can publish events, data keys and API tokens and create,
 //     change or delete the streams;
-//   - the downstream identity, in [DownstreamAccount], which can only
-//     subscribe to ledger.> and activity.> (the service account exports
-//     them) and read the event stream through durable or ephemeral
-//     consumers on "LEDGER", a mirror of the service's stream in its own
-//     account, kept by the server. Its permissions are
+//   - the downstream identity, in [DownstreamAccount], which can only read
+//     the published events: through durable or ephemeral consumers on
+//     "LEDGER", a mirror, in its own account and kept by the server, of the
+//     service account's published stream "EVENTS" ([contract.Stream])
+//     with the "events." prefix of its subjects removed, and through plain
+//     subscriptions to ledger.>, activity.> and billing.>, on which that
+//     mirror republishes every message it stores. Its permissions are
 //     [DownstreamPermissions].
+//
+// Downstream services see only the published stream, never the store's:
+// its messages are the envelopes of the published contract, with no
+// client's idempotency key and no internal header. The mirror drops the
+// publisher's Nats-Expected-* headers, and its republished messages have
+// no reply subject (a plain subscription to a subject exported from the
+// service account would show the publisher's acknowledgement inbox).
 //
 // The downstream identity works in an account of its own, not in the
 // service's with restricted permissions, because NATS checks a client's
@@ -59,8 +71,8 @@ const (
 // makes the server publish to: a request's reply subject, and a push
 // consumer's delivery subject. A client allowed to call the JetStream API
 // in the service's account could make the server write API answers, or
-// copies of stored events, onto ledger.<account>.<type>, and deliver
-// events into the token bucket or the key stream. Across accounts, replies
+// copies of stored events, onto the store's subjects, and deliver events
+// into the token bucket or the key stream. Across accounts, replies
 // travel on subjects the server makes up, and deliveries stay in the
 // downstream account but for the subjects it imports from the service's:
 // the one the mirror creates its consumer on, and flow control. So that a
@@ -123,10 +135,12 @@ const (
 //	$JS.ACK.LEDGER.>                      acknowledge messages
 //	$JS.FC.LEDGER.>                       answer a push consumer's flow control
 //
-// Subscribe: ledger.>, activity.>, and _INBOX.> (API answers, pulled
-// messages, push deliveries to an inbox).
+// Subscribe: ledger.>, activity.>, billing.> (the mirror's republished
+// messages), and _INBOX.> (API answers, pulled messages, push deliveries
+// to an inbox).
 //
-// Everything else is refused: publishing on ledger.>, activity.>, keys.>
+// Everything else is refused: publishing on ledger.>, activity.>,
+// billing.>, keys.>
 // or $KV.>, creating, changing, purging or deleting a stream, deleting or
 // reading single messages, and any subject of the service account.
 func DownstreamPermissions() (publish, subscribe []string) {
@@ -146,13 +160,14 @@ func DownstreamPermissions() (publish, subscribe []string) {
 		}, []string{
 			"ledger.>",
 			"activity.>",
+			"billing.>",
 			"_INBOX.>",
 		}
 }
 
 // accountsTemplate is the accounts block of the server's configuration.
-// The stream is "LEDGER" in both accounts: the store's default, which the
-// service uses.
+// The service account's published stream is "EVENTS"; the downstream
+// account's mirror of it is "LEDGER".
 var accountsTemplate = template.Must(template.New("accounts").Parse(`accounts {
   LEDGER {
     jetstream: enabled
@@ -160,24 +175,24 @@ var accountsTemplate = template.Must(template.New("accounts").Parse(`accounts {
       { nkey: {{.Service}} }
     ]
     exports: [
-      # Plain subscriptions of downstream services.
-      { stream: "ledger.>", accounts: [DOWNSTREAM] }
-      { stream: "activity.>", accounts: [DOWNSTREAM] }
-      # The downstream account's mirror of the event stream: it creates
-      # its consumer, unfiltered, on this one subject.
-      { service: "$JS.API.CONSUMER.CREATE.LEDGER", accounts: [DOWNSTREAM] }
-      { service: "$JS.FC.LEDGER.>", accounts: [DOWNSTREAM] }
+      # The downstream account's mirror of the published stream: it
+      # creates its consumer, filtered by its subject transforms, on this
+      # one subject.
+      { service: "$JS.API.CONSUMER.CREATE.EVENTS", accounts: [DOWNSTREAM] }
+      { service: "$JS.FC.EVENTS.>", accounts: [DOWNSTREAM] }
       { stream: "deliver.ledger.>", accounts: [DOWNSTREAM] }
     ]
     imports: [
-      # The service creates and updates that mirror.
+      # The service creates and updates that mirror, and replaces it
+      # when its source changes.
       { service: { account: DOWNSTREAM, subject: "$JS.API.STREAM.INFO.LEDGER" }, to: "$JS.downstream.API.STREAM.INFO.LEDGER" }
       { service: { account: DOWNSTREAM, subject: "$JS.API.STREAM.CREATE.LEDGER" }, to: "$JS.downstream.API.STREAM.CREATE.LEDGER" }
       { service: { account: DOWNSTREAM, subject: "$JS.API.STREAM.UPDATE.LEDGER" }, to: "$JS.downstream.API.STREAM.UPDATE.LEDGER" }
+      { service: { account: DOWNSTREAM, subject: "$JS.API.STREAM.DELETE.LEDGER" }, to: "$JS.downstream.API.STREAM.DELETE.LEDGER" }
     ]
   }
   DOWNSTREAM {
-    # The mirror on disk, unbounded but for the event stream's size;
+    # The mirror on disk, unbounded but for the published stream's size;
     # nothing in memory; no other stream; bounded consumers.
     jetstream: {
       max_file: -1
@@ -199,12 +214,11 @@ var accountsTemplate = template.Must(template.New("accounts").Parse(`accounts {
       { service: "$JS.API.STREAM.INFO.LEDGER", accounts: [LEDGER] }
       { service: "$JS.API.STREAM.CREATE.LEDGER", accounts: [LEDGER] }
       { service: "$JS.API.STREAM.UPDATE.LEDGER", accounts: [LEDGER] }
+      { service: "$JS.API.STREAM.DELETE.LEDGER", accounts: [LEDGER] }
     ]
     imports: [
-      { stream: { account: LEDGER, subject: "ledger.>" } }
-      { stream: { account: LEDGER, subject: "activity.>" } }
-      { service: { account: LEDGER, subject: "$JS.API.CONSUMER.CREATE.LEDGER" }, to: "$JS.ledger.API.CONSUMER.CREATE.LEDGER" }
-      { service: { account: LEDGER, subject: "$JS.FC.LEDGER.>" } }
+      { service: { account: LEDGER, subject: "$JS.API.CONSUMER.CREATE.EVENTS" }, to: "$JS.ledger.API.CONSUMER.CREATE.EVENTS" }
+      { service: { account: LEDGER, subject: "$JS.FC.EVENTS.>" } }
       { stream: { account: LEDGER, subject: "deliver.ledger.>" } }
     ]
   }
@@ -241,33 +255,49 @@ func AccountsConfig(a Auth) (string, error) {
 	return b.String(), err
 }
 
+// DownstreamStream is the name of the downstream account's mirror of the
+// published stream: the stream downstream consumers read.
+const DownstreamStream = "LEDGER"
+
 // MirrorConfig returns the configuration of the downstream account's
-// mirror of the service account's event stream: the stream downstream
-// consumers read. replicas is its replica count.
+// mirror of the service account's published stream ([contract.Stream]):
+// the stream downstream consumers read. Its subject transforms remove the
+// "events." prefix (events.ledger.> becomes ledger.>, events.activity.>
+// activity.>, events.billing.> billing.>) and mirror nothing else; it
+// republishes every message it stores on its subject, without reply
+// subject, for plain subscriptions. replicas is its replica count.
 func MirrorConfig(replicas int) jetstream.StreamConfig {
 	if replicas <= 0 {
 		replicas = 1
 	}
+	var transforms []jetstream.SubjectTransformConfig
+	for _, cat := range []string{"ledger", "activity", "billing"} {
+		transforms = append(transforms, jetstream.SubjectTransformConfig{Source: contract.SubjectPrefix + cat + ".>", Destination: cat + ".>"})
+	}
 	return jetstream.StreamConfig{
-		Name:        "LEDGER",
-		Description: "License ledger events for downstream services: a mirror of the ledger's stream",
+		Name:        DownstreamStream,
+		Description: "License ledger events for downstream services (contract v2): a mirror of the published stream EVENTS without the events. prefix",
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Replicas:    replicas,
 		Mirror: &jetstream.StreamSource{
-			Name: "LEDGER",
+			Name:              contract.Stream,
+			SubjectTransforms: transforms,
 			External: &jetstream.ExternalStream{
 				APIPrefix:     ledgerAPIPrefix,
 				DeliverPrefix: mirrorDeliverPrefix,
 			},
 		},
+		RePublish: &jetstream.RePublish{Source: ">", Destination: ">"},
 	}
 }
 
 // EnsureDownstreamMirror creates or updates, over a connection of the
 // service's identity, the mirror downstream consumers read (see [Auth]).
-// On a server without the downstream account it fails with
-// [nats.ErrNoResponders] or a timeout.
+// A mirror of another source (the store's stream, before the published
+// stream existed) is deleted and created again: a mirror's source cannot
+// change, and its consumers go with it. On a server without the
+// downstream account it fails with [nats.ErrNoResponders] or a timeout.
 func EnsureDownstreamMirror(ctx context.Context, nc *nats.Conn, replicas int) error {
 	js, err := jetstream.NewWithAPIPrefix(nc, DownstreamAPIPrefix)
 	if err != nil {
@@ -276,7 +306,10 @@ func EnsureDownstreamMirror(ctx context.Context, nc *nats.Conn, replicas int) er
 	cfg := MirrorConfig(replicas)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err = EnsureStream(cctx, js, cfg)
+		err = replaceStaleMirror(cctx, js, cfg)
+		if err == nil {
+			_, err = EnsureStream(cctx, js, cfg)
+		}
 		cancel()
 		if err == nil || !transient(err) || errors.Is(err, nats.ErrNoResponders) || ctx.Err() != nil {
 			break
@@ -288,6 +321,26 @@ func EnsureDownstreamMirror(ctx context.Context, nc *nats.Conn, replicas int) er
 	}
 	if err != nil {
 		return fmt.Errorf("jetstream: downstream mirror: %w", err)
+	}
+	return nil
+}
+
+// replaceStaleMirror deletes the downstream mirror when it mirrors another
+// stream, or the same without the subject transforms of cfg.
+func replaceStaleMirror(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	st, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	have := st.CachedInfo().Config.Mirror
+	if have != nil && have.Name == cfg.Mirror.Name && slices.Equal(have.SubjectTransforms, cfg.Mirror.SubjectTransforms) {
+		return nil
+	}
+	if err := js.DeleteStream(ctx, cfg.Name); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("delete the mirror of another stream: %w", err)
 	}
 	return nil
 }

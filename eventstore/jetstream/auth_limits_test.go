@@ -38,6 +38,7 @@ func startLimitedAuthServer(t *testing.T, maxConsumers int) *authServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.store.Close() })
+	createPublished(t, a.store)
 	if err := jetstream.EnsureDownstreamMirror(t.Context(), a.store.Conn(), 1); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +146,7 @@ func TestDownstreamConsumersAreBounded(t *testing.T) {
 func TestDownstreamDeliveriesDoNotReachTheServiceAPI(t *testing.T) {
 	a := startAuthServer(t, t.TempDir())
 	appendSeats(t, a.store, "acme")
-	spy, err := a.store.Conn().SubscribeSync("$JS.API.CONSUMER.CREATE.LEDGER.>")
+	spy, err := a.store.Conn().SubscribeSync("$JS.API.CONSUMER.CREATE.EVENTS.>")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,11 +165,11 @@ func TestDownstreamDeliveriesDoNotReachTheServiceAPI(t *testing.T) {
 	if _, err := js.CreateOrUpdateConsumer(ctx, "LEDGER", natsjs.ConsumerConfig{Durable: "pull", AckPolicy: natsjs.AckNonePolicy}); err != nil {
 		t.Fatal(err)
 	}
-	if err := nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT.LEDGER.pull", "$JS.ledger.API.CONSUMER.CREATE.LEDGER.pulled", []byte(`{"batch":1}`)); err != nil {
+	if err := nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT.LEDGER.pull", "$JS.ledger.API.CONSUMER.CREATE.EVENTS.pulled", []byte(`{"batch":1}`)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := js.CreateOrUpdateConsumer(ctx, "LEDGER", natsjs.ConsumerConfig{
-		Durable: "push", DeliverSubject: "$JS.ledger.API.CONSUMER.CREATE.LEDGER.pushed", AckPolicy: natsjs.AckNonePolicy,
+		Durable: "push", DeliverSubject: "$JS.ledger.API.CONSUMER.CREATE.EVENTS.pushed", AckPolicy: natsjs.AckNonePolicy,
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/internal/contract"
 )
 
 // authServer is an embedded server requiring authentication, with the
@@ -48,6 +49,7 @@ func startAuthServer(t *testing.T, dir string) *authServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.store.Close() })
+	createPublished(t, a.store)
 	if err := jetstream.EnsureDownstreamMirror(t.Context(), a.store.Conn(), 1); err != nil {
 		t.Fatal(err)
 	}
@@ -100,12 +102,43 @@ func (e *asyncErrs) violation(t *testing.T, subject string) {
 	t.Errorf("no permissions violation reported for %s", subject)
 }
 
+// createPublished creates the service account's published stream, which
+// the downstream mirror follows (the publisher, internal/relay, creates it
+// in the service).
+func createPublished(t *testing.T, s *jetstream.Store) {
+	t.Helper()
+	js, err := natsjs.New(s.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateStream(t.Context(), natsjs.StreamConfig{Name: contract.Stream, Subjects: []string{contract.SubjectPrefix + ">"}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// appendSeats appends an event to the store and, when the server has the
+// published stream, publishes it there as the publisher would.
 func appendSeats(t *testing.T, s *jetstream.Store, account string) eventstore.AppendResult {
 	t.Helper()
-	r, err := s.Append(t.Context(), eventstore.LedgerStream(account), eventstore.Any(), eventstore.Proposed{
-		ID: uuid.New(), Type: "SeatsPurchased", Data: []byte(`{"count":3}`),
-	})
+	return appendEvent(t, s, eventstore.LedgerStream(account), "SeatsPurchased")
+}
+
+func appendEvent(t *testing.T, s *jetstream.Store, stream eventstore.StreamID, typ string) eventstore.AppendResult {
+	t.Helper()
+	p := eventstore.Proposed{ID: uuid.New(), Type: typ, Data: []byte(`{"count":3}`)}
+	r, err := s.Append(t.Context(), stream, eventstore.Any(), p)
 	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := natsjs.New(s.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(contract.Subject(stream, typ))
+	m.Header.Set("Content-Type", contract.ContentType)
+	m.Header.Set(natsjs.MsgIDHeader, p.ID.String())
+	m.Data = []byte(`{"specversion":"1.0","id":"` + p.ID.String() + `","source":"urn:licenseledger:account:` + stream.Account + `","type":"t"}`)
+	if _, err := js.PublishMsg(t.Context(), m); err != nil && !errors.Is(err, natsjs.ErrNoStreamResponse) {
 		t.Fatal(err)
 	}
 	return r
@@ -144,16 +177,27 @@ func TestDownstreamSubscribesAndConsumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	appendSeats(t, a.store, "acme")
-	if _, err := a.store.Append(t.Context(), eventstore.ActivityStream("acme"), eventstore.Any(), eventstore.Proposed{
-		ID: uuid.New(), Type: "ActivityRecorded", Data: []byte(`{}`),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if m, err := plain.NextMsg(5 * time.Second); err != nil || m.Subject != "ledger.acme.SeatsPurchased" {
+	appendEvent(t, a.store, eventstore.ActivityStream("acme"), "ActivityRecorded")
+	m, err := plain.NextMsg(5 * time.Second)
+	if err != nil || m.Subject != "ledger.acme.SeatsPurchased" {
 		t.Fatalf("plain subscription: %v %v", m, err)
+	}
+	// The mirror republishes what it stores: no reply inbox, no
+	// expectation header, and the message id.
+	if m.Reply != "" || m.Header.Get(natsjs.MsgIDHeader) == "" || m.Header.Get("Content-Type") != contract.ContentType {
+		t.Fatalf("plain subscription got reply %q, headers %v", m.Reply, m.Header)
+	}
+	for k := range m.Header {
+		if strings.HasPrefix(k, "Nats-Expected") || k == jetstream.RevisionHeader || k == jetstream.MetadataHeader {
+			t.Errorf("plain subscription got header %s", k)
+		}
 	}
 	if m, err := activities.NextMsg(5 * time.Second); err != nil || m.Subject != "activity.acme.ActivityRecorded" {
 		t.Fatalf("activity subscription: %v %v", m, err)
+	}
+	// The store's own messages never reach downstream subscribers.
+	if m, err := plain.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatalf("plain subscription got a second message %s %v", m.Subject, m.Header)
 	}
 
 	// A durable consumer on LEDGER, from the first event.
@@ -229,7 +273,8 @@ func TestDownstreamCannotWrite(t *testing.T) {
 	}
 	// Direct publishes.
 	for _, subj := range []string{
-		"ledger.victim.SeatsPurchased", "activity.victim.ActivityRecorded",
+		"ledger.victim.SeatsPurchased", "activity.victim.ActivityRecorded", "billing.victim.CycleClosed",
+		"events.ledger.victim.SeatsPurchased",
 		"$KV.LEDGER_TOKENS.hash.forged", "keys.victim.u2",
 	} {
 		if err := nc.Publish(subj, []byte(`{"count":500}`)); err != nil {
