@@ -102,6 +102,15 @@ func (m *Main) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The API's address is known before the publisher starts: the
+	// published events' dataschema URLs default to it.
+	m.httpLn, err = net.Listen("tcp", m.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	if m.cfg.PublicURL == "" {
+		m.cfg.PublicURL = defaultPublicURL(m.HTTPAddr())
+	}
 	m.metrics = httpapi.NewMetrics()
 	m.backend, err = openBackend(ctx, backendSettings{cfg: m.cfg, dataDir: dataDir, log: m.log, metrics: m.metrics})
 	if err != nil {
@@ -196,10 +205,6 @@ func (m *Main) Start(ctx context.Context) error {
 		})
 	}
 
-	m.httpLn, err = net.Listen("tcp", m.cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("http listen: %w", err)
-	}
 	con := console.New(console.Config{API: api, Tokens: m.tokens, Clock: m.clock, Logger: m.log.With("component", "console")})
 	m.httpSrv = &http.Server{
 		Handler:           withConsole(api, con),
@@ -242,6 +247,8 @@ func (m *Main) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		errs = append(errs, m.httpSrv.Shutdown(ctx))
 		cancel()
+	} else if m.httpLn != nil {
+		_ = m.httpLn.Close() // Start failed before serving
 	}
 	if m.cancel != nil {
 		m.cancel()

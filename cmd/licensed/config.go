@@ -44,7 +44,8 @@ type Config struct {
 	LogOrigin       string
 	CheckpointEvery time.Duration
 	// PublicURL is the URL clients reach the HTTP API at; the published
-	// events' dataschema starts with it. Default: http://<http-addr>.
+	// events' dataschema starts with it. Empty: http://<the address the
+	// API listens on>.
 	PublicURL string
 }
 
@@ -112,9 +113,6 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		return Config{}, fmt.Errorf("checkpoint every %q: want a duration of at least 100ms, such as 10s", every)
 	}
 	c.CheckpointEvery = d
-	if c.PublicURL == "" {
-		c.PublicURL = defaultPublicURL(c.HTTPAddr)
-	}
 	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
 	return c, c.validate()
 }
@@ -144,7 +142,7 @@ func defaultPublicURL(addr string) string {
 
 func (c Config) validate() error {
 	var errs []error
-	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+	if u, err := url.Parse(c.PublicURL); c.PublicURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil) {
 		errs = append(errs, fmt.Errorf("public url %q: want an absolute http or https URL without query, fragment or user", c.PublicURL))
 	}
 	if c.DataDir == "" {

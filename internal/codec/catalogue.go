@@ -75,8 +75,14 @@ type Field struct {
 type Upcast struct {
 	From int
 	// Doc says what changed from version From to the next.
-	Doc   string
-	Apply func(data []byte) ([]byte, error)
+	Doc string
+	// Added names the optional member version From+1 added, Renamed the
+	// member renamed (old and new names), when the upcast is one of
+	// these; a description of the older version's payload (its JSON
+	// Schema) is derived from them.
+	Added   string
+	Renamed [2]string
+	Apply   func(data []byte) ([]byte, error)
 }
 
 // EventInfo is the registered stored form of one event type.
@@ -617,12 +623,12 @@ func (r *registered) checkMembers(data []byte) error {
 // addedMember is an upcast from version from to a version that added the
 // optional member name: an older payload is taken as it is, without it.
 func addedMember(from int, name string) Upcast {
-	return Upcast{From: from, Doc: fmt.Sprintf("optional member %q added", name), Apply: addedFunc(name)}
+	return Upcast{From: from, Doc: fmt.Sprintf("optional member %q added", name), Added: name, Apply: addedFunc(name)}
 }
 
 // renameMember is an upcast from version from that renames the member old
 // to new. A payload that already has new was not written at the old
 // version: it is malformed.
 func renameMember(from int, old, new string) Upcast {
-	return Upcast{From: from, Doc: fmt.Sprintf("member %q renamed %q", old, new), Apply: renameFunc(old, new)}
+	return Upcast{From: from, Doc: fmt.Sprintf("member %q renamed %q", old, new), Renamed: [2]string{old, new}, Apply: renameFunc(old, new)}
 }
