@@ -19,6 +19,8 @@ import (
 // received is what a downstream service saw of one message.
 type received struct {
 	subject, msgID, id, typ, subjectAttr, contentType string
+	source, dataschema, reply                         string
+	header                                            nats.Header
 	body                                              string
 }
 
@@ -36,6 +38,7 @@ func decode(t *testing.T, m *nats.Msg) received {
 	return received{
 		subject: m.Subject, msgID: m.Header.Get("Nats-Msg-Id"), id: ev.ID(), typ: ev.Type(),
 		subjectAttr: ev.Subject(), contentType: m.Header.Get("Content-Type"),
+		source: ev.Source(), dataschema: ev.DataSchema(), reply: m.Reply, header: m.Header,
 		body: string(m.Data),
 	}
 }
@@ -136,7 +139,7 @@ func downstream(t *testing.T, store []string) {
 		return got
 	}
 
-	svc.expect(201, op, "POST", "/v1/accounts", map[string]any{"id": "acme", "name": "Acme", "seats": 3})
+	svc.expectWith(201, op, "POST", "/v1/accounts", map[string]any{"id": "acme", "name": "Acme", "seats": 3}, "Idempotency-Key", "idem-open-acme-4711")
 	ada := svc.expect(201, op, "POST", "/v1/accounts/acme/users", map[string]any{"name": "Ada Lovelace", "email": "ada@acme.test", "role": "admin"}).body["id"].(string)
 	bob := svc.expect(201, op, "POST", "/v1/accounts/acme/users", map[string]any{"name": "Bob Babbage", "email": "bob@acme.test", "role": "member"}).body["id"].(string)
 	first := consume(3)
@@ -148,10 +151,15 @@ func downstream(t *testing.T, store []string) {
 
 	all := append(first, second...)
 	wantTypes := []string{"AccountOpened", "UserAdded", "UserAdded", "UserDeactivated", "UserActivated", "UserDeleted"}
+	v2 := map[string]string{
+		"AccountOpened": "dev.licenseledger.account.opened.v2", "UserAdded": "dev.licenseledger.user.added.v2",
+		"UserDeactivated": "dev.licenseledger.user.deactivated.v1", "UserActivated": "dev.licenseledger.user.activated.v1",
+		"UserDeleted": "dev.licenseledger.user.deleted.v1",
+	}
 	seen := map[string]bool{}
 	for i, r := range all {
-		if r.typ != wantTypes[i] || r.subject != "ledger.acme."+wantTypes[i] {
-			t.Fatalf("event %d: type %s on %s, want %s", i, r.typ, r.subject, wantTypes[i])
+		if r.typ != v2[wantTypes[i]] || r.subject != "ledger.acme."+wantTypes[i] {
+			t.Fatalf("event %d: type %s on %s, want %s on ledger.acme.%s", i, r.typ, r.subject, v2[wantTypes[i]], wantTypes[i])
 		}
 		if r.id == "" || r.id != r.msgID || seen[r.id] {
 			t.Fatalf("event %d: id %q, Nats-Msg-Id %q (seen before: %v)", i, r.id, r.msgID, seen[r.id])
@@ -160,9 +168,18 @@ func downstream(t *testing.T, store []string) {
 		if r.contentType != "application/cloudevents+json" {
 			t.Fatalf("event %d: Content-Type %q", i, r.contentType)
 		}
+		checkPublished(t, "durable consumer", r)
+		if want := "http://" + svc.m.HTTPAddr() + "/schemas/" + r.typ + ".json"; r.dataschema != want {
+			t.Fatalf("event %d: dataschema %q, want %q", i, r.dataschema, want)
+		}
 	}
-	if all[1].subjectAttr != ada || all[5].subjectAttr != bob {
-		t.Fatalf("CloudEvents subject attributes %q and %q, want the user ids", all[1].subjectAttr, all[5].subjectAttr)
+	if all[1].subjectAttr != ada || all[5].subjectAttr != bob || all[0].subjectAttr != "" {
+		t.Fatalf("CloudEvents subject attributes %q, %q and %q, want none and the user ids", all[0].subjectAttr, all[1].subjectAttr, all[5].subjectAttr)
+	}
+	// The dataschema is served, and the event's data is what it describes.
+	sch := svc.expect(200, "", "GET", "/schemas/"+all[0].typ+".json", nil)
+	if sch.body["title"] != all[0].typ {
+		t.Fatalf("schema served at the dataschema URL has title %v", sch.body["title"])
 	}
 
 	deadline := time.Now().Add(5 * time.Second)
@@ -184,6 +201,7 @@ func downstream(t *testing.T, store []string) {
 		if live[i].id != all[i].id {
 			t.Fatalf("plain subscriber's event %d is %s, the durable consumer's %s", i, live[i].id, all[i].id)
 		}
+		checkPublished(t, "plain subscriber", live[i])
 	}
 	// Published messages carry no personal data in plaintext.
 	var raw strings.Builder
@@ -196,6 +214,37 @@ func downstream(t *testing.T, store []string) {
 	for _, s := range []string{"Ada", "Bob", "acme.test"} {
 		if strings.Contains(raw.String(), s) {
 			t.Fatalf("a published message holds %q", s)
+		}
+	}
+}
+
+// checkPublished checks what a downstream service receives against the
+// contract: the event's envelope without the client's idempotency key, no
+// reply inbox, and of the ledger's headers only Content-Type, Nats-Msg-Id
+// and the documented position (a plain subscription also gets the
+// headers JetStream adds to republished messages, Nats-Stream and the
+// like).
+func checkPublished(t *testing.T, who string, r received) {
+	t.Helper()
+	if r.reply != "" {
+		t.Fatalf("%s got a reply subject %q", who, r.reply)
+	}
+	if !strings.HasPrefix(r.source, "urn:licenseledger:account:acme") {
+		t.Fatalf("%s got source %q", who, r.source)
+	}
+	for _, s := range []string{"idempotencykey", "idem-open-acme-4711", "commandfingerprint"} {
+		if strings.Contains(r.body, s) {
+			t.Fatalf("%s got %q in %s", who, s, r.body)
+		}
+	}
+	allowed := map[string]bool{
+		"Content-Type": true, "Nats-Msg-Id": true, "Ledger-Position": true,
+		// JetStream's republish headers.
+		"Nats-Stream": true, "Nats-Subject": true, "Nats-Sequence": true, "Nats-Time-Stamp": true, "Nats-Last-Sequence": true,
+	}
+	for k := range r.header {
+		if !allowed[k] {
+			t.Fatalf("%s got header %s: %v", who, k, r.header)
 		}
 	}
 }

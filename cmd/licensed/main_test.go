@@ -112,7 +112,7 @@ type reply struct {
 	raw    string
 }
 
-func (r *running) do(token, method, path string, body any) reply {
+func (r *running) do(token, method, path string, body any, header ...string) reply {
 	r.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -132,6 +132,9 @@ func (r *running) do(token, method, path string, body any) reply {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		r.t.Fatal(err)
@@ -150,6 +153,16 @@ func (r *running) do(token, method, path string, body any) reply {
 func (r *running) expect(want int, token, method, path string, body any) reply {
 	r.t.Helper()
 	got := r.do(token, method, path, body)
+	if got.status != want {
+		r.t.Fatalf("%s %s: status %d, want %d: %s", method, path, got.status, want, got.raw)
+	}
+	return got
+}
+
+// expectWith is expect with request headers given as name, value pairs.
+func (r *running) expectWith(want int, token, method, path string, body any, header ...string) reply {
+	r.t.Helper()
+	got := r.do(token, method, path, body, header...)
 	if got.status != want {
 		r.t.Fatalf("%s %s: status %d, want %d: %s", method, path, got.status, want, got.raw)
 	}

@@ -125,6 +125,8 @@ var endpoints = []endpoint{
 	{"GET /readyz", 200, nil, fixed("/readyz", nil)},
 	{"GET /metrics", 200, nil, fixed("/metrics", nil)},
 	{"GET /openapi.json", 200, nil, fixed("/openapi.json", nil)},
+	{"GET /asyncapi.json", 200, nil, fixed("/asyncapi.json", nil)},
+	{"GET /schemas/{name}", 200, nil, fixed("/schemas/dev.licenseledger.user.deactivated.v1.json", nil)},
 }
 
 // TestEveryEndpointEveryRole walks every registered route with every kind

@@ -25,7 +25,8 @@
 // scoped to one account that names another gets 404, as if the account did
 // not exist, whatever its role: scoped tokens cannot probe for accounts. A
 // role not allowed to do something on an account it can see gets 403.
-// /healthz, /readyz, /metrics and /openapi.json need no token.
+// /healthz, /readyz, /metrics, /openapi.json, /asyncapi.json and
+// /schemas/<type>.json need no token.
 //
 // # Idempotency
 //

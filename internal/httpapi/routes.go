@@ -69,6 +69,7 @@ func (s *server) register() {
 	s.quarantineRoutes()
 	s.logRoutes()
 	s.ops()
+	s.contractRoutes()
 	if s.cfg.SCIM != nil {
 		s.handle("/scim/v2/", s.cfg.SCIM.ServeHTTP)
 	}
