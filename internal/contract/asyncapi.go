@@ -50,7 +50,7 @@ func buildAsyncAPI() ([]byte, error) {
 	}
 	pubs = append(pubs, published{
 		typ: TypeName(BillingType, BillingVersion), stored: BillingType, version: BillingVersion, category: "billing",
-		doc: "An account's billing cycle closed: its final quantities for the cycle (seats billed, prorated additions, reductions, peak active users, active user-days), published once per account and cycle with a stable id.",
+		doc:  "An account's billing cycle closed: its final quantities for the cycle (seats billed, prorated additions, reductions, peak active users, active user-days), published once per account and cycle with a stable id.",
 		data: obj{"type": "object", "description": "The cycle's final quantities, as GET /v1/accounts/{account}/billing?period= answers them for that cycle."},
 	})
 	for _, p := range pubs {
