@@ -11,10 +11,11 @@ import (
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
+	"github.com/licenseledger/ledger/internal/contract"
 	"github.com/licenseledger/ledger/internal/esdbtest"
 )
 
-// With EventStoreDB, the event stream the relay publishes to exists once
+// With EventStoreDB, the published stream the relay publishes to exists once
 // Start returns, before any event is relayed: a downstream service that
 // connects as soon as licensed serves finds the stream, in the service's
 // account and as the downstream mirror, and reads an event appended then.
@@ -45,8 +46,8 @@ func TestEventStreamExistsOnceServing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Stream(ctx, "LEDGER"); err != nil {
-		t.Fatalf("the event stream once licensed serves: %v", err)
+	if _, err := js.Stream(ctx, contract.Stream); err != nil {
+		t.Fatalf("the published stream once licensed serves: %v", err)
 	}
 
 	svc.waitReady()
