@@ -160,7 +160,8 @@ func (m *Main) Start(ctx context.Context) error {
 	}
 
 	api := httpapi.New(httpapi.Config{
-		Commands: m.accounts, Seats: st, Activities: at, Audit: au, Billing: bi,
+		PublicURL: m.cfg.PublicURL,
+		Commands:  m.accounts, Seats: st, Activities: at, Audit: au, Billing: bi,
 		History: m.store, Decoder: m.codec, Progress: m.runner, ReadModelsReady: m.runner.Ready, Tokens: m.tokens,
 		Quarantine: m.runner, Log: m.tlog, DataKeys: m.backend.keys, Clock: m.clock, NewID: ulid.Make, Random: rand.Reader,
 		SCIM: scim.New(scim.Config{

@@ -20,6 +20,7 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/auth"
+	"github.com/licenseledger/ledger/internal/contract"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/asof"
 	"github.com/licenseledger/ledger/projections/attribution"
@@ -729,7 +730,10 @@ type StoredEvent struct {
 
 // events streams an account's ledger and activity streams merged in
 // global order as JSON Lines, from the cursor on (up to limit when one is
-// given). Its cursor holds the global position of the last line and the
+// given): each event as stored ([StoredEvent], the auditors' raw history,
+// whose bytes the hash chains cover), or with format=cloudevents as the
+// published envelope of contract v2 (what NATS subscribers and webhooks
+// receive, for integrators loading events over HTTP). Its cursor holds the global position of the last line and the
 // revision each stream continues from, so that a next export reads only
 // what follows.
 func (s *server) events(w http.ResponseWriter, r *http.Request) error {
@@ -746,6 +750,14 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	after, revL, revA := eventstore.Position(at[0]), at[1], at[2]
+	envelopes := false
+	switch q.Get("format") {
+	case "", "stored":
+	case "cloudevents":
+		envelopes = true
+	default:
+		return badRequest("format must be stored or cloudevents")
+	}
 	if _, err := s.exists(account); err != nil {
 		return err
 	}
@@ -791,13 +803,25 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 		} else {
 			rec = a
 		}
-		line := StoredEvent{Stream: rec.Stream.String(), Revision: rec.Revision, Position: rec.Position,
-			ID: rec.ID.String(), Type: rec.Type, Stored: rec.Stored, Data: rec.Data, Metadata: rec.Metadata}
-		if len(line.Metadata) == 0 {
-			line.Metadata = jsontext.Value("{}")
-		}
-		if err := json.MarshalEncode(enc, &line); err != nil {
-			s.abortExport(ctx, account, err)
+		if envelopes {
+			env, err := contract.Envelope(*rec, s.cfg.PublicURL)
+			if err == nil {
+				err = enc.WriteValue(env)
+			}
+			// A record that is not an event of the ledger is not
+			// published either: skipped, as the publisher skips it.
+			if err != nil && !errors.Is(err, contract.ErrNotPublishable) {
+				s.abortExport(ctx, account, err)
+			}
+		} else {
+			line := StoredEvent{Stream: rec.Stream.String(), Revision: rec.Revision, Position: rec.Position,
+				ID: rec.ID.String(), Type: rec.Type, Stored: rec.Stored, Data: rec.Data, Metadata: rec.Metadata}
+			if len(line.Metadata) == 0 {
+				line.Metadata = jsontext.Value("{}")
+			}
+			if err := json.MarshalEncode(enc, &line); err != nil {
+				s.abortExport(ctx, account, err)
+			}
 		}
 		n++
 		after = rec.Position

@@ -203,6 +203,10 @@ const (
 // Config is everything the API needs. Commands, Seats, Activities, Audit,
 // Billing, History, Decoder, Tokens, Clock, NewID and Random are required.
 type Config struct {
+	// PublicURL is the URL clients reach the API at, which the published
+	// envelopes' dataschema starts with (GET .../events?format=cloudevents);
+	// empty: contract.DefaultBaseURL.
+	PublicURL  string
 	Commands   Commands
 	Seats      SeatReader
 	Activities ActivityReader
