@@ -13,6 +13,7 @@ import (
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/contract"
 	"github.com/licenseledger/ledger/internal/esdbtest"
 )
 
@@ -114,7 +115,7 @@ func TestForeignRecordsQuarantinedESDB(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := js.Stream(ctx, "LEDGER")
+		st, err := js.Stream(ctx, contract.Stream)
 		if err != nil {
 			t.Fatal(err)
 		}
