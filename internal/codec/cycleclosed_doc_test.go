@@ -12,7 +12,7 @@ billing read model, on ` + "`events.billing.<account>.CycleClosed`" + ` in the
 ` + "`EVENTS`" + ` stream (` + "`billing.<account>.CycleClosed`" + ` downstream), as a
 CloudEvents 1.0 structured JSON envelope (` + "`Content-Type: application/cloudevents+json`" + `):
 
-- ` + "`type`" + `: ` + "`dev.licenseledger.billing.cycle_closed.v1`" + `; ` + "`source`" + `: ` + "`/v1/accounts/<account>`" + `;
+- ` + "`type`" + `: ` + "`dev.licenseledger.billing.cycle_closed.v1`" + `; ` + "`source`" + `: ` + "`urn:licenseledger:account:<account>`" + `;
   ` + "`subject`" + `: the period, ` + "`YYYY-MM`" + `; ` + "`time`" + `: the cycle's end.
 - ` + "`dataschema`" + `: ` + "`https://licenseledger.dev/schemas/billing.cycle_closed.v1.json`" + `, the
   JSON Schema (2020-12) checked in as ` + "`docs/schemas/billing.cycle_closed.v1.json`" + `.

@@ -136,7 +136,7 @@ func renderEventsDoc(events []codec.EventInfo) []byte {
 			p("| %s v%d | `%s` | `%s` |\n", e.Type, v, contract.TypeName(e.Type, v), e.NATSSubject("<account>"))
 		}
 	}
-	p("| (billing notification) | `%s` | `billing.<account>.CycleClosed` |\n\n", contract.TypeName("CycleClosed", 1))
+	p("| (billing notification, new) | `%s` | `billing.<account>.CycleClosed` |\n\n", contract.BillingEventType)
 	p("## Stored events\n\n")
 	p("The stored metadata holds `time`, `subject`, `schemaversion`, `account`,\n")
 	p("`actorid`, `actorrole`, `correlationid`, `causationid`, `idempotencykey`,\n")

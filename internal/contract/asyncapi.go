@@ -6,11 +6,12 @@ import (
 	"sync"
 )
 
-// BillingType is the stored-style name of the billing notification
-// published on [BillingSubject], and BillingVersion its version.
+// BillingEventType is the CloudEvents type of the billing notification
+// published on [BillingSubject], and BillingSchemaFile the name of its
+// data's JSON Schema under docs/schemas.
 const (
-	BillingType    = "CycleClosed"
-	BillingVersion = 1
+	BillingEventType  = "dev.licenseledger.billing.cycle_closed.v1"
+	BillingSchemaFile = "billing.cycle_closed.v1.json"
 )
 
 // DownstreamStream is the JetStream stream, in the downstream NATS
@@ -49,9 +50,9 @@ func buildAsyncAPI() ([]byte, error) {
 		})
 	}
 	pubs = append(pubs, published{
-		typ: TypeName(BillingType, BillingVersion), stored: BillingType, version: BillingVersion, category: "billing",
+		typ: BillingEventType, stored: "CycleClosed", version: 1, category: "billing", subjectMember: "period",
 		doc:  "An account's billing cycle closed: its final quantities for the cycle (seats billed, prorated additions, reductions, peak active users, active user-days), published once per account and cycle with a stable id.",
-		data: obj{"type": "object", "description": "The cycle's final quantities, as GET /v1/accounts/{account}/billing?period= answers them for that cycle."},
+		data: obj{"$ref": "schemas/" + BillingSchemaFile},
 	})
 	for _, p := range pubs {
 		chID := p.category + "." + p.stored
@@ -89,7 +90,7 @@ func buildAsyncAPI() ([]byte, error) {
 				"type":            obj{"const": p.typ},
 				"time":            obj{"type": "string", "format": "date-time", "description": "when the ledger recorded the event"},
 				"datacontenttype": obj{"const": "application/json"},
-				"dataschema":      obj{"type": "string", "format": "uri", "description": "URL of the JSON Schema of data, served by licensed at /schemas/" + p.typ + ".json"},
+				"dataschema":      obj{"type": "string", "format": "uri", "description": schemaWhere(p.typ, p.category)},
 				"account":         obj{"type": "string", "description": "the account's id"},
 				"actorid":         obj{"type": "string", "description": "the principal who gave the command (an id, never a name)"},
 				"actorrole":       obj{"type": "string", "description": "the principal's role"},
@@ -102,7 +103,11 @@ func buildAsyncAPI() ([]byte, error) {
 			},
 		}
 		if p.subjectMember != "" {
-			envelope["properties"].(obj)["subject"] = obj{"type": "string", "description": "the user the event is about (data." + p.subjectMember + ")"}
+			what := "the user the event is about (data." + p.subjectMember + ")"
+			if p.category == "billing" {
+				what = "the cycle's period, YYYY-MM (data.period)"
+			}
+			envelope["properties"].(obj)["subject"] = obj{"type": "string", "description": what}
 			envelope["required"] = append(envelope["required"].([]any), "subject")
 		}
 		messages[p.typ] = obj{
@@ -170,4 +175,12 @@ func buildAsyncAPI() ([]byte, error) {
 		return nil, err
 	}
 	return append(b, '\n'), nil
+}
+
+// schemaWhere says where the JSON Schema of a message's data is.
+func schemaWhere(typ, category string) string {
+	if category == "billing" {
+		return "URI of the JSON Schema of data, checked in as docs/schemas/" + BillingSchemaFile
+	}
+	return "URL of the JSON Schema of data, served by licensed at /schemas/" + typ + ".json"
 }

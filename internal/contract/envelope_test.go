@@ -157,9 +157,6 @@ func TestTypeNames(t *testing.T) {
 			t.Errorf("TypeName(%s, %d) = %q, want %q", info.Type, info.Version, got, w)
 		}
 	}
-	if got := contract.TypeName("CycleClosed", 1); got != "dev.licenseledger.cycle.closed.v1" {
-		t.Errorf("TypeName(CycleClosed) = %q", got)
-	}
 }
 
 // TestEnvelopeRefusals checks that records that are not events of the

@@ -57,6 +57,9 @@ func TestSchemaFilesMatchCatalogue(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range have {
+		if filepath.Base(p) == contract.BillingSchemaFile {
+			continue // the billing notification's, internal/cycleclose
+		}
 		if !want[p] {
 			t.Errorf("%s is the schema of no event type and version of the catalogue", p)
 		}
@@ -85,6 +88,9 @@ func compileSchemas(t *testing.T) map[string]*jsonschema.Schema {
 	c.AssertContent()
 	out := map[string]*jsonschema.Schema{}
 	for _, p := range paths {
+		if filepath.Base(p) == contract.BillingSchemaFile {
+			continue // the billing notification's, tested by internal/cycleclose
+		}
 		f, err := os.Open(p)
 		if err != nil {
 			t.Fatal(err)

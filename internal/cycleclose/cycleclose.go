@@ -91,7 +91,7 @@ func ID(account, period string) string {
 
 // Source returns the CloudEvents source of an account's notifications:
 // the account's resource in the API.
-func Source(account string) string { return "/v1/accounts/" + account }
+func Source(account string) string { return contract.Source(account) }
 
 // Billing is the billing read model; *billing.Projection is one.
 type Billing interface {

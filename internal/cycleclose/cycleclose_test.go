@@ -183,7 +183,7 @@ func TestCyclesClosedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := decode(t, m)
-	if env.SpecVersion != "1.0" || env.Type != cycleclose.Type || env.Source != "/v1/accounts/acme" ||
+	if env.SpecVersion != "1.0" || env.Type != cycleclose.Type || env.Source != "urn:licenseledger:account:acme" ||
 		env.Subject != "2026-01" || !env.Time.Equal(at(2026, 2, 10, 0, 0)) || env.DataSchema != cycleclose.DataSchema ||
 		env.DataContentType != "application/json" || env.ID != cycleclose.ID("acme", "2026-01") {
 		t.Fatalf("envelope %+v", env)

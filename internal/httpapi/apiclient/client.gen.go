@@ -201,6 +201,24 @@ func (e ListAuditParamsFormat) Valid() bool {
 	}
 }
 
+// Defines values for ExportEventsParamsFormat.
+const (
+	Cloudevents ExportEventsParamsFormat = "cloudevents"
+	Stored      ExportEventsParamsFormat = "stored"
+)
+
+// Valid indicates whether the value is a known member of the ExportEventsParamsFormat enum.
+func (e ExportEventsParamsFormat) Valid() bool {
+	switch e {
+	case Cloudevents:
+		return true
+	case Stored:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ListUsersParamsStatus.
 const (
 	ListUsersParamsStatusActive      ListUsersParamsStatus = "active"
@@ -756,10 +774,16 @@ type ExportEventsParams struct {
 	Limit *ExportLimit `form:"limit,omitempty" json:"limit,omitempty"`
 
 	// Cursor next_cursor (or the Ledger-Next-Cursor trailer) of an earlier answer of the same list with the same filters; the start of the list when absent
-	Cursor            *Cursor           `form:"cursor,omitempty" json:"cursor,omitempty"`
-	MinPosition       *MinPositionQuery `form:"min_position,omitempty" json:"min_position,omitempty"`
-	LedgerMinPosition *MinPosition      `json:"Ledger-Min-Position,omitempty"`
+	Cursor      *Cursor           `form:"cursor,omitempty" json:"cursor,omitempty"`
+	MinPosition *MinPositionQuery `form:"min_position,omitempty" json:"min_position,omitempty"`
+
+	// Format stored (default): each event as stored, metadata included, for auditors; cloudevents: each event as the published CloudEvents envelope of contract v2 (docs/events.md), as NATS subscribers receive it
+	Format            *ExportEventsParamsFormat `form:"format,omitempty" json:"format,omitempty"`
+	LedgerMinPosition *MinPosition              `json:"Ledger-Min-Position,omitempty"`
 }
+
+// ExportEventsParamsFormat defines parameters for ExportEvents.
+type ExportEventsParamsFormat string
 
 // ExportAuditBundleParams defines parameters for ExportAuditBundle.
 type ExportAuditBundleParams struct {
@@ -1028,6 +1052,11 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 // The interface specification for the client above.
 type ClientInterface interface {
 
+	// GetAsyncAPI The AsyncAPI 3.0 document of the published events (NATS subjects, the LEDGER stream, messages, the downstream credential)
+	//
+	// Corresponds with GET /asyncapi.json (the `GetAsyncAPI` operationId).
+	GetAsyncAPI(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GetHealth The process is up
 	//
 	// Corresponds with GET /healthz (the `GetHealth` operationId).
@@ -1047,6 +1076,11 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /readyz (the `GetReadiness` operationId).
 	GetReadiness(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetEventSchema The JSON Schema (2020-12) of the data of a published event type, <type>.json: the URL its events' dataschema names
+	//
+	// Corresponds with GET /schemas/{name} (the `GetEventSchema` operationId).
+	GetEventSchema(ctx context.Context, name string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListAccounts Opened accounts ordered by id, one page at a time (operator, auditor of every account; any other token is 403)
 	//
@@ -1295,6 +1329,21 @@ type ClientInterface interface {
 	GetToken(ctx context.Context, token string, reqEditors ...RequestEditorFn) (*http.Response, error)
 }
 
+// GetAsyncAPI The AsyncAPI 3.0 document of the published events (NATS subjects, the LEDGER stream, messages, the downstream credential)
+//
+// Corresponds with GET /asyncapi.json (the `GetAsyncAPI` operationId).
+func (c *Client) GetAsyncAPI(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetAsyncAPIRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetHealth The process is up
 //
 // Corresponds with GET /healthz (the `GetHealth` operationId).
@@ -1345,6 +1394,21 @@ func (c *Client) GetOpenAPI(ctx context.Context, reqEditors ...RequestEditorFn) 
 // Corresponds with GET /readyz (the `GetReadiness` operationId).
 func (c *Client) GetReadiness(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetReadinessRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetEventSchema The JSON Schema (2020-12) of the data of a published event type, <type>.json: the URL its events' dataschema names
+//
+// Corresponds with GET /schemas/{name} (the `GetEventSchema` operationId).
+func (c *Client) GetEventSchema(ctx context.Context, name string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetEventSchemaRequest(c.Server, name)
 	if err != nil {
 		return nil, err
 	}
@@ -2001,6 +2065,33 @@ func (c *Client) GetToken(ctx context.Context, token string, reqEditors ...Reque
 	return c.Client.Do(req)
 }
 
+// NewGetAsyncAPIRequest constructs an http.Request for the GetAsyncAPI method
+func NewGetAsyncAPIRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/asyncapi.json")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGetHealthRequest constructs an http.Request for the GetHealth method
 func NewGetHealthRequest(server string) (*http.Request, error) {
 	var err error
@@ -2092,6 +2183,40 @@ func NewGetReadinessRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/readyz")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetEventSchemaRequest constructs an http.Request for the GetEventSchema method
+func NewGetEventSchemaRequest(server string, name string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "name", name, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/schemas/%s", pathParam0)
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -2998,6 +3123,18 @@ func NewExportEventsRequest(server string, account AccountID, params *ExportEven
 		if params.MinPosition != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "min_position", *params.MinPosition, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Format != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "format", *params.Format, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -4711,6 +4848,13 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
+	// GetAsyncAPIWithResponse The AsyncAPI 3.0 document of the published events (NATS subjects, the LEDGER stream, messages, the downstream credential)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /asyncapi.json (the `GetAsyncAPI` operationId).
+	GetAsyncAPIWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetAsyncAPIResponse, error)
+
 	// GetHealthWithResponse The process is up
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -4738,6 +4882,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /readyz (the `GetReadiness` operationId).
 	GetReadinessWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReadinessResponse, error)
+
+	// GetEventSchemaWithResponse The JSON Schema (2020-12) of the data of a published event type, <type>.json: the URL its events' dataschema names
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /schemas/{name} (the `GetEventSchema` operationId).
+	GetEventSchemaWithResponse(ctx context.Context, name string, reqEditors ...RequestEditorFn) (*GetEventSchemaResponse, error)
 
 	// ListAccountsWithResponse Opened accounts ordered by id, one page at a time (operator, auditor of every account; any other token is 403)
 	//
@@ -5032,6 +5183,47 @@ type ClientWithResponsesInterface interface {
 	GetTokenWithResponse(ctx context.Context, token string, reqEditors ...RequestEditorFn) (*GetTokenResponse, error)
 }
 
+type GetAsyncAPIResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *map[string]interface{}
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetAsyncAPIResponse) GetJSON200() *map[string]interface{} {
+	return r.JSON200
+}
+
+// GetBody returns the raw response body bytes
+func (r GetAsyncAPIResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetAsyncAPIResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetAsyncAPIResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetAsyncAPIResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetHealthResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5190,6 +5382,54 @@ func (r GetReadinessResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetReadinessResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetEventSchemaResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationschemaJSON200 the response for an HTTP 200 `application/schema+json` response
+	ApplicationschemaJSON200 *map[string]interface{}
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *map[string]interface{}
+}
+
+// GetApplicationschemaJSON200 returns the response for an HTTP 200 `application/schema+json` response
+func (r GetEventSchemaResponse) GetApplicationschemaJSON200() *map[string]interface{} {
+	return r.ApplicationschemaJSON200
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r GetEventSchemaResponse) GetApplicationproblemJSON404() *map[string]interface{} {
+	return r.ApplicationproblemJSON404
+}
+
+// GetBody returns the raw response body bytes
+func (r GetEventSchemaResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetEventSchemaResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetEventSchemaResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetEventSchemaResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -8002,6 +8242,19 @@ func (r GetTokenResponse) ContentType() string {
 	return ""
 }
 
+// GetAsyncAPIWithResponse The AsyncAPI 3.0 document of the published events (NATS subjects, the LEDGER stream, messages, the downstream credential)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /asyncapi.json (the `GetAsyncAPI` operationId).
+func (c *ClientWithResponses) GetAsyncAPIWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetAsyncAPIResponse, error) {
+	rsp, err := c.GetAsyncAPI(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetAsyncAPIResponse(rsp)
+}
+
 // GetHealthWithResponse The process is up
 //
 // Returns a wrapper object for the known response body format(s).
@@ -8052,6 +8305,19 @@ func (c *ClientWithResponses) GetReadinessWithResponse(ctx context.Context, reqE
 		return nil, err
 	}
 	return ParseGetReadinessResponse(rsp)
+}
+
+// GetEventSchemaWithResponse The JSON Schema (2020-12) of the data of a published event type, <type>.json: the URL its events' dataschema names
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /schemas/{name} (the `GetEventSchema` operationId).
+func (c *ClientWithResponses) GetEventSchemaWithResponse(ctx context.Context, name string, reqEditors ...RequestEditorFn) (*GetEventSchemaResponse, error) {
+	rsp, err := c.GetEventSchema(ctx, name, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetEventSchemaResponse(rsp)
 }
 
 // ListAccountsWithResponse Opened accounts ordered by id, one page at a time (operator, auditor of every account; any other token is 403)
@@ -8586,6 +8852,32 @@ func (c *ClientWithResponses) GetTokenWithResponse(ctx context.Context, token st
 	return ParseGetTokenResponse(rsp)
 }
 
+// ParseGetAsyncAPIResponse parses an HTTP response from a GetAsyncAPIWithResponse call
+func ParseGetAsyncAPIResponse(rsp *http.Response) (*GetAsyncAPIResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetAsyncAPIResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest map[string]interface{}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseGetHealthResponse parses an HTTP response from a GetHealthWithResponse call
 func ParseGetHealthResponse(rsp *http.Response) (*GetHealthResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -8681,6 +8973,39 @@ func ParseGetReadinessResponse(rsp *http.Response) (*GetReadinessResponse, error
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetEventSchemaResponse parses an HTTP response from a GetEventSchemaWithResponse call
+func ParseGetEventSchemaResponse(rsp *http.Response) (*GetEventSchemaResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetEventSchemaResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest map[string]interface{}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationschemaJSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest map[string]interface{}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
 
 	}
 
