@@ -16,7 +16,8 @@
 // are Content-Type application/cloudevents+json, Nats-Msg-Id the event id,
 // and [PositionHeader], the event's position in the store (the relay's
 // checkpoint, documented in the AsyncAPI document). The expectation header
-// Nats-Expected-Last-Sequence orders the publishes; the stream keeps it,
+// Nats-Expected-Last-Sequence or Nats-Expected-Last-Msg-Id orders the
+// publishes; the stream keeps it,
 // but the mirror downstream services read drops it (JetStream removes
 // Nats-Expected-* headers from mirrored messages), and webhooks send the
 // body only.
@@ -35,12 +36,14 @@
 //
 // # Order and exactly once
 //
-// Publishes are pipelined (up to Config.MaxInFlight unacknowledged), and
-// each one carries Nats-Expected-Last-Sequence: the stream sequence the
-// message before it got or will get. The server stores a message only right
+// Publishes are pipelined (up to Config.MaxInFlight unacknowledged). The
+// first of a pass carries Nats-Expected-Last-Sequence, the stream's last
+// sequence, and each later one Nats-Expected-Last-Msg-Id, the id of the
+// message published before it. The server stores a message only right
 // after its predecessor, so a publish that fails (a timeout, a lost
-// connection, a server restart) makes every later one in flight fail too:
-// no gap and no reordering can reach the stream. After any failure the
+// connection, a server restart, another publisher's message stored first)
+// makes every later one in flight fail too: no gap and no reordering can
+// reach the stream. After any failure the
 // relay waits for the publishes in flight, reads the checkpoint back from
 // the stream and resumes from there. A second relay running on the same
 // stream (another process of the service) cannot interleave either: its
@@ -311,12 +314,17 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
+// errCodeWrongLastMsgID is JetStream's refusal of a publish whose
+// Nats-Expected-Last-Msg-Id is not the stream's last message's.
+const errCodeWrongLastMsgID = 10070
+
 // interleaved reports whether err is the stream's refusal of a publish
-// whose expected last sequence another message took: 10071 on a single
-// replica, 10164 on replicated streams.
+// whose expected last sequence or message id another message took: 10071
+// or 10070 on a single replica, 10164 on replicated streams.
 func interleaved(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant || apiErr.ErrorCode == errCodeWrongLastMsgID)
 }
 
 // checkpoint is where the stream ends: the sequence of its last message
@@ -431,6 +439,7 @@ func (r *Relay) pass(ctx context.Context) error {
 	produce := func() error {
 		defer close(window)
 		next := cp.seq
+		prevID := "" // the message id of this pass's last publish
 		for rec, err := range r.cfg.Source.Subscribe(ctx, cp.pos) {
 			if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
 				return fmt.Errorf("relay: read the store after %d: %w", r.received.Load(), err)
@@ -442,7 +451,7 @@ func (r *Relay) pass(ctx context.Context) error {
 				}
 			}
 			if err == nil {
-				msg, err = r.message(rec, next)
+				msg, err = r.message(rec, next, prevID)
 			}
 			select {
 			case slots <- struct{}{}:
@@ -461,6 +470,7 @@ func (r *Relay) pass(ctx context.Context) error {
 				return fmt.Errorf("relay: publish event at %d: %w", rec.Position, err)
 			}
 			next++
+			prevID = msg.Header.Get(jetstream.MsgIDHeader)
 			r.received.Store(uint64(rec.Position))
 			window <- inflight{fut: fut, rec: rec, seq: next}
 		}
@@ -545,8 +555,12 @@ func (r *Relay) duplicate(f inflight, ack *jetstream.PubAck) error {
 }
 
 // message returns the published message of rec, expecting the stream to
-// end at sequence last.
-func (r *Relay) message(rec eventstore.Record, last uint64) (*nats.Msg, error) {
+// end with the message whose id is prevID, or, for the first publish of a
+// pass (prevID empty), at sequence last. The id, unlike the sequence,
+// cannot be matched by another publisher's message taking the slot a
+// failed publish left: a billing notification stored where an event's
+// publish failed makes every later publish of the pass fail too.
+func (r *Relay) message(rec eventstore.Record, last uint64, prevID string) (*nats.Msg, error) {
 	r.mu.Lock()
 	qualify := r.qualify[rec.Position]
 	r.mu.Unlock()
@@ -560,16 +574,17 @@ func (r *Relay) message(rec eventstore.Record, last uint64) (*nats.Msg, error) {
 		// this one.
 		id += "@" + rec.Stream.String()
 	}
-	return &nats.Msg{
-		Subject: contract.Subject(rec.Stream, rec.Type),
-		Data:    body,
-		Header: nats.Header{
-			"Content-Type":                  []string{contract.ContentType},
-			jetstream.MsgIDHeader:           []string{id},
-			PositionHeader:                  []string{strconv.FormatUint(uint64(rec.Position), 10)},
-			jetstream.ExpectedLastSeqHeader: []string{strconv.FormatUint(last, 10)},
-		},
-	}, nil
+	h := nats.Header{
+		"Content-Type":        []string{contract.ContentType},
+		jetstream.MsgIDHeader: []string{id},
+		PositionHeader:        []string{strconv.FormatUint(uint64(rec.Position), 10)},
+	}
+	if prevID != "" {
+		h[jetstream.ExpectedLastMsgIDHeader] = []string{prevID}
+	} else {
+		h[jetstream.ExpectedLastSeqHeader] = []string{strconv.FormatUint(last, 10)}
+	}
+	return &nats.Msg{Subject: contract.Subject(rec.Stream, rec.Type), Data: body, Header: h}, nil
 }
 
 // Subject returns the subject in the published stream of an event of type

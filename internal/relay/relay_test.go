@@ -417,7 +417,7 @@ func TestCheckpointAndDeduplication(t *testing.T) {
 	again := nats.NewMsg(m.Subject)
 	again.Data = m.Data
 	for k, v := range m.Header {
-		if k != jetstream.ExpectedLastSeqHeader {
+		if k != jetstream.ExpectedLastSeqHeader && k != jetstream.ExpectedLastMsgIDHeader {
 			again.Header[k] = v
 		}
 	}
@@ -503,4 +503,64 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(bytes.TrimSpace(p)))
 	return len(p), nil
+}
+
+// TestBillingNotificationsInterleaved publishes billing notifications into
+// the published stream while the publisher runs, as the cycle closer
+// does: the publisher resumes after each and every event is published
+// once, in order; the notifications stay.
+func TestBillingNotificationsInterleaved(t *testing.T) {
+	ctx := testCtx(t)
+	srv := startNATS(t)
+	store, h := filledStore(t, 10, 1)
+	_, rjs := connect(t, srv, "relay")
+	r := newRelay(t, relay.Config{Source: store, JS: rjs, MaxInFlight: 4})
+	if err := r.EnsureStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stop := runRelay(ctx, r)
+	defer stop()
+	_, bjs := connect(t, srv, "billing")
+	for i := range 5 {
+		if _, err := bjs.Publish(ctx, contract.BillingSubject("acct000"), []byte(`{}`), jetstream.WithMsgID("cycle-"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.account(ctx, "late"+strconv.Itoa(i), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := records(t, store)
+	waitFor(t, ctx, "every event published", func() bool { return r.Status().Relayed == recs[len(recs)-1].Position })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := rjs.Stream(ctx, contract.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	billing := 0
+	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(m.Subject, "events.billing.") {
+			billing++
+			continue
+		}
+		events = append(events, m.Header.Get(jetstream.MsgIDHeader))
+	}
+	if billing != 5 || len(events) != len(recs) {
+		t.Fatalf("the stream holds %d notifications and %d events, want 5 and %d", billing, len(events), len(recs))
+	}
+	for i, rec := range recs {
+		if events[i] != rec.ID.String() {
+			t.Fatalf("event %d is %s, want %s", i, events[i], rec.ID)
+		}
+	}
 }
