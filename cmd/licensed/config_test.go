@@ -25,11 +25,20 @@ func TestParseConfig(t *testing.T) {
 		{"--nats-creds", "licensed.nk"}, // the embedded server has its own
 		{"--downstream-consumers", "0"},
 		{"--downstream-consumers", "many"},
+		{"--public-url", "ledger.example.com"},
+		{"--public-url", "ftp://ledger.example.com"},
+		{"--public-url", "https://ledger.example.com/?x=1"},
 		{"extra"},
 	} {
 		if _, err := ParseConfig(bad, getenv, io.Discard); err == nil {
 			t.Errorf("ParseConfig(%q) accepted", bad)
 		}
+	}
+	if c, err := ParseConfig([]string{"--public-url", "https://ledger.example.com/"}, getenv, io.Discard); err != nil || c.PublicURL != "https://ledger.example.com" {
+		t.Errorf("--public-url: %q, %v", c.PublicURL, err)
+	}
+	if got := defaultPublicURL("0.0.0.0:8080"); got != "http://localhost:8080" {
+		t.Errorf("public URL of 0.0.0.0:8080: %s", got)
 	}
 	if _, err := ParseConfig([]string{"--replicas", "3", "--nats-url", "nats://127.0.0.1:4222"}, getenv, io.Discard); err != nil {
 		t.Errorf("three replicas on an external cluster refused: %v", err)

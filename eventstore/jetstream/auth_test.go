@@ -442,3 +442,52 @@ func TestAuthKeepsStreamsOfAnUnauthenticatedServer(t *testing.T) {
 		t.Fatalf("%d events after enabling authentication, want 1", n)
 	}
 }
+
+// A data directory of a version whose downstream mirror followed the
+// store's stream: EnsureDownstreamMirror replaces that mirror (a mirror's
+// source cannot change) with one of the published stream, which then
+// holds the published events.
+func TestDownstreamMirrorOfTheStoreReplaced(t *testing.T) {
+	a := startAuthServer(t, t.TempDir())
+	ctx := t.Context()
+	djs, err := natsjs.NewWithAPIPrefix(a.store.Conn(), jetstream.DownstreamAPIPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := djs.DeleteStream(ctx, jetstream.DownstreamStream); err != nil {
+		t.Fatal(err)
+	}
+	old := jetstream.MirrorConfig(1)
+	old.Mirror = &natsjs.StreamSource{Name: "LEDGER", External: old.Mirror.External}
+	old.RePublish = nil
+	if _, err := djs.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := jetstream.EnsureDownstreamMirror(ctx, a.store.Conn(), 1); err != nil {
+		t.Fatal(err)
+	}
+	st, err := djs.Stream(ctx, jetstream.DownstreamStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := st.CachedInfo().Config.Mirror; m == nil || m.Name != contract.Stream || len(m.SubjectTransforms) != 3 {
+		t.Fatalf("mirror after the update: %+v", m)
+	}
+	appendSeats(t, a.store, "acme")
+	nc, _, err := a.connect(t, a.downSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := natsjs.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := js.OrderedConsumer(ctx, jetstream.DownstreamStream, natsjs.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Next(natsjs.FetchMaxWait(10 * time.Second))
+	if err != nil || m.Subject() != "ledger.acme.SeatsPurchased" {
+		t.Fatalf("the replaced mirror's first message: %v %v", m, err)
+	}
+}
