@@ -3,11 +3,13 @@ package contract
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"unicode"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/google/uuid"
 
 	"github.com/licenseledger/ledger/eventstore"
 )
@@ -59,7 +61,10 @@ type typeVersion struct {
 	version int
 }
 
-var typeNames sync.Map // typeVersion -> string
+var typeNames = struct {
+	sync.RWMutex
+	m map[typeVersion]string
+}{m: map[typeVersion]string{}}
 
 // TypeName returns the published CloudEvents type of an event stored with
 // type stored and schema version version:
@@ -71,8 +76,11 @@ var typeNames sync.Map // typeVersion -> string
 // its own noun and has no verb part.
 func TypeName(stored string, version int) string {
 	k := typeVersion{stored, version}
-	if v, ok := typeNames.Load(k); ok {
-		return v.(string)
+	typeNames.RLock()
+	name, ok := typeNames.m[k]
+	typeNames.RUnlock()
+	if ok {
+		return name
 	}
 	words := splitWords(stored)
 	var b strings.Builder
@@ -88,8 +96,12 @@ func TypeName(stored string, version int) string {
 		b.WriteString(strings.ToLower(w))
 	}
 	fmt.Fprintf(&b, ".v%d", version)
-	name := b.String()
-	typeNames.Store(k, name)
+	name = b.String()
+	typeNames.Lock()
+	if len(typeNames.m) < 4096 { // bounded: types come from stored records
+		typeNames.m[k] = name
+	}
+	typeNames.Unlock()
 	return name
 }
 
@@ -154,9 +166,13 @@ func AppendEnvelope(dst []byte, rec eventstore.Record, baseURL string) ([]byte, 
 		return dst, fmt.Errorf("%w: metadata of event %s has no schema version", ErrNotPublishable, rec.ID)
 	}
 	typ := TypeName(rec.Type, md.version)
-	b := dst
+	if baseURL == "" {
+		baseURL = DefaultBaseURL
+	}
+	baseURL = strings.TrimSuffix(baseURL, "/")
+	b := slices.Grow(dst, 300+len(rec.Data)+len(rec.Metadata)+len(rec.Stream.Account)+2*len(typ)+len(baseURL))
 	b = append(b, `{"specversion":"1.0","id":"`...)
-	b = append(b, rec.ID.String()...)
+	b = appendUUID(b, rec.ID)
 	b = append(b, `","source":"`...)
 	b = append(b, SourcePrefix...)
 	b = append(b, rec.Stream.Account...) // a subject token: nothing to escape
@@ -172,7 +188,15 @@ func AppendEnvelope(dst []byte, rec eventstore.Record, baseURL string) ([]byte, 
 		b = append(b, md.time...)
 	}
 	b = append(b, `,"datacontenttype":"application/json","dataschema":`...)
-	b, _ = jsontext.AppendQuote(b, DataSchema(baseURL, typ))
+	if plainURL(baseURL) {
+		b = append(b, '"')
+		b = append(b, baseURL...)
+		b = append(b, "/schemas/"...)
+		b = append(b, typ...) // letters, digits, '.' and '_'
+		b = append(b, `.json"`...)
+	} else {
+		b, _ = jsontext.AppendQuote(b, DataSchema(baseURL, typ))
+	}
 	for i, v := range md.ext {
 		if v == nil {
 			continue
@@ -248,11 +272,7 @@ func (m *flatMeta) scan(b []byte) error {
 				return err
 			}
 		case c == '-' || c >= '0' && c <= '9':
-			i++
-			for i < len(b) && (b[i] >= '0' && b[i] <= '9' || b[i] == '.' || b[i] == 'e' || b[i] == 'E' || b[i] == '+' || b[i] == '-') {
-				i++
-			}
-			if !jsontext.Value(b[vstart:i]).IsValid() {
+			if i = numberEnd(b, i); i < 0 {
 				return fmt.Errorf("member %q: bad number", name)
 			}
 		case bytesHasPrefix(b[i:], "true"):
@@ -354,4 +374,67 @@ func skipSpace(b []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// numberEnd returns the index just after the JSON number starting at
+// b[i], or -1 when there is none.
+func numberEnd(b []byte, i int) int {
+	digits := func(i int) (int, bool) {
+		j := i
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+		return j, j > i
+	}
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	default:
+		var ok bool
+		if i, ok = digits(i); !ok {
+			return -1
+		}
+	}
+	if i < len(b) && b[i] == '.' {
+		var ok bool
+		if i, ok = digits(i + 1); !ok {
+			return -1
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		var ok bool
+		if i, ok = digits(i); !ok {
+			return -1
+		}
+	}
+	return i
+}
+
+// plainURL reports whether u can be written in a JSON string as it is.
+func plainURL(u string) bool {
+	for i := 0; i < len(u); i++ {
+		if c := u[i]; c < ' ' || c == '"' || c == '\\' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// appendUUID appends id in its canonical text form.
+func appendUUID(b []byte, id uuid.UUID) []byte {
+	const hexdigits = "0123456789abcdef"
+	for i, c := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hexdigits[c>>4], hexdigits[c&0xf])
+	}
+	return b
 }

@@ -164,15 +164,18 @@ func TestTypeNames(t *testing.T) {
 func TestEnvelopeRefusals(t *testing.T) {
 	good := goldenRecords(t)[0].Record
 	cases := map[string]func(r *eventstore.Record){
-		"no type":             func(r *eventstore.Record) { r.Type = "" },
-		"type with a dot":     func(r *eventstore.Record) { r.Type = "User.Added" },
-		"account with space":  func(r *eventstore.Record) { r.Stream.Account = "a b" },
-		"data not JSON":       func(r *eventstore.Record) { r.Data = []byte(`{"a":`) },
-		"metadata not object": func(r *eventstore.Record) { r.Metadata = []byte(`[1]`) },
-		"metadata nested":     func(r *eventstore.Record) { r.Metadata = []byte(`{"schemaversion":1,"x":{"y":1}}`) },
-		"metadata bad string": func(r *eventstore.Record) { r.Metadata = []byte(`{"schemaversion":1,"actorid":"a\q"}`) },
-		"metadata trailing":   func(r *eventstore.Record) { r.Metadata = []byte(`{"schemaversion":1} x`) },
-		"no schema version":   func(r *eventstore.Record) { r.Metadata = []byte(`{"time":"2025-03-14T09:26:53Z"}`) },
+		"no type":              func(r *eventstore.Record) { r.Type = "" },
+		"type with a dot":      func(r *eventstore.Record) { r.Type = "User.Added" },
+		"account with space":   func(r *eventstore.Record) { r.Stream.Account = "a b" },
+		"data not JSON":        func(r *eventstore.Record) { r.Data = []byte(`{"a":`) },
+		"metadata not object":  func(r *eventstore.Record) { r.Metadata = []byte(`[1]`) },
+		"metadata nested":      func(r *eventstore.Record) { r.Metadata = []byte(`{"schemaversion":1,"x":{"y":1}}`) },
+		"metadata bad string":  func(r *eventstore.Record) { r.Metadata = []byte(`{"schemaversion":1,"actorid":"a\q"}`) },
+		"metadata trailing":    func(r *eventstore.Record) { r.Metadata = []byte(`{"schemaversion":1} x`) },
+		"no schema version":    func(r *eventstore.Record) { r.Metadata = []byte(`{"time":"2025-03-14T09:26:53Z"}`) },
+		"number leading zero":  func(r *eventstore.Record) { r.Metadata = []byte(`{"schemaversion":01}`) },
+		"number without digit": func(r *eventstore.Record) { r.Metadata = []byte(`{"schemaversion":1,"x":-}`) },
+		"number bad exponent":  func(r *eventstore.Record) { r.Metadata = []byte(`{"schemaversion":1,"x":1e}`) },
 	}
 	for name, mutate := range cases {
 		r := good
@@ -185,4 +188,33 @@ func TestEnvelopeRefusals(t *testing.T) {
 	if err != nil || !json.Valid(b) {
 		t.Fatalf("good record: %s, %v", b, err)
 	}
+}
+
+// FuzzEnvelope checks that whatever the stored bytes, Envelope either
+// refuses them or writes valid JSON that the CloudEvents SDK reads, with
+// the record's id and no idempotency key.
+func FuzzEnvelope(f *testing.F) {
+	f.Add("UserAdded", []byte(`{"user_id":"u"}`), []byte(`{"schemaversion":2,"subject":"u","idempotencykey":"k","time":"2025-03-14T09:26:53Z"}`))
+	f.Add("SeatsPurchased", []byte(`{"count":1}`), []byte(` { "schemaversion" : 1 , "actorid" : "a\u00e9\"" , "x" : -1.5e+3 , "t" : true } `))
+	f.Add("X", []byte(``), []byte(`{"schemaversion":1,"prevhash":"\\"}`))
+	f.Fuzz(func(t *testing.T, typ string, data, md []byte) {
+		rec := eventstore.Record{ID: uuid.New(), Type: typ, Data: data, Metadata: md, Stream: eventstore.LedgerStream("acme")}
+		b, err := contract.Envelope(rec, "https://h.example")
+		if err != nil {
+			if !errors.Is(err, contract.ErrNotPublishable) {
+				t.Fatalf("error %v does not wrap ErrNotPublishable", err)
+			}
+			return
+		}
+		if !json.Valid(b) {
+			t.Fatalf("invalid JSON: %s", b)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil || m["id"] != rec.ID.String() {
+			t.Fatalf("envelope %s: %v", b, err)
+		}
+		if _, ok := m["idempotencykey"]; ok {
+			t.Fatalf("idempotency key published: %s", b)
+		}
+	})
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -86,6 +88,18 @@ func BenchmarkPublisherCost(b *testing.B) {
 			}
 			rctx, cancel := context.WithCancel(ctx)
 			defer cancel()
+			if path := os.Getenv("LEDGER_PUBLISH_PROFILE"); path != "" {
+				// The publisher's profile alone, without the appends.
+				f, err := os.Create(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					b.Fatal(err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			c0, t0 := cpuTime(), time.Now()
 			b.ResetTimer()
 			done := make(chan error, 1)
