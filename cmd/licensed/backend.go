@@ -304,6 +304,10 @@ func (b *backend) usePublisher(ctx context.Context, s backendSettings, nc *nats.
 	}
 	rl, err := relay.New(relay.Config{
 		Source: b.store, JS: js, Replicas: s.cfg.Replicas, BaseURL: s.cfg.PublicURL,
+		// Every publish names the message it expects before it, so no
+		// retry depends on the de-duplication window, which then only
+		// costs restarts (as the store's): keep it short.
+		Duplicates:  jetstream.ShortDuplicates,
 		OnPublished: func(eventstore.Position) { s.metrics.EventsPublished(1) },
 		Logger:      s.log.With("component", "publisher"),
 	})
