@@ -366,6 +366,7 @@ func (m *Main) startCycleNotices(ctx context.Context, bi *billing.Projection) er
 	}
 	m.cycles = cycleclose.New(cycleclose.Config{
 		JS: js, Billing: bi, Head: head, Progress: m.runner, Clock: m.clock, Replicas: m.cfg.Replicas,
+		BaseURL:     m.cfg.PublicURL,
 		Logger:      m.log.With("component", "billing-notifications"),
 		OnPublished: func(string, string) { m.metrics.CycleClosed() },
 	})

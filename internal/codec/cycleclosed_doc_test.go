@@ -14,8 +14,9 @@ CloudEvents 1.0 structured JSON envelope (` + "`Content-Type: application/cloude
 
 - ` + "`type`" + `: ` + "`dev.licenseledger.billing.cycle_closed.v1`" + `; ` + "`source`" + `: ` + "`urn:licenseledger:account:<account>`" + `;
   ` + "`subject`" + `: the period, ` + "`YYYY-MM`" + `; ` + "`time`" + `: the cycle's end.
-- ` + "`dataschema`" + `: ` + "`https://licenseledger.dev/schemas/billing.cycle_closed.v1.json`" + `, the
-  JSON Schema (2020-12) checked in as ` + "`docs/schemas/billing.cycle_closed.v1.json`" + `.
+- ` + "`dataschema`" + `: ` + "`<public URL>/schemas/dev.licenseledger.billing.cycle_closed.v1.json`" + `,
+  the JSON Schema (2020-12) served by licensed, like the events' schemas, and checked in
+  as ` + "`docs/schemas/dev.licenseledger.billing.cycle_closed.v1.json`" + `.
 - ` + "`id`" + `, also the ` + "`Nats-Msg-Id`" + `: a UUIDv5 of the account and the period, the same
   in every process and retry.
 - ` + "`data`" + `: ` + "`account`, `period`, `index`, `start`, `end`, `cycle_days`, `seats_billed`, `purchases`" + `

@@ -8,10 +8,11 @@ import (
 
 // BillingEventType is the CloudEvents type of the billing notification
 // published on [BillingSubject], and BillingSchemaFile the name of its
-// data's JSON Schema under docs/schemas.
+// data's JSON Schema under docs/schemas, served like the events' at
+// [SchemaPath].
 const (
 	BillingEventType  = "dev.licenseledger.billing.cycle_closed.v1"
-	BillingSchemaFile = "billing.cycle_closed.v1.json"
+	BillingSchemaFile = BillingEventType + ".json"
 )
 
 // DownstreamStream is the JetStream stream, in the downstream NATS
@@ -179,8 +180,5 @@ func buildAsyncAPI() ([]byte, error) {
 
 // schemaWhere says where the JSON Schema of a message's data is.
 func schemaWhere(typ, category string) string {
-	if category == "billing" {
-		return "URI of the JSON Schema of data, checked in as docs/schemas/" + BillingSchemaFile
-	}
 	return "URL of the JSON Schema of data, served by licensed at /schemas/" + typ + ".json"
 }

@@ -2,6 +2,7 @@ package contract
 
 import (
 	"bytes"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -42,8 +43,23 @@ var schemas = sync.OnceValues(buildSchemas)
 // derived from its upcast (see [codec.Upcast]).
 func Schemas() ([]Schema, error) { return schemas() }
 
-// SchemaJSON returns the schema document of published type typ.
+// billingSchema is the JSON Schema of the billing notification's data,
+// written by hand (it is no stored event of the catalogue); docs/schemas
+// holds the same bytes.
+//
+//go:embed billing_schema.json
+var billingSchema []byte
+
+// BillingSchema returns the JSON Schema of the data of the billing
+// notification ([BillingEventType]).
+func BillingSchema() []byte { return billingSchema }
+
+// SchemaJSON returns the schema document of published type typ: an event
+// type and version of the catalogue, or [BillingEventType].
 func SchemaJSON(typ string) ([]byte, bool) {
+	if typ == BillingEventType {
+		return billingSchema, true
+	}
 	all, err := schemas()
 	if err != nil {
 		return nil, false

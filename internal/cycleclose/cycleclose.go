@@ -68,11 +68,12 @@ import (
 )
 
 // Type is the CloudEvents type of the notification.
-const Type = "dev.licenseledger.billing.cycle_closed.v1"
+const Type = contract.BillingEventType
 
-// DataSchema is the URI of the JSON Schema of the notification's data,
-// checked in as docs/schemas/billing.cycle_closed.v1.json.
-const DataSchema = "https://licenseledger.dev/schemas/billing.cycle_closed.v1.json"
+// DataSchema returns the URL of the JSON Schema of the notification's
+// data, served by licensed at baseURL (its public URL) like the events'
+// schemas, and checked in as docs/schemas/<Type>.json.
+func DataSchema(baseURL string) string { return contract.DataSchema(baseURL, Type) }
 
 // Defaults of Config.
 const (
@@ -133,7 +134,10 @@ type Config struct {
 	Interval time.Duration
 	// Replicas of the stream when Run creates it (1 when 0).
 	Replicas int
-	Logger   *slog.Logger
+	// BaseURL is the service's public URL, which the notification's
+	// dataschema starts with ([contract.DefaultBaseURL] when empty).
+	BaseURL string
+	Logger  *slog.Logger
 	// OnPublished, when set, is called for each notification published.
 	OnPublished func(account, period string)
 }
@@ -204,13 +208,13 @@ type Envelope struct {
 
 // Message returns the notification of a closed cycle: its body, the same
 // bytes for the same cycle.
-func Message(c billing.Cycle) ([]byte, error) {
+func Message(c billing.Cycle, baseURL string) ([]byte, error) {
 	if c.InProgress {
 		return nil, fmt.Errorf("cycle %s of %q is in progress: %w", c.Period, c.Account, errors.ErrUnsupported)
 	}
 	env := Envelope{
 		SpecVersion: "1.0", ID: ID(c.Account, c.Period), Source: Source(c.Account), Type: Type,
-		Subject: c.Period, Time: c.End.UTC(), DataContentType: "application/json", DataSchema: DataSchema,
+		Subject: c.Period, Time: c.End.UTC(), DataContentType: "application/json", DataSchema: DataSchema(baseURL),
 		Data: Data{
 			Account: c.Account, Period: c.Period, Index: c.Index, Start: c.Start.UTC(), End: c.End.UTC(),
 			CycleDays: c.CycleDays, SeatsBilled: c.SeatsBilled, Purchases: c.Purchases, Reductions: c.Reductions,
@@ -328,7 +332,7 @@ func (n *Notifier) closeAccount(ctx context.Context, o billing.Opening, last int
 		if err != nil {
 			return published, fmt.Errorf("billing of %q for %s: %w", o.Account, period, err)
 		}
-		body, err := Message(c)
+		body, err := Message(c, n.cfg.BaseURL)
 		if err != nil {
 			return published, err
 		}

@@ -184,7 +184,7 @@ func TestCyclesClosedOnce(t *testing.T) {
 	}
 	env := decode(t, m)
 	if env.SpecVersion != "1.0" || env.Type != cycleclose.Type || env.Source != "urn:licenseledger:account:acme" ||
-		env.Subject != "2026-01" || !env.Time.Equal(at(2026, 2, 10, 0, 0)) || env.DataSchema != cycleclose.DataSchema ||
+		env.Subject != "2026-01" || !env.Time.Equal(at(2026, 2, 10, 0, 0)) || env.DataSchema != cycleclose.DataSchema("") ||
 		env.DataContentType != "application/json" || env.ID != cycleclose.ID("acme", "2026-01") {
 		t.Fatalf("envelope %+v", env)
 	}
@@ -203,7 +203,7 @@ func TestCyclesClosedOnce(t *testing.T) {
 		t.Fatalf("active user-days %v, want %v", d.ActiveUserDays, wantDays)
 	}
 	// The same cycle gives the same bytes: a retry sends no other final.
-	again, err := cycleclose.Message(want)
+	again, err := cycleclose.Message(want, "")
 	if err != nil || !bytes.Equal(again, m.Data) {
 		t.Fatalf("message of the same cycle differs:\n%s\n%s", again, m.Data)
 	}
@@ -334,7 +334,7 @@ func TestTwoProcessesRace(t *testing.T) {
 }
 
 // TestNotificationMatchesSchema validates the data of a notification
-// against docs/schemas/billing.cycle_closed.v1.json, and checks that the
+// against docs/schemas/dev.licenseledger.billing.cycle_closed.v1.json, and checks that the
 // schema refuses data that breaks it.
 func TestNotificationMatchesSchema(t *testing.T) {
 	f := newFeed()
@@ -348,11 +348,11 @@ func TestNotificationMatchesSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := cycleclose.Message(c)
+	body, err := cycleclose.Message(c, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := os.ReadFile("../../docs/schemas/billing.cycle_closed.v1.json")
+	raw, err := os.ReadFile("../../docs/schemas/dev.licenseledger.billing.cycle_closed.v1.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,10 +363,10 @@ func TestNotificationMatchesSchema(t *testing.T) {
 	comp := jsonschema.NewCompiler()
 	comp.DefaultDraft(jsonschema.Draft2020)
 	comp.AssertFormat()
-	if err := comp.AddResource(cycleclose.DataSchema, doc); err != nil {
+	if err := comp.AddResource(cycleclose.DataSchema(""), doc); err != nil {
 		t.Fatal(err)
 	}
-	sch, err := comp.Compile(cycleclose.DataSchema)
+	sch, err := comp.Compile(cycleclose.DataSchema(""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +377,7 @@ func TestNotificationMatchesSchema(t *testing.T) {
 	if err := json.Unmarshal(body, &env); err != nil {
 		t.Fatal(err)
 	}
-	if env.DataSchema != cycleclose.DataSchema {
+	if env.DataSchema != cycleclose.DataSchema("") {
 		t.Fatalf("dataschema %q", env.DataSchema)
 	}
 	if err := sch.Validate(env.Data); err != nil {
@@ -398,7 +398,7 @@ func TestNotificationMatchesSchema(t *testing.T) {
 	}
 	// A cycle in progress has no final.
 	cur, _ := f.billing.Cycle("acme", "2026-02", at(2026, 2, 20, 0, 0))
-	if _, err := cycleclose.Message(cur); err == nil {
+	if _, err := cycleclose.Message(cur, ""); err == nil {
 		t.Fatal("a message for a cycle in progress")
 	}
 }

@@ -32,6 +32,11 @@ func TestContractServed(t *testing.T) {
 			t.Errorf("%s: %s %s", contract.SchemaPath(s.Type), resp.Header.Get("Content-Type"), resp.Body)
 		}
 	}
+	// The billing notification's schema is served where its dataschema
+	// points too.
+	if got := e.must(200, "", "GET", contract.SchemaPath(contract.BillingEventType), nil).Body; len(got) == 0 || !bytes.Equal(got, contract.BillingSchema()) {
+		t.Errorf("%s: %s", contract.SchemaPath(contract.BillingEventType), got)
+	}
 	for _, bad := range []string{"/schemas/UserDeactivated.json", "/schemas/dev.licenseledger.user.deactivated.v1", "/schemas/dev.licenseledger.user.deactivated.v9.json", "/schemas/..%2fopenapi.json"} {
 		resp := e.must(404, "", "GET", bad, nil)
 		var p map[string]any
