@@ -66,6 +66,18 @@ type Metadata struct {
 	Actor         Actor
 	CorrelationID ulid.ULID
 	CausationID   ulid.ULID
+	// Traceparent is the W3C trace context (version 00) the command was
+	// given in, empty when it had none; Tracestate is the vendor state that
+	// came with it. They are the CloudEvents distributed tracing extension
+	// of the event: a publisher copies them onto the published envelope,
+	// so that a consumer continues the trace of the request that caused
+	// the event. See [ValidTraceparent] and [ValidTracestate]: decoding
+	// reads a traceparent not in that form as none, and such a tracestate
+	// as none, since a trace context is advice about the event, not a fact
+	// of the ledger (a member of another kind than a string is malformed,
+	// as for every member).
+	Traceparent string
+	Tracestate  string
 	// IdempotencyKey is the key the client gave with the command, if any.
 	IdempotencyKey string
 	// CommandFingerprint identifies the command given with IdempotencyKey,
@@ -90,6 +102,8 @@ type wireMeta struct {
 	ActorRole      string    `json:"actorrole"`
 	CorrelationID  string    `json:"correlationid"`
 	CausationID    string    `json:"causationid"`
+	Traceparent    string    `json:"traceparent,omitempty"`
+	Tracestate     string    `json:"tracestate,omitempty"`
 	IdempotencyKey string    `json:"idempotencykey,omitempty"`
 	Fingerprint    string    `json:"commandfingerprint,omitempty"`
 	PrevHash       Hash      `json:"prevhash"`
@@ -130,6 +144,9 @@ func (c *Codec) Encode(ctx context.Context, e ledger.Event, meta Metadata) (even
 	if err != nil {
 		return eventstore.Proposed{}, fmt.Errorf("encode %s: %w", e.EventType(), err)
 	}
+	if err := checkTrace(meta.Traceparent, meta.Tracestate); err != nil {
+		return eventstore.Proposed{}, fmt.Errorf("encode %s metadata: %w", e.EventType(), err)
+	}
 	wm := wireMeta{
 		Time:           meta.Time.UTC(),
 		Subject:        subject,
@@ -139,6 +156,8 @@ func (c *Codec) Encode(ctx context.Context, e ledger.Event, meta Metadata) (even
 		ActorRole:      meta.Actor.Role,
 		CorrelationID:  meta.CorrelationID.String(),
 		CausationID:    meta.CausationID.String(),
+		Traceparent:    meta.Traceparent,
+		Tracestate:     meta.Tracestate,
 		IdempotencyKey: meta.IdempotencyKey,
 		Fingerprint:    meta.CommandFingerprint,
 		PrevHash:       meta.PrevHash,
@@ -188,7 +207,9 @@ func unmarshalMeta(r eventstore.Record) (Metadata, error) {
 		SchemaVersion: wm.SchemaVersion, Account: wm.Account,
 		Actor:          Actor{ID: wm.ActorID, Role: wm.ActorRole},
 		IdempotencyKey: wm.IdempotencyKey, CommandFingerprint: wm.Fingerprint, PrevHash: wm.PrevHash,
+		Traceparent: wm.Traceparent, Tracestate: wm.Tracestate,
 	}
+	m.Traceparent, m.Tracestate = keptTrace(m.Traceparent, m.Tracestate)
 	var err error
 	if m.CorrelationID, err = parseULID(wm.CorrelationID); err != nil {
 		return Metadata{}, fmt.Errorf("decode %s %s correlation id: %w: %w", r.Type, r.ID, ErrMalformed, err)
@@ -203,6 +224,7 @@ func unmarshalMeta(r eventstore.Record) (Metadata, error) {
 var metaNames = []string{
 	"time", "subject", "schemaversion", "account", "actorid", "actorrole",
 	"correlationid", "causationid", "idempotencykey", "commandfingerprint", "prevhash",
+	"traceparent", "tracestate",
 }
 
 // metaStrings are the strings of a Metadata that scanMeta found, to be
@@ -211,13 +233,14 @@ type metaStrings struct {
 	found                                                bool
 	subject, account, actorID, actorRole, idempotencyKey []byte
 	fingerprint                                          []byte
+	traceparent, tracestate                              []byte
 }
 
 // setWith sets the strings in m and *dst[i] to string(src[i]), with at
 // most one allocation for the strings not interned (see intern.go).
 func (ms *metaStrings) setWith(m *Metadata, dst []*string, src [][]byte) {
-	var d [maxMembers + 2]*string // the payload's and two of meta's
-	var s [maxMembers + 2][]byte
+	var d [maxMembers + 4]*string // the payload's and four of meta's
+	var s [maxMembers + 4][]byte
 	n := len(dst)
 	for i := range dst { // not copy, which escape analysis takes as a leak
 		d[i], s[i] = dst[i], src[i]
@@ -233,6 +256,14 @@ func (ms *metaStrings) setWith(m *Metadata, dst []*string, src [][]byte) {
 			d[n], s[n] = &m.CommandFingerprint, ms.fingerprint
 			n++
 		}
+		if len(ms.traceparent) > 0 {
+			d[n], s[n] = &m.Traceparent, ms.traceparent
+			n++
+		}
+		if len(ms.tracestate) > 0 {
+			d[n], s[n] = &m.Tracestate, ms.tracestate
+			n++
+		}
 	}
 	setStrings(d[:n], s[:n])
 	ms.found = false
@@ -244,8 +275,8 @@ func (ms *metaStrings) set(m *Metadata) { ms.setWith(m, nil, nil) }
 // scanMeta is the fast path of DecodeMetadata (see flat.go). The strings
 // it found are returned in ms, not set in m.
 func scanMeta(data []byte) (m Metadata, ms metaStrings, ok bool) {
-	var v [11][]byte
-	var k [11]valueKind
+	var v [13][]byte
+	var k [13]valueKind
 	if !scanFlat(data, metaNames, v[:], k[:]) {
 		return Metadata{}, ms, false
 	}
@@ -270,10 +301,11 @@ func scanMeta(data []byte) (m Metadata, ms metaStrings, ok bool) {
 	default:
 		return Metadata{}, ms, false
 	}
-	if !stringsOK(k[1], k[3], k[4], k[5], k[8], k[9]) {
+	if !stringsOK(k[1], k[3], k[4], k[5], k[8], k[9], k[11], k[12]) {
 		return Metadata{}, ms, false
 	}
-	return m, metaStrings{true, v[1], v[3], v[4], v[5], v[8], v[9]}, true
+	v[11], v[12] = keptTrace(v[11], v[12])
+	return m, metaStrings{true, v[1], v[3], v[4], v[5], v[8], v[9], v[11], v[12]}, true
 }
 
 // isObject reports whether data, valid JSON, is an object.

@@ -182,6 +182,10 @@ func FuzzFastPathAgrees(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"user_id":"u-1","at":"2025-03-14T09:26:53Z"}`))
 	f.Add([]byte(`{"user_id":null,"at":"2025-03-14T09:26:53Z"}`))
+	f.Add([]byte(`{"schemaversion":1,"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"a=1,b@c=x y"}`))
+	f.Add([]byte(`{"schemaversion":1,"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"A=1"}`))
+	f.Add([]byte(`{"schemaversion":1,"traceparent":"00-abc-01","tracestate":"a=1"}`))
+	f.Add([]byte(`{"schemaversion":1,"tracestate":"a=1"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		agreeAll(t, data)
 	})
