@@ -111,6 +111,11 @@ type Request struct {
 	// id is drawn when zero. It is also the causation id of the first event;
 	// each later event of the same command is caused by the one before.
 	CorrelationID ulid.ULID
+	// Traceparent and Tracestate are the W3C trace context the command was
+	// given in (empty when none), recorded in every event's metadata; see
+	// codec.Metadata. An invalid one fails the command: the HTTP layer
+	// passes only those it parsed.
+	Traceparent, Tracestate string
 	// IfMatch, when set, is the ledger revision the client last saw; the
 	// command is refused with ErrPreconditionFailed if the ledger moved.
 	IfMatch *uint64
@@ -417,6 +422,7 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 		meta := codec.Metadata{
 			EventID: s.cfg.NewEventID(), Time: now, Account: a.id, Actor: req.Actor,
 			CorrelationID: req.CorrelationID, CausationID: causation,
+			Traceparent: req.Traceparent, Tracestate: req.Tracestate,
 			IdempotencyKey: req.IdempotencyKey, CommandFingerprint: fingerprint, PrevHash: head,
 		}
 		p, err := s.cfg.Codec.Encode(ctx, e, meta)
