@@ -45,6 +45,7 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/internal/telemetry"
 )
 
 // ErrPreconditionFailed is returned when a command names the ledger
@@ -87,6 +88,9 @@ type Config struct {
 	// store's optional capabilities (eventstore.ConditionalAppender) stay
 	// visible to it. It runs on the command's goroutine: keep it short.
 	OnAppend func(Appended)
+	// Tracer makes a span (ledger.append) of every append to the store,
+	// child of the command's context; nil makes none.
+	Tracer *telemetry.Tracer
 }
 
 // Appended describes one append the service asked the store for.
@@ -119,6 +123,22 @@ type Request struct {
 	// IfMatch, when set, is the ledger revision the client last saw; the
 	// command is refused with ErrPreconditionFailed if the ledger moved.
 	IfMatch *uint64
+}
+
+// TraceContext returns the W3C trace context a command given in ctx
+// records in its events ([Request.Traceparent]): that of ctx's span (an
+// HTTP request's server span when traced), else the one the request came
+// with; empty when none. A tracestate events cannot keep (longer than
+// codec.MaxTracestate) is left out.
+func TraceContext(ctx context.Context) (traceparent, tracestate string) {
+	traceparent, tracestate = telemetry.TraceContext(ctx)
+	if !codec.ValidTraceparent(traceparent) {
+		return "", ""
+	}
+	if !codec.ValidTracestate(tracestate) {
+		tracestate = ""
+	}
+	return traceparent, tracestate
 }
 
 // Result is what a command did.
@@ -440,11 +460,15 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 	var res eventstore.AppendResult
 	var err error
 	start := time.Now() // a duration for OnAppend, not the time of an event
+	ctx, span := s.cfg.Tracer.Start(ctx, "ledger.append", telemetry.String("ledger.stream", stream.String()),
+		telemetry.String("ledger.event_type", events[0].EventType()), telemetry.Int("ledger.events", len(proposed)))
 	if activity && s.conditional() {
 		ledgerAt := eventstore.Condition{Stream: eventstore.LedgerStream(a.id), Expected: eventstore.ExpectRevisionAfter(a.state.Version)}
 		res, err = s.cond.AppendIf(ctx, stream, expected, ledgerAt, proposed...)
 		if errors.Is(err, errors.ErrUnsupported) {
 			s.noCond.Store(true)
+			span.Fail("unsupported")
+			span.End(err)
 			return Result{}, fmt.Errorf("append %s to %s: %w (%w)", events[0].EventType(), stream, errNoCondition, err)
 		}
 	} else {
@@ -453,6 +477,13 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 	if s.cfg.OnAppend != nil {
 		s.cfg.OnAppend(Appended{Stream: stream, Events: len(proposed), Result: res, Took: time.Since(start), Err: err})
 	}
+	switch {
+	case err == nil:
+		span.SetAttributes(telemetry.Int64("ledger.position", int64(res.Position)))
+	case errors.Is(err, eventstore.ErrConflict):
+		span.Fail("conflict")
+	}
+	span.End(err)
 	if err != nil {
 		return Result{}, fmt.Errorf("append %s to %s: %w", events[0].EventType(), stream, err)
 	}

@@ -182,8 +182,8 @@ func TestEveryEndpointEveryRole(t *testing.T) {
 	}
 	// A scoped token gets the same 404 for another account that exists and
 	// for one that does not: it cannot tell them apart.
-	a := e.do(tokens["admin@beta"], "GET", "/v1/accounts/acme", nil)
-	b := e.do(tokens["admin@beta"], "GET", "/v1/accounts/nosuch", nil)
+	a := e.do(tokens["admin@beta"], "GET", "/v1/accounts/acme", nil, "X-Request-Id", "probe")
+	b := e.do(tokens["admin@beta"], "GET", "/v1/accounts/nosuch", nil, "X-Request-Id", "probe")
 	if a.Status != 404 || b.Status != 404 || strings.ReplaceAll(string(a.Body), "acme", "X") != strings.ReplaceAll(string(b.Body), "nosuch", "X") {
 		t.Fatalf("scoped 404s differ:\n%s\n%s", a.Body, b.Body)
 	}

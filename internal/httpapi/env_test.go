@@ -26,6 +26,7 @@ import (
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
+	"github.com/licenseledger/ledger/internal/telemetry"
 	"github.com/licenseledger/ledger/internal/translog"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/attribution"
@@ -89,6 +90,8 @@ func (s *syncBuffer) String() string {
 type options struct {
 	noFeed bool // read models never advance
 	adjust func(*httpapi.Config)
+	// tracer traces the API and the appends; nil traces nothing.
+	tracer *telemetry.Tracer
 }
 
 func newEnv(t testing.TB, opts ...options) *env {
@@ -113,6 +116,7 @@ func newEnv(t testing.TB, opts ...options) *env {
 		Store: e.store, Codec: e.codec, Clock: e.clock.Now,
 		OnAppend:   func(a accounts.Appended) { metrics.ObserveAppend(a.Took) },
 		NewEventID: func() uuid.UUID { return uuid.New() }, NewULID: newULID,
+		Tracer: o.tracer,
 	})
 	st, at, au, bi := seats.New(), attribution.New(), audit.New(), billing.New()
 	e.readModels = []projections.Projection{st, at, au, bi}
@@ -160,6 +164,7 @@ func newEnv(t testing.TB, opts ...options) *env {
 			"projections": func(context.Context) error { return nil },
 		},
 		WaitTimeout: 2 * time.Second,
+		Tracer:      o.tracer,
 	}
 	if o.adjust != nil {
 		o.adjust(&e.cfg)

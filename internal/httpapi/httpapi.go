@@ -95,6 +95,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -107,6 +108,7 @@ import (
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/auth"
 	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/telemetry"
 	"github.com/licenseledger/ledger/projections/attribution"
 	"github.com/licenseledger/ledger/projections/audit"
 	"github.com/licenseledger/ledger/projections/billing"
@@ -250,8 +252,19 @@ type Config struct {
 	NewID  func() ulid.ULID
 	Random io.Reader
 
+	// Logger logs one line per request and the errors; every line logged
+	// while answering a request carries its request_id (and trace_id
+	// when the request is traced).
 	Logger  *slog.Logger
 	Metrics *Metrics // NewMetrics() when nil
+	// Tracer makes the server span of each request, named after its
+	// route pattern; nil makes none. Either way a request's W3C trace
+	// context (traceparent, tracestate) is taken, and recorded in the
+	// events its command appends.
+	Tracer *telemetry.Tracer
+	// NewRequestID draws the X-Request-Id of a request that came without
+	// a valid one; a ULID when nil.
+	NewRequestID func() string
 	// Ready are the checks of /readyz by name, e.g. "store" and
 	// "projections".
 	Ready map[string]Check
@@ -308,6 +321,10 @@ func New(cfg Config) *API {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	cfg.Logger = slog.New(telemetry.LogHandler(cfg.Logger.Handler()))
+	if cfg.NewRequestID == nil {
+		cfg.NewRequestID = func() string { return ulid.Make().String() }
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
 	}
@@ -324,28 +341,84 @@ func New(cfg Config) *API {
 	return &API{s: s}
 }
 
-// ServeHTTP serves a request and logs one line about it.
+// ServeHTTP serves a request and logs one line about it. The answer
+// carries the request's id as X-Request-Id (see [HeaderRequestID]).
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	id := a.s.requestID(r)
+	w.Header().Set(HeaderRequestID, id)
+	ctx, span := a.s.cfg.Tracer.StartServer(telemetry.WithRequestID(r.Context(), id), r.Header, r.Method)
+	r = r.WithContext(ctx)
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		// Also when a panic is passed on to abort the connection.
+		span.End(nil)
+	}()
 	a.s.serve(rec, r)
 	d := time.Since(start)
-	route := r.Pattern
-	if route == "" || route == "/" {
+	route, path := r.Pattern, ""
+	switch _, p, withMethod := strings.Cut(route, " "); {
+	case route == "" || route == "/":
 		route = "unmatched"
+	case withMethod:
+		path = p
+	default:
+		path = route
 	}
+	span.SetRoute(r.Method, path, rec.status)
 	a.s.metrics.request(route, rec.status, d)
-	if !a.s.log.Enabled(r.Context(), slog.LevelInfo) {
+	acct := r.PathValue("account")
+	if acct != "" {
+		span.SetAttributes(telemetry.String("ledger.account", acct))
+	}
+	if !a.s.log.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
 	attrs := []slog.Attr{
 		slog.String("method", r.Method), slog.String("route", route),
 		slog.Int("status", rec.status), slog.Duration("duration", d),
 	}
-	if acct := r.PathValue("account"); acct != "" {
+	if acct != "" {
 		attrs = append(attrs, slog.String("account", acct))
 	}
-	a.s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	a.s.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+}
+
+// HeaderRequestID is the header every answer carries: the request's own
+// X-Request-Id when it sent one valid id (see [ValidRequestID]), a new
+// one otherwise. Log lines about the request and its problem answers
+// carry it too.
+const HeaderRequestID = "X-Request-Id"
+
+// MaxRequestID is the longest request id taken from a request.
+const MaxRequestID = 128
+
+// ValidRequestID reports whether id may be taken from a request as its
+// id: 1 to [MaxRequestID] characters among ASCII letters, digits and
+// -_.~:/+=@ (UUIDs, ULIDs, base64 and most proxies' ids), so that it is
+// safe in headers, logs and JSON as it is.
+func ValidRequestID(id string) bool {
+	if len(id) == 0 || len(id) > MaxRequestID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("-_.~:/+=@", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// requestID returns the request's X-Request-Id when it sent exactly one
+// valid one, a new id otherwise.
+func (s *server) requestID(r *http.Request) string {
+	if v := r.Header.Values(HeaderRequestID); len(v) == 1 && ValidRequestID(v[0]) {
+		return v[0]
+	}
+	return s.cfg.NewRequestID()
 }
 
 // Routes returns the routes the API registers, in registration order.

@@ -15,6 +15,7 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/auth"
+	"github.com/licenseledger/ledger/internal/telemetry"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/asof"
 	"github.com/licenseledger/ledger/projections/billing"
@@ -61,6 +62,9 @@ type Problem struct {
 	Instance string `json:"instance,omitempty"`
 	// Rule is the slug of Type, for clients that match on it.
 	Rule string `json:"rule,omitempty"`
+	// RequestID is the request's X-Request-Id, to quote when reporting
+	// the problem.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // problemError is an error the HTTP layer raises itself, with its slug and
@@ -196,6 +200,7 @@ func (s *server) problemResponse(r *http.Request, err error) *response {
 	p.Title = http.StatusText(p.Status)
 	// The path as sent, percent-encoded: ASCII whatever the client sent.
 	p.Instance = r.URL.EscapedPath()
+	p.RequestID = telemetry.RequestID(r.Context())
 	resp := &response{status: p.Status, header: http.Header{}, problem: true}
 	resp.header.Set("Content-Type", "application/problem+json")
 	switch p.Status {

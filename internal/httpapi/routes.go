@@ -304,6 +304,7 @@ func (s *server) runWrite(r *http.Request, op writeOp, p auth.Principal, account
 		IdempotencyKey: key,
 		CorrelationID:  s.cfg.NewID(),
 	}
+	req.Traceparent, req.Tracestate = accounts.TraceContext(ctx)
 	if req.IfMatch, err = ifMatch(r); err != nil {
 		return s.problemResponse(r, err)
 	}

@@ -132,7 +132,9 @@ func (s *server) recoverPanic(w *statusRecorder, r *http.Request) {
 	if w.wrote {
 		panic(http.ErrAbortHandler)
 	}
+	id := w.Header().Get(HeaderRequestID)
 	clear(w.Header()) // whatever the handler meant to send with its answer
+	w.Header().Set(HeaderRequestID, id)
 	s.send(w, r, s.problemResponse(r, newProblem(ProblemInternal, http.StatusInternalServerError,
 		"an internal error occurred; it has been logged")))
 }

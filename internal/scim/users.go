@@ -444,7 +444,9 @@ func boolOf(attr string, v any) (bool, error) {
 
 func (h *Handler) request(r *http.Request, ifm *uint64) accounts.Request {
 	p := principal(r)
-	return accounts.Request{Actor: codec.Actor{ID: p.TokenID, Role: string(p.Role)}, CorrelationID: h.cfg.NewID(), IfMatch: ifm}
+	req := accounts.Request{Actor: codec.Actor{ID: p.TokenID, Role: string(p.Role)}, CorrelationID: h.cfg.NewID(), IfMatch: ifm}
+	req.Traceparent, req.Tracestate = accounts.TraceContext(r.Context())
+	return req
 }
 
 // run gives the commands in order, the first with the If-Match the

@@ -131,6 +131,9 @@ func String(key, value string) Attr { return attribute.String(key, value) }
 // Int is an integer attribute.
 func Int(key string, value int) Attr { return attribute.Int(key, value) }
 
+// Int64 is an integer attribute.
+func Int64(key string, value int64) Attr { return attribute.Int64(key, value) }
+
 // Span is a span started by a Tracer; the zero Span does nothing.
 type Span struct {
 	span trace.Span
