@@ -13,7 +13,9 @@ import (
 )
 
 // Metrics holds the service's metrics and writes them in the Prometheus
-// text exposition format (version 0.0.4). The HTTP API records requests
+// text exposition format (version 0.0.4), followed by the Go runtime's
+// (go_*) and the process's (process_*) under the Prometheus Go client's
+// names. The HTTP API records requests
 // and commands; the projection runner calls SetProjectionLag, the publisher
 // EventsPublished, and the wiring ObserveAppend for every append the
 // application service makes. It is safe for concurrent use.
@@ -174,6 +176,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	if m.relaySkipped != nil {
 		fmt.Fprintf(cw, "# HELP ledger_relay_skipped_records_total Stored records the relay did not publish downstream: unreadable, off their stream's chain, or not a message.\n# TYPE ledger_relay_skipped_records_total counter\nledger_relay_skipped_records_total %d\n", m.relaySkipped())
 	}
+	writeRuntime(cw)
 	if err := cw.w.Flush(); err != nil {
 		return cw.n, err
 	}
