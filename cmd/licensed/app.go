@@ -32,6 +32,7 @@ import (
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
 	"github.com/licenseledger/ledger/internal/scim"
+	"github.com/licenseledger/ledger/internal/telemetry"
 	"github.com/licenseledger/ledger/internal/translog"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/attribution"
@@ -58,6 +59,7 @@ type Main struct {
 	api      *httpapi.API
 	tlog     *translog.Log
 	metrics  *httpapi.Metrics
+	tracer   *telemetry.Tracer
 	tokens   auth.Store
 	// bootstrap creates the first operator token unless another process
 	// of the service did.
@@ -112,6 +114,16 @@ func (m *Main) Start(ctx context.Context) error {
 		m.cfg.PublicURL = defaultPublicURL(m.HTTPAddr())
 	}
 	m.metrics = httpapi.NewMetrics()
+	m.tracer = m.cfg.Tracer
+	if m.tracer == nil {
+		// Spans are exported only when an OTLP endpoint is set.
+		if m.tracer, err = telemetry.Setup(ctx, telemetry.Config{ServiceName: "licensed", Getenv: os.Getenv}); err != nil {
+			return err
+		}
+		if m.tracer.Enabled() {
+			m.log.Info("tracing exported over OTLP/HTTP")
+		}
+	}
 	m.backend, err = openBackend(ctx, backendSettings{cfg: m.cfg, dataDir: dataDir, log: m.log, metrics: m.metrics})
 	if err != nil {
 		return err
@@ -138,6 +150,7 @@ func (m *Main) Start(ctx context.Context) error {
 		Store: m.store, OnAppend: m.appended, Codec: m.codec,
 		Clock: m.clock, NewEventID: uuid.New, NewULID: ulid.Make,
 		Logger: m.log.With("component", "accounts"),
+		Tracer: m.tracer,
 	})
 
 	key, err := translog.LoadKey(dataDir, m.cfg.LogKey, m.cfg.LogOrigin, rand.Reader)
@@ -169,7 +182,7 @@ func (m *Main) Start(ctx context.Context) error {
 			ReadModelsReady: m.runner.Ready, Clock: m.clock, NewID: ulid.Make,
 			Logger: m.log.With("component", "scim"),
 		}),
-		Logger: m.log.With("component", "http"), Metrics: m.metrics,
+		Logger: m.log.With("component", "http"), Metrics: m.metrics, Tracer: m.tracer,
 		Ready: map[string]httpapi.Check{
 			"store":       m.backend.ready,
 			"projections": m.projectionsReady,
@@ -275,6 +288,14 @@ func (m *Main) Close() error {
 	}
 	if m.backend != nil {
 		errs = append(errs, m.backend.close())
+	}
+	if m.tracer != nil && m.cfg.Tracer == nil {
+		// The spans still buffered go out, up to 5 s.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := m.tracer.Shutdown(ctx); err != nil {
+			m.log.Warn("spans not exported at shutdown", "err", err)
+		}
+		cancel()
 	}
 	return errors.Join(errs...)
 }

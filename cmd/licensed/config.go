@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/internal/telemetry"
 )
 
 // Config is every setting of licensed. Each has a flag and an environment
@@ -47,6 +48,10 @@ type Config struct {
 	// events' dataschema starts with it. Empty: http://<the address the
 	// API listens on>.
 	PublicURL string
+	// Tracer, when set, traces the service instead of the tracer the
+	// standard OTEL_* variables configure (see package telemetry): tests
+	// give one that records in memory. It is not a flag.
+	Tracer *telemetry.Tracer
 }
 
 // setting is one flag with its environment variable.
@@ -183,8 +188,10 @@ func newLogger(c Config, w *os.File) *slog.Logger {
 			format = "text"
 		}
 	}
+	// Every line logged while answering a request carries its request_id
+	// (and trace_id when traced).
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.New(telemetry.LogHandler(slog.NewTextHandler(w, opts)))
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(telemetry.LogHandler(slog.NewJSONHandler(w, opts)))
 }
