@@ -211,3 +211,15 @@ func TestOneTraceFromRequestToAppend(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCommandTraceContext is BenchmarkCommand with the caller's
+// trace context, recorded in the event, and tracing off or on (spans kept
+// in memory, exported nowhere).
+func BenchmarkCommandTraceContext(b *testing.B) {
+	h := http.Header{"Traceparent": {callerTP}}
+	b.Run("tracing=off", func(b *testing.B) { benchCommand(b, newEnv(b), h) })
+	b.Run("tracing=on", func(b *testing.B) {
+		tr, _ := telemetry.NewRecording()
+		benchCommand(b, newEnv(b, options{tracer: tr}), h)
+	})
+}
