@@ -223,8 +223,8 @@ func unmarshalMeta(r eventstore.Record) (Metadata, error) {
 // metaNames are the members of wireMeta, in the order scanMeta uses.
 var metaNames = []string{
 	"time", "subject", "schemaversion", "account", "actorid", "actorrole",
-	"correlationid", "causationid", "idempotencykey", "commandfingerprint", "prevhash",
-	"traceparent", "tracestate",
+	"correlationid", "causationid", "traceparent", "tracestate",
+	"idempotencykey", "commandfingerprint", "prevhash",
 }
 
 // metaStrings are the strings of a Metadata that scanMeta found, to be
@@ -292,20 +292,20 @@ func scanMeta(data []byte) (m Metadata, ms metaStrings, ok bool) {
 	if m.CausationID, ok = ulidOf(v[7], k[7]); !ok {
 		return Metadata{}, ms, false
 	}
-	switch k[10] {
+	switch k[12] {
 	case absent:
 	case stringValue:
-		if m.PrevHash.UnmarshalText(v[10]) != nil {
+		if m.PrevHash.UnmarshalText(v[12]) != nil {
 			return Metadata{}, ms, false
 		}
 	default:
 		return Metadata{}, ms, false
 	}
-	if !stringsOK(k[1], k[3], k[4], k[5], k[8], k[9], k[11], k[12]) {
+	if !stringsOK(k[1], k[3], k[4], k[5], k[8], k[9], k[10], k[11]) {
 		return Metadata{}, ms, false
 	}
-	v[11], v[12] = keptTrace(v[11], v[12])
-	return m, metaStrings{true, v[1], v[3], v[4], v[5], v[8], v[9], v[11], v[12]}, true
+	v[8], v[9] = keptTrace(v[8], v[9])
+	return m, metaStrings{true, v[1], v[3], v[4], v[5], v[10], v[11], v[8], v[9]}, true
 }
 
 // isObject reports whether data, valid JSON, is an object.

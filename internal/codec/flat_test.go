@@ -238,3 +238,27 @@ func TestUTCTime(t *testing.T) {
 		}
 	}
 }
+
+// Metadata with a trace context, as the codec writes it, takes the fast
+// path and agrees with the general decoder.
+func TestFastPathTakesTraceContext(t *testing.T) {
+	wm := wireMeta{
+		Time: time.Date(2025, 3, 14, 9, 26, 53, 0, time.UTC), Subject: "u-1", SchemaVersion: 1, Account: "acme",
+		ActorID: "p-1", ActorRole: "admin", CorrelationID: "01JPAZ0G7QWM8V3H2K5N6R9T1X", CausationID: "01JPAZ0G7QWM8V3H2K5N6R9T1X",
+		Traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Tracestate: "congo=t61rcWkgMzE",
+		IdempotencyKey: "k-1", Fingerprint: "f-1",
+	}
+	data, err := json.Marshal(&wm, json.Deterministic(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ms, ok := scanMeta(data)
+	if !ok {
+		t.Fatalf("metadata with a trace context does not take the fast path: %s", data)
+	}
+	ms.set(&m)
+	if m.Traceparent != wm.Traceparent || m.Tracestate != wm.Tracestate || m.IdempotencyKey != "k-1" || m.CommandFingerprint != "f-1" || m.Account != "acme" {
+		t.Fatalf("fast path read %+v from %s", m, data)
+	}
+	agreeAll(t, data)
+}
