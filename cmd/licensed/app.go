@@ -302,14 +302,19 @@ func (m *Main) Close() error {
 
 // withConsole serves the web console under /console/ and the API
 // everywhere else.
-func withConsole(api, con http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func withConsole(api *httpapi.API, con http.Handler) http.Handler {
+	// The console's answers carry a request id too, which its requests to
+	// the API in process share.
+	pages := api.WithRequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/console" {
 			http.Redirect(w, r, console.Prefix, http.StatusMovedPermanently)
 			return
 		}
-		if strings.HasPrefix(r.URL.Path, console.Prefix) {
-			con.ServeHTTP(w, r)
+		con.ServeHTTP(w, r)
+	}))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/console" || strings.HasPrefix(r.URL.Path, console.Prefix) {
+			pages.ServeHTTP(w, r)
 			return
 		}
 		api.ServeHTTP(w, r)

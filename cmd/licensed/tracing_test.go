@@ -114,6 +114,20 @@ func TestWriteFollowedFromRequestToPublishedEvent(t *testing.T) {
 		t.Fatalf("published traceparent %v, want %s (extensions %v)", got, want, ev.Extensions())
 	}
 
+	// The console's pages carry a request id too.
+	for _, path := range []string{"/console/signin", "/console"} {
+		creq, _ := http.NewRequest("GET", svc.base+path, nil)
+		creq.Header.Set("X-Request-Id", "console-"+strings.TrimPrefix(path, "/console"))
+		cresp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(creq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cresp.Body.Close()
+		if cresp.Header.Get("X-Request-Id") != creq.Header.Get("X-Request-Id") || cresp.StatusCode >= 400 {
+			t.Errorf("%s: status %d, X-Request-Id %q", path, cresp.StatusCode, cresp.Header.Get("X-Request-Id"))
+		}
+	}
+
 	found := false
 	for _, line := range strings.Split(logs.String(), "\n") {
 		var l map[string]any

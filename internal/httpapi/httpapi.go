@@ -90,6 +90,7 @@ package httpapi
 
 import (
 	"context"
+	crand "crypto/rand"
 	"io"
 	"iter"
 	"log/slog"
@@ -323,7 +324,8 @@ func New(cfg Config) *API {
 	}
 	cfg.Logger = slog.New(telemetry.LogHandler(cfg.Logger.Handler()))
 	if cfg.NewRequestID == nil {
-		cfg.NewRequestID = func() string { return ulid.Make().String() }
+		// Not monotonic (no lock shared by requests); unique enough.
+		cfg.NewRequestID = func() string { return ulid.MustNew(ulid.Now(), crand.Reader).String() }
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
@@ -412,9 +414,26 @@ func ValidRequestID(id string) bool {
 	return true
 }
 
-// requestID returns the request's X-Request-Id when it sent exactly one
-// valid one, a new id otherwise.
+// WithRequestID gives the requests h serves (the console's pages, say)
+// an id as the API does: the answer carries it as X-Request-Id, and the
+// request's context carries it, so that the log lines logged with it,
+// and the API's answers to requests made in process with that context,
+// carry the same id.
+func (a *API) WithRequestID(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := a.s.requestID(r)
+		w.Header().Set(HeaderRequestID, id)
+		h.ServeHTTP(w, r.WithContext(telemetry.WithRequestID(r.Context(), id)))
+	})
+}
+
+// requestID returns the id the request's context already carries (a
+// request made in process while answering another), else the request's
+// X-Request-Id when it sent exactly one valid one, else a new id.
 func (s *server) requestID(r *http.Request) string {
+	if id := telemetry.RequestID(r.Context()); id != "" {
+		return id
+	}
 	if v := r.Header.Values(HeaderRequestID); len(v) == 1 && ValidRequestID(v[0]) {
 		return v[0]
 	}

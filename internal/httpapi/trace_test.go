@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -222,4 +223,35 @@ func BenchmarkCommandTraceContext(b *testing.B) {
 		tr, _ := telemetry.NewRecording()
 		benchCommand(b, newEnv(b, options{tracer: tr}), h)
 	})
+}
+
+// A page served beside the API (the console's) gets a request id as the
+// API's answers do, and a request it makes to the API in process with its
+// context shares that id, in the API's answer and log line.
+func TestWithRequestIDSharedInProcess(t *testing.T) {
+	e := newEnv(t)
+	var inner string
+	page := e.api.WithRequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), "GET", "/v1/accounts", nil)
+		req.Header.Set("Authorization", "Bearer "+e.operator)
+		req.Header.Set(httpapi.HeaderRequestID, "ignored-inner")
+		rec := httptest.NewRecorder()
+		e.api.ServeHTTP(rec, req)
+		inner = rec.Header().Get(httpapi.HeaderRequestID)
+	}))
+	for _, sent := range []string{"page-1", ""} {
+		req := httptest.NewRequest("GET", "/console/accounts", nil)
+		if sent != "" {
+			req.Header.Set(httpapi.HeaderRequestID, sent)
+		}
+		rec := httptest.NewRecorder()
+		page.ServeHTTP(rec, req)
+		got := rec.Header().Get(httpapi.HeaderRequestID)
+		if sent != "" && got != sent || !httpapi.ValidRequestID(got) || inner != got {
+			t.Errorf("sent %q: page answered %q, the API in process %q", sent, got, inner)
+		}
+	}
+	if !strings.Contains(e.logs.String(), `"request_id":"page-1"`) {
+		t.Errorf("the API's log line lacks the page's request id:\n%s", e.logs.String())
+	}
 }
