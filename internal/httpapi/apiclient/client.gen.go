@@ -502,10 +502,13 @@ type OpenAccount struct {
 type Problem struct {
 	Detail   *string `json:"detail,omitempty"`
 	Instance *string `json:"instance,omitempty"`
-	Rule     *string `json:"rule,omitempty"`
-	Status   int     `json:"status"`
-	Title    string  `json:"title"`
-	Type     string  `json:"type"`
+
+	// RequestId The request's X-Request-Id (every answer carries that header): the client's own when it sent one of 1 to 128 characters among ASCII letters, digits and -_.~:/+=@, else one drawn by the service.
+	RequestId *string `json:"request_id,omitempty"`
+	Rule      *string `json:"rule,omitempty"`
+	Status    int     `json:"status"`
+	Title     string  `json:"title"`
+	Type      string  `json:"type"`
 }
 
 // Proof defines model for Proof.
