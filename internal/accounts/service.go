@@ -460,8 +460,11 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 	var res eventstore.AppendResult
 	var err error
 	start := time.Now() // a duration for OnAppend, not the time of an event
-	ctx, span := s.cfg.Tracer.Start(ctx, "ledger.append", telemetry.String("ledger.stream", stream.String()),
-		telemetry.String("ledger.event_type", events[0].EventType()), telemetry.Int("ledger.events", len(proposed)))
+	var span telemetry.Span
+	if s.cfg.Tracer.Enabled() { // the attributes cost nothing when off
+		ctx, span = s.cfg.Tracer.Start(ctx, "ledger.append", telemetry.String("ledger.stream", stream.String()),
+			telemetry.String("ledger.event_type", events[0].EventType()), telemetry.Int("ledger.events", len(proposed)))
+	}
 	if activity && s.conditional() {
 		ledgerAt := eventstore.Condition{Stream: eventstore.LedgerStream(a.id), Expected: eventstore.ExpectRevisionAfter(a.state.Version)}
 		res, err = s.cond.AppendIf(ctx, stream, expected, ledgerAt, proposed...)
@@ -478,7 +481,7 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 		s.cfg.OnAppend(Appended{Stream: stream, Events: len(proposed), Result: res, Took: time.Since(start), Err: err})
 	}
 	switch {
-	case err == nil:
+	case err == nil && span.Recording():
 		span.SetAttributes(telemetry.Int64("ledger.position", int64(res.Position)))
 	case errors.Is(err, eventstore.ErrConflict):
 		span.Fail("conflict")

@@ -73,11 +73,11 @@ func (e *env) service(t testing.TB) *accounts.Service {
 }
 
 // serviceOn is service with another view of the env's store.
-func (e *env) serviceOn(t testing.TB, store eventstore.Store) *accounts.Service {
+func (e *env) serviceOn(t testing.TB, store eventstore.Store, adjust ...func(*accounts.Config)) *accounts.Service {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed.Add(1), 7))
 	var mu sync.Mutex
-	return accounts.New(accounts.Config{
+	cfg := accounts.Config{
 		Store: store,
 		Codec: codec.New(pii.NewKeyring(e.keys, rand.NewChaCha8([32]byte{byte(seed.Add(1))}))),
 		Clock: e.clock.Now,
@@ -101,7 +101,11 @@ func (e *env) serviceOn(t testing.TB, store eventstore.Store) *accounts.Service 
 			}
 			return u
 		},
-	})
+	}
+	for _, f := range adjust {
+		f(&cfg)
+	}
+	return accounts.New(cfg)
 }
 
 var admin = accounts.Request{Actor: codec.Actor{ID: "tok_admin", Role: "admin"}}

@@ -370,7 +370,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	span.SetRoute(r.Method, path, rec.status)
 	a.s.metrics.request(route, rec.status, d)
 	acct := r.PathValue("account")
-	if acct != "" {
+	if acct != "" && span.Recording() {
 		span.SetAttributes(telemetry.String("ledger.account", acct))
 	}
 	if !a.s.log.Enabled(ctx, slog.LevelInfo) {

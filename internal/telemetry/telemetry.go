@@ -139,6 +139,10 @@ type Span struct {
 	span trace.Span
 }
 
+// Recording reports whether s records anything: when it does not,
+// making its attributes can be skipped.
+func (s Span) Recording() bool { return s.span != nil }
+
 // SetAttributes adds attributes to s.
 func (s Span) SetAttributes(attrs ...Attr) {
 	if s.span != nil {
