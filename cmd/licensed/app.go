@@ -117,7 +117,7 @@ func (m *Main) Start(ctx context.Context) error {
 	m.tracer = m.cfg.Tracer
 	if m.tracer == nil {
 		// Spans are exported only when an OTLP endpoint is set.
-		if m.tracer, err = telemetry.Setup(ctx, telemetry.Config{ServiceName: "licensed", Getenv: os.Getenv}); err != nil {
+		if m.tracer, err = telemetry.Setup(ctx, telemetry.Config{ServiceName: "licensed", Getenv: os.Getenv, Logger: m.log.With("component", "tracing")}); err != nil {
 			return err
 		}
 		if m.tracer.Enabled() {
