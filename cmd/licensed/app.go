@@ -124,7 +124,7 @@ func (m *Main) Start(ctx context.Context) error {
 			m.log.Info("tracing exported over OTLP/HTTP")
 		}
 	}
-	m.backend, err = openBackend(ctx, backendSettings{cfg: m.cfg, dataDir: dataDir, log: m.log, metrics: m.metrics})
+	m.backend, err = openBackend(ctx, backendSettings{cfg: m.cfg, dataDir: dataDir, log: m.log, metrics: m.metrics, tracer: m.tracer})
 	if err != nil {
 		return err
 	}

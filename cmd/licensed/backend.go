@@ -20,6 +20,7 @@ import (
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
 	"github.com/licenseledger/ledger/internal/relay"
+	"github.com/licenseledger/ledger/internal/telemetry"
 )
 
 // backend is the event store the settings choose with everything that comes
@@ -66,6 +67,7 @@ type backendSettings struct {
 	dataDir string // absolute
 	log     *slog.Logger
 	metrics *httpapi.Metrics
+	tracer  *telemetry.Tracer
 }
 
 // openBackend opens the event store the settings choose: JetStream on the
@@ -310,6 +312,7 @@ func (b *backend) usePublisher(ctx context.Context, s backendSettings, nc *nats.
 		Duplicates:  jetstream.ShortDuplicates,
 		OnPublished: func(eventstore.Position) { s.metrics.EventsPublished(1) },
 		Logger:      s.log.With("component", "publisher"),
+		Tracer:      s.tracer,
 	})
 	if err != nil {
 		return err

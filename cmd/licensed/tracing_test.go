@@ -20,11 +20,11 @@ import (
 )
 
 // A write followed from the HTTP request to the message downstream
-// services receive, on the embedded JetStream store where appending is
-// publishing: the request's server span continues the caller's trace, the
-// append (the publish) is its child, and the published CloudEvent carries
-// the server span's context as its distributed tracing extension, so a
-// consumer's span joins the same trace. The log line of the request
+// services receive: the request's server span continues the caller's
+// trace, the append to the store and the publisher's publish into EVENTS
+// are its children, and the published CloudEvent carries the server
+// span's context as its distributed tracing extension, so a consumer's
+// span joins the same trace. The log line of the request
 // carries its X-Request-Id.
 func TestWriteFollowedFromRequestToPublishedEvent(t *testing.T) {
 	const (
@@ -112,6 +112,20 @@ func TestWriteFollowedFromRequestToPublishedEvent(t *testing.T) {
 	}
 	if got, want := ev.Extensions()["traceparent"], "00-"+trace+"-"+server.SpanID+"-01"; got != want {
 		t.Fatalf("published traceparent %v, want %s (extensions %v)", got, want, ev.Extensions())
+	}
+	// The publisher's span, ended when EVENTS acknowledged the message.
+	var publish telemetry.RecordedSpan
+	for deadline := time.Now().Add(10 * time.Second); publish.Name == "" && time.Now().Before(deadline); {
+		for _, s := range rec.Spans() {
+			if s.Name == "publish EVENTS" && s.Attributes["ledger.event_type"] == "SeatsPurchased" {
+				publish = s
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if publish.TraceID != trace || publish.ParentSpanID != server.SpanID || publish.Kind != "producer" ||
+		publish.Attributes["messaging.destination.name"] != "events.ledger.acme.SeatsPurchased" {
+		t.Fatalf("publish span %+v, want a child of the server span %s", publish, server.SpanID)
 	}
 
 	// The console's pages carry a request id too.

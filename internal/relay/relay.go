@@ -94,6 +94,7 @@ import (
 	storejs "github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/contract"
+	"github.com/licenseledger/ledger/internal/telemetry"
 )
 
 // PositionHeader carries, on every published event, the event's position
@@ -149,6 +150,12 @@ type Config struct {
 	// Logger receives the relay's logs; default slog.Default(). Events'
 	// contents are never logged.
 	Logger *slog.Logger
+	// Tracer, when enabled, makes a producer span ("publish EVENTS") of
+	// every publish, from the publish to its acknowledgement, continuing
+	// the trace the event's metadata records (the request that caused
+	// it), so that a write is one trace from the HTTP request to the
+	// publish. Nil: no span.
+	Tracer *telemetry.Tracer
 }
 
 // Relay publishes a store's events to JetStream. Use [New], then [Relay.Run].
@@ -405,9 +412,10 @@ func (r *Relay) readCheckpoint(ctx context.Context) (checkpoint, error) {
 // inflight is one publish awaiting its acknowledgement, or a record
 // skipped (fut nil), which is done with once the publishes before it are.
 type inflight struct {
-	fut jetstream.PubAckFuture
-	rec eventstore.Record
-	seq uint64 // the sequence the message must get
+	fut  jetstream.PubAckFuture
+	rec  eventstore.Record
+	seq  uint64         // the sequence the message must get
+	span telemetry.Span // the publish's, ended at its acknowledgement
 }
 
 // pass relays from the stream's checkpoint until ctx ends or something
@@ -464,15 +472,20 @@ func (r *Relay) pass(ctx context.Context) error {
 				window <- inflight{rec: rec}
 				continue
 			}
+			var span telemetry.Span
+			if r.cfg.Tracer.Enabled() {
+				span = r.publishSpan(ctx, rec, msg.Subject)
+			}
 			fut, err := r.cfg.JS.PublishMsgAsync(msg)
 			if err != nil {
+				span.End(err)
 				<-slots
 				return fmt.Errorf("relay: publish event at %d: %w", rec.Position, err)
 			}
 			next++
 			prevID = msg.Header.Get(jetstream.MsgIDHeader)
 			r.received.Store(uint64(rec.Position))
-			window <- inflight{fut: fut, rec: rec, seq: next}
+			window <- inflight{fut: fut, rec: rec, seq: next, span: span}
 		}
 		return context.Cause(ctx)
 	}
@@ -507,19 +520,24 @@ func (r *Relay) ack(ctx context.Context, cancel context.CancelCauseFunc, window 
 			timeout = time.After(r.cfg.AckTimeout)
 		}
 		var err error
+		failure := "error" // the kind of failure, for the publish's span
 		select {
 		case ack := <-f.fut.Ok():
 			switch {
 			case ack.Duplicate:
-				err = r.duplicate(f, ack)
+				err, failure = r.duplicate(f, ack), "duplicate"
 			case ack.Sequence != f.seq:
-				err = fmt.Errorf("relay: event at %d stored at sequence %d, want %d", f.rec.Position, ack.Sequence, f.seq)
+				err, failure = fmt.Errorf("relay: event at %d stored at sequence %d, want %d", f.rec.Position, ack.Sequence, f.seq), "sequence"
 			}
 		case err = <-f.fut.Err():
 			err = fmt.Errorf("relay: publish event at %d: %w", f.rec.Position, err)
 		case <-timeout:
-			err = fmt.Errorf("relay: no acknowledgement for the event at %d within %s", f.rec.Position, r.cfg.AckTimeout)
+			err, failure = fmt.Errorf("relay: no acknowledgement for the event at %d within %s", f.rec.Position, r.cfg.AckTimeout), "timeout"
 		}
+		if err != nil {
+			f.span.Fail(failure)
+		}
+		f.span.End(err)
 		<-slots
 		if failed {
 			continue
@@ -535,6 +553,23 @@ func (r *Relay) ack(ctx context.Context, cancel context.CancelCauseFunc, window 
 			r.cfg.OnPublished(f.rec.Position)
 		}
 	}
+}
+
+// publishSpan starts the span of publishing rec on subject, child of the
+// trace context rec's metadata records, if any.
+func (r *Relay) publishSpan(ctx context.Context, rec eventstore.Record, subject string) telemetry.Span {
+	var traceparent, tracestate string
+	if m, err := codec.DecodeMetadata(rec); err == nil {
+		traceparent, tracestate = m.Traceparent, m.Tracestate
+	}
+	_, span := r.cfg.Tracer.StartProducer(ctx, traceparent, tracestate, "publish "+r.cfg.Stream,
+		telemetry.String("messaging.system", "nats"),
+		telemetry.String("messaging.operation.type", "send"),
+		telemetry.String("messaging.destination.name", subject),
+		telemetry.String("messaging.message.id", rec.ID.String()),
+		telemetry.String("ledger.event_type", rec.Type),
+		telemetry.Int64("ledger.position", int64(rec.Position)))
+	return span
 }
 
 // duplicate handles an acknowledgement saying the server already holds the
