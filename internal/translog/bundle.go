@@ -8,7 +8,13 @@ import (
 )
 
 // BundleFormat names the audit bundle format in its first line.
-const BundleFormat = "license-ledger-audit-bundle/1"
+const BundleFormat = "license-ledger-audit-bundle/2"
+
+// bundleFormat1 is the format whose record lines all give their whole
+// inclusion proof; a line of format 2 may give only the hashes the line
+// before does not prove, so every bundle of format 1 verifies as one of
+// format 2.
+const bundleFormat1 = "license-ledger-audit-bundle/1"
 
 // Kinds of the lines of an audit bundle.
 const (
@@ -25,10 +31,12 @@ const (
 // checkpoint's tree and its inclusion proof. A record's Data and Metadata
 // are the stored bytes, base64-encoded so that they are given byte for
 // byte; a record the store could not read has Unreadable set, its
-// Position and no content. Proof is the inclusion proof's hashes, 32
-// bytes each, concatenated and base64-encoded as one string: a bundle
-// holds one proof per record, and one string decodes much faster than an
-// array of them.
+// Position and no content. Proof is the inclusion proof's hashes from the
+// leaf up, 32 bytes each, concatenated and base64-encoded as one string;
+// the proofs of a bundle's records share their upper hashes, so a record
+// line gives only those from its leaf up to the node where its path meets
+// the path of the record line before (compactProof): the first record
+// line gives its whole proof.
 type BundleLine struct {
 	Kind string `json:"kind"`
 

@@ -22,7 +22,9 @@ var ErrNotInLog = errors.New("translog: record not in the log")
 // Export emits the record lines of an audit bundle of account against the
 // signed checkpoint cp: the account's ledger and activity records merged
 // in global order, those the checkpoint's tree holds, each with its leaf
-// index and inclusion proof. Records stored after the checkpoint's last
+// index and inclusion proof, which gives the hashes from the leaf up to
+// where its path meets the path of the record before (compactProof).
+// Records stored after the checkpoint's last
 // leaf are left out. emit may keep nothing of the line it is given
 // beyond the call.
 func (l *Log) Export(ctx context.Context, h StreamReader, account string, cp *Signed, emit func(*BundleLine) error) error {
@@ -64,6 +66,7 @@ func (l *Log) Export(ctx context.Context, h StreamReader, account string, cp *Si
 		return err
 	}
 	reader := l.CachedReader(1 << 16)
+	prev := int64(-1) // the leaf of the record line before
 	for a != nil || b != nil {
 		var it *item
 		if b == nil || (a != nil && a.rec.Position <= b.rec.Position) {
@@ -79,7 +82,8 @@ func (l *Log) Export(ctx context.Context, h StreamReader, account string, cp *Si
 		if err != nil {
 			return err
 		}
-		line := RecordLine(it.rec, it.err, idx, proof)
+		line := RecordLine(it.rec, it.err, idx, proof[:compactProof(cp.Size, prev, idx)])
+		prev = idx
 		if err := emit(&line); err != nil {
 			return err
 		}

@@ -22,11 +22,6 @@ type lineParser struct {
 	dec jsontext.Decoder
 	in  bytes.Buffer
 	str []byte // an unquoted string with escapes
-
-	// The text of the last proof decoded and its bytes: the proofs of
-	// nearby leaves share their upper hashes, so only the text before
-	// their common end is decoded.
-	proofText, proof []byte
 }
 
 var errLineSyntax = errors.New("a bundle line is one JSON object")
@@ -159,41 +154,9 @@ func (p *lineParser) parse(line []byte, bl *BundleLine, arena, proof []byte) ([]
 	return arena, proof, nil
 }
 
-// decodeProof appends the standard base64 decoding of s to dst. When s
-// has the length of the last proof's text and ends like it, from a
-// 4-character group on, only the text before is decoded: the rest decodes
-// to the last proof's bytes. The last proof's text holds no line break,
-// which the decoder would skip, and the text decoded holds no padding.
+// decodeProof appends the standard base64 decoding of s to dst.
 func (p *lineParser) decodeProof(dst, s []byte) ([]byte, error) {
-	if n := len(s); n == len(p.proofText) && n%4 == 0 && n > 0 {
-		k := 64
-		for k < n && !bytes.Equal(s[k:], p.proofText[k:]) {
-			k *= 2
-		}
-		if k < n && bytes.IndexAny(s[:k], "=\r\n") < 0 {
-			dst, err := base64.StdEncoding.AppendDecode(dst, s[:k])
-			if err == nil {
-				dst = append(dst, p.proof[k/4*3:]...)
-				p.remember(s, dst)
-				return dst, nil
-			}
-		}
-	}
-	dst, err := base64.StdEncoding.AppendDecode(dst, s)
-	if err != nil {
-		p.proofText = p.proofText[:0]
-		return dst, err
-	}
-	p.remember(s, dst)
-	return dst, nil
-}
-
-func (p *lineParser) remember(text, proof []byte) {
-	p.proofText = p.proofText[:0]
-	if bytes.IndexAny(text, "\r\n") < 0 {
-		p.proofText = append(p.proofText, text...)
-	}
-	p.proof = append(p.proof[:0], proof...)
+	return base64.StdEncoding.AppendDecode(dst, s)
 }
 
 // unquote returns the content of a JSON string, valid until the next

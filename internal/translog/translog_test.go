@@ -336,8 +336,16 @@ func TestBundleTampering(t *testing.T) {
 		{"flipped byte of a payload", edit(first+2, func(bl *translog.BundleLine) { bl.Data[len(bl.Data)/2] ^= 1 }), "", "line 6 "},
 		{"flipped byte of metadata", edit(first+4, func(bl *translog.BundleLine) { bl.Metadata[3] ^= 1 }), "", "line 8 "},
 		{"flipped byte of a proof", edit(first+1, func(bl *translog.BundleLine) { bl.Proof[0] ^= 1 }), "", "line 5 "},
-		// The upper hashes of a proof are those of the record's neighbour.
+		// The last hash a line gives leads to the path the line before
+		// proved.
 		{"flipped byte of a proof's last hash", edit(first+2, func(bl *translog.BundleLine) { bl.Proof[len(bl.Proof)-1] ^= 1 }), "", "line 6 "},
+		{"whole proof given, an upper hash altered", edit(first+2, func(bl *translog.BundleLine) {
+			bl.Proof = wholeProof(t, l, bl.Leaf)
+			bl.Proof[len(bl.Proof)-1] ^= 1
+		}), "", "line 6 "},
+		{"first record's proof cut", edit(first, func(bl *translog.BundleLine) { bl.Proof = bl.Proof[:len(bl.Proof)-32] }), "", "line 4 "},
+		{"proof of the line before", edit(first+2, func(bl *translog.BundleLine) { bl.Proof = wholeProof(t, l, bl.Leaf-1) }), "", "line 6 "},
+		{"leaf of the line before", edit(first+2, func(bl *translog.BundleLine) { bl.Leaf-- }), "", "line 6 "},
 		{"hash added to a proof", edit(first+2, func(bl *translog.BundleLine) { bl.Proof = append(bl.Proof, bl.Proof[:32]...) }), "", "line 6 "},
 		{"hash taken from a proof", edit(first+2, func(bl *translog.BundleLine) { bl.Proof = bl.Proof[:len(bl.Proof)-32] }), "", "line 6 "},
 		{"unknown member with a bad value", func() []string {
@@ -380,6 +388,76 @@ func TestBundleTampering(t *testing.T) {
 				t.Fatalf("verify = %v, want ErrBundle naming %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// wholeProof returns leaf's whole inclusion proof in the log's tree, as a
+// bundle line holds it.
+func wholeProof(t *testing.T, l *translog.Log, leaf int64) []byte {
+	t.Helper()
+	p, err := l.InclusionProof(leaf, l.Size(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	for _, h := range p {
+		b = append(b, h[:]...)
+	}
+	return b
+}
+
+// Record lines give only the hashes of their proof that the line before
+// does not prove, the first its whole proof; a bundle whose lines all give
+// their whole proof, as those of format 1 did, verifies the same.
+func TestBundleWholeProofs(t *testing.T) {
+	store := jetstreamStore(t)
+	e := newLedger(t, store)
+	e.history(t)
+	dir := t.TempDir()
+	key := newKey(t, dir)
+	l := runLog(t, store, dir, key, e.last)
+	compact := exportBundle(t, l, store, e.keys, "acme")
+	var whole bytes.Buffer
+	shorter := 0
+	for i, line := range strings.SplitAfter(strings.TrimSuffix(string(compact), "\n"), "\n") {
+		var bl translog.BundleLine
+		if err := json.Unmarshal([]byte(line), &bl); err != nil {
+			t.Fatal(err)
+		}
+		switch bl.Kind {
+		case translog.KindCheckpoint:
+			if bl.Format != translog.BundleFormat {
+				t.Fatalf("format %q, want %q", bl.Format, translog.BundleFormat)
+			}
+			bl.Format = "license-ledger-audit-bundle/1"
+		case translog.KindRecord:
+			w := wholeProof(t, l, bl.Leaf)
+			if len(bl.Proof) > len(w) || !bytes.Equal(w[:len(bl.Proof)], bl.Proof) {
+				t.Fatalf("line %d: the proof given is not the start of the whole proof", i+1)
+			}
+			if len(bl.Proof) < len(w) {
+				shorter++
+			} else if i > 3 {
+				t.Errorf("line %d (leaf %d) gives its whole proof", i+1, bl.Leaf)
+			}
+			bl.Proof = w
+		}
+		if err := json.MarshalWrite(&whole, &bl); err != nil {
+			t.Fatal(err)
+		}
+		whole.WriteByte('\n')
+	}
+	if shorter == 0 {
+		t.Fatal("no record line gives less than its whole proof")
+	}
+	for name, b := range map[string][]byte{"compact": compact, "whole": whole.Bytes()} {
+		v, err := translog.VerifyBundle(context.Background(), bytes.NewReader(b), key.Verifier, e.now)
+		if err != nil {
+			t.Fatalf("%s proofs: %v", name, err)
+		}
+		if v.Records != 10 {
+			t.Fatalf("%s proofs: verified %d records, want 10", name, v.Records)
+		}
 	}
 }
 

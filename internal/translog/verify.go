@@ -97,7 +97,7 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 	if b == nil || json.Unmarshal(b, &bl) != nil || bl.Kind != KindCheckpoint {
 		return nil, &BundleError{Line: 1, Reason: "the bundle does not start with a checkpoint"}
 	}
-	if bl.Format != BundleFormat {
+	if bl.Format != BundleFormat && bl.Format != bundleFormat1 {
 		return nil, &BundleError{Line: 1, Reason: fmt.Sprintf("format %q, want %q", bl.Format, BundleFormat)}
 	}
 	cp, err := OpenCheckpoint([]byte(bl.Checkpoint), vkey)
@@ -199,16 +199,18 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 	var wg sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
-			w := &lineChecker{verifier: vf, paths: newPathCache(cp.Size, cp.Hash)}
+			w := &lineChecker{verifier: vf}
 			for bt := range work {
 				bt.out = make([]checked, len(bt.lines))
 				// The records' data and metadata, which the decoded
-				// events keep, are decoded into one buffer per batch.
+				// events keep, and their proofs are decoded into one
+				// buffer per batch.
 				size := 0
 				for _, line := range bt.lines {
 					size += len(line)
 				}
 				w.arena = make([]byte, 0, size*3/4)
+				w.hashes = make([]tlog.Hash, 0, 4*len(bt.lines))
 				for i, line := range bt.lines {
 					w.check(ctx, bt.start+i, line, &bt.out[i])
 				}
@@ -226,6 +228,7 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 	}
 	chains := map[string]*chainState{}
 	lastLeaf := int64(-1)
+	paths := newPathState(cp.Size, cp.Hash)
 	var opened time.Time
 	ds := make([]codec.Decoded, 0, 256)
 	for bt := range order {
@@ -256,10 +259,20 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 				chains[c.stream] = ch
 			}
 			switch {
+			case c.unreadable:
 			case c.revision > ch.next:
 				return nil, fail("revision %d of %s is missing before this record (left out of the bundle, or moved after it)", ch.next, c.stream)
 			case c.revision < ch.next:
 				return nil, fail("out of order: revision %d comes after revision %d", c.revision, ch.next-1)
+			}
+			if !paths.link(c.leaf, c.path, c.proof) {
+				return nil, fail("the inclusion proof of leaf %d does not lead to the checkpoint's root, nor to a node the record line before proved: the record, its proof or the line before was altered", c.leaf)
+			}
+			if c.unreadable {
+				return nil, fail("the store could not read this record (position %d): the stream holds a record that is not an event of its chain", c.position)
+			}
+			if c.decodeErr != nil {
+				return nil, fail("cannot replay the event: %v", c.decodeErr)
 			}
 			if c.d.Meta.PrevHash != ch.prev {
 				return nil, fail("chain broken: the event names %s as the link before it, the events before it give %s", c.d.Meta.PrevHash, ch.prev)
@@ -344,11 +357,21 @@ type verifier struct {
 // checked is a record line checked on its own: the error of the line, or
 // what the checks in order need.
 type checked struct {
-	err      error
-	leaf     int64
-	stream   string
-	revision uint64
-	d        codec.Decoded
+	err        error
+	leaf       int64
+	stream     string
+	revision   uint64
+	position   eventstore.Position
+	unreadable bool
+	// path holds the hashes of the leaf's path that its proof's hashes
+	// (proof) lead to, from the leaf up: whether they lead to a node of
+	// the tree depends on the line before.
+	path  []tlog.Hash
+	proof []byte
+	// d is the decoded event, or decodeErr why it does not decode (told
+	// once the proof holds: a record altered fails its proof first).
+	d         codec.Decoded
+	decodeErr error
 	// link is the chain link of this event, computed from the link its
 	// metadata names (which the check in order compares with the link of
 	// the event before).
@@ -359,8 +382,8 @@ type checked struct {
 type lineChecker struct {
 	*verifier
 	parser lineParser
-	paths  *pathCache
-	arena  []byte // the data and metadata of the batch's records
+	arena  []byte      // the data, metadata and proofs of the batch's records
+	hashes []tlog.Hash // the path hashes of the batch's records
 	proof  []byte
 	leaf   []byte
 }
@@ -400,22 +423,27 @@ func (w *lineChecker) check(ctx context.Context, line int, b []byte, c *checked)
 		return
 	}
 	w.leaf = bl.leafData(w.leaf[:0])
-	if !w.paths.check(bl.Leaf, tlog.RecordHash(w.leaf), bl.Proof) {
-		fail("the inclusion proof of leaf %d does not lead to the checkpoint's root: the record or its proof was altered", bl.Leaf)
+	start := len(w.hashes)
+	if w.hashes, ok = climb(w.cp.Size, bl.Leaf, tlog.RecordHash(w.leaf), bl.Proof, w.hashes); !ok {
+		fail("the inclusion proof of leaf %d has %d hashes, more than the leaf's path in the checkpoint's tree", bl.Leaf, len(bl.Proof)/tlog.HashSize)
 		return
 	}
+	c.path = w.hashes[start:len(w.hashes):len(w.hashes)]
+	at := len(w.arena)
+	w.arena = append(w.arena, bl.Proof...)
+	c.proof = w.arena[at:len(w.arena):len(w.arena)]
+	c.leaf, c.stream, c.revision, c.position, c.unreadable = bl.Leaf, bl.Stream, bl.Revision, bl.Position, bl.Unreadable
 	if bl.Unreadable {
-		fail("the store could not read this record (position %d): the stream holds a record that is not an event of its chain", bl.Position)
 		return
 	}
 	rec := eventstore.Record{ID: bl.ID, Stream: stream, Type: bl.Type, Data: bl.Data,
 		Metadata: bl.Metadata, Revision: bl.Revision, Position: bl.Position}
 	d, err := w.codec.Decode(ctx, rec)
 	if err != nil {
-		fail("cannot replay the event: %v", err)
+		c.decodeErr = err
 		return
 	}
-	c.leaf, c.stream, c.revision, c.d = bl.Leaf, bl.Stream, bl.Revision, d
+	c.d = d
 	c.link = codec.RecordHash(d.Meta.PrevHash, rec)
 }
 

@@ -38,50 +38,80 @@ func buildTree(t *testing.T, n int64) (memTree, []tlog.Hash) {
 	return m, leaves
 }
 
-// The path cache accepts exactly the proofs tlog.CheckRecord accepts, for
-// leaves checked in order, with gaps, in trees of every shape.
-func TestPathCacheAgreesWithTlog(t *testing.T) {
+// Compact proofs, checked line after line, are accepted exactly when the
+// whole inclusion proof they stand for holds, for leaves in order, with
+// gaps, in trees of every shape: an altered hash, a hash taken or added or
+// a proof given for another leaf are refused, and whatever is accepted
+// (such as the proof of the line after one left out) holds.
+func TestCompactProofsAgreeWithTlog(t *testing.T) {
 	for _, size := range []int64{1, 2, 3, 5, 8, 13, 64, 100, 257} {
 		m, leaves := buildTree(t, size)
 		root, err := tlog.TreeHash(size, m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, step := range []int64{1, 2, 3} {
-			pc := newPathCache(size, root)
+		proofOf := func(i, prev int64) []byte {
+			p, err := tlog.ProveRecord(size, i, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b []byte
+			for _, h := range p[:compactProof(size, prev, i)] {
+				b = append(b, h[:]...)
+			}
+			return b
+		}
+		// try links leaf i with proof b after the state's lines, on a
+		// copy of the state; what it accepts must hold as a whole proof.
+		try := func(ps *pathState, i int64, leaf tlog.Hash, b []byte) bool {
+			hs, ok := climb(size, i, leaf, b, nil)
+			cp := *ps
+			if !ok || !cp.link(i, hs, b) {
+				return false
+			}
+			if err := tlog.CheckRecord(cp.proof(), size, root, i, leaf); err != nil {
+				t.Fatalf("size %d leaf %d: accepted a proof that does not hold: %v", size, i, err)
+			}
+			return true
+		}
+		for _, step := range []int64{1, 2, 3, 7} {
+			ps := newPathState(size, root)
+			prev := int64(-1)
 			for i := int64(0); i < size; i += step {
-				p, err := tlog.ProveRecord(size, i, m)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var b []byte
-				for _, h := range p {
-					b = append(b, h[:]...)
-				}
-				// Each altered proof first, against the cache of the
-				// proofs before: none may pass.
+				b := proofOf(i, prev)
 				for k := range len(b) / tlog.HashSize {
 					bad := bytes.Clone(b)
 					bad[k*tlog.HashSize+7] ^= 1
-					if pc.check(i, leaves[i], bad) {
+					if try(ps, i, leaves[i], bad) {
 						t.Fatalf("size %d leaf %d: proof with hash %d altered accepted", size, i, k)
 					}
 				}
-				if len(b) > 0 && pc.check(i, leaves[i], b[:len(b)-tlog.HashSize]) {
+				if len(b) > 0 && try(ps, i, leaves[i], b[:len(b)-tlog.HashSize]) {
 					t.Fatalf("size %d leaf %d: proof without its last hash accepted", size, i)
 				}
-				if pc.check(i, leaves[i], append(bytes.Clone(b), leaves[i][:]...)) {
-					t.Fatalf("size %d leaf %d: proof with a hash added accepted", size, i)
+				if try(ps, i, leaves[i], append(bytes.Clone(b), leaves[i][:]...)) {
+					t.Fatalf("size %d leaf %d: proof with a wrong hash added accepted", size, i)
 				}
-				if size > 1 && pc.check((i+1)%size, leaves[i], b) {
+				if size > 1 && try(ps, (i+1)%size, leaves[i], b) {
 					t.Fatalf("size %d leaf %d: proof accepted for leaf %d", size, i, (i+1)%size)
 				}
-				if !pc.check(i, leaves[i], b) {
+				// A line left out: the next proof may still hold (it is
+				// then a whole proof), or not.
+				if i+step < size {
+					try(ps, i+step, leaves[i+step], proofOf(i+step, i))
+				}
+				// The whole proof is accepted as well.
+				if !try(ps, i, leaves[i], proofOf(i, -1)) {
+					t.Fatalf("size %d leaf %d: whole proof refused", size, i)
+				}
+				hs, ok := climb(size, i, leaves[i], b, nil)
+				if !ok || !ps.link(i, hs, b) {
 					t.Fatalf("size %d leaf %d: good proof refused", size, i)
 				}
-				if !pc.fast(i, leaves[i], b) {
-					t.Fatalf("size %d leaf %d: good proof needs tlog's check", size, i)
+				if err := tlog.CheckRecord(ps.proof(), size, root, i, leaves[i]); err != nil {
+					t.Fatalf("size %d leaf %d: the whole proof the lines give does not hold: %v", size, i, err)
 				}
+				prev = i
 			}
 		}
 	}
