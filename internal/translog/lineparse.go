@@ -22,6 +22,10 @@ type lineParser struct {
 	dec jsontext.Decoder
 	in  bytes.Buffer
 	str []byte // an unquoted string with escapes
+
+	// The last stream name and type decoded, kept to spare a string per
+	// line.
+	stream, typ string
 }
 
 var errLineSyntax = errors.New("a bundle line is one JSON object")
@@ -30,6 +34,9 @@ var errLineSyntax = errors.New("a bundle line is one JSON object")
 // are decoded into arena (which is grown and returned), Proof into proof:
 // the caller owns both.
 func (p *lineParser) parse(line []byte, bl *BundleLine, arena, proof []byte) ([]byte, []byte, error) {
+	if a, pr, ok := p.parseFast(line, bl, arena, proof); ok {
+		return a, pr, nil
+	}
 	*bl = BundleLine{}
 	p.in = *bytes.NewBuffer(line) // read in place, never written
 	p.dec.Reset(&p.in)
@@ -260,4 +267,186 @@ func memberOf(name []byte) member {
 		return memberProof
 	}
 	return memberUnknown
+}
+
+// parseFast decodes line into bl, as parse does, when it is written as a
+// bundle's lines are: one object without whitespace (but the line's end),
+// names without escapes and known, each once; strings of printable ASCII
+// without escapes; counts of digits alone; true or false. It reports false
+// for anything else (arena and proof then as they were), which the
+// streaming decoder decodes or refuses.
+func (p *lineParser) parseFast(line []byte, bl *BundleLine, arena, proof []byte) ([]byte, []byte, bool) {
+	*bl = BundleLine{}
+	start := len(arena)
+	fail := func() ([]byte, []byte, bool) {
+		*bl = BundleLine{}
+		return arena[:start], proof, false
+	}
+	n := len(line)
+	for n > 0 && (line[n-1] == '\n' || line[n-1] == '\r' || line[n-1] == ' ' || line[n-1] == '\t') {
+		n--
+	}
+	if n < 2 || line[0] != '{' || line[n-1] != '}' {
+		return fail()
+	}
+	line = line[:n]
+	if n == 2 {
+		return arena, proof, true
+	}
+	var seen uint32
+	i := 1
+	for {
+		// A name: '"', no escape, '"', ':'.
+		name, end := plainString(line, i)
+		if end < 0 || end >= n || line[end] != ':' {
+			return fail()
+		}
+		field := memberOf(name)
+		if field == memberUnknown || seen&(1<<field) != 0 {
+			return fail()
+		}
+		seen |= 1 << field
+		i = end + 1
+		switch field {
+		case memberLeaf, memberPosition, memberRevision:
+			j := i
+			for j < n && line[j] >= '0' && line[j] <= '9' {
+				j++
+			}
+			if j == i || (line[i] == '0' && j > i+1) {
+				return fail()
+			}
+			u, err := parseUint(line[i:j])
+			if err != nil {
+				return fail()
+			}
+			switch field {
+			case memberLeaf:
+				if u > 1<<63-1 {
+					return fail()
+				}
+				bl.Leaf = int64(u)
+			case memberPosition:
+				bl.Position = eventstore.Position(u)
+			default:
+				bl.Revision = u
+			}
+			i = j
+		case memberUnreadable:
+			switch {
+			case bytes.HasPrefix(line[i:], []byte("true")):
+				bl.Unreadable, i = true, i+4
+			case bytes.HasPrefix(line[i:], []byte("false")):
+				i += 5
+			default:
+				return fail()
+			}
+		case memberData, memberMetadata, memberKey, memberProof:
+			// Base64, which has no quote, escape or control character:
+			// the decoder refuses any but line breaks, which it skips.
+			if i >= n || line[i] != '"' {
+				return fail()
+			}
+			k := bytes.IndexByte(line[i+1:], '"')
+			if k < 0 {
+				return fail()
+			}
+			s := line[i+1 : i+1+k]
+			i += k + 2
+			if bytes.IndexByte(s, '\r') >= 0 {
+				return fail()
+			}
+			if field == memberProof {
+				var err error
+				if proof, err = base64.StdEncoding.AppendDecode(proof[:0], s); err != nil {
+					return fail()
+				}
+				bl.Proof = proof
+				break
+			}
+			var b []byte
+			var err error
+			if arena, b, err = decode64(arena, s); err != nil {
+				return fail()
+			}
+			switch field {
+			case memberData:
+				bl.Data = b
+			case memberMetadata:
+				bl.Metadata = b
+			default:
+				bl.Key = b
+			}
+		default:
+			s, end := plainString(line, i)
+			if end < 0 {
+				return fail()
+			}
+			i = end
+			switch field {
+			case memberKind:
+				switch string(s) {
+				case KindRecord:
+					bl.Kind = KindRecord
+				case KindKey:
+					bl.Kind = KindKey
+				case KindCheckpoint:
+					bl.Kind = KindCheckpoint
+				default:
+					bl.Kind = string(s)
+				}
+			case memberStream:
+				if string(s) != p.stream {
+					p.stream = string(s)
+				}
+				bl.Stream = p.stream
+			case memberType:
+				if string(s) != p.typ {
+					p.typ = string(s)
+				}
+				bl.Type = p.typ
+			case memberID:
+				var err error
+				if bl.ID, err = uuid.ParseBytes(s); err != nil {
+					return fail()
+				}
+			case memberFormat:
+				bl.Format = string(s)
+			case memberAccount:
+				bl.Account = string(s)
+			case memberCheckpoint:
+				bl.Checkpoint = string(s)
+			case memberUser:
+				bl.User = string(s)
+			default:
+				return fail()
+			}
+		}
+		switch {
+		case i < n-1 && line[i] == ',':
+			i++
+		case i == n-1: // the object's '}'
+			return arena, proof, true
+		default:
+			return fail()
+		}
+	}
+}
+
+// plainString returns the content of the JSON string at b[i:] and the
+// index after it, when it holds printable ASCII alone, no escape; -1
+// otherwise.
+func plainString(b []byte, i int) ([]byte, int) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, -1
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return b[i+1 : j], j + 1
+		case c < 0x20 || c >= 0x80 || c == '\\':
+			return nil, -1
+		}
+	}
+	return nil, -1
 }

@@ -223,3 +223,69 @@ func TestLineParserProofs(t *testing.T) {
 		t.Fatalf("proof with padding inside parsed: %s", bad)
 	}
 }
+
+// fastAgrees fails t when the fast path decodes line otherwise than
+// json.Unmarshal: what it decodes must be a line Unmarshal decodes alike.
+func fastAgrees(t *testing.T, p *lineParser, line []byte) bool {
+	var got BundleLine
+	_, _, ok := p.parseFast(line, &got, nil, nil)
+	if !ok {
+		return false
+	}
+	var want BundleLine
+	if err := json.Unmarshal(line, &want); err != nil {
+		t.Fatalf("%q: the fast path decodes what Unmarshal refuses: %v", line, err)
+	}
+	if fmt.Sprintf("%#v", normal(got)) != fmt.Sprintf("%#v", normal(want)) {
+		t.Fatalf("%q:\n got %#v\nwant %#v", line, got, want)
+	}
+	return true
+}
+
+// The fast path of the line parser decodes the lines a bundle holds, and
+// any line with a byte changed, added or taken either as json.Unmarshal
+// does or not at all (the streaming decoder then decides).
+func TestParseFastAgreesWithUnmarshal(t *testing.T) {
+	rec := eventstore.Record{ID: uuid.New(), Stream: eventstore.ActivityStream("acme"), Type: "ActivityRecorded",
+		Data: []byte(`{"a":1}`), Metadata: []byte(`{"prevhash":"00"}`), Revision: 7, Position: 42}
+	proof := make(tlog.RecordProof, 2)
+	proof[1][3] = 9
+	var lines [][]byte
+	for _, bl := range []BundleLine{
+		RecordLine(rec, nil, 3, proof),
+		RecordLine(rec, eventstore.ErrUnreadable, 10, proof[:1]),
+		RecordLine(rec, nil, 0, nil),
+		{Kind: KindKey, User: "u1", Key: []byte{1, 2, 3}},
+		{Kind: KindCheckpoint, Format: BundleFormat, Account: "acme", Checkpoint: "origin"},
+	} {
+		b, err := json.Marshal(&bl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, append(b, '\n'))
+	}
+	var p lineParser
+	for _, line := range lines {
+		if !fastAgrees(t, &p, line) {
+			t.Fatalf("%s: not decoded by the fast path", line)
+		}
+		for i := range line {
+			for _, c := range []byte{'"', '\\', ',', ':', '}', '{', ' ', '\r', '0', '1', '-', 'A', '=', 't', 0x80, 0} {
+				bad := bytes.Clone(line)
+				bad[i] = c
+				fastAgrees(t, &p, bad)
+				fastAgrees(t, &p, append(bytes.Clone(line[:i]), append([]byte{c}, line[i:]...)...))
+			}
+			fastAgrees(t, &p, append(bytes.Clone(line[:i]), line[i+1:]...))
+		}
+	}
+}
+
+func FuzzParseFast(f *testing.F) {
+	f.Add([]byte(`{"kind":"record","leaf":12,"position":99,"stream":"ledger-acme","revision":3,"id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","type":"UserAdded","data":"eyJhIjoxfQ==","metadata":"e30=","proof":"AAEC"}`))
+	f.Add([]byte(`{"kind":"record","unreadable":true,"position":7}` + "\n"))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var p lineParser
+		fastAgrees(t, &p, line)
+	})
+}

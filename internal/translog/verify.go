@@ -3,10 +3,12 @@ package translog
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -135,21 +137,38 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 	}
 	vf.codec = codec.New(pii.NewKeyring(keys, nil))
 
-	// Batches of lines go to the workers and, in order, to this goroutine.
+	// Batches of lines go to the workers and, in order, to this goroutine,
+	// which hands them back to the reading goroutine once replayed: their
+	// buffers are used again (the read models keep nothing of a record's
+	// bytes, the codec copies what an event holds).
 	type batch struct {
-		start int // the line number of the first line
-		lines [][]byte
-		buf   []byte // holds the lines
-		out   []checked
-		done  chan struct{}
+		start  int // the line number of the first line
+		lines  [][]byte
+		buf    []byte // holds the lines
+		out    []checked
+		arena  []byte      // the records' data, metadata and proofs
+		hashes []tlog.Hash // the records' path hashes
+		done   chan struct{}
 	}
-	work := make(chan *batch, 2*runtime.GOMAXPROCS(0))
-	order := make(chan *batch, 2*runtime.GOMAXPROCS(0))
+	procs := runtime.GOMAXPROCS(0)
+	work := make(chan *batch, 2*procs)
+	order := make(chan *batch, 2*procs)
+	free := make(chan *batch, 4*procs+2)
+	newBatch := func() *batch {
+		select {
+		case bt := <-free:
+			bt.lines, bt.buf, bt.done = bt.lines[:0], bt.buf[:0], make(chan struct{})
+			return bt
+		default:
+			return &batch{lines: make([][]byte, 0, 256), done: make(chan struct{})}
+		}
+	}
 	var readErr error
 	go func() {
 		defer close(work)
 		defer close(order)
-		cur := &batch{start: lr.n, done: make(chan struct{})}
+		cur := newBatch()
+		cur.start = lr.n
 		if first != nil {
 			cur.lines = append(cur.lines, first)
 		}
@@ -180,7 +199,7 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 			}
 			// The lines of a batch are copied into one buffer.
 			if cap(cur.buf)-len(cur.buf) < len(b) {
-				cur.buf = make([]byte, 0, max(256<<10, len(b)))
+				cur.buf = make([]byte, 0, max(256<<10, 2*cap(cur.buf), len(b)))
 			}
 			at := len(cur.buf)
 			cur.buf = append(cur.buf, b...)
@@ -189,7 +208,7 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 				if !send() {
 					return
 				}
-				cur = &batch{done: make(chan struct{}), lines: make([][]byte, 0, 256)}
+				cur = newBatch()
 			}
 		}
 		if len(cur.lines) > 0 {
@@ -197,11 +216,12 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 		}
 	}()
 	var wg sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
+	for range procs {
 		wg.Go(func() {
 			w := &lineChecker{verifier: vf}
 			for bt := range work {
-				bt.out = make([]checked, len(bt.lines))
+				bt.out = slices.Grow(bt.out[:0], len(bt.lines))[:len(bt.lines)]
+				clear(bt.out)
 				// The records' data and metadata, which the decoded
 				// events keep, and their proofs are decoded into one
 				// buffer per batch.
@@ -209,11 +229,12 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 				for _, line := range bt.lines {
 					size += len(line)
 				}
-				w.arena = make([]byte, 0, size*3/4)
-				w.hashes = make([]tlog.Hash, 0, 4*len(bt.lines))
+				w.arena = slices.Grow(bt.arena[:0], size*3/4)
+				w.hashes = slices.Grow(bt.hashes[:0], 4*len(bt.lines))
 				for i, line := range bt.lines {
 					w.check(ctx, bt.start+i, line, &bt.out[i])
 				}
+				bt.arena, bt.hashes = w.arena, w.hashes
 				close(bt.done)
 			}
 		})
@@ -243,10 +264,9 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 			if c.err != nil {
 				return nil, c.err
 			}
-			where := &BundleError{Line: bt.start + i, Leaf: c.leaf, Stream: c.stream, Revision: c.revision}
 			fail := func(format string, args ...any) error {
-				where.Reason = fmt.Sprintf(format, args...)
-				return where
+				return &BundleError{Line: bt.start + i, Leaf: c.leaf, Stream: c.stream, Revision: c.revision,
+					Reason: fmt.Sprintf(format, args...)}
 			}
 			if c.leaf <= lastLeaf {
 				return nil, fail("out of order: leaf %d does not follow leaf %d of the line before", c.leaf, lastLeaf)
@@ -289,6 +309,11 @@ func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) 
 		}
 		if err := bi.ApplyBatch(ds); err != nil {
 			return nil, &BundleError{Line: bt.start, Reason: "replay: " + err.Error()}
+		}
+		clear(ds)
+		select {
+		case free <- bt:
+		default:
 		}
 	}
 	if readErr != nil {
@@ -395,10 +420,8 @@ func (w *lineChecker) check(ctx context.Context, line int, b []byte, c *checked)
 		c.err = &BundleError{Line: line, Reason: "not a bundle line: " + err.Error()}
 		return
 	}
-	where := &BundleError{Line: line, Leaf: bl.Leaf, Stream: bl.Stream, Revision: bl.Revision}
 	fail := func(format string, args ...any) {
-		where.Reason = fmt.Sprintf(format, args...)
-		c.err = where
+		c.err = &BundleError{Line: line, Leaf: bl.Leaf, Stream: bl.Stream, Revision: bl.Revision, Reason: fmt.Sprintf(format, args...)}
 	}
 	switch bl.Kind {
 	case KindRecord:
@@ -422,9 +445,10 @@ func (w *lineChecker) check(ctx context.Context, line int, b []byte, c *checked)
 		fail("the inclusion proof of leaf %d is %d bytes, not a whole number of hashes", bl.Leaf, len(bl.Proof))
 		return
 	}
-	w.leaf = bl.leafData(w.leaf[:0])
+	// The leaf hash, SHA-256(0x00 || leaf data), as tlog.RecordHash.
+	w.leaf = bl.leafData(append(w.leaf[:0], 0))
 	start := len(w.hashes)
-	if w.hashes, ok = climb(w.cp.Size, bl.Leaf, tlog.RecordHash(w.leaf), bl.Proof, w.hashes); !ok {
+	if w.hashes, ok = climb(w.cp.Size, bl.Leaf, sha256.Sum256(w.leaf), bl.Proof, w.hashes); !ok {
 		fail("the inclusion proof of leaf %d has %d hashes, more than the leaf's path in the checkpoint's tree", bl.Leaf, len(bl.Proof)/tlog.HashSize)
 		return
 	}
