@@ -36,7 +36,9 @@ import (
 
 // BenchmarkAppend appends ledger events through the embedded JetStream
 // store (each durability, 64 writers each on an account of its own) and
-// stops the clock once every follower holds every event appended:
+// stops the clock once every follower holds every event appended; it
+// reports the events appended per second and the CPU the process (the
+// embedded server included) used per event:
 //
 //   - raw-publish: the same number of messages published to the same
 //     server by JetStream's client, without the store (the floor);
@@ -112,6 +114,7 @@ func benchRawPublish(b *testing.B, d jetstream.Durability) {
 	events := benchEvents(b, ctx, codec.New(pii.NewKeyring(pii.NewMemoryKeys(), rand.Reader)), b.N)
 	var wg sync.WaitGroup
 	b.ResetTimer()
+	cpu := processCPU(b)
 	for a := range benchWriters {
 		wg.Go(func() {
 			stream := eventstore.ActivityStream(fmt.Sprintf("acct%04d", a))
@@ -131,6 +134,7 @@ func benchRawPublish(b *testing.B, d jetstream.Durability) {
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/event")
 }
 
 func benchAppend(b *testing.B, d jetstream.Durability, withRunner, withLog, fed bool) {
@@ -188,6 +192,7 @@ func benchAppend(b *testing.B, d jetstream.Durability, withRunner, withLog, fed 
 	var last atomic.Uint64
 	var wg sync.WaitGroup
 	b.ResetTimer()
+	cpu := processCPU(b)
 	for a := range benchWriters {
 		wg.Go(func() {
 			stream := eventstore.ActivityStream(fmt.Sprintf("acct%04d", a))
@@ -215,6 +220,7 @@ func benchAppend(b *testing.B, d jetstream.Durability, withRunner, withLog, fed 
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/event")
 }
 
 func benchStream(a int) eventstore.StreamID {

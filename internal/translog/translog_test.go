@@ -410,7 +410,12 @@ func wholeProof(t *testing.T, l *translog.Log, leaf int64) []byte {
 // does not prove, the first its whole proof; a bundle whose lines all give
 // their whole proof, as those of format 1 did, verifies the same.
 func TestBundleWholeProofs(t *testing.T) {
-	store := jetstreamStore(t)
+	for name, open := range stores() {
+		t.Run(name, func(t *testing.T) { testBundleWholeProofs(t, open(t)) })
+	}
+}
+
+func testBundleWholeProofs(t *testing.T, store eventstore.Store) {
 	e := newLedger(t, store)
 	e.history(t)
 	dir := t.TempDir()
