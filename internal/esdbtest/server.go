@@ -173,6 +173,33 @@ func (s *Server) Subscriptions() int {
 	return s.subs
 }
 
+// RewriteLast replaces the data of the last event of $all with what edit
+// returns, in place, as someone with the node's files could: nothing marks
+// the change.
+func (s *Server) RewriteLast(edit func(data []byte) []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.all) == 0 {
+		return
+	}
+	r := s.all[len(s.all)-1]
+	r.data = edit(slices.Clone(r.data))
+}
+
+// Truncate forgets the last n events of $all, as a node restored from an
+// older copy of its files would.
+func (s *Server) Truncate(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ; n > 0 && len(s.all) > 0; n-- {
+		r := s.all[len(s.all)-1]
+		s.all = s.all[:len(s.all)-1]
+		if st := s.streams[r.stream]; st != nil && len(st.events) > 0 && st.events[len(st.events)-1] == r {
+			st.events = st.events[:len(st.events)-1]
+		}
+	}
+}
+
 // Close stops the server and closes every connection.
 func (s *Server) Close() {
 	s.lis.closeAll()

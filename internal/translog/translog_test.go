@@ -45,6 +45,14 @@ func jetstreamStore(t testing.TB) *jetstream.Store {
 
 func esdbStore(t testing.TB) eventstore.Store {
 	t.Helper()
+	_, s := esdbServerStore(t)
+	return s
+}
+
+// esdbServerStore returns the store over an EventStoreDB double and the
+// double, which can change its history behind the store's back.
+func esdbServerStore(t testing.TB) (*esdbtest.Server, eventstore.Store) {
+	t.Helper()
 	srv, err := esdbtest.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +65,7 @@ func esdbStore(t testing.TB) eventstore.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s
+	return srv, s
 }
 
 // ledgerEnv is a store with an application service writing real events.
@@ -563,106 +571,137 @@ func (s logSource) Consistency(_ context.Context, old, size int64) (tlog.TreePro
 // checkpoint it verified.
 func TestWatchDetectsRewrittenHistory(t *testing.T) {
 	ctx := context.Background()
-	for _, tc := range []struct {
-		name   string
-		tamper func(t *testing.T, js natsjs.JetStream, s natsjs.Stream, last uint64)
-		want   string
-	}{
-		{"truncated", func(t *testing.T, _ natsjs.JetStream, s natsjs.Stream, last uint64) {
-			for seq := last - 2; seq <= last; seq++ {
-				if err := s.SecureDeleteMsg(ctx, seq); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}, "fewer than"},
-		{"record rewritten", func(t *testing.T, js natsjs.JetStream, s natsjs.Stream, last uint64) {
-			// The last record is replaced: deleted, and its bytes with
-			// one changed published again.
-			seq := last
-			m, err := s.GetMsg(ctx, seq)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.SecureDeleteMsg(ctx, seq); err != nil {
-				t.Fatal(err)
-			}
-			data := bytes.Replace(m.Data, []byte(`"count":1`), []byte(`"count":9`), 1)
-			if bytes.Equal(data, m.Data) {
-				t.Fatalf("control: the last record is not a purchase of one seat: %s", m.Data)
-			}
-			msg := nats.NewMsg(m.Subject)
-			msg.Data = data
-			for k, v := range m.Header {
-				msg.Header[k] = v
-			}
-			msg.Header.Set(natsjs.MsgIDHeader, uuid.NewString())
-			msg.Header.Del(natsjs.ExpectedLastSubjSeqHeader)
-			msg.Header.Del(natsjs.ExpectedLastSubjSeqSubjHeader)
-			if _, err := js.PublishMsg(ctx, msg); err != nil {
-				t.Fatal(err)
-			}
-		}, "rewritten"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	// Each store's history changed behind its back: the last three records
+	// removed, or the last one (a purchase of one seat) rewritten.
+	type tampering struct {
+		store             eventstore.Store
+		truncate, rewrite func(t *testing.T)
+	}
+	rewritten := func(t *testing.T, data []byte) []byte {
+		out := bytes.Replace(data, []byte(`"count":1`), []byte(`"count":9`), 1)
+		if bytes.Equal(out, data) {
+			t.Fatalf("control: the last record is not a purchase of one seat: %s", data)
+		}
+		return out
+	}
+	for name, open := range map[string]func(t *testing.T) tampering{
+		"jetstream": func(t *testing.T) tampering {
 			store := jetstreamStore(t)
-			e := newLedger(t, store)
-			e.history(t)
-			dir := t.TempDir()
-			key := newKey(t, dir)
-			l := runLog(t, store, filepath.Join(dir, "log"), key, e.last)
-			state := filepath.Join(t.TempDir(), "checkpoint")
-			if _, err := translog.Watch(ctx, logSource{l}, key.Verifier, state); err != nil {
-				t.Fatal(err)
-			}
-			e.do(t, "acme", ledger.PurchaseSeats{Count: 1, At: e.at()})
-			if err := l.Wait(ctx, e.last); err != nil {
-				t.Fatal(err)
-			}
-			res, err := translog.Watch(ctx, logSource{l}, key.Verifier, state)
-			if err != nil || res.Old == nil || res.New.Size != res.Old.Size+1 {
-				t.Fatalf("watch of a grown log: %+v, %v", res, err)
-			}
-			kept, _ := osReadFile(state)
-
 			js, err := natsjs.New(store.Conn())
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := js.Stream(ctx, "LEDGER")
-			if err != nil {
-				t.Fatal(err)
+			stream := func() (natsjs.Stream, uint64) {
+				s, err := js.Stream(ctx, "LEDGER")
+				if err != nil {
+					t.Fatal(err)
+				}
+				info, err := s.Info(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s, info.State.LastSeq
 			}
-			info, err := s.Info(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.tamper(t, js, s, info.State.LastSeq)
+			return tampering{store: store,
+				truncate: func(t *testing.T) {
+					s, last := stream()
+					for seq := last - 2; seq <= last; seq++ {
+						if err := s.SecureDeleteMsg(ctx, seq); err != nil {
+							t.Fatal(err)
+						}
+					}
+				},
+				rewrite: func(t *testing.T) {
+					// The last record is replaced: deleted, and its bytes
+					// with one changed published again.
+					s, seq := stream()
+					m, err := s.GetMsg(ctx, seq)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := s.SecureDeleteMsg(ctx, seq); err != nil {
+						t.Fatal(err)
+					}
+					msg := nats.NewMsg(m.Subject)
+					msg.Data = rewritten(t, m.Data)
+					for k, v := range m.Header {
+						msg.Header[k] = v
+					}
+					msg.Header.Set(natsjs.MsgIDHeader, uuid.NewString())
+					msg.Header.Del(natsjs.ExpectedLastSubjSeqHeader)
+					msg.Header.Del(natsjs.ExpectedLastSubjSeqSubjHeader)
+					if _, err := js.PublishMsg(ctx, msg); err != nil {
+						t.Fatal(err)
+					}
+				}}
+		},
+		"esdb": func(t *testing.T) tampering {
+			srv, store := esdbServerStore(t)
+			return tampering{store: store,
+				truncate: func(*testing.T) { srv.Truncate(3) },
+				rewrite:  func(t *testing.T) { srv.RewriteLast(func(data []byte) []byte { return rewritten(t, data) }) }}
+		},
+	} {
+		for _, tc := range []struct {
+			name   string
+			tamper func(tampering) func(*testing.T)
+			want   string
+		}{
+			{"truncated", func(x tampering) func(*testing.T) { return x.truncate }, "fewer than"},
+			{"record rewritten", func(x tampering) func(*testing.T) { return x.rewrite }, "rewritten"},
+		} {
+			t.Run(name+"/"+tc.name, func(t *testing.T) {
+				x := open(t)
+				store := x.store
+				e := newLedger(t, store)
+				e.history(t)
+				dir := t.TempDir()
+				key := newKey(t, dir)
+				l := runLog(t, store, filepath.Join(dir, "log"), key, e.last)
+				state := filepath.Join(t.TempDir(), "checkpoint")
+				if _, err := translog.Watch(ctx, logSource{l}, key.Verifier, state); err != nil {
+					t.Fatal(err)
+				}
+				e.do(t, "acme", ledger.PurchaseSeats{Count: 1, At: e.at()})
+				if err := l.Wait(ctx, e.last); err != nil {
+					t.Fatal(err)
+				}
+				res, err := translog.Watch(ctx, logSource{l}, key.Verifier, state)
+				if err != nil || res.Old == nil || res.New.Size != res.Old.Size+1 {
+					t.Fatalf("watch of a grown log: %+v, %v", res, err)
+				}
+				kept, _ := osReadFile(state)
 
-			// The log kept in its directory no longer matches the store:
-			// it refuses to follow it.
-			l2, err := translog.Open(translog.Config{Dir: filepath.Join(dir, "log"), Key: key})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := l2.Run(ctx, store); !errors.Is(err, translog.ErrInconsistent) {
-				t.Errorf("log over a changed store: %v, want ErrInconsistent", err)
-			}
-			l2.Close()
-			// A tree rebuilt from what the store holds now, signed with the
-			// same key, is caught by the watcher.
-			var last eventstore.Position
-			for rec := range store.ReadAll(ctx, 0) {
-				last = rec.Position
-			}
-			rebuilt := runLog(t, store, t.TempDir(), key, last)
-			_, err = translog.Watch(ctx, logSource{rebuilt}, key.Verifier, state)
-			if !errors.Is(err, translog.ErrInconsistent) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("watch after the history was changed: %v, want ErrInconsistent saying %q", err, tc.want)
-			}
-			if now, _ := osReadFile(state); !bytes.Equal(now, kept) {
-				t.Errorf("the kept checkpoint was replaced after a failed check")
-			}
-		})
+				tc.tamper(x)(t)
+
+				// The log kept in its directory no longer matches the
+				// store: it refuses to follow it.
+				l2, err := translog.Open(translog.Config{Dir: filepath.Join(dir, "log"), Key: key})
+				if err != nil {
+					t.Fatal(err)
+				}
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second) // a store unchanged is followed for good
+				if err := l2.Run(rctx, store); !errors.Is(err, translog.ErrInconsistent) {
+					t.Errorf("log over a changed store: %v, want ErrInconsistent", err)
+				}
+				cancel()
+				l2.Close()
+				// A tree rebuilt from what the store holds now, signed with
+				// the same key, is caught by the watcher.
+				var last eventstore.Position
+				for rec := range store.ReadAll(ctx, 0) {
+					last = rec.Position
+				}
+				rebuilt := runLog(t, store, t.TempDir(), key, last)
+				_, err = translog.Watch(ctx, logSource{rebuilt}, key.Verifier, state)
+				if !errors.Is(err, translog.ErrInconsistent) || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("watch after the history was changed: %v, want ErrInconsistent saying %q", err, tc.want)
+				}
+				if now, _ := osReadFile(state); !bytes.Equal(now, kept) {
+					t.Errorf("the kept checkpoint was replaced after a failed check")
+				}
+			})
+		}
 	}
 }
 
