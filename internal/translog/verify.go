@@ -84,9 +84,13 @@ type Verified struct {
 // Any failure is a *BundleError (wrapping ErrBundle) naming the first
 // line that fails.
 //
-// Lines are decoded, hashed, proved and their events decoded on every
-// core; what depends on the lines before (order, revisions, links, the
-// replay) is checked in order on one.
+// A record line's proof may give only the hashes below the path the
+// record line before proved (see compactProof); each line's whole proof,
+// rebuilt so, must hold.
+//
+// Lines are decoded, hashed up their paths and their events decoded on
+// every core; what depends on the lines before (the node a proof leads
+// to, order, revisions, links, the replay) is checked in order on one.
 func VerifyBundle(ctx context.Context, r io.Reader, vkey string, now time.Time) (*Verified, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
