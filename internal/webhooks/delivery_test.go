@@ -194,7 +194,11 @@ func TestSlowEndpointDoesNotHoldUpAnother(t *testing.T) {
 		return 200
 	})
 	fast := newReceiver(t, false, nil)
-	s := openService(t, js, func(c *webhooks.Config) { c.Guard.AllowPrivate = true; c.Timeout = time.Minute; c.AckWait = 2 * time.Minute })
+	s := openService(t, js, func(c *webhooks.Config) {
+		c.Guard.AllowPrivate = true
+		c.Timeout = time.Minute
+		c.AckWait = 2 * time.Minute
+	})
 	ctx := context.Background()
 	if _, _, err := s.Register(ctx, "acme", webhooks.Registration{URL: slow.url()}); err != nil {
 		t.Fatal(err)
