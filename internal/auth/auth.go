@@ -109,12 +109,16 @@ const (
 	// Provision is every SCIM operation on the token's account: reading,
 	// adding, changing, deactivating and deleting its users.
 	Provision Action = "provision"
+	// ManageWebhooks is registering, reading, enabling, replaying and
+	// deleting an account's webhook endpoints and reading their delivery
+	// logs.
+	ManageWebhooks Action = "manage-webhooks"
 )
 
 var grants = map[Role]map[Action]bool{
 	Operator: {OpenAccount: true, PurchaseSeats: true, ReduceSeats: true, ManageUsers: true,
-		RecordActivity: true, Read: true, ReadHistory: true, MintToken: true, ReadLog: true},
-	Admin:        {PurchaseSeats: true, ManageUsers: true, RecordActivity: true, Read: true, ReadHistory: true},
+		RecordActivity: true, Read: true, ReadHistory: true, MintToken: true, ReadLog: true, ManageWebhooks: true},
+	Admin:        {PurchaseSeats: true, ManageUsers: true, RecordActivity: true, Read: true, ReadHistory: true, ManageWebhooks: true},
 	Auditor:      {Read: true, ReadHistory: true, ReadLog: true},
 	Service:      {RecordActivity: true, Read: true},
 	Provisioning: {Provision: true},

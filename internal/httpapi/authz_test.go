@@ -57,6 +57,11 @@ func fixed(path string, body any) func(*env, int) (string, any) {
 	return func(*env, int) (string, any) { return path, body }
 }
 
+func freshHook(e *env) string {
+	r := e.must(201, e.operator, "POST", "/v1/accounts/acme/webhooks", map[string]any{"url": publicHook})
+	return r.json(e.t)["id"].(string)
+}
+
 func freshUser(e *env, n int) string {
 	return e.addUser("acme", fmt.Sprintf("User %d", n), fmt.Sprintf("u%d@acme.test", n), "member")
 }
@@ -115,6 +120,23 @@ var endpoints = []endpoint{
 		return "/v1/tokens/" + r.json(e.t)["id"].(string), nil
 	}},
 	{"GET /v1/billing", 200, []auth.Role{auth.Operator, auth.Auditor}, fixed("/v1/billing?period=2026-03", nil)},
+	{"POST /v1/accounts/{account}/webhooks", 201, writers, fixed("/v1/accounts/acme/webhooks", map[string]any{"url": publicHook})},
+	{"GET /v1/accounts/{account}/webhooks", 200, writers, fixed("/v1/accounts/acme/webhooks", nil)},
+	{"GET /v1/accounts/{account}/webhooks/{webhook}", 200, writers, func(e *env, _ int) (string, any) {
+		return "/v1/accounts/acme/webhooks/" + freshHook(e), nil
+	}},
+	{"DELETE /v1/accounts/{account}/webhooks/{webhook}", 204, writers, func(e *env, _ int) (string, any) {
+		return "/v1/accounts/acme/webhooks/" + freshHook(e), nil
+	}},
+	{"POST /v1/accounts/{account}/webhooks/{webhook}/enable", 200, writers, func(e *env, _ int) (string, any) {
+		return "/v1/accounts/acme/webhooks/" + freshHook(e) + "/enable", nil
+	}},
+	{"POST /v1/accounts/{account}/webhooks/{webhook}/replay", 202, writers, func(e *env, _ int) (string, any) {
+		return "/v1/accounts/acme/webhooks/" + freshHook(e) + "/replay", map[string]any{"from_sequence": 1}
+	}},
+	{"GET /v1/accounts/{account}/webhooks/{webhook}/deliveries", 200, writers, func(e *env, _ int) (string, any) {
+		return "/v1/accounts/acme/webhooks/" + freshHook(e) + "/deliveries", nil
+	}},
 	{"GET /v1/quarantine", 200, []auth.Role{auth.Operator, auth.Auditor}, fixed("/v1/quarantine", nil)},
 	{"GET /v1/log/checkpoint", 200, everyone, fixed("/v1/log/checkpoint", nil)},
 	{"GET /v1/log/key", 200, everyone, fixed("/v1/log/key", nil)},

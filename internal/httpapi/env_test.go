@@ -28,6 +28,7 @@ import (
 	"github.com/licenseledger/ledger/internal/pii"
 	"github.com/licenseledger/ledger/internal/telemetry"
 	"github.com/licenseledger/ledger/internal/translog"
+	"github.com/licenseledger/ledger/internal/webhooks"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/attribution"
 	"github.com/licenseledger/ledger/projections/audit"
@@ -68,6 +69,8 @@ type env struct {
 	// log is the transparency log over the store; logKey its key.
 	log    *translog.Log
 	logKey translog.Key
+	// hooks are the webhook endpoints, on the package's NATS server.
+	hooks *webhooks.Service
 }
 
 type syncBuffer struct {
@@ -153,7 +156,9 @@ func newEnv(t testing.TB, opts ...options) *env {
 		}()
 	}
 	e.startLog(t)
+	e.hooks = openWebhooks(t)
 	e.cfg = httpapi.Config{
+		Webhooks: e.hooks,
 		Log: e.log, DataKeys: e.keys,
 		Commands: svc, Seats: st, Activities: at, Audit: au, Billing: bi,
 		History: e.store, Decoder: e.codec, Progress: e.tracker, Tokens: e.tokens,

@@ -245,6 +245,9 @@ type Config struct {
 	// DataKeys gives the data keys an audit bundle carries when asked;
 	// nil when bundles carry none.
 	DataKeys KeyReader
+	// Webhooks keeps the accounts' webhook endpoints; nil when the
+	// service runs without (its routes then answer 503).
+	Webhooks WebhookService
 
 	// Clock is the only source of time; NewID draws user, activity and
 	// correlation ids (ULIDs); Random draws token secrets (crypto/rand.Reader

@@ -20,10 +20,11 @@ func TestReadsRefusedUntilReadModelsReady(t *testing.T) {
 	user := e.addUser("acme", "Ada Lovelace", "ada@acme.test", "admin")
 	activity := e.must(201, e.operator, "POST", "/v1/accounts/acme/activities", map[string]string{"user_id": user, "kind": "note", "ref": "r1"}).json(t)["id"].(string)
 	tokenID := e.must(201, e.operator, "POST", "/v1/tokens", map[string]string{"role": "auditor"}).json(t)["id"].(string)
+	hook := freshHook(e)
 
 	// Every read route of the API, its path values filled in, and one
 	// account that does not exist.
-	fill := strings.NewReplacer("{account}", "acme", "{user}", user, "{activity}", activity, "{token}", tokenID)
+	fill := strings.NewReplacer("{account}", "acme", "{user}", user, "{activity}", activity, "{token}", tokenID, "{webhook}", hook)
 	reads := []string{"/v1/accounts/nobody"}
 	for _, r := range e.api.Routes() {
 		if r.Method == "GET" && strings.HasPrefix(r.Path, "/v1/") {

@@ -66,6 +66,7 @@ func (s *server) register() {
 	s.raw("GET "+acct+"/events", auth.ReadHistory, s.events)
 	s.read("GET /v1/billing", auth.ReadHistory, s.listBilling)
 	s.tokenRoutes()
+	s.webhookRoutes()
 	s.quarantineRoutes()
 	s.logRoutes()
 	s.ops()
