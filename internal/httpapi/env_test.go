@@ -159,7 +159,7 @@ func newEnv(t testing.TB, opts ...options) *env {
 	e.hooks = openWebhooks(t)
 	e.cfg = httpapi.Config{
 		Webhooks: e.hooks,
-		Log: e.log, DataKeys: e.keys,
+		Log:      e.log, DataKeys: e.keys,
 		Commands: svc, Seats: st, Activities: at, Audit: au, Billing: bi,
 		History: e.store, Decoder: e.codec, Progress: e.tracker, Tokens: e.tokens,
 		Clock: e.clock.Now, NewID: newULID, Random: crand.Reader,
