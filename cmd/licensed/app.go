@@ -171,12 +171,17 @@ func (m *Main) Start(ctx context.Context) error {
 	if err := m.bootstrapOperator(ctx, dataDir); err != nil {
 		return err
 	}
+	hooks, err := m.openWebhooks(ctx)
+	if err != nil {
+		return err
+	}
 
 	api := httpapi.New(httpapi.Config{
 		PublicURL: m.cfg.PublicURL,
 		Commands:  m.accounts, Seats: st, Activities: at, Audit: au, Billing: bi,
 		History: m.store, Decoder: m.codec, Progress: m.runner, ReadModelsReady: m.runner.Ready, Tokens: m.tokens,
 		Quarantine: m.runner, Log: m.tlog, DataKeys: m.backend.keys, Clock: m.clock, NewID: ulid.Make, Random: rand.Reader,
+		Webhooks: hooks,
 		SCIM: scim.New(scim.Config{
 			Commands: m.accounts, Directory: st, Tokens: m.tokens, Progress: m.runner,
 			ReadModelsReady: m.runner.Ready, Clock: m.clock, NewID: ulid.Make,
@@ -210,6 +215,14 @@ func (m *Main) Start(ctx context.Context) error {
 	if err := m.startCycleNotices(runCtx, bi); err != nil {
 		return err
 	}
+	m.bg.Go(func() {
+		// Deliveries stop with the process; what is in flight is delivered
+		// again by another process or at the next start.
+		if err := hooks.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Error("webhook deliveries stopped", "err", err)
+			m.errs <- fmt.Errorf("webhooks: %w", err)
+		}
+	})
 	for _, task := range m.backend.runners {
 		m.bg.Go(func() {
 			if err := task.run(runCtx); err != nil && !errors.Is(err, context.Canceled) {

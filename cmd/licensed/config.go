@@ -52,6 +52,10 @@ type Config struct {
 	// standard OTEL_* variables configure (see package telemetry): tests
 	// give one that records in memory. It is not a flag.
 	Tracer *telemetry.Tracer
+	// WebhookAllowPrivate lets webhook endpoints be on private, loopback
+	// and link-local addresses, and plain http: for tests and private
+	// deployments.
+	WebhookAllowPrivate bool
 }
 
 // setting is one flag with its environment variable.
@@ -64,7 +68,7 @@ type setting struct {
 // through getenv.
 func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
 	var c Config
-	var level, replicas, downstreamConsumers, every string
+	var level, replicas, downstreamConsumers, every, allowPrivate string
 	settings := []setting{
 		{"data-dir", "LICENSED_DATA_DIR", "./data", "directory for the embedded NATS files, tokens, snapshots and the first operator token", &c.DataDir},
 		{"http-addr", "LICENSED_HTTP_ADDR", "127.0.0.1:8080", "address the HTTP API listens on", &c.HTTPAddr},
@@ -82,6 +86,7 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 		{"log-origin", "LICENSED_LOG_ORIGIN", "licenseledger.dev/ledger", "the transparency log's origin, the name of the key created at the first start", &c.LogOrigin},
 		{"public-url", "LICENSED_PUBLIC_URL", "", "URL clients reach the HTTP API at (e.g. https://ledger.example.com), which the published events' dataschema URLs start with; empty: http://<http-addr>", &c.PublicURL},
 		{"checkpoint-every", "LICENSED_CHECKPOINT_EVERY", "10s", "longest time between two signed checkpoints of the transparency log while the ledger moves", &every},
+		{"webhook-allow-private", "LICENSED_WEBHOOK_ALLOW_PRIVATE", "false", "let webhook endpoints be on private, loopback and link-local addresses, and plain http (tests, private deployments); otherwise only https URLs of public addresses", &allowPrivate},
 	}
 	fs := flag.NewFlagSet("licensed", flag.ContinueOnError)
 	fs.SetOutput(usage)
@@ -119,6 +124,9 @@ func ParseConfig(args []string, getenv func(string) string, usage io.Writer) (Co
 	}
 	c.CheckpointEvery = d
 	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if c.WebhookAllowPrivate, err = strconv.ParseBool(allowPrivate); err != nil {
+		return Config{}, fmt.Errorf("webhook allow private %q: want true or false", allowPrivate)
+	}
 	return c, c.validate()
 }
 

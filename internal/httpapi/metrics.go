@@ -37,6 +37,25 @@ type Metrics struct {
 	// relaySkipped counts the records the relay did not publish; nil
 	// (and the metric absent) without a relay.
 	relaySkipped func() uint64
+	// webhooks reports the webhook deliveries; nil (and the metrics
+	// absent) without webhooks.
+	webhooks func() WebhookCounts
+}
+
+// WebhookCounts are the webhook deliveries of a process.
+type WebhookCounts struct {
+	// Delivered and Failed count attempts answered 2xx and not.
+	Delivered, Failed uint64
+	// Pending is how many messages the endpoints delivered by this process
+	// have still to receive.
+	Pending uint64
+}
+
+// CountWebhooks makes n the source of the webhook delivery metrics.
+func (m *Metrics) CountWebhooks(n func() WebhookCounts) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.webhooks = n
 }
 
 // latencyBuckets are upper bounds in seconds, from 100 us (an in-memory
@@ -177,6 +196,12 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 		fmt.Fprintf(cw, "# HELP ledger_relay_skipped_records_total Stored records the relay did not publish downstream: unreadable, off their stream's chain, or not a message.\n# TYPE ledger_relay_skipped_records_total counter\nledger_relay_skipped_records_total %d\n", m.relaySkipped())
 	}
 	writeRuntime(cw)
+	if m.webhooks != nil {
+		c := m.webhooks()
+		fmt.Fprintf(cw, "# HELP licensed_webhook_deliveries_total Attempts to deliver an event to a webhook endpoint, by outcome (ok: answered 2xx).\n# TYPE licensed_webhook_deliveries_total counter\n")
+		fmt.Fprintf(cw, "licensed_webhook_deliveries_total{outcome=\"ok\"} %d\nlicensed_webhook_deliveries_total{outcome=\"failed\"} %d\n", c.Delivered, c.Failed)
+		fmt.Fprintf(cw, "# HELP licensed_webhook_pending_messages Messages the webhook endpoints this process delivers to have still to receive.\n# TYPE licensed_webhook_pending_messages gauge\nlicensed_webhook_pending_messages %d\n", c.Pending)
+	}
 	if err := cw.w.Flush(); err != nil {
 		return cw.n, err
 	}

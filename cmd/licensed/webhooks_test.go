@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/licenseledger/ledger/internal/contract"
+)
+
+// TestWebhooks registers an endpoint through the API of the service as
+// wired, on each backend, and checks that events published into the
+// published stream reach it signed, before and after a restart, that the
+// delivery log pages, and that /metrics counts
+// the deliveries.
+func TestWebhooks(t *testing.T) {
+	for name, backend := range backends(t) {
+		t.Run(name, func(t *testing.T) { webhookDeliveries(t, backend(t)) })
+	}
+}
+
+func webhookDeliveries(t *testing.T, store []string) {
+	var mu sync.Mutex
+	var got []*http.Request
+	var bodies [][]byte
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got, bodies = append(got, r), append(bodies, b)
+		mu.Unlock()
+	}))
+	defer recv.Close()
+	received := func(ids []string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			mu.Lock()
+			var seen []string
+			for _, r := range got {
+				if slices.Contains(ids, r.Header.Get("webhook-id")) && !slices.Contains(seen, r.Header.Get("webhook-id")) {
+					seen = append(seen, r.Header.Get("webhook-id"))
+				}
+			}
+			mu.Unlock()
+			if slices.Equal(seen, ids) {
+				return
+			}
+			if time.Now().After(deadline) || len(seen) > len(ids) {
+				t.Fatalf("received %v, want %v", seen, ids)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	dir := t.TempDir()
+	args := append([]string{"--webhook-allow-private", "true"}, store...)
+	svc := startService(t, dir, io.Discard, args...)
+	b, _ := os.ReadFile(filepath.Join(dir, "operator.token"))
+	op := strings.TrimSpace(string(b))
+	svc.expect(201, op, "POST", "/v1/accounts", map[string]any{"id": "acme", "name": "Acme", "seats": 3})
+	admin := svc.expect(201, op, "POST", "/v1/tokens", map[string]string{"role": "admin", "account": "acme"}).body["token"].(string)
+	svc.expect(400, admin, "POST", "/v1/accounts/acme/webhooks", map[string]any{"url": recv.URL, "event_types": []string{"UserAdded"}})
+	reg := svc.expect(201, admin, "POST", "/v1/accounts/acme/webhooks", map[string]any{
+		"url": recv.URL + "/ledger", "event_types": []string{"dev.licenseledger.user.added.v1", "dev.licenseledger.seat_reduction.scheduled.v1"}})
+	id, secret := reg.body["id"].(string), reg.body["secret"].(string)
+
+	// The published stream as the publisher keeps it, written with the
+	// service's own credential.
+	publish := func(n int) []string {
+		t.Helper()
+		creds, err := nats.NkeyOptionFromSeed(filepath.Join(dir, "licensed.nk"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(svc.m.NATSURL(), creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		ctx := context.Background()
+		if _, err := js.Stream(ctx, contract.Stream); errors.Is(err, jetstream.ErrStreamNotFound) {
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: contract.Stream, Subjects: []string{contract.SubjectPrefix + ">"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var ids []string
+		for range n {
+			id := uuid.NewString()
+			m := nats.NewMsg(contract.LedgerSubject("acme", "UserAdded"))
+			m.Data = []byte(`{"specversion":"1.0","id":"` + id + `","type":"dev.licenseledger.user.added.v1","source":"urn:licenseledger:account:acme","data":{}}`)
+			m.Header.Set(nats.MsgIdHdr, id)
+			if _, err := js.PublishMsg(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	ids := publish(3)
+	received(ids)
+
+	// After a restart, the endpoint is still registered and delivered to.
+	svc.stop()
+	svc = startService(t, dir, io.Discard, args...)
+	defer svc.stop()
+	ids = append(ids, publish(2)...)
+	received(ids)
+
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	for i, r := range got {
+		if err := wh.Verify(bodies[i], r.Header); err != nil {
+			t.Fatalf("delivery %d: %v", i, err)
+		}
+	}
+	mu.Unlock()
+
+	var logged []string
+	cursor := ""
+	for {
+		page := svc.expect(200, admin, "GET", "/v1/accounts/acme/webhooks/"+id+"/deliveries?limit=2&cursor="+cursor, nil)
+		for _, d := range list(t, page.body, "deliveries") {
+			logged = append(logged, d["event_id"].(string))
+		}
+		cursor = page.body["next_cursor"].(string)
+		if page.body["has_more"] != true {
+			break
+		}
+	}
+	if !slices.Equal(logged, ids) {
+		t.Fatalf("delivery log %v, want %v", logged, ids)
+	}
+	metrics := svc.expect(200, "", "GET", "/metrics", nil).raw
+	if !strings.Contains(metrics, `licensed_webhook_deliveries_total{outcome="ok"} 2`) || !strings.Contains(metrics, "licensed_webhook_pending_messages 0") {
+		t.Fatalf("metrics:\n%s", metrics)
+	}
+}
