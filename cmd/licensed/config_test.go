@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -72,5 +73,30 @@ func TestWithoutCredentials(t *testing.T) {
 	got := withoutCredentials("nats://user:secret@n1:4222,nats://s3cr3tt0ken@n2:4222,nats://n3:4222")
 	if strings.Contains(got, "secret") || strings.Contains(got, "s3cr3tt0ken") || !strings.Contains(got, "n1:4222") || !strings.Contains(got, "n3:4222") {
 		t.Fatalf("withoutCredentials = %q", got)
+	}
+}
+
+func TestWebhookAllowPrivateSetting(t *testing.T) {
+	c, err := ParseConfig(nil, func(string) string { return "" }, io.Discard)
+	if err != nil || c.WebhookAllowPrivate {
+		t.Fatalf("default: %v %v, want false", c.WebhookAllowPrivate, err)
+	}
+	c, err = ParseConfig(nil, func(k string) string { return map[string]string{"LICENSED_WEBHOOK_ALLOW_PRIVATE": "true"}[k] }, io.Discard)
+	if err != nil || !c.WebhookAllowPrivate {
+		t.Fatalf("LICENSED_WEBHOOK_ALLOW_PRIVATE=true: %v %v", c.WebhookAllowPrivate, err)
+	}
+	if _, err := ParseConfig([]string{"--webhook-allow-private", "maybe"}, func(string) string { return "" }, io.Discard); err == nil {
+		t.Fatal("--webhook-allow-private maybe accepted")
+	}
+}
+
+// The published types webhook filters name follow contract v2's naming.
+func TestPublishedTypes(t *testing.T) {
+	types := publishedTypes()
+	for _, want := range []string{"dev.licenseledger.user.deactivated.v1", "dev.licenseledger.seat_reduction.scheduled.v1",
+		"dev.licenseledger.account.opened.v1", "dev.licenseledger.user_profile.updated.v1", "dev.licenseledger.cycle.closed.v1"} {
+		if !slices.Contains(types, want) {
+			t.Errorf("%s missing from %v", want, types)
+		}
 	}
 }
