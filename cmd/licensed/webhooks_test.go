@@ -135,6 +135,13 @@ func webhookDeliveries(t *testing.T, store []string) {
 
 	var logged []string
 	cursor := ""
+	// The log is written after each answer, without waiting: wait for it.
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		page := svc.expect(200, admin, "GET", "/v1/accounts/acme/webhooks/"+id+"/deliveries?limit=1000", nil)
+		if len(list(t, page.body, "deliveries")) >= len(ids) {
+			break
+		}
+	}
 	for {
 		page := svc.expect(200, admin, "GET", "/v1/accounts/acme/webhooks/"+id+"/deliveries?limit=2&cursor="+cursor, nil)
 		for _, d := range list(t, page.body, "deliveries") {

@@ -33,7 +33,7 @@ func (s *Service) newClient() *http.Client {
 		TLSClientConfig:       &tls.Config{RootCAs: s.cfg.RootCAs, MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          100,
-		MaxIdleConnsPerHost:   2,
+		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: s.cfg.Timeout,
@@ -139,25 +139,27 @@ func (s *Service) work(ctx context.Context, r record) {
 			continue
 		}
 		warned, wait = false, time.Second
+		// One pull kept open: the server sends the next message as soon
+		// as the previous one is acknowledged (one in flight). Pulls
+		// expire soon, so that those of a process that died stop taking
+		// messages within seconds.
+		it, err := cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second))
+		if err != nil {
+			sleep(ctx, wait)
+			continue
+		}
 		for ctx.Err() == nil {
-			fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			batch, err := cons.Fetch(1, jetstream.FetchContext(fctx))
+			msg, err := it.Next(jetstream.NextContext(ctx))
 			if err != nil {
-				cancel()
-				break
-			}
-			for msg := range batch.Messages() {
-				s.handle(ctx, r, msg)
-			}
-			err = batch.Error()
-			cancel()
-			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 				if ctx.Err() == nil {
-					s.log.Debug("webhook fetch", "endpoint", r, "err", err)
+					s.log.Debug("webhook deliveries: the consumer's messages stopped", "endpoint", r, "err", err)
+					sleep(ctx, 100*time.Millisecond)
 				}
 				break // the consumer may be gone: look it up again
 			}
+			s.handle(ctx, r, msg)
 		}
+		it.Stop()
 	}
 }
 
@@ -250,7 +252,9 @@ func (s *Service) handle(ctx context.Context, r record, msg jetstream.Msg) {
 	if derr == nil {
 		d.Outcome = OutcomeDelivered
 		s.record(ctx, r, d)
-		if err := msg.DoubleAck(ctx); err != nil {
+		// A lost acknowledgement only makes the message come again, still
+		// before any later one (one in flight).
+		if err := msg.Ack(); err != nil {
 			s.log.Warn("webhook delivery not acknowledged: it will be sent again", "endpoint", r, "sequence", meta.Sequence.Stream, "err", err)
 			return
 		}

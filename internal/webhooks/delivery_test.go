@@ -73,6 +73,7 @@ func TestDeliveriesSignedInOrderAndFiltered(t *testing.T) {
 	}
 
 	// The delivery log of the first endpoint pages, oldest first.
+	waitLog(t, s, "acme", epAll.ID, len(evs))
 	var logged []webhooks.Delivery
 	var after uint64
 	pages := 0
@@ -171,9 +172,7 @@ func TestKilledDuringDeliveries(t *testing.T) {
 	if maxInflight != 1 {
 		t.Fatalf("%d deliveries to the endpoint at once, want 1", maxInflight)
 	}
-	if ok, _, _ := first.Deliveries(ctx, "acme", ep.ID, 0, 1000); len(ok) < len(evs) {
-		t.Fatalf("%d deliveries logged for %d events", len(ok), len(evs))
-	}
+	waitLog(t, first, "acme", ep.ID, len(evs))
 	t.Logf("%d events, %d requests", len(evs), calls.Load())
 }
 
@@ -263,10 +262,7 @@ func TestFailingEndpointDisabledThenEnabled(t *testing.T) {
 	if n := calls.Load(); n != 3 {
 		t.Fatalf("%d attempts before disabling, want 3 (1 + 2 retries)", n)
 	}
-	log, _, err := s.Deliveries(ctx, "acme", ep.ID, 0, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
+	log := waitLog(t, s, "acme", ep.ID, 3)
 	var outcomes []string
 	for i, d := range log {
 		outcomes = append(outcomes, d.Outcome)

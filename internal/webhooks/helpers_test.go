@@ -292,3 +292,24 @@ func verifyOne(secret string, r receipt) error {
 	}
 	return wh.Verify(r.Body, r.Header)
 }
+
+// waitLog waits until the delivery log of an endpoint holds at least n
+// entries (it is written after each answer, without waiting) and returns
+// them.
+func waitLog(t testing.TB, s *webhooks.Service, account, id string, n int) []webhooks.Delivery {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		log, _, err := s.Deliveries(context.Background(), account, id, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(log) >= n {
+			return log
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries logged, want %d", len(log), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

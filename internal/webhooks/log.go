@@ -39,7 +39,9 @@ type Delivery struct {
 func (s *Service) record(ctx context.Context, r record, d Delivery) {
 	b, err := json.Marshal(d)
 	if err == nil {
-		_, err = s.cfg.JS.Publish(ctx, s.logSubject(&r), b)
+		// Not waited for: the log must not slow deliveries down. Entries
+		// of an endpoint are published in order on one connection.
+		_, err = s.cfg.JS.PublishAsync(s.logSubject(&r), b)
 	}
 	if err != nil && ctx.Err() == nil {
 		s.log.Warn("webhook delivery log not written", "endpoint", r, "err", err)
