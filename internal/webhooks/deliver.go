@@ -244,7 +244,7 @@ func (s *Service) handle(ctx context.Context, r record, msg jetstream.Msg) {
 	}
 	attempt := int(meta.NumDelivered)
 	start := s.cfg.Clock()
-	status, derr := s.post(ctx, r, env.ID, msg.Data())
+	status, derr := s.postInProgress(ctx, r, env.ID, msg)
 	d := Delivery{
 		EventID: env.ID, EventType: env.Type, Sequence: meta.Sequence.Stream, Attempt: attempt,
 		At: start.UTC(), Status: status, DurationMS: time.Since(start).Milliseconds(),
@@ -292,6 +292,26 @@ func (s *Service) handle(ctx context.Context, r record, msg jetstream.Msg) {
 	if err := msg.NakWithDelay(delay); err != nil {
 		s.log.Debug("webhook nak", "endpoint", r, "err", err)
 	}
+}
+
+// postInProgress posts msg, telling the server every third of the ack
+// wait that it is still being delivered.
+func (s *Service) postInProgress(ctx context.Context, r record, id string, msg jetstream.Msg) (int, error) {
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(s.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return s.post(ctx, r, id, msg.Data())
 }
 
 // post sends one delivery and returns the status and nil on a 2xx answer.

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -233,7 +234,19 @@ func runMayFail(t testing.TB, s *webhooks.Service, mayFail bool) (stop func()) {
 		}
 	}()
 	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); <-done }) }
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
+				buf := make([]byte, 1<<20)
+				n := runtime.Stack(buf, true)
+				t.Logf("slow stop:\n%s", buf[:n])
+				<-done
+			}
+		})
+	}
 	t.Cleanup(stop)
 	return stop
 }

@@ -72,6 +72,7 @@ const (
 	DefaultBucket    = "webhooks"
 	DefaultLogStream = "WEBHOOK_DELIVERIES"
 	DefaultTimeout   = 15 * time.Second
+	DefaultAckWait   = 5 * time.Second
 	// LogMaxAge and LogMaxPerEndpoint bound the delivery log.
 	LogMaxAge         = 30 * 24 * time.Hour
 	LogMaxPerEndpoint = 10_000
@@ -112,8 +113,11 @@ type Config struct {
 	Retries []time.Duration
 	// Timeout bounds each delivery request (DefaultTimeout when 0).
 	Timeout time.Duration
-	// AckWait is how long a delivery may stay unanswered before another
-	// process takes it over (Timeout + 30 s when 0).
+	// AckWait is how long a message may go without news from the process
+	// delivering it before another process takes it over (DefaultAckWait
+	// when 0): a process sends news every third of it while a request
+	// runs, so it bounds how long the death of a process holds up an
+	// endpoint, not how long a request may take.
 	AckWait time.Duration
 	// RootCAs are the roots trusted in endpoints' TLS certificates; the
 	// system's when nil.
@@ -216,7 +220,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.AckWait == 0 {
-		cfg.AckWait = cfg.Timeout + 30*time.Second
+		cfg.AckWait = DefaultAckWait
 	}
 	if cfg.Bucket == "" {
 		cfg.Bucket = DefaultBucket
