@@ -139,27 +139,50 @@ func (s *Service) work(ctx context.Context, r record) {
 			continue
 		}
 		warned, wait = false, time.Second
-		// One pull kept open: the server sends the next message as soon
-		// as the previous one is acknowledged (one in flight). Pulls
-		// expire soon, so that those of a process that died stop taking
-		// messages within seconds.
-		it, err := cons.Messages(jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second))
-		if err != nil {
-			sleep(ctx, wait)
-			continue
-		}
+		// One message per pull, the pull's wait bounded on the server's
+		// side as on this one. A pull given up on (the worker stopping)
+		// could still take a message: it is handed back at once.
 		for ctx.Err() == nil {
-			msg, err := it.Next(jetstream.NextContext(ctx))
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(pollWait))
 			if err != nil {
-				if ctx.Err() == nil {
-					s.log.Debug("webhook deliveries: the consumer's messages stopped", "endpoint", r, "err", err)
-					sleep(ctx, 100*time.Millisecond)
-				}
+				s.log.Debug("webhook fetch", "endpoint", r, "err", err)
+				sleep(ctx, 100*time.Millisecond)
 				break // the consumer may be gone: look it up again
 			}
-			s.handle(ctx, r, msg)
+			var msg jetstream.Msg
+			select {
+			case m, ok := <-batch.Messages():
+				if ok {
+					msg = m
+				}
+			case <-ctx.Done():
+				go handBack(batch.Messages())
+				return
+			}
+			if msg != nil {
+				s.handle(ctx, r, msg)
+				continue
+			}
+			if err := batch.Error(); err != nil {
+				if ctx.Err() == nil {
+					s.log.Debug("webhook fetch", "endpoint", r, "err", err)
+					sleep(ctx, 100*time.Millisecond)
+				}
+				break
+			}
 		}
-		it.Stop()
+	}
+}
+
+// pollWait is how long a pull for an endpoint's next message waits on
+// the server: it bounds the pulls an idle endpoint costs.
+const pollWait = 30 * time.Second
+
+// handBack gives the messages of an abandoned pull back to the server,
+// to be sent again at once.
+func handBack(msgs <-chan jetstream.Msg) {
+	for m := range msgs {
+		_ = m.Nak()
 	}
 }
 
