@@ -42,6 +42,7 @@
 package webhooks
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
@@ -469,12 +470,19 @@ func (s *Service) update(ctx context.Context, account, id string, change func(*r
 		}
 		old := r
 		old.EventTypes = slices.Clone(r.EventTypes)
+		before, err := json.Marshal(r)
+		if err != nil {
+			return record{}, record{}, err
+		}
 		if err := change(&r); err != nil {
 			return record{}, record{}, err
 		}
 		b, err := json.Marshal(r)
 		if err != nil {
 			return record{}, record{}, err
+		}
+		if bytes.Equal(b, before) {
+			return old, r, nil // nothing to store: deliveries go on undisturbed
 		}
 		_, err = s.kv.Update(ctx, r.key(), b, rev)
 		if err == nil {
