@@ -94,7 +94,7 @@ func TestWebhookAllowPrivateSetting(t *testing.T) {
 func TestPublishedTypes(t *testing.T) {
 	types := publishedTypes()
 	for _, want := range []string{"dev.licenseledger.user.deactivated.v1", "dev.licenseledger.seat_reduction.scheduled.v1",
-		"dev.licenseledger.account.opened.v1", "dev.licenseledger.user_profile.updated.v1", "dev.licenseledger.cycle.closed.v1"} {
+		"dev.licenseledger.account.opened.v1", "dev.licenseledger.user_profile.updated.v1", "dev.licenseledger.billing.cycle_closed.v1"} {
 		if !slices.Contains(types, want) {
 			t.Errorf("%s missing from %v", want, types)
 		}

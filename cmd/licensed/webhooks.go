@@ -9,6 +9,7 @@ import (
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/internal/cycleclose"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/webhooks"
 )
@@ -44,10 +45,10 @@ func (m *Main) openWebhooks(ctx context.Context) (*webhooks.Service, error) {
 // contract v2), which webhook filters name: for each stored type,
 // "dev.licenseledger.<noun>.<verb>.v1", the verb the stored name's last
 // word and the noun its words before, lower case, joined by "_"; and the
-// billing cycle's closing.
+// billing cycle's closing notification.
 func publishedTypes() []string {
-	var out []string
-	for _, t := range append(append([]string(nil), ledger.EventTypes...), "CycleClosed") {
+	out := []string{cycleclose.Type}
+	for _, t := range ledger.EventTypes {
 		var words []string
 		start := 0
 		for i, r := range t {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/translog"
+	"github.com/licenseledger/ledger/internal/webhooks"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/asof"
 	"github.com/licenseledger/ledger/projections/attribution"
@@ -49,6 +50,11 @@ var answerTypes = map[string]any{
 	"BundleLine":       translog.BundleLine{},
 	"AccountSummary":   seats.Summary{},
 	"AccountList":      httpapi.AccountList{},
+	"Webhook":          webhooks.Endpoint{},
+	"WebhookCreated":   httpapi.RegisteredWebhook{},
+	"WebhookList":      httpapi.WebhookList{},
+	"WebhookDelivery":  webhooks.Delivery{},
+	"DeliveryList":     httpapi.DeliveryList{},
 }
 
 type schema struct {
