@@ -45,8 +45,10 @@ type latencies struct {
 	published map[string]time.Time
 	delays    []time.Duration
 	last      time.Time
-	done      chan struct{}
-	want      int
+	// published0 is when the last event was published.
+	published0 time.Time
+	done       chan struct{}
+	want       int
 }
 
 func (l *latencies) receive(id string) {
@@ -166,6 +168,9 @@ func benchDelivery(b *testing.B, mode string) {
 			b.Fatal(err)
 		}
 	}
+	lat.mu.Lock()
+	lat.published0 = time.Now()
+	lat.mu.Unlock()
 	select {
 	case <-lat.done:
 	case <-time.After(5 * time.Minute):
@@ -179,5 +184,7 @@ func benchDelivery(b *testing.B, mode string) {
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "deliveries/s")
 	b.ReportMetric(float64(lat.delays[len(lat.delays)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat.delays[len(lat.delays)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(lat.delays[len(lat.delays)-1].Microseconds())/1000, "max-ms")
+	b.ReportMetric(float64(lat.published0.Sub(start).Seconds()), "publish-s")
 	b.ReportMetric(0, "ns/op")
 }
