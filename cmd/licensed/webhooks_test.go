@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +22,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/licenseledger/ledger/internal/contract"
+	"github.com/licenseledger/ledger/internal/cycleclose"
 )
 
 // TestWebhooks registers an endpoint through the API of the service as
@@ -158,5 +161,84 @@ func webhookDeliveries(t *testing.T, store []string) {
 	metrics := svc.expect(200, "", "GET", "/metrics", nil).raw
 	if !strings.Contains(metrics, `licensed_webhook_deliveries_total{outcome="ok"} 2`) || !strings.Contains(metrics, "licensed_webhook_pending_messages 0") {
 		t.Fatalf("metrics:\n%s", metrics)
+	}
+}
+
+// TestWebhookReceivesCycleClosed: the billing cycle's closing
+// notification, published into the published stream by the service
+// itself, reaches an endpoint filtered to its type, as it is in the
+// stream and signed.
+func TestWebhookReceivesCycleClosed(t *testing.T) {
+	type delivery struct {
+		header http.Header
+		body   []byte
+	}
+	got := make(chan delivery, 10)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- delivery{r.Header.Clone(), b}
+	}))
+	defer recv.Close()
+
+	dir := t.TempDir()
+	cfg, err := ParseConfig([]string{"--data-dir", dir, "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0", "--webhook-allow-private", "true"},
+		func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &testClock{now: time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)}
+	m := NewMain(cfg, slog.New(slog.DiscardHandler))
+	m.clock = clock.Now
+	ctx := context.Background()
+	if err := m.Start(ctx); err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	defer m.Close()
+	svc := &running{t: t, m: m, base: "http://" + m.HTTPAddr()}
+	svc.waitReady()
+	b, _ := os.ReadFile(filepath.Join(dir, "operator.token"))
+	op := strings.TrimSpace(string(b))
+	svc.expect(201, op, "POST", "/v1/accounts", map[string]any{"id": "acme", "name": "Acme", "seats": 2})
+	reg := svc.expect(201, op, "POST", "/v1/accounts/acme/webhooks", map[string]any{"url": recv.URL, "event_types": []string{cycleclose.Type}})
+	secret := reg.body["secret"].(string)
+
+	clock.Set(time.Date(2026, 4, 10, 0, 0, 0, 0, time.UTC).Add(cycleclose.DefaultGrace + time.Second))
+	if n, err := m.cycles.CloseDue(ctx); err != nil || n != 1 {
+		t.Fatalf("closed %d cycles: %v", n, err)
+	}
+	var d delivery
+	select {
+	case d = <-got:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no delivery of the cycle's notification")
+	}
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.Verify(d.body, d.header); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := nats.NkeyOptionFromSeed(filepath.Join(dir, "licensed.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(m.NATSURL(), creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	stream, err := js.Stream(ctx, contract.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := stream.GetLastMsgForSubject(ctx, contract.BillingSubject("acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(d.body, msg.Data) || d.header.Get("webhook-id") != msg.Header.Get(nats.MsgIdHdr) {
+		t.Fatalf("delivered %s (id %s), published %s (id %s)", d.body, d.header.Get("webhook-id"), msg.Data, msg.Header.Get(nats.MsgIdHdr))
 	}
 }
