@@ -73,35 +73,74 @@ func (s *server) webhookRoutes() {
 	s.hook("GET "+hooks+"/{webhook}/deliveries", s.listDeliveries)
 }
 
-type hookFunc func(r *http.Request, account string) (*response, error)
+type hookFunc func(r *http.Request, account string, body []byte) (*response, error)
 
 func (s *server) hook(pattern string, f hookFunc) {
 	s.handle(pattern, func(w http.ResponseWriter, r *http.Request) {
-		resp, err := s.doHook(r, f)
-		if err != nil {
-			resp = s.problemResponse(r, webhookProblem(err))
-		}
-		s.send(w, r, resp)
+		s.send(w, r, s.doHook(r, f))
 	})
 }
 
-func (s *server) doHook(r *http.Request, f hookFunc) (*response, error) {
+// doHook authorises a webhook request, checks that the account exists,
+// and runs it; a write given an Idempotency-Key is answered once per key,
+// as every write of the API (a registration's secret is then kept in
+// memory for the cache's time, as a minted token's).
+func (s *server) doHook(r *http.Request, f hookFunc) *response {
 	account := r.PathValue("account")
-	if _, err := s.authorize(r, account, auth.ManageWebhooks); err != nil {
-		return nil, err
+	p, err := s.authorize(r, account, auth.ManageWebhooks)
+	if err == nil {
+		err = s.hookReady(account)
 	}
+	var body []byte
+	if err == nil && r.Method != http.MethodGet {
+		body, err = s.readBody(r)
+	}
+	if err != nil {
+		return s.problemResponse(r, err)
+	}
+	run := func() *response {
+		resp, err := f(r, account, body)
+		if err != nil {
+			return s.problemResponse(r, webhookProblem(err))
+		}
+		return resp
+	}
+	key := r.Header.Get(HeaderIdemKey)
+	if key == "" || r.Method == http.MethodGet {
+		return run()
+	}
+	if err := checkIdemKey(key); err != nil {
+		return s.problemResponse(r, err)
+	}
+	cached, done, err := s.idem.begin(r.Context(), account, idemScope(p, account, key), s.idem.fingerprint(r, body))
+	if err != nil {
+		return s.problemResponse(r, err)
+	}
+	if cached != nil {
+		return cached
+	}
+	var resp *response
+	defer func() { done(resp) }() // releases the key after a panic too
+	resp = run()
+	return resp
+}
+
+// hookReady refuses a webhook request when the service runs without
+// webhooks, while the read models catch up, and for an account that does
+// not exist.
+func (s *server) hookReady(account string) error {
 	if s.cfg.Webhooks == nil {
-		return nil, newProblem(ProblemWebhooksUnavailable, http.StatusServiceUnavailable, "this service runs without webhooks")
+		return newProblem(ProblemWebhooksUnavailable, http.StatusServiceUnavailable, "this service runs without webhooks")
 	}
 	if err := s.checkReady(); err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := s.cfg.Seats.Usage(account, s.cfg.Clock()); errors.Is(err, projections.ErrNotFound) {
-		return nil, &ledger.RuleError{Rule: ledger.RuleAccountNotFound, Detail: "account " + strconv.Quote(account) + " not found"}
+		return &ledger.RuleError{Rule: ledger.RuleAccountNotFound, Detail: "account " + strconv.Quote(account) + " not found"}
 	} else if err != nil {
-		return nil, err
+		return err
 	}
-	return f(r, account)
+	return nil
 }
 
 // webhookProblem maps the webhook service's errors to problems.
@@ -116,11 +155,7 @@ func webhookProblem(err error) error {
 	return err
 }
 
-func (s *server) registerWebhook(r *http.Request, account string) (*response, error) {
-	body, err := s.readBody(r)
-	if err != nil {
-		return nil, err
-	}
+func (s *server) registerWebhook(r *http.Request, account string, body []byte) (*response, error) {
 	var reg webhooks.Registration
 	if err := decodeBody(body, &reg, false); err != nil {
 		return nil, err
@@ -135,7 +170,7 @@ func (s *server) registerWebhook(r *http.Request, account string) (*response, er
 	return resp, nil
 }
 
-func (s *server) listWebhooks(r *http.Request, account string) (*response, error) {
+func (s *server) listWebhooks(r *http.Request, account string, _ []byte) (*response, error) {
 	q := r.URL.Query()
 	limit, err := pageLimit(q, DefaultLimit)
 	if err != nil {
@@ -160,7 +195,7 @@ func (s *server) listWebhooks(r *http.Request, account string) (*response, error
 	return resp, nil
 }
 
-func (s *server) getWebhook(r *http.Request, account string) (*response, error) {
+func (s *server) getWebhook(r *http.Request, account string, _ []byte) (*response, error) {
 	ep, err := s.cfg.Webhooks.Get(r.Context(), account, r.PathValue("webhook"))
 	if err != nil {
 		return nil, err
@@ -168,14 +203,14 @@ func (s *server) getWebhook(r *http.Request, account string) (*response, error) 
 	return jsonResponse(http.StatusOK, ep), nil
 }
 
-func (s *server) deleteWebhook(r *http.Request, account string) (*response, error) {
+func (s *server) deleteWebhook(r *http.Request, account string, _ []byte) (*response, error) {
 	if err := s.cfg.Webhooks.Delete(r.Context(), account, r.PathValue("webhook")); err != nil {
 		return nil, err
 	}
 	return &response{status: http.StatusNoContent, header: http.Header{}}, nil
 }
 
-func (s *server) enableWebhook(r *http.Request, account string) (*response, error) {
+func (s *server) enableWebhook(r *http.Request, account string, _ []byte) (*response, error) {
 	ep, err := s.cfg.Webhooks.Enable(r.Context(), account, r.PathValue("webhook"))
 	if err != nil {
 		return nil, err
@@ -190,11 +225,7 @@ type replayRequest struct {
 	FromTime     *time.Time `json:"from_time"`
 }
 
-func (s *server) replayWebhook(r *http.Request, account string) (*response, error) {
-	body, err := s.readBody(r)
-	if err != nil {
-		return nil, err
-	}
+func (s *server) replayWebhook(r *http.Request, account string, body []byte) (*response, error) {
 	var req replayRequest
 	if err := decodeBody(body, &req, false); err != nil {
 		return nil, err
@@ -206,7 +237,7 @@ func (s *server) replayWebhook(r *http.Request, account string) (*response, erro
 	return jsonResponse(http.StatusAccepted, ep), nil
 }
 
-func (s *server) listDeliveries(r *http.Request, account string) (*response, error) {
+func (s *server) listDeliveries(r *http.Request, account string, _ []byte) (*response, error) {
 	q := r.URL.Query()
 	limit, err := pageLimit(q, DefaultLimit)
 	if err != nil {

@@ -146,3 +146,21 @@ func TestWebhookListPages(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookRegistrationIdempotent: a registration repeated with its
+// Idempotency-Key answers the first endpoint and its secret again and
+// registers nothing more; another registration under the key is 422.
+func TestWebhookRegistrationIdempotent(t *testing.T) {
+	e := newEnv(t)
+	e.open("acme", 3)
+	body := map[string]any{"url": publicHook, "description": "crm"}
+	first := e.must(201, e.operator, "POST", "/v1/accounts/acme/webhooks", body, httpapi.HeaderIdemKey, "reg-1")
+	again := e.must(201, e.operator, "POST", "/v1/accounts/acme/webhooks", body, httpapi.HeaderIdemKey, "reg-1")
+	if string(first.Body) != string(again.Body) || again.Header.Get(httpapi.HeaderReplayed) != "true" {
+		t.Fatalf("first %s\nagain %s (%v)", first.Body, again.Body, again.Header)
+	}
+	e.must(422, e.operator, "POST", "/v1/accounts/acme/webhooks", map[string]any{"url": publicHook}, httpapi.HeaderIdemKey, "reg-1")
+	if hooks := e.must(200, e.operator, "GET", "/v1/accounts/acme/webhooks", nil).json(t)["webhooks"].([]any); len(hooks) != 1 {
+		t.Fatalf("%d endpoints registered", len(hooks))
+	}
+}

@@ -1035,6 +1035,16 @@ type ListWebhooksParams struct {
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
+// RegisterWebhookParams defines parameters for RegisterWebhook.
+type RegisterWebhookParams struct {
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// DeleteWebhookParams defines parameters for DeleteWebhook.
+type DeleteWebhookParams struct {
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
 // ListWebhookDeliveriesParams defines parameters for ListWebhookDeliveries.
 type ListWebhookDeliveriesParams struct {
 	// Limit the most items in the answer
@@ -1042,6 +1052,16 @@ type ListWebhookDeliveriesParams struct {
 
 	// Cursor next_cursor (or the Ledger-Next-Cursor trailer) of an earlier answer of the same list with the same filters; the start of the list when absent
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// EnableWebhookParams defines parameters for EnableWebhook.
+type EnableWebhookParams struct {
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+}
+
+// ReplayWebhookParams defines parameters for ReplayWebhook.
+type ReplayWebhookParams struct {
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
 
 // ListBillingParams defines parameters for ListBilling.
@@ -1445,7 +1465,7 @@ type ClientInterface interface {
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /v1/accounts/{account}/webhooks (the `RegisterWebhook` operationId).
-	RegisterWebhookWithBody(ctx context.Context, account AccountID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	RegisterWebhookWithBody(ctx context.Context, account AccountID, params *RegisterWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// RegisterWebhook Register a webhook endpoint (admin of the account, operator); the signing secret is shown only in this response
 	//
@@ -1454,12 +1474,12 @@ type ClientInterface interface {
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /v1/accounts/{account}/webhooks (the `RegisterWebhook` operationId).
-	RegisterWebhook(ctx context.Context, account AccountID, body RegisterWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	RegisterWebhook(ctx context.Context, account AccountID, params *RegisterWebhookParams, body RegisterWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DeleteWebhook Delete a webhook endpoint with its delivery log; nothing more is delivered to it (admin of the account, operator)
 	//
 	// Corresponds with DELETE /v1/accounts/{account}/webhooks/{webhook} (the `DeleteWebhook` operationId).
-	DeleteWebhook(ctx context.Context, account AccountID, webhook WebhookID, reqEditors ...RequestEditorFn) (*http.Response, error)
+	DeleteWebhook(ctx context.Context, account AccountID, webhook WebhookID, params *DeleteWebhookParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetWebhook One webhook endpoint (admin of the account, operator)
 	//
@@ -1476,7 +1496,7 @@ type ClientInterface interface {
 	// EnableWebhook Enable an endpoint disabled after every attempt of a delivery failed: deliveries resume with the event that failed (admin of the account, operator). Enabling an enabled endpoint changes nothing
 	//
 	// Corresponds with POST /v1/accounts/{account}/webhooks/{webhook}/enable (the `EnableWebhook` operationId).
-	EnableWebhook(ctx context.Context, account AccountID, webhook WebhookID, reqEditors ...RequestEditorFn) (*http.Response, error)
+	EnableWebhook(ctx context.Context, account AccountID, webhook WebhookID, params *EnableWebhookParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ReplayWebhookWithBody Deliver again, in order, every event of the account from a point of the published stream on, then the new ones (admin of the account, operator)
 	//
@@ -1485,7 +1505,7 @@ type ClientInterface interface {
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /v1/accounts/{account}/webhooks/{webhook}/replay (the `ReplayWebhook` operationId).
-	ReplayWebhookWithBody(ctx context.Context, account AccountID, webhook WebhookID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	ReplayWebhookWithBody(ctx context.Context, account AccountID, webhook WebhookID, params *ReplayWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ReplayWebhook Deliver again, in order, every event of the account from a point of the published stream on, then the new ones (admin of the account, operator)
 	//
@@ -1494,7 +1514,7 @@ type ClientInterface interface {
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /v1/accounts/{account}/webhooks/{webhook}/replay (the `ReplayWebhook` operationId).
-	ReplayWebhook(ctx context.Context, account AccountID, webhook WebhookID, body ReplayWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	ReplayWebhook(ctx context.Context, account AccountID, webhook WebhookID, params *ReplayWebhookParams, body ReplayWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListBilling Every account's billing cycle that starts in a month, one page at a time (operator, auditor of every account; any other token is 403)
 	//
@@ -2155,8 +2175,8 @@ func (c *Client) ListWebhooks(ctx context.Context, account AccountID, params *Li
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /v1/accounts/{account}/webhooks (the `RegisterWebhook` operationId).
-func (c *Client) RegisterWebhookWithBody(ctx context.Context, account AccountID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewRegisterWebhookRequestWithBody(c.Server, account, contentType, body)
+func (c *Client) RegisterWebhookWithBody(ctx context.Context, account AccountID, params *RegisterWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRegisterWebhookRequestWithBody(c.Server, account, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2174,8 +2194,8 @@ func (c *Client) RegisterWebhookWithBody(ctx context.Context, account AccountID,
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /v1/accounts/{account}/webhooks (the `RegisterWebhook` operationId).
-func (c *Client) RegisterWebhook(ctx context.Context, account AccountID, body RegisterWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewRegisterWebhookRequest(c.Server, account, body)
+func (c *Client) RegisterWebhook(ctx context.Context, account AccountID, params *RegisterWebhookParams, body RegisterWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRegisterWebhookRequest(c.Server, account, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2189,8 +2209,8 @@ func (c *Client) RegisterWebhook(ctx context.Context, account AccountID, body Re
 // DeleteWebhook Delete a webhook endpoint with its delivery log; nothing more is delivered to it (admin of the account, operator)
 //
 // Corresponds with DELETE /v1/accounts/{account}/webhooks/{webhook} (the `DeleteWebhook` operationId).
-func (c *Client) DeleteWebhook(ctx context.Context, account AccountID, webhook WebhookID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewDeleteWebhookRequest(c.Server, account, webhook)
+func (c *Client) DeleteWebhook(ctx context.Context, account AccountID, webhook WebhookID, params *DeleteWebhookParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewDeleteWebhookRequest(c.Server, account, webhook, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2236,8 +2256,8 @@ func (c *Client) ListWebhookDeliveries(ctx context.Context, account AccountID, w
 // EnableWebhook Enable an endpoint disabled after every attempt of a delivery failed: deliveries resume with the event that failed (admin of the account, operator). Enabling an enabled endpoint changes nothing
 //
 // Corresponds with POST /v1/accounts/{account}/webhooks/{webhook}/enable (the `EnableWebhook` operationId).
-func (c *Client) EnableWebhook(ctx context.Context, account AccountID, webhook WebhookID, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewEnableWebhookRequest(c.Server, account, webhook)
+func (c *Client) EnableWebhook(ctx context.Context, account AccountID, webhook WebhookID, params *EnableWebhookParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewEnableWebhookRequest(c.Server, account, webhook, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2255,8 +2275,8 @@ func (c *Client) EnableWebhook(ctx context.Context, account AccountID, webhook W
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /v1/accounts/{account}/webhooks/{webhook}/replay (the `ReplayWebhook` operationId).
-func (c *Client) ReplayWebhookWithBody(ctx context.Context, account AccountID, webhook WebhookID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewReplayWebhookRequestWithBody(c.Server, account, webhook, contentType, body)
+func (c *Client) ReplayWebhookWithBody(ctx context.Context, account AccountID, webhook WebhookID, params *ReplayWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReplayWebhookRequestWithBody(c.Server, account, webhook, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2274,8 +2294,8 @@ func (c *Client) ReplayWebhookWithBody(ctx context.Context, account AccountID, w
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /v1/accounts/{account}/webhooks/{webhook}/replay (the `ReplayWebhook` operationId).
-func (c *Client) ReplayWebhook(ctx context.Context, account AccountID, webhook WebhookID, body ReplayWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewReplayWebhookRequest(c.Server, account, webhook, body)
+func (c *Client) ReplayWebhook(ctx context.Context, account AccountID, webhook WebhookID, params *ReplayWebhookParams, body ReplayWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewReplayWebhookRequest(c.Server, account, webhook, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -4628,18 +4648,18 @@ func NewListWebhooksRequest(server string, account AccountID, params *ListWebhoo
 }
 
 // NewRegisterWebhookRequest calls the generic RegisterWebhook builder with application/json body
-func NewRegisterWebhookRequest(server string, account AccountID, body RegisterWebhookJSONRequestBody) (*http.Request, error) {
+func NewRegisterWebhookRequest(server string, account AccountID, params *RegisterWebhookParams, body RegisterWebhookJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewRegisterWebhookRequestWithBody(server, account, "application/json", bodyReader)
+	return NewRegisterWebhookRequestWithBody(server, account, params, "application/json", bodyReader)
 }
 
 // NewRegisterWebhookRequestWithBody constructs an http.Request for the RegisterWebhook method, with any body, and a specified content type
-func NewRegisterWebhookRequestWithBody(server string, account AccountID, contentType string, body io.Reader) (*http.Request, error) {
+func NewRegisterWebhookRequestWithBody(server string, account AccountID, params *RegisterWebhookParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -4671,11 +4691,26 @@ func NewRegisterWebhookRequestWithBody(server string, account AccountID, content
 
 	req.Header.Add("Content-Type", contentType)
 
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
 	return req, nil
 }
 
 // NewDeleteWebhookRequest constructs an http.Request for the DeleteWebhook method
-func NewDeleteWebhookRequest(server string, account AccountID, webhook WebhookID) (*http.Request, error) {
+func NewDeleteWebhookRequest(server string, account AccountID, webhook WebhookID, params *DeleteWebhookParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -4710,6 +4745,21 @@ func NewDeleteWebhookRequest(server string, account AccountID, webhook WebhookID
 	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
 	}
 
 	return req, nil
@@ -4837,7 +4887,7 @@ func NewListWebhookDeliveriesRequest(server string, account AccountID, webhook W
 }
 
 // NewEnableWebhookRequest constructs an http.Request for the EnableWebhook method
-func NewEnableWebhookRequest(server string, account AccountID, webhook WebhookID) (*http.Request, error) {
+func NewEnableWebhookRequest(server string, account AccountID, webhook WebhookID, params *EnableWebhookParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -4874,22 +4924,37 @@ func NewEnableWebhookRequest(server string, account AccountID, webhook WebhookID
 		return nil, err
 	}
 
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
+
 	return req, nil
 }
 
 // NewReplayWebhookRequest calls the generic ReplayWebhook builder with application/json body
-func NewReplayWebhookRequest(server string, account AccountID, webhook WebhookID, body ReplayWebhookJSONRequestBody) (*http.Request, error) {
+func NewReplayWebhookRequest(server string, account AccountID, webhook WebhookID, params *ReplayWebhookParams, body ReplayWebhookJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewReplayWebhookRequestWithBody(server, account, webhook, "application/json", bodyReader)
+	return NewReplayWebhookRequestWithBody(server, account, webhook, params, "application/json", bodyReader)
 }
 
 // NewReplayWebhookRequestWithBody constructs an http.Request for the ReplayWebhook method, with any body, and a specified content type
-func NewReplayWebhookRequestWithBody(server string, account AccountID, webhook WebhookID, contentType string, body io.Reader) (*http.Request, error) {
+func NewReplayWebhookRequestWithBody(server string, account AccountID, webhook WebhookID, params *ReplayWebhookParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -4927,6 +4992,21 @@ func NewReplayWebhookRequestWithBody(server string, account AccountID, webhook W
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.IdempotencyKey != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam0)
+		}
+
+	}
 
 	return req, nil
 }
@@ -5878,7 +5958,7 @@ type ClientWithResponsesInterface interface {
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/accounts/{account}/webhooks (the `RegisterWebhook` operationId).
-	RegisterWebhookWithBodyWithResponse(ctx context.Context, account AccountID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RegisterWebhookResponse, error)
+	RegisterWebhookWithBodyWithResponse(ctx context.Context, account AccountID, params *RegisterWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RegisterWebhookResponse, error)
 
 	// RegisterWebhookWithResponse Register a webhook endpoint (admin of the account, operator); the signing secret is shown only in this response
 	//
@@ -5887,14 +5967,14 @@ type ClientWithResponsesInterface interface {
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/accounts/{account}/webhooks (the `RegisterWebhook` operationId).
-	RegisterWebhookWithResponse(ctx context.Context, account AccountID, body RegisterWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*RegisterWebhookResponse, error)
+	RegisterWebhookWithResponse(ctx context.Context, account AccountID, params *RegisterWebhookParams, body RegisterWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*RegisterWebhookResponse, error)
 
 	// DeleteWebhookWithResponse Delete a webhook endpoint with its delivery log; nothing more is delivered to it (admin of the account, operator)
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with DELETE /v1/accounts/{account}/webhooks/{webhook} (the `DeleteWebhook` operationId).
-	DeleteWebhookWithResponse(ctx context.Context, account AccountID, webhook WebhookID, reqEditors ...RequestEditorFn) (*DeleteWebhookResponse, error)
+	DeleteWebhookWithResponse(ctx context.Context, account AccountID, webhook WebhookID, params *DeleteWebhookParams, reqEditors ...RequestEditorFn) (*DeleteWebhookResponse, error)
 
 	// GetWebhookWithResponse One webhook endpoint (admin of the account, operator)
 	//
@@ -5917,7 +5997,7 @@ type ClientWithResponsesInterface interface {
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/accounts/{account}/webhooks/{webhook}/enable (the `EnableWebhook` operationId).
-	EnableWebhookWithResponse(ctx context.Context, account AccountID, webhook WebhookID, reqEditors ...RequestEditorFn) (*EnableWebhookResponse, error)
+	EnableWebhookWithResponse(ctx context.Context, account AccountID, webhook WebhookID, params *EnableWebhookParams, reqEditors ...RequestEditorFn) (*EnableWebhookResponse, error)
 
 	// ReplayWebhookWithBodyWithResponse Deliver again, in order, every event of the account from a point of the published stream on, then the new ones (admin of the account, operator)
 	//
@@ -5926,7 +6006,7 @@ type ClientWithResponsesInterface interface {
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/accounts/{account}/webhooks/{webhook}/replay (the `ReplayWebhook` operationId).
-	ReplayWebhookWithBodyWithResponse(ctx context.Context, account AccountID, webhook WebhookID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ReplayWebhookResponse, error)
+	ReplayWebhookWithBodyWithResponse(ctx context.Context, account AccountID, webhook WebhookID, params *ReplayWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ReplayWebhookResponse, error)
 
 	// ReplayWebhookWithResponse Deliver again, in order, every event of the account from a point of the published stream on, then the new ones (admin of the account, operator)
 	//
@@ -5935,7 +6015,7 @@ type ClientWithResponsesInterface interface {
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/accounts/{account}/webhooks/{webhook}/replay (the `ReplayWebhook` operationId).
-	ReplayWebhookWithResponse(ctx context.Context, account AccountID, webhook WebhookID, body ReplayWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*ReplayWebhookResponse, error)
+	ReplayWebhookWithResponse(ctx context.Context, account AccountID, webhook WebhookID, params *ReplayWebhookParams, body ReplayWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*ReplayWebhookResponse, error)
 
 	// ListBillingWithResponse Every account's billing cycle that starts in a month, one page at a time (operator, auditor of every account; any other token is 403)
 	//
@@ -8547,6 +8627,8 @@ type RegisterWebhookResponse struct {
 	ApplicationproblemJSON413 *Problem
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *Problem
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *Problem
 	// Headers201 the parsed response headers for an HTTP 201 response
@@ -8586,6 +8668,11 @@ func (r RegisterWebhookResponse) GetApplicationproblemJSON413() *Problem {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r RegisterWebhookResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r RegisterWebhookResponse) GetApplicationproblemJSON422() *Problem {
+	return r.ApplicationproblemJSON422
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
@@ -8631,6 +8718,8 @@ type DeleteWebhookResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *Problem
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *Problem
 }
@@ -8648,6 +8737,11 @@ func (r DeleteWebhookResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r DeleteWebhookResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r DeleteWebhookResponse) GetApplicationproblemJSON422() *Problem {
+	return r.ApplicationproblemJSON422
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
@@ -8847,6 +8941,8 @@ type EnableWebhookResponse struct {
 	ApplicationproblemJSON403 *Problem
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *Problem
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *Problem
 }
@@ -8869,6 +8965,11 @@ func (r EnableWebhookResponse) GetApplicationproblemJSON403() *Problem {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r EnableWebhookResponse) GetApplicationproblemJSON404() *Problem {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r EnableWebhookResponse) GetApplicationproblemJSON422() *Problem {
+	return r.ApplicationproblemJSON422
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
@@ -8922,6 +9023,8 @@ type ReplayWebhookResponse struct {
 	ApplicationproblemJSON413 *Problem
 	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
 	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *Problem
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *Problem
 }
@@ -8959,6 +9062,11 @@ func (r ReplayWebhookResponse) GetApplicationproblemJSON413() *Problem {
 // GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
 func (r ReplayWebhookResponse) GetApplicationproblemJSON415() *Problem {
 	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r ReplayWebhookResponse) GetApplicationproblemJSON422() *Problem {
+	return r.ApplicationproblemJSON422
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
@@ -10120,8 +10228,8 @@ func (c *ClientWithResponses) ListWebhooksWithResponse(ctx context.Context, acco
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/accounts/{account}/webhooks (the `RegisterWebhook` operationId).
-func (c *ClientWithResponses) RegisterWebhookWithBodyWithResponse(ctx context.Context, account AccountID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RegisterWebhookResponse, error) {
-	rsp, err := c.RegisterWebhookWithBody(ctx, account, contentType, body, reqEditors...)
+func (c *ClientWithResponses) RegisterWebhookWithBodyWithResponse(ctx context.Context, account AccountID, params *RegisterWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RegisterWebhookResponse, error) {
+	rsp, err := c.RegisterWebhookWithBody(ctx, account, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -10135,8 +10243,8 @@ func (c *ClientWithResponses) RegisterWebhookWithBodyWithResponse(ctx context.Co
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/accounts/{account}/webhooks (the `RegisterWebhook` operationId).
-func (c *ClientWithResponses) RegisterWebhookWithResponse(ctx context.Context, account AccountID, body RegisterWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*RegisterWebhookResponse, error) {
-	rsp, err := c.RegisterWebhook(ctx, account, body, reqEditors...)
+func (c *ClientWithResponses) RegisterWebhookWithResponse(ctx context.Context, account AccountID, params *RegisterWebhookParams, body RegisterWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*RegisterWebhookResponse, error) {
+	rsp, err := c.RegisterWebhook(ctx, account, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -10148,8 +10256,8 @@ func (c *ClientWithResponses) RegisterWebhookWithResponse(ctx context.Context, a
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with DELETE /v1/accounts/{account}/webhooks/{webhook} (the `DeleteWebhook` operationId).
-func (c *ClientWithResponses) DeleteWebhookWithResponse(ctx context.Context, account AccountID, webhook WebhookID, reqEditors ...RequestEditorFn) (*DeleteWebhookResponse, error) {
-	rsp, err := c.DeleteWebhook(ctx, account, webhook, reqEditors...)
+func (c *ClientWithResponses) DeleteWebhookWithResponse(ctx context.Context, account AccountID, webhook WebhookID, params *DeleteWebhookParams, reqEditors ...RequestEditorFn) (*DeleteWebhookResponse, error) {
+	rsp, err := c.DeleteWebhook(ctx, account, webhook, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -10189,8 +10297,8 @@ func (c *ClientWithResponses) ListWebhookDeliveriesWithResponse(ctx context.Cont
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/accounts/{account}/webhooks/{webhook}/enable (the `EnableWebhook` operationId).
-func (c *ClientWithResponses) EnableWebhookWithResponse(ctx context.Context, account AccountID, webhook WebhookID, reqEditors ...RequestEditorFn) (*EnableWebhookResponse, error) {
-	rsp, err := c.EnableWebhook(ctx, account, webhook, reqEditors...)
+func (c *ClientWithResponses) EnableWebhookWithResponse(ctx context.Context, account AccountID, webhook WebhookID, params *EnableWebhookParams, reqEditors ...RequestEditorFn) (*EnableWebhookResponse, error) {
+	rsp, err := c.EnableWebhook(ctx, account, webhook, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -10204,8 +10312,8 @@ func (c *ClientWithResponses) EnableWebhookWithResponse(ctx context.Context, acc
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/accounts/{account}/webhooks/{webhook}/replay (the `ReplayWebhook` operationId).
-func (c *ClientWithResponses) ReplayWebhookWithBodyWithResponse(ctx context.Context, account AccountID, webhook WebhookID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ReplayWebhookResponse, error) {
-	rsp, err := c.ReplayWebhookWithBody(ctx, account, webhook, contentType, body, reqEditors...)
+func (c *ClientWithResponses) ReplayWebhookWithBodyWithResponse(ctx context.Context, account AccountID, webhook WebhookID, params *ReplayWebhookParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*ReplayWebhookResponse, error) {
+	rsp, err := c.ReplayWebhookWithBody(ctx, account, webhook, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -10219,8 +10327,8 @@ func (c *ClientWithResponses) ReplayWebhookWithBodyWithResponse(ctx context.Cont
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/accounts/{account}/webhooks/{webhook}/replay (the `ReplayWebhook` operationId).
-func (c *ClientWithResponses) ReplayWebhookWithResponse(ctx context.Context, account AccountID, webhook WebhookID, body ReplayWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*ReplayWebhookResponse, error) {
-	rsp, err := c.ReplayWebhook(ctx, account, webhook, body, reqEditors...)
+func (c *ClientWithResponses) ReplayWebhookWithResponse(ctx context.Context, account AccountID, webhook WebhookID, params *ReplayWebhookParams, body ReplayWebhookJSONRequestBody, reqEditors ...RequestEditorFn) (*ReplayWebhookResponse, error) {
+	rsp, err := c.ReplayWebhook(ctx, account, webhook, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -12772,6 +12880,13 @@ func ParseRegisterWebhookResponse(rsp *http.Response) (*RegisterWebhookResponse,
 		}
 		response.ApplicationproblemJSON415 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -12834,6 +12949,13 @@ func ParseDeleteWebhookResponse(rsp *http.Response) (*DeleteWebhookResponse, err
 			return nil, err
 		}
 		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Problem
@@ -13017,6 +13139,13 @@ func ParseEnableWebhookResponse(rsp *http.Response) (*EnableWebhookResponse, err
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Problem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -13091,6 +13220,13 @@ func ParseReplayWebhookResponse(rsp *http.Response) (*ReplayWebhookResponse, err
 			return nil, err
 		}
 		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest Problem
