@@ -3,8 +3,10 @@ package webhooks_test
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -234,9 +236,13 @@ func TestFailingEndpointDisabledThenEnabled(t *testing.T) {
 		return 204
 	})
 	control := newReceiver(t, false, nil)
-	s := openService(t, js, func(c *webhooks.Config) { c.Guard.AllowPrivate = true })
+	logs := &syncBuffer{}
+	s := openService(t, js, func(c *webhooks.Config) {
+		c.Guard.AllowPrivate = true
+		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
 	ctx := context.Background()
-	ep, _, err := s.Register(ctx, "acme", webhooks.Registration{URL: rc.url()})
+	ep, secret, err := s.Register(ctx, "acme", webhooks.Registration{URL: rc.url()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,6 +302,12 @@ func TestFailingEndpointDisabledThenEnabled(t *testing.T) {
 	checkOrder(t, append(evs, more...), got)
 	if e, _ := s.Get(ctx, "acme", ep.ID); !e.Enabled {
 		t.Fatalf("still disabled: %+v", e)
+	}
+	// The service logged the registration, the failures, the disabling and
+	// the enabling, never the secret.
+	out := logs.String()
+	if !strings.Contains(out, "webhook endpoint disabled") || strings.Contains(out, secret) || strings.Contains(out, strings.TrimPrefix(secret, "whsec_")) {
+		t.Fatalf("logs:\n%s", out)
 	}
 }
 
