@@ -92,9 +92,13 @@ func TestWebhookAllowPrivateSetting(t *testing.T) {
 
 // The published types webhook filters name follow contract v2's naming.
 func TestPublishedTypes(t *testing.T) {
-	types := publishedTypes()
+	types, err := publishedTypes()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, want := range []string{"dev.licenseledger.user.deactivated.v1", "dev.licenseledger.seat_reduction.scheduled.v1",
-		"dev.licenseledger.account.opened.v1", "dev.licenseledger.user_profile.updated.v1", "dev.licenseledger.billing.cycle_closed.v1"} {
+		"dev.licenseledger.account.opened.v1", "dev.licenseledger.account.opened.v2", "dev.licenseledger.user_profile.updated.v1",
+		"dev.licenseledger.billing.cycle_closed.v1"} {
 		if !slices.Contains(types, want) {
 			t.Errorf("%s missing from %v", want, types)
 		}

@@ -3,13 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
-	"unicode"
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
-	"github.com/licenseledger/ledger/domain/ledger"
-	"github.com/licenseledger/ledger/internal/cycleclose"
+	"github.com/licenseledger/ledger/internal/contract"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/webhooks"
 )
@@ -22,10 +19,14 @@ func (m *Main) openWebhooks(ctx context.Context) (*webhooks.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	types, err := publishedTypes()
+	if err != nil {
+		return nil, fmt.Errorf("webhooks: the published types: %w", err)
+	}
 	s, err := webhooks.Open(ctx, webhooks.Config{
 		JS: js, Replicas: m.cfg.Replicas,
 		Guard:      webhooks.Guard{AllowPrivate: m.cfg.WebhookAllowPrivate},
-		EventTypes: publishedTypes(),
+		EventTypes: types,
 		Logger:     m.log.With("component", "webhooks"),
 	})
 	if err != nil {
@@ -42,27 +43,17 @@ func (m *Main) openWebhooks(ctx context.Context) (*webhooks.Service, error) {
 }
 
 // publishedTypes are the CloudEvents types of the published events (event
-// contract v2), which webhook filters name: for each stored type,
-// "dev.licenseledger.<noun>.<verb>.v1", the verb the stored name's last
-// word and the noun its words before, lower case, joined by "_"; and the
-// billing cycle's closing notification.
-func publishedTypes() []string {
-	out := []string{cycleclose.Type}
-	for _, t := range ledger.EventTypes {
-		var words []string
-		start := 0
-		for i, r := range t {
-			if i > 0 && unicode.IsUpper(r) {
-				words = append(words, strings.ToLower(t[start:i]))
-				start = i
-			}
-		}
-		words = append(words, strings.ToLower(t[start:]))
-		name := words[0]
-		if len(words) > 1 {
-			name = strings.Join(words[:len(words)-1], "_") + "." + words[len(words)-1]
-		}
-		out = append(out, "dev.licenseledger."+name+".v1")
+// contract v2), which webhook filters name: every version of every stored
+// event type (an event is published with the version it was stored with),
+// and the billing cycle's closing notification.
+func publishedTypes() ([]string, error) {
+	schemas, err := contract.Schemas()
+	if err != nil {
+		return nil, err
 	}
-	return out
+	out := []string{contract.BillingEventType}
+	for _, s := range schemas {
+		out = append(out, s.Type)
+	}
+	return out, nil
 }

@@ -3,7 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,113 +17,113 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/contract"
 	"github.com/licenseledger/ledger/internal/cycleclose"
 )
 
 // TestWebhooks registers an endpoint through the API of the service as
-// wired, on each backend, and checks that events published into the
-// published stream reach it signed, before and after a restart, that the
-// delivery log pages, and that /metrics counts
-// the deliveries.
+// wired, on each backend, and checks that the events of the commands that
+// follow reach it as they are published, signed, filtered by type, before
+// and after a restart; that the delivery log pages; and that /metrics
+// counts the deliveries.
 func TestWebhooks(t *testing.T) {
 	for name, backend := range backends(t) {
 		t.Run(name, func(t *testing.T) { webhookDeliveries(t, backend(t)) })
 	}
 }
 
+// hookEvent is what a test reads of a delivered CloudEvent.
+type hookEvent struct {
+	ID      string `json:"id"`
+	Type    string `json:"type"`
+	Subject string `json:"subject"`
+}
+
 func webhookDeliveries(t *testing.T, store []string) {
 	var mu sync.Mutex
 	var got []*http.Request
 	var bodies [][]byte
+	var events []hookEvent
 	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
+		var ev hookEvent
+		_ = json.Unmarshal(b, &ev)
 		mu.Lock()
-		got, bodies = append(got, r), append(bodies, b)
+		got, bodies, events = append(got, r), append(bodies, b), append(events, ev)
 		mu.Unlock()
 	}))
 	defer recv.Close()
-	received := func(ids []string) {
+	// received waits until the subjects of the distinct events received
+	// are want, in order.
+	received := func(want []string) []hookEvent {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			mu.Lock()
 			var seen []string
-			for _, r := range got {
-				if slices.Contains(ids, r.Header.Get("webhook-id")) && !slices.Contains(seen, r.Header.Get("webhook-id")) {
-					seen = append(seen, r.Header.Get("webhook-id"))
+			var evs []hookEvent
+			for _, ev := range events {
+				if !slices.ContainsFunc(evs, func(e hookEvent) bool { return e.ID == ev.ID }) {
+					evs = append(evs, ev)
+					seen = append(seen, ev.Type+" "+ev.Subject)
 				}
 			}
 			mu.Unlock()
-			if slices.Equal(seen, ids) {
-				return
+			if slices.Equal(seen, want) {
+				return evs
 			}
-			if time.Now().After(deadline) || len(seen) > len(ids) {
-				t.Fatalf("received %v, want %v", seen, ids)
+			if time.Now().After(deadline) || len(seen) > len(want) {
+				t.Fatalf("received %v, want %v", seen, want)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	added := contract.TypeName("UserAdded", codec.Versions["UserAdded"])
+	deactivated := contract.TypeName("UserDeactivated", codec.Versions["UserDeactivated"])
 
 	dir := t.TempDir()
 	args := append([]string{"--webhook-allow-private", "true"}, store...)
 	svc := startService(t, dir, io.Discard, args...)
 	b, _ := os.ReadFile(filepath.Join(dir, "operator.token"))
 	op := strings.TrimSpace(string(b))
-	svc.expect(201, op, "POST", "/v1/accounts", map[string]any{"id": "acme", "name": "Acme", "seats": 3})
+	svc.expect(201, op, "POST", "/v1/accounts", map[string]any{"id": "acme", "name": "Acme", "seats": 10})
+	svc.expect(201, op, "POST", "/v1/accounts", map[string]any{"id": "beta", "name": "Beta", "seats": 10})
 	admin := svc.expect(201, op, "POST", "/v1/tokens", map[string]string{"role": "admin", "account": "acme"}).body["token"].(string)
 	svc.expect(400, admin, "POST", "/v1/accounts/acme/webhooks", map[string]any{"url": recv.URL, "event_types": []string{"UserAdded"}})
 	reg := svc.expect(201, admin, "POST", "/v1/accounts/acme/webhooks", map[string]any{
-		"url": recv.URL + "/ledger", "event_types": []string{"dev.licenseledger.user.added.v1", "dev.licenseledger.seat_reduction.scheduled.v1"}})
+		"url": recv.URL + "/ledger", "event_types": []string{added, deactivated}})
 	id, secret := reg.body["id"].(string), reg.body["secret"].(string)
 
-	// The published stream as the publisher keeps it, written with the
-	// service's own credential.
-	publish := func(n int) []string {
+	addUser := func(account string, n int) string {
 		t.Helper()
-		creds, err := nats.NkeyOptionFromSeed(filepath.Join(dir, "licensed.nk"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		nc, err := nats.Connect(svc.m.NATSURL(), creds)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		ctx := context.Background()
-		if _, err := js.Stream(ctx, contract.Stream); errors.Is(err, jetstream.ErrStreamNotFound) {
-			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: contract.Stream, Subjects: []string{contract.SubjectPrefix + ">"}}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var ids []string
-		for range n {
-			id := uuid.NewString()
-			m := nats.NewMsg(contract.LedgerSubject("acme", "UserAdded"))
-			m.Data = []byte(`{"specversion":"1.0","id":"` + id + `","type":"dev.licenseledger.user.added.v1","source":"urn:licenseledger:account:acme","data":{}}`)
-			m.Header.Set(nats.MsgIdHdr, id)
-			if _, err := js.PublishMsg(ctx, m); err != nil {
-				t.Fatal(err)
-			}
-			ids = append(ids, id)
-		}
-		return ids
+		return svc.expect(201, op, "POST", "/v1/accounts/"+account+"/users", map[string]string{
+			"name": fmt.Sprintf("User %d", n), "email": fmt.Sprintf("u%d@%s.test", n, account), "role": "admin"}).body["id"].(string)
 	}
-	ids := publish(3)
-	received(ids)
+	var want []string
+	for n := range 3 {
+		want = append(want, added+" "+addUser("acme", n))
+		addUser("beta", n) // another account's: not delivered
+	}
+	svc.expect(200, op, "POST", "/v1/accounts/acme/seats", map[string]int{"count": 1}) // another type: not delivered
+	u := addUser("acme", 3)
+	want = append(want, added+" "+u)
+	svc.expect(200, op, "POST", "/v1/accounts/acme/users/"+u+"/deactivate", map[string]string{"reason": "left"})
+	want = append(want, deactivated+" "+u)
+	received(want)
 
 	// After a restart, the endpoint is still registered and delivered to.
 	svc.stop()
 	svc = startService(t, dir, io.Discard, args...)
 	defer svc.stop()
-	ids = append(ids, publish(2)...)
-	received(ids)
+	for n := 4; n < 6; n++ {
+		want = append(want, added+" "+addUser("acme", n))
+	}
+	evs := received(want)
 
 	wh, err := standardwebhooks.NewWebhook(secret)
 	if err != nil {
@@ -130,13 +131,16 @@ func webhookDeliveries(t *testing.T, store []string) {
 	}
 	mu.Lock()
 	for i, r := range got {
-		if err := wh.Verify(bodies[i], r.Header); err != nil {
-			t.Fatalf("delivery %d: %v", i, err)
+		if err := wh.Verify(bodies[i], r.Header); err != nil || r.Header.Get("webhook-id") != events[i].ID {
+			t.Fatalf("delivery %d: %v, webhook-id %s of event %s", i, err, r.Header.Get("webhook-id"), events[i].ID)
 		}
 	}
 	mu.Unlock()
 
-	var logged []string
+	var logged, ids []string
+	for _, ev := range evs {
+		ids = append(ids, ev.ID)
+	}
 	cursor := ""
 	// The log is written after each answer, without waiting: wait for it.
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {

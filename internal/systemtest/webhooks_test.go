@@ -1,8 +1,8 @@
 package systemtest
 
 import (
-	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,16 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/contract"
 )
 
 // Two licensed processes on one NATS deliver to one webhook endpoint
-// while events are published; the joining process is killed (SIGKILL)
+// while users are added; the joining process is killed (SIGKILL)
 // during the deliveries, then the first one (and its embedded NATS
 // server with it), which is started again. The endpoint receives every
 // event, first in the published order, never two at once, each signed as
@@ -51,9 +49,17 @@ func TestWebhookDeliveriesSurviveKilledProcesses(t *testing.T) {
 		}
 		mu.Unlock()
 		time.Sleep(3 * time.Millisecond)
+		var ev struct {
+			ID      string `json:"id"`
+			Subject string `json:"subject"`
+		}
+		_ = json.Unmarshal(body, &ev)
 		mu.Lock()
+		if ev.ID != r.Header.Get("webhook-id") && bad == nil {
+			bad = fmt.Errorf("webhook-id %s for event %s", r.Header.Get("webhook-id"), ev.ID)
+		}
 		inflight--
-		ids = append(ids, r.Header.Get("webhook-id"))
+		ids = append(ids, ev.Subject)
 		mu.Unlock()
 		select {
 		case changed <- struct{}{}:
@@ -89,45 +95,32 @@ func TestWebhookDeliveriesSurviveKilledProcesses(t *testing.T) {
 	b := newProc(t, "B", "", "--nats-url", a.natsURL, "--nats-creds", creds, "--webhook-allow-private", "true")
 	b.ready()
 	op := a.file("operator.token")
-	a.expect(http.StatusCreated, "POST", "/v1/accounts", op, map[string]any{"id": "hooked", "name": "Hooked", "seats": 2}, nil)
+	a.expect(http.StatusCreated, "POST", "/v1/accounts", op, map[string]any{"id": "hooked", "name": "Hooked", "seats": 500}, nil)
 	var reg struct {
 		ID     string `json:"id"`
 		Secret string `json:"secret"`
 	}
-	a.expect(http.StatusCreated, "POST", "/v1/accounts/hooked/webhooks", op, map[string]any{"url": recv.URL + "/ledger"}, &reg)
+	added := contract.TypeName("UserAdded", codec.Versions["UserAdded"])
+	a.expect(http.StatusCreated, "POST", "/v1/accounts/hooked/webhooks", op, map[string]any{"url": recv.URL + "/ledger", "event_types": []string{added}}, &reg)
 	mu.Lock()
 	secret = reg.Secret
 	mu.Unlock()
 
-	// The events of the published stream, as the publisher writes them.
-	publish := func(url string, n int) []string {
+	// The users added, in order: the subjects of the events delivered.
+	var want []string
+	add := func(n int) {
 		t.Helper()
-		nc, err := connect(t, url, creds)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		ctx := context.Background()
-		if _, err := js.Stream(ctx, contract.Stream); errors.Is(err, jetstream.ErrStreamNotFound) {
-			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: contract.Stream, Subjects: []string{contract.SubjectPrefix + ">"}}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		var out []string
 		for range n {
-			id := uuid.NewString()
-			m := nats.NewMsg(contract.LedgerSubject("hooked", "UserAdded"))
-			m.Data = []byte(`{"specversion":"1.0","id":"` + id + `","type":"dev.licenseledger.user.added.v1","source":"urn:licenseledger:account:hooked","data":{}}`)
-			m.Header.Set(nats.MsgIdHdr, id)
-			if _, err := js.PublishMsg(ctx, m); err != nil {
-				t.Fatal(err)
+			var u struct {
+				ID string `json:"id"`
 			}
-			out = append(out, id)
+			k := len(want)
+			a.expect(http.StatusCreated, "POST", "/v1/accounts/hooked/users", op,
+				map[string]string{"name": fmt.Sprintf("User %d", k), "email": fmt.Sprintf("u%d@hooked.test", k), "role": "member"}, &u)
+			want = append(want, u.ID)
 		}
-		return out
 	}
-	want := publish(a.natsURL, events)
+	add(events)
 	waitFor(events / 3)
 	b.signal(syscall.SIGKILL)
 	<-b.exited
@@ -135,7 +128,7 @@ func TestWebhookDeliveriesSurviveKilledProcesses(t *testing.T) {
 	a.signal(syscall.SIGKILL)
 	<-a.exited
 	a.ready()
-	want = append(want, publish(a.natsURL, 10)...)
+	add(10)
 	waitFor(len(want))
 
 	mu.Lock()
