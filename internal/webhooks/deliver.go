@@ -296,7 +296,12 @@ func (s *Service) handle(ctx context.Context, r record, msg jetstream.Msg) {
 		d.Outcome = OutcomeGaveUp
 		s.record(ctx, r, d)
 		reason := fmt.Sprintf("%d attempts to deliver event %s failed, the last: %s", attempt, env.ID, d.Error)
-		if err := s.disable(ctx, r, meta.Sequence.Stream, reason); err != nil {
+		// Disabling stops this worker (the bucket's update reaches Run)
+		// while the update may still be answering: not on ctx.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		err := s.disable(dctx, r, meta.Sequence.Stream, reason)
+		cancel()
+		if err != nil {
 			s.log.Warn("webhook endpoint not disabled: the delivery is tried again in a minute", "endpoint", r, "err", err)
 			_ = msg.NakWithDelay(time.Minute)
 			return
