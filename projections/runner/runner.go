@@ -423,10 +423,10 @@ func (r *Runner) decodeAhead(ctx context.Context, from eventstore.Position, in <
 				deleting[u] = it.rec.Position
 				continue
 			}
-			if len(deleting) == 0 || u.user == "" || !hasSealed(it.rec.Type) {
+			if len(deleting) == 0 || u.user == "" {
 				continue
 			}
-			if _, ok := deleting[u]; ok {
+			if _, ok := deleting[u]; ok && hasSealed(it.rec.Type) {
 				it.redo = true
 			}
 		}
@@ -441,11 +441,22 @@ func (r *Runner) decodeAhead(ctx context.Context, from eventstore.Position, in <
 // deletedUser names a user whose deletion was read.
 type deletedUser struct{ account, user string }
 
-// hasSealed reports whether events of type typ hold sealed personal data.
+// hasSealed reports whether events of type typ hold sealed personal data
+// (an unknown type may).
 func hasSealed(typ string) bool {
-	info, ok := codec.Lookup(typ)
-	return !ok || len(info.Sealed()) > 0
+	unsealed, ok := withoutSealed[typ]
+	return !ok || !unsealed
 }
+
+// withoutSealed tells, for every event type, whether it holds no sealed
+// personal data.
+var withoutSealed = func() map[string]bool {
+	m := make(map[string]bool)
+	for _, info := range codec.Events() {
+		m[info.Type] = len(info.Sealed()) == 0
+	}
+	return m
+}()
 
 func (r *Runner) rebuildRequested() (chan error, bool) {
 	select {
