@@ -237,9 +237,10 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 	prev := from // the position of the last record read
 	reads := make(chan []read, 4)
 	decoded := make(chan []item, 4)
+	free := make(chan []item, 8) // folded batches, for the decoder to reuse
 	var stages sync.WaitGroup
 	stages.Go(func() { readAhead(ctx, r.cfg.Store, from, reads) })
-	stages.Go(func() { r.decodeAhead(ctx, from, reads, decoded) })
+	stages.Go(func() { r.decodeAhead(ctx, from, reads, free, decoded) })
 	defer func() {
 		cancel() // the reader and the decoder stop at ctx's end
 		stages.Wait()
@@ -279,6 +280,10 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 		}
 		if err := r.applyBatch(batch); err != nil {
 			return err
+		}
+		select {
+		case free <- items: // the read models kept copies, not the items
+		default:
 		}
 		if req, ok := r.rebuildRequested(); ok {
 			r.pending = req
@@ -383,18 +388,27 @@ func readAhead(ctx context.Context, store eventstore.Store, from eventstore.Posi
 // decodeAhead decodes the records readAhead sends on in, and computes the
 // chain link each would take if it verifies (the SHA-256 the fold would
 // otherwise compute), then sends them on to out, which it closes at the
-// end. Records at or before from are passed on untouched.
+// end. Records at or before from are passed on untouched. It fills the
+// slices the fold hands back on free when there are some.
 //
 // A user's sealed data must not be decoded after the deletion of that user
 // has been read yet before it has been folded (the hooks that forget the
 // user's key run when it is folded). An event with sealed fields of a user
 // whose deletion this goroutine decoded and the fold has not reached is
 // marked redo: the fold decodes it again once the deletion is folded.
-func (r *Runner) decodeAhead(ctx context.Context, from eventstore.Position, in <-chan []read, out chan<- []item) {
+func (r *Runner) decodeAhead(ctx context.Context, from eventstore.Position, in <-chan []read, free <-chan []item, out chan<- []item) {
 	defer close(out)
 	deleting := make(map[deletedUser]eventstore.Position) // read, maybe not folded
 	for rs := range in {
-		items := make([]item, len(rs))
+		var items []item
+		select {
+		case items = <-free:
+		default:
+		}
+		if cap(items) < len(rs) {
+			items = make([]item, len(rs))
+		}
+		items = items[:len(rs)]
 		if len(deleting) > 0 {
 			applied := r.Position()
 			for u, p := range deleting {
@@ -405,7 +419,7 @@ func (r *Runner) decodeAhead(ctx context.Context, from eventstore.Position, in <
 		}
 		for i, rd := range rs {
 			it := &items[i]
-			it.rec, it.readErr = rd.rec, rd.err
+			*it = item{rec: rd.rec, readErr: rd.err}
 			if rd.rec.Position <= from || rd.err != nil && !errors.Is(rd.err, eventstore.ErrUnreadable) {
 				continue
 			}
