@@ -132,13 +132,16 @@ func (m *Main) Start(ctx context.Context) error {
 	m.codec = codec.New(pii.NewKeyring(m.backend.keys, rand.Reader))
 
 	st, at, au, bi := seats.New(), attribution.New(), audit.New(), billing.New()
+	// The accounts' decision state, from which an account's first command
+	// after a start loads instead of reading its streams whole.
+	held := accounts.NewReadModel(m.clock, 0)
 	// The transparency log is fed the records the read models read.
 	feed := translog.NewFeed(0)
 	m.runner = runner.New(runner.Config{
 		Store: m.store, Codec: m.codec,
-		Projections: []projections.Projection{st, at, au, bi},
+		Projections: []projections.Projection{st, at, au, bi, held},
 		Fresh: func() []projections.Projection {
-			return []projections.Projection{seats.New(), attribution.New(), audit.New(), billing.New()}
+			return []projections.Projection{seats.New(), attribution.New(), audit.New(), billing.New(), accounts.NewReadModel(m.clock, 0)}
 		},
 		Snapshots: runner.FileSnapshots{Dir: filepath.Join(dataDir, "snapshots")},
 		OnEvent:   m.forgetDeletedKeys,
@@ -150,7 +153,7 @@ func (m *Main) Start(ctx context.Context) error {
 		Store: m.store, OnAppend: m.appended, Codec: m.codec,
 		Clock: m.clock, NewEventID: uuid.New, NewULID: ulid.Make,
 		Logger: m.log.With("component", "accounts"),
-		Tracer: m.tracer,
+		Tracer: m.tracer, States: held,
 	})
 
 	key, err := translog.LoadKey(dataDir, m.cfg.LogKey, m.cfg.LogOrigin, rand.Reader)

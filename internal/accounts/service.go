@@ -91,6 +91,11 @@ type Config struct {
 	// Tracer makes a span (ledger.append) of every append to the store,
 	// child of the command's context; nil makes none.
 	Tracer *telemetry.Tracer
+	// States, if set, is the accounts' read model (NewReadModel) the
+	// runner keeps: an account's first command or read takes its state
+	// from there and reads from the store only what came after, instead
+	// of both streams whole.
+	States *ReadModel
 }
 
 // Appended describes one append the service asked the store for.
@@ -592,26 +597,91 @@ func (s *Service) retryDestroys(ctx context.Context, a *account) {
 // not seen yet (all of them when fresh). It destroys the keys of users
 // deleted in those events, which also finishes a deletion that a crash
 // interrupted before its key was destroyed.
+//
+// Fresh, it starts from the accounts' read model (Config.States) when that
+// holds the account: from its state, each stream read from the first event
+// that may carry an idempotency key within the window (remembered, not
+// folded again) or else from the read model's end. The keys of users
+// deleted before that end are destroyed again in the background.
 func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
+	ledgerFrom, activityFrom := a.state.Version, a.activityLen
 	if fresh {
 		a.state, a.ledgerHead, a.activityHead, a.activityLen, a.lastPosition = ledger.State{}, codec.Hash{}, codec.Hash{}, 0, 0
 		a.keys = s.newKeys()
 		a.frozen, a.hasFrozen = ledger.State{}, false
+		ledgerFrom, activityFrom = 0, 0
+		if h, ok := s.held(a.id); ok {
+			a.state, a.lastPosition = h.state, h.lastPosition
+			a.state.Version, a.ledgerHead = h.ledger.keys.Next, h.ledger.keys.Hash
+			a.activityLen, a.activityHead = h.activity.keys.Next, h.activity.keys.Hash
+			ledgerFrom, activityFrom = h.ledger.fold.Next, h.activity.fold.Next
+			s.destroyDeletedKeys(ctx, a, h.state)
+		}
 	}
-	if err := s.catchUpLedger(ctx, a); err != nil {
+	if err := s.catchUpLedgerFrom(ctx, a, ledgerFrom); err != nil {
 		return err
 	}
-	if err := s.catchUpActivities(ctx, a); err != nil {
+	if err := s.catchUpActivitiesFrom(ctx, a, activityFrom); err != nil {
 		return err
 	}
 	a.loaded = true
 	return nil
 }
 
+// held returns the account's state as the accounts' read model holds it.
+func (s *Service) held(account string) (heldLoad, bool) {
+	if s.cfg.States == nil {
+		return heldLoad{}, false
+	}
+	return s.cfg.States.load(account)
+}
+
+// destroyDeletedKeys destroys, in the background, the keys of the users
+// deleted in st, as loading them from the stream would have: a deletion
+// that a crash interrupted before its key was destroyed is finished. A
+// destroy that fails is retried at the account's next command.
+func (s *Service) destroyDeletedKeys(ctx context.Context, a *account, st ledger.State) {
+	var users []string
+	for id, u := range st.Users {
+		if u.Status == ledger.StatusDeleted {
+			users = append(users, id)
+			s.cfg.Codec.Keys().MarkDestroyed(pii.KeyID(a.id, id))
+		}
+	}
+	if len(users) == 0 {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		for _, user := range users {
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := s.cfg.Codec.Keys().Destroy(dctx, pii.KeyID(a.id, user))
+			cancel()
+			if err == nil {
+				continue
+			}
+			s.log.ErrorContext(ctx, "destroy data key of deleted user; will retry", "account", a.id, "user", user, "err", err)
+			a.mu.Lock()
+			if a.pendingDestroy == nil {
+				a.pendingDestroy = make(map[string]bool)
+			}
+			a.pendingDestroy[user] = true
+			a.mu.Unlock()
+		}
+	}()
+}
+
 // catchUpLedger folds the ledger events the service has not seen yet.
 func (s *Service) catchUpLedger(ctx context.Context, a *account) error {
+	return s.catchUpLedgerFrom(ctx, a, a.state.Version)
+}
+
+// catchUpLedgerFrom reads the ledger from the revision after the state's
+// link and folds the events from revision fold on; those before it are
+// remembered for their idempotency keys only.
+func (s *Service) catchUpLedgerFrom(ctx context.Context, a *account, fold uint64) error {
 	l := codec.Link{Next: a.state.Version, Hash: a.ledgerHead}
-	err := s.readNew(ctx, a, eventstore.LedgerStream(a.id), &l, func(r eventstore.Record, d codec.Decoded) {
+	err := s.readNew(ctx, a, eventstore.LedgerStream(a.id), &l, fold, func(r eventstore.Record, d codec.Decoded) {
 		if del, ok := d.Event.(ledger.UserDeleted); ok {
 			s.destroyKey(ctx, a, del.UserID)
 		}
@@ -622,11 +692,11 @@ func (s *Service) catchUpLedger(ctx context.Context, a *account) error {
 	return err
 }
 
-// catchUpActivities folds the activity events the service has not seen
-// yet; they move only the account's time.
-func (s *Service) catchUpActivities(ctx context.Context, a *account) error {
+// catchUpActivitiesFrom folds the activity events the service has not
+// seen yet, from revision fold on; they move only the account's time.
+func (s *Service) catchUpActivitiesFrom(ctx context.Context, a *account, fold uint64) error {
 	l := codec.Link{Next: a.activityLen, Hash: a.activityHead}
-	err := s.readNew(ctx, a, eventstore.ActivityStream(a.id), &l, func(eventstore.Record, codec.Decoded) {})
+	err := s.readNew(ctx, a, eventstore.ActivityStream(a.id), &l, fold, func(eventstore.Record, codec.Decoded) {})
 	a.activityLen, a.activityHead = l.Next, l.Hash
 	return err
 }
@@ -640,7 +710,8 @@ var ErrUnreadableHistory = errors.New("accounts: the account's history holds an 
 // readNew reads stream from the revision l.Next, verifies each record
 // against the stream's chain l (codec.Link), folds each event that
 // verifies into the account and remembers it, then lets also do the
-// stream's own bookkeeping. l ends past the last record read.
+// stream's own bookkeeping. Events before revision fold, already folded
+// into the state, are only remembered. l ends past the last record read.
 //
 // Records that are not the stream's (unreadable, out of the stream's
 // order, or off its chain: foreign records, copies of events published
@@ -648,7 +719,7 @@ var ErrUnreadableHistory = errors.New("accounts: the account's history holds an 
 // decided on, and the account goes on taking commands, its next event
 // chaining to the last one that verified. An event that is in the chain
 // but does not decode stops the load with [ErrUnreadableHistory].
-func (s *Service) readNew(ctx context.Context, a *account, stream eventstore.StreamID, l *codec.Link, also func(eventstore.Record, codec.Decoded)) error {
+func (s *Service) readNew(ctx context.Context, a *account, stream eventstore.StreamID, l *codec.Link, fold uint64, also func(eventstore.Record, codec.Decoded)) error {
 	var now time.Time
 	for r, err := range s.cfg.Store.ReadStream(ctx, stream, l.Next) {
 		if errors.Is(err, eventstore.ErrStreamNotFound) {
@@ -673,8 +744,10 @@ func (s *Service) readNew(ctx context.Context, a *account, stream eventstore.Str
 		default:
 			return fmt.Errorf("load %s: %w", stream, err)
 		}
-		a.state = ledger.Evolve(a.state, d.Event)
-		also(r, d)
+		if r.Revision >= fold {
+			a.state = ledger.Evolve(a.state, d.Event)
+			also(r, d)
+		}
 		if now.IsZero() && d.Meta.IdempotencyKey != "" {
 			now = s.cfg.Clock() // once per read, and only for keys
 		}

@@ -81,6 +81,25 @@ func (l *Link) Follow(r eventstore.Record, d Decoded, decodeErr error) error {
 	return decodeErr
 }
 
+// FollowHashed is [Link.Follow] for a record that decoded (decodeErr nil)
+// and whose chain link was computed ahead, maybe on another goroutine:
+// next must be RecordHash(d.Meta.PrevHash, r), which is the link Follow
+// computes when r verifies. With a decodeErr it is Follow.
+func (l *Link) FollowHashed(r eventstore.Record, d Decoded, decodeErr error, next Hash) error {
+	if decodeErr != nil {
+		return l.Follow(r, d, decodeErr)
+	}
+	if r.Revision != l.Next {
+		return fmt.Errorf("%s revision %d where %d was expected: %w", r.Stream, r.Revision, l.Next, ErrOutOfOrder)
+	}
+	if d.Meta.PrevHash != l.Hash {
+		l.Next++
+		return fmt.Errorf("%s revision %d: %w", r.Stream, r.Revision, ErrBrokenLink)
+	}
+	l.Next, l.Hash = l.Next+1, next
+	return nil
+}
+
 // Unfoldable reports whether err says that a record itself cannot be
 // folded, whoever reads it and however often: it is unreadable, out of
 // order, off the chain, malformed, of an unknown type or a newer version,

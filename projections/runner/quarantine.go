@@ -47,7 +47,11 @@ func (r *Runner) admit(items []item) ([]codec.Decoded, []projections.Quarantined
 		err := it.err
 		if !errors.Is(err, eventstore.ErrUnreadable) {
 			l := r.q.links[it.rec.Stream]
-			err = l.Follow(it.rec, it.d, err)
+			if it.hashed {
+				err = l.FollowHashed(it.rec, it.d, err, it.next)
+			} else {
+				err = l.Follow(it.rec, it.d, err)
+			}
 			r.q.links[it.rec.Stream] = l
 		}
 		if err == nil {

@@ -16,7 +16,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -231,44 +230,65 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 	defer cancel()
 	n := 0
 	// Catching up folds events in batches: each read model takes its lock
-	// once per batch and waiters are woken once per batch.
-	batch := make([]item, 0, catchUpBatch)
+	// once per batch and waiters are woken once per batch. Three
+	// goroutines share the work: one reads the store, one decodes the
+	// records and hashes them for their chains, this one verifies the
+	// chains and folds.
 	prev := from // the position of the last record read
 	reads := make(chan []read, 4)
-	var reader sync.WaitGroup
-	reader.Go(func() { readAhead(ctx, r.cfg.Store, from, reads) })
+	decoded := make(chan []item, 4)
+	free := make(chan []item, 8) // folded batches, for the decoder to reuse
+	var stages sync.WaitGroup
+	stages.Go(func() { readAhead(ctx, r.cfg.Store, from, reads) })
+	stages.Go(func() { r.decodeAhead(ctx, from, reads, free, decoded) })
 	defer func() {
-		cancel() // the reader stops at ctx's end
-		reader.Wait()
+		cancel() // the reader and the decoder stop at ctx's end
+		stages.Wait()
 	}()
-	for rec, err := range drain(reads) {
-		if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
-			return fmt.Errorf("catch up: %w", err)
-		}
-		r.offer(&prev, rec, err)
-		if rec.Position <= r.Position() {
-			continue // a snapshot covered it
-		}
-		it, err := r.decode(ctx, rec, err)
-		if err != nil {
-			return err
-		}
-		batch = append(batch, it)
-		n++
-		if len(batch) < catchUpBatch {
-			continue
+	for items := range decoded {
+		// The items to fold are moved to the front of items, folded as
+		// one batch (catchUpBatch records were read together).
+		batch := items[:0]
+		for i := range items {
+			it := &items[i]
+			if it.readErr != nil && !errors.Is(it.readErr, eventstore.ErrUnreadable) {
+				return fmt.Errorf("catch up: %w", it.readErr)
+			}
+			r.offer(&prev, it.rec, it.readErr)
+			if it.rec.Position <= r.Position() {
+				continue // a snapshot covered it
+			}
+			if it.fatal != nil {
+				return it.fatal
+			}
+			if it.redo {
+				// Decoded before the deletion of its user was folded:
+				// fold what precedes it (the deletion's hook runs), then
+				// decode it again.
+				if err := r.applyBatch(batch); err != nil {
+					return err
+				}
+				again, err := r.decode(ctx, it.rec, it.readErr)
+				if err != nil {
+					return err
+				}
+				*it = again
+				batch = items[i:i]
+			}
+			batch = append(batch, *it)
+			n++
 		}
 		if err := r.applyBatch(batch); err != nil {
 			return err
 		}
-		batch = batch[:0]
+		select {
+		case free <- items: // the read models kept copies, not the items
+		default:
+		}
 		if req, ok := r.rebuildRequested(); ok {
 			r.pending = req
 			return errRebuild
 		}
-	}
-	if err := r.applyBatch(batch); err != nil {
-		return err
 	}
 	if !r.ready.Swap(true) {
 		r.log.InfoContext(ctx, "read models caught up", "events", n, "position", r.Position(),
@@ -365,18 +385,92 @@ func readAhead(ctx context.Context, store eventstore.Store, from eventstore.Posi
 	}
 }
 
-// drain yields the records readAhead sends on in, in order.
-func drain(in <-chan []read) iter.Seq2[eventstore.Record, error] {
-	return func(yield func(eventstore.Record, error) bool) {
-		for rs := range in {
-			for _, r := range rs {
-				if !yield(r.rec, r.err) {
-					return
+// decodeAhead decodes the records readAhead sends on in, and computes the
+// chain link each would take if it verifies (the SHA-256 the fold would
+// otherwise compute), then sends them on to out, which it closes at the
+// end. Records at or before from are passed on untouched. It fills the
+// slices the fold hands back on free when there are some.
+//
+// A user's sealed data must not be decoded after the deletion of that user
+// has been read yet before it has been folded (the hooks that forget the
+// user's key run when it is folded). An event with sealed fields of a user
+// whose deletion this goroutine decoded and the fold has not reached is
+// marked redo: the fold decodes it again once the deletion is folded.
+func (r *Runner) decodeAhead(ctx context.Context, from eventstore.Position, in <-chan []read, free <-chan []item, out chan<- []item) {
+	defer close(out)
+	deleting := make(map[deletedUser]eventstore.Position) // read, maybe not folded
+	for rs := range in {
+		var items []item
+		select {
+		case items = <-free:
+		default:
+		}
+		if cap(items) < len(rs) {
+			items = make([]item, len(rs))
+		}
+		items = items[:len(rs)]
+		if len(deleting) > 0 {
+			applied := r.Position()
+			for u, p := range deleting {
+				if p <= applied {
+					delete(deleting, u)
 				}
 			}
 		}
+		for i, rd := range rs {
+			it := &items[i]
+			*it = item{rec: rd.rec, readErr: rd.err}
+			if rd.rec.Position <= from || rd.err != nil && !errors.Is(rd.err, eventstore.ErrUnreadable) {
+				continue
+			}
+			var err error
+			if *it, err = r.decode(ctx, rd.rec, rd.err); err != nil {
+				it.rec, it.readErr, it.fatal = rd.rec, rd.err, err
+				continue
+			}
+			if it.err != nil {
+				continue
+			}
+			it.next, it.hashed = codec.RecordHash(it.d.Meta.PrevHash, it.rec), true
+			u := deletedUser{projections.AccountOf(it.d), ledger.UserOf(it.d.Event)}
+			if _, ok := it.d.Event.(ledger.UserDeleted); ok {
+				deleting[u] = it.rec.Position
+				continue
+			}
+			if len(deleting) == 0 || u.user == "" {
+				continue
+			}
+			if _, ok := deleting[u]; ok && hasSealed(it.rec.Type) {
+				it.redo = true
+			}
+		}
+		select {
+		case out <- items:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
+
+// deletedUser names a user whose deletion was read.
+type deletedUser struct{ account, user string }
+
+// hasSealed reports whether events of type typ hold sealed personal data
+// (an unknown type may).
+func hasSealed(typ string) bool {
+	unsealed, ok := withoutSealed[typ]
+	return !ok || !unsealed
+}
+
+// withoutSealed tells, for every event type, whether it holds no sealed
+// personal data.
+var withoutSealed = func() map[string]bool {
+	m := make(map[string]bool)
+	for _, info := range codec.Events() {
+		m[info.Type] = len(info.Sealed()) == 0
+	}
+	return m
+}()
 
 func (r *Runner) rebuildRequested() (chan error, bool) {
 	select {
@@ -397,6 +491,15 @@ type item struct {
 	rec eventstore.Record
 	d   codec.Decoded
 	err error
+	// readErr is the error the record was read with; fatal a decoding
+	// failure that stops the read models (see Runner.decode).
+	readErr, fatal error
+	// next is the chain link the record takes if it verifies, computed
+	// ahead when hashed.
+	next   codec.Hash
+	hashed bool
+	// redo asks the fold to decode the record again (see decodeAhead).
+	redo bool
 }
 
 // offer hands a record read after *prev to OnRecord; a record at or
@@ -416,7 +519,7 @@ func (r *Runner) offer(prev *eventstore.Position, rec eventstore.Record, readErr
 // (a key store that does not answer, say).
 func (r *Runner) decode(ctx context.Context, rec eventstore.Record, readErr error) (item, error) {
 	if readErr != nil {
-		return item{rec: rec, err: readErr}, nil
+		return item{rec: rec, err: readErr, readErr: readErr}, nil
 	}
 	d, err := r.cfg.Codec.Decode(ctx, rec)
 	if err != nil && !codec.Unfoldable(err) {
