@@ -8,11 +8,12 @@ import (
 	"testing"
 	"time"
 
+	esdbclient "github.com/EventStore/EventStore-Client-Go/v4/esdb"
+	"github.com/google/uuid"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
-	"github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/pii"
 	"github.com/licenseledger/ledger/internal/translog"
@@ -25,11 +26,40 @@ import (
 // global order, foreign ones included, also when the feed has no room
 // for most records (they are read from the store again).
 func TestTreeFedByRunner(t *testing.T) {
-	for name, open := range stores() {
+	// Each store, and a function writing records that are no events of
+	// the service into it: on EventStoreDB, in an account's stream and in
+	// "ledger-", which the store reads as unreadable.
+	for name, open := range map[string]func(t *testing.T) (eventstore.Store, func(context.Context, *testing.T)){
+		"jetstream": func(t *testing.T) (eventstore.Store, func(context.Context, *testing.T)) {
+			store := jetstreamStore(t)
+			return store, func(ctx context.Context, t *testing.T) {
+				j, err := natsjs.New(store.Conn())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := j.Publish(ctx, "ledger.globex.SeatsPurchased", []byte("{not an event")); err != nil {
+					t.Fatal(err)
+				}
+			}
+		},
+		"esdb": func(t *testing.T) (eventstore.Store, func(context.Context, *testing.T)) {
+			srv, store := esdbServerStore(t)
+			return store, func(ctx context.Context, t *testing.T) {
+				raw := esdbRawClient(t, srv)
+				for _, stream := range []string{"ledger-globex", "ledger-"} {
+					if _, err := raw.AppendToStream(ctx, stream, esdbclient.AppendToStreamOptions{ExpectedRevision: esdbclient.Any{}},
+						esdbclient.EventData{EventID: uuid.New(), EventType: "SeatsPurchased", ContentType: esdbclient.ContentTypeBinary,
+							Data: []byte("{not an event")}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		},
+	} {
 		for _, size := range []int{1, 0} {
 			t.Run(fmt.Sprintf("%s/feed-%d", name, size), func(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
-				store := open(t)
+				store, writeForeign := open(t)
 				e := newLedger(t, store)
 				// Records stored before both start, then while they run.
 				e.do(t, "initech", ledger.OpenAccount{Account: "initech", Name: "Initech", Seats: 3, At: e.at()})
@@ -54,15 +84,7 @@ func TestTreeFedByRunner(t *testing.T) {
 					l.Close()
 				})
 				e.history(t)
-				if js, ok := store.(*jetstream.Store); ok {
-					j, err := natsjs.New(js.Conn())
-					if err != nil {
-						t.Fatal(err)
-					}
-					if _, err := j.Publish(ctx, "ledger.globex.SeatsPurchased", []byte("{not an event")); err != nil {
-						t.Fatal(err)
-					}
-				}
+				writeForeign(ctx, t)
 				e.do(t, "globex", ledger.PurchaseSeats{Count: 1, At: e.at()})
 				wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
 				defer wcancel()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	esdbclient "github.com/EventStore/EventStore-Client-Go/v4/esdb"
 	"github.com/go-json-experiment/json"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -308,9 +309,15 @@ func TestBundleVerifies(t *testing.T) {
 	}
 }
 
-// Every kind of tampering with a bundle is refused, naming where.
+// Every kind of tampering with a bundle exported from each store is
+// refused, naming where.
 func TestBundleTampering(t *testing.T) {
-	store := jetstreamStore(t)
+	for name, open := range stores() {
+		t.Run(name, func(t *testing.T) { testBundleTampering(t, open(t)) })
+	}
+}
+
+func testBundleTampering(t *testing.T, store eventstore.Store) {
 	e := newLedger(t, store)
 	e.history(t)
 	dir := t.TempDir()
@@ -474,10 +481,15 @@ func testBundleWholeProofs(t *testing.T, store eventstore.Store) {
 	}
 }
 
-// A restart resumes from the recorded tree: the same root, and records
-// stored meanwhile appended after it.
+// A restart resumes from the recorded tree, on each store: the same root,
+// and records stored meanwhile appended after it.
 func TestRestartResumes(t *testing.T) {
-	store := jetstreamStore(t)
+	for name, open := range stores() {
+		t.Run(name, func(t *testing.T) { testRestartResumes(t, open(t)) })
+	}
+}
+
+func testRestartResumes(t *testing.T, store eventstore.Store) {
 	e := newLedger(t, store)
 	e.do(t, "acme", ledger.OpenAccount{Account: "acme", Name: "Acme", Seats: 3, At: e.at()})
 	dir := t.TempDir()
@@ -514,6 +526,19 @@ func TestRestartResumes(t *testing.T) {
 	old, err := l2.TreeHash(cp.Size)
 	if err != nil || old != cp.Hash {
 		t.Fatalf("root of the first %d leaves after restart %s (%v), signed %s", cp.Size, old, err, cp.Hash)
+	}
+	// The leaves appended after the restart are the store's records in
+	// its global order.
+	var leaves [][]byte
+	for rec, err := range store.ReadAll(context.Background(), 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaves = append(leaves, translog.LeafData(rec, nil))
+	}
+	root, err := l2.TreeHash(l2.Size())
+	if err != nil || root != naiveRoot(leaves) {
+		t.Fatalf("root after restart %s (%v), want %s from the store's records", root, err, naiveRoot(leaves))
 	}
 }
 
@@ -705,44 +730,105 @@ func TestWatchDetectsRewrittenHistory(t *testing.T) {
 	}
 }
 
-// A message another client published on an account's subjects is stored:
-// it is a leaf, its place proved in the account's bundle, which then does
-// not verify, naming it.
+// Records another client wrote on an account's streams are stored:
+// each is a leaf, its place proved in the account's bundle, which then
+// does not verify, naming it. On JetStream, a message on the account's
+// subjects that is no event; on EventStoreDB, garbage appended to the
+// account's ledger stream, and an event in "ledger-", a stream of no
+// account, which the store reads as unreadable.
 func TestForeignRecordIsALeaf(t *testing.T) {
 	ctx := context.Background()
-	store := jetstreamStore(t)
-	e := newLedger(t, store)
-	e.history(t)
-	js, err := natsjs.New(store.Conn())
+	type foreign struct {
+		at   eventstore.Position // of the record in acme's ledger stream
+		want string              // what verify says of it, %d its leaf
+		more []eventstore.Position
+	}
+	// Each store, and a function writing the foreign records into it.
+	for name, open := range map[string]func(t *testing.T) (eventstore.Store, func() foreign){
+		"jetstream": func(t *testing.T) (eventstore.Store, func() foreign) {
+			store := jetstreamStore(t)
+			return store, func() foreign {
+				js, err := natsjs.New(store.Conn())
+				if err != nil {
+					t.Fatal(err)
+				}
+				ack, err := js.Publish(ctx, "ledger.acme.SeatsPurchased", []byte("{not an event"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return foreign{at: eventstore.Position(ack.Sequence),
+					want: fmt.Sprintf("(leaf %%d, ledger-acme revision 0): the store could not read this record (position %d)", ack.Sequence)}
+			}
+		},
+		"esdb": func(t *testing.T) (eventstore.Store, func() foreign) {
+			srv, store := esdbServerStore(t)
+			return store, func() foreign {
+				raw := esdbRawClient(t, srv)
+				write := func(stream string) eventstore.Position {
+					r, err := raw.AppendToStream(ctx, stream, esdbclient.AppendToStreamOptions{ExpectedRevision: esdbclient.Any{}},
+						esdbclient.EventData{EventID: uuid.New(), EventType: "SeatsPurchased", ContentType: esdbclient.ContentTypeBinary,
+							Data: []byte("{not an event"), Metadata: []byte("not json")})
+					if err != nil {
+						t.Fatal(err)
+					}
+					return eventstore.Position(r.CommitPosition)
+				}
+				nowhere := write("ledger-")
+				return foreign{at: write("ledger-acme"), want: "(leaf %d, ledger-acme revision 6): cannot replay the event", more: []eventstore.Position{nowhere}}
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			store, write := open(t)
+			e := newLedger(t, store)
+			e.history(t)
+			f := write()
+			e.do(t, "acme", ledger.PurchaseSeats{Count: 1, At: e.at()})
+			dir := t.TempDir()
+			key := newKey(t, dir)
+			l := runLog(t, store, dir, key, e.last)
+			var leaves [][]byte
+			for rec, err := range store.ReadAll(ctx, 0) {
+				if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
+					t.Fatal(err)
+				}
+				leaves = append(leaves, translog.LeafData(rec, err))
+			}
+			if l.Size() != int64(len(leaves)) {
+				t.Fatalf("tree of %d leaves, the store holds %d records", l.Size(), len(leaves))
+			}
+			if root, err := l.TreeHash(l.Size()); err != nil || root != naiveRoot(leaves) {
+				t.Fatalf("root %s (%v), want %s from the records in global order", root, err, naiveRoot(leaves))
+			}
+			for _, at := range append([]eventstore.Position{f.at}, f.more...) {
+				if _, ok := l.LeafIndex(at); !ok {
+					t.Fatalf("the foreign record at %d is no leaf", at)
+				}
+			}
+			idx, _ := l.LeafIndex(f.at)
+			b := exportBundle(t, l, store, e.keys, "acme")
+			_, err := translog.VerifyBundle(ctx, bytes.NewReader(b), key.Verifier, e.now)
+			want := fmt.Sprintf(f.want, idx)
+			if !errors.Is(err, translog.ErrBundle) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("verify = %v, want it to name %q", err, want)
+			}
+		})
+	}
+}
+
+// esdbRawClient returns a client of the EventStoreDB double, to write
+// what the service never would.
+func esdbRawClient(t *testing.T, srv *esdbtest.Server) *esdbclient.Client {
+	t.Helper()
+	conf, err := esdbclient.ParseConnectionString(srv.ConnectionString())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ack, err := js.Publish(ctx, "ledger.acme.SeatsPurchased", []byte("{not an event"))
+	conf.Logger = esdbclient.NoopLogging()
+	c, err := esdbclient.NewClient(conf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.do(t, "acme", ledger.PurchaseSeats{Count: 1, At: e.at()})
-	dir := t.TempDir()
-	key := newKey(t, dir)
-	l := runLog(t, store, dir, key, e.last)
-	n := 0
-	for _, err := range store.ReadAll(ctx, 0) {
-		if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
-			t.Fatal(err)
-		}
-		n++
-	}
-	if l.Size() != int64(n) {
-		t.Fatalf("tree of %d leaves, the store holds %d records", l.Size(), n)
-	}
-	idx, ok := l.LeafIndex(eventstore.Position(ack.Sequence))
-	if !ok {
-		t.Fatalf("the foreign record at %d is no leaf", ack.Sequence)
-	}
-	b := exportBundle(t, l, store, e.keys, "acme")
-	_, err = translog.VerifyBundle(ctx, bytes.NewReader(b), key.Verifier, e.now)
-	want := fmt.Sprintf("(leaf %d, ledger-acme revision 0): the store could not read this record (position %d)", idx, ack.Sequence)
-	if !errors.Is(err, translog.ErrBundle) || !strings.Contains(err.Error(), want) {
-		t.Fatalf("verify = %v, want it to name %q", err, want)
-	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
