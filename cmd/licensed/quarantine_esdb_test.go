@@ -137,6 +137,10 @@ func TestForeignRecordsQuarantinedESDB(t *testing.T) {
 			t.Fatalf("a part of the service stopped: %v", err)
 		default:
 		}
+		// The transparency log holds the foreign records as leaves, in the
+		// store's order, and the account's audit bundle names them.
+		logHoldsEveryRecord(t, svc, op, dir)
+		bundleNamesForeignRecord(t, svc, op, dir, "victim")
 	}
 	check(svc, 3)
 	// The account goes on taking commands, on the state without the copies.

@@ -148,6 +148,10 @@ func TestForeignRecordsQuarantined(t *testing.T) {
 		if v.body["ok"] != false || len(list(t, v.body, "quarantined")) != 2 {
 			t.Fatalf("verification does not report the quarantined records: %s", v.raw)
 		}
+		// The transparency log holds the foreign records as leaves, in the
+		// store's order, and the account's audit bundle names them.
+		logHoldsEveryRecord(t, svc, op, dir)
+		bundleNamesForeignRecord(t, svc, op, dir, "victim")
 	}
 	check(svc, 3)
 	// The account goes on taking commands, on the state without the copy.
