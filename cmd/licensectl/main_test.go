@@ -19,6 +19,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/memory"
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/auth"
@@ -56,13 +57,25 @@ var t0 = time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
 //	                            string field of the JSON object it holds
 //	advance DURATION            move the server's clock forward
 func TestScripts(t *testing.T) {
-	testscript.Run(t, testscript.Params{
-		Dir:                 "testdata/script",
+	p := scriptParams(func(*testscript.Env) (eventstore.Store, error) { return memory.New(), nil })
+	p.Dir = "testdata/script"
+	testscript.Run(t, p)
+}
+
+// scriptParams are the parameters of scripts whose server keeps its
+// events in the store open returns for the script; what open defers on
+// env runs after the server is closed.
+func scriptParams(open func(env *testscript.Env) (eventstore.Store, error)) testscript.Params {
+	return testscript.Params{
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
-			srv, err := startServer(env.WorkDir)
+			store, err := open(env)
 			if err != nil {
 				return err
+			}
+			srv, err := startServerOn(env.WorkDir, store)
+			if err != nil {
+				return errors.Join(err, store.Close())
 			}
 			env.Defer(func() {
 				if err := srv.close(); err != nil {
@@ -86,7 +99,7 @@ func TestScripts(t *testing.T) {
 			"advance": cmdAdvance,
 			"bundle":  cmdBundle,
 		},
-	})
+	}
 }
 
 type serverKey struct{}
@@ -212,20 +225,24 @@ func (c *clock) advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// server is the HTTP API wired as licensed wires it, over the in-memory
-// store and key store, with the read models fed by the projection runner.
+// server is the HTTP API wired as licensed wires it, over an event store
+// (the in-memory one unless told) and the in-memory key store, with the
+// read models fed by the projection runner.
 type server struct {
 	log      *translog.Log
 	http     *httptest.Server
-	store    *memory.Store
+	store    eventstore.Store
 	clock    *clock
 	operator string
 	stop     context.CancelFunc
 	done     chan error
 }
 
-func startServer(work string) (*server, error) {
-	s := &server{store: memory.New(), clock: &clock{now: t0}, done: make(chan error, 2)}
+func startServer(work string) (*server, error) { return startServerOn(work, memory.New()) }
+
+// startServerOn starts a server over store, which it closes when closed.
+func startServerOn(work string, store eventstore.Store) (*server, error) {
+	s := &server{store: store, clock: &clock{now: t0}, done: make(chan error, 2)}
 	keys := pii.NewMemoryKeys()
 	cod := codec.New(pii.NewKeyring(keys, crand.Reader))
 	// The transparency log keeps its files and key in the script's data
