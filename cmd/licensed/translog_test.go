@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	natsjs "github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/esdbtest"
 	"github.com/licenseledger/ledger/internal/translog"
 )
 
@@ -150,4 +152,98 @@ func bundleNamesForeignRecord(t *testing.T, svc *running, token, dir, account st
 	if want := "ledger-" + account + " revision"; !errors.Is(err, translog.ErrBundle) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("the bundle of an account with foreign records: %v, want ErrBundle naming %q", err, want)
 	}
+}
+
+// A log kept in the data directory is not extended over a store whose
+// history changed under it (its last record removed, or rewritten in
+// place on an EventStoreDB node): after a restart its endpoints answer 503
+// log-unavailable, while the ledger goes on serving and taking commands.
+func TestLogRefusesAChangedHistory(t *testing.T) {
+	rewrite := func(t *testing.T) func([]byte) []byte {
+		return func(data []byte) []byte {
+			out := strings.Replace(string(data), `"count":1`, `"count":9`, 1)
+			if out == string(data) {
+				t.Errorf("control: the last record is not a purchase of one seat: %s", data)
+			}
+			return []byte(out)
+		}
+	}
+	for name, setup := range map[string]func(t *testing.T) (args []string, tamper func(t *testing.T, svc *running, dir string)){
+		"jetstream/truncated": func(*testing.T) ([]string, func(*testing.T, *running, string)) {
+			return nil, func(t *testing.T, svc *running, dir string) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				js, err := natsjs.New(connectAsLicensed(t, svc, dir))
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, err := js.Stream(ctx, "LEDGER")
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := st.GetLastMsgForSubject(ctx, ">")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := st.SecureDeleteMsg(ctx, m.Sequence); err != nil {
+					t.Fatal(err)
+				}
+			}
+		},
+		"esdb/truncated": func(t *testing.T) ([]string, func(*testing.T, *running, string)) {
+			srv := startESDB(t)
+			return []string{"--store", srv.ConnectionString()}, func(*testing.T, *running, string) { srv.Truncate(1) }
+		},
+		"esdb/rewritten": func(t *testing.T) ([]string, func(*testing.T, *running, string)) {
+			srv := startESDB(t)
+			return []string{"--store", srv.ConnectionString()}, func(t *testing.T, _ *running, _ string) { srv.RewriteLast(rewrite(t)) }
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			args, tamper := setup(t)
+			args = append(args, "--checkpoint-every", "200ms")
+			dir := t.TempDir()
+			svc := startService(t, dir, &syncBuffer{}, args...)
+			op := operatorToken(t, dir)
+			svc.expect(201, op, "POST", "/v1/accounts", map[string]any{"id": "acme", "name": "Acme", "seats": 3})
+			svc.expect(200, op, "POST", "/v1/accounts/acme/seats", map[string]int{"count": 1})
+			if c := logHoldsEveryRecord(t, svc, op, dir); c.Size != 2 {
+				t.Fatalf("checkpoint of %d leaves, want the 2 events stored", c.Size)
+			}
+			tamper(t, svc, dir)
+			svc.stop()
+
+			again := startService(t, dir, &syncBuffer{}, args...)
+			defer again.stop()
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				p := again.do(op, "GET", "/v1/log/checkpoint", nil)
+				if p.status == 503 && strings.Contains(p.raw, "log-unavailable") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the log's checkpoint answered %d %s, want 503 log-unavailable", p.status, p.raw)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			again.expect(503, op, "GET", "/v1/log/inclusion?index=0&size=1", nil)
+			again.expect(200, op, "GET", "/v1/accounts/acme/seats", nil)
+			again.expect(200, op, "POST", "/v1/accounts/acme/seats", map[string]int{"count": 2})
+			select {
+			case err := <-again.m.errs:
+				t.Fatalf("the service stopped: %v", err)
+			default:
+			}
+		})
+	}
+}
+
+// startESDB starts an EventStoreDB double for the test.
+func startESDB(t *testing.T) *esdbtest.Server {
+	t.Helper()
+	srv, err := esdbtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
 }
