@@ -98,6 +98,7 @@ func scriptParams(open func(env *testscript.Env) (eventstore.Store, error)) test
 			"capture": cmdCapture,
 			"advance": cmdAdvance,
 			"bundle":  cmdBundle,
+			"history": cmdHistory,
 		},
 	}
 }
@@ -229,7 +230,15 @@ func (c *clock) advance(d time.Duration) {
 // (the in-memory one unless told) and the in-memory key store, with the
 // read models fed by the projection runner.
 type server struct {
-	log      *translog.Log
+	log *translog.Log
+	// served is the log the API serves: log, or one rebuilt from the
+	// store after its history was changed (see cmdHistory).
+	served   *swapLog
+	rebuilt  []*translog.Log
+	key      translog.Key
+	data     string
+	ctx      context.Context
+	runs     int // goroutines that send to done
 	http     *httptest.Server
 	store    eventstore.Store
 	clock    *clock
@@ -242,7 +251,7 @@ func startServer(work string) (*server, error) { return startServerOn(work, memo
 
 // startServerOn starts a server over store, which it closes when closed.
 func startServerOn(work string, store eventstore.Store) (*server, error) {
-	s := &server{store: store, clock: &clock{now: t0}, done: make(chan error, 2)}
+	s := &server{store: store, clock: &clock{now: t0}, done: make(chan error, 2+maxRebuilds)}
 	keys := pii.NewMemoryKeys()
 	cod := codec.New(pii.NewKeyring(keys, crand.Reader))
 	// The transparency log keeps its files and key in the script's data
@@ -264,6 +273,8 @@ func startServerOn(work string, store eventstore.Store) (*server, error) {
 	if s.log, err = translog.Open(translog.Config{Dir: filepath.Join(data, "log"), Key: key}); err != nil {
 		return nil, err
 	}
+	s.served, s.key, s.data = &swapLog{}, key, data
+	s.served.Store(s.log)
 	newULID := func() ulid.ULID { return ulid.MustNew(ulid.Timestamp(s.clock.Now()), ulid.DefaultEntropy()) }
 	svc := accounts.New(accounts.Config{
 		Store: s.store, Codec: cod, Clock: s.clock.Now, NewEventID: uuid.New, NewULID: newULID,
@@ -279,18 +290,17 @@ func startServerOn(work string, store eventstore.Store) (*server, error) {
 	tokens := auth.NewMemoryStore()
 	secret, created, err := auth.Bootstrap(context.Background(), tokens, crand.Reader, t0)
 	if err != nil || !created {
-		s.store.Close()
 		return nil, errors.Join(errors.New("bootstrap operator token"), err)
 	}
 	s.operator = secret
 	api := httpapi.New(httpapi.Config{
 		Commands: svc, Seats: st, Activities: at, Audit: au, Billing: bi,
-		History: s.store, Decoder: cod, Progress: run, Tokens: tokens, Log: s.log, DataKeys: keys,
+		History: s.store, Decoder: cod, Progress: run, Tokens: tokens, Log: s.served, DataKeys: keys,
 		Clock: s.clock.Now, NewID: newULID, Random: crand.Reader,
 		WaitTimeout: 5 * time.Second,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stop = cancel
+	s.stop, s.ctx, s.runs = cancel, ctx, 2
 	go func() { s.done <- run.Run(ctx) }()
 	go func() { s.done <- s.log.Run(ctx, s.store) }()
 	s.http = httptest.NewServer(api)
@@ -302,10 +312,13 @@ func (s *server) close() error {
 	s.http.Close()
 	s.stop()
 	var errs []error
-	for range 2 {
+	for range s.runs {
 		if err := <-s.done; !errors.Is(err, context.Canceled) {
 			errs = append(errs, err)
 		}
+	}
+	for _, l := range s.rebuilt {
+		errs = append(errs, l.Close())
 	}
 	return errors.Join(append(errs, s.log.Close(), s.store.Close())...)
 }
