@@ -53,7 +53,7 @@ func (c *clock) Now() time.Time {
 
 type env struct {
 	t        testing.TB
-	store    *memory.Store
+	store    eventstore.Store
 	keys     *pii.MemoryKeys
 	codec    *codec.Codec
 	tokens   *auth.MemoryStore
@@ -95,6 +95,8 @@ type options struct {
 	adjust func(*httpapi.Config)
 	// tracer traces the API and the appends; nil traces nothing.
 	tracer *telemetry.Tracer
+	// store opens the event store; nil is the in-memory one.
+	store func(testing.TB) eventstore.Store
 }
 
 func newEnv(t testing.TB, opts ...options) *env {
@@ -103,8 +105,13 @@ func newEnv(t testing.TB, opts ...options) *env {
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	e := &env{t: t, store: memory.New(), keys: pii.NewMemoryKeys(), tokens: auth.NewMemoryStore(),
+	e := &env{t: t, keys: pii.NewMemoryKeys(), tokens: auth.NewMemoryStore(),
 		clock: &clock{now: t0}, tracker: httpapi.NewTracker(), logs: &syncBuffer{}}
+	if o.store != nil {
+		e.store = o.store(t)
+	} else {
+		e.store = memory.New()
+	}
 	t.Cleanup(func() { e.store.Close() })
 	e.codec = codec.New(pii.NewKeyring(e.keys, crand.Reader))
 	rng := rand.NewChaCha8([32]byte{1})

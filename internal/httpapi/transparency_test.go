@@ -12,7 +12,11 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/esdb"
+	"github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/eventstore/memory"
 	"github.com/licenseledger/ledger/internal/auth"
+	"github.com/licenseledger/ledger/internal/esdbtest"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/translog"
 )
@@ -41,8 +45,46 @@ func (e *env) waitLog() {
 	}
 }
 
+// logStores are the stores the log's endpoints are tested on: the
+// in-memory one, the real JetStream store on an embedded NATS server, and
+// EventStoreDB (the in-process double of its gRPC API).
+func logStores() map[string]func(testing.TB) eventstore.Store {
+	return map[string]func(testing.TB) eventstore.Store{
+		"memory": func(testing.TB) eventstore.Store { return memory.New() },
+		"jetstream": func(t testing.TB) eventstore.Store {
+			s, err := jetstream.Embedded(context.Background(), jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1}, jetstream.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		"esdb": func(t testing.TB) eventstore.Store {
+			srv, err := esdbtest.Start()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(srv.Close)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s, err := esdb.Open(ctx, srv.ConnectionString(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+	}
+}
+
+// The log's endpoints on each store: the key, a checkpoint of every
+// stored record, each leaf's inclusion proof, a consistency proof once
+// the tree grew, and problem answers to bad queries.
 func TestLogEndpoints(t *testing.T) {
-	e := newEnv(t)
+	for name, store := range logStores() {
+		t.Run(name, func(t *testing.T) { testLogEndpoints(t, newEnv(t, options{store: store})) })
+	}
+}
+
+func testLogEndpoints(t *testing.T, e *env) {
 	e.open("acme", 5)
 	ada := e.addUser("acme", "Ada", "ada@acme.test", "admin")
 	e.addUser("acme", "Bob", "bob@acme.test", "admin")
@@ -112,7 +154,12 @@ func TestLogEndpoints(t *testing.T) {
 // A tenant auditor's bundle holds only its account's records and verifies
 // offline; with keys=true it carries the keys of users not deleted.
 func TestExportBundle(t *testing.T) {
-	e := newEnv(t)
+	for name, store := range logStores() {
+		t.Run(name, func(t *testing.T) { testExportBundle(t, newEnv(t, options{store: store})) })
+	}
+}
+
+func testExportBundle(t *testing.T, e *env) {
 	e.open("acme", 5)
 	e.open("beta", 5)
 	ada := e.addUser("acme", "Ada", "ada@acme.test", "admin")
