@@ -11,6 +11,7 @@ import (
 	esdbclient "github.com/EventStore/EventStore-Client-Go/v4/esdb"
 	"github.com/google/uuid"
 	natsjs "github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
@@ -24,7 +25,8 @@ import (
 
 // A log fed by the read models' runner holds every stored record in
 // global order, foreign ones included, also when the feed has no room
-// for most records (they are read from the store again).
+// for most records (they are read from the store again), and signs a
+// checkpoint of them unasked.
 func TestTreeFedByRunner(t *testing.T) {
 	// Each store, and a function writing records that are no events of
 	// the service into it: on EventStoreDB, in an account's stream and in
@@ -108,7 +110,52 @@ func TestTreeFedByRunner(t *testing.T) {
 				if want := naiveRoot(leaves); root != want {
 					t.Fatalf("root %s, want %s from the records in global order", root, want)
 				}
+				waitSigned(t, l, int64(len(leaves)), root)
 			})
 		}
+	}
+}
+
+// waitSigned waits, without asking for a checkpoint, until the log signed
+// one of size leaves with root: checkpoints are signed at least every
+// SignEvery while the tree grows.
+func waitSigned(t *testing.T, l *translog.Log, size int64, root tlog.Hash) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if s := l.Latest(); s != nil && s.Size >= size {
+			if s.Size != size || s.Hash != root {
+				t.Fatalf("signed a checkpoint of %d leaves, root %s; want %d, %s", s.Size, s.Hash, size, root)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint of %d leaves signed; the last is %+v", size, l.Latest())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// While the ledger moves, a log following the store on its own signs
+// checkpoints unasked, on each store.
+func TestCheckpointsSignedWhileTheLedgerMoves(t *testing.T) {
+	for name, open := range stores() {
+		t.Run(name, func(t *testing.T) {
+			store := open(t)
+			e := newLedger(t, store)
+			e.do(t, "acme", ledger.OpenAccount{Account: "acme", Name: "Acme", Seats: 3, At: e.at()})
+			dir := t.TempDir()
+			l := runLog(t, store, dir, newKey(t, dir), e.last)
+			for i := range 3 {
+				e.do(t, "acme", ledger.PurchaseSeats{Count: i + 1, At: e.at()})
+				if err := l.Wait(context.Background(), e.last); err != nil {
+					t.Fatal(err)
+				}
+				root, err := l.TreeHash(l.Size())
+				if err != nil {
+					t.Fatal(err)
+				}
+				waitSigned(t, l, int64(i+2), root)
+			}
+		})
 	}
 }
