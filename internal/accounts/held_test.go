@@ -251,3 +251,42 @@ func TestLoadFromReadModelFinishesDeletion(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestLoadFromReadModelAheadOfTheStore: a read model that applied events
+// the store no longer holds (its history lost its last events) must not
+// leave the account refusing every command as contended: after a second
+// conflict the account is read again from its streams, and the command
+// is appended after what the store holds.
+func TestLoadFromReadModelAheadOfTheStore(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	svc := e.service(t)
+	must(t)(svc.Execute(ctx, "acme", ledger.OpenAccount{Account: "acme", Name: "Acme", Seats: 2, At: t0}, admin))
+	must(t)(svc.Execute(ctx, "acme", ledger.PurchaseSeats{Count: 3, At: t0}, admin))
+	states := accounts.NewReadModel(e.clock.Now, 0)
+	e.feed(t, states)
+	// The same store without its last event: a second env holding only
+	// the account's first event, byte for byte.
+	cut := newEnv(t)
+	cut.keys = e.keys
+	stream := eventstore.LedgerStream("acme")
+	for rec, err := range e.store.ReadStream(ctx, stream, 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Revision > 0 {
+			break
+		}
+		p := eventstore.Proposed{ID: rec.ID, Type: rec.Type, Data: rec.Data, Metadata: rec.Metadata}
+		if _, err := cut.store.Append(ctx, stream, eventstore.NoStream(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := cut.loader(states).Execute(ctx, "acme", ledger.PurchaseSeats{Count: 1, At: t0}, admin)
+	if err != nil {
+		t.Fatalf("a command on a state the store is behind: %v", err)
+	}
+	if res.State.Seats != 3 || res.State.Version != 2 {
+		t.Fatalf("after the command: %d seats at version %d, want 3 at 2 (the store's first event, then this one)", res.State.Seats, res.State.Version)
+	}
+}

@@ -214,6 +214,10 @@ type account struct {
 	// only when hasFrozen.
 	frozen    ledger.State
 	hasFrozen bool
+	// fromModel is set while the state comes from the accounts' read
+	// model (Config.States) rather than from the streams; streamsOnly
+	// makes the next fresh load ignore the model.
+	fromModel, streamsOnly bool
 }
 
 // snapshot returns the account's state for a caller to keep while later
@@ -377,7 +381,16 @@ func (s *Service) Execute(ctx context.Context, accountID string, cmd ledger.Comm
 				return Result{}, fmt.Errorf("%s on %s after %d attempts: %w", cmd.CommandName(), accountID, attempt+1, ErrContention)
 			}
 			s.log.DebugContext(ctx, "append conflict, catching up", "account", accountID, "command", cmd.CommandName(), "attempt", attempt+1)
-			if err := s.catchUp(ctx, a, false); err != nil {
+			// A state from the read model that conflicts again after
+			// catching up is ahead of the store (its history lost events
+			// the model had applied): it is read again from the streams,
+			// which no later append can disagree with.
+			fresh := a.fromModel && attempt > 0
+			if fresh {
+				s.log.WarnContext(ctx, "the account's state from the read model is ahead of the store; reading its streams", "account", accountID)
+				a.streamsOnly = true
+			}
+			if err := s.catchUp(ctx, a, fresh); err != nil {
 				return Result{}, err
 			}
 			current = true
@@ -610,7 +623,9 @@ func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 		a.keys = s.newKeys()
 		a.frozen, a.hasFrozen = ledger.State{}, false
 		ledgerFrom, activityFrom = 0, 0
-		if h, ok := s.held(a.id); ok {
+		a.fromModel = false
+		if h, ok := s.held(a.id); ok && !a.streamsOnly {
+			a.fromModel = true
 			a.state, a.lastPosition = h.state, h.lastPosition
 			a.state.Version, a.ledgerHead = h.ledger.keys.Next, h.ledger.keys.Hash
 			a.activityLen, a.activityHead = h.activity.keys.Next, h.activity.keys.Hash
