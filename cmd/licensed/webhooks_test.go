@@ -163,8 +163,16 @@ func webhookDeliveries(t *testing.T, store []string) {
 		t.Fatalf("delivery log %v, want %v", logged, ids)
 	}
 	metrics := svc.expect(200, "", "GET", "/metrics", nil).raw
-	if !strings.Contains(metrics, `licensed_webhook_deliveries_total{outcome="ok"} 2`) || !strings.Contains(metrics, "licensed_webhook_pending_messages 0") {
-		t.Fatalf("metrics:\n%s", metrics)
+	// At least once: a delivery the server handed out again (an
+	// acknowledgement late on a loaded machine) counts twice.
+	var ok int
+	for line := range strings.Lines(metrics) {
+		if v, found := strings.CutPrefix(strings.TrimSpace(line), `licensed_webhook_deliveries_total{outcome="ok"} `); found {
+			fmt.Sscan(v, &ok)
+		}
+	}
+	if ok < 2 || !strings.Contains(metrics, "licensed_webhook_pending_messages 0") {
+		t.Fatalf("%d deliveries counted ok by this process, want at least its 2; metrics:\n%s", ok, metrics)
 	}
 }
 
