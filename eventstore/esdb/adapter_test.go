@@ -1,10 +1,13 @@
 package esdb_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"runtime/pprof"
+	"strings"
 	"testing"
 	"time"
 
@@ -412,15 +415,20 @@ func TestSubscribeSurvivesNodeDown(t *testing.T) {
 	if err := srv.Resume(); err != nil {
 		t.Fatal(err)
 	}
-	var err error
-	for range 50 {
-		if _, err = s.Append(ctx, stream, eventstore.Exact(0), second...); err == nil {
+	// The store may still hold the client that gave up, or one that is
+	// discovering the node: retry, each append bounded by its own deadline,
+	// until the test's deadline.
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := s.Append(callCtx, stream, eventstore.Exact(0), second...)
+		cancel()
+		if err == nil {
 			break
 		}
+		if ctx.Err() != nil {
+			t.Fatalf("append after the server came back: %v", err)
+		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("append after the server came back: %v", err)
 	}
 	select {
 	case id := <-got:
@@ -499,5 +507,88 @@ func TestUnreadableRecordsDoNotStopReads(t *testing.T) {
 	}
 	if n != 3 {
 		t.Errorf("ReadStream yields %d records of ledger-a, want 3", n)
+	}
+}
+
+// waitingInClient counts the goroutines blocked in the client while they
+// wait for a connection.
+func waitingInClient() int {
+	var buf bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&buf, 2)
+	return strings.Count(buf.String(), "esdb.(*grpcClient).getConnectionHandle")
+}
+
+// TestCallsReturnWhenDiscoveryFails makes node discovery fail while appends
+// wait for it. The client stops serving requests once discovery fails, and
+// ignores contexts while a call waits for a connection, so those appends
+// used to wait forever; they must return when their context ends at the
+// latest, the store must append again once the node is back, and no
+// goroutine may stay blocked in the dead client.
+func TestCallsReturnWhenDiscoveryFails(t *testing.T) {
+	srv := startServer(t)
+	// Discovery takes about 2 s against a stopped node: the appends below
+	// all reach the client while it lasts.
+	s := open(t, srv.ConnectionString()+"&maxDiscoverAttempts=20&discoveryInterval=100")
+	ctx := testCtx(t)
+	stream := eventstore.LedgerStream("acct-" + uuid.NewString())
+	if _, err := s.Append(ctx, stream, eventstore.NoStream(), proposed(1)...); err != nil {
+		t.Fatal(err)
+	}
+	before := waitingInClient()
+	srv.Pause()
+	// The open connection is cut: the next call fails and makes the
+	// client discover the node again at the call after it.
+	callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	_, err := s.Append(callCtx, stream, eventstore.Exact(0), proposed(1)...)
+	cancel()
+	if err == nil {
+		t.Fatal("append to a stopped node succeeded")
+	}
+
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			_, err := s.Append(callCtx, stream, eventstore.Exact(0), proposed(1)...)
+			errs <- err
+		}()
+	}
+	// Each append has 3 s; allow as much again for a loaded machine before
+	// calling it stuck.
+	stuck := time.After(6 * time.Second)
+	for i := range n {
+		select {
+		case err := <-errs:
+			if err == nil {
+				t.Errorf("append %d to a stopped node succeeded", i)
+			}
+		case <-stuck:
+			t.Fatalf("%d of %d appends still blocked 3 s after their context ended", n-i, n)
+		}
+	}
+
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := s.Append(callCtx, stream, eventstore.Exact(0), proposed(1)...)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("append after the node came back: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Replacing the dead client ends the calls still blocked in it.
+	for waitingInClient() > before {
+		if ctx.Err() != nil {
+			t.Fatalf("%d goroutines still blocked in a dead client", waitingInClient()-before)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

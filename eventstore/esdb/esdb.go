@@ -21,6 +21,10 @@
 // Subscribe survives dropped connections: when the subscription fails it
 // subscribes again from the last event it delivered, with a bounded backoff,
 // until its context ends.
+//
+// Every method returns when its context ends, also while the client waits
+// for a connection, which it does without looking at contexts; see
+// conn.go.
 package esdb
 
 import (
@@ -64,7 +68,7 @@ type Store struct {
 	conf   esdb.Configuration
 
 	mu     sync.Mutex
-	client *esdb.Client
+	conn   *conn
 	closed bool
 	subs   map[*int]context.CancelFunc // live Subscribe calls, cancelled by Close
 
@@ -91,11 +95,13 @@ func Open(ctx context.Context, connString string, logger *slog.Logger) (*Store, 
 		}
 	}
 	s := &Store{logger: logger, conf: *conf, subs: map[*int]context.CancelFunc{}, written: newWritten()}
-	if s.client, err = s.newClient(); err != nil {
+	c, err := s.newClient()
+	if err != nil {
 		return nil, err
 	}
-	if _, _, err := s.head(ctx, s.client); err != nil {
-		_ = s.client.Close()
+	s.conn = newConn(c)
+	if _, _, err := s.head(ctx); err != nil {
+		_ = s.Close()
 		return nil, fmt.Errorf("esdb: open %s: %w", conf.Address, err)
 	}
 	return s, nil
@@ -111,32 +117,35 @@ func (s *Store) newClient() (*esdb.Client, error) {
 }
 
 // current returns the client to use, or ErrClosed.
-func (s *Store) current() (*esdb.Client, error) {
+func (s *Store) current() (*conn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, eventstore.ErrClosed
 	}
-	return s.client, nil
+	return s.conn, nil
 }
 
 // renew replaces a client that gave up. The client closes itself for good
 // when node discovery fails (10 attempts, 100 ms apart by default), for
-// instance while a node restarts; the store then needs a new one.
-func (s *Store) renew(dead *esdb.Client) {
+// instance while a node restarts; the store then needs a new one. The
+// store also replaces a client whose probe is left waiting for a
+// connection (see [call]). The old client is closed once no call is inside
+// it.
+func (s *Store) renew(dead *conn) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || s.client != dead {
+	if s.closed || s.conn != dead {
+		s.mu.Unlock()
 		return
 	}
 	c, err := s.newClient()
 	if err != nil {
+		s.mu.Unlock()
 		return // the configuration was valid once; keep the old client
 	}
-	// The dead client is dropped, not closed: its connection loop has
-	// ended, and closing its request channel would panic any call still
-	// blocked sending to it.
-	s.client = c
+	s.conn = newConn(c)
+	s.mu.Unlock()
+	dead.retire()
 }
 
 // Close closes the connection and ends every subscription; later calls
@@ -151,15 +160,27 @@ func (s *Store) Close() error {
 	for _, cancel := range s.subs {
 		cancel()
 	}
-	c := s.client
+	cn := s.conn
 	s.mu.Unlock()
-	return c.Close()
+	// A call still inside the client ends by its own context; the client
+	// closes after the last one.
+	cn.retire()
+	return nil
 }
 
 // fail translates a client error into the store's terms, keeping the cause.
-func (s *Store) fail(ctx context.Context, c *esdb.Client, op string, err error) error {
+func (s *Store) fail(ctx context.Context, cn *conn, op string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
+		if errors.Is(err, ctxErr) {
+			return fmt.Errorf("esdb: %s: %w", op, err)
+		}
 		return fmt.Errorf("esdb: %s: %w (%w)", op, ctxErr, err)
+	}
+	if errors.Is(err, errClientReplaced) {
+		if _, cerr := s.current(); cerr != nil {
+			return fmt.Errorf("esdb: %s: %w", op, cerr)
+		}
+		return fmt.Errorf("esdb: %s: %w", op, err)
 	}
 	var e *esdb.Error
 	if errors.As(err, &e) {
@@ -170,7 +191,9 @@ func (s *Store) fail(ctx context.Context, c *esdb.Client, op string, err error) 
 			if _, cerr := s.current(); cerr != nil {
 				return fmt.Errorf("esdb: %s: %w", op, cerr)
 			}
-			s.renew(c)
+			if cn != nil {
+				s.renew(cn)
+			}
 		}
 	}
 	return fmt.Errorf("esdb: %s: %w", op, err)
@@ -189,8 +212,7 @@ func toExpected(e eventstore.ExpectedRevision) esdb.ExpectedRevision {
 // Append writes events to stream if it is at expected; see
 // [eventstore.Store.Append].
 func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, events ...eventstore.Proposed) (eventstore.AppendResult, error) {
-	c, err := s.current()
-	if err != nil {
+	if _, err := s.current(); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("esdb: append to %s: %w", stream, err)
 	}
 	if res, ok := s.written.lookup(stream, events); ok {
@@ -206,19 +228,22 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 			Metadata:    e.Metadata,
 		}
 	}
-	wr, err := c.AppendToStream(ctx, stream.String(), esdb.AppendToStreamOptions{ExpectedRevision: toExpected(expected)}, data...)
+	opts := esdb.AppendToStreamOptions{ExpectedRevision: toExpected(expected)}
+	wr, cn, err := start(ctx, s, func(c *esdb.Client) (*esdb.WriteResult, error) {
+		return c.AppendToStream(ctx, stream.String(), opts, data...)
+	})
 	if err != nil {
 		var e *esdb.Error
 		if errors.As(err, &e) && e.Code() == esdb.ErrorCodeWrongExpectedVersion {
 			return eventstore.AppendResult{}, fmt.Errorf("esdb: append to %s at %s: %w (%w)", stream, expected, eventstore.ErrConflict, err)
 		}
-		return eventstore.AppendResult{}, s.fail(ctx, c, "append to "+stream.String(), err)
+		return eventstore.AppendResult{}, s.fail(ctx, cn, "append to "+stream.String(), err)
 	}
 	res := eventstore.AppendResult{NextRevision: wr.NextExpectedVersion, Position: eventstore.Position(wr.CommitPosition)}
 	if wr.CommitPosition == 0 && len(events) > 0 {
 		// A write the server recognised as a retry is answered without a
 		// position; the stored events still have theirs.
-		rec, err := s.readOne(ctx, c, stream, wr.NextExpectedVersion)
+		rec, err := s.readOne(ctx, stream, wr.NextExpectedVersion)
 		if err != nil {
 			return eventstore.AppendResult{}, fmt.Errorf("esdb: append to %s: position of replayed write: %w", stream, err)
 		}
@@ -229,18 +254,20 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 }
 
 // readOne returns the event of stream at revision rev.
-func (s *Store) readOne(ctx context.Context, c *esdb.Client, stream eventstore.StreamID, rev uint64) (eventstore.Record, error) {
-	rs, err := c.ReadStream(ctx, stream.String(), esdb.ReadStreamOptions{From: esdb.Revision(rev)}, 1)
+func (s *Store) readOne(ctx context.Context, stream eventstore.StreamID, rev uint64) (eventstore.Record, error) {
+	rs, cn, err := start(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
+		return c.ReadStream(ctx, stream.String(), esdb.ReadStreamOptions{From: esdb.Revision(rev)}, 1)
+	})
 	if err != nil {
-		return eventstore.Record{}, s.fail(ctx, c, "read "+stream.String(), err)
+		return eventstore.Record{}, s.fail(ctx, cn, "read "+stream.String(), err)
 	}
 	defer rs.Close()
-	ev, err := rs.Recv()
+	ev, err := recv(ctx, s, cn, rs)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("esdb: read %s at %d: %w", stream, rev, eventstore.ErrStreamNotFound)
 		}
-		return eventstore.Record{}, s.fail(ctx, c, "read "+stream.String(), err)
+		return eventstore.Record{}, s.fail(ctx, cn, "read "+stream.String(), err)
 	}
 	return toRecord(ev)
 }
@@ -250,24 +277,21 @@ func (s *Store) readOne(ctx context.Context, c *esdb.Client, stream eventstore.S
 func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
 		op := "read " + stream.String()
-		c, err := s.current()
+		rs, cn, err := start(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
+			return c.ReadStream(ctx, stream.String(), esdb.ReadStreamOptions{From: esdb.Revision(from)}, readCount)
+		})
 		if err != nil {
-			yield(eventstore.Record{}, fmt.Errorf("esdb: %s: %w", op, err))
-			return
-		}
-		rs, err := c.ReadStream(ctx, stream.String(), esdb.ReadStreamOptions{From: esdb.Revision(from)}, readCount)
-		if err != nil {
-			yield(eventstore.Record{}, s.fail(ctx, c, op, err))
+			yield(eventstore.Record{}, s.fail(ctx, cn, op, err))
 			return
 		}
 		defer rs.Close()
 		for {
-			ev, err := rs.Recv()
+			ev, err := recv(ctx, s, cn, rs)
 			if errors.Is(err, io.EOF) {
 				return
 			}
 			if err != nil {
-				yield(eventstore.Record{}, s.fail(ctx, c, op, err))
+				yield(eventstore.Record{}, s.fail(ctx, cn, op, err))
 				return
 			}
 			rec, err := toRecord(ev)
@@ -278,20 +302,29 @@ func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from
 	}
 }
 
+// recv reads the next event of rs, a read through cn. Recv asks the client
+// to reconnect when the node is unavailable, which may block like any call
+// into the client.
+func recv(ctx context.Context, s *Store, cn *conn, rs *esdb.ReadStream) (*esdb.ResolvedEvent, error) {
+	return call(ctx, s, cn, func(*esdb.Client) (*esdb.ResolvedEvent, error) { return rs.Recv() })
+}
+
 // head returns the position of the last event in $all, and false when $all
 // is empty.
-func (s *Store) head(ctx context.Context, c *esdb.Client) (esdb.Position, bool, error) {
-	rs, err := c.ReadAll(ctx, esdb.ReadAllOptions{Direction: esdb.Backwards, From: esdb.End{}}, 1)
+func (s *Store) head(ctx context.Context) (esdb.Position, bool, error) {
+	rs, cn, err := start(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
+		return c.ReadAll(ctx, esdb.ReadAllOptions{Direction: esdb.Backwards, From: esdb.End{}}, 1)
+	})
 	if err != nil {
-		return esdb.Position{}, false, s.fail(ctx, c, "read head of $all", err)
+		return esdb.Position{}, false, s.fail(ctx, cn, "read head of $all", err)
 	}
 	defer rs.Close()
-	ev, err := rs.Recv()
+	ev, err := recv(ctx, s, cn, rs)
 	if errors.Is(err, io.EOF) {
 		return esdb.Position{}, false, nil
 	}
 	if err != nil {
-		return esdb.Position{}, false, s.fail(ctx, c, "read head of $all", err)
+		return esdb.Position{}, false, s.fail(ctx, cn, "read head of $all", err)
 	}
 	return ev.OriginalEvent().Position, true, nil
 }
@@ -301,11 +334,10 @@ func (s *Store) head(ctx context.Context, c *esdb.Client) (esdb.Position, bool, 
 // the last event of this service: it is a bound no position an append has
 // returned exceeds.
 func (s *Store) LastPosition(ctx context.Context) (eventstore.Position, error) {
-	c, err := s.current()
-	if err != nil {
+	if _, err := s.current(); err != nil {
 		return 0, fmt.Errorf("esdb: last position: %w", err)
 	}
-	head, ok, err := s.head(ctx, c)
+	head, ok, err := s.head(ctx)
 	if err != nil || !ok {
 		return 0, err
 	}
@@ -336,12 +368,11 @@ func isAfter(a, b esdb.Position) bool {
 func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
 		const op = "read $all"
-		c, err := s.current()
-		if err != nil {
+		if _, err := s.current(); err != nil {
 			yield(eventstore.Record{}, fmt.Errorf("esdb: %s: %w", op, err))
 			return
 		}
-		head, ok, err := s.head(ctx, c)
+		head, ok, err := s.head(ctx)
 		if err != nil {
 			yield(eventstore.Record{}, err)
 			return
@@ -351,9 +382,11 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		sub, err := c.SubscribeToAll(ctx, subscribeOptions(allFrom(after)))
+		sub, cn, err := start(ctx, s, func(c *esdb.Client) (*esdb.Subscription, error) {
+			return c.SubscribeToAll(ctx, subscribeOptions(allFrom(after)))
+		})
 		if err != nil {
-			yield(eventstore.Record{}, s.fail(ctx, c, op, err))
+			yield(eventstore.Record{}, s.fail(ctx, cn, op, err))
 			return
 		}
 		defer sub.Close()
@@ -376,7 +409,7 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 			case ev.CaughtUp != nil:
 				return
 			case ev.SubscriptionDropped != nil:
-				yield(eventstore.Record{}, s.fail(ctx, c, op, ev.SubscriptionDropped.Error))
+				yield(eventstore.Record{}, s.fail(ctx, cn, op, ev.SubscriptionDropped.Error))
 				return
 			}
 		}
@@ -410,20 +443,17 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.S
 		from := allFrom(after)
 		backoff := minBackoff
 		for attempt := 1; ; attempt++ {
-			c, err := s.current()
+			delivered, next, cn, err := s.follow(ctx, from, yield)
+			from = next
 			if err == nil {
-				var delivered bool
-				delivered, from, err = s.follow(ctx, c, from, yield)
-				if err == nil {
-					return // the consumer stopped
-				}
-				if delivered {
-					backoff, attempt = minBackoff, 1
-				}
-				var e *esdb.Error
-				if errors.As(err, &e) && e.Code() == esdb.ErrorCodeConnectionClosed {
-					s.renew(c)
-				}
+				return // the consumer stopped
+			}
+			if delivered {
+				backoff, attempt = minBackoff, 1
+			}
+			var e *esdb.Error
+			if cn != nil && errors.As(err, &e) && e.Code() == esdb.ErrorCodeConnectionClosed {
+				s.renew(cn)
 			}
 			if _, cerr := s.current(); cerr != nil {
 				yield(eventstore.Record{}, fmt.Errorf("esdb: %s: %w", op, cerr))
@@ -449,12 +479,14 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.S
 }
 
 // follow runs one subscription from from, yielding its events. It returns
-// whether it delivered any, where to resume, and why it ended; a nil error
-// means the consumer stopped.
-func (s *Store) follow(ctx context.Context, c *esdb.Client, from esdb.AllPosition, yield func(eventstore.Record, error) bool) (bool, esdb.AllPosition, error) {
-	sub, err := c.SubscribeToAll(ctx, subscribeOptions(from))
+// whether it delivered any, where to resume, the client it used, and why it
+// ended; a nil error means the consumer stopped.
+func (s *Store) follow(ctx context.Context, from esdb.AllPosition, yield func(eventstore.Record, error) bool) (bool, esdb.AllPosition, *conn, error) {
+	sub, cn, err := start(ctx, s, func(c *esdb.Client) (*esdb.Subscription, error) {
+		return c.SubscribeToAll(ctx, subscribeOptions(from))
+	})
 	if err != nil {
-		return false, from, err
+		return false, from, cn, err
 	}
 	defer sub.Close()
 	delivered := false
@@ -464,12 +496,12 @@ func (s *Store) follow(ctx context.Context, c *esdb.Client, from esdb.AllPositio
 		case ev.EventAppeared != nil:
 			rec, err := toRecord(ev.EventAppeared)
 			if !yield(rec, err) {
-				return delivered, from, nil
+				return delivered, from, cn, nil
 			}
 			delivered = true
 			from = ev.EventAppeared.OriginalEvent().Position
 		case ev.SubscriptionDropped != nil:
-			return delivered, from, ev.SubscriptionDropped.Error
+			return delivered, from, cn, ev.SubscriptionDropped.Error
 		}
 	}
 }
