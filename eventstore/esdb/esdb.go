@@ -130,7 +130,7 @@ func (s *Store) current() (*conn, error) {
 // when node discovery fails (10 attempts, 100 ms apart by default), for
 // instance while a node restarts; the store then needs a new one. The
 // store also replaces a client whose probe is left waiting for a
-// connection (see [call]). The old client is closed once no call is inside
+// connection (see [run]). The old client is closed once no call is inside
 // it.
 func (s *Store) renew(dead *conn) {
 	s.mu.Lock()
@@ -255,12 +255,13 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 
 // readOne returns the event of stream at revision rev.
 func (s *Store) readOne(ctx context.Context, stream eventstore.StreamID, rev uint64) (eventstore.Record, error) {
-	rs, cn, err := start(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
+	rs, cn, err := open(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
 		return c.ReadStream(ctx, stream.String(), esdb.ReadStreamOptions{From: esdb.Revision(rev)}, 1)
 	})
 	if err != nil {
 		return eventstore.Record{}, s.fail(ctx, cn, "read "+stream.String(), err)
 	}
+	defer cn.release()
 	defer rs.Close()
 	ev, err := recv(ctx, s, cn, rs)
 	if err != nil {
@@ -277,13 +278,14 @@ func (s *Store) readOne(ctx context.Context, stream eventstore.StreamID, rev uin
 func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
 		op := "read " + stream.String()
-		rs, cn, err := start(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
+		rs, cn, err := open(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
 			return c.ReadStream(ctx, stream.String(), esdb.ReadStreamOptions{From: esdb.Revision(from)}, readCount)
 		})
 		if err != nil {
 			yield(eventstore.Record{}, s.fail(ctx, cn, op, err))
 			return
 		}
+		defer cn.release()
 		defer rs.Close()
 		for {
 			ev, err := recv(ctx, s, cn, rs)
@@ -302,22 +304,16 @@ func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from
 	}
 }
 
-// recv reads the next event of rs, a read through cn. Recv asks the client
-// to reconnect when the node is unavailable, which may block like any call
-// into the client.
-func recv(ctx context.Context, s *Store, cn *conn, rs *esdb.ReadStream) (*esdb.ResolvedEvent, error) {
-	return call(ctx, s, cn, func(*esdb.Client) (*esdb.ResolvedEvent, error) { return rs.Recv() })
-}
-
 // head returns the position of the last event in $all, and false when $all
 // is empty.
 func (s *Store) head(ctx context.Context) (esdb.Position, bool, error) {
-	rs, cn, err := start(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
+	rs, cn, err := open(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
 		return c.ReadAll(ctx, esdb.ReadAllOptions{Direction: esdb.Backwards, From: esdb.End{}}, 1)
 	})
 	if err != nil {
 		return esdb.Position{}, false, s.fail(ctx, cn, "read head of $all", err)
 	}
+	defer cn.release()
 	defer rs.Close()
 	ev, err := recv(ctx, s, cn, rs)
 	if errors.Is(err, io.EOF) {
@@ -382,13 +378,14 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		sub, cn, err := start(ctx, s, func(c *esdb.Client) (*esdb.Subscription, error) {
+		sub, cn, err := open(ctx, s, func(c *esdb.Client) (*esdb.Subscription, error) {
 			return c.SubscribeToAll(ctx, subscribeOptions(allFrom(after)))
 		})
 		if err != nil {
 			yield(eventstore.Record{}, s.fail(ctx, cn, op, err))
 			return
 		}
+		defer cn.release()
 		defer sub.Close()
 		for {
 			ev := sub.Recv()
@@ -482,12 +479,13 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.S
 // whether it delivered any, where to resume, the client it used, and why it
 // ended; a nil error means the consumer stopped.
 func (s *Store) follow(ctx context.Context, from esdb.AllPosition, yield func(eventstore.Record, error) bool) (bool, esdb.AllPosition, *conn, error) {
-	sub, cn, err := start(ctx, s, func(c *esdb.Client) (*esdb.Subscription, error) {
+	sub, cn, err := open(ctx, s, func(c *esdb.Client) (*esdb.Subscription, error) {
 		return c.SubscribeToAll(ctx, subscribeOptions(from))
 	})
 	if err != nil {
 		return false, from, cn, err
 	}
+	defer cn.release()
 	defer sub.Close()
 	delivered := false
 	for {
