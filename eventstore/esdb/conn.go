@@ -20,7 +20,7 @@ import (
 // unavailable.
 //
 // The store therefore makes every call that may wait so through [start],
-// [open] or [recv]: the call runs in a goroutine of its own, and the
+// [open], [recv] or [readAhead]: the call runs in a goroutine of its own, and the
 // store's method returns when its context ends, leaving the call behind.
 // A [conn] keeps left-behind calls few: while its client is not known to be
 // connected, one call at a time goes in (the probe) and the others wait for
@@ -140,8 +140,8 @@ func (cn *conn) release() {
 	}
 }
 
-// abandon records that a call left cn behind when its context ended: cn
-// may be waiting for a connection that never comes.
+// abandon records that a call left cn behind when its context ended, or
+// lost its connection: cn may be waiting for a connection that never comes.
 func (cn *conn) abandon() {
 	cn.mu.Lock()
 	cn.ready = false
@@ -195,6 +195,38 @@ func recv(ctx context.Context, s *Store, cn *conn, rs *esdb.ReadStream) (*esdb.R
 		return nil, err
 	}
 	return run(ctx, s, cn, false, func(*esdb.Client) (*esdb.ResolvedEvent, error) { return rs.Recv() })
+}
+
+// readAheadEvents is how many events of a read [readAhead] receives before
+// the reader takes them.
+const readAheadEvents = 256
+
+// readAhead receives the events of rs, a read opened with [open] through cn,
+// in a goroutine of its own, which closes rs and releases cn when it ends:
+// after an error (io.EOF at the end), or once ctx ends. Recv asks the client
+// to reconnect when the node is unavailable, which may block like any call
+// into it; the reader selects on the channel and on ctx.
+func readAhead(ctx context.Context, cn *conn, rs *esdb.ReadStream) <-chan outcome[*esdb.ResolvedEvent] {
+	out := make(chan outcome[*esdb.ResolvedEvent], readAheadEvents)
+	go func() {
+		defer cn.release()
+		defer rs.Close()
+		for {
+			ev, err := rs.Recv()
+			if lostConnection(err) {
+				cn.abandon()
+			}
+			select {
+			case out <- outcome[*esdb.ResolvedEvent]{ev, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return out
 }
 
 // run runs f, a call admitted into cn, in a goroutine of its own and

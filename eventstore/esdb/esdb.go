@@ -278,6 +278,8 @@ func (s *Store) readOne(ctx context.Context, stream eventstore.StreamID, rev uin
 func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) {
 		op := "read " + stream.String()
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel() // ends the read ahead
 		rs, cn, err := open(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
 			return c.ReadStream(ctx, stream.String(), esdb.ReadStreamOptions{From: esdb.Revision(from)}, readCount)
 		})
@@ -285,18 +287,22 @@ func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from
 			yield(eventstore.Record{}, s.fail(ctx, cn, op, err))
 			return
 		}
-		defer cn.release()
-		defer rs.Close()
+		events := readAhead(ctx, cn, rs)
 		for {
-			ev, err := recv(ctx, s, cn, rs)
-			if errors.Is(err, io.EOF) {
+			var o outcome[*esdb.ResolvedEvent]
+			select {
+			case o = <-events:
+			case <-ctx.Done():
+				o.err = context.Cause(ctx)
+			}
+			if errors.Is(o.err, io.EOF) {
 				return
 			}
-			if err != nil {
-				yield(eventstore.Record{}, s.fail(ctx, cn, op, err))
+			if o.err != nil {
+				yield(eventstore.Record{}, s.fail(ctx, cn, op, o.err))
 				return
 			}
-			rec, err := toRecord(ev)
+			rec, err := toRecord(o.v)
 			if !yield(rec, err) || stops(err) {
 				return
 			}
