@@ -23,8 +23,8 @@
 // until its context ends.
 //
 // Every method returns when its context ends, also while the client waits
-// for a connection, which it does without looking at contexts; see
-// conn.go.
+// for a connection, which it does without looking at contexts, and a client
+// that gave up is replaced; see package clients.
 package esdb
 
 import (
@@ -42,6 +42,7 @@ import (
 	"github.com/EventStore/EventStore-Client-Go/v4/esdb"
 
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/esdb/internal/clients"
 )
 
 var _ eventstore.Store = (*Store)(nil)
@@ -65,10 +66,9 @@ const readCount = math.MaxInt64
 // safe for concurrent use.
 type Store struct {
 	logger *slog.Logger
-	conf   esdb.Configuration
+	pool   *clients.Pool
 
 	mu     sync.Mutex
-	conn   *conn
 	closed bool
 	subs   map[*int]context.CancelFunc // live Subscribe calls, cancelled by Close
 
@@ -94,12 +94,10 @@ func Open(ctx context.Context, connString string, logger *slog.Logger) (*Store, 
 			clientLog.Debug(fmt.Sprintf(format, args...), "level", level)
 		}
 	}
-	s := &Store{logger: logger, conf: *conf, subs: map[*int]context.CancelFunc{}, written: newWritten()}
-	c, err := s.newClient()
-	if err != nil {
+	s := &Store{logger: logger, subs: map[*int]context.CancelFunc{}, written: newWritten()}
+	if s.pool, err = clients.New(*conf, eventstore.ErrClosed); err != nil {
 		return nil, err
 	}
-	s.conn = newConn(c)
 	if _, _, err := s.head(ctx); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("esdb: open %s: %w", conf.Address, err)
@@ -107,45 +105,15 @@ func Open(ctx context.Context, connString string, logger *slog.Logger) (*Store, 
 	return s, nil
 }
 
-func (s *Store) newClient() (*esdb.Client, error) {
-	conf := s.conf
-	c, err := esdb.NewClient(&conf)
-	if err != nil {
-		return nil, fmt.Errorf("esdb: new client: %w", err)
-	}
-	return c, nil
-}
-
 // current returns the client to use, or ErrClosed.
-func (s *Store) current() (*conn, error) {
+func (s *Store) current() (*clients.Conn, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
 		return nil, eventstore.ErrClosed
 	}
-	return s.conn, nil
-}
-
-// renew replaces a client that gave up. The client closes itself for good
-// when node discovery fails (10 attempts, 100 ms apart by default), for
-// instance while a node restarts; the store then needs a new one. The
-// store also replaces a client whose probe is left waiting for a
-// connection (see [run]). The old client is closed once no call is inside
-// it.
-func (s *Store) renew(dead *conn) {
-	s.mu.Lock()
-	if s.closed || s.conn != dead {
-		s.mu.Unlock()
-		return
-	}
-	c, err := s.newClient()
-	if err != nil {
-		s.mu.Unlock()
-		return // the configuration was valid once; keep the old client
-	}
-	s.conn = newConn(c)
-	s.mu.Unlock()
-	dead.retire()
+	return s.pool.Current()
 }
 
 // Close closes the connection and ends every subscription; later calls
@@ -160,23 +128,22 @@ func (s *Store) Close() error {
 	for _, cancel := range s.subs {
 		cancel()
 	}
-	cn := s.conn
 	s.mu.Unlock()
 	// A call still inside the client ends by its own context; the client
 	// closes after the last one.
-	cn.retire()
+	s.pool.Close()
 	return nil
 }
 
 // fail translates a client error into the store's terms, keeping the cause.
-func (s *Store) fail(ctx context.Context, cn *conn, op string, err error) error {
+func (s *Store) fail(ctx context.Context, cn *clients.Conn, op string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		if errors.Is(err, ctxErr) {
 			return fmt.Errorf("esdb: %s: %w", op, err)
 		}
 		return fmt.Errorf("esdb: %s: %w (%w)", op, ctxErr, err)
 	}
-	if errors.Is(err, errClientReplaced) {
+	if errors.Is(err, clients.ErrReplaced) {
 		if _, cerr := s.current(); cerr != nil {
 			return fmt.Errorf("esdb: %s: %w", op, cerr)
 		}
@@ -191,9 +158,7 @@ func (s *Store) fail(ctx context.Context, cn *conn, op string, err error) error 
 			if _, cerr := s.current(); cerr != nil {
 				return fmt.Errorf("esdb: %s: %w", op, cerr)
 			}
-			if cn != nil {
-				s.renew(cn)
-			}
+			s.pool.Failed(cn, err)
 		}
 	}
 	return fmt.Errorf("esdb: %s: %w", op, err)
@@ -229,7 +194,7 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 		}
 	}
 	opts := esdb.AppendToStreamOptions{ExpectedRevision: toExpected(expected)}
-	wr, cn, err := start(ctx, s, func(c *esdb.Client) (*esdb.WriteResult, error) {
+	wr, cn, err := clients.Start(ctx, s.pool, func(c *esdb.Client) (*esdb.WriteResult, error) {
 		return c.AppendToStream(ctx, stream.String(), opts, data...)
 	})
 	if err != nil {
@@ -255,15 +220,15 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 
 // readOne returns the event of stream at revision rev.
 func (s *Store) readOne(ctx context.Context, stream eventstore.StreamID, rev uint64) (eventstore.Record, error) {
-	rs, cn, err := open(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
+	rs, cn, err := clients.Open(ctx, s.pool, func(c *esdb.Client) (*esdb.ReadStream, error) {
 		return c.ReadStream(ctx, stream.String(), esdb.ReadStreamOptions{From: esdb.Revision(rev)}, 1)
 	})
 	if err != nil {
 		return eventstore.Record{}, s.fail(ctx, cn, "read "+stream.String(), err)
 	}
-	defer cn.release()
+	defer cn.Release()
 	defer rs.Close()
-	ev, err := recv(ctx, s, cn, rs)
+	ev, err := clients.Recv(ctx, s.pool, cn, rs)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("esdb: read %s at %d: %w", stream, rev, eventstore.ErrStreamNotFound)
@@ -280,29 +245,29 @@ func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from
 		op := "read " + stream.String()
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel() // ends the read ahead
-		rs, cn, err := open(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
+		rs, cn, err := clients.Open(ctx, s.pool, func(c *esdb.Client) (*esdb.ReadStream, error) {
 			return c.ReadStream(ctx, stream.String(), esdb.ReadStreamOptions{From: esdb.Revision(from)}, readCount)
 		})
 		if err != nil {
 			yield(eventstore.Record{}, s.fail(ctx, cn, op, err))
 			return
 		}
-		events := readAhead(ctx, cn, rs)
+		events := clients.ReadAhead(ctx, cn, rs)
 		for {
-			var o outcome[*esdb.ResolvedEvent]
+			var o clients.Outcome[*esdb.ResolvedEvent]
 			select {
 			case o = <-events:
 			case <-ctx.Done():
-				o.err = context.Cause(ctx)
+				o.Err = context.Cause(ctx)
 			}
-			if errors.Is(o.err, io.EOF) {
+			if errors.Is(o.Err, io.EOF) {
 				return
 			}
-			if o.err != nil {
-				yield(eventstore.Record{}, s.fail(ctx, cn, op, o.err))
+			if o.Err != nil {
+				yield(eventstore.Record{}, s.fail(ctx, cn, op, o.Err))
 				return
 			}
-			rec, err := toRecord(o.v)
+			rec, err := toRecord(o.V)
 			if !yield(rec, err) || stops(err) {
 				return
 			}
@@ -313,15 +278,15 @@ func (s *Store) ReadStream(ctx context.Context, stream eventstore.StreamID, from
 // head returns the position of the last event in $all, and false when $all
 // is empty.
 func (s *Store) head(ctx context.Context) (esdb.Position, bool, error) {
-	rs, cn, err := open(ctx, s, func(c *esdb.Client) (*esdb.ReadStream, error) {
+	rs, cn, err := clients.Open(ctx, s.pool, func(c *esdb.Client) (*esdb.ReadStream, error) {
 		return c.ReadAll(ctx, esdb.ReadAllOptions{Direction: esdb.Backwards, From: esdb.End{}}, 1)
 	})
 	if err != nil {
 		return esdb.Position{}, false, s.fail(ctx, cn, "read head of $all", err)
 	}
-	defer cn.release()
+	defer cn.Release()
 	defer rs.Close()
-	ev, err := recv(ctx, s, cn, rs)
+	ev, err := clients.Recv(ctx, s.pool, cn, rs)
 	if errors.Is(err, io.EOF) {
 		return esdb.Position{}, false, nil
 	}
@@ -384,14 +349,14 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		sub, cn, err := open(ctx, s, func(c *esdb.Client) (*esdb.Subscription, error) {
+		sub, cn, err := clients.Open(ctx, s.pool, func(c *esdb.Client) (*esdb.Subscription, error) {
 			return c.SubscribeToAll(ctx, subscribeOptions(allFrom(after)))
 		})
 		if err != nil {
 			yield(eventstore.Record{}, s.fail(ctx, cn, op, err))
 			return
 		}
-		defer cn.release()
+		defer cn.Release()
 		defer sub.Close()
 		for {
 			ev := sub.Recv()
@@ -454,10 +419,7 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.S
 			if delivered {
 				backoff, attempt = minBackoff, 1
 			}
-			var e *esdb.Error
-			if cn != nil && errors.As(err, &e) && e.Code() == esdb.ErrorCodeConnectionClosed {
-				s.renew(cn)
-			}
+			s.pool.Failed(cn, err)
 			if _, cerr := s.current(); cerr != nil {
 				yield(eventstore.Record{}, fmt.Errorf("esdb: %s: %w", op, cerr))
 				return
@@ -484,14 +446,14 @@ func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.S
 // follow runs one subscription from from, yielding its events. It returns
 // whether it delivered any, where to resume, the client it used, and why it
 // ended; a nil error means the consumer stopped.
-func (s *Store) follow(ctx context.Context, from esdb.AllPosition, yield func(eventstore.Record, error) bool) (bool, esdb.AllPosition, *conn, error) {
-	sub, cn, err := open(ctx, s, func(c *esdb.Client) (*esdb.Subscription, error) {
+func (s *Store) follow(ctx context.Context, from esdb.AllPosition, yield func(eventstore.Record, error) bool) (bool, esdb.AllPosition, *clients.Conn, error) {
+	sub, cn, err := clients.Open(ctx, s.pool, func(c *esdb.Client) (*esdb.Subscription, error) {
 		return c.SubscribeToAll(ctx, subscribeOptions(from))
 	})
 	if err != nil {
 		return false, from, cn, err
 	}
-	defer cn.release()
+	defer cn.Release()
 	defer sub.Close()
 	delivered := false
 	for {
