@@ -61,6 +61,7 @@ import (
 	"github.com/EventStore/EventStore-Client-Go/v4/esdb"
 	"github.com/google/uuid"
 
+	"github.com/licenseledger/ledger/eventstore/esdb/internal/clients"
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
@@ -82,6 +83,9 @@ var ErrInvalidKey = errors.New("keys: invalid key")
 // key event.
 var ErrCorrupt = errors.New("keys: unexpected event in key stream")
 
+// ErrClosed is returned by every call after Close.
+var ErrClosed = errors.New("keys: store closed")
+
 // maxIDLen bounds key ids; real ones are two ids of at most 64 bytes.
 const maxIDLen = 200
 
@@ -100,10 +104,14 @@ type Config struct {
 
 // Store is a [pii.KeyStore] on an EventStoreDB node or cluster. It is safe
 // for concurrent use, also by several processes on the same database.
+//
+// Every call returns when its context ends, also while the client waits for
+// a connection, which it does without looking at contexts; a client of
+// [Open] that gave up after a failed node discovery is replaced by a new
+// one.
 type Store struct {
-	client  *esdb.Client
-	prefix  string
-	ownConn bool
+	pool   *clients.Pool
+	prefix string
 }
 
 var _ pii.KeyStore = (*Store)(nil)
@@ -121,7 +129,7 @@ func New(c *esdb.Client, cfg Config) (*Store, error) {
 	if !validID(cfg.Prefix) {
 		return nil, fmt.Errorf("keys: invalid stream prefix %q", cfg.Prefix)
 	}
-	return &Store{client: c, prefix: cfg.Prefix}, nil
+	return &Store{pool: clients.Borrow(c, ErrClosed), prefix: cfg.Prefix}, nil
 }
 
 // Open connects to the node or cluster named by connString, an EventStoreDB
@@ -132,28 +140,21 @@ func Open(connString string, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys: parse connection string: %w", err)
 	}
-	c, err := esdb.NewClient(conf)
+	s, err := New(nil, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("keys: new client: %w", err)
-	}
-	s, err := New(c, cfg)
-	if err != nil {
-		_ = c.Close()
 		return nil, err
 	}
-	s.ownConn = true
+	if s.pool, err = clients.New(*conf, ErrClosed); err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
 	return s, nil
 }
 
-// Close closes the connection when Open made it; a Store from New leaves
-// the caller's client open.
+// Close closes the connection when Open made it, once no call is inside
+// it; a Store from New leaves the caller's client open. Later calls return
+// [ErrClosed].
 func (s *Store) Close() error {
-	if !s.ownConn {
-		return nil
-	}
-	if err := s.client.Close(); err != nil {
-		return fmt.Errorf("keys: close: %w", err)
-	}
+	s.pool.Close()
 	return nil
 }
 
@@ -209,7 +210,11 @@ func (s *Store) Put(ctx context.Context, id string, key []byte) error {
 		Data:        key,
 	}
 	for range maxAttempts {
-		_, err = s.client.AppendToStream(ctx, name, esdb.AppendToStreamOptions{ExpectedRevision: esdb.NoStream{}}, ev)
+		var cn *clients.Conn
+		_, cn, err = clients.Start(ctx, s.pool, func(c *esdb.Client) (*esdb.WriteResult, error) {
+			return c.AppendToStream(ctx, name, esdb.AppendToStreamOptions{ExpectedRevision: esdb.NoStream{}}, ev)
+		})
+		s.pool.Failed(cn, err)
 		switch code(err) {
 		case esdb.ErrorCodeUnknown:
 			if err == nil {
@@ -257,16 +262,21 @@ func (s *Store) Get(ctx context.Context, id string) ([]byte, error) {
 
 // read returns the key in stream name.
 func (s *Store) read(ctx context.Context, name string) ([]byte, error) {
-	rs, err := s.client.ReadStream(ctx, name, esdb.ReadStreamOptions{From: esdb.Start{}}, 1)
+	rs, cn, err := clients.Open(ctx, s.pool, func(c *esdb.Client) (*esdb.ReadStream, error) {
+		return c.ReadStream(ctx, name, esdb.ReadStreamOptions{From: esdb.Start{}}, 1)
+	})
 	if err != nil {
+		s.pool.Failed(cn, err)
 		return nil, readError(err)
 	}
+	defer cn.Release()
 	defer rs.Close()
-	ev, err := rs.Recv()
+	ev, err := clients.Recv(ctx, s.pool, cn, rs)
 	if errors.Is(err, io.EOF) {
 		return nil, pii.ErrNoKey
 	}
 	if err != nil {
+		s.pool.Failed(cn, err)
 		return nil, readError(err)
 	}
 	e := ev.OriginalEvent()
@@ -295,7 +305,10 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("destroy key: %w", err)
 	}
-	_, err = s.client.TombstoneStream(ctx, name, esdb.TombstoneStreamOptions{ExpectedRevision: esdb.Any{}})
+	_, cn, err := clients.Start(ctx, s.pool, func(c *esdb.Client) (*esdb.DeleteResult, error) {
+		return c.TombstoneStream(ctx, name, esdb.TombstoneStreamOptions{ExpectedRevision: esdb.Any{}})
+	})
+	s.pool.Failed(cn, err)
 	if err != nil && code(err) != esdb.ErrorCodeStreamDeleted {
 		return fmt.Errorf("destroy key %s: %w", id, err)
 	}

@@ -323,3 +323,73 @@ func TestKeyring(t *testing.T) {
 		}
 	})
 }
+
+// TestCallsReturnWhenDiscoveryFails makes node discovery fail while Gets
+// wait for it. The client stops serving requests once discovery fails and
+// ignores contexts while a call waits for a connection, so those Gets used
+// to wait forever, and the store kept its dead client: they must return
+// when their context ends at the latest, and the store must read the key
+// again once the node is back.
+func TestCallsReturnWhenDiscoveryFails(t *testing.T) {
+	srv, err := esdbtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	// Discovery takes about 2 s against a stopped node: the Gets below all
+	// reach the client while it lasts.
+	s := openKeys(t, target{conn: srv.ConnectionString() + "&maxDiscoverAttempts=20&discoveryInterval=100"})
+	ctx := testCtx(t)
+	id, key := newID(), newKey(t)
+	if err := s.Put(ctx, id, key); err != nil {
+		t.Fatal(err)
+	}
+	srv.Pause()
+	callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	_, err = s.Get(callCtx, id)
+	cancel()
+	if err == nil {
+		t.Fatal("Get from a stopped node succeeded")
+	}
+
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			callCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			_, err := s.Get(callCtx, id)
+			errs <- err
+		}()
+	}
+	stuck := time.After(6 * time.Second)
+	for i := range n {
+		select {
+		case err := <-errs:
+			if err == nil {
+				t.Errorf("Get %d from a stopped node succeeded", i)
+			}
+		case <-stuck:
+			t.Fatalf("%d of %d Gets still blocked 3 s after their context ended", n-i, n)
+		}
+	}
+
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		got, err := s.Get(callCtx, id)
+		cancel()
+		if err == nil {
+			if !bytes.Equal(got, key) {
+				t.Fatal("Get after the node came back returned another key")
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("Get after the node came back: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
