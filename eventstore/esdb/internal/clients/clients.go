@@ -10,9 +10,10 @@
 // The same goes for the reconnect request a call sends after the node was
 // unavailable.
 //
-// A [Pool] therefore makes every call that may wait so through [Start],
-// [Open], [Recv] or [ReadAhead]: the call runs in a goroutine of its own, and the
-// method of its user returns when its context ends, leaving the call behind.
+// The users of a [Pool] therefore make every call that may wait so through
+// [Start], [Open], [Recv] or [ReadAhead]: the call runs in a goroutine of its
+// own, and the user's method returns when its context ends, leaving the
+// call behind.
 // A [Conn] keeps left-behind calls few: while its client is not known to be
 // connected, one call at a time goes in (the probe) and the others wait for
 // it in the pool, where they see their context. A probe that is left
@@ -221,7 +222,7 @@ func (cn *Conn) leave(probe bool, err error) {
 	cn.Release()
 }
 
-// release ends a call or a hold, and closes a replaced client after the
+// Release ends a call or a hold, and closes a replaced client after the
 // last.
 func (cn *Conn) Release() {
 	cn.mu.Lock()
