@@ -10,6 +10,12 @@
 // `licensed nats-auth DIR` prepares an external NATS server's
 // authentication instead: the nkey seeds of licensed and of downstream
 // services, and the accounts block of the server's configuration.
+//
+// Unless the GOGC environment variable says otherwise, the garbage
+// collector lets the heap grow to three times its live size between
+// collections (GOGC=200, [defaultGCPercent]) rather than Go's twice: the
+// service allocates a little for every command, and collecting half as
+// often saves about a tenth of its CPU per command for a few tens of MB.
 package main
 
 import (
@@ -19,10 +25,24 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
+// defaultGCPercent is the garbage collector's target (GOGC) when the
+// environment sets none.
+const defaultGCPercent = 200
+
+// setGCPercent sets the garbage collector's target to defaultGCPercent
+// unless getenv gives GOGC, which the runtime has applied already.
+func setGCPercent(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
+}
+
 func main() {
+	setGCPercent(os.Getenv)
 	if len(os.Args) > 1 && os.Args[1] == "nats-auth" {
 		if err := natsAuth(os.Args[2:], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "licensed nats-auth:", err)
