@@ -145,7 +145,7 @@ func (m *Main) Start(ctx context.Context) error {
 		},
 		Snapshots: runner.FileSnapshots{Dir: filepath.Join(dataDir, "snapshots")},
 		OnEvent:   m.forgetDeletedKeys,
-		OnRecord:  feed.Offer,
+		OnRecord:  m.offerRecord(feed),
 		Logger:    m.log.With("component", "read-models"),
 	})
 	m.metrics.CountQuarantined(m.runner.QuarantinedCount)
@@ -418,6 +418,20 @@ func (m *Main) startCycleNotices(ctx context.Context, bi *billing.Projection) er
 		}
 	})
 	return nil
+}
+
+// offerRecord returns the read models' hook on every record they read: it
+// hands the record to the transparency log and to the publisher, which
+// then do not follow the store a second time each.
+func (m *Main) offerRecord(log *translog.Feed) func(eventstore.Position, eventstore.Record, error) {
+	pub := m.backend.relayFeed
+	if pub == nil {
+		return log.Offer
+	}
+	return func(prev eventstore.Position, rec eventstore.Record, readErr error) {
+		log.Offer(prev, rec, readErr)
+		pub.Offer(prev, rec, readErr)
+	}
 }
 
 // forgetDeletedKeys drops a deleted user's cached key, so that this

@@ -81,6 +81,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -150,6 +151,12 @@ type Config struct {
 	// Logger receives the relay's logs; default slog.Default(). Events'
 	// contents are never logged.
 	Logger *slog.Logger
+	// Feed, when set, gives the relay the records another reader of the
+	// store reads (the read models' runner, which must offer it every
+	// record it reads), so that the relay reads from the store only what
+	// the feed lacks instead of following it a second time. Nil: the
+	// relay subscribes to Source.
+	Feed *Feed
 	// Tracer, when enabled, makes a producer span ("publish EVENTS") of
 	// every publish, from the publish to its acknowledgement, continuing
 	// the trace the event's metadata records (the request that caused
@@ -448,7 +455,7 @@ func (r *Relay) pass(ctx context.Context) error {
 		defer close(window)
 		next := cp.seq
 		prevID := "" // the message id of this pass's last publish
-		for rec, err := range r.cfg.Source.Subscribe(ctx, cp.pos) {
+		for rec, err := range r.follow(ctx, cp.pos) {
 			if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
 				return fmt.Errorf("relay: read the store after %d: %w", r.received.Load(), err)
 			}
@@ -495,6 +502,15 @@ func (r *Relay) pass(ctx context.Context) error {
 		return cause // the acker's failure came first
 	}
 	return perr
+}
+
+// follow yields every event of the source after position after, then each
+// new one, in the store's order: through the feed when there is one.
+func (r *Relay) follow(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error] {
+	if r.cfg.Feed != nil {
+		return r.cfg.Feed.records(ctx, r.cfg.Source, after)
+	}
+	return r.cfg.Source.Subscribe(ctx, after)
 }
 
 // ack waits for the acknowledgements in order, advancing the relayed
