@@ -148,3 +148,73 @@ func BenchmarkEnvelope(b *testing.B) {
 }
 
 func contractEnvelope(rec eventstore.Record) ([]byte, error) { return contract.Envelope(rec, "") }
+
+// BenchmarkPublisherLive measures, on one embedded JetStream server, the
+// process CPU (server included) per event of appending events (64
+// writers) while a reader follows the store, as the read models' runner
+// does, and the publisher publishes them live: following the store itself
+// (subscribe) or handed the reader's records (feed, as licensed runs it).
+// The difference is what the publisher's own read of the store costs.
+//
+//	go test -run '^$' -bench PublisherLive -benchtime 20000x -count 3 ./internal/relay
+func BenchmarkPublisherLive(b *testing.B) {
+	for _, how := range []string{"subscribe", "feed"} {
+		b.Run(how, func(b *testing.B) {
+			ctx := context.Background()
+			st, err := storejs.Embedded(ctx, storejs.ServerConfig{DataDir: b.TempDir(), Port: -1, Durability: storejs.DurabilityInterval}, storejs.Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			js, err := jetstream.New(st.Conn())
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg := relay.Config{Source: st, JS: js, Logger: slog.New(slog.DiscardHandler)}
+			if how == "feed" {
+				cfg.Feed = relay.NewFeed(0)
+			}
+			r, err := relay.New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := r.EnsureStream(ctx); err != nil {
+				b.Fatal(err)
+			}
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			var read sync.WaitGroup
+			read.Go(func() { // the read models' runner
+				var prev eventstore.Position
+				for rec, err := range st.Subscribe(rctx, 0) {
+					if rctx.Err() != nil {
+						return
+					}
+					if cfg.Feed != nil {
+						cfg.Feed.Offer(prev, rec, err)
+					}
+					prev = rec.Position
+				}
+			})
+			defer read.Wait()
+			done := make(chan error, 1)
+			go func() { done <- r.Run(rctx) }()
+			c0, t0 := cpuTime(), time.Now()
+			b.ResetTimer()
+			appendChained(b, st, b.N)
+			for r.Status().Published < uint64(b.N) {
+				if r.Status().Skipped > 0 {
+					b.Fatal("the publisher skipped an event")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(cpuTime()-c0)/float64(time.Microsecond)/float64(b.N), "cpu-us/event")
+			b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "events/s")
+			cancel()
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
