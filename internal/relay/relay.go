@@ -520,6 +520,9 @@ func (r *Relay) follow(ctx context.Context, after eventstore.Position) iter.Seq2
 func (r *Relay) ack(ctx context.Context, cancel context.CancelCauseFunc, window <-chan inflight, slots <-chan struct{}) {
 	failed := false
 	var drainBy <-chan time.Time
+	// One timer for every acknowledgement awaited, reset for each.
+	wait := time.NewTimer(r.cfg.AckTimeout)
+	defer wait.Stop()
 	for f := range window {
 		if f.fut == nil { // a record skipped: done with, after those before it
 			<-slots
@@ -533,7 +536,8 @@ func (r *Relay) ack(ctx context.Context, cancel context.CancelCauseFunc, window 
 		}
 		timeout := drainBy
 		if timeout == nil {
-			timeout = time.After(r.cfg.AckTimeout)
+			wait.Reset(r.cfg.AckTimeout)
+			timeout = wait.C
 		}
 		var err error
 		failure := "error" // the kind of failure, for the publish's span
