@@ -15,3 +15,10 @@ func ParseCloudEventSlow(b []byte) (ParsedCloudEvent, error) {
 	ps.dec.Reset(&ps.buf, jsontext.AllowDuplicateNames(true))
 	return parseCloudEvent(&ps.dec, b)
 }
+
+// MetadataMembers and DecodeMetadataMembers are metadataMembers with and
+// without its reading of plain metadata, for tests that compare them.
+var (
+	MetadataMembers       = metadataMembers
+	DecodeMetadataMembers = decodeMetadataMembers
+)
