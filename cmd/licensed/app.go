@@ -136,7 +136,7 @@ func (m *Main) Start(ctx context.Context) error {
 	// after a start loads instead of reading its streams whole.
 	held := accounts.NewReadModel(m.clock, 0)
 	// The transparency log is fed the records the read models read.
-	feed := translog.NewFeed(0)
+	feed := eventstore.NewFeed(0)
 	m.runner = runner.New(runner.Config{
 		Store: m.store, Codec: m.codec,
 		Projections: []projections.Projection{st, at, au, bi, held},
@@ -423,7 +423,7 @@ func (m *Main) startCycleNotices(ctx context.Context, bi *billing.Projection) er
 // offerRecord returns the read models' hook on every record they read: it
 // hands the record to the transparency log and to the publisher, which
 // then do not follow the store a second time each.
-func (m *Main) offerRecord(log *translog.Feed) func(eventstore.Position, eventstore.Record, error) {
+func (m *Main) offerRecord(log *eventstore.Feed) func(eventstore.Position, eventstore.Record, error) {
 	pub := m.backend.relayFeed
 	if pub == nil {
 		return log.Offer

@@ -46,7 +46,7 @@ type backend struct {
 	// published stream EVENTS, whichever store is in use.
 	relay *relay.Relay
 	// relayFeed gives the relay the records the read models read.
-	relayFeed *relay.Feed
+	relayFeed *eventstore.Feed
 
 	// nc is the NATS connection of the token store and the downstream
 	// mirror; sync, when set, makes what was written through it durable
@@ -309,7 +309,7 @@ func (b *backend) usePublisher(ctx context.Context, s backendSettings, nc *nats.
 	// The read models' runner reads every record of the store: it hands
 	// them to the relay (Main.Start), which reads from the store only
 	// what it did not get that way.
-	b.relayFeed = relay.NewFeed(0)
+	b.relayFeed = eventstore.NewFeed(0)
 	rl, err := relay.New(relay.Config{
 		Source: b.store, JS: js, Replicas: s.cfg.Replicas, BaseURL: s.cfg.PublicURL, Feed: b.relayFeed,
 		// Every publish names the message it expects before it, so no

@@ -172,7 +172,7 @@ func BenchmarkPublisherLive(b *testing.B) {
 			}
 			cfg := relay.Config{Source: st, JS: js, Logger: slog.New(slog.DiscardHandler)}
 			if how == "feed" {
-				cfg.Feed = relay.NewFeed(0)
+				cfg.Feed = eventstore.NewFeed(0)
 			}
 			r, err := relay.New(cfg)
 			if err != nil {

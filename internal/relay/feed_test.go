@@ -42,7 +42,7 @@ func TestFedRelayEveryEventOnceInOrder(t *testing.T) {
 	_, djs := connect(t, srv, "downstream")
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 15))
 
-	feed := relay.NewFeed(4)
+	feed := eventstore.NewFeed(4)
 	// The reader starts after a snapshot in the middle of the history and
 	// offers every record it reads, with the one before it.
 	recs := records(t, mem)

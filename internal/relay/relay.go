@@ -156,7 +156,7 @@ type Config struct {
 	// record it reads), so that the relay reads from the store only what
 	// the feed lacks instead of following it a second time. Nil: the
 	// relay subscribes to Source.
-	Feed *Feed
+	Feed *eventstore.Feed
 	// Tracer, when enabled, makes a producer span ("publish EVENTS") of
 	// every publish, from the publish to its acknowledgement, continuing
 	// the trace the event's metadata records (the request that caused
@@ -508,7 +508,7 @@ func (r *Relay) pass(ctx context.Context) error {
 // new one, in the store's order: through the feed when there is one.
 func (r *Relay) follow(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error] {
 	if r.cfg.Feed != nil {
-		return r.cfg.Feed.records(ctx, r.cfg.Source, after)
+		return r.cfg.Feed.Records(ctx, r.cfg.Source, after)
 	}
 	return r.cfg.Source.Subscribe(ctx, after)
 }

@@ -157,9 +157,9 @@ func benchAppend(b *testing.B, d jetstream.Durability, withRunner, withLog, fed 
 	rctx, cancel := context.WithCancel(ctx)
 	var bg sync.WaitGroup
 	defer func() { cancel(); bg.Wait() }()
-	var feed *translog.Feed
+	var feed *eventstore.Feed
 	if fed {
-		feed = translog.NewFeed(0)
+		feed = eventstore.NewFeed(0)
 	}
 	var r *runner.Runner
 	if withRunner {

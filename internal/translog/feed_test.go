@@ -65,7 +65,7 @@ func TestTreeFedByRunner(t *testing.T) {
 				e := newLedger(t, store)
 				// Records stored before both start, then while they run.
 				e.do(t, "initech", ledger.OpenAccount{Account: "initech", Name: "Initech", Seats: 3, At: e.at()})
-				feed := translog.NewFeed(size)
+				feed := eventstore.NewFeed(size)
 				r := runner.New(runner.Config{Store: store, Codec: codec.New(pii.NewKeyring(e.keys, rand.Reader)),
 					Projections: []projections.Projection{seats.New()}, OnRecord: feed.Offer})
 				dir := t.TempDir()

@@ -37,10 +37,10 @@
 //
 // Once caught up, the log follows the store on a subscription of its own,
 // or, in the service, is fed the records the read models' runner reads
-// (Config.Feed): each comes with the position of the record read before
-// it, so the log appends it directly when that is its last leaf and reads
-// the store for whatever the feed lacks (records it had no room for, or
-// read before the runner caught up) otherwise.
+// (Config.Feed, an [eventstore.Feed]): each comes with the position of the
+// record read before it, so the log appends it directly when that is its
+// last leaf and reads the store for whatever the feed lacks (records it had
+// no room for, or read before the runner caught up) otherwise.
 package translog
 
 import (

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -42,7 +43,7 @@ type Config struct {
 	// Feed, if set, gives Run the records the read models' runner reads,
 	// once Run caught up: Run then follows the store through it (reading
 	// the store only for records the feed lacks) instead of subscribing.
-	Feed   *Feed
+	Feed   *eventstore.Feed
 	Logger *slog.Logger
 	Clock  func() time.Time
 }
@@ -578,16 +579,17 @@ func (l *Log) Run(ctx context.Context, store eventstore.Store) (err error) {
 	l.ready.Store(true)
 	l.log.InfoContext(ctx, "log caught up", "size", l.Size(), "origin", l.origin)
 
+	follow := store.Subscribe
 	if l.cfg.Feed != nil {
-		tick := time.NewTicker(min(l.cfg.SignEvery, time.Second))
-		defer tick.Stop()
-		return l.followFeed(ctx, store, l.cfg.Feed, batch, tick.C)
+		follow = func(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error] {
+			return l.cfg.Feed.Records(ctx, store, after)
+		}
 	}
 	live := make(chan Leaf, 256)
 	errc := make(chan error, 1)
 	go func() {
 		defer close(live)
-		for rec, err := range store.Subscribe(ctx, l.Position()) {
+		for rec, err := range follow(ctx, l.Position()) {
 			if err != nil && !errors.Is(err, eventstore.ErrUnreadable) {
 				errc <- err
 				return
