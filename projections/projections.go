@@ -45,6 +45,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"sync"
 	"time"
 
@@ -231,4 +232,30 @@ type Quarantined struct {
 	Reason   string  `json:"reason"`
 	// RecordedAt is when the store accepted the record.
 	RecordedAt time.Time `json:"recorded_at"`
+}
+
+// MergeIDs merges the account ids opened since the last merge into ids,
+// which is sorted, and returns it sorted: the new ids are sorted, deduplicated
+// and merged from the end in place, so that a batch (of a replay, say)
+// moves ids once however many accounts it opened. It reorders opened; the
+// caller empties it afterwards.
+func MergeIDs(ids, opened []string) []string {
+	if len(opened) == 0 {
+		return ids
+	}
+	slices.Sort(opened)
+	fresh := slices.Compact(opened)
+	fresh = slices.DeleteFunc(fresh, func(id string) bool { _, found := slices.BinarySearch(ids, id); return found })
+	i, j := len(ids)-1, len(fresh)-1
+	ids = slices.Grow(ids, len(fresh))[:len(ids)+len(fresh)]
+	for k := len(ids) - 1; j >= 0; k-- {
+		if i >= 0 && ids[i] > fresh[j] {
+			ids[k] = ids[i]
+			i--
+		} else {
+			ids[k] = fresh[j]
+			j--
+		}
+	}
+	return ids
 }

@@ -178,28 +178,13 @@ func (p *Projection) ApplyBatch(ds []codec.Decoded) error {
 	})
 }
 
-// index merges the accounts opened since the last merge into ids, in
-// place: the new ids are sorted and merged from the end, so that a batch
-// (of a replay, say) moves ids once however many accounts it opened. The
-// caller holds the write lock.
+// index merges the accounts opened since the last merge into ids
+// (projections.MergeIDs). The caller holds the write lock.
 func (p *Projection) index() {
 	if len(p.opened) == 0 {
 		return
 	}
-	slices.Sort(p.opened)
-	fresh := slices.Compact(p.opened)
-	fresh = slices.DeleteFunc(fresh, func(id string) bool { _, found := slices.BinarySearch(p.ids, id); return found })
-	i, j := len(p.ids)-1, len(fresh)-1
-	p.ids = slices.Grow(p.ids, len(fresh))[:len(p.ids)+len(fresh)]
-	for k := len(p.ids) - 1; j >= 0; k-- {
-		if i >= 0 && p.ids[i] > fresh[j] {
-			p.ids[k] = p.ids[i]
-			i--
-		} else {
-			p.ids[k] = fresh[j]
-			j--
-		}
-	}
+	p.ids = projections.MergeIDs(p.ids, p.opened)
 	clear(p.opened)
 	p.opened = p.opened[:0]
 }
