@@ -70,19 +70,11 @@ func (p *lineParser) parse(line []byte, bl *BundleLine, arena, proof []byte) ([]
 				return arena, proof, fmt.Errorf("member %q: want a number, got %s", nb, v.Kind())
 			}
 			u, err := parseUint(v)
+			if err == nil {
+				err = setCount(bl, field, u)
+			}
 			if err != nil {
 				return arena, proof, fmt.Errorf("member %q: %w", nb, err)
-			}
-			switch field {
-			case memberLeaf:
-				if u > 1<<63-1 {
-					return arena, proof, fmt.Errorf("member %q: %s overflows", nb, v)
-				}
-				bl.Leaf = int64(u)
-			case memberPosition:
-				bl.Position = eventstore.Position(u)
-			default:
-				bl.Revision = u
 			}
 			continue
 		case memberUnreadable:
@@ -103,53 +95,8 @@ func (p *lineParser) parse(line []byte, bl *BundleLine, arena, proof []byte) ([]
 		if err != nil {
 			return arena, proof, err
 		}
-		switch field {
-		case memberKind:
-			switch string(s) {
-			case KindRecord:
-				bl.Kind = KindRecord
-			case KindKey:
-				bl.Kind = KindKey
-			case KindCheckpoint:
-				bl.Kind = KindCheckpoint
-			default:
-				bl.Kind = string(s)
-			}
-		case memberFormat:
-			bl.Format = string(s)
-		case memberAccount:
-			bl.Account = string(s)
-		case memberCheckpoint:
-			bl.Checkpoint = string(s)
-		case memberUser:
-			bl.User = string(s)
-		case memberStream:
-			bl.Stream = string(s)
-		case memberType:
-			bl.Type = string(s)
-		case memberID:
-			if bl.ID, err = uuid.ParseBytes(s); err != nil {
-				return arena, proof, fmt.Errorf("member %q: %w", nb, err)
-			}
-		case memberProof:
-			var err error
-			if proof, err = p.decodeProof(proof[:0], s); err != nil {
-				return arena, proof, fmt.Errorf("member %q: %w", nb, err)
-			}
-			bl.Proof = proof
-		default: // data, metadata, key
-			var b []byte
-			if arena, b, err = decode64(arena, s); err != nil {
-				return arena, proof, fmt.Errorf("member %q: %w", nb, err)
-			}
-			switch field {
-			case memberData:
-				bl.Data = b
-			case memberMetadata:
-				bl.Metadata = b
-			default:
-				bl.Key = b
-			}
+		if arena, proof, err = p.setString(bl, field, s, arena, proof); err != nil {
+			return arena, proof, fmt.Errorf("member %q: %w", nb, err)
 		}
 	}
 	if _, err := p.dec.ReadToken(); err != nil {
@@ -161,9 +108,82 @@ func (p *lineParser) parse(line []byte, bl *BundleLine, arena, proof []byte) ([]
 	return arena, proof, nil
 }
 
-// decodeProof appends the standard base64 decoding of s to dst.
-func (p *lineParser) decodeProof(dst, s []byte) ([]byte, error) {
-	return base64.StdEncoding.AppendDecode(dst, s)
+// setCount sets the count member field of bl.
+func setCount(bl *BundleLine, field member, u uint64) error {
+	switch field {
+	case memberLeaf:
+		if u > 1<<63-1 {
+			return fmt.Errorf("%d overflows", u)
+		}
+		bl.Leaf = int64(u)
+	case memberPosition:
+		bl.Position = eventstore.Position(u)
+	default:
+		bl.Revision = u
+	}
+	return nil
+}
+
+// setString sets the string member field of bl from its content s: the
+// proof decoded into proof, data, metadata and key decoded at the end of
+// arena, the others copied (a line's stream and type shared with the line
+// before when they are the same). It returns arena and proof as they are
+// after.
+func (p *lineParser) setString(bl *BundleLine, field member, s, arena, proof []byte) ([]byte, []byte, error) {
+	var err error
+	switch field {
+	case memberKind:
+		switch string(s) {
+		case KindRecord:
+			bl.Kind = KindRecord
+		case KindKey:
+			bl.Kind = KindKey
+		case KindCheckpoint:
+			bl.Kind = KindCheckpoint
+		default:
+			bl.Kind = string(s)
+		}
+	case memberFormat:
+		bl.Format = string(s)
+	case memberAccount:
+		bl.Account = string(s)
+	case memberCheckpoint:
+		bl.Checkpoint = string(s)
+	case memberUser:
+		bl.User = string(s)
+	case memberStream:
+		if string(s) != p.stream {
+			p.stream = string(s)
+		}
+		bl.Stream = p.stream
+	case memberType:
+		if string(s) != p.typ {
+			p.typ = string(s)
+		}
+		bl.Type = p.typ
+	case memberID:
+		bl.ID, err = uuid.ParseBytes(s)
+	case memberProof:
+		if proof, err = base64.StdEncoding.AppendDecode(proof[:0], s); err == nil {
+			bl.Proof = proof
+		}
+	case memberData, memberMetadata, memberKey:
+		var b []byte
+		if arena, b, err = decode64(arena, s); err != nil {
+			break
+		}
+		switch field {
+		case memberData:
+			bl.Data = b
+		case memberMetadata:
+			bl.Metadata = b
+		default:
+			bl.Key = b
+		}
+	default:
+		err = fmt.Errorf("member %d is not a string", field)
+	}
+	return arena, proof, err
 }
 
 // unquote returns the content of a JSON string, valid until the next
@@ -317,19 +337,8 @@ func (p *lineParser) parseFast(line []byte, bl *BundleLine, arena, proof []byte)
 				return fail()
 			}
 			u, err := parseUint(line[i:j])
-			if err != nil {
+			if err != nil || setCount(bl, field, u) != nil {
 				return fail()
-			}
-			switch field {
-			case memberLeaf:
-				if u > 1<<63-1 {
-					return fail()
-				}
-				bl.Leaf = int64(u)
-			case memberPosition:
-				bl.Position = eventstore.Position(u)
-			default:
-				bl.Revision = u
 			}
 			i = j
 		case memberUnreadable:
@@ -356,26 +365,9 @@ func (p *lineParser) parseFast(line []byte, bl *BundleLine, arena, proof []byte)
 			if bytes.IndexByte(s, '\r') >= 0 {
 				return fail()
 			}
-			if field == memberProof {
-				var err error
-				if proof, err = base64.StdEncoding.AppendDecode(proof[:0], s); err != nil {
-					return fail()
-				}
-				bl.Proof = proof
-				break
-			}
-			var b []byte
 			var err error
-			if arena, b, err = decode64(arena, s); err != nil {
+			if arena, proof, err = p.setString(bl, field, s, arena, proof); err != nil {
 				return fail()
-			}
-			switch field {
-			case memberData:
-				bl.Data = b
-			case memberMetadata:
-				bl.Metadata = b
-			default:
-				bl.Key = b
 			}
 		default:
 			s, end := plainString(line, i)
@@ -383,42 +375,8 @@ func (p *lineParser) parseFast(line []byte, bl *BundleLine, arena, proof []byte)
 				return fail()
 			}
 			i = end
-			switch field {
-			case memberKind:
-				switch string(s) {
-				case KindRecord:
-					bl.Kind = KindRecord
-				case KindKey:
-					bl.Kind = KindKey
-				case KindCheckpoint:
-					bl.Kind = KindCheckpoint
-				default:
-					bl.Kind = string(s)
-				}
-			case memberStream:
-				if string(s) != p.stream {
-					p.stream = string(s)
-				}
-				bl.Stream = p.stream
-			case memberType:
-				if string(s) != p.typ {
-					p.typ = string(s)
-				}
-				bl.Type = p.typ
-			case memberID:
-				var err error
-				if bl.ID, err = uuid.ParseBytes(s); err != nil {
-					return fail()
-				}
-			case memberFormat:
-				bl.Format = string(s)
-			case memberAccount:
-				bl.Account = string(s)
-			case memberCheckpoint:
-				bl.Checkpoint = string(s)
-			case memberUser:
-				bl.User = string(s)
-			default:
+			var err error
+			if arena, proof, err = p.setString(bl, field, s, arena, proof); err != nil {
 				return fail()
 			}
 		}
