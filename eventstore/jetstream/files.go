@@ -1,7 +1,6 @@
 package jetstream
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -185,6 +184,10 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 	}
 	next = first
 	var buf []byte
+	// Subjects repeat (a stream's events, one type after the other):
+	// each is parsed once, up to a bound.
+	streams := make(map[string]recordParts)
+	var parser eventstore.CloudEventParser
 	for _, b := range bs {
 		if err := ctx.Err(); err != nil {
 			yield(eventstore.Record{}, fmt.Errorf("jetstream: read: %w", err))
@@ -224,8 +227,8 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 			if slen > len(data) {
 				return next, false
 			}
-			subj, data := string(data[:slen]), data[slen:]
-			var hdr storedHeaders
+			subj, data := data[:slen], data[slen:]
+			var hdr rawHeaders
 			if hasHdr {
 				if len(data) < 4 {
 					return next, false
@@ -239,7 +242,18 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 				}
 				data = data[4+hl:]
 			}
-			r, err := decodeRecord(subj, hdr, bytes.Clone(data), seq, time.Unix(0, ts).UTC())
+			parts, ok := streams[string(subj)]
+			if !ok {
+				if len(streams) >= maxSubjects {
+					clear(streams)
+				}
+				parts.stream, parts.streamOK = streamOf(string(subj))
+				parts.streamOK = parts.streamOK && checkStream(parts.stream) == nil
+				streams[string(subj)] = parts
+			}
+			m := hdr.parts()
+			m.stream, m.streamOK = parts.stream, parts.streamOK
+			r, err := newRecord(m, data, &parser, seq, time.Unix(0, ts).UTC())
 			s.fileReads.Add(1)
 			if !yield(r, err) || stops(err) {
 				return 0, true
@@ -252,6 +266,9 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 	}
 	return next, false
 }
+
+// maxSubjects bounds the subjects readFiles keeps parsed.
+const maxSubjects = 4096
 
 // readBlock reads the block file at path into buf's storage.
 func readBlock(path string, buf []byte) ([]byte, error) {
