@@ -341,7 +341,11 @@ func (h *rawHeaders) parts() recordParts {
 	if len(h.expected) > 0 {
 		m.written = true
 	} else {
-		n, ok := parseDecimal(h.batchSeq)
+		var n uint64
+		var ok bool
+		if len(h.batchSeq) <= 18 {
+			n, ok = parseDecimal(h.batchSeq)
+		}
 		if !ok && len(h.batchSeq) > 0 { // a sign, say: as storedHeaders.written reads it
 			i, err := strconv.Atoi(string(h.batchSeq))
 			n, ok = uint64(max(i, 0)), err == nil
