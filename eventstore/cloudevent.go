@@ -548,6 +548,9 @@ func parseOwnLayout(b []byte, p *CloudEventParser) (e ParsedCloudEvent, ok bool)
 // is for one goroutine; its zero value is ready.
 type CloudEventParser struct {
 	strs map[string]string
+	// The last two strings returned (a run of one stream's events
+	// repeats its source and often its type), looked at before strs.
+	last [2]string
 }
 
 // maxParserStrings bounds the strings a CloudEventParser keeps: a read of
@@ -565,6 +568,18 @@ func (p *CloudEventParser) Parse(b []byte) (ParsedCloudEvent, error) {
 
 // str returns string(b), the same string for the same bytes.
 func (p *CloudEventParser) str(b []byte) string {
+	for _, s := range p.last {
+		if s == string(b) {
+			return s
+		}
+	}
+	s := p.lookup(b)
+	p.last[0], p.last[1] = p.last[1], s
+	return s
+}
+
+// lookup returns string(b) out of p.strs, or adds it.
+func (p *CloudEventParser) lookup(b []byte) string {
 	if s, ok := p.strs[string(b)]; ok {
 		return s
 	}

@@ -186,7 +186,8 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 	var buf []byte
 	// Subjects repeat (a stream's events, one type after the other):
 	// each is parsed once, up to a bound.
-	streams := make(map[string]recordParts)
+	streams := make(map[string]subjectStream)
+	var subj0 subjectStream // the last record's subject
 	var parser eventstore.CloudEventParser
 	for _, b := range bs {
 		if err := ctx.Err(); err != nil {
@@ -242,17 +243,20 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 				}
 				data = data[4+hl:]
 			}
-			parts, ok := streams[string(subj)]
-			if !ok {
-				if len(streams) >= maxSubjects {
-					clear(streams)
+			if string(subj) != subj0.subject {
+				var ok bool
+				if subj0, ok = streams[string(subj)]; !ok {
+					if len(streams) >= maxSubjects {
+						clear(streams)
+					}
+					subj0.subject = string(subj)
+					subj0.stream, ok = streamOf(subj0.subject)
+					subj0.ok = ok && checkStream(subj0.stream) == nil
+					streams[subj0.subject] = subj0
 				}
-				parts.stream, parts.streamOK = streamOf(string(subj))
-				parts.streamOK = parts.streamOK && checkStream(parts.stream) == nil
-				streams[string(subj)] = parts
 			}
 			m := hdr.parts()
-			m.stream, m.streamOK = parts.stream, parts.streamOK
+			m.stream, m.streamOK = subj0.stream, subj0.ok
 			r, err := newRecord(m, data, &parser, seq, time.Unix(0, ts).UTC())
 			s.fileReads.Add(1)
 			if !yield(r, err) || stops(err) {
@@ -265,6 +269,13 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 		}
 	}
 	return next, false
+}
+
+// subjectStream is a subject and the stream it names, if it does (ok).
+type subjectStream struct {
+	subject string
+	stream  eventstore.StreamID
+	ok      bool
 }
 
 // maxSubjects bounds the subjects readFiles keeps parsed.
