@@ -332,7 +332,7 @@ type parseState struct {
 // contiguous their surrounding whitespace may differ. Errors wrap
 // [ErrInvalidCloudEvent].
 func ParseCloudEvent(b []byte) (ParsedCloudEvent, error) {
-	if e, ok := parseOwnLayout(b); ok {
+	if e, ok := parseOwnLayout(b, nil); ok {
 		return e, nil
 	}
 	ps := decoderPool.Get().(*parseState)
@@ -471,7 +471,10 @@ func parseCloudEvent(dec *jsontext.Decoder, b []byte) (ParsedCloudEvent, error) 
 // when they were written. Anything else reports false and takes the full
 // parse. A raw `,"data":` cannot occur inside the metadata members: they
 // are flat, and a quote inside a JSON string is escaped.
-func parseOwnLayout(b []byte) (e ParsedCloudEvent, ok bool) {
+//
+// With a parser p, the source and the type are p's copies of them, and
+// Data and Metadata are copied out of b, together in one allocation.
+func parseOwnLayout(b []byte, p *CloudEventParser) (e ParsedCloudEvent, ok bool) {
 	const (
 		head     = `{"specversion":"1.0","id":"`
 		afterID  = `","source":"`
@@ -488,11 +491,11 @@ func parseOwnLayout(b []byte) (e ParsedCloudEvent, ok bool) {
 		return e, false
 	}
 	i += 36
-	src, i, ok := plainString(b, i, afterID)
+	src, i, ok := plainString(b, i, afterID, p)
 	if !ok {
 		return e, false
 	}
-	typ, i, ok := plainString(b, i, afterSrc)
+	typ, i, ok := plainString(b, i, afterSrc, p)
 	if !ok || typ == "" {
 		return e, false
 	}
@@ -514,11 +517,23 @@ func parseOwnLayout(b []byte) (e ParsedCloudEvent, ok bool) {
 			return e, false
 		}
 	}
-	if len(members) > 0 {
-		if len(members) < 2 || members[1] != '"' && members[1] != ' ' {
-			return e, false
+	if len(members) > 0 && (len(members) < 2 || members[1] != '"' && members[1] != ' ') {
+		return e, false
+	}
+	var md []byte
+	if p != nil {
+		// Data, then Metadata, in one allocation.
+		buf := make([]byte, len(e.Data), len(e.Data)+len(members)+1)
+		copy(buf, e.Data)
+		if e.Data != nil {
+			e.Data = buf[:len(e.Data):len(e.Data)]
 		}
-		md := make([]byte, 0, len(members)+1)
+		md = buf[len(buf):]
+	}
+	if len(members) > 0 {
+		if md == nil {
+			md = make([]byte, 0, len(members)+1)
+		}
 		md = append(md, '{')
 		md = append(md, members[1:]...)
 		e.Metadata = append(md, '}')
@@ -526,10 +541,60 @@ func parseOwnLayout(b []byte) (e ParsedCloudEvent, ok bool) {
 	return e, true
 }
 
+// CloudEventParser parses the envelopes of a long read, as
+// [ParseCloudEvent] does, with what the read repeats made once: it keeps
+// the sources and types it returned and returns them again, and copies
+// an envelope's data and metadata out of it in one allocation. A parser
+// is for one goroutine; its zero value is ready.
+type CloudEventParser struct {
+	strs map[string]string
+	// The last two strings returned (a run of one stream's events
+	// repeats its source and often its type), looked at before strs.
+	last [2]string
+}
+
+// maxParserStrings bounds the strings a CloudEventParser keeps: a read of
+// many distinct sources starts its set over.
+const maxParserStrings = 4096
+
+// Parse is [ParseCloudEvent] for an envelope b that the caller will reuse:
+// Data and Metadata never share memory with b.
+func (p *CloudEventParser) Parse(b []byte) (ParsedCloudEvent, error) {
+	if e, ok := parseOwnLayout(b, p); ok {
+		return e, nil
+	}
+	return ParseCloudEvent(bytes.Clone(b))
+}
+
+// str returns string(b), the same string for the same bytes.
+func (p *CloudEventParser) str(b []byte) string {
+	for _, s := range p.last {
+		if s == string(b) {
+			return s
+		}
+	}
+	s := p.lookup(b)
+	p.last[0], p.last[1] = p.last[1], s
+	return s
+}
+
+// lookup returns string(b) out of p.strs, or adds it.
+func (p *CloudEventParser) lookup(b []byte) string {
+	if s, ok := p.strs[string(b)]; ok {
+		return s
+	}
+	if p.strs == nil || len(p.strs) >= maxParserStrings {
+		p.strs = make(map[string]string)
+	}
+	s := string(b)
+	p.strs[s] = s
+	return s
+}
+
 // plainString expects prefix at b[i:], then a JSON string body without
 // escapes up to the next quote; it returns the body and the index of that
 // quote.
-func plainString(b []byte, i int, prefix string) (string, int, bool) {
+func plainString(b []byte, i int, prefix string, p *CloudEventParser) (string, int, bool) {
 	if !bytes.HasPrefix(b[i:], []byte(prefix)) {
 		return "", 0, false
 	}
@@ -537,6 +602,9 @@ func plainString(b []byte, i int, prefix string) (string, int, bool) {
 	end := bytes.IndexByte(b[i:], '"')
 	if end < 0 || bytes.IndexByte(b[i:i+end], '\\') >= 0 {
 		return "", 0, false
+	}
+	if p != nil {
+		return p.str(b[i : i+end]), i + end, true
 	}
 	return string(b[i : i+end]), i + end, true
 }

@@ -203,7 +203,72 @@ func FuzzCloudEventRoundTrip(f *testing.F) {
 			!bytes.Equal(slow.Data, e.Data) || !bytes.Equal(slow.Metadata, e.Metadata) {
 			t.Fatalf("fast parse %+v, full parse %+v of %q", e, slow, b)
 		}
+		checkParser(t, new(eventstore.CloudEventParser), b)
 	})
+}
+
+// checkParser checks that p.Parse(b) returns what ParseCloudEvent does,
+// nil members included, in bytes that b does not share.
+func checkParser(t *testing.T, p *eventstore.CloudEventParser, b []byte) {
+	t.Helper()
+	want, wantErr := eventstore.ParseCloudEvent(bytes.Clone(b))
+	b = bytes.Clone(b)
+	got, err := p.Parse(b)
+	if (err == nil) != (wantErr == nil) || err != nil && !errors.Is(err, eventstore.ErrInvalidCloudEvent) {
+		t.Fatalf("Parse(%q): %v, ParseCloudEvent: %v", b, err, wantErr)
+	}
+	for i := range b {
+		b[i] = '#' // the parsed event must not change with the bytes it came from
+	}
+	if got.ID != want.ID || got.Type != want.Type || got.Source != want.Source ||
+		!bytes.Equal(got.Data, want.Data) || (got.Data == nil) != (want.Data == nil) ||
+		!bytes.Equal(got.Metadata, want.Metadata) || (got.Metadata == nil) != (want.Metadata == nil) {
+		t.Fatalf("Parse = %+v, ParseCloudEvent = %+v", got, want)
+	}
+	// Appending to the data must not change the metadata (they share one
+	// allocation).
+	if got.Data != nil && got.Metadata != nil {
+		md := string(got.Metadata)
+		_ = append(got.Data, '!')
+		if string(got.Metadata) != md {
+			t.Fatalf("appending to the data changed the metadata to %q", got.Metadata)
+		}
+	}
+}
+
+// TestCloudEventParser checks the parser of long reads against
+// ParseCloudEvent over envelopes of the store's own layout and others,
+// several times over with the same parser (it keeps sources and types).
+func TestCloudEventParser(t *testing.T) {
+	var envs [][]byte
+	for _, p := range []eventstore.Proposed{
+		{ID: ceID, Type: "SeatsPurchased", Data: []byte(`{"seats":3}`), Metadata: []byte(sampleMetadata)},
+		{ID: ceID, Type: "T", Data: []byte(`"x"`)},
+		{ID: ceID, Type: "T", Metadata: []byte(`{"a":true}`)},
+		{ID: ceID, Type: "T"},
+		{ID: ceID, Type: "T", Data: []byte(" [1, 2 ,3] "), Metadata: []byte(`{ "time" : "t" ,"n":1.50 }`)},
+		{ID: ceID, Type: "T", Data: []byte(`"\u00e9\n"`), Metadata: []byte(`{"s":"\"}\u0041,"}`)},
+	} {
+		for _, stream := range []eventstore.StreamID{eventstore.LedgerStream("acme"), eventstore.ActivityStream("a-1")} {
+			b, err := eventstore.CloudEvent(stream, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			envs = append(envs, b)
+		}
+	}
+	envs = append(envs,
+		[]byte(`{"time":"t", "specversion":"1.0","data":{"a":1},"id":"0190a4c2-7b1e-7c3d-8e4f-123456789abc","source":"/s","type":"T","x":1}`),
+		[]byte(`{"specversion":"1.0","id":"0190a4c2-7b1e-7c3d-8e4f-123456789abc","source":"/s","type":"T"} x`),
+		[]byte(`{"specversion":"1.0","id":"0190a4c2-7b1e-7c3d-8e4f-123456789abc","source":"/s"}`),
+		[]byte(`{`),
+	)
+	p := new(eventstore.CloudEventParser)
+	for range 3 {
+		for _, b := range envs {
+			checkParser(t, p, b)
+		}
+	}
 }
 
 func emptyObject(md []byte) bool {

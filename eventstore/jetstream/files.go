@@ -1,7 +1,6 @@
 package jetstream
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -185,6 +184,11 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 	}
 	next = first
 	var buf []byte
+	// Subjects repeat (a stream's events, one type after the other):
+	// each is parsed once, up to a bound.
+	streams := make(map[string]subjectStream)
+	var subj0 subjectStream // the last record's subject
+	var parser eventstore.CloudEventParser
 	for _, b := range bs {
 		if err := ctx.Err(); err != nil {
 			yield(eventstore.Record{}, fmt.Errorf("jetstream: read: %w", err))
@@ -224,8 +228,8 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 			if slen > len(data) {
 				return next, false
 			}
-			subj, data := string(data[:slen]), data[slen:]
-			var hdr storedHeaders
+			subj, data := data[:slen], data[slen:]
+			var hdr rawHeaders
 			if hasHdr {
 				if len(data) < 4 {
 					return next, false
@@ -239,7 +243,21 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 				}
 				data = data[4+hl:]
 			}
-			r, err := decodeRecord(subj, hdr, bytes.Clone(data), seq, time.Unix(0, ts).UTC())
+			if string(subj) != subj0.subject {
+				var ok bool
+				if subj0, ok = streams[string(subj)]; !ok {
+					if len(streams) >= maxSubjects {
+						clear(streams)
+					}
+					subj0.subject = string(subj)
+					subj0.stream, ok = streamOf(subj0.subject)
+					subj0.ok = ok && checkStream(subj0.stream) == nil
+					streams[subj0.subject] = subj0
+				}
+			}
+			m := hdr.parts()
+			m.stream, m.streamOK = subj0.stream, subj0.ok
+			r, err := newRecord(m, data, &parser, seq, time.Unix(0, ts).UTC())
 			s.fileReads.Add(1)
 			if !yield(r, err) || stops(err) {
 				return 0, true
@@ -252,6 +270,16 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 	}
 	return next, false
 }
+
+// subjectStream is a subject and the stream it names, if it does (ok).
+type subjectStream struct {
+	subject string
+	stream  eventstore.StreamID
+	ok      bool
+}
+
+// maxSubjects bounds the subjects readFiles keeps parsed.
+const maxSubjects = 4096
 
 // readBlock reads the block file at path into buf's storage.
 func readBlock(path string, buf []byte) ([]byte, error) {

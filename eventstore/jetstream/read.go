@@ -327,13 +327,60 @@ func (h storedHeaders) written() bool {
 	return err == nil && n >= 2 && h.batchID != ""
 }
 
+// rawHeaders are storedHeaders as slices of the header block they were
+// read from (nil when absent).
+type rawHeaders struct {
+	revision, expected, batchSeq, batchID, metadata []byte
+}
+
+// parts returns what the headers tell of the message, as decodeRecord
+// reads them from storedHeaders, without copying them.
+func (h *rawHeaders) parts() recordParts {
+	var m recordParts
+	m.revision, m.revisionOK = parseDecimal(h.revision)
+	if len(h.expected) > 0 {
+		m.written = true
+	} else {
+		var n uint64
+		var ok bool
+		if len(h.batchSeq) <= 18 {
+			n, ok = parseDecimal(h.batchSeq)
+		}
+		if !ok && len(h.batchSeq) > 0 { // a sign, say: as storedHeaders.written reads it
+			i, err := strconv.Atoi(string(h.batchSeq))
+			n, ok = uint64(max(i, 0)), err == nil
+		}
+		m.written = ok && n >= 2 && len(h.batchID) > 0
+	}
+	if len(h.metadata) > 0 {
+		m.metadata = string(h.metadata)
+	}
+	return m
+}
+
+// parseDecimal is strconv.ParseUint(string(b), 10, 64) without copying b.
+func parseDecimal(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		n, err := strconv.ParseUint(string(b), 10, 64)
+		return n, err == nil
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
+}
+
 // parseStoredHeaders reads the values record needs out of a message's
 // header block ("NATS/1.0\r\n" then "Key: value\r\n" lines and an
 // empty line) without building a [nats.Header]: as nats.Header.Get does,
 // keys match exactly, the first value counts, and values lose the blanks
 // around them. Only the values it keeps are copied.
-func parseStoredHeaders(b []byte) (storedHeaders, error) {
-	var h storedHeaders
+func parseStoredHeaders(b []byte) (rawHeaders, error) {
+	var h rawHeaders
 	line, rest, ok := bytes.Cut(b, crlf)
 	if !ok || !bytes.HasPrefix(line, natsHeaderLine) {
 		return h, errors.New("jetstream: malformed header block")
@@ -350,7 +397,7 @@ func parseStoredHeaders(b []byte) (storedHeaders, error) {
 		if i < 0 {
 			return h, errors.New("jetstream: malformed header line")
 		}
-		var dst *string
+		var dst *[]byte
 		switch string(line[:i]) { // no allocation: compared in place
 		case RevisionHeader:
 			dst = &h.revision
@@ -365,8 +412,8 @@ func parseStoredHeaders(b []byte) (storedHeaders, error) {
 		default:
 			continue
 		}
-		if *dst == "" {
-			*dst = string(bytes.Trim(line[i+1:], " \t"))
+		if len(*dst) == 0 {
+			*dst = bytes.Trim(line[i+1:], " \t")
 		}
 	}
 }
@@ -377,28 +424,55 @@ var (
 )
 
 func decodeRecord(subj string, h storedHeaders, body []byte, seq uint64, stored time.Time) (eventstore.Record, error) {
+	stream, ok := streamOf(subj)
+	ok = ok && checkStream(stream) == nil
+	rev, err := strconv.ParseUint(h.revision, 10, 64)
+	return newRecord(recordParts{stream: stream, streamOK: ok, revision: rev, revisionOK: err == nil,
+		written: h.written(), metadata: h.metadata}, body, nil, seq, stored)
+}
+
+// recordParts is what decodeRecord learns of a stored message from its
+// subject and headers.
+type recordParts struct {
+	stream              eventstore.StreamID
+	streamOK            bool // the subject names a stream
+	revision            uint64
+	revisionOK, written bool
+	metadata            string // the metadata header
+}
+
+// newRecord is decodeRecord once the subject and the headers are read;
+// with a parser p, the record's bytes are copied out of body (see
+// eventstore.CloudEventParser).
+func newRecord(m recordParts, body []byte, p *eventstore.CloudEventParser, seq uint64, stored time.Time) (eventstore.Record, error) {
 	at := eventstore.Record{Position: eventstore.Position(seq), Stored: stored}
 	unreadable := func(reason string) (eventstore.Record, error) {
 		return at, &eventstore.UnreadableError{Position: at.Position, Stream: at.Stream, Reason: reason}
 	}
-	stream, ok := streamOf(subj)
-	if !ok || checkStream(stream) != nil {
+	if !m.streamOK {
 		return unreadable("subject is not <category>.<account>.<type>")
 	}
+	stream := m.stream
 	at.Stream = stream
-	rev, err := strconv.ParseUint(h.revision, 10, 64)
-	if err != nil {
+	rev := m.revision
+	if !m.revisionOK {
 		return unreadable("missing or malformed " + RevisionHeader + " header")
 	}
-	if !h.written() {
+	if !m.written {
 		return unreadable("published without the expectation every append of the store carries")
 	}
-	e, err := eventstore.ParseCloudEvent(body)
+	var e eventstore.ParsedCloudEvent
+	var err error
+	if p != nil {
+		e, err = p.Parse(body)
+	} else {
+		e, err = eventstore.ParseCloudEvent(body)
+	}
 	if err != nil {
 		return unreadable("body is not a ledger CloudEvents envelope")
 	}
-	if e.Metadata == nil && h.metadata != "" {
-		e.Metadata = []byte(h.metadata)
+	if e.Metadata == nil && m.metadata != "" {
+		e.Metadata = []byte(m.metadata)
 	}
 	return eventstore.Record{
 		ID:       e.ID,

@@ -27,43 +27,65 @@ const quarantinePart = "quarantine"
 // quarantine is what the runner knows of the streams' chains. r.mu guards
 // it.
 type quarantine struct {
-	links map[eventstore.StreamID]codec.Link
+	links map[eventstore.StreamID]*codec.Link
 	list  []projections.Quarantined
 	count uint64 // quarantined, listed or not
 }
 
 func newQuarantine() quarantine {
-	return quarantine{links: make(map[eventstore.StreamID]codec.Link)}
+	return quarantine{links: make(map[eventstore.StreamID]*codec.Link)}
 }
 
-// admit verifies items against their streams' chains (codec.Link says
-// what verifies) and returns the decoded events of those that verify, in
-// order, and the others as quarantined. r.mu is held.
-func (r *Runner) admit(items []item) ([]codec.Decoded, []projections.Quarantined) {
-	ds := make([]codec.Decoded, 0, len(items))
+// link returns the verified end of stream's chain, kept in q.
+func (q *quarantine) link(stream eventstore.StreamID) *codec.Link {
+	l, ok := q.links[stream]
+	if !ok {
+		l = new(codec.Link)
+		q.links[stream] = l
+	}
+	return l
+}
+
+// admit verifies a batch of records against their streams' chains
+// (codec.Link says what verifies): ds[i] is the i-th record decoded (its
+// Record set even when it did not decode) and its[i] the rest of what
+// was learnt of it. It moves the decoded events of those that verify, in
+// order, to the front of ds and returns them, and returns the others as
+// quarantined. r.mu is held.
+func (r *Runner) admit(ds []codec.Decoded, its []item) ([]codec.Decoded, []projections.Quarantined) {
 	var out []projections.Quarantined
-	for i := range items {
-		it := &items[i]
+	kept := 0
+	// The events of a stream come in runs (one append of many events):
+	// the last stream's link is kept at hand.
+	var last eventstore.StreamID
+	var l *codec.Link
+	for i := range ds {
+		d, it := &ds[i], &its[i]
+		rec := &d.Record
 		err := it.err
 		if !errors.Is(err, eventstore.ErrUnreadable) {
-			l := r.q.links[it.rec.Stream]
-			if it.hashed {
-				err = l.FollowHashed(it.rec, it.d, err, it.next)
-			} else {
-				err = l.Follow(it.rec, it.d, err)
+			if l == nil || rec.Stream != last {
+				last, l = rec.Stream, r.q.link(rec.Stream)
 			}
-			r.q.links[it.rec.Stream] = l
+			if it.hashed {
+				err = l.FollowHashed(*rec, *d, err, it.next)
+			} else {
+				err = l.Follow(*rec, *d, err)
+			}
 		}
 		if err == nil {
-			ds = append(ds, it.d)
+			if kept != i {
+				ds[kept] = *d
+			}
+			kept++
 			continue
 		}
-		q := projections.Quarantined{Position: it.rec.Position, Reason: codec.Reason(err), RecordedAt: it.rec.Stored.UTC()}
-		if it.rec.Stream.Account != "" {
-			q.Stream, q.Account = it.rec.Stream.String(), it.rec.Stream.Account
+		q := projections.Quarantined{Position: rec.Position, Reason: codec.Reason(err), RecordedAt: rec.Stored.UTC()}
+		if rec.Stream.Account != "" {
+			q.Stream, q.Account = rec.Stream.String(), rec.Stream.Account
 		}
 		if !errors.Is(err, eventstore.ErrUnreadable) {
-			rev := it.rec.Revision
+			rev := rec.Revision
 			q.Revision = &rev
 		}
 		r.q.count++
@@ -72,7 +94,7 @@ func (r *Runner) admit(items []item) ([]codec.Decoded, []projections.Quarantined
 		}
 		out = append(out, q)
 	}
-	return ds, out
+	return ds[:kept], out
 }
 
 // logQuarantined logs each record quarantined, once: where it is and why,
@@ -133,7 +155,7 @@ func (r *Runner) snapshotQuarantine() []byte {
 	})
 	w.Uvarint(uint64(len(streams)))
 	for _, s := range streams {
-		l := r.q.links[s]
+		l := *r.q.links[s]
 		w.String(string(s.Category))
 		w.String(s.Account)
 		w.Uvarint(l.Next)
@@ -175,7 +197,7 @@ func restoreQuarantine(b []byte) (quarantine, error) {
 	n := rd.Count(2 + 1 + 32)
 	for range n {
 		s := eventstore.StreamID{Category: eventstore.Category(rd.String()), Account: rd.String()}
-		var l codec.Link
+		l := new(codec.Link)
 		l.Next = rd.Uvarint()
 		copy(l.Hash[:], rd.Fixed(len(l.Hash)))
 		q.links[s] = l

@@ -322,19 +322,27 @@ func BenchmarkReplayRaw(b *testing.B) {
 // the cost: read (ReadAll alone, records parsed from the envelopes),
 // decode (read and decode) and all (read, decode and apply); runner is a
 // rebuild by the runner (runner.New(...).Run until Ready, no snapshot),
-// which reads ahead in a goroutine of its own while it decodes and folds.
+// which reads ahead in a goroutine of its own while it decodes and folds;
+// service is the rebuild the service runs (cmd/licensed): the runner
+// with the accounts' read model beside the four, every record offered to
+// two feeds (the transparency log's and the publisher's, no follower
+// reading them) and the service's hook on deletions.
 func BenchmarkReplayProjections(b *testing.B) {
 	d := replayHistory(b)
 	s := openReplay(b, d)
 	defer s.Close()
 	ctx := context.Background()
-	for _, stage := range []string{"read", "decode", "all", "runner"} {
+	for _, stage := range []string{"read", "decode", "all", "runner", "service"} {
 		b.Run(stage, func(b *testing.B) {
 			cpu := cpuTime()
 			b.ResetTimer()
 			for range b.N {
-				if stage == "runner" {
-					r := runner.New(runner.Config{Store: s, Codec: d.newCodec(), Projections: freshModels(), Fresh: freshModels})
+				if stage == "runner" || stage == "service" {
+					cfg := runner.Config{Store: s, Codec: d.newCodec(), Projections: freshModels(), Fresh: freshModels}
+					if stage == "service" {
+						cfg = serviceRebuild(s, cfg.Codec)
+					}
+					r := runner.New(cfg)
 					runUntilReady(b, r)
 					if r.Position() != d.last {
 						b.Fatalf("ready at position %d, want %d", r.Position(), d.last)
@@ -373,6 +381,26 @@ func BenchmarkReplayProjections(b *testing.B) {
 			b.StopTimer()
 			reportReplay(b, d.events, cpuTime()-cpu)
 		})
+	}
+}
+
+// serviceRebuild is the runner's configuration in the service
+// (cmd/licensed), over store s and codec c.
+func serviceRebuild(s eventstore.Store, c *codec.Codec) runner.Config {
+	models := func() []projections.Projection {
+		return append(freshModels(), accounts.NewReadModel(time.Now, 0))
+	}
+	tlog, pub := eventstore.NewFeed(0), eventstore.NewFeed(0)
+	return runner.Config{Store: s, Codec: c, Projections: models(), Fresh: models,
+		OnRecord: func(prev eventstore.Position, rec eventstore.Record, readErr error) {
+			tlog.Offer(prev, rec, readErr)
+			pub.Offer(prev, rec, readErr)
+		},
+		OnEvent: func(d codec.Decoded) {
+			if del, ok := d.Event.(ledger.UserDeleted); ok {
+				c.Keys().MarkDestroyed(pii.KeyID(projections.AccountOf(d), del.UserID))
+			}
+		},
 	}
 }
 

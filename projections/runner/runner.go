@@ -236,26 +236,28 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 	// chains and folds.
 	prev := from // the position of the last record read
 	reads := make(chan []read, 4)
-	decoded := make(chan []item, 4)
-	free := make(chan []item, 8) // folded batches, for the decoder to reuse
+	used := make(chan []read, 8) // decoded reads, for the reader to reuse
+	decoded := make(chan batch, 4)
+	free := make(chan batch, 8) // folded batches, for the decoder to reuse
 	var stages sync.WaitGroup
-	stages.Go(func() { readAhead(ctx, r.cfg.Store, from, reads) })
-	stages.Go(func() { r.decodeAhead(ctx, from, reads, free, decoded) })
+	stages.Go(func() { readAhead(ctx, r.cfg.Store, from, used, reads) })
+	stages.Go(func() { r.decodeAhead(ctx, from, reads, used, free, decoded) })
 	defer func() {
 		cancel() // the reader and the decoder stop at ctx's end
 		stages.Wait()
 	}()
-	for items := range decoded {
-		// The items to fold are moved to the front of items, folded as
-		// one batch (catchUpBatch records were read together).
-		batch := items[:0]
-		for i := range items {
-			it := &items[i]
+	for b := range decoded {
+		// The records to fold are moved to the front of the batch and
+		// folded together (catchUpBatch records were read together):
+		// b.ds[start:kept] is what is folded next.
+		start, kept := 0, 0
+		for i := range b.its {
+			d, it := &b.ds[i], &b.its[i]
 			if it.readErr != nil && !errors.Is(it.readErr, eventstore.ErrUnreadable) {
 				return fmt.Errorf("catch up: %w", it.readErr)
 			}
-			r.offer(&prev, it.rec, it.readErr)
-			if it.rec.Position <= r.Position() {
+			r.offer(&prev, d.Record, it.readErr)
+			if d.Record.Position <= r.Position() {
 				continue // a snapshot covered it
 			}
 			if it.fatal != nil {
@@ -265,24 +267,25 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 				// Decoded before the deletion of its user was folded:
 				// fold what precedes it (the deletion's hook runs), then
 				// decode it again.
-				if err := r.applyBatch(batch); err != nil {
+				if err := r.applyBatch(b.ds[start:kept], b.its[start:kept]); err != nil {
 					return err
 				}
-				again, err := r.decode(ctx, it.rec, it.readErr)
-				if err != nil {
+				if err := r.decode(ctx, d.Record, it.readErr, d, it); err != nil {
 					return err
 				}
-				*it = again
-				batch = items[i:i]
+				start, kept = i, i
 			}
-			batch = append(batch, *it)
+			if kept != i {
+				b.ds[kept], b.its[kept] = *d, *it
+			}
+			kept++
 			n++
 		}
-		if err := r.applyBatch(batch); err != nil {
+		if err := r.applyBatch(b.ds[start:kept], b.its[start:kept]); err != nil {
 			return err
 		}
 		select {
-		case free <- items: // the read models kept copies, not the items
+		case free <- b: // the read models kept copies, not the batch
 		default:
 		}
 		if req, ok := r.rebuildRequested(); ok {
@@ -362,13 +365,19 @@ type read struct {
 // the records, catchUpBatch at a time, to out, which it closes at the end
 // of the read, after an error that ends it, or when ctx ends. Catching up
 // then reads the next records while it decodes and folds the last ones.
-func readAhead(ctx context.Context, store eventstore.Store, from eventstore.Position, out chan<- []read) {
+// It fills the slices the decoder hands back on used when there are some.
+func readAhead(ctx context.Context, store eventstore.Store, from eventstore.Position, used <-chan []read, out chan<- []read) {
 	defer close(out)
 	buf := make([]read, 0, catchUpBatch)
 	send := func() bool {
 		select {
 		case out <- buf:
-			buf = make([]read, 0, catchUpBatch)
+			select {
+			case buf = <-used:
+				buf = buf[:0]
+			default:
+				buf = make([]read, 0, catchUpBatch)
+			}
 			return true
 		case <-ctx.Done():
 			return false
@@ -396,19 +405,19 @@ func readAhead(ctx context.Context, store eventstore.Store, from eventstore.Posi
 // user's key run when it is folded). An event with sealed fields of a user
 // whose deletion this goroutine decoded and the fold has not reached is
 // marked redo: the fold decodes it again once the deletion is folded.
-func (r *Runner) decodeAhead(ctx context.Context, from eventstore.Position, in <-chan []read, free <-chan []item, out chan<- []item) {
+func (r *Runner) decodeAhead(ctx context.Context, from eventstore.Position, in <-chan []read, used chan<- []read, free <-chan batch, out chan<- batch) {
 	defer close(out)
 	deleting := make(map[deletedUser]eventstore.Position) // read, maybe not folded
 	for rs := range in {
-		var items []item
+		var b batch
 		select {
-		case items = <-free:
+		case b = <-free:
 		default:
 		}
-		if cap(items) < len(rs) {
-			items = make([]item, len(rs))
+		if cap(b.its) < len(rs) {
+			b = batch{ds: make([]codec.Decoded, len(rs)), its: make([]item, len(rs))}
 		}
-		items = items[:len(rs)]
+		b.ds, b.its = b.ds[:len(rs)], b.its[:len(rs)]
 		if len(deleting) > 0 {
 			applied := r.Position()
 			for u, p := range deleting {
@@ -417,37 +426,41 @@ func (r *Runner) decodeAhead(ctx context.Context, from eventstore.Position, in <
 				}
 			}
 		}
-		for i, rd := range rs {
-			it := &items[i]
-			*it = item{rec: rd.rec, readErr: rd.err}
+		for i := range rs {
+			rd, d, it := &rs[i], &b.ds[i], &b.its[i]
 			if rd.rec.Position <= from || rd.err != nil && !errors.Is(rd.err, eventstore.ErrUnreadable) {
+				*d, *it = codec.Decoded{Record: rd.rec}, item{readErr: rd.err}
 				continue
 			}
-			var err error
-			if *it, err = r.decode(ctx, rd.rec, rd.err); err != nil {
-				it.rec, it.readErr, it.fatal = rd.rec, rd.err, err
+			if r.decode(ctx, rd.rec, rd.err, d, it) != nil || it.err != nil {
 				continue
 			}
-			if it.err != nil {
+			it.next, it.hashed = codec.RecordHash(d.Meta.PrevHash, d.Record), true
+			if len(deleting) == 0 {
+				if _, ok := d.Event.(ledger.UserDeleted); !ok {
+					continue // the common case: nothing to remember, nothing to redo
+				}
+			}
+			u := deletedUser{projections.AccountOf(*d), ledger.UserOf(d.Event)}
+			if _, ok := d.Event.(ledger.UserDeleted); ok {
+				deleting[u] = d.Record.Position
 				continue
 			}
-			it.next, it.hashed = codec.RecordHash(it.d.Meta.PrevHash, it.rec), true
-			u := deletedUser{projections.AccountOf(it.d), ledger.UserOf(it.d.Event)}
-			if _, ok := it.d.Event.(ledger.UserDeleted); ok {
-				deleting[u] = it.rec.Position
+			if u.user == "" {
 				continue
 			}
-			if len(deleting) == 0 || u.user == "" {
-				continue
-			}
-			if _, ok := deleting[u]; ok && hasSealed(it.rec.Type) {
+			if _, ok := deleting[u]; ok && hasSealed(d.Record.Type) {
 				it.redo = true
 			}
 		}
 		select {
-		case out <- items:
+		case out <- b:
 		case <-ctx.Done():
 			return
+		}
+		select {
+		case used <- rs: // b holds copies of the records, not rs
+		default:
 		}
 	}
 }
@@ -484,12 +497,18 @@ func (r *Runner) rebuildRequested() (chan error, bool) {
 // catchUpBatch is how many events catching up folds at once.
 const catchUpBatch = 256
 
-// item is a record read and decoded, not yet verified against its
-// stream's chain: err is the read's or the decoder's error about this
-// record alone (see codec.Unfoldable).
+// batch is records read together, decoded and not yet verified against
+// their streams' chains: ds[i] is the i-th record decoded (its Record set
+// even when it did not decode), its[i] the rest of what is known of it.
+type batch struct {
+	ds  []codec.Decoded
+	its []item
+}
+
+// item is what the fold needs besides the decoded event of a record read
+// and decoded: err is the read's or the decoder's error about this record
+// alone (see codec.Unfoldable).
 type item struct {
-	rec eventstore.Record
-	d   codec.Decoded
 	err error
 	// readErr is the error the record was read with; fatal a decoding
 	// failure that stops the read models (see Runner.decode).
@@ -514,48 +533,61 @@ func (r *Runner) offer(prev *eventstore.Position, rec eventstore.Record, readErr
 	*prev = rec.Position
 }
 
-// decode decodes rec, read with readErr. It returns an error only when
-// the read models must stop: a failure that says nothing of the record
-// (a key store that does not answer, say).
-func (r *Runner) decode(ctx context.Context, rec eventstore.Record, readErr error) (item, error) {
+// decode decodes rec, read with readErr, into *d and *it; d.Record is rec
+// whatever happens. It returns an error, also set as it.fatal, only when
+// the read models must stop: a failure that says nothing of the record (a
+// key store that does not answer, say).
+func (r *Runner) decode(ctx context.Context, rec eventstore.Record, readErr error, d *codec.Decoded, it *item) error {
+	*it = item{readErr: readErr}
 	if readErr != nil {
-		return item{rec: rec, err: readErr, readErr: readErr}, nil
-	}
-	d, err := r.cfg.Codec.Decode(ctx, rec)
-	if err != nil && !codec.Unfoldable(err) {
-		return item{}, fmt.Errorf("read models at position %d: %w", rec.Position, err)
-	}
-	return item{rec: rec, d: d, err: err}, nil
-}
-
-// applyBatch verifies items, in order, against their streams' chains and
-// folds those that verify into every read model; the others are
-// quarantined. The read models then stand at the last item's position.
-func (r *Runner) applyBatch(items []item) error {
-	if len(items) == 0 {
+		*d = codec.Decoded{Record: rec}
+		it.err = readErr
 		return nil
 	}
+	var err error
+	if *d, err = r.cfg.Codec.Decode(ctx, rec); err == nil {
+		return nil
+	}
+	*d = codec.Decoded{Record: rec}
+	if !codec.Unfoldable(err) {
+		it.fatal = fmt.Errorf("read models at position %d: %w", rec.Position, err)
+		return it.fatal
+	}
+	it.err = err
+	return nil
+}
+
+// applyBatch verifies a batch of records (see admit), in order, against
+// their streams' chains and folds those that verify into every read
+// model; the others are quarantined. The read models then stand at the
+// last record's position. It reorders ds.
+func (r *Runner) applyBatch(ds []codec.Decoded, its []item) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	last := ds[len(ds)-1].Record.Position
 	r.mu.Lock()
-	ds, q := r.admit(items)
+	n := len(ds)
+	ds, q := r.admit(ds, its)
 	err := r.set.ApplyBatch(ds)
-	r.applied += len(items)
-	r.total += uint64(len(items))
-	for _, d := range ds {
-		r.noteDeletion(d)
+	r.applied += n
+	r.total += uint64(n)
+	for i := range ds {
+		r.noteDeletion(&ds[i])
 	}
 	r.mu.Unlock()
 	r.logQuarantined(q)
 	if err != nil {
-		return fmt.Errorf("read models up to position %d: %w", items[len(items)-1].rec.Position, err)
+		return fmt.Errorf("read models up to position %d: %w", last, err)
 	}
 	// OnEvent runs before the position advances: a write that waits for the
 	// read models to reach its events answers after the hook saw them.
 	if r.cfg.OnEvent != nil {
-		for _, d := range ds {
-			r.cfg.OnEvent(d)
+		for i := range ds {
+			r.cfg.OnEvent(ds[i])
 		}
 	}
-	r.advance(items[len(items)-1].rec.Position)
+	r.advance(last)
 	return nil
 }
 
@@ -563,15 +595,15 @@ func (r *Runner) apply(ctx context.Context, rec eventstore.Record, readErr error
 	if rec.Position <= r.Position() {
 		return nil // already applied (a snapshot covered it, or a resubscription repeated it)
 	}
-	it, err := r.decode(ctx, rec, readErr)
-	if err != nil {
+	ds, its := make([]codec.Decoded, 1), make([]item, 1)
+	if err := r.decode(ctx, rec, readErr, &ds[0], &its[0]); err != nil {
 		return err
 	}
-	return r.applyBatch([]item{it})
+	return r.applyBatch(ds, its)
 }
 
 // noteDeletion marks a snapshot due after a deletion. r.mu is held.
-func (r *Runner) noteDeletion(d codec.Decoded) {
+func (r *Runner) noteDeletion(d *codec.Decoded) {
 	if _, ok := d.Event.(ledger.UserDeleted); ok {
 		r.deletions++
 		if r.erasedAt.IsZero() {
