@@ -324,7 +324,7 @@ func Embedded(ctx context.Context, scfg ServerConfig, cfg Config, copts ...nats.
 	streamsDir := filepath.Join(srv.JetStreamConfig().StoreDir, storeAccount(scfg), "streams")
 	var y *syncer
 	if group {
-		y = newSyncer(streamsDir, cfg.logger())
+		y = newSyncer(streamsDir, cfg.logger(), scfg.Unsynced...)
 	}
 	s, err := open(ctx, nc, cfg, y)
 	if err == nil && y != nil {

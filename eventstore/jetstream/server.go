@@ -79,6 +79,14 @@ type ServerConfig struct {
 	// Auth, when set, makes the server require authentication with the
 	// accounts and users it describes; nil lets anonymous clients in.
 	Auth *Auth
+	// Unsynced names streams of the store's account that the group commit
+	// of fsync durability ([DurabilityFsync] on an embedded server that is
+	// not clustered) leaves to the server's own interval, as
+	// [DurabilityInterval] does: streams the service writes again from the
+	// store after a crash, such as the published stream, whose copies
+	// need not be on disk when a command is answered. Every other stream
+	// of the account is synced before an append returns.
+	Unsynced []string
 	// ReadyTimeout bounds how long StartServer waits for the server to
 	// accept connections; default 10 s. It includes the recovery of the
 	// streams, which reads every message within a stream's

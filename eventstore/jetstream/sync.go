@@ -34,6 +34,8 @@ var errSyncFailed = errors.New("jetstream: sync of the stream files failed")
 // size or modification time), its msgs directory when a block file
 // appeared, its meta files (configuration) and directory when they
 // changed, and, the first time, the directories above the streams'.
+// Streams named unsynced are left out: their files reach the disk on the
+// server's own interval.
 //
 // Once an fsync fails every later round fails too: after a failed fsync
 // the kernel may have dropped the dirty pages, so a later fsync that
@@ -41,6 +43,8 @@ var errSyncFailed = errors.New("jetstream: sync of the stream files failed")
 type syncer struct {
 	dir string // <store dir>/jetstream/<account>/streams
 	log *slog.Logger
+	// unsynced names the stream directories the rounds leave out.
+	unsynced map[string]bool
 
 	mu   sync.Mutex
 	next *round // the round appends acknowledged now wait for
@@ -89,16 +93,20 @@ type streamFiles struct {
 	meta   map[string]os.FileInfo
 }
 
-func newSyncer(dir string, log *slog.Logger) *syncer {
+func newSyncer(dir string, log *slog.Logger, unsynced ...string) *syncer {
 	y := &syncer{
-		dir:     dir,
-		log:     log,
-		fsync:   (*os.File).Sync,
-		next:    &round{done: make(chan struct{})},
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		stopped: make(chan struct{}),
-		streams: make(map[string]*streamFiles),
+		dir:      dir,
+		log:      log,
+		unsynced: make(map[string]bool, len(unsynced)),
+		fsync:    (*os.File).Sync,
+		next:     &round{done: make(chan struct{})},
+		kick:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+		streams:  make(map[string]*streamFiles),
+	}
+	for _, name := range unsynced {
+		y.unsynced[name] = true
 	}
 	go y.loop()
 	return y
@@ -185,7 +193,7 @@ func (y *syncer) syncStreams() error {
 		}
 		y.names = y.names[:0]
 		for _, e := range ents {
-			if e.IsDir() {
+			if e.IsDir() && !y.unsynced[e.Name()] {
 				y.names = append(y.names, e.Name())
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -113,4 +114,79 @@ func TestSyncerFindsNewFiles(t *testing.T) {
 			mu.Unlock()
 		})
 	}
+}
+
+// TestSyncerLeavesOutUnsynced checks that a round never fsyncs a file or
+// directory of a stream named unsynced, whether the stream was there
+// before the first round or appeared later, while it fsyncs the other
+// streams' changes as before.
+func TestSyncerLeavesOutUnsynced(t *testing.T) {
+	streams := filepath.Join(t.TempDir(), "jetstream", "$G", "streams")
+	write := func(name, data string) {
+		t.Helper()
+		fn := filepath.Join(streams, name)
+		if err := os.MkdirAll(filepath.Dir(fn), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(fn, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("A/meta.inf", "{}")
+	write("A/msgs/1.blk", "one")
+	write("EVENTS/meta.inf", "{}")
+	write("EVENTS/msgs/1.blk", "one")
+
+	y := newSyncer(streams, slog.New(slog.DiscardHandler), "EVENTS", "LATER")
+	defer y.close()
+	var mu sync.Mutex
+	var synced []string
+	y.mu.Lock()
+	y.fsync = func(f *os.File) error {
+		rel, err := filepath.Rel(streams, f.Name())
+		if err != nil {
+			rel = f.Name()
+		}
+		mu.Lock()
+		synced = append(synced, rel)
+		mu.Unlock()
+		return nil
+	}
+	y.mu.Unlock()
+	round := func(want ...string) {
+		t.Helper()
+		mu.Lock()
+		synced = nil
+		mu.Unlock()
+		if err := y.wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		got := slices.Clone(synced)
+		mu.Unlock()
+		for _, w := range want {
+			if !slices.Contains(got, w) {
+				t.Errorf("round synced %q, not %s", got, w)
+			}
+		}
+		for _, g := range got {
+			if first, _, _ := strings.Cut(g, string(filepath.Separator)); first == "EVENTS" || first == "LATER" {
+				t.Errorf("round synced %s, of a stream left out", g)
+			}
+		}
+	}
+	round(".", "A", "A/meta.inf", "A/msgs", "A/msgs/1.blk")
+	write("A/msgs/1.blk", "more")
+	write("EVENTS/msgs/1.blk", "more")
+	write("EVENTS/msgs/2.blk", "two")
+	round("A/msgs/1.blk")
+	write("LATER/meta.inf", "{}")
+	write("LATER/msgs/1.blk", "one")
+	write("B/msgs/1.blk", "b")
+	round(".", "B", "B/msgs", "B/msgs/1.blk")
 }

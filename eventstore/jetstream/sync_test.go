@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/google/uuid"
+	natsjs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/jetstream"
@@ -165,5 +168,63 @@ func TestGroupSyncOnlyEmbedded(t *testing.T) {
 	defer jetstream.StopServer(srv)
 	if !srv.JetStreamConfig().SyncAlways {
 		t.Error("a server started on its own with fsync durability does not sync every write")
+	}
+}
+
+// TestGroupSyncLeavesOutUnsynced checks that the group sync of a store
+// opened with ServerConfig.Unsynced fsyncs the store's own stream for each
+// append and never a file of the stream left out, although that stream
+// was written before every append.
+func TestGroupSyncLeavesOutUnsynced(t *testing.T) {
+	ctx := t.Context()
+	s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1, Unsynced: []string{"PUBLISHED"}}, jetstream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var mu sync.Mutex
+	var synced []string
+	if !jetstream.SetFileSync(s, func(f *os.File) error {
+		mu.Lock()
+		synced = append(synced, f.Name())
+		mu.Unlock()
+		return f.Sync()
+	}) {
+		t.Fatal("no group sync")
+	}
+	js, err := natsjs.New(s.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, natsjs.StreamConfig{Name: "PUBLISHED", Subjects: []string{"published.>"}, Storage: natsjs.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	stream := eventstore.LedgerStream("unsynced")
+	for i := range 3 {
+		if _, err := js.Publish(ctx, "published.x", []byte("copy")); err != nil {
+			t.Fatal(err)
+		}
+		expected := eventstore.NoStream()
+		if i > 0 {
+			expected = eventstore.Exact(uint64(i - 1))
+		}
+		if _, err := s.Append(ctx, stream, expected, events(1)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	own := string(filepath.Separator) + jetstream.StreamName(s) + string(filepath.Separator) + "msgs" + string(filepath.Separator)
+	var blocks int
+	for _, name := range synced {
+		if strings.Contains(name, string(filepath.Separator)+"PUBLISHED") {
+			t.Errorf("group sync fsynced %s, of a stream left out", name)
+		}
+		if strings.Contains(name, own) && strings.HasSuffix(name, ".blk") {
+			blocks++
+		}
+	}
+	if blocks < 3 {
+		t.Errorf("group sync fsynced the store's blocks %d times for 3 appends: %q", blocks, synced)
 	}
 }

@@ -408,27 +408,98 @@ func (r *registered) encode(ctx context.Context, c *Codec, account string, e led
 		subject = *r.fields[r.subject].str(p)
 		id = pii.KeyID(account, subject)
 	}
+	// The string members as stored: sealed ones sealed, once.
+	var strs [maxMembers]string
+	for i := range r.fields {
+		f := &r.fields[i]
+		if f.Kind != KindString {
+			continue
+		}
+		s := *f.str(p)
+		if f.Sealed != "" {
+			var err error
+			if s, err = c.keys.Seal(ctx, id, f.Sealed, s); err != nil {
+				return nil, "", err
+			}
+		}
+		strs[i] = s
+	}
+	if data, ok := r.appendPayload(make([]byte, 0, 256), p, &strs); ok {
+		return data, subject, nil
+	}
+	data, err := r.marshalPayload(p, &strs)
+	return data, subject, err
+}
+
+// marshalPayload encodes the payload of the event p points to, with strs
+// as its string members, through the general JSON encoder.
+func (r *registered) marshalPayload(p any, strs *[maxMembers]string) ([]byte, error) {
 	w := reflect.New(r.wire).Elem()
 	for i := range r.fields {
 		f := &r.fields[i]
 		switch f.Kind {
 		case KindString:
-			s := *f.str(p)
-			if f.Sealed != "" {
-				var err error
-				if s, err = c.keys.Seal(ctx, id, f.Sealed, s); err != nil {
-					return nil, "", err
-				}
-			}
-			w.Field(i).SetString(s)
+			w.Field(i).SetString(strs[i])
 		case KindInt:
 			w.Field(i).SetInt(int64(*f.num(p)))
 		case KindTime:
 			w.Field(i).Set(reflect.ValueOf(f.tm(p).UTC()))
 		}
 	}
-	data, err := json.Marshal(w.Addr().Interface(), json.Deterministic(true))
-	return data, subject, err
+	return json.Marshal(w.Addr().Interface(), json.Deterministic(true))
+}
+
+// appendPayload appends to b what marshalPayload returns, byte for byte,
+// when every name and string is printable ASCII without quotes or
+// backslashes and every time within years 0-9999, as the service's
+// events are; false otherwise (escapes, errors: marshalPayload's part).
+func (r *registered) appendPayload(b []byte, p any, strs *[maxMembers]string) ([]byte, bool) {
+	b = append(b, '{')
+	first := true
+	name := func(n string) {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, '"')
+		b = append(b, n...)
+		b = append(b, `":`...)
+	}
+	for i := range r.fields {
+		f := &r.fields[i]
+		if !plainJSON(f.Name) {
+			return nil, false
+		}
+		switch f.Kind {
+		case KindString:
+			s := strs[i]
+			if f.OmitEmpty && s == "" {
+				continue
+			}
+			if !plainJSON(s) {
+				return nil, false
+			}
+			name(f.Name)
+			b = append(b, '"')
+			b = append(b, s...)
+			b = append(b, '"')
+		case KindInt:
+			name(f.Name)
+			b = strconv.AppendInt(b, int64(*f.num(p)), 10)
+		case KindTime:
+			t := f.tm(p).UTC()
+			if y := t.Year(); y < 0 || y > 9999 {
+				return nil, false
+			}
+			name(f.Name)
+			b = append(b, '"')
+			b = t.AppendFormat(b, time.RFC3339Nano)
+			b = append(b, '"')
+		default:
+			return nil, false
+		}
+	}
+	return append(b, '}'), true
 }
 
 // decode decodes a payload at the current version. The strings of meta

@@ -162,7 +162,7 @@ func (c *Codec) Encode(ctx context.Context, e ledger.Event, meta Metadata) (even
 		Fingerprint:    meta.CommandFingerprint,
 		PrevHash:       meta.PrevHash,
 	}
-	md, err := json.Marshal(&wm, json.Deterministic(true))
+	md, err := marshalMeta(&wm)
 	if err != nil {
 		return eventstore.Proposed{}, fmt.Errorf("encode %s metadata: %w", e.EventType(), err)
 	}
