@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/internal/auth"
 )
 
@@ -148,7 +150,7 @@ func (s *server) mint(r *http.Request, body []byte) *response {
 		if err := s.checkReady(); err != nil {
 			return s.problemResponse(r, err)
 		}
-		if _, err := s.exists(b.Account); err != nil {
+		if err := s.existsInStore(r.Context(), b.Account); err != nil {
 			return s.problemResponse(r, err)
 		}
 	}
@@ -160,4 +162,29 @@ func (s *server) mint(r *http.Request, body []byte) *response {
 	resp.header.Set("Location", "/v1/tokens/"+t.ID)
 	resp.header.Set("Cache-Control", "no-store")
 	return resp
+}
+
+// existsInStore checks the account is open as the store knows it: an
+// account this process's read models do not hold yet may have been opened
+// through another process sharing the store, so before answering 404 the
+// read models are brought up to the store's last position (within the
+// wait timeout) and asked again.
+func (s *server) existsInStore(ctx context.Context, account string) error {
+	_, err := s.exists(account)
+	var rule *ledger.RuleError
+	if err == nil || !errors.As(err, &rule) || rule.Rule != ledger.RuleAccountNotFound || s.cfg.Head == nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTimeout)
+	defer cancel()
+	last, herr := s.cfg.Head.LastPosition(wctx)
+	if herr != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "store's last position unknown", slog.String("err", herr.Error()))
+		return err
+	}
+	if werr := s.awaitPosition(ctx, last); werr != nil {
+		return werr
+	}
+	_, err = s.exists(account)
+	return err
 }

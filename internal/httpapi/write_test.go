@@ -370,3 +370,29 @@ func TestForgottenKeyWithOtherBodyRefused(t *testing.T) {
 	}
 	e.must(200, op, "POST", "/v1/accounts/acme/seats", map[string]int{"count": 5}, "Idempotency-Key", "buy") // the same body still repeats
 }
+
+// TestMintWaitsForAccountInStore: an account opened through another
+// process (here: while this one's read models are stalled) is not yet in
+// the read models; minting a token for it waits for them to reach the
+// store's last position instead of answering 404 at once, and an account
+// the store does not hold is still refused with 404.
+func TestMintWaitsForAccountInStore(t *testing.T) {
+	e := newEnv(t, options{noFeed: true, adjust: func(c *httpapi.Config) { c.WaitTimeout, c.NoWriteWait = 2*time.Second, true }})
+	e.must(201, e.operator, "POST", "/v1/accounts", map[string]any{"id": "acme", "name": "Acme", "seats": 1})
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		last, err := projections.Fold(context.Background(), e.store, e.codec, 0, e.readModels...)
+		if err != nil {
+			t.Error(err)
+		}
+		e.tracker.Advance(last)
+	}()
+	r := e.must(201, e.operator, "POST", "/v1/tokens", map[string]string{"role": "admin", "account": "acme"})
+	if r.json(t)["account"] != "acme" {
+		t.Fatalf("mint: %s", r.Body)
+	}
+	r = e.must(404, e.operator, "POST", "/v1/tokens", map[string]string{"role": "admin", "account": "nobody"})
+	if r.json(t)["rule"] != "account-not-found" {
+		t.Fatalf("mint for an unknown account: %s", r.Body)
+	}
+}
