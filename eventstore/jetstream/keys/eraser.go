@@ -10,6 +10,7 @@ import (
 
 // erasure is a key message to erase.
 type erasure struct {
+	p       *part // the stream holding it
 	subject string
 	seq     uint64
 	// check asks to read the message first and erase it only if it is
@@ -139,7 +140,7 @@ func (e *eraser) run(ctx context.Context) {
 				return
 			}
 			e.s.log.WarnContext(ctx, "erasing a destroyed data key failed; retrying",
-				"subject", x.subject, "seq", x.seq, "stream", e.s.name, "err", err, "retry_in", backoff)
+				"subject", x.subject, "seq", x.seq, "stream", x.p.name, "err", err, "retry_in", backoff)
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
@@ -151,7 +152,7 @@ func (e *eraser) run(ctx context.Context) {
 		backoff = minEraseBackoff
 		if err != nil {
 			e.s.log.ErrorContext(ctx, "not erasing a destroyed data key", "subject", x.subject,
-				"seq", x.seq, "stream", e.s.name, "err", err)
+				"seq", x.seq, "stream", x.p.name, "err", err)
 		}
 
 		e.mu.Lock()
@@ -236,5 +237,5 @@ func (s *Store) eraseOne(ctx context.Context, x erasure) error {
 	if x.check {
 		return s.eraseChecked(ctx, x)
 	}
-	return s.erase(ctx, x.seq)
+	return x.p.erase(ctx, x.seq)
 }

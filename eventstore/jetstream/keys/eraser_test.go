@@ -204,7 +204,10 @@ func TestCorruptTombstoneErasesNothing(t *testing.T) {
 	ctx := t.Context()
 	ts := newTestServer(t)
 	s := ts.open(ctx)
-	victim, bystander := pii.KeyID("acme", "u1"), pii.KeyID("acme", "u2")
+	// Two ids of one shard, so that the tombstone names a message of the
+	// victim's stream.
+	victim := pii.KeyID("acme", "u1")
+	bystander := sameShard(t, s, victim)
 	bystanderKey := newKey(t)
 	if err := s.Put(ctx, bystander, bystanderKey); err != nil {
 		t.Fatal(err)
@@ -263,7 +266,7 @@ func TestThirdMessageRefused(t *testing.T) {
 	if !errors.As(err, &apiErr) {
 		t.Fatalf("third message on a subject: %v, want refused", err)
 	}
-	if _, err := s.stream.GetMsg(ctx, keyMsg.Sequence); err != nil {
+	if _, err := s.partOf(subj).stream.GetMsg(ctx, keyMsg.Sequence); err != nil {
 		t.Fatalf("the key before its erasure: %v, want still there", err)
 	}
 	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
@@ -271,7 +274,26 @@ func TestThirdMessageRefused(t *testing.T) {
 	}
 	s.er.resume()
 	flush(t, s)
-	if _, err := s.stream.GetMsg(ctx, keyMsg.Sequence); !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := s.partOf(subj).stream.GetMsg(ctx, keyMsg.Sequence); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Fatalf("the key after Flush: %v, want ErrMsgNotFound", err)
 	}
+}
+
+// sameShard returns an id of another user whose key lives in the shard of
+// id's.
+func sameShard(t *testing.T, s *Store, id string) string {
+	t.Helper()
+	account, user, err := splitID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := s.shard(account, user)
+	for i := range 1000 {
+		other := pii.KeyID(account, "other"+strconv.Itoa(i))
+		if s.shard(account, "other"+strconv.Itoa(i)) == want {
+			return other
+		}
+	}
+	t.Fatal("no id in the same shard")
+	return ""
 }

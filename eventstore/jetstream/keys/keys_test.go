@@ -330,7 +330,7 @@ func subjectMessages(t *testing.T, ctx context.Context, s *Store, id string) uin
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
+	info, err := s.partOf(subj).stream.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,29 +560,35 @@ func TestSealedPersonalDataShredded(t *testing.T) {
 // TestDestroyErasesKeyInOlderBlock erases keys that sit in block files the
 // server no longer appends to, the path where the filestore rewrites a
 // closed block (and may compact it) rather than the one it writes to. The
-// stream is created first with a small MaxBytes so that its blocks are
-// small (the filestore fixes the block size when it opens the stream).
+// shard streams are created first with a small MaxBytes so that their
+// blocks are small (the filestore fixes the block size when it opens the
+// stream).
 func TestDestroyErasesKeyInOlderBlock(t *testing.T) {
 	ctx := t.Context()
 	ts := newTestServer(t)
 	js := ts.connect()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: DefaultStream, Subjects: []string{DefaultSubjectPrefix + ".*.*"},
-		Storage: jetstream.FileStorage, MaxBytes: 100_000,
-	}); err != nil {
-		t.Fatal(err)
+	for i := range Shards {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: ShardStream(DefaultStream, i), Subjects: []string{ShardPrefix(DefaultSubjectPrefix, i) + ".*.*"},
+			Storage: jetstream.FileStorage, MaxBytes: 100_000,
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s, err := Open(ctx, js, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	closeAtEnd(t, s)
-	const n = 1500
+	const n = 4000
 	all := make([][]byte, n)
 	for i := range n {
 		all[i] = newKey(t)
-		if _, err := js.PublishAsync(DefaultSubjectPrefix+".acme.u"+strconv.Itoa(i), all[i],
-			jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+		subj, err := s.subject(pii.KeyID("acme", "u"+strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.PublishAsync(subj, all[i], jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -591,20 +597,25 @@ func TestDestroyErasesKeyInOlderBlock(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal(ctx.Err())
 	}
-	blocks, err := filepath.Glob(filepath.Join(ts.Dir, "jetstream", "*", "streams", DefaultStream, "msgs", "*.blk"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(blocks) < 3 {
-		t.Fatalf("control: %d block files, want several", len(blocks))
-	}
 	// The first key, one in the middle and the last one put.
 	for _, i := range []int{0, 1, n / 2, n - 1} {
+		id := pii.KeyID("acme", "u"+strconv.Itoa(i))
+		stream, err := s.StreamOf(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks, err := filepath.Glob(filepath.Join(ts.Dir, "jetstream", "*", "streams", stream, "msgs", "*.blk"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(blocks) < 3 {
+			t.Fatalf("control: %s has %d block files, want several", stream, len(blocks))
+		}
 		needles := forms("key", all[i])
 		if hits := filesContaining(t, ts.Dir, map[string][]byte{"raw": all[i]}); len(hits) == 0 {
 			t.Fatalf("control: key %d is in no file", i)
 		}
-		if err := s.Destroy(ctx, pii.KeyID("acme", "u"+strconv.Itoa(i))); err != nil {
+		if err := s.Destroy(ctx, id); err != nil {
 			t.Fatal(err)
 		}
 		flush(t, s)
