@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -26,9 +27,20 @@ const (
 	maxEraseBackoff = 5 * time.Second
 )
 
-// eraser erases queued key messages one at a time, in the order queued,
-// in a goroutine of its own. Each erasure rewrites a block file of the
-// server; running them here keeps that cost off Destroy's path.
+// eraseDelay is how long the eraser lets erasures gather before it runs
+// them, unless a Flush or Close waits for them. Each erasure replaces a
+// block file, which changes the msgs directory of its stream, and the
+// group syncer of an embedded store lists and fsyncs a changed directory
+// in every round for a while after (sync.go, racyWindow): erasures run
+// back to back, stream by stream, make those windows overlap instead of
+// keeping the directories of several shards changing all the time.
+const eraseDelay = time.Second
+
+// eraser erases queued key messages one at a time, in a goroutine of its
+// own, once the first of them waited eraseDelay, or at once when a Flush
+// or Close waits; it takes them in the order queued, but the erasures of
+// the stream it erased in last first. Each erasure rewrites a block file
+// of the server; running them here keeps that cost off Destroy's path.
 type eraser struct {
 	s      *Store
 	cancel context.CancelFunc
@@ -44,6 +56,9 @@ type eraser struct {
 	closing  bool          // close was called: drain, then return
 	stopped  bool          // run returned
 	paused   bool          // tests hold the eraser back with pause
+	since    time.Time     // when the queue last went from empty to not
+	hurry    int           // flushes waiting
+	delay    time.Duration // eraseDelay; tests set 0
 }
 
 // newEraser starts the eraser of s, paused if asked.
@@ -56,6 +71,7 @@ func newEraser(s *Store, paused bool) *eraser {
 		wake:     make(chan struct{}, 1),
 		progress: make(chan struct{}),
 		paused:   paused,
+		delay:    eraseDelay,
 	}
 	go e.run(ctx)
 	return e
@@ -75,6 +91,9 @@ func (e *eraser) enqueue(ctx context.Context, x erasure) error {
 	if e.closing {
 		e.mu.Unlock()
 		return e.s.eraseOne(ctx, x)
+	}
+	if len(e.queue) == 0 {
+		e.since = time.Now()
 	}
 	e.queue = append(e.queue, x)
 	e.queued++
@@ -116,22 +135,45 @@ func (e *eraser) run(ctx context.Context) {
 		close(e.exited)
 	}()
 	backoff := minEraseBackoff
+	var lastPart *part
 	for {
 		e.mu.Lock()
-		for len(e.queue) == 0 || (e.paused && !e.closing) {
+		for {
 			if e.closing && len(e.queue) == 0 {
 				e.mu.Unlock()
 				return
 			}
+			var wait time.Duration
+			if len(e.queue) > 0 && (!e.paused || e.closing) {
+				if e.closing || e.hurry > 0 {
+					break
+				}
+				if wait = e.delay - time.Since(e.since); wait <= 0 {
+					break
+				}
+			}
 			e.mu.Unlock()
+			var timer *time.Timer
+			var fire <-chan time.Time
+			if wait > 0 {
+				timer = time.NewTimer(wait)
+				fire = timer.C
+			}
 			select {
 			case <-e.wake:
+			case <-fire:
 			case <-ctx.Done():
+			}
+			if timer != nil {
+				timer.Stop()
+			}
+			if ctx.Err() != nil {
 				return
 			}
 			e.mu.Lock()
 		}
-		x := e.queue[0]
+		i := max(0, slices.IndexFunc(e.queue, func(x erasure) bool { return x.p == lastPart }))
+		x := e.queue[i]
 		e.mu.Unlock()
 
 		err := e.s.eraseOne(ctx, x)
@@ -155,9 +197,9 @@ func (e *eraser) run(ctx context.Context) {
 				"seq", x.seq, "stream", x.p.name, "err", err)
 		}
 
+		lastPart = x.p
 		e.mu.Lock()
-		e.queue[0] = erasure{}
-		e.queue = e.queue[1:]
+		e.queue = slices.Delete(e.queue, i, i+1)
 		e.done++
 		if err != nil {
 			e.failed = append(e.failed, err)
@@ -171,6 +213,13 @@ func (e *eraser) run(ctx context.Context) {
 // flush waits until the erasures queued before the call are done.
 func (e *eraser) flush(ctx context.Context) error {
 	e.mu.Lock()
+	e.hurry++
+	defer func() {
+		e.mu.Lock()
+		e.hurry--
+		e.mu.Unlock()
+	}()
+	e.signal()
 	target := e.queued
 	for e.done < target {
 		if e.stopped {

@@ -297,3 +297,34 @@ func sameShard(t *testing.T, s *Store, id string) string {
 	t.Fatal("no id in the same shard")
 	return ""
 }
+
+// TestErasureRunsWithoutFlush checks that queued erasures run by
+// themselves once they waited eraseDelay, with nobody flushing.
+func TestErasureRunsWithoutFlush(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s := ts.open(ctx)
+	ids := []string{pii.KeyID("acme", "u1"), pii.KeyID("acme", "u2"), pii.KeyID("beta", "u3")}
+	for _, id := range ids {
+		if err := s.Put(ctx, id, newKey(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	for _, id := range ids {
+		if err := s.Destroy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for s.er.pending() > 0 {
+		if time.Since(start) > eraseDelay+20*time.Second {
+			t.Fatalf("%d erasures still pending %v after Destroy, with nobody flushing", s.er.pending(), time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, id := range ids {
+		if n := subjectMessages(t, ctx, s, id); n != 1 {
+			t.Fatalf("%s: %d messages on the subject, want the tombstone only", id, n)
+		}
+	}
+}

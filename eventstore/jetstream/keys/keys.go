@@ -1,12 +1,16 @@
-// Package keys keeps the data keys of sealed personal data in a NATS
-// JetStream stream, so that they survive restarts and can be destroyed for
+// Package keys keeps the data keys of sealed personal data in NATS
+// JetStream streams, so that they survive restarts and can be destroyed for
 // good. It implements [pii.KeyStore].
 //
 // # Stream layout
 //
-// One file-backed stream (default "LEDGER_KEYS") with the subjects
-// "<prefix>.<account>.<user>" (default prefix "keys"). A subject holds at
-// most two messages, in this order:
+// [Shards] file-backed streams, "LEDGER_KEYS_00" to "LEDGER_KEYS_07" by
+// default ([ShardStream]), with the subjects
+// "<prefix>.<shard>.<account>.<user>" (default prefix "keys", shard "00"
+// to "07", [ShardPrefix]). The shard of a key id "<account>.<user>" is the
+// 32-bit FNV-1a hash of the id modulo [Shards]: every process finds a key
+// in the same stream without asking anyone. A subject holds at most two
+// messages, in this order:
 //
 //   - the key: the 32 raw key bytes as the body, published with the
 //     expectation that the subject is empty
@@ -16,6 +20,34 @@
 //     holds the sequence of the key it destroys ("0" when there was none),
 //     published with the expectation that the key is still the last
 //     message of the subject.
+//
+// The shards are there to make erasures cheaper (below): an erasure
+// rewrites a block of one shard, which holds an eighth of the keys.
+//
+// The keys stored before the shards, in the single-stream layout (one
+// stream "LEDGER_KEYS", subjects "<prefix>.<account>.<user>"), stay where
+// they are. When that stream exists, Open finds it (it never creates it)
+// and the Store reads it as a fallback: an id whose subject there holds a
+// message lives there for good (its key is read there, a Put keeps it as
+// the first key, Destroy writes the tombstone and erases the key there,
+// Open finishes its unfinished erasures), and any other id lives in its
+// shard. Nothing writes a new subject of the old stream, and its subjects
+// never go empty (a key is erased only after its tombstone is stored), so
+// an id never moves between the two and two processes agree on where it
+// is. Old keys were not migrated into the shards at Open: the old copies
+// would have to go, by one erasure each (a rewrite of a block of up to
+// 4 MB per key: minutes at 100,000 keys, at every process's start until
+// done) or by deleting the old stream, which is safe only once no other
+// process sharing the server reads or destroys keys in it. A process that
+// destroys a key in the old stream while another copies that key into its
+// shard would leave the copy alive, so a migration would need a lock
+// across the processes, which the store has not. The fallback costs one
+// more read for a Put, and for a Get or Destroy of an id without a message
+// in its shard, while the old stream exists; a key of the old stream
+// still costs the rewrite of an old-stream block when it is destroyed,
+// and that stream no longer grows. All processes sharing the server must
+// run the shard layout: one still writing new keys to the old stream
+// could store a second key for an id that has one in its shard.
 //
 // The server stores the expectation headers with the message
 // (Nats-Expected-Stream and Nats-Expected-Last-Subject-Sequence, the
