@@ -468,11 +468,21 @@ func (s *Store) locate(ctx context.Context, id string) (*part, string, *jetstrea
 		return p, subj, last, err
 	}
 	lsubj := s.legacy.subject(account, user)
-	llast, err := s.legacy.last(ctx, lsubj)
+	llast, err := s.legacyLast(ctx, lsubj)
 	if err != nil || llast == nil {
 		return p, subj, nil, err
 	}
 	return s.legacy, lsubj, llast, nil
+}
+
+// legacyLast returns the last message on subj in the stream of the
+// single-stream layout; none when an operator deleted that stream.
+func (s *Store) legacyLast(ctx context.Context, subj string) (*jetstream.RawStreamMsg, error) {
+	msg, err := s.legacy.last(ctx, subj)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	return msg, err
 }
 
 // Put stores key under id unless id already has a key, which stays: the
@@ -491,7 +501,7 @@ func (s *Store) Put(ctx context.Context, id string, key []byte) error {
 	if s.legacy != nil {
 		// A key or tombstone stored in the single-stream layout stays the
 		// id's: the first key wins, and a destroyed id stays destroyed.
-		last, err := s.legacy.last(ctx, s.legacy.subject(account, user))
+		last, err := s.legacyLast(ctx, s.legacy.subject(account, user))
 		if err != nil {
 			return fmt.Errorf("put key %s: %w", id, err)
 		}

@@ -921,3 +921,38 @@ func TestErasureRewritesOneShard(t *testing.T) {
 		t.Fatalf("%d block files replaced by the erasure, want the one of %s", replaced, stream)
 	}
 }
+
+// TestSingleStreamDeleted deletes the stream of the single-stream layout
+// under an open Store: the Store goes on with its shards.
+func TestSingleStreamDeleted(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	js := ts.connect()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{DefaultSubjectPrefix + ".*.*"}}); err != nil {
+		t.Fatal(err)
+	}
+	s := ts.open(ctx)
+	if s.legacy == nil {
+		t.Fatal("control: Open did not find the single stream")
+	}
+	if err := js.DeleteStream(ctx, DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	id, key := pii.KeyID("acme", "u1"), newKey(t)
+	if err := s.Put(ctx, id, key); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	if got, err := s.Get(ctx, id); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("Get = %x, %v", got, err)
+	}
+	if _, err := s.Get(ctx, pii.KeyID("acme", "none")); !errors.Is(err, pii.ErrNoKey) {
+		t.Fatalf("Get of no key: %v, want ErrNoKey", err)
+	}
+	if err := s.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, s)
+	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Get after Destroy: %v, want ErrErased", err)
+	}
+}
