@@ -11,7 +11,8 @@ import (
 
 // erasure is a key message to erase.
 type erasure struct {
-	p       *part // the stream holding it
+	p       *part  // the stream holding it
+	n       uint64 // its place in the order queued, from 1
 	subject string
 	seq     uint64
 	// check asks to read the message first and erase it only if it is
@@ -43,6 +44,7 @@ const eraseDelay = time.Second
 // of the server; running them here keeps that cost off Destroy's path.
 type eraser struct {
 	s      *Store
+	erase  func(context.Context, erasure) error // s.eraseOne; tests wrap it
 	cancel context.CancelFunc
 	exited chan struct{} // closed when run returns
 	wake   chan struct{} // one pending wake-up for run
@@ -66,6 +68,7 @@ func newEraser(s *Store, paused bool) *eraser {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &eraser{
 		s:        s,
+		erase:    s.eraseOne,
 		cancel:   cancel,
 		exited:   make(chan struct{}),
 		wake:     make(chan struct{}, 1),
@@ -95,8 +98,9 @@ func (e *eraser) enqueue(ctx context.Context, x erasure) error {
 	if len(e.queue) == 0 {
 		e.since = time.Now()
 	}
-	e.queue = append(e.queue, x)
 	e.queued++
+	x.n = e.queued
+	e.queue = append(e.queue, x)
 	e.mu.Unlock()
 	e.signal()
 	return nil
@@ -176,7 +180,7 @@ func (e *eraser) run(ctx context.Context) {
 		x := e.queue[i]
 		e.mu.Unlock()
 
-		err := e.s.eraseOne(ctx, x)
+		err := e.erase(ctx, x)
 		if err != nil && !errors.Is(err, ErrCorrupt) {
 			if ctx.Err() != nil {
 				return
@@ -221,9 +225,20 @@ func (e *eraser) flush(ctx context.Context) error {
 	}()
 	e.signal()
 	target := e.queued
-	for e.done < target {
+	for {
+		// The eraser takes erasures out of order (stream by stream), so
+		// the count done says nothing of which: look for those queued
+		// before the call in the queue, where each stays until done.
+		n := 0
+		for _, x := range e.queue {
+			if x.n <= target {
+				n++
+			}
+		}
+		if n == 0 {
+			break
+		}
 		if e.stopped {
-			n := target - e.done
 			e.mu.Unlock()
 			return fmt.Errorf("keys: flush: %d erasures left undone by a stopped eraser; the next Open queues them again", n)
 		}

@@ -328,3 +328,86 @@ func TestErasureRunsWithoutFlush(t *testing.T) {
 		}
 	}
 }
+
+// TestFlushWaitsForEarlierErasures queues erasures in two shards, then
+// one more in the first shard after a Flush began: the eraser takes that
+// one before the other shard's, and Flush still returns only once every
+// erasure queued before it is done.
+func TestFlushWaitsForEarlierErasures(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s := ts.open(ctx)
+	a1 := pii.KeyID("acme", "u1")
+	a2 := sameShard(t, s, a1)
+	var b string
+	for i := range 100 {
+		b = pii.KeyID("acme", "b"+strconv.Itoa(i))
+		if mustStreamOf(t, s, b) != mustStreamOf(t, s, a1) {
+			break
+		}
+	}
+	bStream := mustStreamOf(t, s, b)
+	for _, id := range []string{a1, a2, b} {
+		if err := s.Put(ctx, id, newKey(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.er.pause()
+	// The erasure in b's shard waits until released.
+	started, release := make(chan struct{}), make(chan struct{})
+	s.er.erase = func(ctx context.Context, x erasure) error {
+		if x.p.name == bStream {
+			close(started)
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return s.eraseOne(ctx, x)
+	}
+	for _, id := range []string{a1, b} {
+		if err := s.Destroy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- s.Flush(ctx) }()
+	for {
+		s.er.mu.Lock()
+		h := s.er.hurry
+		s.er.mu.Unlock()
+		if h > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.Destroy(ctx, a2); err != nil {
+		t.Fatal(err)
+	}
+	s.er.resume()
+	<-started // a1's and a2's erasures are done
+	select {
+	case err := <-flushed:
+		t.Fatalf("Flush returned (%v) while an erasure queued before it waits", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{a1, a2, b} {
+		if n := subjectMessages(t, ctx, s, id); n != 1 {
+			t.Fatalf("%s: %d messages on the subject after Flush, want the tombstone only", id, n)
+		}
+	}
+}
+
+func mustStreamOf(t *testing.T, s *Store, id string) string {
+	t.Helper()
+	name, err := s.StreamOf(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
