@@ -16,6 +16,7 @@ import (
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/eventstore/jetstream/keys"
 	"github.com/licenseledger/ledger/internal/contract"
 )
 
@@ -262,6 +263,20 @@ func TestDownstreamCannotWrite(t *testing.T) {
 	if _, err := svc.Publish(ctx, "keys.victim.u1", make([]byte, 32)); err != nil {
 		t.Fatal(err)
 	}
+	// The shard streams of the key store, with one key.
+	ks, err := keys.Open(ctx, svc, keys.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ks.Close(ctx)
+	if err := ks.Put(ctx, "victim.u9", make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	shard, err := ks.StreamOf(ctx, "victim.u9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shardSubj := keys.DefaultSubjectPrefix + "." + strings.TrimPrefix(shard, keys.DefaultStream+"_") + ".victim.u2"
 
 	nc, errs, err := a.connect(t, a.downSeed)
 	if err != nil {
@@ -275,7 +290,7 @@ func TestDownstreamCannotWrite(t *testing.T) {
 	for _, subj := range []string{
 		"ledger.victim.SeatsPurchased", "activity.victim.ActivityRecorded", "billing.victim.CycleClosed",
 		"events.ledger.victim.SeatsPurchased",
-		"$KV.LEDGER_TOKENS.hash.forged", "keys.victim.u2",
+		"$KV.LEDGER_TOKENS.hash.forged", "keys.victim.u2", shardSubj,
 	} {
 		if err := nc.Publish(subj, []byte(`{"count":500}`)); err != nil {
 			t.Fatal(err)
@@ -307,6 +322,11 @@ func TestDownstreamCannotWrite(t *testing.T) {
 			return err
 		}},
 		{"$JS.API.STREAM.INFO.LEDGER_KEYS", func(ctx context.Context) error { _, err := js.Stream(ctx, "LEDGER_KEYS"); return err }},
+		{"$JS.API.STREAM.INFO." + shard, func(ctx context.Context) error { _, err := js.Stream(ctx, shard); return err }},
+		{"$JS.API.STREAM.MSG.GET." + shard, func(ctx context.Context) error {
+			_, err := js.Conn().Request("$JS.API.STREAM.MSG.GET."+shard, []byte(`{"last_by_subj":"keys.>"}`), 300*time.Millisecond)
+			return err
+		}},
 		{"$JS.API.STREAM.INFO.KV_LEDGER_TOKENS", func(ctx context.Context) error { _, err := js.KeyValue(ctx, "LEDGER_TOKENS"); return err }},
 		{"$JS.API.STREAM.MSG.GET.LEDGER", func(ctx context.Context) error {
 			s, err := stream(ctx)
@@ -336,12 +356,12 @@ func TestDownstreamCannotWrite(t *testing.T) {
 	// Making the server write for it: an API answer sent to a ledger
 	// subject or into the token bucket, and a push consumer delivering
 	// there.
-	for _, reply := range []string{"ledger.victim.SeatsPurchased", "$KV.LEDGER_TOKENS.hash.forged", "keys.victim.u3"} {
+	for _, reply := range []string{"ledger.victim.SeatsPurchased", "$KV.LEDGER_TOKENS.hash.forged", "keys.victim.u3", shardSubj} {
 		if err := nc.PublishRequest("$JS.API.INFO", reply, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for i, deliver := range []string{"$KV.LEDGER_TOKENS.hash.pushed", "keys.victim.u4"} {
+	for i, deliver := range []string{"$KV.LEDGER_TOKENS.hash.pushed", "keys.victim.u4", strings.Replace(shardSubj, "u2", "u4", 1)} {
 		// Refused or harmless: deliveries stay in the downstream account.
 		_, _ = js.CreateOrUpdateConsumer(ctx, "LEDGER", natsjs.ConsumerConfig{
 			Durable: "push" + string(rune('a'+i)), DeliverSubject: deliver, AckPolicy: natsjs.AckNonePolicy,
@@ -360,19 +380,33 @@ func TestDownstreamCannotWrite(t *testing.T) {
 	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 1 {
 		t.Errorf("service LEDGER holds %+v (%v), want the 1 appended event", info.State, err)
 	}
-	keys, err := kv.ListKeys(ctx)
+	tokenKeys, err := kv.ListKeys(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for k := range keys.Keys() {
+	for k := range tokenKeys.Keys() {
 		t.Errorf("token bucket holds %q", k)
 	}
-	ks, err := svc.Stream(ctx, "LEDGER_KEYS")
+	kst, err := svc.Stream(ctx, "LEDGER_KEYS")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info, err := ks.Info(ctx); err != nil || info.State.Msgs != 1 {
+	if info, err := kst.Info(ctx); err != nil || info.State.Msgs != 1 {
 		t.Errorf("key stream holds %+v (%v), want 1 key", info.State, err)
+	}
+	for i := range keys.Shards {
+		name := keys.ShardStream(keys.DefaultStream, i)
+		st, err := svc.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := uint64(0)
+		if name == shard {
+			want = 1
+		}
+		if n := st.CachedInfo().State.Msgs; n != want {
+			t.Errorf("key shard %s holds %d messages, want %d", name, n, want)
+		}
 	}
 }
 

@@ -103,13 +103,17 @@ func TestSyncCoversKeyAndTokenWrites(t *testing.T) {
 	if err := ks.Put(ctx, "acme.u1", key); err != nil {
 		t.Fatal(err)
 	}
-	if !rec.covered(keys.DefaultStream, key, 1, rec.now()) {
+	keyStream, err := ks.StreamOf(ctx, "acme.u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.covered(keyStream, key, 1, rec.now()) {
 		t.Error("key Put returned before its key was fsynced")
 	}
 	if err := ks.Destroy(ctx, "acme.u1"); err != nil {
 		t.Fatal(err)
 	}
-	if !rec.covered(keys.DefaultStream, []byte(keys.TombstoneHeader+": "), 1, rec.now()) {
+	if !rec.covered(keyStream, []byte(keys.TombstoneHeader+": "), 1, rec.now()) {
 		t.Error("key Destroy returned before its tombstone was fsynced")
 	}
 

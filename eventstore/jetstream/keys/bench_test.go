@@ -17,36 +17,32 @@ import (
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
-// benchStreams are the stream configurations BenchmarkDestroy compares.
-var benchStreams = []struct {
-	name  string
-	tweak func(*jetstream.StreamConfig)
+// benchLayouts are the key store layouts BenchmarkDestroy compares.
+var benchLayouts = []struct {
+	name string
+	cfg  Config
 }{
-	// The configuration before the per-subject limit: 8 MB blocks.
-	{"8MB-blocks", func(c *jetstream.StreamConfig) {
-		c.MaxMsgsPerSubject = -1
-		c.Discard = jetstream.DiscardOld
-		c.DiscardNewPerSubject = false
-	}},
-	// The configuration Open applies: 4 MB blocks.
-	{"4MB-blocks", nil},
+	// One stream, as before the shards: 4 MB blocks.
+	{"single", Config{single: true}},
 	// The same with S2-compressed blocks.
-	{"4MB-blocks-s2", func(c *jetstream.StreamConfig) { c.Compression = jetstream.S2Compression }},
+	{"single-s2", Config{single: true, stream: func(c *jetstream.StreamConfig) { c.Compression = jetstream.S2Compression }}},
+	// The layout Open applies: Shards streams.
+	{"shards=8", Config{}},
+	// Twice as many shards.
+	{"shards=16", Config{shards: 16}},
 }
 
-// BenchmarkDestroy destroys random keys of a stream holding keys=N keys.
-// Mode "inline" waits for each erasure in the loop (Destroy and Flush: the
-// command path before erasures moved to the background); mode "background"
-// times Destroy alone, back to back, while the eraser works, and waits for
-// the erasures after the loop; mode "idle" holds the eraser back during
-// the loop, so Destroy meets an idle stream as it does when deletions are
-// a few percent of the commands, and lets it go after the loop.
+// BenchmarkDestroy destroys random keys of a store holding keys=N keys,
+// for each layout. Mode "inline" waits for each erasure in the loop
+// (Destroy and Flush: the command path before erasures moved to the
+// background); mode "background" times Destroy alone, back to back, while
+// the eraser works, and waits for the erasures after the loop.
 //
 // ns/op and p50-µs, p99-µs are the latency of the timed call;
 // erase-ms/op is the wall time from the first Destroy until every erasure
 // is done, per key; cpu-ms/op the CPU time of the process (client and
-// embedded server) over the same span, per key; written-KB/op the bytes
-// the process wrote to files, per key.
+// embedded server) over the same span, per key: the CPU per erasure;
+// written-KB/op the bytes the process wrote to files, per key.
 //
 // Each iteration destroys a different key, so run it with a fixed count
 // below N, for example:
@@ -54,31 +50,28 @@ var benchStreams = []struct {
 //	go test -run '^$' -bench BenchmarkDestroy -benchtime 200x ./eventstore/jetstream/keys/
 func BenchmarkDestroy(b *testing.B) {
 	for _, n := range []int{10_000, 100_000} {
-		for _, st := range benchStreams {
-			for _, mode := range []string{"inline", "background", "idle"} {
-				b.Run(fmt.Sprintf("keys=%d/stream=%s/mode=%s", n, st.name, mode), func(b *testing.B) {
-					benchDestroy(b, n, st.tweak, mode)
+		for _, l := range benchLayouts {
+			for _, mode := range []string{"inline", "background"} {
+				b.Run(fmt.Sprintf("keys=%d/layout=%s/mode=%s", n, l.name, mode), func(b *testing.B) {
+					benchDestroy(b, n, l.cfg, mode)
 				})
 			}
 		}
 	}
 }
 
-func benchDestroy(b *testing.B, n int, tweak func(*jetstream.StreamConfig), mode string) {
+func benchDestroy(b *testing.B, n int, cfg Config, mode string) {
 	ctx := b.Context()
 	ts := newTestServer(b)
 	js := ts.connect()
-	s, err := Open(ctx, js, Config{stream: tweak})
+	s, err := Open(ctx, js, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = s.Close(ctx) })
-	ids := fillKeys(b, js, n)
+	ids := fillKeys(b, s, n)
 	victims := rand.New(rand.NewPCG(1, 2)).Perm(n)
 
-	if mode == "idle" {
-		s.er.pause()
-	}
 	lat := make([]time.Duration, 0, 1024)
 	cpu0, w0 := cpuTime(b), writtenBytes(b)
 	start := time.Now()
@@ -99,7 +92,6 @@ func benchDestroy(b *testing.B, n int, tweak func(*jetstream.StreamConfig), mode
 		lat = append(lat, time.Since(t0))
 		i++
 	}
-	s.er.resume()
 	if err := s.Flush(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -112,34 +104,35 @@ func benchDestroy(b *testing.B, n int, tweak func(*jetstream.StreamConfig), mode
 	b.ReportMetric(cpu.Seconds()*1000/float64(i), "cpu-ms/op")
 	b.ReportMetric(float64(written)/1024/float64(i), "written-KB/op")
 
-	blocks, err := ts.blockSizes()
+	blocks, err := ts.blockSizes(s.shards[0].name)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("keys=%d: block files %v", n, blocks)
+	b.Logf("keys=%d: block files of %s %v", n, s.shards[0].name, blocks)
 }
 
 // fillKeys puts n keys with ids like a service's (account id, ULID-sized
-// user id) and returns the ids.
-func fillKeys(b *testing.B, js jetstream.JetStream, n int) []string {
+// user id) into s's streams and returns the ids.
+func fillKeys(b *testing.B, s *Store, n int) []string {
 	b.Helper()
 	ctx := b.Context()
 	ids := make([]string, n)
 	key := make([]byte, pii.KeySize)
 	for i := range n {
-		ids[i] = pii.KeyID("acct-"+strconv.Itoa(i%97), fmt.Sprintf("01J%023d", i))
-		subj := DefaultSubjectPrefix + "." + ids[i]
+		account, user := "acct-"+strconv.Itoa(i%97), fmt.Sprintf("01J%023d", i)
+		ids[i] = pii.KeyID(account, user)
+		p := s.shard(account, user)
 		for j := range key {
 			key[j] = byte(rand.Uint32())
 		}
 		// As Put publishes.
-		if _, err := js.PublishAsync(subj, bytes.Clone(key),
-			jetstream.WithExpectStream(DefaultStream), jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+		if _, err := s.js.PublishAsync(p.subject(account, user), bytes.Clone(key),
+			jetstream.WithExpectStream(p.name), jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
 			b.Fatal(err)
 		}
 		if i%1000 == 999 || i == n-1 {
 			select {
-			case <-js.PublishAsyncComplete():
+			case <-s.js.PublishAsyncComplete():
 			case <-ctx.Done():
 				b.Fatal(ctx.Err())
 			}
@@ -148,15 +141,15 @@ func fillKeys(b *testing.B, js jetstream.JetStream, n int) []string {
 	return ids
 }
 
-// blockSizes lists the sizes of the key stream's block files.
-func (ts *testServer) blockSizes() ([]string, error) {
+// blockSizes lists the sizes of the block files of the key stream name.
+func (ts *testServer) blockSizes(name string) ([]string, error) {
 	dirs, err := os.ReadDir(ts.Dir + "/jetstream")
 	if err != nil {
 		return nil, err
 	}
 	var sizes []string
 	for _, d := range dirs {
-		msgs := ts.Dir + "/jetstream/" + d.Name() + "/streams/" + DefaultStream + "/msgs"
+		msgs := ts.Dir + "/jetstream/" + d.Name() + "/streams/" + name + "/msgs"
 		es, err := os.ReadDir(msgs)
 		if err != nil {
 			continue
@@ -200,19 +193,29 @@ func writtenBytes(b *testing.B) int64 {
 	return 0
 }
 
-// BenchmarkOpen opens a Store on a stream of 100,000 keys, none or 10 of
-// them destroyed but not erased. With none, Open sees in one stream info
-// request that no subject holds two messages; with 10, it finds them in
-// the per-subject message counts. erasures/op checks what it found.
+// BenchmarkOpen opens a Store on 100,000 keys, none or 10 of them
+// destroyed but not erased, in the single-stream layout and in the shard
+// streams. With none, Open sees in one stream info request per stream
+// that no subject holds two messages; with 10, it finds them in the
+// per-subject message counts. erasures/op checks what it found.
 func BenchmarkOpen(b *testing.B) {
+	for _, l := range benchLayouts[:3:3] {
+		if l.cfg.stream != nil {
+			continue
+		}
+		b.Run("layout="+l.name, func(b *testing.B) { benchOpen(b, l.cfg) })
+	}
+}
+
+func benchOpen(b *testing.B, cfg Config) {
 	ctx := b.Context()
 	ts := newTestServer(b)
 	js := ts.connect()
-	s, err := Open(ctx, js, Config{})
+	s, err := Open(ctx, js, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ids := fillKeys(b, js, 100_000)
+	ids := fillKeys(b, s, 100_000)
 	for _, pending := range []int{0, 10} {
 		b.Run(fmt.Sprintf("keys=100000/pending=%d", pending), func(b *testing.B) {
 			s.er.pause()
@@ -223,7 +226,7 @@ func BenchmarkOpen(b *testing.B) {
 			}
 			found := 0
 			for b.Loop() {
-				o, err := Open(ctx, js, Config{paused: true})
+				o, err := Open(ctx, js, Config{paused: true, single: cfg.single})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
 
 // erasure is a key message to erase.
 type erasure struct {
+	p       *part  // the stream holding it
+	n       uint64 // its place in the order queued, from 1
 	subject string
 	seq     uint64
 	// check asks to read the message first and erase it only if it is
@@ -25,11 +28,23 @@ const (
 	maxEraseBackoff = 5 * time.Second
 )
 
-// eraser erases queued key messages one at a time, in the order queued,
-// in a goroutine of its own. Each erasure rewrites a block file of the
-// server; running them here keeps that cost off Destroy's path.
+// eraseDelay is how long the eraser lets erasures gather before it runs
+// them, unless a Flush or Close waits for them. Each erasure replaces a
+// block file, which changes the msgs directory of its stream, and the
+// group syncer of an embedded store lists and fsyncs a changed directory
+// in every round for a while after (sync.go, racyWindow): erasures run
+// back to back, stream by stream, make those windows overlap instead of
+// keeping the directories of several shards changing all the time.
+const eraseDelay = time.Second
+
+// eraser erases queued key messages one at a time, in a goroutine of its
+// own, once the first of them waited eraseDelay, or at once when a Flush
+// or Close waits; it takes them in the order queued, but the erasures of
+// the stream it erased in last first. Each erasure rewrites a block file
+// of the server; running them here keeps that cost off Destroy's path.
 type eraser struct {
 	s      *Store
+	erase  func(context.Context, erasure) error // s.eraseOne; tests wrap it
 	cancel context.CancelFunc
 	exited chan struct{} // closed when run returns
 	wake   chan struct{} // one pending wake-up for run
@@ -43,6 +58,9 @@ type eraser struct {
 	closing  bool          // close was called: drain, then return
 	stopped  bool          // run returned
 	paused   bool          // tests hold the eraser back with pause
+	since    time.Time     // when the queue last went from empty to not
+	hurry    int           // flushes waiting
+	delay    time.Duration // eraseDelay; tests set 0
 }
 
 // newEraser starts the eraser of s, paused if asked.
@@ -50,11 +68,13 @@ func newEraser(s *Store, paused bool) *eraser {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &eraser{
 		s:        s,
+		erase:    s.eraseOne,
 		cancel:   cancel,
 		exited:   make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		progress: make(chan struct{}),
 		paused:   paused,
+		delay:    eraseDelay,
 	}
 	go e.run(ctx)
 	return e
@@ -75,8 +95,12 @@ func (e *eraser) enqueue(ctx context.Context, x erasure) error {
 		e.mu.Unlock()
 		return e.s.eraseOne(ctx, x)
 	}
-	e.queue = append(e.queue, x)
+	if len(e.queue) == 0 {
+		e.since = time.Now()
+	}
 	e.queued++
+	x.n = e.queued
+	e.queue = append(e.queue, x)
 	e.mu.Unlock()
 	e.signal()
 	return nil
@@ -115,31 +139,54 @@ func (e *eraser) run(ctx context.Context) {
 		close(e.exited)
 	}()
 	backoff := minEraseBackoff
+	var lastPart *part
 	for {
 		e.mu.Lock()
-		for len(e.queue) == 0 || (e.paused && !e.closing) {
+		for {
 			if e.closing && len(e.queue) == 0 {
 				e.mu.Unlock()
 				return
 			}
+			var wait time.Duration
+			if len(e.queue) > 0 && (!e.paused || e.closing) {
+				if e.closing || e.hurry > 0 {
+					break
+				}
+				if wait = e.delay - time.Since(e.since); wait <= 0 {
+					break
+				}
+			}
 			e.mu.Unlock()
+			var timer *time.Timer
+			var fire <-chan time.Time
+			if wait > 0 {
+				timer = time.NewTimer(wait)
+				fire = timer.C
+			}
 			select {
 			case <-e.wake:
+			case <-fire:
 			case <-ctx.Done():
+			}
+			if timer != nil {
+				timer.Stop()
+			}
+			if ctx.Err() != nil {
 				return
 			}
 			e.mu.Lock()
 		}
-		x := e.queue[0]
+		i := max(0, slices.IndexFunc(e.queue, func(x erasure) bool { return x.p == lastPart }))
+		x := e.queue[i]
 		e.mu.Unlock()
 
-		err := e.s.eraseOne(ctx, x)
+		err := e.erase(ctx, x)
 		if err != nil && !errors.Is(err, ErrCorrupt) {
 			if ctx.Err() != nil {
 				return
 			}
 			e.s.log.WarnContext(ctx, "erasing a destroyed data key failed; retrying",
-				"subject", x.subject, "seq", x.seq, "stream", e.s.name, "err", err, "retry_in", backoff)
+				"subject", x.subject, "seq", x.seq, "stream", x.p.name, "err", err, "retry_in", backoff)
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
@@ -151,12 +198,12 @@ func (e *eraser) run(ctx context.Context) {
 		backoff = minEraseBackoff
 		if err != nil {
 			e.s.log.ErrorContext(ctx, "not erasing a destroyed data key", "subject", x.subject,
-				"seq", x.seq, "stream", e.s.name, "err", err)
+				"seq", x.seq, "stream", x.p.name, "err", err)
 		}
 
+		lastPart = x.p
 		e.mu.Lock()
-		e.queue[0] = erasure{}
-		e.queue = e.queue[1:]
+		e.queue = slices.Delete(e.queue, i, i+1)
 		e.done++
 		if err != nil {
 			e.failed = append(e.failed, err)
@@ -170,10 +217,28 @@ func (e *eraser) run(ctx context.Context) {
 // flush waits until the erasures queued before the call are done.
 func (e *eraser) flush(ctx context.Context) error {
 	e.mu.Lock()
+	e.hurry++
+	defer func() {
+		e.mu.Lock()
+		e.hurry--
+		e.mu.Unlock()
+	}()
+	e.signal()
 	target := e.queued
-	for e.done < target {
+	for {
+		// The eraser takes erasures out of order (stream by stream), so
+		// the count done says nothing of which: look for those queued
+		// before the call in the queue, where each stays until done.
+		n := 0
+		for _, x := range e.queue {
+			if x.n <= target {
+				n++
+			}
+		}
+		if n == 0 {
+			break
+		}
 		if e.stopped {
-			n := target - e.done
 			e.mu.Unlock()
 			return fmt.Errorf("keys: flush: %d erasures left undone by a stopped eraser; the next Open queues them again", n)
 		}
@@ -236,5 +301,5 @@ func (s *Store) eraseOne(ctx context.Context, x erasure) error {
 	if x.check {
 		return s.eraseChecked(ctx, x)
 	}
-	return s.erase(ctx, x.seq)
+	return x.p.erase(ctx, x.seq)
 }

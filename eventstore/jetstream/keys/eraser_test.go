@@ -204,7 +204,10 @@ func TestCorruptTombstoneErasesNothing(t *testing.T) {
 	ctx := t.Context()
 	ts := newTestServer(t)
 	s := ts.open(ctx)
-	victim, bystander := pii.KeyID("acme", "u1"), pii.KeyID("acme", "u2")
+	// Two ids of one shard, so that the tombstone names a message of the
+	// victim's stream.
+	victim := pii.KeyID("acme", "u1")
+	bystander := sameShard(t, s, victim)
 	bystanderKey := newKey(t)
 	if err := s.Put(ctx, bystander, bystanderKey); err != nil {
 		t.Fatal(err)
@@ -263,7 +266,7 @@ func TestThirdMessageRefused(t *testing.T) {
 	if !errors.As(err, &apiErr) {
 		t.Fatalf("third message on a subject: %v, want refused", err)
 	}
-	if _, err := s.stream.GetMsg(ctx, keyMsg.Sequence); err != nil {
+	if _, err := s.partOf(subj).stream.GetMsg(ctx, keyMsg.Sequence); err != nil {
 		t.Fatalf("the key before its erasure: %v, want still there", err)
 	}
 	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
@@ -271,7 +274,140 @@ func TestThirdMessageRefused(t *testing.T) {
 	}
 	s.er.resume()
 	flush(t, s)
-	if _, err := s.stream.GetMsg(ctx, keyMsg.Sequence); !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := s.partOf(subj).stream.GetMsg(ctx, keyMsg.Sequence); !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.Fatalf("the key after Flush: %v, want ErrMsgNotFound", err)
 	}
+}
+
+// sameShard returns an id of another user whose key lives in the shard of
+// id's.
+func sameShard(t *testing.T, s *Store, id string) string {
+	t.Helper()
+	account, user, err := splitID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := s.shard(account, user)
+	for i := range 1000 {
+		other := pii.KeyID(account, "other"+strconv.Itoa(i))
+		if s.shard(account, "other"+strconv.Itoa(i)) == want {
+			return other
+		}
+	}
+	t.Fatal("no id in the same shard")
+	return ""
+}
+
+// TestErasureRunsWithoutFlush checks that queued erasures run by
+// themselves once they waited eraseDelay, with nobody flushing.
+func TestErasureRunsWithoutFlush(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s := ts.open(ctx)
+	ids := []string{pii.KeyID("acme", "u1"), pii.KeyID("acme", "u2"), pii.KeyID("beta", "u3")}
+	for _, id := range ids {
+		if err := s.Put(ctx, id, newKey(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	for _, id := range ids {
+		if err := s.Destroy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for s.er.pending() > 0 {
+		if time.Since(start) > eraseDelay+20*time.Second {
+			t.Fatalf("%d erasures still pending %v after Destroy, with nobody flushing", s.er.pending(), time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, id := range ids {
+		if n := subjectMessages(t, ctx, s, id); n != 1 {
+			t.Fatalf("%s: %d messages on the subject, want the tombstone only", id, n)
+		}
+	}
+}
+
+// TestFlushWaitsForEarlierErasures queues erasures in two shards, then
+// one more in the first shard after a Flush began: the eraser takes that
+// one before the other shard's, and Flush still returns only once every
+// erasure queued before it is done.
+func TestFlushWaitsForEarlierErasures(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s := ts.open(ctx)
+	a1 := pii.KeyID("acme", "u1")
+	a2 := sameShard(t, s, a1)
+	var b string
+	for i := range 100 {
+		b = pii.KeyID("acme", "b"+strconv.Itoa(i))
+		if mustStreamOf(t, s, b) != mustStreamOf(t, s, a1) {
+			break
+		}
+	}
+	bStream := mustStreamOf(t, s, b)
+	for _, id := range []string{a1, a2, b} {
+		if err := s.Put(ctx, id, newKey(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.er.pause()
+	// The erasure in b's shard waits until released.
+	started, release := make(chan struct{}), make(chan struct{})
+	s.er.erase = func(ctx context.Context, x erasure) error {
+		if x.p.name == bStream {
+			close(started)
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return s.eraseOne(ctx, x)
+	}
+	for _, id := range []string{a1, b} {
+		if err := s.Destroy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- s.Flush(ctx) }()
+	for {
+		s.er.mu.Lock()
+		h := s.er.hurry
+		s.er.mu.Unlock()
+		if h > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.Destroy(ctx, a2); err != nil {
+		t.Fatal(err)
+	}
+	s.er.resume()
+	<-started // a1's and a2's erasures are done
+	select {
+	case err := <-flushed:
+		t.Fatalf("Flush returned (%v) while an erasure queued before it waits", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{a1, a2, b} {
+		if n := subjectMessages(t, ctx, s, id); n != 1 {
+			t.Fatalf("%s: %d messages on the subject after Flush, want the tombstone only", id, n)
+		}
+	}
+}
+
+func mustStreamOf(t *testing.T, s *Store, id string) string {
+	t.Helper()
+	name, err := s.StreamOf(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
 }

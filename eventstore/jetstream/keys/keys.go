@@ -1,12 +1,16 @@
-// Package keys keeps the data keys of sealed personal data in a NATS
-// JetStream stream, so that they survive restarts and can be destroyed for
+// Package keys keeps the data keys of sealed personal data in NATS
+// JetStream streams, so that they survive restarts and can be destroyed for
 // good. It implements [pii.KeyStore].
 //
 // # Stream layout
 //
-// One file-backed stream (default "LEDGER_KEYS") with the subjects
-// "<prefix>.<account>.<user>" (default prefix "keys"). A subject holds at
-// most two messages, in this order:
+// [Shards] file-backed streams, "LEDGER_KEYS_00" to "LEDGER_KEYS_07" by
+// default ([ShardStream]), with the subjects
+// "<prefix>.<shard>.<account>.<user>" (default prefix "keys", shard "00"
+// to "07", [ShardPrefix]). The shard of a key id "<account>.<user>" is the
+// 32-bit FNV-1a hash of the id modulo [Shards]: every process finds a key
+// in the same stream without asking anyone. A subject holds at most two
+// messages, in this order:
 //
 //   - the key: the 32 raw key bytes as the body, published with the
 //     expectation that the subject is empty
@@ -16,6 +20,34 @@
 //     holds the sequence of the key it destroys ("0" when there was none),
 //     published with the expectation that the key is still the last
 //     message of the subject.
+//
+// The shards are there to make erasures cheaper (below): an erasure
+// rewrites a block of one shard, which holds an eighth of the keys.
+//
+// The keys stored before the shards, in the single-stream layout (one
+// stream "LEDGER_KEYS", subjects "<prefix>.<account>.<user>"), stay where
+// they are. When that stream exists, Open finds it (it never creates it)
+// and the Store reads it as a fallback: an id whose subject there holds a
+// message lives there for good (its key is read there, a Put keeps it as
+// the first key, Destroy writes the tombstone and erases the key there,
+// Open finishes its unfinished erasures), and any other id lives in its
+// shard. Nothing writes a new subject of the old stream, and its subjects
+// never go empty (a key is erased only after its tombstone is stored), so
+// an id never moves between the two and two processes agree on where it
+// is. Old keys were not migrated into the shards at Open: the old copies
+// would have to go, by one erasure each (a rewrite of a block of up to
+// 4 MB per key: minutes at 100,000 keys, at every process's start until
+// done) or by deleting the old stream, which is safe only once no other
+// process sharing the server reads or destroys keys in it. A process that
+// destroys a key in the old stream while another copies that key into its
+// shard would leave the copy alive, so a migration would need a lock
+// across the processes, which the store has not. The fallback costs one
+// more read for a Put, and for a Get or Destroy of an id without a message
+// in its shard, while the old stream exists; a key of the old stream
+// still costs the rewrite of an old-stream block when it is destroyed,
+// and that stream no longer grows. All processes sharing the server must
+// run the shard layout: one still writing new keys to the old stream
+// could store a second key for an id that has one in its shard.
 //
 // The server stores the expectation headers with the message
 // (Nats-Expected-Stream and Nats-Expected-Last-Subject-Sequence, the
@@ -58,8 +90,8 @@
 //     lock, so reads and writes of the stream, from any process, wait for
 //     an erasure in progress; the eraser runs one erasure at a time.
 //     Compressed (S2) blocks write a third of the bytes but cost about
-//     five times the CPU per erasure (BenchmarkDestroy), so the stream
-//     stays uncompressed.
+//     four times the CPU per erasure at 100,000 keys (BenchmarkDestroy),
+//     so the streams stay uncompressed.
 //   - RemoveMsg (DeleteMsg, no_erase) calls removeMsg(seq, secure=false):
 //     it only writes a delete tombstone and marks the sequence deleted; the
 //     record stays in the block file until the block is compacted, which
@@ -87,6 +119,41 @@
 // file on the device until they are reused. The guarantee is that no file
 // of the data directory holds the key, not that no disk sector does.
 //
+// # Cost of an erasure, and the number of shards
+//
+// An erasure writes and fsyncs the whole current content of the block
+// holding the key, and loads it first when it is not cached: with K keys
+// of about 190 bytes a record (subject, expectation headers, key,
+// framing), about K*190/8 bytes per shard until a shard's block fills at
+// 4 MB (about 175,000 keys in all), instead of K*190 bytes in the single
+// stream. The shards divide the bytes by 8; they do not bound them below
+// 4 MB. Nothing in the server does: blocks under 4 MB go only to streams
+// capped at about 128 KB, that is a stream per 650 records and a number of
+// streams growing with the keys, and the block size cannot be set
+// otherwise (see above). Each erasure also costs a floor of about 0.8 ms
+// of CPU whatever the block's size (the requests, a new file created,
+// fsynced and renamed, and the tombstone written; BenchmarkDestroy at
+// 10,000 keys).
+//
+// Each shard is a stream of the server, and the count is a trade-off:
+// the group syncer of an embedded store (eventstore/jetstream, sync.go)
+// stats three files of every stream in every round, and lists and fsyncs
+// a stream's msgs directory in every round for 100 ms after it changed,
+// which each erasure does (the block file is replaced); Open makes three
+// requests per shard; and the server keeps a filestore, its goroutines
+// and its per-subject index per stream. With 16 shards the CPU per
+// erasure fell little further at the service's sizes (BenchmarkDestroy),
+// while the syncer's share grew with the streams. The eraser lets
+// erasures gather for a second and runs them stream by stream (eraseDelay)
+// so that the directory windows of the shards overlap.
+//
+// # Permissions
+//
+// The shard streams live in the service's account like the single
+// stream; the service's user has every right there and needs no new
+// grant. The downstream identity has its own account and gets nothing of
+// them (eventstore/jetstream, auth.go, TestDownstreamCannotWrite).
+//
 // A Destroy whose erasure did not run leaves a subject with two messages;
 // Open queues those erasures, and so does the next Destroy of the same id.
 //
@@ -98,7 +165,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -109,13 +178,19 @@ import (
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
-// DefaultStream is the name of the key stream unless Config.Stream says
-// otherwise.
+// DefaultStream is the name of the key stream of the single-stream
+// layout, and the first part of the names of the shard streams, unless
+// Config.Stream says otherwise.
 const DefaultStream = "LEDGER_KEYS"
 
 // DefaultSubjectPrefix is the first token(s) of the key subjects unless
 // Config.SubjectPrefix says otherwise.
 const DefaultSubjectPrefix = "keys"
+
+// Shards is the number of shard streams the keys are spread over. It is
+// part of the layout: a key id's shard is its hash modulo Shards, so
+// changing it would lose every key.
+const Shards = 8
 
 // TombstoneHeader marks the message that destroys a key. Its value is the
 // stream sequence of the key message it destroys, "0" when there was none.
@@ -141,13 +216,17 @@ var ErrCorrupt = errors.New("keys: unexpected message in key stream")
 
 // Config configures a Store. The zero value is usable.
 type Config struct {
-	// Stream is the name of the key stream; default [DefaultStream].
+	// Stream names the streams: the shard streams are named
+	// "<Stream>_00" to "<Stream>_07", and the stream of the single-stream
+	// layout, read for the keys stored before the shards, is Stream
+	// itself; default [DefaultStream].
 	Stream string
-	// SubjectPrefix is put before "<account>.<user>" in the subjects of
-	// the stream; one or more dot-separated tokens without wildcards.
-	// Default [DefaultSubjectPrefix].
+	// SubjectPrefix is put before "<shard>.<account>.<user>" in the
+	// subjects of the shard streams, and before "<account>.<user>" in
+	// those of the single-stream layout; one or more dot-separated tokens
+	// without wildcards. Default [DefaultSubjectPrefix].
 	SubjectPrefix string
-	// Replicas is the number of copies of the stream in a cluster;
+	// Replicas is the number of copies of the streams in a cluster;
 	// default 1.
 	Replicas int
 	// Logger receives notices about finished erasures; nil discards them.
@@ -161,21 +240,42 @@ type Config struct {
 	// as the server makes it.
 	Sync func(context.Context) error
 
-	// stream, when set, adjusts the stream configuration before it is
+	// stream, when set, adjusts the stream configurations before they are
 	// applied; benchmarks compare configurations with it.
 	stream func(*jetstream.StreamConfig)
+	// shards, when not 0, replaces [Shards]; benchmarks compare counts.
+	shards int
+	// single stores new keys in the single-stream layout, as the Store did
+	// before the shards; tests make keys of that layout with it and
+	// benchmarks compare it.
+	single bool
 	// paused starts the eraser paused; for tests.
 	paused bool
 }
 
-// Store is a [pii.KeyStore] on a JetStream stream. It is safe for
-// concurrent use, also by several processes on the same stream. Close it
+// part is one stream of the key store: a shard stream, or the stream of
+// the single-stream layout.
+type part struct {
+	stream jetstream.Stream
+	name   string
+	prefix string // subjects are prefix + "." + <account> + "." + <user>
+}
+
+// subject returns the subject of the key of account and user in p.
+func (p *part) subject(account, user string) string {
+	return p.prefix + "." + account + "." + user
+}
+
+// Store is a [pii.KeyStore] on JetStream streams. It is safe for
+// concurrent use, also by several processes on the same streams. Close it
 // to let it finish the erasures it queued.
 type Store struct {
 	js     jetstream.JetStream
-	stream jetstream.Stream
-	name   string
-	prefix string
+	shards []*part
+	// legacy is the stream of the single-stream layout when it exists and
+	// the Store writes new keys to the shards: the keys stored in it
+	// before stay there, and so do their tombstones and erasures.
+	legacy *part
 	log    *slog.Logger
 	er     *eraser
 	sync   func(context.Context) error // nil: the server's acknowledgement is enough
@@ -183,9 +283,10 @@ type Store struct {
 
 var _ pii.KeyStore = (*Store)(nil)
 
-// Open creates the key stream, or updates it to the configuration it
-// needs, starts the Store's eraser and queues the erasure of every key
-// that was destroyed but not erased (by a process that stopped before its
+// Open creates the shard streams, or updates them to the configuration
+// they need, finds the stream of the single-stream layout if there is
+// one, starts the Store's eraser and queues the erasure of every key that
+// was destroyed but not erased (by a process that stopped before its
 // eraser got to it). Close the Store when done with it.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
 	if cfg.Stream == "" {
@@ -200,6 +301,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.shards == 0 {
+		cfg.shards = Shards
+	}
 	if !validStreamName(cfg.Stream) {
 		return nil, fmt.Errorf("keys: invalid stream name %q", cfg.Stream)
 	}
@@ -211,10 +315,62 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if cfg.Replicas < 1 {
 		return nil, fmt.Errorf("keys: invalid replicas %d", cfg.Replicas)
 	}
+	if cfg.shards < 1 || cfg.shards > 100 {
+		return nil, fmt.Errorf("keys: invalid shard count %d", cfg.shards)
+	}
+	s := &Store{js: js, log: cfg.Logger, sync: cfg.Sync}
+	if cfg.single {
+		p, err := ensurePart(ctx, js, cfg, cfg.Stream, cfg.SubjectPrefix)
+		if err != nil {
+			return nil, err
+		}
+		s.shards = []*part{p}
+	} else {
+		for i := range cfg.shards {
+			p, err := ensurePart(ctx, js, cfg, ShardStream(cfg.Stream, i), ShardPrefix(cfg.SubjectPrefix, i))
+			if err != nil {
+				return nil, err
+			}
+			s.shards = append(s.shards, p)
+		}
+		st, err := js.Stream(ctx, cfg.Stream)
+		switch {
+		case err == nil:
+			s.legacy = &part{stream: st, name: cfg.Stream, prefix: cfg.SubjectPrefix}
+		case !errors.Is(err, jetstream.ErrStreamNotFound):
+			return nil, fmt.Errorf("keys: stream %s: %w", cfg.Stream, err)
+		}
+	}
+	s.er = newEraser(s, cfg.paused)
+	for _, p := range s.parts() {
+		if err := s.finishErasures(ctx, p); err != nil {
+			s.er.abort()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// ShardStream returns the name of shard i of the key streams named
+// stream ([Config.Stream]).
+func ShardStream(stream string, i int) string {
+	return fmt.Sprintf("%s_%02d", stream, i)
+}
+
+// ShardPrefix returns the subject prefix, before "<account>.<user>", of
+// shard i of the key streams with subject prefix prefix
+// ([Config.SubjectPrefix]).
+func ShardPrefix(prefix string, i int) string {
+	return fmt.Sprintf("%s.%02d", prefix, i)
+}
+
+// ensurePart creates or updates the key stream name with the subjects
+// prefix.*.*.
+func ensurePart(ctx context.Context, js jetstream.JetStream, cfg Config, name, prefix string) (*part, error) {
 	scfg := jetstream.StreamConfig{
-		Name:        cfg.Stream,
+		Name:        name,
 		Description: "Data keys of sealed personal data; a destroyed key is erased.",
-		Subjects:    []string{cfg.SubjectPrefix + ".*.*"},
+		Subjects:    []string{prefix + ".*.*"},
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		Retention:   jetstream.LimitsPolicy,
@@ -223,8 +379,8 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		// A subject holds a key and its tombstone at most; a third message
 		// is refused, never evicting the key (eviction does not erase, see
 		// the package documentation). The limit makes the server choose
-		// 4 MB blocks instead of 8 MB, halving the cost of an erasure; the
-		// expectation header, not the limit, keeps the first key.
+		// 4 MB blocks instead of 8 MB; the expectation header, not the
+		// limit, keeps the first key.
 		MaxMsgsPerSubject:    2,
 		Discard:              jetstream.DiscardNew,
 		DiscardNewPerSubject: true,
@@ -240,15 +396,18 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	}
 	st, err := storejs.EnsureStream(ctx, js, scfg)
 	if err != nil {
-		return nil, fmt.Errorf("keys: create stream %s: %w", cfg.Stream, err)
+		return nil, fmt.Errorf("keys: create stream %s: %w", name, err)
 	}
-	s := &Store{js: js, stream: st, name: cfg.Stream, prefix: cfg.SubjectPrefix, log: cfg.Logger, sync: cfg.Sync}
-	s.er = newEraser(s, cfg.paused)
-	if err := s.finishErasures(ctx); err != nil {
-		s.er.abort()
-		return nil, err
+	return &part{stream: st, name: name, prefix: prefix}, nil
+}
+
+// parts returns the streams of s: the shards, then the stream of the
+// single-stream layout if s reads one.
+func (s *Store) parts() []*part {
+	if s.legacy == nil {
+		return s.shards
 	}
-	return s, nil
+	return append(slices.Clip(s.shards), s.legacy)
 }
 
 // Flush waits until every erasure queued so far, by Destroy or by Open, is
@@ -269,22 +428,92 @@ func (s *Store) Close(ctx context.Context) error {
 	return s.er.close(ctx)
 }
 
+// StreamOf returns the name of the stream that holds, or would hold, the
+// key of id: its shard, or the stream of the single-stream layout when
+// that holds a message for id.
+func (s *Store) StreamOf(ctx context.Context, id string) (string, error) {
+	p, _, _, err := s.locate(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	return p.name, nil
+}
+
+// shard returns the shard stream of the key of account and user.
+func (s *Store) shard(account, user string) *part {
+	if len(s.shards) == 1 {
+		return s.shards[0]
+	}
+	h := fnv.New32a()
+	h.Write([]byte(account))
+	h.Write([]byte{'.'})
+	h.Write([]byte(user))
+	return s.shards[h.Sum32()%uint32(len(s.shards))]
+}
+
+// locate returns the stream that holds the key of id, the key's subject
+// there and the last message of that subject (nil when there is none). A
+// key id lives in the stream of the single-stream layout when that stream
+// holds a message for it, which then stays (nothing writes a subject of
+// that stream anew, and its tombstones stay); else in its shard.
+func (s *Store) locate(ctx context.Context, id string) (*part, string, *jetstream.RawStreamMsg, error) {
+	account, user, err := splitID(id)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	p := s.shard(account, user)
+	subj := p.subject(account, user)
+	last, err := p.last(ctx, subj)
+	if err != nil || last != nil || s.legacy == nil {
+		return p, subj, last, err
+	}
+	lsubj := s.legacy.subject(account, user)
+	llast, err := s.legacyLast(ctx, lsubj)
+	if err != nil || llast == nil {
+		return p, subj, nil, err
+	}
+	return s.legacy, lsubj, llast, nil
+}
+
+// legacyLast returns the last message on subj in the stream of the
+// single-stream layout; none when an operator deleted that stream.
+func (s *Store) legacyLast(ctx context.Context, subj string) (*jetstream.RawStreamMsg, error) {
+	msg, err := s.legacy.last(ctx, subj)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	return msg, err
+}
+
 // Put stores key under id unless id already has a key, which stays: the
 // server accepts only the first key message of a subject. It returns
 // pii.ErrErased when id was destroyed. Putting again after a lost
 // acknowledgement is safe. With Config.Sync it returns nil only once the
 // key stored under id is on disk.
 func (s *Store) Put(ctx context.Context, id string, key []byte) error {
-	subj, err := s.subject(id)
+	account, user, err := splitID(id)
 	if err != nil {
 		return fmt.Errorf("put key %s: %w", id, err)
 	}
 	if len(key) != pii.KeySize {
 		return fmt.Errorf("put key %s: %w: %d bytes, want %d", id, ErrInvalidKey, len(key), pii.KeySize)
 	}
+	if s.legacy != nil {
+		// A key or tombstone stored in the single-stream layout stays the
+		// id's: the first key wins, and a destroyed id stays destroyed.
+		last, err := s.legacyLast(ctx, s.legacy.subject(account, user))
+		if err != nil {
+			return fmt.Errorf("put key %s: %w", id, err)
+		}
+		if last != nil {
+			return s.existing(ctx, id, last)
+		}
+	}
+	p := s.shard(account, user)
+	subj := p.subject(account, user)
 	for range maxAttempts {
 		_, err := s.js.Publish(ctx, subj, key,
-			jetstream.WithExpectStream(s.name),
+			jetstream.WithExpectStream(p.name),
 			jetstream.WithExpectLastSequencePerSubject(0))
 		if err == nil {
 			return s.synced(ctx, "put key", id)
@@ -294,31 +523,31 @@ func (s *Store) Put(ctx context.Context, id string, key []byte) error {
 		}
 		// The subject has a message already: a key (first one wins, keep
 		// it) or a tombstone.
-		last, err := s.last(ctx, subj)
+		last, err := p.last(ctx, subj)
 		if err != nil {
 			return fmt.Errorf("put key %s: %w", id, err)
 		}
-		switch {
-		case last == nil:
+		if last == nil {
 			continue // gone again in between; try once more
-		case isTombstone(last):
-			return fmt.Errorf("put key %s: %w", id, pii.ErrErased)
-		default:
-			// Another writer's key, which may not be on disk yet.
-			return s.synced(ctx, "put key", id)
 		}
+		return s.existing(ctx, id, last)
 	}
 	return fmt.Errorf("put key %s: subject keeps changing", id)
+}
+
+// existing ends a Put of id that found last on its subject.
+func (s *Store) existing(ctx context.Context, id string, last *jetstream.RawStreamMsg) error {
+	if isTombstone(last) {
+		return fmt.Errorf("put key %s: %w", id, pii.ErrErased)
+	}
+	// Another writer's key, which may not be on disk yet.
+	return s.synced(ctx, "put key", id)
 }
 
 // Get returns the key stored under id, pii.ErrErased when it was destroyed
 // or pii.ErrNoKey when none was stored.
 func (s *Store) Get(ctx context.Context, id string) ([]byte, error) {
-	subj, err := s.subject(id)
-	if err != nil {
-		return nil, fmt.Errorf("get key %s: %w", id, err)
-	}
-	last, err := s.last(ctx, subj)
+	_, _, last, err := s.locate(ctx, id)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("get key %s: %w", id, err)
@@ -335,14 +564,11 @@ func (s *Store) Get(ctx context.Context, id string) ([]byte, error) {
 // key's bytes from the server's files; [Store.Flush] waits for it.
 // Destroying twice, or an id without a key, is not an error; a second
 // Destroy queues again an erasure the first one left undone. With
-// Config.Sync it returns nil only once the tombstone is on disk.
+// Config.Sync it returns nil only once the tombstone is on disk. A key
+// stored in the single-stream layout gets its tombstone and erasure there.
 func (s *Store) Destroy(ctx context.Context, id string) error {
-	subj, err := s.subject(id)
-	if err != nil {
-		return fmt.Errorf("destroy key %s: %w", id, err)
-	}
 	for range maxAttempts {
-		last, err := s.last(ctx, subj)
+		p, subj, last, err := s.locate(ctx, id)
 		if err != nil {
 			return fmt.Errorf("destroy key %s: %w", id, err)
 		}
@@ -353,7 +579,7 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 			}
 			if seq != 0 {
 				// Erased already, most likely; the eraser looks.
-				if err := s.er.enqueue(ctx, erasure{subject: subj, seq: seq, check: true}); err != nil {
+				if err := s.er.enqueue(ctx, erasure{p: p, subject: subj, seq: seq, check: true}); err != nil {
 					return fmt.Errorf("destroy key %s: %w", id, err)
 				}
 			}
@@ -367,7 +593,7 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 		msg := nats.NewMsg(subj)
 		msg.Header.Set(TombstoneHeader, strconv.FormatUint(keySeq, 10))
 		_, err = s.js.PublishMsg(ctx, msg,
-			jetstream.WithExpectStream(s.name),
+			jetstream.WithExpectStream(p.name),
 			jetstream.WithExpectLastSequencePerSubject(keySeq))
 		if isWrongLastSeq(err) {
 			continue // a Put or another Destroy got in first: look again
@@ -383,11 +609,11 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 		}
 		if keySeq != 0 {
 			// The expectation held: keySeq is the key of subj.
-			if err := s.er.enqueue(ctx, erasure{subject: subj, seq: keySeq}); err != nil {
+			if err := s.er.enqueue(ctx, erasure{p: p, subject: subj, seq: keySeq}); err != nil {
 				return fmt.Errorf("destroy key %s: %w", id, err)
 			}
 		}
-		s.log.DebugContext(ctx, "data key destroyed", "id", id, "stream", s.name)
+		s.log.DebugContext(ctx, "data key destroyed", "id", id, "stream", p.name)
 		return nil
 	}
 	return fmt.Errorf("destroy key %s: subject keeps changing", id)
@@ -405,7 +631,7 @@ func (s *Store) synced(ctx context.Context, op, id string) error {
 	return nil
 }
 
-// finishErasures queues the erasure of the keys whose tombstone was
+// finishErasures queues the erasure of the keys of p whose tombstone was
 // written but whose erasure did not happen: the subjects that still hold
 // two messages. A subject holds one or two messages, so there are such
 // subjects only when the stream holds more messages than subjects, which
@@ -413,23 +639,23 @@ func (s *Store) synced(ctx context.Context, op, id string) error {
 // Otherwise it finds them in the message counts per subject of one stream
 // info request with subject details (paged by the client every 100,000
 // subjects), and reads only the subjects found.
-func (s *Store) finishErasures(ctx context.Context) error {
-	info, err := s.stream.Info(ctx)
+func (s *Store) finishErasures(ctx context.Context, p *part) error {
+	info, err := p.stream.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("keys: stream %s: %w", s.name, err)
+		return fmt.Errorf("keys: stream %s: %w", p.name, err)
 	}
 	if info.State.Msgs <= uint64(info.State.NumSubjects) {
 		return nil
 	}
-	info, err = s.stream.Info(ctx, jetstream.WithSubjectFilter(s.prefix+".*.*"))
+	info, err = p.stream.Info(ctx, jetstream.WithSubjectFilter(p.prefix+".*.*"))
 	if err != nil {
-		return fmt.Errorf("keys: stream %s: %w", s.name, err)
+		return fmt.Errorf("keys: stream %s: %w", p.name, err)
 	}
 	for subj, n := range info.State.Subjects {
 		if n < 2 {
 			continue
 		}
-		last, err := s.last(ctx, subj)
+		last, err := p.last(ctx, subj)
 		if err != nil {
 			return fmt.Errorf("keys: finish erasure on %s: %w", subj, err)
 		}
@@ -444,10 +670,10 @@ func (s *Store) finishErasures(ctx context.Context) error {
 		if seq == 0 {
 			continue
 		}
-		if err := s.er.enqueue(ctx, erasure{subject: subj, seq: seq, check: true}); err != nil {
+		if err := s.er.enqueue(ctx, erasure{p: p, subject: subj, seq: seq, check: true}); err != nil {
 			return fmt.Errorf("keys: finish erasure on %s: %w", subj, err)
 		}
-		s.log.InfoContext(ctx, "queued the erasure of a destroyed data key", "subject", subj, "stream", s.name)
+		s.log.InfoContext(ctx, "queued the erasure of a destroyed data key", "subject", subj, "stream", p.name)
 	}
 	return nil
 }
@@ -467,7 +693,7 @@ func destroyedSeq(tombstone *jetstream.RawStreamMsg) (uint64, error) {
 // there and on e's subject, which a tombstone read back from the stream
 // must show before its header is trusted.
 func (s *Store) eraseChecked(ctx context.Context, e erasure) error {
-	msg, err := s.stream.GetMsg(ctx, e.seq)
+	msg, err := e.p.stream.GetMsg(ctx, e.seq)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return nil // erased already
@@ -477,20 +703,20 @@ func (s *Store) eraseChecked(ctx context.Context, e erasure) error {
 		return fmt.Errorf("%w: tombstone on %s names message %d on %s", ErrCorrupt,
 			e.subject, e.seq, msg.Subject)
 	}
-	return s.erase(ctx, e.seq)
+	return e.p.erase(ctx, e.seq)
 }
 
 // erase deletes the message seq with erasure: the server overwrites its
 // record with random bytes and rewrites the block file (filestore
 // EraseMsg). A message that is gone already is not an error.
-func (s *Store) erase(ctx context.Context, seq uint64) error {
-	err := s.stream.SecureDeleteMsg(ctx, seq)
+func (p *part) erase(ctx context.Context, seq uint64) error {
+	err := p.stream.SecureDeleteMsg(ctx, seq)
 	if err == nil {
 		return nil
 	}
 	// The server answers "no message found" for a sequence removed by a
 	// racing Destroy; the delete API reports it only as text, so look.
-	if _, gerr := s.stream.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+	if _, gerr := p.stream.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
 		return nil
 	}
 	return fmt.Errorf("erase key %d: %w", seq, err)
@@ -498,8 +724,8 @@ func (s *Store) erase(ctx context.Context, seq uint64) error {
 
 // last returns the last message on subj, nil when there is none, checking
 // that it is a key or a tombstone.
-func (s *Store) last(ctx context.Context, subj string) (*jetstream.RawStreamMsg, error) {
-	msg, err := s.stream.GetLastMsgForSubject(ctx, subj)
+func (p *part) last(ctx context.Context, subj string) (*jetstream.RawStreamMsg, error) {
+	msg, err := p.stream.GetLastMsgForSubject(ctx, subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
 	}
@@ -526,15 +752,15 @@ func isWrongLastSeq(err error) bool {
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
-// subject returns the subject of key id, refusing ids that are not
-// "<account>.<user>" with valid ids.
-func (s *Store) subject(id string) (string, error) {
+// splitID returns the account and user of key id, refusing ids that are
+// not "<account>.<user>" with valid ids.
+func splitID(id string) (account, user string, err error) {
 	account, user, ok := strings.Cut(id, ".")
 	if !ok || !validAccount(account) || !validUser(user) {
-		return "", fmt.Errorf("%w %q: want <account>.<user>, account [a-z0-9][a-z0-9_-]{0,62}, user [A-Za-z0-9][A-Za-z0-9_-]{0,63}",
+		return "", "", fmt.Errorf("%w %q: want <account>.<user>, account [a-z0-9][a-z0-9_-]{0,62}, user [A-Za-z0-9][A-Za-z0-9_-]{0,63}",
 			ErrInvalidID, id)
 	}
-	return s.prefix + "." + account + "." + user, nil
+	return account, user, nil
 }
 
 // validAccount reports whether a matches [a-z0-9][a-z0-9_-]{0,62}.

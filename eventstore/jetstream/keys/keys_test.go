@@ -330,7 +330,7 @@ func subjectMessages(t *testing.T, ctx context.Context, s *Store, id string) uin
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(subj))
+	info, err := s.partOf(subj).stream.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,29 +560,35 @@ func TestSealedPersonalDataShredded(t *testing.T) {
 // TestDestroyErasesKeyInOlderBlock erases keys that sit in block files the
 // server no longer appends to, the path where the filestore rewrites a
 // closed block (and may compact it) rather than the one it writes to. The
-// stream is created first with a small MaxBytes so that its blocks are
-// small (the filestore fixes the block size when it opens the stream).
+// shard streams are created first with a small MaxBytes so that their
+// blocks are small (the filestore fixes the block size when it opens the
+// stream).
 func TestDestroyErasesKeyInOlderBlock(t *testing.T) {
 	ctx := t.Context()
 	ts := newTestServer(t)
 	js := ts.connect()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: DefaultStream, Subjects: []string{DefaultSubjectPrefix + ".*.*"},
-		Storage: jetstream.FileStorage, MaxBytes: 100_000,
-	}); err != nil {
-		t.Fatal(err)
+	for i := range Shards {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: ShardStream(DefaultStream, i), Subjects: []string{ShardPrefix(DefaultSubjectPrefix, i) + ".*.*"},
+			Storage: jetstream.FileStorage, MaxBytes: 100_000,
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s, err := Open(ctx, js, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	closeAtEnd(t, s)
-	const n = 1500
+	const n = 4000
 	all := make([][]byte, n)
 	for i := range n {
 		all[i] = newKey(t)
-		if _, err := js.PublishAsync(DefaultSubjectPrefix+".acme.u"+strconv.Itoa(i), all[i],
-			jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
+		subj, err := s.subject(pii.KeyID("acme", "u"+strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.PublishAsync(subj, all[i], jetstream.WithExpectLastSequencePerSubject(0)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -591,20 +597,25 @@ func TestDestroyErasesKeyInOlderBlock(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal(ctx.Err())
 	}
-	blocks, err := filepath.Glob(filepath.Join(ts.Dir, "jetstream", "*", "streams", DefaultStream, "msgs", "*.blk"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(blocks) < 3 {
-		t.Fatalf("control: %d block files, want several", len(blocks))
-	}
 	// The first key, one in the middle and the last one put.
 	for _, i := range []int{0, 1, n / 2, n - 1} {
+		id := pii.KeyID("acme", "u"+strconv.Itoa(i))
+		stream, err := s.StreamOf(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks, err := filepath.Glob(filepath.Join(ts.Dir, "jetstream", "*", "streams", stream, "msgs", "*.blk"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(blocks) < 3 {
+			t.Fatalf("control: %s has %d block files, want several", stream, len(blocks))
+		}
 		needles := forms("key", all[i])
 		if hits := filesContaining(t, ts.Dir, map[string][]byte{"raw": all[i]}); len(hits) == 0 {
 			t.Fatalf("control: key %d is in no file", i)
 		}
-		if err := s.Destroy(ctx, pii.KeyID("acme", "u"+strconv.Itoa(i))); err != nil {
+		if err := s.Destroy(ctx, id); err != nil {
 			t.Fatal(err)
 		}
 		flush(t, s)
@@ -723,5 +734,225 @@ func TestSyncFailureFailsWrites(t *testing.T) {
 	flush(t, s)
 	if got := subjectMessages(t, ctx, s, id); got != 1 {
 		t.Errorf("subject holds %d messages after the erasure, want the tombstone", got)
+	}
+}
+
+// TestSingleStreamKeysStayReadable stores keys in the single-stream layout
+// (as the Store did before the shard streams), then opens the shard
+// layout on the same server: the old keys read, stay the first key put,
+// stay destroyed, and are erased from every file when destroyed, also by
+// two processes at once and across a restart; an erasure the old layout
+// left undone is finished by Open; new keys go to the shards.
+func TestSingleStreamKeysStayReadable(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	old, err := Open(ctx, ts.connect(), Config{single: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, gone, erased, pending := pii.KeyID("acme", "kept"), pii.KeyID("acme", "gone"),
+		pii.KeyID("acme", "erased"), pii.KeyID("acme", "pending")
+	keyOf := map[string][]byte{kept: newKey(t), gone: newKey(t), erased: newKey(t), pending: newKey(t)}
+	for id, k := range keyOf {
+		if err := old.Put(ctx, id, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.Destroy(ctx, erased); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, old)
+	old.er.pause()
+	if err := old.Destroy(ctx, pending); err != nil {
+		t.Fatal(err)
+	}
+	stopped, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := old.Close(stopped); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Close with an erasure queued: %v, want Canceled", err)
+	}
+	if hits := filesContaining(t, ts.Dir, map[string][]byte{"pending raw": keyOf[pending], "gone raw": keyOf[gone]}); len(hits) != 2 {
+		t.Fatalf("control: the keys to erase should be on disk: %v", hits)
+	}
+
+	// Two processes of the shard layout.
+	a, b := ts.open(ctx), ts.open(ctx)
+	flush(t, a)
+	flush(t, b)
+	if hits := filesContaining(t, ts.Dir, forms("pending", keyOf[pending])); len(hits) > 0 {
+		t.Fatalf("key whose erasure the single-stream layout left undone still on disk after Open: %v", hits)
+	}
+	for _, s := range []*Store{a, b} {
+		if got, err := s.Get(ctx, kept); err != nil || !bytes.Equal(got, keyOf[kept]) {
+			t.Fatalf("Get of a key of the single stream = %x, %v; want %x", got, err, keyOf[kept])
+		}
+		if stream, err := s.StreamOf(ctx, kept); err != nil || stream != DefaultStream {
+			t.Fatalf("StreamOf a key of the single stream = %q, %v", stream, err)
+		}
+		for _, id := range []string{erased, pending} {
+			if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
+				t.Fatalf("Get %s destroyed in the single stream: %v, want ErrErased", id, err)
+			}
+			if err := s.Put(ctx, id, newKey(t)); !errors.Is(err, pii.ErrErased) {
+				t.Fatalf("Put %s destroyed in the single stream: %v, want ErrErased", id, err)
+			}
+		}
+	}
+	// The first key put stays the id's, and no second one is stored.
+	if err := a.Put(ctx, kept, newKey(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Get(ctx, kept); err != nil || !bytes.Equal(got, keyOf[kept]) {
+		t.Fatalf("Put over a key of the single stream replaced it: %x, %v", got, err)
+	}
+	account, user, _ := splitID(kept)
+	shard := a.shard(account, user)
+	if info, err := shard.stream.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("shard %s holds %+v (%v) after Puts of ids of the single stream, want nothing", shard.name, info.State, err)
+	}
+
+	// A new key goes to its shard.
+	fresh, freshKey := pii.KeyID("acme", "fresh"), newKey(t)
+	if err := a.Put(ctx, fresh, freshKey); err != nil {
+		t.Fatal(err)
+	}
+	if stream, err := b.StreamOf(ctx, fresh); err != nil || !strings.HasPrefix(stream, DefaultStream+"_") {
+		t.Fatalf("StreamOf a new key = %q, %v; want a shard", stream, err)
+	}
+	if got, err := b.Get(ctx, fresh); err != nil || !bytes.Equal(got, freshKey) {
+		t.Fatalf("Get new key = %x, %v", got, err)
+	}
+
+	// Both processes destroy an old key at once.
+	var wg sync.WaitGroup
+	var errA, errB error
+	wg.Go(func() { errA = a.Destroy(ctx, gone) })
+	wg.Go(func() { errB = b.Destroy(ctx, gone) })
+	wg.Wait()
+	if errA != nil || errB != nil {
+		t.Fatalf("Destroy: %v, %v", errA, errB)
+	}
+	flush(t, a)
+	flush(t, b)
+	if hits := filesContaining(t, ts.Dir, forms("gone", keyOf[gone])); len(hits) > 0 {
+		t.Fatalf("key of the single stream on disk after Destroy and Flush: %v", hits)
+	}
+	if hits := filesContaining(t, ts.Dir, map[string][]byte{"kept raw": keyOf[kept]}); len(hits) == 0 {
+		t.Fatal("the key of another id of the single stream left the disk")
+	}
+
+	ts.Restart()
+	s := ts.open(ctx)
+	if got, err := s.Get(ctx, kept); err != nil || !bytes.Equal(got, keyOf[kept]) {
+		t.Fatalf("Get after restart = %x, %v", got, err)
+	}
+	for _, id := range []string{gone, erased, pending} {
+		if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
+			t.Fatalf("Get %s after restart: %v, want ErrErased", id, err)
+		}
+	}
+	for _, id := range []string{gone, erased, pending} {
+		if hits := filesContaining(t, ts.Dir, forms(id, keyOf[id])); len(hits) > 0 {
+			t.Fatalf("key of %s on disk after restart: %v", id, hits)
+		}
+	}
+}
+
+// TestErasureRewritesOneShard spreads keys over the shard streams and
+// destroys one: only the block file of the key's shard is replaced (the
+// filestore's erasure writes a new file), those of the other shards stay
+// the same files, and every shard holds keys.
+func TestErasureRewritesOneShard(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	s := ts.open(ctx)
+	for i := range 200 {
+		if err := s.Put(ctx, pii.KeyID("acme", "u"+strconv.Itoa(i)), newKey(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blocks := func() map[string]os.FileInfo {
+		t.Helper()
+		files, err := filepath.Glob(filepath.Join(ts.Dir, "jetstream", "*", "streams", "*", "msgs", "*.blk"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := make(map[string]os.FileInfo)
+		for _, f := range files {
+			fi, err := os.Stat(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m[f] = fi
+		}
+		return m
+	}
+	before := blocks()
+	for i := range Shards {
+		st, err := s.js.Stream(ctx, ShardStream(DefaultStream, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := st.CachedInfo().State.Msgs; n == 0 {
+			t.Fatalf("shard %d holds no key of 200", i)
+		}
+	}
+	victim := pii.KeyID("acme", "u7")
+	stream, err := s.StreamOf(ctx, victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Destroy(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, s)
+	replaced := 0
+	for f, fi := range blocks() {
+		old, ok := before[f]
+		if !ok || os.SameFile(old, fi) {
+			continue
+		}
+		if !strings.Contains(f, string(filepath.Separator)+stream+string(filepath.Separator)) {
+			t.Errorf("erasing a key of %s replaced %s", stream, f)
+		}
+		replaced++
+	}
+	if replaced != 1 {
+		t.Fatalf("%d block files replaced by the erasure, want the one of %s", replaced, stream)
+	}
+}
+
+// TestSingleStreamDeleted deletes the stream of the single-stream layout
+// under an open Store: the Store goes on with its shards.
+func TestSingleStreamDeleted(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	js := ts.connect()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: DefaultStream, Subjects: []string{DefaultSubjectPrefix + ".*.*"}}); err != nil {
+		t.Fatal(err)
+	}
+	s := ts.open(ctx)
+	if s.legacy == nil {
+		t.Fatal("control: Open did not find the single stream")
+	}
+	if err := js.DeleteStream(ctx, DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	id, key := pii.KeyID("acme", "u1"), newKey(t)
+	if err := s.Put(ctx, id, key); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	if got, err := s.Get(ctx, id); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("Get = %x, %v", got, err)
+	}
+	if _, err := s.Get(ctx, pii.KeyID("acme", "none")); !errors.Is(err, pii.ErrNoKey) {
+		t.Fatalf("Get of no key: %v, want ErrNoKey", err)
+	}
+	if err := s.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, s)
+	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
+		t.Fatalf("Get after Destroy: %v, want ErrErased", err)
 	}
 }
