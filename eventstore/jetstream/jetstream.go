@@ -145,8 +145,13 @@ type Config struct {
 	// times fewer bytes on disk for the ledger's events, for the CPU of
 	// compressing each block once and of decompressing a whole block
 	// whenever a read needs a message of it that is not cached (a read of
-	// one account's stream touches every block). Changing it on an
-	// existing stream applies to the blocks filled afterwards.
+	// one account's stream touches every block, and the server's check of
+	// an append's per-account expectation loads the block holding the
+	// account's last event). Changing it on an existing stream updates the
+	// stream's configuration in place; blocks already written keep their
+	// form (each block says whether it is compressed, and reads handle
+	// both), and the server applies the change to the blocks it fills from
+	// its next start on, once it loads the stream with the new setting.
 	Compress bool
 	// Committers is the number of coalesced batches committing at once
 	// while the next one fills; default 2.
