@@ -21,7 +21,10 @@ import (
 // stream of every account under the directory (account=<name>/stream=
 // <name>), and then total: the streams that keep a copy of each event
 // (the store's, the published one and its downstream mirror) per event
-// of the store.
+// of the store: file-B/event on disk now, full-B/event the sum of each
+// copy's bytes per event in its full blocks (what the streams tend to as
+// they grow), beside raw-one-copy-B/event, one copy of the store's
+// payloads in raw JetStream.
 //
 // Per stream, B/event is the records once decompressed (record header,
 // subject, headers, body, checksum) and file-B/event what the block files
@@ -80,18 +83,27 @@ func BenchmarkStoredBytes(b *testing.B) {
 			b.Skip("no service account LEDGER with a LEDGER stream (a replay history holds the store's stream only)")
 		}
 		var sum blockStats
+		var full float64
 		for range b.N {
-			sum = blockStats{hdrBytes: map[string]int{}}
+			sum, full = blockStats{hdrBytes: map[string]int{}}, 0
 			for _, k := range keys {
 				if !strings.HasSuffix(k, "/stream=LEDGER") && !strings.HasSuffix(k, "/stream=EVENTS") {
 					continue
 				}
 				st := all[k]
-				b.Logf("%-40s %8d events %7.1f file-B/event (of the store's events)", k, st.events, float64(st.files)/float64(ledger.events))
+				f := float64(st.files) / float64(st.events)
+				if st.fullEvents > 0 {
+					f = float64(st.fullFiles) / float64(st.fullEvents)
+				}
+				full += f
+				b.Logf("%-40s %8d events %7.1f file-B/event (of the store's events), %7.1f in full blocks", k, st.events, float64(st.files)/float64(ledger.events), f)
 				sum.add(st)
 			}
 		}
 		sum.report(b, ledger.events)
+		// Each copy's bytes per event in its full blocks (what a stream
+		// tends to as it grows), summed.
+		b.ReportMetric(full, "full-B/event")
 		// What raw JetStream needs for one copy of the store's payloads.
 		b.ReportMetric(float64(ledger.raw)/float64(ledger.events), "raw-one-copy-B/event")
 	})
@@ -131,7 +143,7 @@ func (s blockStats) report(b *testing.B, n int) {
 	}
 	f := float64(n)
 	b.ReportMetric(float64(s.files)/f, "file-B/event")
-	if s.fullEvents > 0 {
+	if s.fullEvents > 0 && s.events == n {
 		b.ReportMetric(float64(s.fullFiles)/float64(s.fullEvents), "full-B/event")
 	}
 	b.ReportMetric(float64(s.record)/f, "B/event")
