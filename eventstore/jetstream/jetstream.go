@@ -9,9 +9,10 @@
 // CloudEvents 1.0 structured-mode envelope ([eventstore.CloudEvent]), with
 // headers Nats-Msg-Id: the event id (server-side de-duplication), and
 // Ledger-Revision: the event's revision in its stream. (Messages written
-// by earlier versions also carry Content-Type: application/cloudevents+json,
-// which no reader needs: 44 bytes an event. The published stream's
-// messages carry it, as the contract says.) A [eventstore.Position] is the JetStream stream sequence.
+// by earlier versions also carry Content-Type:
+// application/cloudevents+json, which no reader needs: 44 bytes an
+// event. The published stream's messages carry it, as the contract
+// says.) A [eventstore.Position] is the JetStream stream sequence.
 //
 // # Concurrency and atomicity
 //
