@@ -119,7 +119,7 @@ func jetStreamConfig(s backendSettings) jetstream.Config {
 	// retries never depend on the server's de-duplication window, which
 	// then only costs restarts: keep it short.
 	jcfg := jetstream.Config{Logger: s.log.With("component", "store"), Replicas: s.cfg.Replicas,
-		Duplicates: jetstream.ShortDuplicates}
+		Duplicates: jetstream.ShortDuplicates, Compress: s.cfg.Compress == CompressAll}
 	if s.cfg.Durability == string(jetstream.DurabilityInterval) {
 		// Coalescing appends into atomic batches pays for itself only on a
 		// server that fsyncs every write (an external one with
@@ -322,6 +322,7 @@ func (b *backend) usePublisher(ctx context.Context, s backendSettings, nc *nats.
 		// retry depends on the de-duplication window, which then only
 		// costs restarts (as the store's): keep it short.
 		Duplicates:  jetstream.ShortDuplicates,
+		Compress:    s.cfg.Compress != CompressNone,
 		OnPublished: func(eventstore.Position) { s.metrics.EventsPublished(1) },
 		Logger:      s.log.With("component", "publisher"),
 		Tracer:      s.tracer,
@@ -458,7 +459,7 @@ func natsErrors(s backendSettings, refused context.CancelCauseFunc) nats.ErrHand
 func ensureMirror(ctx context.Context, s backendSettings, nc *nats.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	err := jetstream.EnsureDownstreamMirror(ctx, nc, s.cfg.Replicas)
+	err := jetstream.EnsureDownstreamMirror(ctx, nc, s.cfg.Replicas, s.cfg.Compress != CompressNone)
 	switch {
 	case err == nil:
 		return nil

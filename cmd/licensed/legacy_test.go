@@ -60,7 +60,7 @@ func TestExistingDataDirectoryPublished(t *testing.T) {
 	if err := djs.DeleteStream(ctx, jetstream.DownstreamStream); err != nil {
 		t.Fatal(err)
 	}
-	old := jetstream.MirrorConfig(1)
+	old := jetstream.MirrorConfig(1, false)
 	old.Mirror = &natsjs.StreamSource{Name: "LEDGER", External: old.Mirror.External}
 	old.RePublish = nil
 	if _, err := djs.CreateStream(ctx, old); err != nil {

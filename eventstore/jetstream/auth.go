@@ -265,8 +265,10 @@ const DownstreamStream = "LEDGER"
 // "events." prefix (events.ledger.> becomes ledger.>, events.activity.>
 // activity.>, events.billing.> billing.>) and mirror nothing else; it
 // republishes every message it stores on its subject, without reply
-// subject, for plain subscriptions. replicas is its replica count.
-func MirrorConfig(replicas int) jetstream.StreamConfig {
+// subject, for plain subscriptions. replicas is its replica count;
+// compress has the server compress its blocks once full (see
+// [Config.Compress]: its readers, consumers, read it in order).
+func MirrorConfig(replicas int, compress bool) jetstream.StreamConfig {
 	if replicas <= 0 {
 		replicas = 1
 	}
@@ -280,6 +282,7 @@ func MirrorConfig(replicas int) jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Replicas:    replicas,
+		Compression: compression(compress),
 		Mirror: &jetstream.StreamSource{
 			Name:              contract.Stream,
 			SubjectTransforms: transforms,
@@ -298,12 +301,12 @@ func MirrorConfig(replicas int) jetstream.StreamConfig {
 // stream existed) is deleted and created again: a mirror's source cannot
 // change, and its consumers go with it. On a server without the
 // downstream account it fails with [nats.ErrNoResponders] or a timeout.
-func EnsureDownstreamMirror(ctx context.Context, nc *nats.Conn, replicas int) error {
+func EnsureDownstreamMirror(ctx context.Context, nc *nats.Conn, replicas int, compress bool) error {
 	js, err := jetstream.NewWithAPIPrefix(nc, DownstreamAPIPrefix)
 	if err != nil {
 		return fmt.Errorf("jetstream: downstream mirror: %w", err)
 	}
-	cfg := MirrorConfig(replicas)
+	cfg := MirrorConfig(replicas, compress)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err = replaceStaleMirror(cctx, js, cfg)

@@ -39,7 +39,7 @@ func startLimitedAuthServer(t *testing.T, maxConsumers int) *authServer {
 	}
 	t.Cleanup(func() { a.store.Close() })
 	createPublished(t, a.store)
-	if err := jetstream.EnsureDownstreamMirror(t.Context(), a.store.Conn(), 1); err != nil {
+	if err := jetstream.EnsureDownstreamMirror(t.Context(), a.store.Conn(), 1, false); err != nil {
 		t.Fatal(err)
 	}
 	return a

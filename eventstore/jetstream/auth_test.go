@@ -51,7 +51,7 @@ func startAuthServer(t *testing.T, dir string) *authServer {
 	}
 	t.Cleanup(func() { a.store.Close() })
 	createPublished(t, a.store)
-	if err := jetstream.EnsureDownstreamMirror(t.Context(), a.store.Conn(), 1); err != nil {
+	if err := jetstream.EnsureDownstreamMirror(t.Context(), a.store.Conn(), 1, false); err != nil {
 		t.Fatal(err)
 	}
 	return a
@@ -491,13 +491,13 @@ func TestDownstreamMirrorOfTheStoreReplaced(t *testing.T) {
 	if err := djs.DeleteStream(ctx, jetstream.DownstreamStream); err != nil {
 		t.Fatal(err)
 	}
-	old := jetstream.MirrorConfig(1)
+	old := jetstream.MirrorConfig(1, false)
 	old.Mirror = &natsjs.StreamSource{Name: "LEDGER", External: old.Mirror.External}
 	old.RePublish = nil
 	if _, err := djs.CreateStream(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	if err := jetstream.EnsureDownstreamMirror(ctx, a.store.Conn(), 1); err != nil {
+	if err := jetstream.EnsureDownstreamMirror(ctx, a.store.Conn(), 1, false); err != nil {
 		t.Fatal(err)
 	}
 	st, err := djs.Stream(ctx, jetstream.DownstreamStream)

@@ -314,7 +314,7 @@ func BenchmarkAppendAuth(b *testing.B) {
 			}
 			defer s.Close()
 			if c.mirror {
-				if err := jetstream.EnsureDownstreamMirror(context.Background(), s.Conn(), 1); err != nil {
+				if err := jetstream.EnsureDownstreamMirror(context.Background(), s.Conn(), 1, false); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -7,9 +7,12 @@
 // has subject ledger.acme.<EventType>; its activities have subject
 // activity.acme.ActivityRecorded. Every message body is the event's
 // CloudEvents 1.0 structured-mode envelope ([eventstore.CloudEvent]), with
-// headers Content-Type: application/cloudevents+json, Nats-Msg-Id: the event
-// id (server-side de-duplication), and Ledger-Revision: the event's revision
-// in its stream. A [eventstore.Position] is the JetStream stream sequence.
+// headers Nats-Msg-Id: the event id (server-side de-duplication), and
+// Ledger-Revision: the event's revision in its stream. (Messages written
+// by earlier versions also carry Content-Type:
+// application/cloudevents+json, which no reader needs: 44 bytes an
+// event. The published stream's messages carry it, as the contract
+// says.) A [eventstore.Position] is the JetStream stream sequence.
 //
 // # Concurrency and atomicity
 //
@@ -107,7 +110,6 @@ const (
 	// ("{}"), which the envelope cannot show, so that it reads back as
 	// given.
 	MetadataHeader = "Ledger-Metadata"
-	contentType    = "Content-Type"
 )
 
 // Config configures a [Store]. The zero value is usable.
@@ -145,8 +147,13 @@ type Config struct {
 	// times fewer bytes on disk for the ledger's events, for the CPU of
 	// compressing each block once and of decompressing a whole block
 	// whenever a read needs a message of it that is not cached (a read of
-	// one account's stream touches every block). Changing it on an
-	// existing stream applies to the blocks filled afterwards.
+	// one account's stream touches every block, and the server's check of
+	// an append's per-account expectation loads the block holding the
+	// account's last event). Changing it on an existing stream updates the
+	// stream's configuration in place; blocks already written keep their
+	// form (each block says whether it is compressed, and reads handle
+	// both), and the server applies the change to the blocks it fills from
+	// its next start on, once it loads the stream with the new setting.
 	Compress bool
 	// Committers is the number of coalesced batches committing at once
 	// while the next one fills; default 2.
@@ -512,8 +519,8 @@ func Subject(stream eventstore.StreamID, typ string) string {
 
 // Message returns the NATS message the store publishes for event e of
 // stream at revision rev: its subject, its CloudEvents body and headers
-// (Content-Type, Nats-Msg-Id, Ledger-Revision, and Ledger-Metadata for
-// metadata without members). With qualify the message id is made unique
+// (Nats-Msg-Id, Ledger-Revision, and Ledger-Metadata for metadata
+// without members). With qualify the message id is made unique
 // to the stream ("<event id>@<stream>"), for an event id that the server
 // already holds for another stream. Publishers of events kept in another
 // store (the EventStoreDB relay) use it, so that subscribers get the same
@@ -536,7 +543,6 @@ func message(stream eventstore.StreamID, e eventstore.Proposed, body []byte, rev
 	// Header keys are written in their canonical form directly:
 	// Header.Set would canonicalise each one again.
 	hdr := make(nats.Header, 8)
-	hdr[contentType] = []string{eventstore.CloudEventContentType}
 	if qualify {
 		hdr[jetstream.MsgIDHeader] = []string{e.ID.String() + "@" + stream.String()}
 	} else {

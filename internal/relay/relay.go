@@ -136,6 +136,12 @@ type Config struct {
 	Replicas int
 	// Duplicates is the stream's de-duplication window; default 2 minutes.
 	Duplicates time.Duration
+	// Compress has the server compress the stream's blocks with S2 once
+	// they are full (see the store's Config.Compress). Its readers
+	// (consumers, the downstream mirror) read it in order, so each block
+	// is decompressed once per pass; a get of a message in a block not
+	// cached decompresses the whole block (8 MB).
+	Compress bool
 	// MaxInFlight is the largest number of publishes awaiting their
 	// acknowledgement; default 256. 1 publishes one event at a time.
 	MaxInFlight int
@@ -219,6 +225,7 @@ func (r *Relay) StreamConfig() jetstream.StreamConfig {
 		Replicas:    replicas,
 		Duplicates:  r.cfg.Duplicates,
 		AllowDirect: replicas == 1,
+		Compression: compression(r.cfg.Compress),
 	}
 }
 
@@ -730,4 +737,11 @@ func (c *chains) rebuild(ctx context.Context, stream eventstore.StreamID, rev ui
 		_ = follow(l, rec)
 	}
 	return l, nil
+}
+
+func compression(on bool) jetstream.StoreCompression {
+	if on {
+		return jetstream.S2Compression
+	}
+	return jetstream.NoCompression
 }
