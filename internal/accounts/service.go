@@ -631,6 +631,10 @@ func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 			a.activityLen, a.activityHead = h.activity.keys.Next, h.activity.keys.Hash
 			ledgerFrom, activityFrom = h.ledger.fold.Next, h.activity.fold.Next
 			s.destroyDeletedKeys(ctx, a, h.state)
+			if s.confirmed(ctx, a.id, h) {
+				a.loaded = true
+				return nil
+			}
 		}
 	}
 	if err := s.catchUpLedgerFrom(ctx, a, ledgerFrom); err != nil {
@@ -641,6 +645,26 @@ func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 	}
 	a.loaded = true
 	return nil
+}
+
+// confirmed reports whether the store, asked without reading the
+// account's streams (eventstore.EndConfirmer), confirms that they end
+// where the read model folded them: the state from the model is then the
+// account's, with nothing to read after it, and the store's next append
+// expects those ends. A stream whose recent idempotency keys must be
+// remembered is read all the same (not confirmed here), and so is an
+// account the store does not confirm, or when it fails to answer.
+func (s *Service) confirmed(ctx context.Context, account string, h heldLoad) bool {
+	c, ok := s.cfg.Store.(eventstore.EndConfirmer)
+	if !ok || h.ledger.keys != h.ledger.fold || h.activity.keys != h.activity.fold {
+		return false
+	}
+	ok, err := c.ConfirmEnds(ctx, account, h.seen, h.ledger.end, h.activity.end)
+	if err != nil {
+		s.log.DebugContext(ctx, "the store did not confirm the ends of the account's streams; reading them", "account", account, "err", err)
+		return false
+	}
+	return ok
 }
 
 // held returns the account's state as the accounts' read model holds it.
