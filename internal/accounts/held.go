@@ -27,7 +27,8 @@ import (
 // reads from the store only the events after it (and the events from the
 // first one that may carry a recent idempotency key, whose keys it
 // remembers without folding them again), instead of reading both streams
-// whole.
+// whole; and nothing at all when the store confirms that both streams end
+// where the read model folded them (eventstore.EndConfirmer).
 type ReadModel struct {
 	clock  func() time.Time
 	window time.Duration

@@ -614,8 +614,10 @@ func (s *Service) retryDestroys(ctx context.Context, a *account) {
 // Fresh, it starts from the accounts' read model (Config.States) when that
 // holds the account: from its state, each stream read from the first event
 // that may carry an idempotency key within the window (remembered, not
-// folded again) or else from the read model's end. The keys of users
-// deleted before that end are destroyed again in the background.
+// folded again) or else from the read model's end; no stream is read when
+// the store confirms that both end where the read model folded them (see
+// confirmed). The keys of users deleted before that end are destroyed
+// again in the background.
 func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 	ledgerFrom, activityFrom := a.state.Version, a.activityLen
 	if fresh {
