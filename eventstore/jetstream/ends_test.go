@@ -187,3 +187,39 @@ func TestConfirmEndsRefused(t *testing.T) {
 		})
 	}
 }
+
+// The first append after a confirmation expects the whole stream where the
+// confirmation saw it; another account's append in between makes the
+// server refuse that, and the append goes with the account's own
+// expectation: stored at the right revision, plain or conditional.
+func TestConfirmEndsThenOtherAccounts(t *testing.T) {
+	ctx := context.Background()
+	for _, conditional := range []bool{false, true} {
+		f := newEndsFixture(t)
+		s, ok := f.confirm(t, f.last, f.ledger, f.activity)
+		if !ok {
+			t.Fatal("exact ends not confirmed")
+		}
+		if _, err := f.s.Append(ctx, eventstore.LedgerStream("globex"), eventstore.Any(), events(1)...); err != nil {
+			t.Fatal(err)
+		}
+		var res eventstore.AppendResult
+		var err error
+		want := f.ledger.Revisions
+		if conditional {
+			cond := eventstore.Condition{Stream: eventstore.LedgerStream("acme"), Expected: eventstore.ExpectRevisionAfter(f.ledger.Revisions)}
+			res, err = s.AppendIf(ctx, eventstore.ActivityStream("acme"), eventstore.ExpectRevisionAfter(f.activity.Revisions), cond, events(1)...)
+			want = f.activity.Revisions
+		} else {
+			res, err = s.Append(ctx, eventstore.LedgerStream("acme"), eventstore.ExpectRevisionAfter(f.ledger.Revisions), events(1)...)
+		}
+		if err != nil || res.NextRevision != want || res.Position <= f.last+1 {
+			t.Fatalf("conditional %v: append after another account's: %+v, %v; want revision %d after position %d", conditional, res, err, want, f.last+1)
+		}
+		// The next append expects the account's streams as usual.
+		res, err = s.Append(ctx, eventstore.LedgerStream("acme"), eventstore.Any(), events(1)...)
+		if err != nil || res.Position <= f.last+2 {
+			t.Fatalf("conditional %v: the next append: %+v, %v", conditional, res, err)
+		}
+	}
+}

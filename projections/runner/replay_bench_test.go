@@ -545,7 +545,11 @@ func stopRunner(r *runner.Runner) {
 //     an account appended to is past the read model's snapshot.
 //     append-p50-ms and append-p99-ms are the store's append alone
 //     (accounts.Config.OnAppend), the server's check of the expectation
-//     included.
+//     included;
+//   - command-model-accepted-busy: the same while another writer appends
+//     to a stream of its own, one event every 200 microseconds at most,
+//     as other accounts' commands do on a service in use: the stream's
+//     last sequence moves between an account's load and its append.
 //
 // command-model's command is one the ledger refuses (deactivating a user
 // the account never had), decided on the loaded state: nothing is
@@ -561,14 +565,15 @@ func BenchmarkColdAccount(b *testing.B) {
 		}
 	}()
 	accepted := 0 // accounts taken by command-model-accepted so far
-	for _, mode := range []string{"streams", "heads", "command-streams", "command-model", "command-model-accepted"} {
+	for _, mode := range []string{"streams", "heads", "command-streams", "command-model", "command-model-accepted", "command-model-accepted-busy"} {
 		b.Run(mode, func(b *testing.B) {
 			b.StopTimer()
 			if strings.HasPrefix(mode, "command-model") && held == nil {
 				held = accountsReadModel(b, d)
 			}
 			dir := d.dir
-			if mode == "command-model-accepted" {
+			accepting := strings.HasPrefix(mode, "command-model-accepted")
+			if accepting {
 				if copied == "" {
 					var err error
 					if copied, err = copyHistory(d.dir); err != nil {
@@ -589,8 +594,12 @@ func BenchmarkColdAccount(b *testing.B) {
 				var svc *accounts.Service
 				if strings.HasPrefix(mode, "command-") {
 					cfg := accounts.Config{Store: s, Codec: d.newCodec(), Clock: time.Now, NewEventID: uuid.New, NewULID: ulid.Make}
-					if mode == "command-model-accepted" {
-						cfg.OnAppend = func(a accounts.Appended) { appends = append(appends, a.Took) }
+					if accepting {
+						cfg.OnAppend = func(a accounts.Appended) {
+							if a.Stream.Account != busyAccount {
+								appends = append(appends, a.Took)
+							}
+						}
 					}
 					if strings.HasPrefix(mode, "command-model") {
 						cfg.States = accounts.NewReadModel(nil, 0)
@@ -600,16 +609,20 @@ func BenchmarkColdAccount(b *testing.B) {
 					}
 					svc = accounts.New(cfg)
 				}
+				stopBusy := func() {}
+				if mode == "command-model-accepted-busy" {
+					stopBusy = busyWrites(b, s)
+				}
 				b.StartTimer()
 				for a := range 50 {
 					account := fmt.Sprintf("acct-%04d", (i*50+a)*7%1000)
-					if mode == "command-model-accepted" {
+					if accepting {
 						account = fmt.Sprintf("acct-%04d", accepted*7%1000)
 						accepted++
 					}
 					t0 := time.Now()
 					switch mode {
-					case "command-model-accepted":
+					case "command-model-accepted", "command-model-accepted-busy":
 						res, err := svc.Execute(ctx, account, ledger.PurchaseSeats{Count: 1, At: time.Now()}, accounts.Request{Actor: codec.Actor{ID: "bench", Role: "admin"}})
 						if err != nil || len(res.Events) != 1 {
 							b.Fatalf("%s: %d events, %v; want one seat purchased", account, len(res.Events), err)
@@ -646,6 +659,7 @@ func BenchmarkColdAccount(b *testing.B) {
 					}
 				}
 				b.StopTimer()
+				stopBusy()
 				s.Close()
 				b.StartTimer()
 			}
@@ -660,6 +674,34 @@ func BenchmarkColdAccount(b *testing.B) {
 				b.ReportMetric(float64(appends[len(appends)*99/100].Microseconds())/1000, "append-p99-ms")
 			}
 		})
+	}
+}
+
+// busyAccount is the account of the busy writer's stream.
+const busyAccount = "busy-writer"
+
+// busyWrites appends to a stream of its own in s, one event at a time with
+// a pause of 200 microseconds, until the returned function is called.
+func busyWrites(b *testing.B, s *jetstream.Store) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		stream := eventstore.LedgerStream(busyAccount)
+		for ctx.Err() == nil {
+			e := eventstore.Proposed{ID: uuid.New(), Type: "SeatsPurchased", Data: []byte(`{"count":1}`)}
+			if _, err := s.Append(ctx, stream, eventstore.Any(), e); err != nil && ctx.Err() == nil {
+				done <- err
+				return
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		done <- nil
+	}()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatalf("busy writer: %v", err)
+		}
 	}
 }
 
