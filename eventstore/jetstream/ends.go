@@ -30,11 +30,13 @@ var _ eventstore.EndConfirmer = (*Store)(nil)
 //     server looks for in the blocks from after+1 on: the stream's last
 //     ones, which writes and readers keep loaded. There must be none.
 //
-// Then every message of the account's streams is one the reader folded:
-// none came after it, none it skipped remains (a foreign message or a
-// quarantined record past the stream's last event adds to the count), and
-// each stream's last message is its last event at the position the reader
-// gave, the revision after which is its count. (An operator's removal of
+// Then each stream's last message is the last event the reader folded,
+// at the position it gave, and the stream numbers as many revisions as the
+// reader: nothing came after it, and a record it skipped past a stream's
+// last event (a foreign message, a quarantined record) adds to the count.
+// (A record skipped between two events it folded either took a revision,
+// which the reader's count includes, or adds to the count too. An
+// operator's removal of
 // a folded message together with a foreign publish on the same stream
 // before after would keep the count: the next append then states
 // revisions the stream does not number that way. Removing messages from
@@ -46,7 +48,9 @@ var _ eventstore.EndConfirmer = (*Store)(nil)
 // message over both streams' subjects at the later of the two positions,
 // with no read first. The server checks that expectation itself, so a
 // head that turned stale in between costs a conflict and a read, as a
-// stale cached head does.
+// stale cached head does. The first append of a single event expects the
+// stream's last sequence stream info gave instead, while nothing at all
+// was stored since (see publishPaired).
 func (s *Store) ConfirmEnds(ctx context.Context, account string, after eventstore.Position, ledger, activity eventstore.StreamEnd) (bool, error) {
 	if err := s.open(); err != nil {
 		return false, err
