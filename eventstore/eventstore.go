@@ -274,9 +274,8 @@ type EndConfirmer interface {
 	// store holds no record of either stream after it and exactly as many
 	// records of each as it has revisions (so no record the reader
 	// skipped lies past its last event, and none is missing). On true
-	// the store expects its next
-	// append to either stream at those ends. False changes nothing; the
-	// caller then reads the streams.
+	// the store expects its next append to either stream at those ends.
+	// False changes nothing; the caller then reads the streams.
 	ConfirmEnds(ctx context.Context, account string, after Position, ledger, activity StreamEnd) (bool, error)
 }
 
