@@ -366,8 +366,8 @@ func (s *streamReads) ReadStream(ctx context.Context, stream eventstore.StreamID
 }
 
 // An account whose streams the store confirms end where the read model
-// folded them takes its first commands, refused or appended, without a
-// read of its streams; once another process appended to it, its first
+// (restored from its snapshot) folded them takes its first commands,
+// refused or appended, without a read of its streams; once another process appended to it, its first
 // command in a new process reads what followed.
 func TestLoadFromReadModelReadsNoStream(t *testing.T) {
 	ctx := context.Background()
@@ -376,8 +376,17 @@ func TestLoadFromReadModelReadsNoStream(t *testing.T) {
 	must(t)(svc.Execute(ctx, "acme", ledger.OpenAccount{Account: "acme", Name: "Acme", Seats: 2, At: t0}, admin))
 	must(t)(svc.Execute(ctx, "acme", ledger.AddUser{UserID: "ada", Name: "Ada", Email: "ada@acme.test", Role: ledger.RoleAdmin, At: t0}, admin))
 	must(t)(svc.Execute(ctx, "acme", ledger.RecordActivity{ActivityID: "a1", UserID: "ada", Kind: "note", Ref: "r1", At: t0}, admin))
+	fed := accounts.NewReadModel(e.clock.Now, 0)
+	e.feed(t, fed)
+	// A new process's read model, restored from the snapshot.
+	snap, err := fed.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
 	states := accounts.NewReadModel(e.clock.Now, 0)
-	e.feed(t, states)
+	if err := states.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
 	counted := &streamReads{Store: e.store.(*memory.Store)}
 	e.reopen = func() eventstore.Store { return counted }
 
