@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/licenseledger/ledger/eventstore"
@@ -48,9 +46,7 @@ var _ eventstore.EndConfirmer = (*Store)(nil)
 // message over both streams' subjects at the later of the two positions,
 // with no read first. The server checks that expectation itself, so a
 // head that turned stale in between costs a conflict and a read, as a
-// stale cached head does. The first append of a single event expects the
-// stream's last sequence stream info gave instead, while nothing at all
-// was stored since (see publishPaired).
+// stale cached head does.
 func (s *Store) ConfirmEnds(ctx context.Context, account string, after eventstore.Position, ledger, activity eventstore.StreamEnd) (bool, error) {
 	if err := s.open(); err != nil {
 		return false, err
@@ -100,40 +96,7 @@ func (s *Store) ConfirmEnds(ctx context.Context, account string, after eventstor
 	s.advance(ls, lh)
 	s.advance(as, ah)
 	if !s.replicated { // pairs serve conditional appends, not offered there
-		s.keepPair(account, pair{ledger: lh, activity: ah, quiet: info.State.LastSeq})
+		s.keepPair(account, pair{ledger: lh, activity: ah})
 	}
 	return true, nil
-}
-
-// publishPaired publishes msgs, whose first expects the last message over
-// the account's subjects at p.last(), alone. When p came from ConfirmEnds
-// and no append used it yet (p.quiet), a single message first expects
-// instead the stream's last sequence to be the one the confirmation saw
-// (Nats-Expected-Last-Sequence): nothing at all stored since proves both
-// streams of the account where p says, and the server checks that from
-// memory, where it checks the account's expectation by finding the
-// account's last message, which loads the block holding it (8 MB) when
-// not loaded: the first append to an account after a start, or after its
-// block's messages expired. Anything stored since, on any subject, makes
-// the server refuse that expectation; msgs then go with their own. p.quiet
-// is spent either way. Only single messages: a batch keeps the account's
-// expectation.
-func (s *Store) publishPaired(ctx context.Context, p *pair, msgs []*nats.Msg) (uint64, bool, error) {
-	quiet := p.quiet
-	p.quiet = 0
-	if quiet == 0 || len(msgs) != 1 {
-		return s.publishAlone(ctx, msgs)
-	}
-	h := msgs[0].Header
-	seq, subj := h[jetstream.ExpectedLastSubjSeqHeader], h[jetstream.ExpectedLastSubjSeqSubjHeader]
-	delete(h, jetstream.ExpectedLastSubjSeqHeader)
-	delete(h, jetstream.ExpectedLastSubjSeqSubjHeader)
-	h[jetstream.ExpectedLastSeqHeader] = []string{strconv.FormatUint(quiet, 10)}
-	n, dup, err := s.publishOne(ctx, msgs[0])
-	if !isConflict(err) {
-		return n, dup, err
-	}
-	delete(h, jetstream.ExpectedLastSeqHeader)
-	h[jetstream.ExpectedLastSubjSeqHeader], h[jetstream.ExpectedLastSubjSeqSubjHeader] = seq, subj
-	return s.publishOne(ctx, msgs[0])
 }

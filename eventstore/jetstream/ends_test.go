@@ -85,6 +85,19 @@ func TestConfirmEnds(t *testing.T) {
 	if err != nil || res.NextRevision != f.activity.Revisions {
 		t.Fatalf("conditional append after the confirmed ends: %+v, %v; want revision %d", res, err, f.activity.Revisions)
 	}
+	// Both read back as the store's events, each at its revision.
+	for _, st := range []eventstore.StreamID{eventstore.LedgerStream("acme"), eventstore.ActivityStream("acme")} {
+		var n uint64
+		for rec, err := range f.s.ReadStream(ctx, st, 0) {
+			if err != nil || rec.Revision != n {
+				t.Fatalf("%s read back: revision %d, %v; want revision %d", st, rec.Revision, err, n)
+			}
+			n++
+		}
+		if want := map[eventstore.Category]uint64{eventstore.Ledger: f.ledger.Revisions + 1, eventstore.Activity: f.activity.Revisions + 1}[st.Category]; n != want {
+			t.Fatalf("%s read back: %d events, want %d", st, n, want)
+		}
+	}
 	// An account with no event at all, after the others' events.
 	if ok, err := s.ConfirmEnds(ctx, "initech", f.last, eventstore.StreamEnd{}, eventstore.StreamEnd{}); err != nil || !ok {
 		t.Fatalf("the empty streams of an account: %v, %v; want confirmed", ok, err)
@@ -188,10 +201,9 @@ func TestConfirmEndsRefused(t *testing.T) {
 	}
 }
 
-// The first append after a confirmation expects the whole stream where the
-// confirmation saw it; another account's append in between makes the
-// server refuse that, and the append goes with the account's own
-// expectation: stored at the right revision, plain or conditional.
+// Another account's append between a confirmation and the account's next
+// append leaves the confirmed heads good: the append is stored at the
+// right revision, plain or conditional, and the next one after it.
 func TestConfirmEndsThenOtherAccounts(t *testing.T) {
 	ctx := context.Background()
 	for _, conditional := range []bool{false, true} {

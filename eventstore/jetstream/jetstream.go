@@ -912,13 +912,7 @@ func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected
 // condition. A pair comes from [Store.loadPair] or from an append checked
 // that way, never from an append checked on one stream only, which says
 // nothing about the other.
-type pair struct {
-	ledger, activity head
-	// quiet is the stream's last sequence when ConfirmEnds gave the pair,
-	// 0 once an append used it or for a pair from elsewhere: see
-	// publishPaired.
-	quiet uint64
-}
+type pair struct{ ledger, activity head }
 
 func (p pair) of(c eventstore.Category) head {
 	if c == eventstore.Ledger {
@@ -1063,7 +1057,7 @@ func (s *Store) appendPaired(ctx context.Context, stream eventstore.StreamID, ex
 	if err := ctx.Err(); err != nil {
 		return eventstore.AppendResult{}, true, err
 	}
-	seq, dup, err := s.publishPaired(ctx, &p, messages(stream, events, bodies, h.n, p.last(), accountFilter(stream.Account), false))
+	seq, dup, err := s.publishAlone(ctx, messages(stream, events, bodies, h.n, p.last(), accountFilter(stream.Account), false))
 	switch {
 	case err == nil && !dup:
 		next, res := s.stored(stream, h, events, seq)
@@ -1163,7 +1157,7 @@ func (s *Store) appendIf(ctx context.Context, stream eventstore.StreamID, expect
 		if err := ctx.Err(); err != nil {
 			return eventstore.AppendResult{}, err
 		}
-		seq, dup, err := s.publishPaired(ctx, &p, messages(stream, events, bodies, h.n, p.last(), accountFilter(account), qualify))
+		seq, dup, err := s.publishAlone(ctx, messages(stream, events, bodies, h.n, p.last(), accountFilter(account), qualify))
 		switch {
 		case err == nil && dup:
 			if res, done, err := s.storedBefore(ctx, stream, events, seq, qualify, attempt); done {
