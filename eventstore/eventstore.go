@@ -252,6 +252,33 @@ type ConditionalAppender interface {
 	AppendIf(ctx context.Context, stream StreamID, expected ExpectedRevision, cond Condition, events ...Proposed) (AppendResult, error)
 }
 
+// StreamEnd is where a stream ended as a reader folded it: how many
+// revisions it held and the position of its last event (0 for both when
+// it held none).
+type StreamEnd struct {
+	Revisions uint64
+	Position  Position
+}
+
+// EndConfirmer is an optional capability of a [Store]: confirming, without
+// reading an account's streams, that they end where a reader that saw
+// every record of the store up to a position found them end, and taking
+// those ends as the streams' heads for the account's next appends. A
+// service that keeps accounts' states (a read model fed in global order)
+// uses it to decide an account's first command on that state without
+// reading its streams.
+type EndConfirmer interface {
+	// ConfirmEnds reports whether the ledger and activity streams of
+	// account end at ledger and activity, the ends a reader found having
+	// seen every record stored up to position after: true only when the
+	// store holds no record of either stream after it and exactly as many
+	// records of each as it has revisions (so no record the reader
+	// skipped lies past its last event, and none is missing). On true
+	// the store expects its next append to either stream at those ends.
+	// False changes nothing; the caller then reads the streams.
+	ConfirmEnds(ctx context.Context, account string, after Position, ledger, activity StreamEnd) (bool, error)
+}
+
 // ErrUnreadable is wrapped by the error a read yields for a stored record
 // the store cannot read back as an event: a message it did not write, with
 // a malformed place, revision or envelope. Unlike other read errors it

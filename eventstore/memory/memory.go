@@ -33,6 +33,7 @@ import (
 var (
 	_ eventstore.Store               = (*Store)(nil)
 	_ eventstore.ConditionalAppender = (*Store)(nil)
+	_ eventstore.EndConfirmer        = (*Store)(nil)
 )
 
 const (
@@ -272,6 +273,38 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position) iter.Seq
 // the store closes (it then yields [eventstore.ErrClosed]).
 func (s *Store) Subscribe(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error] {
 	return func(yield func(eventstore.Record, error) bool) { s.read(ctx, after, true, yield) }
+}
+
+// ConfirmEnds implements [eventstore.EndConfirmer]: it reports whether the
+// ledger and activity streams of account hold exactly ledger.Revisions and
+// activity.Revisions events, the last of each at the position given, and
+// the store at least after. It never caches anything: every append reads
+// the stream's length under the store's lock.
+func (s *Store) ConfirmEnds(_ context.Context, account string, after eventstore.Position, ledger, activity eventstore.StreamEnd) (bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return false, eventstore.ErrClosed
+	}
+	if uint64(s.n) < uint64(after) {
+		return false, nil
+	}
+	for id, end := range map[eventstore.StreamID]eventstore.StreamEnd{
+		eventstore.LedgerStream(account): ledger, eventstore.ActivityStream(account): activity,
+	} {
+		var n uint64
+		st := s.streams[id]
+		if st != nil {
+			n = uint64(len(st.index))
+		}
+		if n != end.Revisions || end.Position > after {
+			return false, nil
+		}
+		if n > 0 && s.at(st.index[n-1]).Position != end.Position {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // LastPosition returns the global position of the last event stored, 0

@@ -27,13 +27,18 @@ import (
 // reads from the store only the events after it (and the events from the
 // first one that may carry a recent idempotency key, whose keys it
 // remembers without folding them again), instead of reading both streams
-// whole.
+// whole; and nothing at all when the store confirms that both streams end
+// where the read model folded them (eventstore.EndConfirmer).
 type ReadModel struct {
 	clock  func() time.Time
 	window time.Duration
 
 	mu    sync.RWMutex
 	accts map[string]*held
+	// position is the position of the last event folded, of any account:
+	// the runner feeds events in the store's global order, so it has
+	// seen (folded or quarantined) every record up to it.
+	position eventstore.Position
 }
 
 // held is what the read model keeps of one account.
@@ -47,6 +52,9 @@ type held struct {
 type heldStream struct {
 	// next is the revision after the last event folded.
 	next uint64
+	// at is the position of the last event folded; 0 when unknown (a
+	// snapshot of an earlier version) or when none was.
+	at eventstore.Position
 	// The chain link of the last event folded is hash when hashed, else
 	// computed from prev (its previous link) and last (its record) when
 	// asked for: folding does not hash every event a second time.
@@ -134,10 +142,14 @@ func (m *ReadModel) apply(d *codec.Decoded, now time.Time) {
 		s.broken = true
 	}
 	s.next, s.prev, s.hashed = d.Record.Revision+1, d.Meta.PrevHash, false
+	s.at = d.Record.Position
 	s.last = eventstore.Record{ID: d.Record.ID, Type: d.Record.Type, Data: d.Record.Data, Metadata: d.Record.Metadata}
 	h.state = ledger.Evolve(h.state, d.Event)
 	if d.Record.Position > h.lastPosition {
 		h.lastPosition = d.Record.Position
+	}
+	if d.Record.Position > m.position {
+		m.position = d.Record.Position
 	}
 	if d.Meta.IdempotencyKey != "" && now.Sub(d.Meta.Time) < m.window {
 		s.keyed = append(s.keyed, KeyedEvent{Revision: d.Record.Revision, Prev: d.Meta.PrevHash, At: d.Meta.Time})
@@ -169,6 +181,9 @@ type heldLoad struct {
 	state            ledger.State
 	lastPosition     eventstore.Position
 	ledger, activity heldEnd
+	// seen is the read model's position: every record stored up to it
+	// was seen by the runner that fed it (folded or quarantined).
+	seen eventstore.Position
 }
 
 // heldEnd is where a service continues one stream: it reads from keys
@@ -176,6 +191,9 @@ type heldLoad struct {
 // the events before fold, and folds from fold on.
 type heldEnd struct {
 	keys, fold codec.Link
+	// end is where the stream ended as folded: fold.Next revisions, the
+	// last at end.Position (0 when unknown).
+	end eventstore.StreamEnd
 }
 
 // load returns a copy of account's state, ok false when the read model
@@ -197,9 +215,10 @@ func (m *ReadModel) load(account string) (heldLoad, bool) {
 				break
 			}
 		}
-		return heldEnd{keys: keys, fold: fold}
+		return heldEnd{keys: keys, fold: fold, end: eventstore.StreamEnd{Revisions: s.next, Position: s.at}}
 	}
-	return heldLoad{state: h.state.Clone(), lastPosition: h.lastPosition, ledger: end(&h.ledger), activity: end(&h.activity)}, true
+	return heldLoad{state: h.state.Clone(), lastPosition: h.lastPosition, ledger: end(&h.ledger), activity: end(&h.activity),
+		seen: m.position}, true
 }
 
 // snapshotVersion is the format of the read model's snapshot.
@@ -221,6 +240,9 @@ type heldStreamSnapshot struct {
 	Hash   codec.Hash
 	Broken bool
 	Keyed  []KeyedEvent
+	// At is the position of the last event folded (absent, so 0, in
+	// snapshots taken before it was kept: loads then read the stream).
+	At uint64
 }
 
 // Snapshot returns the read model's state as bytes. Deleted users' names
@@ -235,7 +257,7 @@ func (m *ReadModel) Snapshot() ([]byte, error) {
 			// not keep the last record.
 			s.hash, s.hashed, s.last = s.head(), true, eventstore.Record{}
 		}
-		return heldStreamSnapshot{Next: s.next, Hash: s.hash, Broken: s.broken, Keyed: s.keyed}
+		return heldStreamSnapshot{Next: s.next, Hash: s.hash, Broken: s.broken, Keyed: s.keyed, At: uint64(s.at)}
 	}
 	for id, h := range m.accts {
 		snap.Accounts[id] = heldAccountSnapshot{State: h.state, Ledger: stream(&h.ledger), Activity: stream(&h.activity),
@@ -259,9 +281,11 @@ func (m *ReadModel) Restore(b []byte) error {
 	}
 	accts := make(map[string]*held, len(snap.Accounts))
 	stream := func(s heldStreamSnapshot) heldStream {
-		return heldStream{next: s.Next, hash: s.Hash, hashed: true, broken: s.Broken, keyed: s.Keyed}
+		return heldStream{next: s.Next, hash: s.Hash, hashed: true, broken: s.Broken, keyed: s.Keyed, at: eventstore.Position(s.At)}
 	}
+	var position eventstore.Position
 	for id, a := range snap.Accounts {
+		position = max(position, eventstore.Position(a.LastPosition))
 		st := a.State
 		if st.Users == nil && st.Opened() {
 			st.Users = make(map[string]ledger.User)
@@ -270,7 +294,7 @@ func (m *ReadModel) Restore(b []byte) error {
 			lastPosition: eventstore.Position(a.LastPosition)}
 	}
 	m.mu.Lock()
-	m.accts = accts
+	m.accts, m.position = accts, position
 	m.mu.Unlock()
 	return nil
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"iter"
 	mrand "math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +16,8 @@ import (
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/eventstore/memory"
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/pii"
@@ -24,8 +28,12 @@ import (
 // loader returns a service of a new process over the env's store, which
 // loads accounts from states when it is not nil.
 func (e *env) loader(states *accounts.ReadModel) *accounts.Service {
+	store := e.store
+	if e.reopen != nil {
+		store = e.reopen()
+	}
 	return accounts.New(accounts.Config{
-		Store: e.store, Codec: codec.New(pii.NewKeyring(e.keys, rand.Reader)),
+		Store: store, Codec: codec.New(pii.NewKeyring(e.keys, rand.Reader)),
 		Clock: e.clock.Now, NewEventID: uuid.New, NewULID: ulid.Make, States: states,
 	})
 }
@@ -86,14 +94,54 @@ func compareLoads(t *testing.T, e *env, states *accounts.ReadModel, accts []stri
 // an account loaded from the accounts' read model, fed by the runner and
 // after a round trip through its snapshot, then caught up with what was
 // appended since, is exactly the account loaded from its streams.
+//
+// On JetStream each loader opens a new store over the server (nothing
+// cached, as in a new process), and loads from the read model take the
+// store's confirmation of the streams' ends (ConfirmEnds) instead of
+// reading them.
 func TestLoadFromReadModel(t *testing.T) {
+	t.Run("memory", func(t *testing.T) {
+		steps := 1500
+		if testing.Short() {
+			steps = 600
+		}
+		testLoadFromReadModel(t, newEnv(t), steps)
+	})
+	t.Run("jetstream", func(t *testing.T) {
+		steps := 750
+		if testing.Short() {
+			steps = 500
+		}
+		testLoadFromReadModel(t, newJetStreamEnv(t), steps)
+	})
+}
+
+// newJetStreamEnv is newEnv over a JetStream store on an embedded server,
+// whose loaders each open a store of their own over the same server.
+func newJetStreamEnv(t *testing.T) *env {
+	t.Helper()
 	ctx := context.Background()
-	steps := 1500
-	if testing.Short() {
-		steps = 600
-	}
-	rng := mrand.New(mrand.NewPCG(3, 4))
 	e := newEnv(t)
+	s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1, Durability: jetstream.DurabilityInterval}, jetstream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	e.store = s
+	e.reopen = func() eventstore.Store {
+		o, err := jetstream.Open(ctx, s.Conn(), jetstream.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { o.Close() })
+		return o
+	}
+	return e
+}
+
+func testLoadFromReadModel(t *testing.T, e *env, steps int) {
+	ctx := context.Background()
+	rng := mrand.New(mrand.NewPCG(3, 4))
 	procs := []*accounts.Service{e.service(t), e.service(t)}
 	accts := []string{"acme", "globex", "initech", "umbrella"}
 	users := map[string][]string{}
@@ -127,18 +175,20 @@ func TestLoadFromReadModel(t *testing.T) {
 		var rule *ledger.RuleError
 		switch {
 		case errors.As(err, &rule), errors.Is(err, accounts.ErrIdempotencyKeyReused):
-			continue
+			// Refused: nothing to note, but the read model is still fed
+			// and compared below at its steps.
 		case err != nil:
 			t.Fatalf("step %d %T: %v", step, cmd, err)
-		}
-		if res.Repeated {
-			repeats++
-		}
-		if add, ok := cmd.(ledger.AddUser); ok && !res.Repeated {
-			users[acct] = append(users[acct], add.UserID)
-		}
-		if _, ok := cmd.(ledger.DeleteUser); ok && len(res.Events) > 0 && !res.Repeated {
-			deletions++
+		default:
+			if res.Repeated {
+				repeats++
+			}
+			if add, ok := cmd.(ledger.AddUser); ok && !res.Repeated {
+				users[acct] = append(users[acct], add.UserID)
+			}
+			if _, ok := cmd.(ledger.DeleteUser); ok && len(res.Events) > 0 && !res.Repeated {
+				deletions++
+			}
 		}
 		if step%250 == 230 {
 			// The runner folds what is stored so far; later steps append
@@ -158,6 +208,14 @@ func TestLoadFromReadModel(t *testing.T) {
 				t.Fatal(err)
 			}
 			compareLoads(t, e, restored, accts, when+", read model restored from its snapshot")
+			// A day later no idempotency key is still remembered: loads
+			// from the read model read nothing from the streams when the
+			// store confirms their ends (eventstore.EndConfirmer).
+			e.clock.advance(accounts.DefaultIdempotencyWindow + time.Hour)
+			compareLoads(t, e, states, accts, when+", a day later")
+			current := accounts.NewReadModel(e.clock.Now, 0)
+			e.feed(t, current)
+			compareLoads(t, e, current, accts, when+", a day later, read model current")
 		}
 	}
 	if deletions == 0 || repeats == 0 {
@@ -258,6 +316,11 @@ func TestLoadFromReadModelFinishesDeletion(t *testing.T) {
 // conflict the account is read again from its streams, and the command
 // is appended after what the store holds.
 func TestLoadFromReadModelAheadOfTheStore(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { testLoadAheadOfTheStore(t, func(t *testing.T) *env { return newEnv(t) }) })
+	t.Run("jetstream", func(t *testing.T) { testLoadAheadOfTheStore(t, newJetStreamEnv) })
+}
+
+func testLoadAheadOfTheStore(t *testing.T, newEnv func(*testing.T) *env) {
 	ctx := context.Background()
 	e := newEnv(t)
 	svc := e.service(t)
@@ -288,5 +351,67 @@ func TestLoadFromReadModelAheadOfTheStore(t *testing.T) {
 	}
 	if res.State.Seats != 3 || res.State.Version != 2 {
 		t.Fatalf("after the command: %d seats at version %d, want 3 at 2 (the store's first event, then this one)", res.State.Seats, res.State.Version)
+	}
+}
+
+// streamReads is a store that counts the reads of single streams.
+type streamReads struct {
+	*memory.Store
+	n atomic.Int64
+}
+
+func (s *streamReads) ReadStream(ctx context.Context, stream eventstore.StreamID, from uint64) iter.Seq2[eventstore.Record, error] {
+	s.n.Add(1)
+	return s.Store.ReadStream(ctx, stream, from)
+}
+
+// An account whose streams the store confirms end where the read model
+// (restored from its snapshot) folded them takes its first commands,
+// refused or appended, without a read of its streams; once another process appended to it, its first
+// command in a new process reads what followed.
+func TestLoadFromReadModelReadsNoStream(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	svc := e.service(t)
+	must(t)(svc.Execute(ctx, "acme", ledger.OpenAccount{Account: "acme", Name: "Acme", Seats: 2, At: t0}, admin))
+	must(t)(svc.Execute(ctx, "acme", ledger.AddUser{UserID: "ada", Name: "Ada", Email: "ada@acme.test", Role: ledger.RoleAdmin, At: t0}, admin))
+	must(t)(svc.Execute(ctx, "acme", ledger.RecordActivity{ActivityID: "a1", UserID: "ada", Kind: "note", Ref: "r1", At: t0}, admin))
+	fed := accounts.NewReadModel(e.clock.Now, 0)
+	e.feed(t, fed)
+	// A new process's read model, restored from the snapshot.
+	snap, err := fed.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := accounts.NewReadModel(e.clock.Now, 0)
+	if err := states.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	counted := &streamReads{Store: e.store.(*memory.Store)}
+	e.reopen = func() eventstore.Store { return counted }
+
+	fresh := e.loader(states)
+	var rule *ledger.RuleError
+	if _, err := fresh.Execute(ctx, "acme", ledger.DeactivateUser{UserID: "nobody", At: t0}, admin); !errors.As(err, &rule) || rule.Rule != ledger.RuleUserNotFound {
+		t.Fatalf("deactivating a user the account never had: %v, want %s", err, ledger.RuleUserNotFound)
+	}
+	if n := counted.n.Load(); n != 0 {
+		t.Fatalf("a refused first command read %d streams, want none", n)
+	}
+	if _, err := e.loader(states).Execute(ctx, "acme", ledger.RecordActivity{ActivityID: "a2", UserID: "ada", Kind: "note", Ref: "r2", At: t0}, admin); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.loader(states).Execute(ctx, "acme", ledger.PurchaseSeats{Count: 1, At: t0}, admin)
+	if err != nil || res.State.Seats != 3 || res.Revision() != 2 {
+		t.Fatalf("a seat bought: %d seats at revision %d, %v; want 3 at 2", res.State.Seats, res.Revision(), err)
+	}
+	// The read model stopped before the activity: the purchase's process
+	// read both streams from the model's ends, and found the activity.
+	if n := counted.n.Load(); n != 2 {
+		t.Fatalf("first commands read %d streams, want 2 (both, after an activity another process appended)", n)
+	}
+	got, err := e.loader(states).State(ctx, "acme")
+	if err != nil || got.Seats != 3 {
+		t.Fatalf("state after another process bought a seat: %d seats, %v; want 3", got.Seats, err)
 	}
 }

@@ -614,8 +614,10 @@ func (s *Service) retryDestroys(ctx context.Context, a *account) {
 // Fresh, it starts from the accounts' read model (Config.States) when that
 // holds the account: from its state, each stream read from the first event
 // that may carry an idempotency key within the window (remembered, not
-// folded again) or else from the read model's end. The keys of users
-// deleted before that end are destroyed again in the background.
+// folded again) or else from the read model's end; no stream is read when
+// the store confirms that both end where the read model folded them (see
+// confirmed). The keys of users deleted before that end are destroyed
+// again in the background.
 func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 	ledgerFrom, activityFrom := a.state.Version, a.activityLen
 	if fresh {
@@ -631,6 +633,10 @@ func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 			a.activityLen, a.activityHead = h.activity.keys.Next, h.activity.keys.Hash
 			ledgerFrom, activityFrom = h.ledger.fold.Next, h.activity.fold.Next
 			s.destroyDeletedKeys(ctx, a, h.state)
+			if s.confirmed(ctx, a.id, h) {
+				a.loaded = true
+				return nil
+			}
 		}
 	}
 	if err := s.catchUpLedgerFrom(ctx, a, ledgerFrom); err != nil {
@@ -641,6 +647,26 @@ func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 	}
 	a.loaded = true
 	return nil
+}
+
+// confirmed reports whether the store, asked without reading the
+// account's streams (eventstore.EndConfirmer), confirms that they end
+// where the read model folded them: the state from the model is then the
+// account's, with nothing to read after it, and the store's next append
+// expects those ends. A stream whose recent idempotency keys must be
+// remembered is read all the same (not confirmed here), and so is an
+// account the store does not confirm, or when it fails to answer.
+func (s *Service) confirmed(ctx context.Context, account string, h heldLoad) bool {
+	c, ok := s.cfg.Store.(eventstore.EndConfirmer)
+	if !ok || h.ledger.keys != h.ledger.fold || h.activity.keys != h.activity.fold {
+		return false
+	}
+	ok, err := c.ConfirmEnds(ctx, account, h.seen, h.ledger.end, h.activity.end)
+	if err != nil {
+		s.log.DebugContext(ctx, "the store did not confirm the ends of the account's streams; reading them", "account", account, "err", err)
+		return false
+	}
+	return ok
 }
 
 // held returns the account's state as the accounts' read model holds it.

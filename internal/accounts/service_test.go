@@ -54,6 +54,9 @@ type env struct {
 	store eventstore.Store
 	keys  pii.KeyStore
 	clock *clock
+	// reopen, when set, returns a new view of store for each loader: a
+	// new process's, with nothing cached.
+	reopen func() eventstore.Store
 }
 
 func newEnv(t testing.TB) *env {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -251,11 +252,7 @@ var replayConfig = jetstream.Config{Duplicates: jetstream.ShortDuplicates, Compr
 // restarted process does.
 func openReplay(b *testing.B, d *replayData) *jetstream.Store {
 	b.Helper()
-	s, err := jetstream.Embedded(context.Background(), jetstream.ServerConfig{DataDir: d.dir, Port: -1, Durability: jetstream.DurabilityInterval}, replayConfig)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return s
+	return openStore(b, d.dir)
 }
 
 func freshModels() []projections.Projection {
@@ -531,36 +528,80 @@ func stopRunner(r *runner.Runner) {
 //   - streams: the store's read of both streams whole (ReadStream of the
 //     ledger and the activity stream), what loading an account costs
 //     without the accounts' read model;
-//   - heads: only their last events (Store.LastEvent);
+//   - heads: only their last events (Store.LastEvent), the baseline: a
+//     message get of each stream's last message;
 //   - command-streams: the first command through a new accounts.Service
 //     that loads the account from its streams;
 //   - command-model: the same with the accounts' read model
 //     (accounts.ReadModel, restored from the snapshot a runner took at
 //     the end of the history, untimed): the state is taken from the read
-//     model and only what follows it is read from the store.
+//     model once the store confirms that nothing followed it
+//     (Store.ConfirmEnds), else what follows it is read from the store;
+//   - command-model-accepted: the same with a command the ledger accepts
+//     (a purchase of one seat), appended to a copy of the history's store
+//     (made once per process, untimed, removed at the end) so that the
+//     history stays as it is. Each account takes one command in the
+//     process (so at most 1,000 accounts in all the iterations of a run):
+//     an account appended to is past the read model's snapshot.
+//     append-p50-ms and append-p99-ms are the store's append alone
+//     (accounts.Config.OnAppend), the server's check of the expectation
+//     included;
+//   - command-model-accepted-busy: the same while another writer appends
+//     to a stream of its own, one event every 200 microseconds at most,
+//     as other accounts' commands do on a service in use: the stream's
+//     last sequence moves between an account's load and its append.
 //
-// The command is one the ledger refuses (deactivating a user the account
-// never had), decided on the loaded state: nothing is appended, so the
-// stored history stays as it is.
+// command-model's command is one the ledger refuses (deactivating a user
+// the account never had), decided on the loaded state: nothing is
+// appended, so the stored history stays as it is.
 func BenchmarkColdAccount(b *testing.B) {
 	d := replayHistory(b)
 	ctx := context.Background()
-	var held []byte // the accounts' read model at the end of the history
-	for _, mode := range []string{"streams", "heads", "command-streams", "command-model"} {
+	var held []byte   // the accounts' read model at the end of the history
+	var copied string // the copy of the history's store appended to
+	defer func() {
+		if copied != "" {
+			os.RemoveAll(copied)
+		}
+	}()
+	accepted := 0 // accounts taken by command-model-accepted so far
+	for _, mode := range []string{"streams", "heads", "command-streams", "command-model", "command-model-accepted", "command-model-accepted-busy"} {
 		b.Run(mode, func(b *testing.B) {
-			if mode == "command-model" && held == nil {
-				b.StopTimer()
+			b.StopTimer()
+			if strings.HasPrefix(mode, "command-model") && held == nil {
 				held = accountsReadModel(b, d)
-				b.StartTimer()
 			}
+			dir := d.dir
+			accepting := strings.HasPrefix(mode, "command-model-accepted")
+			if accepting {
+				if copied == "" {
+					var err error
+					if copied, err = copyHistory(d.dir); err != nil {
+						b.Fatal(err)
+					}
+				}
+				dir = copied
+				if accepted+b.N*50 > 1000 {
+					b.Fatalf("%d iterations after %d accounts: at most 1,000 accounts take an accepted command in one run", b.N, accepted)
+				}
+			}
+			b.StartTimer()
 			var took, later []time.Duration // every account's; those after the first of a start
+			var appends []time.Duration     // the store's appends alone (command-model-accepted)
 			for i := range b.N {
 				b.StopTimer()
-				s := openReplay(b, d)
+				s := openStore(b, dir)
 				var svc *accounts.Service
 				if strings.HasPrefix(mode, "command-") {
 					cfg := accounts.Config{Store: s, Codec: d.newCodec(), Clock: time.Now, NewEventID: uuid.New, NewULID: ulid.Make}
-					if mode == "command-model" {
+					if accepting {
+						cfg.OnAppend = func(a accounts.Appended) {
+							if a.Stream.Account != busyAccount {
+								appends = append(appends, a.Took)
+							}
+						}
+					}
+					if strings.HasPrefix(mode, "command-model") {
 						cfg.States = accounts.NewReadModel(nil, 0)
 						if err := cfg.States.Restore(held); err != nil {
 							b.Fatal(err)
@@ -568,38 +609,48 @@ func BenchmarkColdAccount(b *testing.B) {
 					}
 					svc = accounts.New(cfg)
 				}
+				stopBusy := func() {}
+				if mode == "command-model-accepted-busy" {
+					stopBusy = busyWrites(b, s)
+				}
 				b.StartTimer()
 				for a := range 50 {
 					account := fmt.Sprintf("acct-%04d", (i*50+a)*7%1000)
+					if accepting {
+						account = fmt.Sprintf("acct-%04d", accepted*7%1000)
+						accepted++
+					}
 					t0 := time.Now()
-					if svc != nil {
+					switch mode {
+					case "command-model-accepted", "command-model-accepted-busy":
+						res, err := svc.Execute(ctx, account, ledger.PurchaseSeats{Count: 1, At: time.Now()}, accounts.Request{Actor: codec.Actor{ID: "bench", Role: "admin"}})
+						if err != nil || len(res.Events) != 1 {
+							b.Fatalf("%s: %d events, %v; want one seat purchased", account, len(res.Events), err)
+						}
+					case "command-streams", "command-model":
 						_, err := svc.Execute(ctx, account, ledger.DeactivateUser{UserID: "nobody-cold", At: time.Now()}, accounts.Request{Actor: codec.Actor{ID: "bench", Role: "admin"}})
 						var rule *ledger.RuleError
 						if !errors.As(err, &rule) || rule.Rule != ledger.RuleUserNotFound {
 							b.Fatalf("%s: %v, want the rule %s broken", account, err, ledger.RuleUserNotFound)
 						}
-						took = append(took, time.Since(t0))
-						if a > 0 {
-							later = append(later, took[len(took)-1])
-						}
-						continue
-					}
-					for _, stream := range []eventstore.StreamID{eventstore.LedgerStream(account), eventstore.ActivityStream(account)} {
-						if mode == "heads" {
-							if _, err := s.LastEvent(ctx, stream); err != nil {
-								b.Fatal(err)
+					default:
+						for _, stream := range []eventstore.StreamID{eventstore.LedgerStream(account), eventstore.ActivityStream(account)} {
+							if mode == "heads" {
+								if _, err := s.LastEvent(ctx, stream); err != nil {
+									b.Fatal(err)
+								}
+								continue
 							}
-							continue
-						}
-						n := 0
-						for _, err := range s.ReadStream(ctx, stream, 0) {
-							if err != nil {
-								b.Fatal(err)
+							n := 0
+							for _, err := range s.ReadStream(ctx, stream, 0) {
+								if err != nil {
+									b.Fatal(err)
+								}
+								n++
 							}
-							n++
-						}
-						if n == 0 {
-							b.Fatalf("%s: no events", stream)
+							if n == 0 {
+								b.Fatalf("%s: no events", stream)
+							}
 						}
 					}
 					took = append(took, time.Since(t0))
@@ -608,6 +659,7 @@ func BenchmarkColdAccount(b *testing.B) {
 					}
 				}
 				b.StopTimer()
+				stopBusy()
 				s.Close()
 				b.StartTimer()
 			}
@@ -616,8 +668,93 @@ func BenchmarkColdAccount(b *testing.B) {
 			b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
 			slices.Sort(later)
 			b.ReportMetric(float64(later[len(later)*99/100].Microseconds())/1000, "p99-not-first-ms")
+			if len(appends) > 0 {
+				slices.Sort(appends)
+				b.ReportMetric(float64(appends[len(appends)/2].Microseconds())/1000, "append-p50-ms")
+				b.ReportMetric(float64(appends[len(appends)*99/100].Microseconds())/1000, "append-p99-ms")
+			}
 		})
 	}
+}
+
+// busyAccount is the account of the busy writer's stream.
+const busyAccount = "busy-writer"
+
+// busyWrites appends to a stream of its own in s, one event at a time with
+// a pause of 200 microseconds, until the returned function is called.
+func busyWrites(b *testing.B, s *jetstream.Store) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		stream := eventstore.LedgerStream(busyAccount)
+		for ctx.Err() == nil {
+			e := eventstore.Proposed{ID: uuid.New(), Type: "SeatsPurchased", Data: []byte(`{"count":1}`)}
+			if _, err := s.Append(ctx, stream, eventstore.Any(), e); err != nil && ctx.Err() == nil {
+				done <- err
+				return
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+		done <- nil
+	}()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatalf("busy writer: %v", err)
+		}
+	}
+}
+
+// openStore opens the store in dir on an embedded server, as a restarted
+// process does.
+func openStore(b *testing.B, dir string) *jetstream.Store {
+	b.Helper()
+	s, err := jetstream.Embedded(context.Background(), jetstream.ServerConfig{DataDir: dir, Port: -1, Durability: jetstream.DurabilityInterval}, replayConfig)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// copyHistory copies the history's store in dir (its files as the server
+// left them) into a new temporary directory and returns it.
+func copyHistory(dir string) (string, error) {
+	dst, err := os.MkdirTemp("", "ledger-replay-copy-")
+	if err != nil {
+		return "", err
+	}
+	err = filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		if e.IsDir() {
+			return os.MkdirAll(to, 0o700)
+		}
+		in, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
+	if err != nil {
+		os.RemoveAll(dst)
+		return "", fmt.Errorf("copy the history's store: %w", err)
+	}
+	return dst, nil
 }
 
 // accountsReadModel folds the history into the accounts' read model with a
