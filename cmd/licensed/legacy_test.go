@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -63,8 +64,19 @@ func TestExistingDataDirectoryPublished(t *testing.T) {
 	old := jetstream.MirrorConfig(1, false)
 	old.Mirror = &natsjs.StreamSource{Name: "LEDGER", External: old.Mirror.External}
 	old.RePublish = nil
-	if _, err := djs.CreateStream(ctx, old); err != nil {
-		t.Fatal(err)
+	// The server removes a deleted stream's files in the background, and
+	// a create right after it may answer 500 for a moment (the service
+	// retries it too: jetstream.EnsureDownstreamMirror).
+	for {
+		_, err := djs.CreateStream(ctx, old)
+		var apiErr *natsjs.APIError
+		if err == nil {
+			break
+		}
+		if !errors.As(err, &apiErr) || apiErr.Code != 500 || ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	nc.Close()
 	jetstream.StopServer(srv)
