@@ -120,7 +120,7 @@ func newSyncer(dir string, log *slog.Logger, unsynced ...string) *syncer {
 	for _, name := range unsynced {
 		y.unsynced[name] = true
 	}
-	y.watch = newWatcher(dir)
+	y.watch = newWatcher()
 	y.changed = changes{dirty: make(map[string]bool), lost: make(map[string]bool)}
 	go y.loop()
 	return y

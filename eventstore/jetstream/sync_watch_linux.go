@@ -26,20 +26,16 @@ type watcher struct {
 const watchMask = syscall.IN_MODIFY | syscall.IN_ATTRIB | syscall.IN_CREATE | syscall.IN_DELETE |
 	syscall.IN_MOVED_FROM | syscall.IN_MOVED_TO | syscall.IN_DELETE_SELF | syscall.IN_MOVE_SELF
 
-// newWatcher watches the streams directory dir; nil when the kernel
-// refuses (no inotify, too many instances): the syncer then looks at every
-// stream in every round.
-func newWatcher(dir string) *watcher {
+// newWatcher returns a watcher of no directory yet (the syncer adds the
+// streams directory, which the server makes with its first stream, and
+// each stream's); nil when the kernel refuses (no inotify, too many
+// instances): the syncer then looks at every stream in every round.
+func newWatcher() *watcher {
 	fd, err := syscall.InotifyInit1(syscall.IN_NONBLOCK | syscall.IN_CLOEXEC)
 	if err != nil {
 		return nil
 	}
-	w := &watcher{fd: fd, buf: make([]byte, 64<<10), wds: make(map[int32]string)}
-	if !w.add(dir, "") {
-		w.close()
-		return nil
-	}
-	return w
+	return &watcher{fd: fd, buf: make([]byte, 64<<10), wds: make(map[int32]string)}
 }
 
 // add watches the directory path for the stream name and reports whether

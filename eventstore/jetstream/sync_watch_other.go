@@ -11,7 +11,7 @@ type changes struct {
 	overflow    bool
 }
 
-func newWatcher(string) *watcher           { return nil }
+func newWatcher() *watcher                 { return nil }
 func (w *watcher) add(string, string) bool { return false }
 func (w *watcher) drain(ch *changes) error { return nil }
 func (w *watcher) close()                  {}
