@@ -63,8 +63,17 @@ type syncer struct {
 	listing listing  // of the streams directory
 	parents bool     // the directories above the streams' were synced
 	failed  error    // sticky: the first failed fsync
+	// watch tells which stream directories changed since the previous
+	// round; nil when the system cannot tell: every stream is looked at.
+	watch   *watcher
+	changed changes
+	// watched is whether the streams directory is watched since before
+	// its last listing.
+	watched bool
 
 	rounds atomic.Uint64 // rounds run, for tests and benchmarks
+	// looked counts the streams a round looked at, for tests.
+	looked atomic.Uint64
 }
 
 // round is one group sync; done is closed when it has ended, err set.
@@ -82,6 +91,9 @@ type streamFiles struct {
 	// The msgs and stream directories as they were at their last fsync.
 	msgs, dir listing
 	seen      bool // synced once
+	// watched is whether the stream's directory and msgs directory are
+	// watched since before the round that last looked at them.
+	watched bool
 	// The last block file, kept open across rounds: opening it for each
 	// fsync cost as much as the stats of a round.
 	open     *os.File
@@ -108,6 +120,8 @@ func newSyncer(dir string, log *slog.Logger, unsynced ...string) *syncer {
 	for _, name := range unsynced {
 		y.unsynced[name] = true
 	}
+	y.watch = newWatcher()
+	y.changed = changes{dirty: make(map[string]bool), lost: make(map[string]bool)}
 	go y.loop()
 	return y
 }
@@ -144,6 +158,9 @@ func (y *syncer) loop() {
 	defer func() {
 		for _, st := range y.streams {
 			st.closeBlock()
+		}
+		if y.watch != nil {
+			y.watch.close()
 		}
 	}()
 	for {
@@ -182,22 +199,31 @@ func (y *syncer) syncAll() error {
 }
 
 func (y *syncer) syncStreams() error {
-	fi, err := os.Stat(y.dir)
-	if err != nil {
-		return fmt.Errorf("stat streams: %w", err)
-	}
-	if at := listed(fi); !y.listing.valid(fi) {
-		ents, err := os.ReadDir(y.dir)
-		if err != nil {
-			return fmt.Errorf("list streams: %w", err)
+	// Which streams changed since the previous round drained the events:
+	// the others are skipped. Every stream is looked at when the system
+	// cannot tell, or lost events.
+	all := y.watch == nil
+	if !all {
+		if err := y.watch.drain(&y.changed); err != nil {
+			y.log.Warn("watching the stream files failed: every sync round looks at every stream", "err", err)
+			y.watch.close()
+			y.watch = nil
+			all = true
+		} else if y.changed.overflow {
+			all = true
 		}
-		y.names = y.names[:0]
-		for _, e := range ents {
-			if e.IsDir() && !y.unsynced[e.Name()] {
-				y.names = append(y.names, e.Name())
+		for name := range y.changed.lost {
+			if name == "" {
+				y.watched = false
+			} else if st := y.streams[name]; st != nil {
+				st.watched = false
 			}
 		}
-		y.listing = at
+	}
+	if all || !y.watched || y.changed.dirty[""] {
+		if err := y.listStreams(); err != nil {
+			return err
+		}
 	}
 	newStream := false
 	for _, name := range y.names {
@@ -206,10 +232,22 @@ func (y *syncer) syncStreams() error {
 			st = &streamFiles{blocks: make(map[uint32]os.FileInfo), meta: make(map[string]os.FileInfo)}
 			y.streams[name] = st
 		}
+		dir := filepath.Join(y.dir, name)
+		if !all && st.watched && st.seen && !y.changed.dirty[name] {
+			// Nothing of the stream changed since the previous round
+			// looked at it.
+			continue
+		}
+		if y.watch != nil && !st.watched {
+			// Watched before it is looked at: a change after the look
+			// marks it for the next round.
+			st.watched = y.watch.add(dir, name) && y.watch.add(filepath.Join(dir, "msgs"), name)
+		}
 		if !st.seen {
 			newStream = true
 		}
-		if err := y.syncStream(filepath.Join(y.dir, name), st); err != nil {
+		y.looked.Add(1)
+		if err := y.syncStream(dir, st); err != nil {
 			return err
 		}
 	}
@@ -229,6 +267,33 @@ func (y *syncer) syncStreams() error {
 		}
 	}
 	y.parents = true
+	return nil
+}
+
+// listStreams lists the streams directory when it changed since its last
+// listing.
+func (y *syncer) listStreams() error {
+	if y.watch != nil && !y.watched {
+		// Watched before it is stat'ed and listed.
+		y.watched = y.watch.add(y.dir, "")
+	}
+	fi, err := os.Stat(y.dir)
+	if err != nil {
+		return fmt.Errorf("stat streams: %w", err)
+	}
+	if at := listed(fi); !y.listing.valid(fi) {
+		ents, err := os.ReadDir(y.dir)
+		if err != nil {
+			return fmt.Errorf("list streams: %w", err)
+		}
+		y.names = y.names[:0]
+		for _, e := range ents {
+			if e.IsDir() && !y.unsynced[e.Name()] {
+				y.names = append(y.names, e.Name())
+			}
+		}
+		y.listing = at
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -189,4 +190,103 @@ func TestSyncerLeavesOutUnsynced(t *testing.T) {
 	write("LATER/msgs/1.blk", "one")
 	write("B/msgs/1.blk", "b")
 	round(".", "B", "B/msgs", "B/msgs/1.blk")
+}
+
+// TestSyncerLooksAtChangedStreams checks that, where the system tells
+// which directories changed, a round looks only at the streams written
+// since the previous one, and still fsyncs every change: a block appended
+// to, a new stream, a meta file replaced, a new block file.
+func TestSyncerLooksAtChangedStreams(t *testing.T) {
+	streams := filepath.Join(t.TempDir(), "jetstream", "$G", "streams")
+	write := func(name, data string) {
+		t.Helper()
+		fn := filepath.Join(streams, name)
+		if err := os.MkdirAll(filepath.Dir(fn), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(fn, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("the system does not tell which directories changed")
+	}
+	// Made before the streams directory, as when the service starts on
+	// an empty data directory.
+	y := newSyncer(streams, slog.New(slog.DiscardHandler))
+	defer y.close()
+	if y.watch == nil {
+		t.Fatal("no inotify instance")
+	}
+	for _, s := range []string{"A", "B", "C"} {
+		write(s+"/meta.inf", "{}")
+		write(s+"/msgs/1.blk", "one")
+	}
+	var mu sync.Mutex
+	var synced []string
+	y.mu.Lock()
+	y.fsync = func(f *os.File) error {
+		rel, err := filepath.Rel(streams, f.Name())
+		if err != nil {
+			rel = f.Name()
+		}
+		mu.Lock()
+		synced = append(synced, rel)
+		mu.Unlock()
+		return nil
+	}
+	y.mu.Unlock()
+	round := func(looked uint64, want ...string) {
+		t.Helper()
+		mu.Lock()
+		synced = nil
+		mu.Unlock()
+		before := y.looked.Load()
+		if err := y.wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if n := y.looked.Load() - before; n != looked {
+			t.Errorf("round looked at %d streams, want %d", n, looked)
+		}
+		mu.Lock()
+		got := slices.Clone(synced)
+		mu.Unlock()
+		for _, w := range want {
+			if !slices.Contains(got, w) {
+				t.Errorf("round synced %q, not %s", got, w)
+			}
+		}
+	}
+	round(3, "A/msgs/1.blk", "B/msgs/1.blk", "C/msgs/1.blk")
+	round(0)
+	write("B/msgs/1.blk", "more")
+	round(1, "B/msgs/1.blk")
+	round(0)
+	write("D/msgs/1.blk", "d")
+	round(1, ".", "D", "D/msgs", "D/msgs/1.blk")
+	write("C/meta.inf.tmp", `{"v":2}`)
+	if err := os.Rename(filepath.Join(streams, "C/meta.inf.tmp"), filepath.Join(streams, "C/meta.inf")); err != nil {
+		t.Fatal(err)
+	}
+	round(1, "C", "C/meta.inf")
+	write("A/msgs/1.blk", "last")
+	write("A/msgs/2.blk", "two")
+	write("D/msgs/1.blk", "more")
+	round(2, "A/msgs/1.blk", "A/msgs/2.blk", "A/msgs", "D/msgs/1.blk")
+	// A stream removed and made again is watched again.
+	if err := os.RemoveAll(filepath.Join(streams, "B")); err != nil {
+		t.Fatal(err)
+	}
+	round(0)
+	write("B/meta.inf", "{}")
+	write("B/msgs/1.blk", "new")
+	round(1, "B", "B/msgs", "B/msgs/1.blk")
+	write("B/msgs/1.blk", "more")
+	round(1, "B/msgs/1.blk")
+	round(0)
 }

@@ -50,6 +50,19 @@ type KeyStore interface {
 	Destroy(ctx context.Context, id string) error
 }
 
+// KeyPutter is a KeyStore whose put tells whether the key it was given is
+// the one stored. A [Keyring] that creates a key then uses the key it drew
+// when it was stored, instead of reading back what the store kept.
+type KeyPutter interface {
+	KeyStore
+	// PutNew stores key under id as Put does and reports whether this
+	// call stored it: false, with a nil error, when id already had a key,
+	// which stays (another writer's, or this writer's after a lost
+	// acknowledgement). It never reports true for a key other than the
+	// one stored.
+	PutNew(ctx context.Context, id string, key []byte) (stored bool, err error)
+}
+
 // KeyID returns the id of the data key of a user of an account.
 func KeyID(account, user string) string { return account + "." + user }
 
@@ -61,7 +74,7 @@ type MemoryKeys struct {
 	destroyed map[string]bool
 }
 
-var _ KeyStore = (*MemoryKeys)(nil)
+var _ KeyPutter = (*MemoryKeys)(nil)
 
 // NewMemoryKeys returns an empty in-memory key store.
 func NewMemoryKeys() *MemoryKeys {
@@ -69,17 +82,24 @@ func NewMemoryKeys() *MemoryKeys {
 }
 
 // Put stores key under id, unless id already has a key, which stays.
-func (m *MemoryKeys) Put(_ context.Context, id string, key []byte) error {
+func (m *MemoryKeys) Put(ctx context.Context, id string, key []byte) error {
+	_, err := m.PutNew(ctx, id, key)
+	return err
+}
+
+// PutNew stores key under id, unless id already has a key, which stays,
+// and reports whether it stored it.
+func (m *MemoryKeys) PutNew(_ context.Context, id string, key []byte) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.destroyed[id] {
-		return fmt.Errorf("put key %s: %w", id, ErrErased)
+		return false, fmt.Errorf("put key %s: %w", id, ErrErased)
 	}
 	if _, ok := m.keys[id]; ok {
-		return nil
+		return false, nil
 	}
 	m.keys[id] = append([]byte(nil), key...)
-	return nil
+	return true, nil
 }
 
 // Get returns the key under id.
@@ -138,13 +158,26 @@ func NewKeyring(store KeyStore, rand io.Reader) *Keyring {
 // caches what the store kept.
 func (k *Keyring) Create(ctx context.Context, id string) error {
 	key := make([]byte, KeySize)
+	defer clear(key)
 	if _, err := io.ReadFull(k.rand, key); err != nil {
 		return fmt.Errorf("create key %s: %w", id, err)
 	}
-	err := k.store.Put(ctx, id, key)
-	clear(key)
+	var stored bool
+	var err error
+	if p, ok := k.store.(KeyPutter); ok {
+		stored, err = p.PutNew(ctx, id, key)
+	} else {
+		err = k.store.Put(ctx, id, key)
+	}
 	if err != nil {
 		return fmt.Errorf("create key %s: %w", id, err)
+	}
+	if stored {
+		// The store kept this key: no other can be the id's.
+		if err := k.cache(id, key); err != nil {
+			return fmt.Errorf("create key %s: %w", id, err)
+		}
+		return nil
 	}
 	// Another creator, here or in another process, may have put its key
 	// first: load what the store kept rather than caching the key drawn
@@ -152,6 +185,26 @@ func (k *Keyring) Create(ctx context.Context, id string) error {
 	if _, err := k.aead(ctx, id); err != nil {
 		return fmt.Errorf("create key %s: %w", id, err)
 	}
+	return nil
+}
+
+// cache keeps key, the one the store holds under id, unless the cache has
+// an entry for id already: a Destroy that ran meanwhile stays.
+func (k *Keyring) cache(id string, key []byte) error {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return err
+	}
+	d := &dataKey{aead: aead, mac: macKey(key)}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if cached, ok := k.aeads[id]; ok {
+		if cached == nil {
+			return ErrErased
+		}
+		return nil
+	}
+	k.aeads[id] = d
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -500,30 +501,102 @@ func (h *hookStore) Put(ctx context.Context, id string, key []byte) error {
 	return h.KeyStore.Put(ctx, id, key)
 }
 
+// hookPutter is a KeyPutter that runs before once, just before the first
+// PutNew.
+type hookPutter struct {
+	*pii.MemoryKeys
+	before func()
+}
+
+func (h *hookPutter) Put(ctx context.Context, id string, key []byte) error {
+	_, err := h.PutNew(ctx, id, key)
+	return err
+}
+
+func (h *hookPutter) PutNew(ctx context.Context, id string, key []byte) (bool, error) {
+	if f := h.before; f != nil {
+		h.before = nil
+		f()
+	}
+	return h.MemoryKeys.PutNew(ctx, id, key)
+}
+
 // When another process stores a key between Create's look-up and its Put,
-// Create adopts the stored key instead of sealing under its own.
+// Create adopts the stored key instead of sealing under its own, whether
+// the store only puts or also tells whether it stored the key.
 func TestCreateLosesRace(t *testing.T) {
+	for _, putter := range []bool{false, true} {
+		t.Run(fmt.Sprintf("putter=%v", putter), func(t *testing.T) {
+			ctx := t.Context()
+			id := pii.KeyID("acme", "u-1")
+			mem := pii.NewMemoryKeys()
+			other := pii.NewKeyring(mem, rand.Reader)
+			var otherSealed string
+			before := func() {
+				if err := other.Create(ctx, id); err != nil {
+					t.Fatal(err)
+				}
+				otherSealed = seal(t, other, id, "name", testName)
+			}
+			var store pii.KeyStore = &hookStore{KeyStore: mem, before: before}
+			if putter {
+				store = &hookPutter{MemoryKeys: mem, before: before}
+			}
+			k := pii.NewKeyring(store, rand.Reader)
+			if err := k.Create(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			mine := seal(t, k, id, "email", testEmail)
+			if got, err := k.Open(ctx, id, "name", otherSealed); err != nil || got != testName {
+				t.Errorf("Open of the other process's value = %q, %v", got, err)
+			}
+			if got, err := other.Open(ctx, id, "email", mine); err != nil || got != testEmail {
+				t.Errorf("other process Open = %q, %v", got, err)
+			}
+		})
+	}
+}
+
+// countingGets is a memory store that counts its Gets.
+type countingGets struct {
+	*pii.MemoryKeys
+	gets atomic.Int64
+}
+
+func (c *countingGets) Get(ctx context.Context, id string) ([]byte, error) {
+	c.gets.Add(1)
+	return c.MemoryKeys.Get(ctx, id)
+}
+
+// A store that reports it stored the key Create drew is not asked for it
+// again: Create caches that key, and what it seals opens under the key
+// the store holds.
+func TestCreateKeepsStoredKey(t *testing.T) {
 	ctx := t.Context()
 	id := pii.KeyID("acme", "u-1")
-	mem := pii.NewMemoryKeys()
-	other := pii.NewKeyring(mem, rand.Reader)
-	var otherSealed string
-	store := &hookStore{KeyStore: mem, before: func() {
-		if err := other.Create(ctx, id); err != nil {
-			t.Fatal(err)
-		}
-		otherSealed = seal(t, other, id, "name", testName)
-	}}
+	store := &countingGets{MemoryKeys: pii.NewMemoryKeys()}
 	k := pii.NewKeyring(store, rand.Reader)
 	if err := k.Create(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	mine := seal(t, k, id, "email", testEmail)
-	if got, err := k.Open(ctx, id, "name", otherSealed); err != nil || got != testName {
-		t.Errorf("Open of the other process's value = %q, %v", got, err)
+	sealed := seal(t, k, id, "name", testName)
+	if got, err := k.Open(ctx, id, "name", sealed); err != nil || got != testName {
+		t.Errorf("Open = %q, %v", got, err)
 	}
-	if got, err := other.Open(ctx, id, "email", mine); err != nil || got != testEmail {
-		t.Errorf("other process Open = %q, %v", got, err)
+	if n := store.gets.Load(); n != 0 {
+		t.Errorf("%d reads of the key just stored, want 0", n)
+	}
+	second := pii.NewKeyring(store.MemoryKeys, rand.Reader)
+	if got, err := second.Open(ctx, id, "name", sealed); err != nil || got != testName {
+		t.Errorf("Open under the stored key = %q, %v", got, err)
+	}
+	// A key destroyed before Create caches it stays destroyed.
+	gone := pii.KeyID("acme", "u-2")
+	if err := k.Destroy(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Create(ctx, gone); !errors.Is(err, pii.ErrErased) {
+		t.Errorf("Create after Destroy: %v, want ErrErased", err)
 	}
 }
 
@@ -536,15 +609,20 @@ type gatedKeys struct {
 }
 
 func (g *gatedKeys) Put(ctx context.Context, id string, key []byte) error {
+	_, err := g.PutNew(ctx, id, key)
+	return err
+}
+
+func (g *gatedKeys) PutNew(ctx context.Context, id string, key []byte) (bool, error) {
 	if id == g.slow {
 		close(g.entered)
 		select {
 		case <-g.gate:
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
-	return g.MemoryKeys.Put(ctx, id, key)
+	return g.MemoryKeys.PutNew(ctx, id, key)
 }
 
 // A Create waiting on the store for one user does not hold up the

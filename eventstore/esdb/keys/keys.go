@@ -114,7 +114,7 @@ type Store struct {
 	prefix string
 }
 
-var _ pii.KeyStore = (*Store)(nil)
+var _ pii.KeyPutter = (*Store)(nil)
 
 // New returns a Store that uses c, which the caller keeps and closes.
 func New(c *esdb.Client, cfg Config) (*Store, error) {
@@ -196,12 +196,20 @@ func code(err error) esdb.ErrorCode {
 // pii.ErrErased when id was destroyed. Putting again after a lost
 // acknowledgement is safe.
 func (s *Store) Put(ctx context.Context, id string, key []byte) error {
+	_, err := s.PutNew(ctx, id, key)
+	return err
+}
+
+// PutNew is Put that also reports whether this call stored key: true only
+// when the server accepted its append to the empty stream, false (with a
+// nil error) when the stream already held a key, which stays.
+func (s *Store) PutNew(ctx context.Context, id string, key []byte) (bool, error) {
 	name, err := s.stream(id)
 	if err != nil {
-		return fmt.Errorf("put key: %w", err)
+		return false, fmt.Errorf("put key: %w", err)
 	}
 	if len(key) != pii.KeySize {
-		return fmt.Errorf("put key %s: %w: %d bytes, want %d", id, ErrInvalidKey, len(key), pii.KeySize)
+		return false, fmt.Errorf("put key %s: %w: %d bytes, want %d", id, ErrInvalidKey, len(key), pii.KeySize)
 	}
 	ev := esdb.EventData{
 		EventID:     uuid.New(),
@@ -218,10 +226,10 @@ func (s *Store) Put(ctx context.Context, id string, key []byte) error {
 		switch code(err) {
 		case esdb.ErrorCodeUnknown:
 			if err == nil {
-				return nil
+				return true, nil
 			}
 		case esdb.ErrorCodeStreamDeleted:
-			return fmt.Errorf("put key %s: %w", id, pii.ErrErased)
+			return false, fmt.Errorf("put key %s: %w", id, pii.ErrErased)
 		case esdb.ErrorCodeWrongExpectedVersion:
 			// A key is stored already (ours after a lost acknowledgement,
 			// or a racing writer's): it stays, unless it was destroyed
@@ -229,21 +237,21 @@ func (s *Store) Put(ctx context.Context, id string, key []byte) error {
 			_, err := s.read(ctx, name)
 			switch {
 			case err == nil:
-				return nil
+				return false, nil
 			case errors.Is(err, pii.ErrErased):
-				return fmt.Errorf("put key %s: %w", id, err)
+				return false, fmt.Errorf("put key %s: %w", id, err)
 			case errors.Is(err, pii.ErrNoKey):
 				continue // soft-deleted by someone else: append again
 			default:
-				return fmt.Errorf("put key %s: %w", id, err)
+				return false, fmt.Errorf("put key %s: %w", id, err)
 			}
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("put key %s: %w (%w)", id, ctx.Err(), err)
+			return false, fmt.Errorf("put key %s: %w (%w)", id, ctx.Err(), err)
 		}
-		return fmt.Errorf("put key %s: %w", id, err)
+		return false, fmt.Errorf("put key %s: %w", id, err)
 	}
-	return fmt.Errorf("put key %s: stream keeps changing", id)
+	return false, fmt.Errorf("put key %s: stream keeps changing", id)
 }
 
 // Get returns the key stored under id, pii.ErrErased when it was destroyed

@@ -88,11 +88,11 @@ func TestPutGetDestroy(t *testing.T) {
 			t.Fatalf("Get of a missing key: %v, want ErrNoKey", err)
 		}
 		first, second := newKey(t), newKey(t)
-		if err := s.Put(ctx, id, first); err != nil {
-			t.Fatal(err)
+		if stored, err := s.PutNew(ctx, id, first); err != nil || !stored {
+			t.Fatalf("PutNew = %v, %v; want stored", stored, err)
 		}
-		if err := s.Put(ctx, id, second); err != nil {
-			t.Fatalf("second Put: %v, want nil (first key wins)", err)
+		if stored, err := s.PutNew(ctx, id, second); err != nil || stored {
+			t.Fatalf("second PutNew = %v, %v; want nil and not stored (first key wins)", stored, err)
 		}
 		got, err := s.Get(ctx, id)
 		if err != nil || !bytes.Equal(got, first) {
@@ -156,8 +156,9 @@ func TestRacingPuts(t *testing.T) {
 		}
 		var wg sync.WaitGroup
 		errs := make([]error, n)
+		stored := make([]bool, n)
 		for i := range n {
-			wg.Go(func() { errs[i] = stores[i].Put(ctx, id, putKeys[i]) })
+			wg.Go(func() { stored[i], errs[i] = stores[i].PutNew(ctx, id, putKeys[i]) })
 		}
 		wg.Wait()
 		var first []byte
@@ -178,6 +179,12 @@ func TestRacingPuts(t *testing.T) {
 		}
 		if !slicesContain(putKeys, first) {
 			t.Errorf("stored key %x is none of the keys put", first)
+		}
+		// Only the writer of the key kept reports that it stored it.
+		for i := range n {
+			if stored[i] != bytes.Equal(putKeys[i], first) {
+				t.Errorf("store %d: PutNew reported stored %v; its key kept: %v", i, stored[i], bytes.Equal(putKeys[i], first))
+			}
 		}
 	})
 }

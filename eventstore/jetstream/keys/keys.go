@@ -281,7 +281,7 @@ type Store struct {
 	sync   func(context.Context) error // nil: the server's acknowledgement is enough
 }
 
-var _ pii.KeyStore = (*Store)(nil)
+var _ pii.KeyPutter = (*Store)(nil)
 
 // Open creates the shard streams, or updates them to the configuration
 // they need, finds the stream of the single-stream layout if there is
@@ -491,22 +491,30 @@ func (s *Store) legacyLast(ctx context.Context, subj string) (*jetstream.RawStre
 // acknowledgement is safe. With Config.Sync it returns nil only once the
 // key stored under id is on disk.
 func (s *Store) Put(ctx context.Context, id string, key []byte) error {
+	_, err := s.PutNew(ctx, id, key)
+	return err
+}
+
+// PutNew is Put that also reports whether this call stored key: true only
+// when the server accepted its message as the subject's first, false
+// (with a nil error) when the subject already held a key, which stays.
+func (s *Store) PutNew(ctx context.Context, id string, key []byte) (bool, error) {
 	account, user, err := splitID(id)
 	if err != nil {
-		return fmt.Errorf("put key %s: %w", id, err)
+		return false, fmt.Errorf("put key %s: %w", id, err)
 	}
 	if len(key) != pii.KeySize {
-		return fmt.Errorf("put key %s: %w: %d bytes, want %d", id, ErrInvalidKey, len(key), pii.KeySize)
+		return false, fmt.Errorf("put key %s: %w: %d bytes, want %d", id, ErrInvalidKey, len(key), pii.KeySize)
 	}
 	if s.legacy != nil {
 		// A key or tombstone stored in the single-stream layout stays the
 		// id's: the first key wins, and a destroyed id stays destroyed.
 		last, err := s.legacyLast(ctx, s.legacy.subject(account, user))
 		if err != nil {
-			return fmt.Errorf("put key %s: %w", id, err)
+			return false, fmt.Errorf("put key %s: %w", id, err)
 		}
 		if last != nil {
-			return s.existing(ctx, id, last)
+			return false, s.existing(ctx, id, last)
 		}
 	}
 	p := s.shard(account, user)
@@ -516,23 +524,24 @@ func (s *Store) Put(ctx context.Context, id string, key []byte) error {
 			jetstream.WithExpectStream(p.name),
 			jetstream.WithExpectLastSequencePerSubject(0))
 		if err == nil {
-			return s.synced(ctx, "put key", id)
+			// The subject held nothing: this key is its first message.
+			return true, s.synced(ctx, "put key", id)
 		}
 		if !isWrongLastSeq(err) {
-			return fmt.Errorf("put key %s: %w", id, err)
+			return false, fmt.Errorf("put key %s: %w", id, err)
 		}
 		// The subject has a message already: a key (first one wins, keep
 		// it) or a tombstone.
 		last, err := p.last(ctx, subj)
 		if err != nil {
-			return fmt.Errorf("put key %s: %w", id, err)
+			return false, fmt.Errorf("put key %s: %w", id, err)
 		}
 		if last == nil {
 			continue // gone again in between; try once more
 		}
-		return s.existing(ctx, id, last)
+		return false, s.existing(ctx, id, last)
 	}
-	return fmt.Errorf("put key %s: subject keeps changing", id)
+	return false, fmt.Errorf("put key %s: subject keeps changing", id)
 }
 
 // existing ends a Put of id that found last on its subject.

@@ -126,14 +126,17 @@ func TestPutGetDestroy(t *testing.T) {
 		t.Fatalf("Get before Put: %v, want ErrNoKey", err)
 	}
 	first := newKey(t)
-	if err := s.Put(ctx, id, first); err != nil {
-		t.Fatalf("Put: %v", err)
+	if stored, err := s.PutNew(ctx, id, first); err != nil || !stored {
+		t.Fatalf("PutNew = %v, %v; want stored", stored, err)
 	}
-	if err := s.Put(ctx, id, first); err != nil {
-		t.Fatalf("Put of the same key again: %v", err)
+	if stored, err := s.PutNew(ctx, id, first); err != nil || stored {
+		t.Fatalf("PutNew of the same key again = %v, %v; want not stored", stored, err)
 	}
 	if err := s.Put(ctx, id, newKey(t)); err != nil {
 		t.Fatalf("Put of another key: %v", err)
+	}
+	if stored, err := s.PutNew(ctx, id, newKey(t)); err != nil || stored {
+		t.Fatalf("PutNew of another key = %v, %v; want not stored", stored, err)
 	}
 	got, err := s.Get(ctx, id)
 	if err != nil || !bytes.Equal(got, first) {
@@ -255,8 +258,8 @@ func TestKeysSurviveRestart(t *testing.T) {
 }
 
 // TestConcurrentPut races two stores on two connections (two processes)
-// putting different keys under one id: exactly one key is kept and both
-// read it back.
+// putting different keys under one id: exactly one key is kept, both read
+// it back, and only its writer reports that it stored it.
 func TestConcurrentPut(t *testing.T) {
 	ctx := t.Context()
 	ts := newTestServer(t)
@@ -267,9 +270,10 @@ func TestConcurrentPut(t *testing.T) {
 		ka, kb := newKey(t), newKey(t)
 		var wg sync.WaitGroup
 		var errA, errB error
+		var storedA, storedB bool
 		start := make(chan struct{})
-		wg.Go(func() { <-start; errA = a.Put(ctx, id, ka) })
-		wg.Go(func() { <-start; errB = b.Put(ctx, id, kb) })
+		wg.Go(func() { <-start; storedA, errA = a.PutNew(ctx, id, ka) })
+		wg.Go(func() { <-start; storedB, errB = b.PutNew(ctx, id, kb) })
 		close(start)
 		wg.Wait()
 		if errA != nil || errB != nil {
@@ -282,6 +286,10 @@ func TestConcurrentPut(t *testing.T) {
 		}
 		if !bytes.Equal(ga, gb) {
 			t.Fatalf("%s: the stores disagree: %x and %x", id, ga, gb)
+		}
+		// Exactly one reports that it stored its key, the one kept.
+		if storedA == storedB || storedA != bytes.Equal(ga, ka) || storedB != bytes.Equal(ga, kb) {
+			t.Fatalf("%s: PutNew reported stored %v and %v, kept %x (a %x, b %x)", id, storedA, storedB, ga, ka, kb)
 		}
 		switch {
 		case bytes.Equal(ga, ka):
