@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,9 +149,13 @@ func raceDeactivation(t *testing.T, e *env, a, b *accounts.Service, store events
 		}
 		delay := time.Duration(rng.IntN(2000)) * time.Microsecond
 		var wg sync.WaitGroup
+		var deactivated atomic.Bool
 		recorded := 0
 		wg.Go(func() {
-			for i := range 1000 {
+			// Records until refused; an activity begun after the
+			// deactivation was answered must be refused.
+			for i := 0; ; i++ {
+				done := deactivated.Load()
 				_, err := a.Execute(ctx, acct, ledger.RecordActivity{ActivityID: fmt.Sprintf("%s-%d", user, i), UserID: user, Kind: "note", Ref: "r", At: t0}, admin)
 				if errors.Is(err, ledger.ErrUserDeactivated) {
 					return
@@ -160,11 +165,15 @@ func raceDeactivation(t *testing.T, e *env, a, b *accounts.Service, store events
 					return
 				}
 				recorded++
+				if done {
+					t.Errorf("round %d: an activity begun after the deactivation was answered was recorded", round)
+					return
+				}
 			}
-			t.Errorf("round %d: activities still recorded long after the deactivation", round)
 		})
 		time.Sleep(delay)
 		must(t)(b.Execute(ctx, acct, ledger.DeactivateUser{UserID: user, At: t0}, admin))
+		deactivated.Store(true)
 		wg.Wait()
 		if after := activitiesAfterDeactivation(t, e, store, acct, user); len(after) > 0 {
 			t.Fatalf("round %d: %d activities of %s after the deactivation, the first at %d (%d recorded)", round, len(after), user, after[0], recorded)
