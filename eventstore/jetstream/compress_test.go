@@ -159,7 +159,8 @@ func TestCompressionChange(t *testing.T) {
 	// block fills.
 	start := func(compress bool, write bool, ids *[]string) *jetstream.Store {
 		t.Helper()
-		s, err := jetstream.Embedded(ctx, scfg, jetstream.Config{Compress: compress})
+		// 8 MB blocks: each start's appends fill one.
+		s, err := jetstream.Embedded(ctx, scfg, jetstream.Config{Compress: compress, LargeBlocks: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -211,7 +212,7 @@ func TestCompressionChange(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer nc.Close()
-		viaServer, err := jetstream.Open(ctx, nc, jetstream.Config{})
+		viaServer, err := jetstream.Open(ctx, nc, jetstream.Config{LargeBlocks: true})
 		if err != nil {
 			t.Fatal(err)
 		}
