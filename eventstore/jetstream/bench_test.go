@@ -23,7 +23,9 @@ import (
 
 const benchAccounts = 1000
 
-var benchConfig = jetstream.Config{}
+// benchConfig is the store's configuration in the benchmarks of appends:
+// the default, or with LEDGER_LARGE_BLOCKS=1 the server's 8 MB blocks.
+var benchConfig = jetstream.Config{LargeBlocks: os.Getenv("LEDGER_LARGE_BLOCKS") == "1"}
 
 // BenchmarkAppend appends single-event commands through an embedded store
 // with the default durability (fsync: group sync) and a per-stream

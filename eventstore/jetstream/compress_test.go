@@ -17,15 +17,15 @@ import (
 	"github.com/licenseledger/ledger/eventstore/jetstream"
 )
 
-// BenchmarkColdExpectation measures what a compressed stream costs the
+// BenchmarkColdExpectation measures what the stream's blocks cost the
 // first append of a cold account: the server checks the append's
 // per-account expectation (Nats-Expected-Last-Subject-Sequence over
 // "ledger.<account>.*") by loading the account's last message
 // (fileStore.LoadLastMsg), which loads, and on a compressed stream
-// decompresses, the whole block that holds it (8 MB once full).
+// decompresses, the whole block that holds it (4 or 8 MB once full).
 //
 // The stream holds four phases of accounts, each phase's events filling
-// about a block more, so that the last event of a phase's accounts lies
+// about an 8 MB block more, so that the last event of a phase's accounts lies
 // in a full block of its own; a fifth phase fills the block being
 // written. Each iteration restarts the server (the blocks are then in the
 // operating system's page cache, not the server's) and appends, with the
@@ -33,24 +33,29 @@ import (
 // first load of its block) and then for another account of the same
 // phase (warm-ms: the block loaded), beside each other in the same run.
 // cold-cpu-ms is the process's CPU (client and server) per cold append.
+//
+// Each runs with the store's 4 MB blocks (the default) and with the
+// server's 8 MB (Config.LargeBlocks).
 func BenchmarkColdExpectation(b *testing.B) {
 	for _, compress := range []bool{false, true} {
-		b.Run(fmt.Sprintf("compress=%v", compress), func(b *testing.B) {
-			benchColdExpectation(b, compress)
-		})
+		for _, large := range []bool{true, false} {
+			b.Run(fmt.Sprintf("compress=%v/blocks=%dMB", compress, map[bool]int{true: 8, false: 4}[large]), func(b *testing.B) {
+				benchColdExpectation(b, compress, large)
+			})
+		}
 	}
 }
 
-func benchColdExpectation(b *testing.B, compress bool) {
+func benchColdExpectation(b *testing.B, compress, largeBlocks bool) {
 	const (
 		phases        = 5
 		perPhase      = 200     // accounts
-		phaseBytes    = 9 << 20 // a block (8 MB) and a bit
+		phaseBytes    = 9 << 20 // a block (8 MB, or two of 4 MB) and a bit
 		blockEstimate = 8 << 20 // the file store's block for limits streams
 	)
 	ctx := context.Background()
 	dir := b.TempDir()
-	cfg := jetstream.Config{Duplicates: jetstream.ShortDuplicates, Compress: compress}
+	cfg := jetstream.Config{Duplicates: jetstream.ShortDuplicates, Compress: compress, LargeBlocks: largeBlocks}
 	scfg := jetstream.ServerConfig{DataDir: dir, Port: -1, Durability: jetstream.DurabilityInterval}
 	s, err := jetstream.Embedded(ctx, scfg, cfg)
 	if err != nil {
@@ -154,7 +159,8 @@ func TestCompressionChange(t *testing.T) {
 	// block fills.
 	start := func(compress bool, write bool, ids *[]string) *jetstream.Store {
 		t.Helper()
-		s, err := jetstream.Embedded(ctx, scfg, jetstream.Config{Compress: compress})
+		// 8 MB blocks: each start's appends fill one.
+		s, err := jetstream.Embedded(ctx, scfg, jetstream.Config{Compress: compress, LargeBlocks: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -206,7 +212,7 @@ func TestCompressionChange(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer nc.Close()
-		viaServer, err := jetstream.Open(ctx, nc, jetstream.Config{})
+		viaServer, err := jetstream.Open(ctx, nc, jetstream.Config{LargeBlocks: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,9 +15,10 @@ var _ eventstore.EndConfirmer = (*Store)(nil)
 // ConfirmEnds implements [eventstore.EndConfirmer] with what the server
 // keeps in memory, never a read of the blocks that hold the account's
 // events: the last message of a subject is only found in the block that
-// holds it (loaded whole, up to 8 MB with its index, when a get or an
-// append's expectation first touches it after a start), while the
-// server's index of subjects counts each subject's messages. It asks
+// holds it (loaded whole, up to 4 MB with its index, 8 MB with
+// [Config.LargeBlocks], when a get or an append's expectation first
+// touches it after a start), while the server's index of subjects counts
+// each subject's messages. It asks
 //
 //   - stream info with the account's subjects as filter ("*.<account>.*"):
 //     the stream's last sequence and each subject's count, from that

@@ -83,6 +83,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -155,6 +156,18 @@ type Config struct {
 	// both), and the server applies the change to the blocks it fills from
 	// its next start on, once it loads the stream with the new setting.
 	Compress bool
+	// LargeBlocks keeps the server's own block size for the stream, 8 MB,
+	// instead of the 4 MB the store sets by default. The server takes a
+	// stream's block size from its limits when it loads the stream (it is
+	// not part of the configuration): a per-subject message limit gives
+	// 4 MB blocks, so the store sets one no subject can reach
+	// ([UnreachablePerSubject]). Smaller blocks halve what the server loads
+	// to check an append's per-account expectation when the account's last
+	// event lies in a block it does not hold. Changing it on an existing
+	// stream updates the configuration in place; the server writes blocks
+	// of the new size from its next start on, and those already written
+	// keep theirs.
+	LargeBlocks bool
 	// Committers is the number of coalesced batches committing at once
 	// while the next one fills; default 2.
 	Committers int
@@ -232,6 +245,7 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 		Duplicates:         cfg.Duplicates,
 		AllowAtomicPublish: true,
 		Compression:        compression(cfg.Compress),
+		MaxMsgsPerSubject:  perSubject(cfg.LargeBlocks),
 		// Reads for the revision cache must see the leader's state. On a
 		// single replica the only server is the leader, so message gets go
 		// the direct way (served on the reading connection's own server
@@ -241,6 +255,27 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 		// existing stream is updated to this setting on start.
 		AllowDirect: cfg.Replicas == 1,
 	}
+}
+
+// UnreachablePerSubject is the per-subject message limit the store sets on
+// its stream for 4 MB blocks (see [Config.LargeBlocks]): the largest the
+// server accepts. nats-server (v2.15.2, fileStore.storeRawMsg) removes a
+// subject's oldest message only when the subject's count, the message
+// being stored included, exceeds the limit, and at a start or a change of
+// the limit (enforceMsgPerSubjectLimit) only for subjects whose count
+// exceeds it: a count of messages in one stream cannot exceed
+// math.MaxInt64, so no event is ever removed by it. The stream keeps
+// discarding old messages (never refusing new ones on this limit: that
+// takes DiscardNewPer, which the store does not set).
+const UnreachablePerSubject = math.MaxInt64
+
+// perSubject is the stream's per-subject limit: none (the server's 8 MB
+// blocks) with large blocks, else the unreachable one (4 MB blocks).
+func perSubject(largeBlocks bool) int64 {
+	if largeBlocks {
+		return 0
+	}
+	return UnreachablePerSubject
 }
 
 func compression(on bool) jetstream.StoreCompression {

@@ -244,9 +244,14 @@ func loadHistory(b *testing.B, accounts, per int, dir string) (*replayData, erro
 
 // replayConfig is the store's configuration in the benchmarks: the
 // service's, with its short de-duplication window; with
-// LEDGER_REPLAY_COMPRESS=1 the stream's blocks are compressed (keep such
-// a history in a directory of its own).
-var replayConfig = jetstream.Config{Duplicates: jetstream.ShortDuplicates, Compress: os.Getenv("LEDGER_REPLAY_COMPRESS") == "1"}
+// LEDGER_REPLAY_COMPRESS=1 the stream's blocks are compressed, with
+// LEDGER_LARGE_BLOCKS=1 they are 8 MB instead of 4 MB (keep such a
+// history in a directory of its own).
+var replayConfig = jetstream.Config{
+	Duplicates:  jetstream.ShortDuplicates,
+	Compress:    os.Getenv("LEDGER_REPLAY_COMPRESS") == "1",
+	LargeBlocks: os.Getenv("LEDGER_LARGE_BLOCKS") == "1",
+}
 
 // openReplay opens the history's store, on an embedded server as a
 // restarted process does.
