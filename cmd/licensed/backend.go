@@ -17,7 +17,6 @@ import (
 	"github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/eventstore/jetstream/keys"
 	jstokens "github.com/licenseledger/ledger/eventstore/jetstream/tokens"
-	"github.com/licenseledger/ledger/internal/contract"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
 	"github.com/licenseledger/ledger/internal/relay"
@@ -148,11 +147,11 @@ func (b *backend) openEmbeddedJetStream(ctx context.Context, s backendSettings) 
 		Durability: jetstream.Durability(s.cfg.Durability),
 		Logger:     serverLogger(s),
 		Auth:       auth,
-		// The published stream is written again from the ledger's after
-		// a crash (the publisher's checkpoint is its last message): an
-		// answered command waits for the fsync of the ledger's stream,
-		// keys and tokens, not for that of its published copy.
-		Unsynced: []string{contract.Stream},
+		// The published stream is synced with the rest: left to the
+		// server's interval, it could lose after a power cut a tail the
+		// downstream mirror and the webhook deliveries' positions (flushed
+		// on their own) already passed, and the publisher's writing it
+		// again would not reach them.
 		// Recovery reads back every event of the last de-duplication
 		// window (2 minutes) before the server accepts clients: give a
 		// restart after a burst of millions of events time for it.
