@@ -39,9 +39,21 @@ const eraseDelay = time.Second
 
 // eraser erases queued key messages one at a time, in a goroutine of its
 // own, once the first of them waited eraseDelay, or at once when a Flush
-// or Close waits; it takes them in the order queued, but the erasures of
-// the stream it erased in last first. Each erasure rewrites a block file
-// of the server; running them here keeps that cost off Destroy's path.
+// or Close waits. It runs them stream by stream: it starts a run with the
+// oldest erasure queued and takes next the erasures of that stream queued
+// before the run started, in the order queued, then starts the next run.
+// Erasures queued for the stream during a run wait for a later one, so
+// that a stream whose keys are destroyed faster than they are erased
+// cannot hold back the other streams or a Flush. Each erasure rewrites a
+// block file of the server; running them here keeps that cost off
+// Destroy's path.
+//
+// The server fsyncs the rewritten block before it renames it over the old
+// one, but not the msgs directory after the rename: with the group sync of
+// an embedded store (Config.Sync) that is the store's syncer's work, and
+// a power loss before it can bring the old block, with the key's bytes,
+// back. So the eraser waits for Config.Sync whenever its queue empties,
+// and flush and close wait for it before they return.
 type eraser struct {
 	s      *Store
 	erase  func(context.Context, erasure) error // s.eraseOne; tests wrap it
@@ -53,6 +65,7 @@ type eraser struct {
 	queue    []erasure
 	queued   uint64        // erasures ever queued
 	done     uint64        // of those, erasures done or given up
+	synced   uint64        // done when the last Config.Sync that succeeded was called
 	failed   []error       // erasures given up since the last flush or close
 	progress chan struct{} // closed and replaced when done grows or run returns
 	closing  bool          // close was called: drain, then return
@@ -88,12 +101,19 @@ func (e *eraser) signal() {
 	}
 }
 
-// enqueue queues x. Once close was called, it erases x before returning.
+// enqueue queues x. Once close was called, it erases x, and waits for
+// Config.Sync, before returning.
 func (e *eraser) enqueue(ctx context.Context, x erasure) error {
 	e.mu.Lock()
 	if e.closing {
 		e.mu.Unlock()
-		return e.s.eraseOne(ctx, x)
+		if err := e.s.eraseOne(ctx, x); err != nil {
+			return err
+		}
+		if e.s.sync != nil {
+			return e.s.sync(ctx)
+		}
+		return nil
 	}
 	if len(e.queue) == 0 {
 		e.since = time.Now()
@@ -139,7 +159,9 @@ func (e *eraser) run(ctx context.Context) {
 		close(e.exited)
 	}()
 	backoff := minEraseBackoff
-	var lastPart *part
+	// The run in progress: the erasures of runPart queued up to runEnd.
+	var runPart *part
+	var runEnd uint64
 	for {
 		e.mu.Lock()
 		for {
@@ -176,7 +198,13 @@ func (e *eraser) run(ctx context.Context) {
 			}
 			e.mu.Lock()
 		}
-		i := max(0, slices.IndexFunc(e.queue, func(x erasure) bool { return x.p == lastPart }))
+		i := -1
+		if runPart != nil {
+			i = slices.IndexFunc(e.queue, func(x erasure) bool { return x.p == runPart && x.n <= runEnd })
+		}
+		if i < 0 {
+			i, runPart, runEnd = 0, e.queue[0].p, e.queued
+		}
 		x := e.queue[i]
 		e.mu.Unlock()
 
@@ -201,7 +229,6 @@ func (e *eraser) run(ctx context.Context) {
 				"seq", x.seq, "stream", x.p.name, "err", err)
 		}
 
-		lastPart = x.p
 		e.mu.Lock()
 		e.queue = slices.Delete(e.queue, i, i+1)
 		e.done++
@@ -210,11 +237,41 @@ func (e *eraser) run(ctx context.Context) {
 		}
 		close(e.progress)
 		e.progress = make(chan struct{})
+		empty := len(e.queue) == 0
 		e.mu.Unlock()
+		if empty {
+			if err := e.sync(ctx); err != nil && ctx.Err() == nil {
+				e.s.log.WarnContext(ctx, "syncing after erasures failed; the next flush syncs again", "err", err)
+			}
+		}
 	}
 }
 
-// flush waits until the erasures queued before the call are done.
+// sync returns once the erasures done so far are on disk: it calls
+// Config.Sync, unless there is none or a call that succeeded began after
+// the last erasure done. The server fsyncs a rewritten block file but not
+// the directory it was renamed in.
+func (e *eraser) sync(ctx context.Context) error {
+	if e.s.sync == nil {
+		return nil
+	}
+	e.mu.Lock()
+	done, synced := e.done, e.synced
+	e.mu.Unlock()
+	if done <= synced {
+		return nil
+	}
+	if err := e.s.sync(ctx); err != nil {
+		return fmt.Errorf("keys: sync after %d erasures: %w", done-synced, err)
+	}
+	e.mu.Lock()
+	e.synced = max(e.synced, done)
+	e.mu.Unlock()
+	return nil
+}
+
+// flush waits until the erasures queued before the call are done and on
+// disk.
 func (e *eraser) flush(ctx context.Context) error {
 	e.mu.Lock()
 	e.hurry++
@@ -254,6 +311,9 @@ func (e *eraser) flush(ctx context.Context) error {
 	failed := e.failed
 	e.failed = nil
 	e.mu.Unlock()
+	if err := e.sync(ctx); err != nil {
+		failed = append(failed, fmt.Errorf("keys: flush: %w", err))
+	}
 	return errors.Join(failed...)
 }
 
@@ -278,6 +338,11 @@ func (e *eraser) close(ctx context.Context) error {
 	failed := e.failed
 	e.failed = nil
 	e.mu.Unlock()
+	if cerr == nil {
+		if err := e.sync(ctx); err != nil {
+			failed = append(failed, fmt.Errorf("keys: close: %w", err))
+		}
+	}
 	if left > 0 {
 		if cerr == nil {
 			cerr = errors.New("eraser stopped")

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -410,4 +411,154 @@ func mustStreamOf(t *testing.T, s *Store, id string) string {
 		t.Fatal(err)
 	}
 	return name
+}
+
+// TestFlushSyncsErasures checks that Flush returns only after a
+// Config.Sync that began after the last erasure it waited for (the server
+// does not fsync the msgs directory a rewritten block is renamed in), and
+// that it reports a Sync that failed there.
+func TestFlushSyncsErasures(t *testing.T) {
+	ctx := t.Context()
+	broken := errors.New("disk on fire")
+	var (
+		mu   sync.Mutex
+		log  []string // "erase" and "sync", in the order they ended and began
+		fail bool
+	)
+	s, err := Open(ctx, newTestServer(t).connect(), Config{paused: true, Sync: func(context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		log = append(log, "sync")
+		if fail {
+			return broken
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeAtEnd(t, s)
+	s.er.erase = func(ctx context.Context, x erasure) error {
+		err := s.eraseOne(ctx, x)
+		mu.Lock()
+		log = append(log, "erase")
+		mu.Unlock()
+		return err
+	}
+	ids := []string{pii.KeyID("acme", "u1"), pii.KeyID("acme", "u2"), pii.KeyID("beta", "u3")}
+	for _, id := range ids {
+		if err := s.Put(ctx, id, newKey(t)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Destroy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.er.resume()
+	flush(t, s)
+	mu.Lock()
+	erasures, lastErase := 0, -1
+	for i, op := range log {
+		if op == "erase" {
+			erasures, lastErase = erasures+1, i
+		}
+	}
+	synced := slices.Contains(log[lastErase+1:], "sync")
+	got := slices.Clone(log)
+	mu.Unlock()
+	if erasures != len(ids) {
+		t.Fatalf("%d erasures before Flush returned, want %d (log %v)", erasures, len(ids), got)
+	}
+	if !synced {
+		t.Fatalf("Flush returned without a sync after the last erasure: %v", got)
+	}
+
+	// A failed sync after an erasure fails the Flush that waits for it.
+	id := pii.KeyID("acme", "u4")
+	if err := s.Put(ctx, id, newKey(t)); err != nil {
+		t.Fatal(err)
+	}
+	s.er.pause()
+	if err := s.Destroy(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	s.er.resume()
+	if err := s.Flush(ctx); !errors.Is(err, broken) {
+		t.Fatalf("Flush with a failing sync after the erasure: %v, want %v", err, broken)
+	}
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	flush(t, s)
+}
+
+// TestEraserRunIsCapped keeps queueing erasures in one stream while the
+// eraser erases there: the erasure of another stream, queued before the
+// run began, goes next instead of after all of them.
+func TestEraserRunIsCapped(t *testing.T) {
+	ctx := t.Context()
+	s, err := Open(ctx, newTestServer(t).connect(), Config{paused: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeAtEnd(t, s)
+	a := pii.KeyID("acme", "u1")
+	var b string
+	for i := range 100 {
+		b = pii.KeyID("acme", "b"+strconv.Itoa(i))
+		if mustStreamOf(t, s, b) != mustStreamOf(t, s, a) {
+			break
+		}
+	}
+	aStream, bStream := mustStreamOf(t, s, a), mustStreamOf(t, s, b)
+	const more = 20
+	var (
+		mu    sync.Mutex
+		order []string
+		added int
+	)
+	s.er.erase = func(ctx context.Context, x erasure) error {
+		err := s.eraseOne(ctx, x)
+		mu.Lock()
+		order = append(order, x.p.name)
+		again := x.p.name == aStream && added < more
+		if again {
+			added++
+		}
+		mu.Unlock()
+		if again {
+			// Another erasure in the same stream, as a Destroy in that
+			// shard would queue; the message is gone already, which the
+			// erasure takes as done.
+			if err := s.er.enqueue(ctx, erasure{p: x.p, subject: x.subject, seq: x.seq}); err != nil {
+				return err
+			}
+		}
+		return err
+	}
+	for _, id := range []string{a, b} {
+		if err := s.Put(ctx, id, newKey(t)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Destroy(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.er.resume()
+	for s.er.pending() > 0 {
+		flush(t, s)
+	}
+	mu.Lock()
+	got := slices.Clone(order)
+	mu.Unlock()
+	if len(got) != more+2 {
+		t.Fatalf("%d erasures, want %d: %v", len(got), more+2, got)
+	}
+	if i := slices.Index(got, bStream); i != 1 {
+		t.Fatalf("the erasure in %s ran %d-th, after %d erasures in %s; want second: %v",
+			bStream, i+1, i, aStream, got)
+	}
 }

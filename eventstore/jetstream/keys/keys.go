@@ -233,8 +233,9 @@ type Config struct {
 	// No key is ever logged.
 	Logger *slog.Logger
 	// Sync, when set, is called after a write the server acknowledged and
-	// before Put or Destroy returns; it returns once that write is on
-	// disk. [storejs.Store.Sync] is the one for a store on the same
+	// before Put or Destroy returns, and after erasures before Flush or
+	// Close returns and whenever the eraser's queue empties; it returns
+	// once that write, or erasure, is on disk. [storejs.Store.Sync] is the one for a store on the same
 	// embedded server when that server does not sync every write (fsync
 	// durability by group sync). Nil: an acknowledged write is as durable
 	// as the server makes it.
@@ -411,19 +412,22 @@ func (s *Store) parts() []*part {
 }
 
 // Flush waits until every erasure queued so far, by Destroy or by Open, is
-// done: once it returns nil, the keys destroyed before the call are in no
-// file of the server. It returns ctx's error when ctx ends first, and the
-// errors of erasures given up since the last Flush (a tombstone naming a
-// message of another subject, say), which the log reports too.
+// done and, with [Config.Sync], synced: once it returns nil, the keys
+// destroyed before the call are in no file of the server, and a power loss
+// cannot bring them back (the server fsyncs the rewritten block file but
+// not the directory it renames it in; Config.Sync does). It returns ctx's
+// error when ctx ends first, the error of Config.Sync, and the errors of
+// erasures given up since the last Flush (a tombstone naming a message of
+// another subject, say), which the log reports too.
 func (s *Store) Flush(ctx context.Context) error {
 	return s.er.flush(ctx)
 }
 
-// Close finishes the queued erasures and stops the eraser. When ctx ends
-// first, it stops the eraser anyway and returns ctx's error: the keys left
-// read as destroyed, and the next Open queues their erasure again. After
-// Close, Get and Put still work and Destroy erases before it returns.
-// Closing twice is not an error.
+// Close finishes and syncs the queued erasures, as Flush does, and stops
+// the eraser. When ctx ends first, it stops the eraser anyway and returns
+// ctx's error: the keys left read as destroyed, and the next Open queues
+// their erasure again. After Close, Get and Put still work and Destroy
+// erases (and syncs) before it returns. Closing twice is not an error.
 func (s *Store) Close(ctx context.Context) error {
 	return s.er.close(ctx)
 }
