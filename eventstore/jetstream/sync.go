@@ -211,7 +211,21 @@ func (y *syncer) syncStreams() error {
 			y.watch = nil
 			all = true
 		} else if y.changed.overflow {
+			// Events were lost, among them perhaps the one saying the
+			// kernel dropped the watch of a directory removed and made
+			// again since: a watch thought live could report nothing. A
+			// new instance, on which every directory is watched again
+			// before it is looked at, knows of no such watch.
 			all = true
+			y.watch.close()
+			y.watch = newWatcher()
+			if y.watch == nil {
+				y.log.Warn("watching the stream files failed after lost events: every sync round looks at every stream")
+			}
+			y.watched = false
+			for _, st := range y.streams {
+				st.watched = false
+			}
 		}
 		for name := range y.changed.lost {
 			if name == "" {
