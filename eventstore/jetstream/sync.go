@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -210,13 +211,30 @@ func (y *syncer) syncStreams() error {
 			y.watch = nil
 			all = true
 		} else if y.changed.overflow {
+			// Events were lost, among them perhaps the one saying the
+			// kernel dropped the watch of a directory removed and made
+			// again since: a watch thought live could report nothing. A
+			// new instance, on which every directory is watched again
+			// before it is looked at, knows of no such watch.
 			all = true
+			y.watch.close()
+			y.watch = newWatcher()
+			if y.watch == nil {
+				y.log.Warn("watching the stream files failed after lost events: every sync round looks at every stream")
+			}
+			y.watched = false
+			for _, st := range y.streams {
+				st.watched = false
+			}
 		}
 		for name := range y.changed.lost {
 			if name == "" {
 				y.watched = false
 			} else if st := y.streams[name]; st != nil {
-				st.watched = false
+				// The directory went, or moved: a stream of the same name
+				// later is another stream, whose blocks start again at 1.
+				st.closeBlock()
+				delete(y.streams, name)
 			}
 		}
 	}
@@ -288,11 +306,20 @@ func (y *syncer) listStreams() error {
 		}
 		y.names = y.names[:0]
 		for _, e := range ents {
-			if e.IsDir() && !y.unsynced[e.Name()] {
+			// The server deletes a stream by renaming its directory to
+			// ".<name>" and then removing it.
+			if e.IsDir() && !y.unsynced[e.Name()] && !strings.HasPrefix(e.Name(), ".") {
 				y.names = append(y.names, e.Name())
 			}
 		}
 		y.listing = at
+		// The records of the streams gone, and their open blocks, go too.
+		for name, st := range y.streams {
+			if !slices.Contains(y.names, name) {
+				st.closeBlock()
+				delete(y.streams, name)
+			}
+		}
 	}
 	return nil
 }
@@ -303,12 +330,32 @@ func (y *syncer) listStreams() error {
 // was replaced (a new block, a block rewritten by an erasure), and its
 // meta files and directory when they changed. It lists a directory only
 // when the directory changed since its last listing.
+//
+// A stream whose directory or msgs directory is not there, or goes while
+// the round looks at it, is being created or deleted: what is left of it
+// is not the syncer's to sync, and the round goes on.
 func (y *syncer) syncStream(dir string, st *streamFiles) error {
+	dfi, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		st.reset()
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", dir, err)
+	}
+	dirAt := listed(dfi)
+	if st.dir.fi != nil && !os.SameFile(st.dir.fi, dfi) {
+		// Another directory of the same name: the stream was deleted and
+		// made again, its blocks start again at 1, and the directories
+		// watched, if any, are the old ones.
+		st.reset()
+		st.watched = false
+	}
 	msgs := filepath.Join(dir, "msgs")
 	mfi, err := os.Stat(msgs)
 	if errors.Is(err, os.ErrNotExist) {
-		st.closeBlock()
-		return nil // a stream being created or deleted
+		st.reset()
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("stat %s: %w", msgs, err)
@@ -317,6 +364,7 @@ func (y *syncer) syncStream(dir string, st *streamFiles) error {
 	if !st.listing.valid(mfi) {
 		ents, err := os.ReadDir(msgs)
 		if errors.Is(err, os.ErrNotExist) {
+			st.reset()
 			return nil
 		}
 		if err != nil {
@@ -327,6 +375,13 @@ func (y *syncer) syncStream(dir string, st *streamFiles) error {
 			if idx, ok := blockIndex(e.Name()); ok {
 				top = max(top, idx)
 			}
+		}
+		if top < st.last {
+			// Block indices only grow in a stream: this is another
+			// stream of the same name (its directory got the inode of
+			// the one deleted).
+			st.reset()
+			st.watched = false
 		}
 		st.top = top
 		st.listing = msgsAt
@@ -368,25 +423,38 @@ func (y *syncer) syncStream(dir string, st *streamFiles) error {
 	// renamed over the old, which changes the directory) when the stream
 	// is created or updated, which Open does, and the stream cannot be
 	// recovered without it.
-	dfi, err := os.Stat(dir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("stat %s: %w", dir, err)
-	}
-	if err == nil && !st.dir.valid(dfi) {
-		at := listed(dfi)
-		if err := y.syncMeta(dir, st); err != nil {
+	if !st.dir.valid(dfi) {
+		if err := y.syncMeta(dir, st); errors.Is(err, os.ErrNotExist) {
+			st.reset()
+			return nil
+		} else if err != nil {
 			return err
 		}
-		st.dir = at
+		st.dir = dirAt
 	}
 	if !st.msgs.valid(mfi) {
-		if err := y.syncPath(msgs); err != nil {
+		if err := y.syncPath(msgs); errors.Is(err, os.ErrNotExist) {
+			st.reset()
+			return nil
+		} else if err != nil {
 			return err
 		}
 		st.msgs = msgsAt
 	}
 	st.seen = true
 	return nil
+}
+
+// reset forgets what the syncer knew of a stream, which is gone or another
+// stream of the same name, closing its open block; whether its
+// directories are watched stays.
+func (st *streamFiles) reset() {
+	st.closeBlock()
+	*st = streamFiles{
+		watched: st.watched,
+		blocks:  make(map[uint32]os.FileInfo),
+		meta:    make(map[string]os.FileInfo),
+	}
 }
 
 // syncBlock fsyncs block idx of a stream, named fn and stat'ed as fi,
