@@ -303,13 +303,19 @@ func (s *Store) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig
 // and a record holding its position, store time and, when its subject
 // names one, its stream; the reason never quotes the message.
 func record(subj string, h nats.Header, body []byte, seq uint64, stored time.Time) (eventstore.Record, error) {
-	return decodeRecord(subj, storedHeaders{
+	return decodeRecord(subj, storedHeadersOf(h), body, seq, stored)
+}
+
+// storedHeadersOf takes the values a stored message is read with out of
+// its headers.
+func storedHeadersOf(h nats.Header) storedHeaders {
+	return storedHeaders{
 		revision: h.Get(RevisionHeader),
 		expected: h.Get(jetstream.ExpectedLastSubjSeqHeader),
 		batchSeq: h.Get(batchSeqHeader),
 		batchID:  h.Get(batchIDHeader),
 		metadata: h.Get(MetadataHeader),
-	}, body, seq, stored)
+	}
 }
 
 // storedHeaders are the values of the headers a stored message is read
@@ -376,11 +382,13 @@ func parseDecimal(b []byte) (uint64, bool) {
 
 // parseStoredHeaders reads the values record needs out of a message's
 // header block ("NATS/1.0\r\n" then "Key: value\r\n" lines and an
-// empty line) without building a [nats.Header]: as nats.Header.Get does,
-// keys match exactly, the first value counts, and values lose the blanks
-// around them. Only the values it keeps are copied.
+// empty line) without building a [nats.Header], reading what
+// [nats.DecodeHeadersMsg] and nats.Header.Get read: keys match exactly,
+// the first value counts (empty or not), and a value loses the blanks
+// before it, not those after it. Only the values it keeps are copied.
 func parseStoredHeaders(b []byte) (rawHeaders, error) {
 	var h rawHeaders
+	var seen uint8 // the headers met so far, by bit
 	line, rest, ok := bytes.Cut(b, crlf)
 	if !ok || !bytes.HasPrefix(line, natsHeaderLine) {
 		return h, errors.New("jetstream: malformed header block")
@@ -398,22 +406,24 @@ func parseStoredHeaders(b []byte) (rawHeaders, error) {
 			return h, errors.New("jetstream: malformed header line")
 		}
 		var dst *[]byte
+		var bit uint8
 		switch string(line[:i]) { // no allocation: compared in place
 		case RevisionHeader:
-			dst = &h.revision
+			dst, bit = &h.revision, 1
 		case jetstream.ExpectedLastSubjSeqHeader:
-			dst = &h.expected
+			dst, bit = &h.expected, 2
 		case batchSeqHeader:
-			dst = &h.batchSeq
+			dst, bit = &h.batchSeq, 4
 		case batchIDHeader:
-			dst = &h.batchID
+			dst, bit = &h.batchID, 8
 		case MetadataHeader:
-			dst = &h.metadata
+			dst, bit = &h.metadata, 16
 		default:
 			continue
 		}
-		if len(*dst) == 0 {
-			*dst = bytes.Trim(line[i+1:], " \t")
+		if seen&bit == 0 {
+			seen |= bit
+			*dst = bytes.TrimLeft(line[i+1:], " \t")
 		}
 	}
 }
