@@ -30,16 +30,20 @@ func appendStreamFile(t *testing.T, streams, name, data string) {
 	}
 }
 
-// recordSyncs makes the syncer record the names it fsyncs instead of
-// fsyncing them, and returns a function that takes the names recorded
-// since its last call.
-func recordSyncs(y *syncer) func() []string {
+// recordSyncs makes the syncer record the names it fsyncs, relative to
+// the streams directory, instead of fsyncing them, and returns a
+// function that takes the names recorded since its last call.
+func recordSyncs(y *syncer, streams string) func() []string {
 	var mu sync.Mutex
 	var synced []string
 	y.mu.Lock()
 	y.fsync = func(f *os.File) error {
+		rel, err := filepath.Rel(streams, f.Name())
+		if err != nil {
+			rel = f.Name()
+		}
 		mu.Lock()
-		synced = append(synced, f.Name())
+		synced = append(synced, rel)
 		mu.Unlock()
 		return nil
 	}
@@ -130,7 +134,7 @@ func TestSyncerSyncsRecreatedStream(t *testing.T) {
 			appendStreamFile(t, streams, "A/msgs/3.blk", "one")
 			y := newSyncer(streams, slog.New(slog.DiscardHandler))
 			defer y.close()
-			synced := recordSyncs(y)
+			synced := recordSyncs(y, streams)
 			if err := y.wait(t.Context()); err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +150,7 @@ func TestSyncerSyncsRecreatedStream(t *testing.T) {
 			if err := y.wait(t.Context()); err != nil {
 				t.Fatal(err)
 			}
-			if got := synced(); !slices.Contains(got, filepath.Join(streams, "A/msgs/1.blk")) {
+			if got := synced(); !slices.Contains(got, filepath.FromSlash("A/msgs/1.blk")) {
 				t.Fatalf("new block of the recreated stream never fsynced; synced %q", got)
 			}
 			// And its next write too, found by the watch of the new
@@ -156,7 +160,7 @@ func TestSyncerSyncsRecreatedStream(t *testing.T) {
 			if err := y.wait(t.Context()); err != nil {
 				t.Fatal(err)
 			}
-			if got := synced(); !slices.Contains(got, filepath.Join(streams, "A/msgs/1.blk")) {
+			if got := synced(); !slices.Contains(got, filepath.FromSlash("A/msgs/1.blk")) {
 				t.Fatalf("write to the recreated stream never fsynced; synced %q", got)
 			}
 		})

@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -23,51 +22,20 @@ func TestSyncerFindsNewFiles(t *testing.T) {
 	for _, after := range []time.Duration{0, 2 * racyWindow} {
 		t.Run(after.String(), func(t *testing.T) {
 			streams := filepath.Join(t.TempDir(), "jetstream", "$G", "streams")
-			write := func(name, data string) {
-				t.Helper()
-				fn := filepath.Join(streams, name)
-				if err := os.MkdirAll(filepath.Dir(fn), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				f, err := os.OpenFile(fn, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer f.Close()
-				if _, err := f.WriteString(data); err != nil {
-					t.Fatal(err)
-				}
-			}
+			write := func(name, data string) { appendStreamFile(t, streams, name, data) }
 			write("A/meta.inf", "{}")
 			write("A/msgs/1.blk", "one")
 
 			y := newSyncer(streams, slog.New(slog.DiscardHandler))
 			defer y.close()
-			var mu sync.Mutex
-			var synced []string
-			y.mu.Lock()
-			y.fsync = func(f *os.File) error {
-				rel, err := filepath.Rel(streams, f.Name())
-				if err != nil {
-					rel = f.Name()
-				}
-				mu.Lock()
-				synced = append(synced, rel)
-				mu.Unlock()
-				return nil
-			}
-			y.mu.Unlock()
-			round := func(want ...string) {
+			synced := recordSyncs(y, streams)
+			round := func(want ...string) []string {
 				t.Helper()
-				mu.Lock()
-				synced = nil
-				mu.Unlock()
+				synced()
 				if err := y.wait(t.Context()); err != nil {
 					t.Fatal(err)
 				}
-				mu.Lock()
-				got := slices.Clone(synced)
-				mu.Unlock()
+				got := synced()
 				for _, w := range want {
 					if !slices.Contains(got, w) {
 						t.Errorf("round synced %q, not %s", got, w)
@@ -81,6 +49,7 @@ func TestSyncerFindsNewFiles(t *testing.T) {
 						t.Errorf("round synced %s, which did not change", g)
 					}
 				}
+				return got
 			}
 			round(".", "A", "A/meta.inf", "A/msgs", "A/msgs/1.blk")
 			time.Sleep(after)
@@ -107,12 +76,9 @@ func TestSyncerFindsNewFiles(t *testing.T) {
 			// syncs nothing.
 			time.Sleep(2 * racyWindow)
 			round()
-			round()
-			mu.Lock()
-			if len(synced) != 0 {
-				t.Errorf("round with nothing changed long ago synced %q", synced)
+			if got := round(); len(got) != 0 {
+				t.Errorf("round with nothing changed long ago synced %q", got)
 			}
-			mu.Unlock()
 		})
 	}
 }
@@ -123,21 +89,7 @@ func TestSyncerFindsNewFiles(t *testing.T) {
 // streams' changes as before.
 func TestSyncerLeavesOutUnsynced(t *testing.T) {
 	streams := filepath.Join(t.TempDir(), "jetstream", "$G", "streams")
-	write := func(name, data string) {
-		t.Helper()
-		fn := filepath.Join(streams, name)
-		if err := os.MkdirAll(filepath.Dir(fn), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		f, err := os.OpenFile(fn, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if _, err := f.WriteString(data); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(name, data string) { appendStreamFile(t, streams, name, data) }
 	write("A/meta.inf", "{}")
 	write("A/msgs/1.blk", "one")
 	write("EVENTS/meta.inf", "{}")
@@ -145,31 +97,14 @@ func TestSyncerLeavesOutUnsynced(t *testing.T) {
 
 	y := newSyncer(streams, slog.New(slog.DiscardHandler), "EVENTS", "LATER")
 	defer y.close()
-	var mu sync.Mutex
-	var synced []string
-	y.mu.Lock()
-	y.fsync = func(f *os.File) error {
-		rel, err := filepath.Rel(streams, f.Name())
-		if err != nil {
-			rel = f.Name()
-		}
-		mu.Lock()
-		synced = append(synced, rel)
-		mu.Unlock()
-		return nil
-	}
-	y.mu.Unlock()
+	synced := recordSyncs(y, streams)
 	round := func(want ...string) {
 		t.Helper()
-		mu.Lock()
-		synced = nil
-		mu.Unlock()
+		synced()
 		if err := y.wait(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		mu.Lock()
-		got := slices.Clone(synced)
-		mu.Unlock()
+		got := synced()
 		for _, w := range want {
 			if !slices.Contains(got, w) {
 				t.Errorf("round synced %q, not %s", got, w)
@@ -198,21 +133,7 @@ func TestSyncerLeavesOutUnsynced(t *testing.T) {
 // to, a new stream, a meta file replaced, a new block file.
 func TestSyncerLooksAtChangedStreams(t *testing.T) {
 	streams := filepath.Join(t.TempDir(), "jetstream", "$G", "streams")
-	write := func(name, data string) {
-		t.Helper()
-		fn := filepath.Join(streams, name)
-		if err := os.MkdirAll(filepath.Dir(fn), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		f, err := os.OpenFile(fn, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if _, err := f.WriteString(data); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(name, data string) { appendStreamFile(t, streams, name, data) }
 	if runtime.GOOS != "linux" {
 		t.Skip("the system does not tell which directories changed")
 	}
@@ -227,25 +148,10 @@ func TestSyncerLooksAtChangedStreams(t *testing.T) {
 		write(s+"/meta.inf", "{}")
 		write(s+"/msgs/1.blk", "one")
 	}
-	var mu sync.Mutex
-	var synced []string
-	y.mu.Lock()
-	y.fsync = func(f *os.File) error {
-		rel, err := filepath.Rel(streams, f.Name())
-		if err != nil {
-			rel = f.Name()
-		}
-		mu.Lock()
-		synced = append(synced, rel)
-		mu.Unlock()
-		return nil
-	}
-	y.mu.Unlock()
+	synced := recordSyncs(y, streams)
 	round := func(looked uint64, want ...string) {
 		t.Helper()
-		mu.Lock()
-		synced = nil
-		mu.Unlock()
+		synced()
 		before := y.looked.Load()
 		if err := y.wait(t.Context()); err != nil {
 			t.Fatal(err)
@@ -253,9 +159,7 @@ func TestSyncerLooksAtChangedStreams(t *testing.T) {
 		if n := y.looked.Load() - before; n != looked {
 			t.Errorf("round looked at %d streams, want %d", n, looked)
 		}
-		mu.Lock()
-		got := slices.Clone(synced)
-		mu.Unlock()
+		got := synced()
 		for _, w := range want {
 			if !slices.Contains(got, w) {
 				t.Errorf("round synced %q, not %s", got, w)

@@ -40,7 +40,7 @@ func TestSyncerWatchesAfterOverflow(t *testing.T) {
 	if y.watch == nil {
 		t.Skip("no inotify")
 	}
-	synced := recordSyncs(y)
+	synced := recordSyncs(y, streams)
 	if err := y.wait(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestSyncerWatchesAfterOverflow(t *testing.T) {
 	if err := y.wait(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if got := synced(); !slices.Contains(got, filepath.Join(msgs, "1.blk")) {
+	if got := synced(); !slices.Contains(got, filepath.FromSlash("A/msgs/1.blk")) {
 		t.Fatalf("write to A after an overflow never fsynced; synced %q", got)
 	}
 }
