@@ -175,11 +175,8 @@ func (s *server) existsInStore(ctx context.Context, account string) error {
 	if err == nil || !errors.As(err, &rule) || rule.Rule != ledger.RuleAccountNotFound || s.cfg.Head == nil {
 		return err
 	}
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTimeout)
-	defer cancel()
-	last, herr := s.cfg.Head.LastPosition(wctx)
-	if herr != nil {
-		s.log.LogAttrs(ctx, slog.LevelWarn, "store's last position unknown", slog.String("err", herr.Error()))
+	last, ok := s.storeLast(ctx)
+	if !ok {
 		return err
 	}
 	if werr := s.awaitPosition(ctx, last); werr != nil {

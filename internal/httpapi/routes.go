@@ -199,18 +199,9 @@ func (s *server) reachable(ctx context.Context, pos eventstore.Position) error {
 	if uint64(pos) <= known {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTimeout)
-	defer cancel()
-	last, err := s.cfg.Head.LastPosition(ctx)
-	if err != nil {
-		s.log.LogAttrs(ctx, slog.LevelWarn, "store's last position unknown", slog.String("err", err.Error()))
+	last, ok := s.storeLast(ctx)
+	if !ok {
 		return nil
-	}
-	for {
-		cur := s.head.Load()
-		if uint64(last) <= cur || s.head.CompareAndSwap(cur, uint64(last)) {
-			break
-		}
 	}
 	if pos > last {
 		return newProblem(ProblemUnreachable, http.StatusBadRequest,
@@ -218,6 +209,25 @@ func (s *server) reachable(ctx context.Context, pos eventstore.Position) error {
 				strconv.FormatUint(uint64(last), 10)+"): use a Ledger-Position this API answered")
 	}
 	return nil
+}
+
+// storeLast asks the store for its last position, within the wait
+// timeout, and keeps it as the highest known to exist. ok is false when
+// the store could not answer (logged).
+func (s *server) storeLast(ctx context.Context) (last eventstore.Position, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTimeout)
+	defer cancel()
+	last, err := s.cfg.Head.LastPosition(ctx)
+	if err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "store's last position unknown", slog.String("err", err.Error()))
+		return 0, false
+	}
+	for {
+		cur := s.head.Load()
+		if uint64(last) <= cur || s.head.CompareAndSwap(cur, uint64(last)) {
+			return last, true
+		}
+	}
 }
 
 func (s *server) awaitPosition(ctx context.Context, pos eventstore.Position) error {
