@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	natsjs "github.com/nats-io/nats.go/jetstream"
-
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/jetstream"
 )
@@ -45,14 +43,7 @@ func TestStreamBlocks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		js, err := natsjs.New(s.Conn())
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := js.Stream(ctx, jetstream.StreamName(s))
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := storeStream(t, s)
 		want := int64(math.MaxInt64)
 		if largeBlocks {
 			want = -1

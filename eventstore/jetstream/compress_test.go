@@ -164,14 +164,7 @@ func TestCompressionChange(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		js, err := natsjs.New(s.Conn())
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := js.Stream(ctx, jetstream.StreamName(s))
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := storeStream(t, s)
 		if got, want := st.CachedInfo().Config.Compression, map[bool]natsjs.StoreCompression{true: natsjs.S2Compression}[compress]; got != want {
 			t.Fatalf("stream compression %v, want %v", got, want)
 		}

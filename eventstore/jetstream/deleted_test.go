@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	natsjs "github.com/nats-io/nats.go/jetstream"
-
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/jetstream"
 )
@@ -26,14 +24,7 @@ func TestDeletedMessages(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			s := newStore(t, jetstream.Config{})
-			js, err := natsjs.New(s.Conn())
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, err := js.Stream(ctx, jetstream.StreamName(s))
-			if err != nil {
-				t.Fatal(err)
-			}
+			st := storeStream(t, s)
 			long, short := eventstore.LedgerStream("long"), eventstore.LedgerStream("short")
 			var positions []eventstore.Position
 			for i, ev := range events(40) {

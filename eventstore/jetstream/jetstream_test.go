@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/licenseledger/ledger/eventstore"
+	natsjs "github.com/nats-io/nats.go/jetstream"
+
 	"github.com/licenseledger/ledger/eventstore/eventstoretest"
 	"github.com/licenseledger/ledger/eventstore/jetstream"
 )
@@ -26,6 +28,21 @@ func newStore(t testing.TB, cfg jetstream.Config) *jetstream.Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// storeStream returns the JetStream stream holding s's events, asked of
+// the server through s's connection.
+func storeStream(t testing.TB, s *jetstream.Store) natsjs.Stream {
+	t.Helper()
+	js, err := natsjs.New(s.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(t.Context(), jetstream.StreamName(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // newServerStore starts a server on its own with the default durability
