@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,15 +18,14 @@ import (
 // ledger's last block before every round, the published stream's every
 // 4th round, a key shard's every 10th. "stat" looks at every written
 // stream through its stats, as rounds did before they synced a stream
-// through its open block alone ("name"); both in the same run. cpu-us/round
-// is the process's CPU (the writes included) per round.
+// through its open block alone ("name"); both in the same run, with real
+// fsyncs ("fsync") and with the fsync left out ("nosync": what a round
+// costs besides its fsyncs). cpu-us/round is the process's CPU (the
+// writes included) per round.
 func BenchmarkSyncRound(b *testing.B) {
-	for _, byName := range []bool{false, true} {
-		name := "stat"
-		if byName {
-			name = "name"
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, mode := range []string{"fsync/stat", "fsync/name", "nosync/stat", "nosync/name"} {
+		b.Run(mode, func(b *testing.B) {
+			byName := strings.HasSuffix(mode, "/name")
 			streams := filepath.Join(b.TempDir(), "jetstream", "$G", "streams")
 			names := []string{"LEDGER", "EVENTS", "KV_LEDGER_TOKENS", "KV_webhooks"}
 			for i := range 8 {
@@ -51,6 +51,9 @@ func BenchmarkSyncRound(b *testing.B) {
 			defer y.close()
 			y.mu.Lock()
 			y.byName = byName
+			if strings.HasPrefix(mode, "nosync") {
+				y.fsync = func(*os.File) error { return nil }
+			}
 			y.mu.Unlock()
 			if err := y.wait(b.Context()); err != nil {
 				b.Fatal(err)
