@@ -44,9 +44,10 @@ var errSyncFailed = errors.New("jetstream: sync of the stream files failed")
 // round left open (the server appending to its last block) is synced
 // through that file alone, without a stat: a block created, removed or
 // replaced, a meta file renamed, anything else, is an event of its own
-// that sends the round through the stats as above. Every such event that
-// happened before the previous round's fsyncs is covered by them, and
-// every one after is in this round's drain.
+// that sends the round through the stats as above. A change made before
+// the previous round drained the events is covered by that round's
+// fsyncs; one made after is in this round's drain, so the open file is
+// never one replaced since.
 //
 // Once an fsync fails every later round fails too: after a failed fsync
 // the kernel may have dropped the dirty pages, so a later fsync that
