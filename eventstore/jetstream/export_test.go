@@ -27,6 +27,16 @@ func SyncRounds(s *Store) uint64 {
 	return s.syncer.rounds.Load()
 }
 
+// SyncedByName returns how many times a group sync round of s synced a
+// stream through its open block alone (the kernel told that only that
+// file was written).
+func SyncedByName(s *Store) uint64 {
+	if s.syncer == nil {
+		return 0
+	}
+	return s.syncer.named.Load()
+}
+
 // SetStreamBatch sets how many messages the ordered consumer of a
 // ReadStream asks for at once, and returns the previous number. Call it
 // when no read runs.

@@ -1,12 +1,14 @@
 package jetstream
 
 import (
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -193,4 +195,129 @@ func TestSyncerLooksAtChangedStreams(t *testing.T) {
 	write("B/msgs/1.blk", "more")
 	round(1, "B/msgs/1.blk")
 	round(0)
+}
+
+// TestSyncerSyncsWrittenBlockByName checks the rounds that sync a stream
+// through its open block alone, where the system tells which files
+// changed: a round after writes only to the block the previous round left
+// open syncs that file without a stat, and every other change of the
+// stream (the block replaced by a new file renamed over it, as an erasure
+// does; a new block; a meta file renamed) sends the round through the
+// stats, so that the file synced is always the one holding the data. The
+// data a round syncs is read through the file it syncs, so syncing a
+// replaced file's old inode fails it.
+func TestSyncerSyncsWrittenBlockByName(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the system does not tell which files changed")
+	}
+	streams := filepath.Join(t.TempDir(), "jetstream", "$G", "streams")
+	write := func(name, data string) { appendStreamFile(t, streams, name, data) }
+	for _, s := range []string{"A", "B"} {
+		write(s+"/meta.inf", "{}")
+		write(s+"/msgs/1.blk", "one;")
+	}
+	y := newSyncer(streams, slog.New(slog.DiscardHandler))
+	defer y.close()
+	if y.watch == nil {
+		t.Fatal("no inotify instance")
+	}
+	// What each fsync of a block file saw through the file it synced.
+	var mu sync.Mutex
+	seen := map[string]string{}
+	var synced []string
+	y.mu.Lock()
+	y.fsync = func(f *os.File) error {
+		rel, _ := filepath.Rel(streams, f.Name())
+		mu.Lock()
+		defer mu.Unlock()
+		synced = append(synced, rel)
+		if strings.HasSuffix(rel, ".blk") {
+			data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<20))
+			if err != nil {
+				return err
+			}
+			seen[rel] = string(data)
+		}
+		return nil
+	}
+	y.mu.Unlock()
+	round := func(byName uint64, want map[string]string, wantSynced ...string) {
+		t.Helper()
+		mu.Lock()
+		clear(seen)
+		synced = nil
+		mu.Unlock()
+		before := y.named.Load()
+		if err := y.wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if n := y.named.Load() - before; n != byName {
+			t.Errorf("round synced %d streams by name alone, want %d", n, byName)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for name, data := range want {
+			if seen[name] != data {
+				t.Errorf("round synced %s holding %q, want %q (synced %q)", name, seen[name], data, synced)
+			}
+		}
+		for _, w := range wantSynced {
+			if !slices.Contains(synced, w) {
+				t.Errorf("round synced %q, not %s", synced, w)
+			}
+		}
+	}
+	round(0, map[string]string{"A/msgs/1.blk": "one;", "B/msgs/1.blk": "one;"})
+
+	// The server appends through a file it keeps open.
+	blk, err := os.OpenFile(filepath.Join(streams, "A/msgs/1.blk"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blk.Close()
+	if _, err := blk.WriteString("two;"); err != nil {
+		t.Fatal(err)
+	}
+	round(1, map[string]string{"A/msgs/1.blk": "one;two;"})
+	write("A/msgs/1.blk", "three;")
+	write("B/msgs/1.blk", "two;")
+	round(2, map[string]string{"A/msgs/1.blk": "one;two;three;", "B/msgs/1.blk": "one;two;"})
+
+	// An erasure: the block rewritten into a new file renamed over it,
+	// then appended to. The round must sync the new file. The new file is
+	// made outside the watched directories: the rename and the write are
+	// the only events.
+	if err := os.WriteFile(filepath.Join(streams, "..", "1.blk.tmp"), []byte("one;xxx;three;"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(streams, "..", "1.blk.tmp"), filepath.Join(streams, "A/msgs/1.blk")); err != nil {
+		t.Fatal(err)
+	}
+	write("A/msgs/1.blk", "four;")
+	round(0, map[string]string{"A/msgs/1.blk": "one;xxx;three;four;"}, "A/msgs")
+	// The new file is the open one from now on.
+	write("A/msgs/1.blk", "five;")
+	round(1, map[string]string{"A/msgs/1.blk": "one;xxx;three;four;five;"})
+
+	// A new block: looked at through the stats.
+	write("A/msgs/1.blk", "six;")
+	write("A/msgs/2.blk", "seven;")
+	round(0, map[string]string{"A/msgs/1.blk": "one;xxx;three;four;five;six;", "A/msgs/2.blk": "seven;"}, "A/msgs")
+	write("A/msgs/2.blk", "eight;")
+	round(1, map[string]string{"A/msgs/2.blk": "seven;eight;"})
+
+	// A meta file replaced, and the block written, in the same round.
+	write("A/meta.inf.tmp", `{"v":2}`)
+	if err := os.Rename(filepath.Join(streams, "A/meta.inf.tmp"), filepath.Join(streams, "A/meta.inf")); err != nil {
+		t.Fatal(err)
+	}
+	write("A/msgs/2.blk", "nine;")
+	round(0, map[string]string{"A/msgs/2.blk": "seven;eight;nine;"}, "A", "A/meta.inf")
+
+	// The old block's file was replaced while open elsewhere: writes to the
+	// old inode, no longer in the directory, are not the stream's.
+	if _, err := blk.WriteString("stale;"); err != nil {
+		t.Fatal(err)
+	}
+	round(0, nil)
 }

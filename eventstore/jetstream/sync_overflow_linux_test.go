@@ -47,8 +47,8 @@ func TestSyncerWatchesAfterOverflow(t *testing.T) {
 	// The round's state is the loop's; a round that ended was its last
 	// use until the next wait.
 	var aWatches []int32
-	for wd, name := range y.watch.wds {
-		if name == "A" {
+	for wd, w := range y.watch.wds {
+		if w.name == "A" {
 			aWatches = append(aWatches, wd)
 		}
 	}

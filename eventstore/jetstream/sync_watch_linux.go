@@ -3,8 +3,10 @@
 package jetstream
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"syscall"
 	"unsafe"
 )
@@ -17,7 +19,14 @@ import (
 type watcher struct {
 	fd  int
 	buf []byte
-	wds map[int32]string // watch descriptor -> stream name ("" for the streams directory)
+	wds map[int32]watched // by watch descriptor
+}
+
+// watched is a directory watched: the stream's name ("" for the streams
+// directory) and whether it is the stream's msgs directory.
+type watched struct {
+	name string
+	msgs bool
 }
 
 // watchMask is what changes a directory or the files in it: data written
@@ -35,32 +44,46 @@ func newWatcher() *watcher {
 	if err != nil {
 		return nil
 	}
-	return &watcher{fd: fd, buf: make([]byte, 64<<10), wds: make(map[int32]string)}
+	return &watcher{fd: fd, buf: make([]byte, 64<<10), wds: make(map[int32]watched)}
 }
 
-// add watches the directory path for the stream name and reports whether
-// it is watched.
-func (w *watcher) add(path, name string) bool {
+// add watches the directory path for the stream name, its msgs directory
+// when msgs is set, and reports whether it is watched.
+func (w *watcher) add(path, name string, msgs bool) bool {
 	wd, err := syscall.InotifyAddWatch(w.fd, path, watchMask)
 	if err != nil {
 		return false
 	}
-	w.wds[int32(wd)] = name
+	w.wds[int32(wd)] = watched{name, msgs}
 	return true
 }
 
 // changes is what a drain found: the streams whose directories had events
 // (the streams directory as ""), those whose watch the kernel dropped (a
 // directory removed), and whether events were lost (queue overflow).
+//
+// blocks tells, of a stream whose only events were writes (IN_MODIFY) to
+// one block file of its msgs directory, that block's index; a stream with
+// any other event (an entry created, removed or renamed, attributes, a
+// write to another file or to two blocks) is in other instead.
 type changes struct {
 	dirty, lost map[string]bool
+	blocks      map[string]uint32
+	other       map[string]bool
 	overflow    bool
+}
+
+func newChanges() changes {
+	return changes{dirty: make(map[string]bool), lost: make(map[string]bool),
+		blocks: make(map[string]uint32), other: make(map[string]bool)}
 }
 
 // drain reads every event queued and clears ch before filling it.
 func (w *watcher) drain(ch *changes) error {
 	clear(ch.dirty)
 	clear(ch.lost)
+	clear(ch.blocks)
+	clear(ch.other)
 	ch.overflow = false
 	for {
 		n, err := syscall.Read(w.fd, w.buf)
@@ -83,11 +106,15 @@ func (w *watcher) drain(ch *changes) error {
 				ch.overflow = true
 				continue
 			}
-			name, ok := w.wds[ev.Wd]
+			wt, ok := w.wds[ev.Wd]
 			if !ok {
 				continue
 			}
+			name := wt.name
 			ch.dirty[name] = true
+			if name != "" {
+				ch.note(name, wt.msgs, ev.Mask, entryName(w.buf, off, ev.Len))
+			}
 			switch {
 			case ev.Mask&syscall.IN_IGNORED != 0:
 				// The directory is gone: its watch with it.
@@ -101,19 +128,64 @@ func (w *watcher) drain(ch *changes) error {
 			}
 			if name == "" && ev.Len > 0 {
 				// An entry of the streams directory: that stream.
-				end := off
-				start := end - int(ev.Len)
-				b := w.buf[start:end]
-				for i, c := range b {
-					if c == 0 {
-						b = b[:i]
-						break
-					}
-				}
-				ch.dirty[string(b)] = true
+				n := entryName(w.buf, off, ev.Len)
+				ch.dirty[string(n)] = true
+				ch.other[string(n)] = true
 			}
 		}
 	}
+}
+
+// entryName returns the name of the entry an event of name length n that
+// ends at off in buf is about (empty for the watched directory itself).
+func entryName(buf []byte, off int, n uint32) []byte {
+	b := buf[off-int(n) : off]
+	for i, c := range b {
+		if c == 0 {
+			return b[:i]
+		}
+	}
+	return b
+}
+
+// blockIndexOf parses a message block file name, "<index>.blk", as
+// blockIndex does, without making a string of it.
+func blockIndexOf(name []byte) (uint32, bool) {
+	digits, ok := bytes.CutSuffix(name, []byte(".blk"))
+	if !ok || len(digits) == 0 || len(digits) > 10 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	if n > math.MaxUint32 {
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+// note records an event of stream name's directory (its msgs directory
+// when msgs is set) about the entry named entry: a write to a block file
+// of the msgs directory in blocks, unless the stream had another event;
+// anything else in other.
+func (ch *changes) note(name string, msgs bool, mask uint32, entry []byte) {
+	if ch.other[name] {
+		return
+	}
+	if msgs && mask == syscall.IN_MODIFY {
+		if idx, ok := blockIndexOf(entry); ok {
+			if prev, seen := ch.blocks[name]; !seen || prev == idx {
+				ch.blocks[name] = idx
+				return
+			}
+		}
+	}
+	delete(ch.blocks, name)
+	ch.other[name] = true
 }
 
 func (w *watcher) close() {

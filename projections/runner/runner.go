@@ -298,18 +298,14 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 			"duration", r.cfg.Clock().Sub(start).String())
 	}
 	r.maybeSnapshot(ctx, true)
-	live := make(chan struct {
-		rec eventstore.Record
-		err error
-	})
+	// Live records queue up while the last ones fold, and fold together
+	// (see applyLive).
+	live := make(chan read, liveBatch)
 	go func() {
 		defer close(live)
 		for rec, err := range r.cfg.Store.Subscribe(ctx, r.Position()) {
 			select {
-			case live <- struct {
-				rec eventstore.Record
-				err error
-			}{rec, err}:
+			case live <- read{rec, err}:
 			case <-ctx.Done():
 				return
 			}
@@ -318,6 +314,7 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 			}
 		}
 	}()
+	var lb liveBuf
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	lastTotal := uint64(0) // events applied at the last tick
@@ -327,15 +324,27 @@ func (r *Runner) follow(ctx context.Context, start time.Time, from eventstore.Po
 			if !ok {
 				return ctx.Err()
 			}
-			if m.err != nil && !errors.Is(m.err, eventstore.ErrUnreadable) {
-				if ctx.Err() != nil {
-					return ctx.Err()
+			// With what else has arrived since.
+			lb.recs = append(lb.recs[:0], m)
+			closed := false
+		more:
+			for len(lb.recs) < liveBatch {
+				select {
+				case m, ok := <-live:
+					if !ok {
+						closed = true
+						break more
+					}
+					lb.recs = append(lb.recs, m)
+				default:
+					break more
 				}
-				return fmt.Errorf("follow: %w", m.err)
 			}
-			r.offer(&prev, m.rec, m.err)
-			if err := r.apply(ctx, m.rec, m.err); err != nil {
+			if err := r.applyLive(ctx, &prev, &lb); err != nil {
 				return err
+			}
+			if closed {
+				return ctx.Err()
 			}
 			r.maybeSnapshot(ctx, false)
 		case <-tick.C:
@@ -591,15 +600,65 @@ func (r *Runner) applyBatch(ds []codec.Decoded, its []item) error {
 	return nil
 }
 
-func (r *Runner) apply(ctx context.Context, rec eventstore.Record, readErr error) error {
-	if rec.Position <= r.Position() {
-		return nil // already applied (a snapshot covered it, or a resubscription repeated it)
-	}
-	ds, its := make([]codec.Decoded, 1), make([]item, 1)
-	if err := r.decode(ctx, rec, readErr, &ds[0], &its[0]); err != nil {
+// liveBatch is the most live records folded together.
+var liveBatch = 64
+
+// liveBuf is what following reuses from one batch of live records to the
+// next: the records received, and the batch they decode into.
+type liveBuf struct {
+	recs []read
+	ds   []codec.Decoded
+	its  []item
+}
+
+// applyLive decodes and folds live records received together, in order,
+// as one batch: each read model takes its lock once, and the position
+// advances, waking its waiters, once. A record at or before the position
+// (a snapshot covered it, or a resubscription repeated it) is skipped. A
+// deletion is folded before the next record is decoded, as catching up
+// does (see decodeAhead): the hooks that forget the user's key run first.
+// A read error that is not about one record, or a decoding failure that
+// stops the read models, is returned once what precedes it is folded.
+func (r *Runner) applyLive(ctx context.Context, prev *eventstore.Position, lb *liveBuf) error {
+	ds, its := lb.ds[:0], lb.its[:0]
+	defer func() { lb.ds, lb.its = ds[:0], its[:0] }()
+	flush := func() error {
+		err := r.applyBatch(ds, its)
+		ds, its = ds[:0], its[:0]
 		return err
 	}
-	return r.applyBatch(ds, its)
+	hi := r.Position()
+	for _, m := range lb.recs {
+		if m.err != nil && !errors.Is(m.err, eventstore.ErrUnreadable) {
+			if err := flush(); err != nil {
+				return err
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("follow: %w", m.err)
+		}
+		r.offer(prev, m.rec, m.err)
+		if m.rec.Position <= hi {
+			continue
+		}
+		hi = m.rec.Position
+		ds, its = append(ds, codec.Decoded{}), append(its, item{})
+		d, it := &ds[len(ds)-1], &its[len(its)-1]
+		if err := r.decode(ctx, m.rec, m.err, d, it); err != nil {
+			ds, its = ds[:len(ds)-1], its[:len(its)-1]
+			if ferr := flush(); ferr != nil {
+				return ferr
+			}
+			return err
+		}
+		if _, ok := d.Event.(ledger.UserDeleted); ok {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
 }
 
 // noteDeletion marks a snapshot due after a deletion. r.mu is held.
