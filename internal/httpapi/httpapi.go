@@ -462,13 +462,37 @@ func (a *API) ForgetAccountAnswers(account string) {
 // Metrics returns the metrics the API records into.
 func (a *API) Metrics() *Metrics { return a.s.metrics }
 
+// statusRecorder is the ResponseWriter of a request's handling: it keeps
+// the status answered, and, while the mux routes the request (routing),
+// keeps what the mux answers itself in unrouted instead of answering it.
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
-	wrote  bool
+	status   int
+	wrote    bool
+	routing  bool
+	unrouted *captured
+}
+
+// aside returns where what the mux answers itself goes.
+func (r *statusRecorder) aside() *captured {
+	if r.unrouted == nil {
+		r.unrouted = &captured{}
+	}
+	return r.unrouted
+}
+
+func (r *statusRecorder) Header() http.Header {
+	if r.routing {
+		return r.aside().Header()
+	}
+	return r.ResponseWriter.Header()
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
+	if r.routing {
+		r.aside().WriteHeader(code)
+		return
+	}
 	if !r.wrote {
 		r.status, r.wrote = code, true
 	}
@@ -476,11 +500,17 @@ func (r *statusRecorder) WriteHeader(code int) {
 }
 
 func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.routing {
+		return r.aside().Write(b)
+	}
 	r.wrote = true
 	return r.ResponseWriter.Write(b)
 }
 
 func (r *statusRecorder) Flush() {
+	if r.routing {
+		return
+	}
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -79,7 +79,12 @@ func (s *server) register() {
 func (s *server) handle(pattern string, h http.HandlerFunc) {
 	method, path, _ := strings.Cut(pattern, " ")
 	s.routes = append(s.routes, Route{Method: method, Path: path})
-	s.mux.HandleFunc(pattern, h)
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if rec, ok := w.(*statusRecorder); ok {
+			rec.routing = false // matched: the answer is the route's
+		}
+		h(w, r)
+	})
 }
 
 // authorize authenticates the request and checks that the principal may
