@@ -533,11 +533,14 @@ func (s *server) send(w http.ResponseWriter, _ *http.Request, resp *response) {
 	w.Write(resp.body)
 }
 
+// answerOptions are the options answers are marshalled with. Strings
+// that are not UTF-8 cannot come from a decoded body (the decoder refuses
+// them), but one slipping through from elsewhere is written as U+FFFD
+// rather than failing the answer.
+var answerOptions = json.JoinOptions(json.Deterministic(true), jsontext.AllowInvalidUTF8(true))
+
 func mustJSON(v any) []byte {
-	// Strings that are not UTF-8 cannot come from a decoded body (the
-	// decoder refuses them), but one slipping through from elsewhere is
-	// written as U+FFFD rather than failing the answer.
-	b, err := json.Marshal(v, json.Deterministic(true), jsontext.AllowInvalidUTF8(true))
+	b, err := json.Marshal(v, answerOptions)
 	if err != nil {
 		// Only values built by this package are marshalled; the recovery
 		// in serve turns a mistake here into a 500.
@@ -546,10 +549,13 @@ func mustJSON(v any) []byte {
 	return append(b, '\n')
 }
 
+// contentJSON is the Content-Type of a JSON answer. Header values are
+// shared between answers: nothing changes a value in place (Set replaces
+// it, and Add appends to a slice without room, making a new one).
+var contentJSON = []string{"application/json"}
+
 func jsonResponse(status int, v any) *response {
-	resp := &response{status: status, header: http.Header{}, body: mustJSON(v)}
-	resp.header.Set("Content-Type", "application/json")
-	return resp
+	return &response{status: status, header: http.Header{"Content-Type": contentJSON}, body: marshalAnswer(v)}
 }
 
 func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }

@@ -352,11 +352,12 @@ func (s *server) runWrite(r *http.Request, op writeOp, p auth.Principal, account
 		status = http.StatusCreated
 	}
 	resp := jsonResponse(status, v)
+	// Keys in canonical form (ETag's is Etag), set directly.
 	if location != "" {
-		resp.header.Set("Location", location)
+		resp.header["Location"] = []string{location}
 	}
-	resp.header.Set("ETag", etag(res.Revision()))
-	resp.header.Set(HeaderPosition, strconv.FormatUint(uint64(res.Position), 10))
+	resp.header["Etag"] = []string{etag(res.Revision())}
+	resp.header[HeaderPosition] = []string{strconv.FormatUint(uint64(res.Position), 10)}
 	return resp
 }
 
