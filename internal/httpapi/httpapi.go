@@ -376,17 +376,20 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if acct != "" && span.Recording() {
 		span.SetAttributes(telemetry.String("ledger.account", acct))
 	}
-	if !a.s.log.Enabled(ctx, slog.LevelInfo) {
+	h := a.s.log.Handler()
+	if !h.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	attrs := []slog.Attr{
-		slog.String("method", r.Method), slog.String("route", route),
-		slog.Int("status", rec.status), slog.Duration("duration", d),
-	}
+	// The record is made here rather than by Logger.LogAttrs, which
+	// also looks up the caller's program counter for a source that is
+	// always this line.
+	line := slog.NewRecord(start.Add(d), slog.LevelInfo, "request", 0)
+	line.AddAttrs(slog.String("method", r.Method), slog.String("route", route),
+		slog.Int("status", rec.status), slog.Duration("duration", d))
 	if acct != "" {
-		attrs = append(attrs, slog.String("account", acct))
+		line.AddAttrs(slog.String("account", acct))
 	}
-	a.s.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+	_ = h.Handle(ctx, line)
 }
 
 // HeaderRequestID is the header every answer carries: the request's own
