@@ -218,7 +218,8 @@ type Config struct {
 	History    History
 	Decoder    Decoder
 	// Progress is how far the read models are; nil when they are updated
-	// synchronously with every write (then nothing waits).
+	// synchronously with every write (then nothing waits). One that is a
+	// [ProgressChanges] is waited on without a context per wait.
 	Progress Progress
 	// ReadModelsReady reports whether the read models have applied every
 	// event the store held when they started (after a restart they fold
@@ -296,6 +297,8 @@ type server struct {
 	// head is the highest position known to exist: a min position at or
 	// below it needs no question to the store.
 	head atomic.Uint64
+	// timeouts time the waits for the read models.
+	timeouts *timeouts
 }
 
 // Route is one registered route: a method and a ServeMux path pattern.
@@ -333,7 +336,7 @@ func New(cfg Config) *API {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
 	}
-	s := &server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, mux: http.NewServeMux(),
+	s := &server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, mux: http.NewServeMux(), timeouts: newTimeouts(),
 		idem: newIdemCache(cfg.IdempotencyEntries, cfg.IdempotencyTTL, cfg.Clock)}
 	if cfg.Head == nil {
 		if h, ok := cfg.History.(Head); ok {

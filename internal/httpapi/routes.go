@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -236,17 +237,48 @@ func (s *server) storeLast(ctx context.Context) (last eventstore.Position, ok bo
 	}
 }
 
+// awaitPosition waits, up to the wait timeout, for the read models to
+// apply pos.
 func (s *server) awaitPosition(ctx context.Context, pos eventstore.Position) error {
 	if s.cfg.Progress == nil || pos == 0 || s.cfg.Progress.Position() >= pos {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTimeout)
-	defer cancel()
-	if err := s.cfg.Progress.Wait(ctx, pos); err != nil {
+	var err error
+	if c, ok := s.cfg.Progress.(ProgressChanges); ok {
+		err = s.awaitChanges(ctx, c, pos)
+	} else {
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTimeout)
+		err = s.cfg.Progress.Wait(wctx, pos)
+		cancel()
+	}
+	if err != nil {
 		return &problemError{slug: ProblemNotCaughtUp, status: http.StatusServiceUnavailable,
 			detail: "the read models have not reached position " + strconv.FormatUint(uint64(pos), 10) + " yet: retry shortly", err: err}
 	}
 	return nil
+}
+
+// awaitChanges waits for c to reach pos, ctx to end or the wait timeout
+// to pass, without a context and a timer of its own: the timeout is one
+// the waits that started within the same few milliseconds share.
+func (s *server) awaitChanges(ctx context.Context, c ProgressChanges, pos eventstore.Position) error {
+	var timeout <-chan struct{}
+	for {
+		changed := c.Changed()
+		if at := s.cfg.Progress.Position(); at >= pos {
+			return nil
+		}
+		if timeout == nil {
+			timeout = s.timeouts.after(s.cfg.WaitTimeout)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for position %d: %w", pos, ctx.Err())
+		case <-timeout:
+			return fmt.Errorf("wait for position %d (at %d): %w", pos, s.cfg.Progress.Position(), context.DeadlineExceeded)
+		}
+	}
 }
 
 // write registers a write. Every write goes through the same steps:
