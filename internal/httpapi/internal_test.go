@@ -6,6 +6,9 @@ import (
 	"io"
 	"net/http"
 	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
 )
 
 // oneByOne reads one byte per call, then fails with err (io.EOF: ends).
@@ -52,5 +55,45 @@ func TestReadAll(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestTimeoutsAfter: a channel from after closes, and not before its
+// duration has passed, also when waits share it.
+func TestTimeoutsAfter(t *testing.T) {
+	ts := newTimeouts()
+	for _, d := range []time.Duration{0, time.Millisecond, 25 * time.Millisecond, 25 * time.Millisecond, 40 * time.Millisecond} {
+		start := time.Now()
+		select {
+		case <-ts.after(d):
+			if took := time.Since(start); took < d {
+				t.Fatalf("after(%v) closed after %v", d, took)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("after(%v) still open after 30 s", d)
+		}
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if len(ts.due) != 0 {
+		t.Fatalf("%d channels kept after closing", len(ts.due))
+	}
+}
+
+// TestRequestIDsUnique: the request ids the API draws are ULIDs of now,
+// all different.
+func TestRequestIDsUnique(t *testing.T) {
+	a := New(Config{})
+	seen := make(map[string]bool)
+	for range 20_000 {
+		id := a.s.cfg.NewRequestID()
+		u, err := ulid.ParseStrict(id)
+		if err != nil || !ValidRequestID(id) || seen[id] {
+			t.Fatalf("request id %q: %v, seen %v", id, err, seen[id])
+		}
+		if d := time.Since(ulid.Time(u.Time())); d < -time.Minute || d > time.Minute {
+			t.Fatalf("request id %q of %v", id, ulid.Time(u.Time()))
+		}
+		seen[id] = true
 	}
 }
