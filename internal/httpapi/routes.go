@@ -491,6 +491,9 @@ func decodeBody(body []byte, v any, emptyOK bool) error {
 		}
 		return badRequest("a JSON body is required")
 	}
+	if f, ok := v.(flatBody); ok && f.decodeFlat(body) {
+		return nil
+	}
 	if err := json.Unmarshal(body, v, strictBody); err != nil {
 		return &problemError{slug: ProblemMalformedRequest, status: http.StatusBadRequest, detail: describeJSONError(err), err: err}
 	}
