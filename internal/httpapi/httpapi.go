@@ -95,6 +95,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -549,8 +550,10 @@ type response struct {
 }
 
 func (s *server) send(w http.ResponseWriter, _ *http.Request, resp *response) {
-	for k, v := range resp.header {
-		w.Header()[k] = v
+	if wh := w.Header(); !sameHeader(wh, resp.header) {
+		for k, v := range resp.header {
+			wh[k] = v
+		}
 	}
 	w.WriteHeader(resp.status)
 	w.Write(resp.body)
@@ -561,6 +564,12 @@ func (s *server) send(w http.ResponseWriter, _ *http.Request, resp *response) {
 // them), but one slipping through from elsewhere is written as U+FFFD
 // rather than failing the answer.
 var answerOptions = json.JoinOptions(json.Deterministic(true), jsontext.AllowInvalidUTF8(true))
+
+// sameHeader reports whether a and b are the same map (set through the
+// one is set in the other).
+func sameHeader(a, b http.Header) bool {
+	return a != nil && b != nil && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+}
 
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v, answerOptions)
@@ -579,6 +588,12 @@ var contentJSON = []string{"application/json"}
 
 func jsonResponse(status int, v any) *response {
 	return &response{status: status, header: http.Header{"Content-Type": contentJSON}, body: marshalAnswer(v)}
+}
+
+// jsonResponseIn is jsonResponse with its headers set in h.
+func jsonResponseIn(h http.Header, status int, v any) *response {
+	h["Content-Type"] = contentJSON
+	return &response{status: status, header: h, body: marshalAnswer(v)}
 }
 
 func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }

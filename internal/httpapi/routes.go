@@ -286,11 +286,13 @@ func (s *server) awaitChanges(ctx context.Context, c ProgressChanges, pos events
 // wait for the read models, answer.
 func (s *server) write(pattern string, op writeOp) {
 	s.handle(pattern, func(w http.ResponseWriter, r *http.Request) {
-		s.send(w, r, s.doWrite(r, op))
+		s.send(w, r, s.doWrite(w, r, op))
 	})
 }
 
-func (s *server) doWrite(r *http.Request, op writeOp) *response {
+// doWrite runs the write and returns its answer. The headers of an
+// answer that is not kept for an idempotency key are set in w's directly.
+func (s *server) doWrite(w http.ResponseWriter, r *http.Request, op writeOp) *response {
 	body, err := s.readBody(r)
 	if err != nil {
 		// The body could not be read; authenticate first so that an anonymous
@@ -321,7 +323,7 @@ func (s *server) doWrite(r *http.Request, op writeOp) *response {
 	}
 	key := r.Header.Get(HeaderIdemKey)
 	if key == "" {
-		return s.runWrite(r, op, p, account, body, "")
+		return s.runWrite(r, op, p, account, body, "", w.Header())
 	}
 	if err := checkIdemKey(key); err != nil {
 		return s.problemResponse(r, err)
@@ -338,11 +340,14 @@ func (s *server) doWrite(r *http.Request, op writeOp) *response {
 	// Deferred so that a panic, recovered in serve, releases the key (resp
 	// is then nil) instead of leaving its repeats waiting for good.
 	defer func() { done(resp) }()
-	resp = s.runWrite(r, op, p, account, body, key)
+	resp = s.runWrite(r, op, p, account, body, key, http.Header{})
 	return resp
 }
 
-func (s *server) runWrite(r *http.Request, op writeOp, p auth.Principal, account string, body []byte, key string) *response {
+// runWrite runs the write's command and renders its answer, whose
+// headers are set in h: the ResponseWriter's own (the answer is then
+// sent as it is) or a map of the answer's own.
+func (s *server) runWrite(r *http.Request, op writeOp, p auth.Principal, account string, body []byte, key string, h http.Header) *response {
 	ctx := r.Context()
 	cmd, err := op.build(s, r, body)
 	if err != nil {
@@ -384,7 +389,7 @@ func (s *server) runWrite(r *http.Request, op writeOp, p auth.Principal, account
 	if op.created {
 		status = http.StatusCreated
 	}
-	resp := jsonResponse(status, v)
+	resp := jsonResponseIn(h, status, v)
 	// Keys in canonical form (ETag's is Etag), set directly.
 	if location != "" {
 		resp.header["Location"] = []string{location}
