@@ -295,6 +295,7 @@ type server struct {
 	idem    *idemCache
 	mux     *http.ServeMux
 	routes  []Route
+	fast    []fastRoute // see fastRoute
 	// head is the highest position known to exist: a min position at or
 	// below it needs no question to the store.
 	head atomic.Uint64

@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
+	"net/url"
+	"path"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +99,89 @@ func TestRequestIDsUnique(t *testing.T) {
 			t.Fatalf("request id %q of %v", id, ulid.Time(u.Time()))
 		}
 		seen[id] = true
+	}
+}
+
+// TestFastRoutes: the routes serve matches before the mux are matched as
+// the mux matches them (the same pattern, the same path values) for every
+// route's paths and for paths near them, and the writes clients send
+// most are matched there.
+func TestFastRoutes(t *testing.T) {
+	s := New(Config{}).s
+	if len(s.fast) != len(fastPatterns) {
+		t.Fatalf("%d of the %d fast patterns registered", len(s.fast), len(fastPatterns))
+	}
+	// A mux of the same patterns whose handlers tell what they matched.
+	type match struct {
+		pattern string
+		values  map[string]string
+	}
+	var got match
+	ref := http.NewServeMux()
+	for _, rt := range s.routes {
+		pattern := rt.Path
+		if rt.Method != "" {
+			pattern = rt.Method + " " + rt.Path
+		}
+		var names []string
+		for _, seg := range strings.Split(rt.Path, "/") {
+			if strings.HasPrefix(seg, "{") {
+				names = append(names, strings.Trim(seg, "{}."))
+			}
+		}
+		ref.HandleFunc(pattern, func(_ http.ResponseWriter, r *http.Request) {
+			got = match{pattern: r.Pattern, values: map[string]string{}}
+			for _, n := range names {
+				got.values[n] = r.PathValue(n)
+			}
+		})
+	}
+	values := []string{"acme", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "x-y_z~1", "users", "activities", "seats", "deactivate", "A"}
+	var paths []string
+	for _, rt := range s.routes {
+		for _, v := range values {
+			p := rt.Path
+			for strings.Contains(p, "{") {
+				i, j := strings.Index(p, "{"), strings.Index(p, "}")
+				p = p[:i] + v + p[j+1:]
+			}
+			paths = append(paths, p, p+"/", "/"+p, strings.Replace(p, "/", "//", 2), p+"/x", strings.TrimSuffix(p, "/"+path.Base(p)),
+				strings.Replace(p, v, "%61"+v, 1), strings.Replace(p, v, v+".", 1), strings.Replace(p, v, "..", 1), strings.Replace(p, v, "", 1))
+		}
+	}
+	fastOnes := 0
+	for _, p := range paths {
+		for _, method := range []string{"POST", "GET", "PUT", "DELETE"} {
+			u, err := url.Parse("http://ledger.test" + p)
+			if err != nil {
+				continue
+			}
+			r := &http.Request{Method: method, URL: u, Host: "ledger.test", RequestURI: u.RequestURI(), Header: http.Header{}}
+			h := s.fastRoute(r)
+			if h == nil {
+				continue
+			}
+			fastOnes++
+			fast := match{pattern: r.Pattern, values: map[string]string{}}
+			got = match{}
+			r2 := &http.Request{Method: method, URL: u, Host: "ledger.test", RequestURI: u.RequestURI(), Header: http.Header{}}
+			ref.ServeHTTP(&captured{}, r2)
+			for n := range got.values {
+				fast.values[n] = r.PathValue(n)
+			}
+			if got.pattern != fast.pattern || !maps.Equal(got.values, fast.values) {
+				t.Errorf("%s %s: fast route %v, the mux %v", method, p, fast, got)
+			}
+		}
+	}
+	for _, p := range []string{"/v1/accounts/acme/activities", "/v1/accounts/load-00001/users/01ARZ3NDEKTSV4RRFFQ69G5FAV/deactivate",
+		"/v1/accounts/acme/users/01ARZ3NDEKTSV4RRFFQ69G5FAV/activate", "/v1/accounts/acme/users", "/v1/accounts/acme/seats"} {
+		r := &http.Request{Method: "POST", URL: &url.URL{Path: p}, Header: http.Header{}}
+		if s.fastRoute(r) == nil || r.PathValue("account") == "" {
+			t.Errorf("POST %s not matched before the mux", p)
+		}
+	}
+	if fastOnes < 20 {
+		t.Fatalf("%d paths matched before the mux: the cases do not exercise it", fastOnes)
 	}
 }

@@ -27,6 +27,10 @@ func (s *server) serve(w *statusRecorder, r *http.Request) {
 		s.send(w, r, s.problemResponse(r, err))
 		return
 	}
+	if h := s.fastRoute(r); h != nil {
+		h(w, r)
+		return
+	}
 	if r.RequestURI == "*" {
 		// The mux answers "*" itself, before looking for a route; it is
 		// answered as a path no route knows, as every unmatched one.
