@@ -301,6 +301,8 @@ type server struct {
 	head atomic.Uint64
 	// timeouts time the waits for the read models.
 	timeouts *timeouts
+	// waiters are the waits for the read models' position.
+	waiters waiters
 }
 
 // Route is one registered route: a method and a ServeMux path pattern.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"path"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/oklog/ulid/v2"
+
+	"github.com/licenseledger/ledger/eventstore"
 )
 
 // oneByOne reads one byte per call, then fails with err (io.EOF: ends).
@@ -183,5 +186,35 @@ func TestFastRoutes(t *testing.T) {
 	}
 	if fastOnes < 20 {
 		t.Fatalf("%d paths matched before the mux: the cases do not exercise it", fastOnes)
+	}
+}
+
+// TestWaiters: a wait's channel closes once the position reaches it, not
+// before, whatever the order of the waits; a wait removed is dropped.
+func TestWaiters(t *testing.T) {
+	tracker := NewTracker()
+	var w waiters
+	const n = 50
+	chs := make([]<-chan struct{}, n+1)
+	for _, p := range rand.Perm(n) {
+		chs[p+1] = w.add(tracker, eventstore.Position(p+1))
+	}
+	gone := w.add(tracker, n+100)
+	w.remove(gone)
+	for p := 1; p <= n; p++ {
+		select {
+		case <-chs[p]:
+			t.Fatalf("wait for %d closed at position %d", p, p-1)
+		default:
+		}
+		tracker.Advance(eventstore.Position(p))
+		select {
+		case <-chs[p]:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("wait for %d open 30 s after the position reached it", p)
+		}
+	}
+	if w.len() != 0 {
+		t.Fatalf("%d waits held after every one ended", w.len())
 	}
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"container/heap"
 	"context"
 	"sync"
 	"time"
@@ -112,4 +113,87 @@ func (t *timeouts) after(d time.Duration) <-chan struct{} {
 		close(ch)
 	})
 	return ch
+}
+
+// waiters are the waits for a position of a ProgressChanges: one
+// goroutine follows its changes while there are waits, and closes each
+// wait's channel once the position reaches it, so that a wait is woken
+// once rather than at every change (the read models advance many times
+// while a write waits).
+type waiters struct {
+	mu       sync.Mutex
+	h        waitHeap
+	watching bool
+}
+
+// add returns a channel closed once c's position reaches pos.
+func (w *waiters) add(c ProgressChanges, pos eventstore.Position) <-chan struct{} {
+	ch := make(chan struct{})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	heap.Push(&w.h, wait{pos: pos, ch: ch})
+	if !w.watching {
+		w.watching = true
+		go w.watch(c)
+	}
+	return ch
+}
+
+// remove drops the wait of channel ch, one that ended otherwise.
+func (w *waiters) remove(ch <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range w.h {
+		if w.h[i].ch == ch {
+			heap.Remove(&w.h, i)
+			return
+		}
+	}
+}
+
+// len returns how many waits are held.
+func (w *waiters) len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.h)
+}
+
+// watch closes the channels of the waits c's position reached, at every
+// change of c, until no wait is left.
+func (w *waiters) watch(c ProgressChanges) {
+	for {
+		changed := c.Changed()
+		at := c.Position()
+		w.mu.Lock()
+		for len(w.h) > 0 && w.h[0].pos <= at {
+			close(heap.Pop(&w.h).(wait).ch)
+		}
+		if len(w.h) == 0 {
+			w.watching = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		<-changed
+	}
+}
+
+type wait struct {
+	pos eventstore.Position
+	ch  chan struct{}
+}
+
+// waitHeap is a container/heap of waits, the lowest position first.
+type waitHeap []wait
+
+func (h waitHeap) Len() int           { return len(h) }
+func (h waitHeap) Less(i, j int) bool { return h[i].pos < h[j].pos }
+func (h waitHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *waitHeap) Push(x any)        { *h = append(*h, x.(wait)) }
+func (h *waitHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	old[len(old)-1] = wait{}
+	*h = old[:len(old)-1]
+	return x
 }

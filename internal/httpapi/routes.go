@@ -334,24 +334,20 @@ func (s *server) awaitPosition(ctx context.Context, pos eventstore.Position) err
 
 // awaitChanges waits for c to reach pos, ctx to end or the wait timeout
 // to pass, without a context and a timer of its own: the timeout is one
-// the waits that started within the same few milliseconds share.
+// the waits that started within the same few milliseconds share, and the
+// wait is woken once, when pos is reached (see waiters), not at every
+// change of c.
 func (s *server) awaitChanges(ctx context.Context, c ProgressChanges, pos eventstore.Position) error {
-	var timeout <-chan struct{}
-	for {
-		changed := c.Changed()
-		if at := s.cfg.Progress.Position(); at >= pos {
-			return nil
-		}
-		if timeout == nil {
-			timeout = s.timeouts.after(s.cfg.WaitTimeout)
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return fmt.Errorf("wait for position %d: %w", pos, ctx.Err())
-		case <-timeout:
-			return fmt.Errorf("wait for position %d (at %d): %w", pos, s.cfg.Progress.Position(), context.DeadlineExceeded)
-		}
+	reached := s.waiters.add(c, pos)
+	select {
+	case <-reached:
+		return nil
+	case <-ctx.Done():
+		s.waiters.remove(reached)
+		return fmt.Errorf("wait for position %d: %w", pos, ctx.Err())
+	case <-s.timeouts.after(s.cfg.WaitTimeout):
+		s.waiters.remove(reached)
+		return fmt.Errorf("wait for position %d (at %d): %w", pos, c.Position(), context.DeadlineExceeded)
 	}
 }
 
