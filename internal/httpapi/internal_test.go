@@ -218,3 +218,26 @@ func TestWaiters(t *testing.T) {
 		t.Fatalf("%d waits held after every one ended", w.len())
 	}
 }
+
+// TestWaitersReachedBeforeAdd: a wait for a position reached after the
+// watcher last looked, while other waits keep it watching, is released
+// without another change.
+func TestWaitersReachedBeforeAdd(t *testing.T) {
+	tracker := NewTracker()
+	var w waiters
+	far := w.add(tracker, 100) // keeps the watcher watching
+	defer w.remove(far)
+	first := w.add(tracker, 1)
+	tracker.Advance(2)
+	select {
+	case <-first:
+	case <-time.After(30 * time.Second):
+		t.Fatal("wait for 1 open 30 s after position 2")
+	}
+	// The watcher has looked at position 2 and waits for the next change.
+	select {
+	case <-w.add(tracker, 2):
+	case <-time.After(30 * time.Second):
+		t.Fatal("wait for a position already reached open 30 s without a change")
+	}
+}

@@ -131,6 +131,13 @@ func (w *waiters) add(c ProgressChanges, pos eventstore.Position) <-chan struct{
 	ch := make(chan struct{})
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// The watcher may have looked at the position last before it reached
+	// pos, and waits for the change after: no wait of a position reached
+	// is left to it.
+	if c.Position() >= pos {
+		close(ch)
+		return ch
+	}
 	heap.Push(&w.h, wait{pos: pos, ch: ch})
 	if !w.watching {
 		w.watching = true
