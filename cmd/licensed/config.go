@@ -204,20 +204,34 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// newLogger returns the service's logger: JSON unless w is a terminal.
-func newLogger(c Config, w *os.File) *slog.Logger {
+// logDelay is how long a log line may wait to be written with others
+// (telemetry.LogBuffer): one write(2) per line was a few microseconds of
+// every request. Warnings and errors are written at once.
+const logDelay = 50 * time.Millisecond
+
+// newLogger returns the service's logger, JSON unless f is a terminal,
+// writing to f through the buffer it returns, which must be flushed
+// before the process exits.
+func newLogger(c Config, f *os.File) (*slog.Logger, *telemetry.LogBuffer) {
+	lb := telemetry.NewLogBuffer(f, logDelay)
+	return newLoggerTo(c, f, lb), lb
+}
+
+// newLoggerTo returns the service's logger writing to w: JSON unless f,
+// what w writes to, is a terminal.
+func newLoggerTo(c Config, f *os.File, w *telemetry.LogBuffer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: c.LogLevel}
 	format := c.LogFormat
 	if format == "auto" {
 		format = "json"
-		if fi, err := w.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
 			format = "text"
 		}
 	}
 	// Every line logged while answering a request carries its request_id
 	// (and trace_id when traced).
 	if format == "text" {
-		return slog.New(telemetry.LogHandler(slog.NewTextHandler(w, opts)))
+		return slog.New(telemetry.LogHandler(w.Handler(slog.NewTextHandler(w, opts))))
 	}
-	return slog.New(telemetry.LogHandler(slog.NewJSONHandler(w, opts)))
+	return slog.New(telemetry.LogHandler(w.Handler(slog.NewJSONHandler(w, opts))))
 }

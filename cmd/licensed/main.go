@@ -60,10 +60,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	m := NewMain(cfg, newLogger(cfg, os.Stderr))
+	logger, logs := newLogger(cfg, os.Stderr)
+	defer logs.Close()
+	m := NewMain(cfg, logger)
 	if err := m.Start(ctx); err != nil {
 		m.log.Error("start failed", "err", err)
 		m.Close()
+		logs.Close()
 		os.Exit(1)
 	}
 	err = m.Wait(ctx)
@@ -73,6 +76,7 @@ func main() {
 	}
 	if err != nil {
 		m.log.Error("stopped with an error", "err", err)
+		logs.Close()
 		os.Exit(1)
 	}
 	m.log.Info("stopped")

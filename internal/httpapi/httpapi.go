@@ -90,11 +90,12 @@ package httpapi
 
 import (
 	"context"
-	crand "crypto/rand"
 	"io"
 	"iter"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -218,7 +219,8 @@ type Config struct {
 	History    History
 	Decoder    Decoder
 	// Progress is how far the read models are; nil when they are updated
-	// synchronously with every write (then nothing waits).
+	// synchronously with every write (then nothing waits). One that is a
+	// [ProgressChanges] is waited on without a context per wait.
 	Progress Progress
 	// ReadModelsReady reports whether the read models have applied every
 	// event the store held when they started (after a restart they fold
@@ -293,9 +295,14 @@ type server struct {
 	idem    *idemCache
 	mux     *http.ServeMux
 	routes  []Route
+	fast    []fastRoute // see fastRoute
 	// head is the highest position known to exist: a min position at or
 	// below it needs no question to the store.
 	head atomic.Uint64
+	// timeouts time the waits for the read models.
+	timeouts *timeouts
+	// waiters are the waits for the read models' position.
+	waiters waiters
 }
 
 // Route is one registered route: a method and a ServeMux path pattern.
@@ -327,13 +334,16 @@ func New(cfg Config) *API {
 	}
 	cfg.Logger = slog.New(telemetry.LogHandler(cfg.Logger.Handler()))
 	if cfg.NewRequestID == nil {
-		// Not monotonic (no lock shared by requests); unique enough.
-		cfg.NewRequestID = func() string { return ulid.MustNew(ulid.Now(), crand.Reader).String() }
+		// Not monotonic (no lock shared by requests); unique enough. A
+		// request id is no secret: its 80 random bits come from the
+		// runtime's generator (math/rand/v2, seeded by the system), which
+		// needs neither a system call nor a lock.
+		cfg.NewRequestID = func() string { return ulid.MustNew(ulid.Now(), runtimeEntropy{}).String() }
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
 	}
-	s := &server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, mux: http.NewServeMux(),
+	s := &server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, mux: http.NewServeMux(), timeouts: newTimeouts(),
 		idem: newIdemCache(cfg.IdempotencyEntries, cfg.IdempotencyTTL, cfg.Clock)}
 	if cfg.Head == nil {
 		if h, ok := cfg.History.(Head); ok {
@@ -346,12 +356,26 @@ func New(cfg Config) *API {
 	return &API{s: s}
 }
 
+// runtimeEntropy reads random bytes from math/rand/v2's generator.
+type runtimeEntropy struct{}
+
+func (runtimeEntropy) Read(p []byte) (int, error) {
+	for i := 0; i < len(p); i += 8 {
+		v := rand.Uint64()
+		for j := i; j < len(p) && j < i+8; j++ {
+			p[j] = byte(v)
+			v >>= 8
+		}
+	}
+	return len(p), nil
+}
+
 // ServeHTTP serves a request and logs one line about it. The answer
 // carries the request's id as X-Request-Id (see [HeaderRequestID]).
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := a.s.requestID(r)
-	w.Header().Set(HeaderRequestID, id)
+	w.Header()[HeaderRequestID] = []string{id}
 	ctx, span := a.s.cfg.Tracer.StartServer(telemetry.WithRequestID(r.Context(), id), r.Header, r.Method)
 	r = r.WithContext(ctx)
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
@@ -376,17 +400,20 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if acct != "" && span.Recording() {
 		span.SetAttributes(telemetry.String("ledger.account", acct))
 	}
-	if !a.s.log.Enabled(ctx, slog.LevelInfo) {
+	h := a.s.log.Handler()
+	if !h.Enabled(ctx, slog.LevelInfo) {
 		return
 	}
-	attrs := []slog.Attr{
-		slog.String("method", r.Method), slog.String("route", route),
-		slog.Int("status", rec.status), slog.Duration("duration", d),
-	}
+	// The record is made here rather than by Logger.LogAttrs, which
+	// also looks up the caller's program counter for a source that is
+	// always this line.
+	line := slog.NewRecord(start.Add(d), slog.LevelInfo, "request", 0)
+	line.AddAttrs(slog.String("method", r.Method), slog.String("route", route),
+		slog.Int("status", rec.status), slog.Duration("duration", d))
 	if acct != "" {
-		attrs = append(attrs, slog.String("account", acct))
+		line.AddAttrs(slog.String("account", acct))
 	}
-	a.s.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+	_ = h.Handle(ctx, line)
 }
 
 // HeaderRequestID is the header every answer carries: the request's own
@@ -462,13 +489,37 @@ func (a *API) ForgetAccountAnswers(account string) {
 // Metrics returns the metrics the API records into.
 func (a *API) Metrics() *Metrics { return a.s.metrics }
 
+// statusRecorder is the ResponseWriter of a request's handling: it keeps
+// the status answered, and, while the mux routes the request (routing),
+// keeps what the mux answers itself in unrouted instead of answering it.
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
-	wrote  bool
+	status   int
+	wrote    bool
+	routing  bool
+	unrouted *captured
+}
+
+// aside returns where what the mux answers itself goes.
+func (r *statusRecorder) aside() *captured {
+	if r.unrouted == nil {
+		r.unrouted = &captured{}
+	}
+	return r.unrouted
+}
+
+func (r *statusRecorder) Header() http.Header {
+	if r.routing {
+		return r.aside().Header()
+	}
+	return r.ResponseWriter.Header()
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
+	if r.routing {
+		r.aside().WriteHeader(code)
+		return
+	}
 	if !r.wrote {
 		r.status, r.wrote = code, true
 	}
@@ -476,11 +527,17 @@ func (r *statusRecorder) WriteHeader(code int) {
 }
 
 func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.routing {
+		return r.aside().Write(b)
+	}
 	r.wrote = true
 	return r.ResponseWriter.Write(b)
 }
 
 func (r *statusRecorder) Flush() {
+	if r.routing {
+		return
+	}
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
@@ -496,18 +553,29 @@ type response struct {
 }
 
 func (s *server) send(w http.ResponseWriter, _ *http.Request, resp *response) {
-	for k, v := range resp.header {
-		w.Header()[k] = v
+	if wh := w.Header(); !sameHeader(wh, resp.header) {
+		for k, v := range resp.header {
+			wh[k] = v
+		}
 	}
 	w.WriteHeader(resp.status)
 	w.Write(resp.body)
 }
 
+// answerOptions are the options answers are marshalled with. Strings
+// that are not UTF-8 cannot come from a decoded body (the decoder refuses
+// them), but one slipping through from elsewhere is written as U+FFFD
+// rather than failing the answer.
+var answerOptions = json.JoinOptions(json.Deterministic(true), jsontext.AllowInvalidUTF8(true))
+
+// sameHeader reports whether a and b are the same map (set through the
+// one is set in the other).
+func sameHeader(a, b http.Header) bool {
+	return a != nil && b != nil && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+}
+
 func mustJSON(v any) []byte {
-	// Strings that are not UTF-8 cannot come from a decoded body (the
-	// decoder refuses them), but one slipping through from elsewhere is
-	// written as U+FFFD rather than failing the answer.
-	b, err := json.Marshal(v, json.Deterministic(true), jsontext.AllowInvalidUTF8(true))
+	b, err := json.Marshal(v, answerOptions)
 	if err != nil {
 		// Only values built by this package are marshalled; the recovery
 		// in serve turns a mistake here into a 500.
@@ -516,10 +584,19 @@ func mustJSON(v any) []byte {
 	return append(b, '\n')
 }
 
+// contentJSON is the Content-Type of a JSON answer. Header values are
+// shared between answers: nothing changes a value in place (Set replaces
+// it, and Add appends to a slice without room, making a new one).
+var contentJSON = []string{"application/json"}
+
 func jsonResponse(status int, v any) *response {
-	resp := &response{status: status, header: http.Header{}, body: mustJSON(v)}
-	resp.header.Set("Content-Type", "application/json")
-	return resp
+	return &response{status: status, header: http.Header{"Content-Type": contentJSON}, body: marshalAnswer(v)}
+}
+
+// jsonResponseIn is jsonResponse with its headers set in h.
+func jsonResponseIn(h http.Header, status int, v any) *response {
+	h["Content-Type"] = contentJSON
+	return &response{status: status, header: h, body: marshalAnswer(v)}
 }
 
 func etag(rev uint64) string { return `"` + strconv.FormatUint(rev, 10) + `"` }

@@ -237,3 +237,60 @@ func TestRequestWithoutBody(t *testing.T) {
 		t.Fatalf("POST without a body answered %d, want 400: %s", rec.Code, rec.Body)
 	}
 }
+
+// TestUnmatchedAnswers: what the mux answers itself for a request no
+// route takes goes out as the API's answer: 404 and 405 as problems
+// without the mux's plain-text headers, a redirect to the cleaned path as
+// it is, "*" as a redirect too; none reaching a route's handler.
+func TestUnmatchedAnswers(t *testing.T) {
+	e := newEnv(t)
+	e.open("acme", 2)
+	serve := func(method, target string) *httptest.ResponseRecorder {
+		t.Helper()
+		req := httptest.NewRequest(method, target, nil)
+		req.Header.Set("Authorization", "Bearer "+e.operator)
+		rec := httptest.NewRecorder()
+		e.api.ServeHTTP(rec, req)
+		if rec.Header().Get(httpapi.HeaderRequestID) == "" {
+			t.Errorf("%s %s: no request id", method, target)
+		}
+		return rec
+	}
+	for _, c := range []struct {
+		method, target string
+		status         int
+		location       string
+	}{
+		{"GET", "/v1//accounts/acme", http.StatusTemporaryRedirect, "/v1/accounts/acme"},
+		{"GET", "/v1/accounts/acme/../acme/seats?x=1", http.StatusTemporaryRedirect, "/v1/accounts/acme/seats?x=1"},
+		{"GET", "/v1/./nowhere", http.StatusTemporaryRedirect, "/v1/nowhere"},
+		{"OPTIONS", "*", http.StatusTemporaryRedirect, "/%2A"},
+	} {
+		rec := serve(c.method, c.target)
+		if rec.Code != c.status || rec.Header().Get("Location") != c.location {
+			t.Errorf("%s %s: %d to %q, want %d to %q", c.method, c.target, rec.Code, rec.Header().Get("Location"), c.status, c.location)
+		}
+	}
+	for _, c := range []struct {
+		method, target string
+		status         int
+	}{
+		{"GET", "/v1/nowhere", http.StatusNotFound},
+		{"PUT", "/v1/accounts/acme", http.StatusMethodNotAllowed},
+	} {
+		rec := serve(c.method, c.target)
+		if rec.Code != c.status || rec.Header().Get("Content-Type") != "application/problem+json" ||
+			rec.Header().Get("X-Content-Type-Options") != "" {
+			t.Errorf("%s %s: %d %v %s", c.method, c.target, rec.Code, rec.Header(), rec.Body)
+		}
+	}
+	m := string(e.must(200, "", "GET", "/metrics", nil).Body)
+	// A redirect to a path a route takes counts under that route.
+	for _, want := range []string{`route="unmatched",status="307"} 2`, `route="GET /v1/accounts/{account}",status="307"} 1`,
+		`route="GET /v1/accounts/{account}/seats",status="307"} 1`,
+		`route="unmatched",status="404"} 1`, `route="unmatched",status="405"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics without %s:\n%s", want, m)
+		}
+	}
+}

@@ -1,12 +1,15 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -76,10 +79,88 @@ func (s *server) register() {
 	}
 }
 
+// fastPatterns are the routes of the writes clients send most, which
+// serve matches itself before the mux (see fastRoute).
+var fastPatterns = []string{
+	"POST /v1/accounts/{account}/activities",
+	"POST /v1/accounts/{account}/users/{user}/deactivate",
+	"POST /v1/accounts/{account}/users/{user}/activate",
+	"POST /v1/accounts/{account}/users",
+	"POST /v1/accounts/{account}/seats",
+}
+
+// fastRoute is one of fastPatterns: its path's segments ("{name}" for a
+// wildcard) and its handler.
+type fastRoute struct {
+	pattern, method string
+	segments        []string
+	h               http.HandlerFunc
+}
+
 func (s *server) handle(pattern string, h http.HandlerFunc) {
 	method, path, _ := strings.Cut(pattern, " ")
 	s.routes = append(s.routes, Route{Method: method, Path: path})
-	s.mux.HandleFunc(pattern, h)
+	if slices.Contains(fastPatterns, pattern) {
+		s.fast = append(s.fast, fastRoute{pattern: pattern, method: method,
+			segments: strings.Split(strings.TrimPrefix(path, "/"), "/"), h: h})
+	}
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if rec, ok := w.(*statusRecorder); ok {
+			rec.routing = false // matched: the answer is the route's
+		}
+		h(w, r)
+	})
+}
+
+// fastRoute returns the handler of the request when its route is one of
+// fastPatterns, with the request's Pattern and path values set as the mux
+// sets them; nil when the mux is to route it. Only a path of unreserved
+// characters, without empty, "." or ".." segments, is matched here: the
+// mux would neither unescape nor clean nor redirect it, and no other
+// route takes such a path (TestFastRoutes).
+func (s *server) fastRoute(r *http.Request) http.HandlerFunc {
+	if r.URL.RawPath != "" || len(r.URL.Path) < 2 || r.URL.Path[0] != '/' {
+		return nil
+	}
+	path := r.URL.Path[1:]
+	for i := 0; i < len(path); i++ {
+		switch c := path[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '~':
+		case c == '/':
+			if i == 0 || path[i-1] == '/' || i == len(path)-1 {
+				return nil
+			}
+		default:
+			return nil // '.' too: no "." or ".." segment to clean
+		}
+	}
+	n := strings.Count(path, "/") + 1
+next:
+	for i := range s.fast {
+		f := &s.fast[i]
+		if f.method != r.Method || len(f.segments) != n {
+			continue
+		}
+		rest := path
+		for _, seg := range f.segments {
+			var v string
+			v, rest, _ = strings.Cut(rest, "/")
+			if seg[0] != '{' && seg != v {
+				continue next
+			}
+		}
+		rest = path
+		for _, seg := range f.segments {
+			var v string
+			v, rest, _ = strings.Cut(rest, "/")
+			if seg[0] == '{' {
+				r.SetPathValue(seg[1:len(seg)-1], v)
+			}
+		}
+		r.Pattern = f.pattern
+		return f.h
+	}
+	return nil
 }
 
 // authorize authenticates the request and checks that the principal may
@@ -230,17 +311,44 @@ func (s *server) storeLast(ctx context.Context) (last eventstore.Position, ok bo
 	}
 }
 
+// awaitPosition waits, up to the wait timeout, for the read models to
+// apply pos.
 func (s *server) awaitPosition(ctx context.Context, pos eventstore.Position) error {
 	if s.cfg.Progress == nil || pos == 0 || s.cfg.Progress.Position() >= pos {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTimeout)
-	defer cancel()
-	if err := s.cfg.Progress.Wait(ctx, pos); err != nil {
+	var err error
+	if c, ok := s.cfg.Progress.(ProgressChanges); ok {
+		err = s.awaitChanges(ctx, c, pos)
+	} else {
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.WaitTimeout)
+		err = s.cfg.Progress.Wait(wctx, pos)
+		cancel()
+	}
+	if err != nil {
 		return &problemError{slug: ProblemNotCaughtUp, status: http.StatusServiceUnavailable,
 			detail: "the read models have not reached position " + strconv.FormatUint(uint64(pos), 10) + " yet: retry shortly", err: err}
 	}
 	return nil
+}
+
+// awaitChanges waits for c to reach pos, ctx to end or the wait timeout
+// to pass, without a context and a timer of its own: the timeout is one
+// the waits that started within the same few milliseconds share, and the
+// wait is woken once, when pos is reached (see waiters), not at every
+// change of c.
+func (s *server) awaitChanges(ctx context.Context, c ProgressChanges, pos eventstore.Position) error {
+	reached := s.waiters.add(c, pos)
+	select {
+	case <-reached:
+		return nil
+	case <-ctx.Done():
+		s.waiters.remove(reached)
+		return fmt.Errorf("wait for position %d: %w", pos, ctx.Err())
+	case <-s.timeouts.after(s.cfg.WaitTimeout):
+		s.waiters.remove(reached)
+		return fmt.Errorf("wait for position %d (at %d): %w", pos, c.Position(), context.DeadlineExceeded)
+	}
 }
 
 // write registers a write. Every write goes through the same steps:
@@ -248,11 +356,13 @@ func (s *server) awaitPosition(ctx context.Context, pos eventstore.Position) err
 // wait for the read models, answer.
 func (s *server) write(pattern string, op writeOp) {
 	s.handle(pattern, func(w http.ResponseWriter, r *http.Request) {
-		s.send(w, r, s.doWrite(r, op))
+		s.send(w, r, s.doWrite(w, r, op))
 	})
 }
 
-func (s *server) doWrite(r *http.Request, op writeOp) *response {
+// doWrite runs the write and returns its answer. The headers of an
+// answer that is not kept for an idempotency key are set in w's directly.
+func (s *server) doWrite(w http.ResponseWriter, r *http.Request, op writeOp) *response {
 	body, err := s.readBody(r)
 	if err != nil {
 		// The body could not be read; authenticate first so that an anonymous
@@ -283,7 +393,7 @@ func (s *server) doWrite(r *http.Request, op writeOp) *response {
 	}
 	key := r.Header.Get(HeaderIdemKey)
 	if key == "" {
-		return s.runWrite(r, op, p, account, body, "")
+		return s.runWrite(r, op, p, account, body, "", w.Header())
 	}
 	if err := checkIdemKey(key); err != nil {
 		return s.problemResponse(r, err)
@@ -300,11 +410,14 @@ func (s *server) doWrite(r *http.Request, op writeOp) *response {
 	// Deferred so that a panic, recovered in serve, releases the key (resp
 	// is then nil) instead of leaving its repeats waiting for good.
 	defer func() { done(resp) }()
-	resp = s.runWrite(r, op, p, account, body, key)
+	resp = s.runWrite(r, op, p, account, body, key, http.Header{})
 	return resp
 }
 
-func (s *server) runWrite(r *http.Request, op writeOp, p auth.Principal, account string, body []byte, key string) *response {
+// runWrite runs the write's command and renders its answer, whose
+// headers are set in h: the ResponseWriter's own (the answer is then
+// sent as it is) or a map of the answer's own.
+func (s *server) runWrite(r *http.Request, op writeOp, p auth.Principal, account string, body []byte, key string, h http.Header) *response {
 	ctx := r.Context()
 	cmd, err := op.build(s, r, body)
 	if err != nil {
@@ -346,12 +459,13 @@ func (s *server) runWrite(r *http.Request, op writeOp, p auth.Principal, account
 	if op.created {
 		status = http.StatusCreated
 	}
-	resp := jsonResponse(status, v)
+	resp := jsonResponseIn(h, status, v)
+	// Keys in canonical form (ETag's is Etag), set directly.
 	if location != "" {
-		resp.header.Set("Location", location)
+		resp.header["Location"] = []string{location}
 	}
-	resp.header.Set("ETag", etag(res.Revision()))
-	resp.header.Set(HeaderPosition, strconv.FormatUint(uint64(res.Position), 10))
+	resp.header["Etag"] = []string{etag(res.Revision())}
+	resp.header[HeaderPosition] = []string{strconv.FormatUint(uint64(res.Position), 10)}
 	return resp
 }
 
@@ -394,7 +508,7 @@ func ifMatch(r *http.Request) (*uint64, error) {
 // readBody reads the request body whole, up to MaxBody; a larger one is
 // 413. A body that is not JSON by its Content-Type is 415.
 func (s *server) readBody(r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, s.cfg.MaxBody))
+	b, err := readAll(r.Body, r.ContentLength, s.cfg.MaxBody)
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
 		return nil, newProblem(ProblemBodyTooLarge, http.StatusRequestEntityTooLarge,
@@ -404,7 +518,8 @@ func (s *server) readBody(r *http.Request) ([]byte, error) {
 		return nil, badRequest("the request body could not be read")
 	}
 	if len(b) > 0 {
-		if ct := r.Header.Get("Content-Type"); ct != "" {
+		// The Content-Type clients send, as is, needs no parsing.
+		if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 			mt, _, err := mime.ParseMediaType(ct)
 			if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
 				return nil, newProblem(ProblemUnsupportedMedia, http.StatusUnsupportedMediaType, "the request body must be application/json")
@@ -414,21 +529,54 @@ func (s *server) readBody(r *http.Request) ([]byte, error) {
 	return b, nil
 }
 
+// readAll reads body whole as io.ReadAll does, failing with an
+// *http.MaxBytesError once it has more than max bytes. A body of known
+// length (size, the request's Content-Length) is read into a buffer of
+// its size plus the byte that finds its end: one allocation, no copy.
+func readAll(body io.Reader, size, max int64) ([]byte, error) {
+	if size < 0 || size > max {
+		size = 511 // io.ReadAll's first buffer
+	}
+	b := make([]byte, 0, size+1)
+	for {
+		n, err := body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if int64(len(b)) > max {
+			return nil, &http.MaxBytesError{Limit: max}
+		}
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
+}
+
 // decodeBody decodes a JSON object strictly: unknown or duplicate fields,
 // wrong types and trailing data are 400. An empty body decodes as {} when
 // empty is allowed.
 func decodeBody(body []byte, v any, emptyOK bool) error {
-	if len(strings.TrimSpace(string(body))) == 0 {
+	if len(bytes.TrimSpace(body)) == 0 {
 		if emptyOK {
 			return nil
 		}
 		return badRequest("a JSON body is required")
 	}
-	if err := json.Unmarshal(body, v, json.RejectUnknownMembers(true)); err != nil {
+	if f, ok := v.(flatBody); ok && f.decodeFlat(body) {
+		return nil
+	}
+	if err := json.Unmarshal(body, v, strictBody); err != nil {
 		return &problemError{slug: ProblemMalformedRequest, status: http.StatusBadRequest, detail: describeJSONError(err), err: err}
 	}
 	return nil
 }
+
+// strictBody are the options request bodies are decoded with.
+var strictBody = json.RejectUnknownMembers(true)
 
 func describeJSONError(err error) string {
 	var se *json.SemanticError

@@ -27,12 +27,27 @@ func (s *server) serve(w *statusRecorder, r *http.Request) {
 		s.send(w, r, s.problemResponse(r, err))
 		return
 	}
-	h, pattern := s.mux.Handler(r)
-	if pattern == "" {
+	if h := s.fastRoute(r); h != nil {
+		h(w, r)
+		return
+	}
+	if r.RequestURI == "*" {
+		// The mux answers "*" itself, before looking for a route; it is
+		// answered as a path no route knows, as every unmatched one.
+		h, _ := s.mux.Handler(r)
 		s.unmatched(w, r, h)
 		return
 	}
+	// The mux routes the request once: a route's handler takes the
+	// answer over (see handle); what the mux answers itself, for a
+	// request no route matched, is kept aside in w until then.
+	w.routing = true
 	s.mux.ServeHTTP(w, r)
+	if !w.routing {
+		return
+	}
+	w.routing = false
+	s.answerUnmatched(w, r, w.aside())
 }
 
 // checkTarget refuses a path or a query that is not valid UTF-8 once
@@ -73,6 +88,15 @@ func checkTarget(u *url.URL) error {
 func (s *server) unmatched(w http.ResponseWriter, r *http.Request, h http.Handler) {
 	c := &captured{header: http.Header{}, status: http.StatusOK}
 	h.ServeHTTP(c, r)
+	s.answerUnmatched(w, r, c)
+}
+
+// answerUnmatched answers a request no route matched from what the mux
+// answered, c.
+func (s *server) answerUnmatched(w http.ResponseWriter, r *http.Request, c *captured) {
+	if !c.wrote {
+		c.status = http.StatusOK // the mux answers every request it routes
+	}
 	switch c.status {
 	case http.StatusNotFound:
 		s.send(w, r, s.problemResponse(r, newProblem(ProblemNotFound, http.StatusNotFound, "no such resource")))
@@ -99,7 +123,12 @@ type captured struct {
 	wrote  bool
 }
 
-func (c *captured) Header() http.Header { return c.header }
+func (c *captured) Header() http.Header {
+	if c.header == nil {
+		c.header = http.Header{}
+	}
+	return c.header
+}
 
 func (c *captured) WriteHeader(code int) {
 	if !c.wrote {
@@ -108,7 +137,9 @@ func (c *captured) WriteHeader(code int) {
 }
 
 func (c *captured) Write(b []byte) (int, error) {
-	c.wrote = true
+	if !c.wrote {
+		c.status, c.wrote = http.StatusOK, true
+	}
 	return c.body.Write(b)
 }
 
@@ -125,6 +156,7 @@ func (s *server) recoverPanic(w *statusRecorder, r *http.Request) {
 	if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
 		panic(v)
 	}
+	w.routing = false
 	s.metrics.panicked()
 	s.log.LogAttrs(r.Context(), slog.LevelError, "panic while answering",
 		slog.String("method", r.Method), slog.String("route", r.Pattern),

@@ -166,6 +166,15 @@ func (r *Runner) Lag() uint64 {
 // when it started.
 func (r *Runner) Ready() bool { return r.ready.Load() }
 
+// Changed returns a channel closed when Position next changes, for
+// waiters that select on it with channels of their own (the HTTP API's
+// waits for a position, without a context per wait).
+func (r *Runner) Changed() <-chan struct{} {
+	r.wakeMu.Lock()
+	defer r.wakeMu.Unlock()
+	return r.wake
+}
+
 // Wait blocks until the read models have applied position p or ctx ends.
 func (r *Runner) Wait(ctx context.Context, p eventstore.Position) error {
 	for {

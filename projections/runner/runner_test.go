@@ -374,3 +374,41 @@ func TestFailedSnapshotAfterDeletionRetried(t *testing.T) {
 		t.Fatal("control: the save after the deletion was meant to fail once")
 	}
 }
+
+// TestChanged: the channel Changed returns is open while the position
+// stays and closed once it moves, so that waiting on it in turn, reading
+// Position after each, reaches every position applied.
+func TestChanged(t *testing.T) {
+	f := newFixture(t)
+	p1 := f.story(t, "acme", 2)
+	r, stop := start(t, runner.Config{Store: f.store, Codec: f.codec, Projections: []projections.Projection{newTally()}})
+	defer stop()
+	waitFor(t, r, p1)
+	changed := r.Changed()
+	select {
+	case <-changed:
+		if r.Position() == p1 {
+			t.Fatal("Changed closed while the position stayed")
+		}
+	default:
+	}
+	p2 := f.story(t, "globex", 2)
+	r.Observe(p2)
+	guard := time.After(10 * time.Second)
+	for {
+		changed := r.Changed()
+		if r.Position() >= p2 {
+			break
+		}
+		select {
+		case <-changed:
+		case <-guard:
+			t.Fatalf("position %d after 10 s, want %d", r.Position(), p2)
+		}
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("the first channel stayed open after the position moved")
+	}
+}
