@@ -85,17 +85,18 @@ const (
 
 // publishOne publishes m and returns the sequence the server stored it at
 // and whether it was a duplicate, as the JetStream client's PublishMsg
-// does, but reads the server's usual acknowledgement without the
+// does, but waits for the answer on a reply box of the store's (see
+// request) and reads the server's usual acknowledgement without the
 // reflection of encoding/json (see parseAck), a few microseconds of every
 // append.
 func (s *Store) publishOne(ctx context.Context, m *nats.Msg) (uint64, bool, error) {
-	resp, err := s.nc.RequestMsgWithContext(ctx, m)
+	resp, err := s.request(ctx, m)
 	for r := 0; errors.Is(err, nats.ErrNoResponders) && r < noRespondersRetries; r++ {
 		select {
 		case <-ctx.Done():
 		case <-time.After(noRespondersWait):
 		}
-		resp, err = s.nc.RequestMsgWithContext(ctx, m)
+		resp, err = s.request(ctx, m)
 	}
 	if errors.Is(err, nats.ErrNoResponders) {
 		return 0, false, jetstream.ErrNoStreamResponse

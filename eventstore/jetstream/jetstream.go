@@ -306,6 +306,7 @@ type Store struct {
 	streamsDir string
 
 	reqs     chan *request
+	boxes    replyBoxes // reply inboxes of single publishes (reply.go)
 	stop     chan struct{}
 	workers  sync.WaitGroup
 	inflight sync.WaitGroup
@@ -512,6 +513,7 @@ func (s *Store) Close() error {
 	s.inflight.Wait()
 	close(s.stop)
 	s.workers.Wait()
+	s.boxes.close()
 	if s.syncer != nil {
 		s.syncer.close()
 	}
