@@ -17,6 +17,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/licenseledger/ledger/domain/ledger"
+	"github.com/licenseledger/ledger/eventstore/memory"
 	storejs "github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/eventstore/jetstream/keys"
 	"github.com/licenseledger/ledger/internal/accounts"
@@ -24,35 +25,57 @@ import (
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
-// BenchmarkExecute runs commands through the service as licensed wires it
-// over an embedded JetStream store with fsync durability (group sync) and
-// the JetStream key store: licenseload's default mix (activity 60,
-// deactivate 12, activate 12, add 8, purchase 4, delete 4) over 1,000
-// accounts of 5 users opened first, from 64 goroutines, each owning its
-// accounts. It reports the CPU time of the whole process (service, client
-// and embedded server) per command, and the allocations per command.
+// BenchmarkExecute runs licenseload's default mix of commands (activity
+// 60, deactivate 12, activate 12, add 8, purchase 4, delete 4) through the
+// service over 1,000 accounts of 5 users opened first, from 64
+// goroutines, each owning its accounts, on two stores:
+//
+//   - jetstream: as licensed wires it, an embedded JetStream store with
+//     fsync durability (group sync) and the JetStream key store;
+//   - memory: the memory store and key store, which leaves the service's
+//     own work (decide, seal, encode, the account's state) and little
+//     else.
+//
+// It reports the CPU time of the whole process (service, client and
+// embedded server) per command, and the allocations per command.
+//
+//	go test -run '^$' -bench BenchmarkExecute -benchtime 40000x -count 5 ./internal/accounts/
 func BenchmarkExecute(b *testing.B) {
+	b.Run("jetstream", func(b *testing.B) {
+		ctx := context.Background()
+		st, err := storejs.Embedded(ctx, storejs.ServerConfig{DataDir: b.TempDir(), Port: -1, Durability: storejs.DurabilityFsync},
+			storejs.Config{Duplicates: storejs.ShortDuplicates})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close()
+		js, err := jetstream.New(st.Conn())
+		if err != nil {
+			b.Fatal(err)
+		}
+		ks, err := keys.Open(ctx, js, keys.Config{Sync: st.Sync})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer ks.Close(ctx)
+		benchExecute(b, accounts.New(accounts.Config{
+			Store: st, Codec: codec.New(pii.NewKeyring(ks, rand.Reader)),
+			Clock: time.Now, NewEventID: uuid.New, NewULID: ulid.Make,
+		}))
+	})
+	b.Run("memory", func(b *testing.B) {
+		st := memory.New()
+		defer st.Close()
+		benchExecute(b, accounts.New(accounts.Config{
+			Store: st, Codec: codec.New(pii.NewKeyring(pii.NewMemoryKeys(), rand.Reader)),
+			Clock: time.Now, NewEventID: uuid.New, NewULID: ulid.Make,
+		}))
+	})
+}
+
+func benchExecute(b *testing.B, svc *accounts.Service) {
 	const nAccounts, writers = 1000, 64
 	ctx := context.Background()
-	st, err := storejs.Embedded(ctx, storejs.ServerConfig{DataDir: b.TempDir(), Port: -1, Durability: storejs.DurabilityFsync},
-		storejs.Config{Duplicates: storejs.ShortDuplicates})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	js, err := jetstream.New(st.Conn())
-	if err != nil {
-		b.Fatal(err)
-	}
-	ks, err := keys.Open(ctx, js, keys.Config{Sync: st.Sync})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ks.Close(ctx)
-	svc := accounts.New(accounts.Config{
-		Store: st, Codec: codec.New(pii.NewKeyring(ks, rand.Reader)),
-		Clock: time.Now, NewEventID: uuid.New, NewULID: ulid.Make,
-	})
 	type acct struct {
 		id     string
 		users  []string
