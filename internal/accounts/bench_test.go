@@ -17,9 +17,9 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/licenseledger/ledger/domain/ledger"
-	"github.com/licenseledger/ledger/eventstore/memory"
 	storejs "github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/eventstore/jetstream/keys"
+	"github.com/licenseledger/ledger/eventstore/memory"
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/codec"
 	"github.com/licenseledger/ledger/internal/pii"
