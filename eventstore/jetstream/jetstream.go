@@ -97,6 +97,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/jetstream/internal/reply"
 )
 
 var (
@@ -307,7 +308,7 @@ type Store struct {
 	streamsDir string
 
 	reqs     chan *request
-	boxes    replyBoxes // reply inboxes of single publishes (reply.go)
+	boxes    *reply.Boxes // reply inboxes of single publishes
 	stop     chan struct{}
 	workers  sync.WaitGroup
 	inflight sync.WaitGroup
@@ -466,6 +467,7 @@ func open(ctx context.Context, nc *nats.Conn, cfg Config, y *syncer) (*Store, er
 		heads:  make(map[eventstore.StreamID]head),
 		pairs:  make(map[string]pair),
 		reqs:   make(chan *request, 4*cfg.MaxBatch*cfg.Committers),
+		boxes:  reply.New(nc),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 		syncer: y,
@@ -514,7 +516,7 @@ func (s *Store) Close() error {
 	s.inflight.Wait()
 	close(s.stop)
 	s.workers.Wait()
-	s.boxes.close()
+	s.boxes.Close()
 	if s.syncer != nil {
 		s.syncer.close()
 	}

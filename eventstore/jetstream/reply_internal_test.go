@@ -41,7 +41,7 @@ func TestRequestReplyBoxes(t *testing.T) {
 	subs := s.nc.NumSubscriptions()
 	ask := func(ctx context.Context, subj, data string) (string, error) {
 		m := &nats.Msg{Subject: subj, Data: []byte(data)}
-		resp, err := s.request(ctx, m)
+		resp, err := s.boxes.Request(ctx, m)
 		if m.Reply != "" {
 			t.Errorf("request left reply %q on the message", m.Reply)
 		}
@@ -88,7 +88,7 @@ func TestRequestReplyBoxes(t *testing.T) {
 	if n := s.nc.NumSubscriptions() - subs; n != 1 {
 		t.Fatalf("%d reply boxes kept, want 1", n)
 	}
-	s.boxes.close()
+	s.boxes.Close()
 	if n := s.nc.NumSubscriptions() - subs; n != 0 {
 		t.Fatalf("%d reply boxes left after close, want 0", n)
 	}
@@ -115,7 +115,7 @@ func BenchmarkPublishOne(b *testing.B) {
 		request func(context.Context, *nats.Msg) (*nats.Msg, error)
 	}{
 		{"request", s.nc.RequestMsgWithContext},
-		{"reply-box", s.request},
+		{"reply-box", s.boxes.Request},
 	} {
 		b.Run(way.name, func(b *testing.B) {
 			const writers = 64

@@ -175,6 +175,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	storejs "github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/eventstore/jetstream/internal/reply"
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
@@ -272,6 +273,7 @@ func (p *part) subject(account, user string) string {
 // to let it finish the erasures it queued.
 type Store struct {
 	js     jetstream.JetStream
+	boxes  *reply.Boxes // reply inboxes of the key and tombstone writes
 	shards []*part
 	// legacy is the stream of the single-stream layout when it exists and
 	// the Store writes new keys to the shards: the keys stored in it
@@ -319,7 +321,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if cfg.shards < 1 || cfg.shards > 100 {
 		return nil, fmt.Errorf("keys: invalid shard count %d", cfg.shards)
 	}
-	s := &Store{js: js, log: cfg.Logger, sync: cfg.Sync}
+	s := &Store{js: js, boxes: reply.New(js.Conn()), log: cfg.Logger, sync: cfg.Sync}
 	if cfg.single {
 		p, err := ensurePart(ctx, js, cfg, cfg.Stream, cfg.SubjectPrefix)
 		if err != nil {
@@ -429,7 +431,9 @@ func (s *Store) Flush(ctx context.Context) error {
 // their erasure again. After Close, Get and Put still work and Destroy
 // erases (and syncs) before it returns. Closing twice is not an error.
 func (s *Store) Close(ctx context.Context) error {
-	return s.er.close(ctx)
+	err := s.er.close(ctx)
+	s.boxes.Close()
+	return err
 }
 
 // StreamOf returns the name of the stream that holds, or would hold, the
@@ -524,9 +528,7 @@ func (s *Store) PutNew(ctx context.Context, id string, key []byte) (bool, error)
 	p := s.shard(account, user)
 	subj := p.subject(account, user)
 	for range maxAttempts {
-		_, err := s.js.Publish(ctx, subj, key,
-			jetstream.WithExpectStream(p.name),
-			jetstream.WithExpectLastSequencePerSubject(0))
+		err := s.publish(ctx, p, subj, key, 0, nil)
 		if err == nil {
 			// The subject held nothing: this key is its first message.
 			return true, s.synced(ctx, "put key", id)
@@ -603,11 +605,7 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 		if last != nil {
 			keySeq = last.Sequence
 		}
-		msg := nats.NewMsg(subj)
-		msg.Header.Set(TombstoneHeader, strconv.FormatUint(keySeq, 10))
-		_, err = s.js.PublishMsg(ctx, msg,
-			jetstream.WithExpectStream(p.name),
-			jetstream.WithExpectLastSequencePerSubject(keySeq))
+		err = s.publish(ctx, p, subj, nil, keySeq, nats.Header{TombstoneHeader: {strconv.FormatUint(keySeq, 10)}})
 		if isWrongLastSeq(err) {
 			continue // a Put or another Destroy got in first: look again
 		}
@@ -630,6 +628,28 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 		return nil
 	}
 	return fmt.Errorf("destroy key %s: subject keeps changing", id)
+}
+
+// publish writes data with headers hdr (nil: none) on subj of p's
+// stream, expecting the last message on subj to be at lastSeq (0: none),
+// as the JetStream client's PublishMsg with WithExpectStream(p.name) and
+// WithExpectLastSequencePerSubject(lastSeq) does, with the same errors
+// and the client's default timeout when ctx has no deadline, but waiting
+// on a reply box of the Store's and reading the acknowledgement without
+// encoding/json (reply.Boxes.Publish).
+func (s *Store) publish(ctx context.Context, p *part, subj string, data []byte, lastSeq uint64, hdr nats.Header) error {
+	if hdr == nil {
+		hdr = make(nats.Header, 2)
+	}
+	hdr[jetstream.ExpectedStreamHeader] = []string{p.name}
+	hdr[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(lastSeq, 10)}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
+		defer cancel()
+	}
+	_, _, err := s.boxes.Publish(ctx, &nats.Msg{Subject: subj, Header: hdr, Data: data})
+	return err
 }
 
 // synced waits, when the Store was given a Sync, until the writes the
