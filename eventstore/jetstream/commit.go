@@ -1,10 +1,8 @@
 package jetstream
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -15,6 +13,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/jetstream/internal/reply"
 )
 
 // Atomic batch headers (nats-server 2.12+; nats.go has no helper yet).
@@ -76,106 +75,20 @@ func (s *Store) publishAlone(ctx context.Context, msgs []*nats.Msg) (uint64, boo
 	return seq, false, err
 }
 
-// Retries of a publish the server answered with no responders (a stream
-// leader being elected), as the JetStream client's.
-const (
-	noRespondersRetries = jetstream.DefaultPubRetryAttempts
-	noRespondersWait    = jetstream.DefaultPubRetryWait
-)
-
 // publishOne publishes m and returns the sequence the server stored it at
 // and whether it was a duplicate, as the JetStream client's PublishMsg
-// does, but reads the server's usual acknowledgement without the
-// reflection of encoding/json (see parseAck), a few microseconds of every
-// append.
+// does, but waits for the answer on a reply box of the store's and reads
+// the server's usual acknowledgement without the reflection of
+// encoding/json (reply.Boxes.Publish).
 func (s *Store) publishOne(ctx context.Context, m *nats.Msg) (uint64, bool, error) {
-	resp, err := s.nc.RequestMsgWithContext(ctx, m)
-	for r := 0; errors.Is(err, nats.ErrNoResponders) && r < noRespondersRetries; r++ {
-		select {
-		case <-ctx.Done():
-		case <-time.After(noRespondersWait):
-		}
-		resp, err = s.nc.RequestMsgWithContext(ctx, m)
-	}
-	if errors.Is(err, nats.ErrNoResponders) {
-		return 0, false, jetstream.ErrNoStreamResponse
-	}
-	if err != nil {
-		return 0, false, err
-	}
-	if seq, dup, ok := parseAck(resp.Data); ok {
-		return seq, dup, nil
-	}
-	var ack pubAck
-	if err := json.Unmarshal(resp.Data, &ack); err != nil {
-		return 0, false, jetstream.ErrInvalidJSAck
-	}
-	if ack.Error != nil {
-		return 0, false, fmt.Errorf("nats: %w", ack.Error)
-	}
-	if ack.Stream == "" {
-		return 0, false, jetstream.ErrInvalidJSAck
-	}
-	return ack.Sequence, ack.Duplicate, nil
+	return s.boxes.Publish(ctx, m)
 }
+
+// parseAck reads the server's usual acknowledgement (reply.ParseAck).
+func parseAck(b []byte) (seq uint64, dup bool, ok bool) { return reply.ParseAck(b) }
 
 // pubAck is the server's answer to a publish to a stream.
-type pubAck struct {
-	Error     *jetstream.APIError `json:"error,omitempty"`
-	Stream    string              `json:"stream"`
-	Sequence  uint64              `json:"seq"`
-	Duplicate bool                `json:"duplicate,omitempty"`
-}
-
-// parseAck reads the acknowledgement nats-server writes for a message
-// stored: {"stream":"<name>"[,"domain":"<domain>"],"seq":<n>[,"duplicate": true]}
-// and nothing else. ok is false for any other answer (an error, a
-// member this does not know), which the caller decodes in full.
-func parseAck(b []byte) (seq uint64, dup bool, ok bool) {
-	rest, found := bytes.CutPrefix(b, []byte(`{"stream":"`))
-	if !found {
-		return 0, false, false
-	}
-	i := bytes.IndexByte(rest, '"')
-	if i <= 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
-		return 0, false, false
-	}
-	rest = rest[i+1:]
-	if r, found := bytes.CutPrefix(rest, []byte(`,"domain":"`)); found {
-		j := bytes.IndexByte(r, '"')
-		if j < 0 || bytes.IndexByte(r[:j], '\\') >= 0 {
-			return 0, false, false
-		}
-		rest = r[j+1:]
-	}
-	rest, found = bytes.CutPrefix(rest, []byte(`,"seq":`))
-	if !found {
-		return 0, false, false
-	}
-	n := 0
-	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
-		n++
-	}
-	if n == 0 || n > 20 || (n > 1 && rest[0] == '0') {
-		return 0, false, false
-	}
-	seq, err := strconv.ParseUint(string(rest[:n]), 10, 64)
-	if err != nil {
-		return 0, false, false
-	}
-	rest = rest[n:]
-	if r, found := bytes.CutPrefix(rest, []byte(`,"duplicate":`)); found {
-		r = bytes.TrimPrefix(r, []byte(" "))
-		if r, found = bytes.CutPrefix(r, []byte("true")); !found {
-			return 0, false, false
-		}
-		dup, rest = true, r
-	}
-	if string(rest) != "}" {
-		return 0, false, false
-	}
-	return seq, dup, true
-}
+type pubAck = reply.PubAck
 
 // batchAck is the server's answer to an atomic batch commit.
 type batchAck struct {

@@ -91,11 +91,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/jetstream/internal/reply"
 )
 
 var (
@@ -306,6 +308,7 @@ type Store struct {
 	streamsDir string
 
 	reqs     chan *request
+	boxes    *reply.Boxes // reply inboxes of single publishes
 	stop     chan struct{}
 	workers  sync.WaitGroup
 	inflight sync.WaitGroup
@@ -464,6 +467,7 @@ func open(ctx context.Context, nc *nats.Conn, cfg Config, y *syncer) (*Store, er
 		heads:  make(map[eventstore.StreamID]head),
 		pairs:  make(map[string]pair),
 		reqs:   make(chan *request, 4*cfg.MaxBatch*cfg.Committers),
+		boxes:  reply.New(nc),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 		syncer: y,
@@ -512,6 +516,7 @@ func (s *Store) Close() error {
 	s.inflight.Wait()
 	close(s.stop)
 	s.workers.Wait()
+	s.boxes.Close()
 	if s.syncer != nil {
 		s.syncer.close()
 	}
@@ -575,19 +580,112 @@ func Message(stream eventstore.StreamID, e eventstore.Proposed, rev uint64, qual
 }
 
 func message(stream eventstore.StreamID, e eventstore.Proposed, body []byte, rev uint64, qualify bool) *nats.Msg {
+	return newMessage(stream, e, body, rev, qualify, noExpectation, 0)
+}
+
+// expectation names the subjects over which a message expects the last
+// message to be at a sequence: none, the stream's own (filter), or both
+// streams of the account (accountFilter).
+type expectation int
+
+const (
+	noExpectation expectation = iota
+	streamExpectation
+	accountExpectation
+)
+
+// storeMsg is a message the store writes with its header values, made in
+// one allocation.
+type storeMsg struct {
+	msg  nats.Msg
+	vals [5]string // message id, revision, metadata, expectation, its filter
+}
+
+// newMessage returns the message of event e of stream at revision rev
+// (see Message) and, unless over is noExpectation, the expectation that
+// the last message on the subjects over names is at sequence seq. The strings
+// of its subject and headers are cut from one string, and the header
+// values' slices from one array: four allocations for the message, its
+// header map, that array and that string, whatever it holds.
+func newMessage(stream eventstore.StreamID, e eventstore.Proposed, body []byte, rev uint64, qualify bool, over expectation, seq uint64) *nats.Msg {
+	var buf [256]byte
+	b := buf[:0]
+	var id [36]byte
+	hexUUID(&id, e.ID)
+	b = append(b, id[:]...)
+	if qualify { // "@<stream>", as stream.String() writes it
+		b = append(b, '@')
+		b = append(b, stream.Category...)
+		b = append(b, '-')
+		b = append(b, stream.Account...)
+	}
+	idEnd := len(b)
+	b = strconv.AppendUint(b, rev, 10)
+	revEnd := len(b)
+	b = append(b, stream.Category...)
+	b = append(b, '.')
+	b = append(b, stream.Account...)
+	b = append(b, '.')
+	b = append(b, e.Type...)
+	subjEnd := len(b)
+	seqEnd, filterEnd := subjEnd, subjEnd
+	if over != noExpectation {
+		b = strconv.AppendUint(b, seq, 10)
+		seqEnd = len(b)
+		if over == accountExpectation { // accountFilter(stream.Account)
+			b = append(b, '*')
+		} else { // filter(stream)
+			b = append(b, stream.Category...)
+		}
+		b = append(b, '.')
+		b = append(b, stream.Account...)
+		b = append(b, ".*"...)
+		filterEnd = len(b)
+	}
+	all := string(b)
+	m := new(storeMsg)
 	// Header keys are written in their canonical form directly:
 	// Header.Set would canonicalise each one again.
-	hdr := make(nats.Header, 8)
-	if qualify {
-		hdr[jetstream.MsgIDHeader] = []string{e.ID.String() + "@" + stream.String()}
-	} else {
-		hdr[jetstream.MsgIDHeader] = []string{e.ID.String()}
-	}
-	hdr[RevisionHeader] = []string{strconv.FormatUint(rev, 10)}
+	hdr := make(nats.Header, 5)
+	m.vals[0] = all[:idEnd]
+	hdr[jetstream.MsgIDHeader] = m.vals[0:1:1]
+	m.vals[1] = all[idEnd:revEnd]
+	hdr[RevisionHeader] = m.vals[1:2:2]
 	if len(e.Metadata) > 0 && emptyObject(e.Metadata) && !bytes.ContainsAny(e.Metadata, "\r\n") {
-		hdr[MetadataHeader] = []string{string(e.Metadata)}
+		m.vals[2] = string(e.Metadata)
+		hdr[MetadataHeader] = m.vals[2:3:3]
 	}
-	return &nats.Msg{Subject: Subject(stream, e.Type), Header: hdr, Data: body}
+	if over != noExpectation {
+		m.vals[3] = all[subjEnd:seqEnd]
+		hdr[jetstream.ExpectedLastSubjSeqHeader] = m.vals[3:4:4]
+		m.vals[4] = all[seqEnd:filterEnd]
+		hdr[jetstream.ExpectedLastSubjSeqSubjHeader] = m.vals[4:5:5]
+	}
+	m.msg = nats.Msg{Subject: all[revEnd:subjEnd], Header: hdr, Data: body}
+	return &m.msg
+}
+
+// hexUUID writes id in its canonical text form.
+func hexUUID(dst *[36]byte, id uuid.UUID) {
+	const hexdigits = "0123456789abcdef"
+	j := 0
+	for i, c := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst[j] = '-'
+			j++
+		}
+		dst[j] = hexdigits[c>>4]
+		dst[j+1] = hexdigits[c&0xf]
+		j += 2
+	}
+}
+
+// lastID returns the event id of the last of msgs, which the store made:
+// its message id without the stream a qualified one names.
+func lastID(msgs []*nats.Msg) string {
+	id := msgs[len(msgs)-1].Header[jetstream.MsgIDHeader][0]
+	id, _, _ = strings.Cut(id, "@")
+	return id
 }
 
 // validToken reports whether tok can be one token of a NATS subject.
@@ -900,12 +998,7 @@ func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected
 			return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s at %s (stream holds %d events): %w",
 				stream, expected, h.n, eventstore.ErrConflict)
 		}
-		msgs := make([]*nats.Msg, len(events))
-		for i, e := range events {
-			msgs[i] = message(stream, e, bodies[i], h.n+uint64(i), qualify)
-		}
-		msgs[0].Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(h.seq, 10)}
-		msgs[0].Header[jetstream.ExpectedLastSubjSeqSubjHeader] = []string{filter(stream)}
+		msgs := messages(stream, events, bodies, h.n, streamExpectation, h.seq, qualify)
 
 		seq, dup, err := s.publish(ctx, stream, msgs)
 		switch {
@@ -916,7 +1009,7 @@ func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected
 			qualify, cached = true, false
 			continue
 		case err == nil:
-			_, res := s.stored(stream, h, events, seq)
+			_, res := s.stored(stream, h, msgs, seq)
 			return res, nil
 		case isConflict(err), isDuplicate(err):
 			// Our head was stale, another writer won, or this retries an
@@ -1067,14 +1160,16 @@ func (s *Store) rescanPair(ctx context.Context, account string) (pair, error) {
 
 // messages returns the messages of events appended to stream at revision
 // n, the first carrying the expectation that the last event on the
-// subjects of filter is at seq.
-func messages(stream eventstore.StreamID, events []eventstore.Proposed, bodies [][]byte, n, seq uint64, filter string, qualify bool) []*nats.Msg {
+// subjects over names is at seq.
+func messages(stream eventstore.StreamID, events []eventstore.Proposed, bodies [][]byte, n uint64, over expectation, seq uint64, qualify bool) []*nats.Msg {
 	msgs := make([]*nats.Msg, len(events))
 	for i, e := range events {
-		msgs[i] = message(stream, e, bodies[i], n+uint64(i), qualify)
+		if i == 0 {
+			msgs[i] = newMessage(stream, e, bodies[i], n, qualify, over, seq)
+		} else {
+			msgs[i] = message(stream, e, bodies[i], n+uint64(i), qualify)
+		}
 	}
-	msgs[0].Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(seq, 10)}
-	msgs[0].Header[jetstream.ExpectedLastSubjSeqSubjHeader] = []string{filter}
 	return msgs
 }
 
@@ -1098,10 +1193,11 @@ func (s *Store) appendPaired(ctx context.Context, stream eventstore.StreamID, ex
 	if err := ctx.Err(); err != nil {
 		return eventstore.AppendResult{}, true, err
 	}
-	seq, dup, err := s.publishAlone(ctx, messages(stream, events, bodies, h.n, p.last(), accountFilter(stream.Account), false))
+	msgs := messages(stream, events, bodies, h.n, accountExpectation, p.last(), false)
+	seq, dup, err := s.publishAlone(ctx, msgs)
 	switch {
 	case err == nil && !dup:
-		next, res := s.stored(stream, h, events, seq)
+		next, res := s.stored(stream, h, msgs, seq)
 		p.set(stream.Category, next)
 		s.keepPair(stream.Account, p)
 		return res, true, nil
@@ -1198,7 +1294,8 @@ func (s *Store) appendIf(ctx context.Context, stream eventstore.StreamID, expect
 		if err := ctx.Err(); err != nil {
 			return eventstore.AppendResult{}, err
 		}
-		seq, dup, err := s.publishAlone(ctx, messages(stream, events, bodies, h.n, p.last(), accountFilter(account), qualify))
+		msgs := messages(stream, events, bodies, h.n, accountExpectation, p.last(), qualify)
+		seq, dup, err := s.publishAlone(ctx, msgs)
 		switch {
 		case err == nil && dup:
 			if res, done, err := s.storedBefore(ctx, stream, events, seq, qualify, attempt); done {
@@ -1206,7 +1303,7 @@ func (s *Store) appendIf(ctx context.Context, stream eventstore.StreamID, expect
 			}
 			qualify, cached = true, false
 		case err == nil:
-			next, res := s.stored(stream, h, events, seq)
+			next, res := s.stored(stream, h, msgs, seq)
 			p.set(stream.Category, next)
 			s.keepPair(account, p)
 			return res, nil
@@ -1231,10 +1328,10 @@ func (s *Store) appendIf(ctx context.Context, stream eventstore.StreamID, expect
 	}
 }
 
-// stored caches the head of stream after events were stored at seq on top
-// of h, and returns that head and the append's result.
-func (s *Store) stored(stream eventstore.StreamID, h head, events []eventstore.Proposed, seq uint64) (head, eventstore.AppendResult) {
-	next := head{n: h.n + uint64(len(events)), seq: seq, lastID: events[len(events)-1].ID.String()}
+// stored caches the head of stream after msgs, the messages of an append,
+// were stored at seq on top of h, and returns that head and the append's result.
+func (s *Store) stored(stream eventstore.StreamID, h head, msgs []*nats.Msg, seq uint64) (head, eventstore.AppendResult) {
+	next := head{n: h.n + uint64(len(msgs)), seq: seq, lastID: lastID(msgs)}
 	s.advance(stream, next)
 	return next, eventstore.AppendResult{NextRevision: next.n - 1, Position: eventstore.Position(seq)}
 }

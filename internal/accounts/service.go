@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -152,8 +153,9 @@ type Result struct {
 	// first time). Empty when the command changed nothing.
 	Events []codec.Decoded
 	// State is the account after the command. Its maps and slices may be
-	// shared with the results of other commands that left the account's
-	// ledger as it was: read it, do not modify it.
+	// shared with the account and with the results of other commands
+	// (the account copies them before an event changes them): read it, do
+	// not modify it.
 	State ledger.State
 	// Position is the global position the command's events reached; a read
 	// model that has applied it reflects the command.
@@ -209,11 +211,10 @@ type account struct {
 	lastPosition             eventstore.Position
 	keys                     *keyMemory      // idempotency key -> first result, within the window
 	pendingDestroy           map[string]bool // users whose key a failed destroy left
-	// frozen is a deep copy of state taken at ledger version frozen.Version,
-	// handed out in results until the ledger moves (see snapshot); valid
-	// only when hasFrozen.
-	frozen    ledger.State
-	hasFrozen bool
+	// usersShared and restShared are set while results handed out (see
+	// snapshot) share state's Users map, and its other maps and slices:
+	// evolve copies what an event would change before it changes it.
+	usersShared, restShared bool
 	// fromModel is set while the state comes from the accounts' read
 	// model (Config.States) rather than from the streams; streamsOnly
 	// makes the next fresh load ignore the model.
@@ -221,18 +222,44 @@ type account struct {
 }
 
 // snapshot returns the account's state for a caller to keep while later
-// commands evolve the account. Only ledger events change the state's maps
-// and slices, and each one increments its Version (ledger.Evolve);
-// activities move LastAt only. So the deep copy taken at a ledger version
-// serves every result until the next ledger event, with LastAt brought up
-// to date: an activity, 60% of the commands, copies no user map.
+// commands evolve the account. It shares the state's maps and slices with
+// the account, which copies them before a later event changes them
+// (evolve), so a result costs no copy, and an event copies only what it
+// changes: an activity, 60% of the commands, nothing; a seat purchase or
+// reduction nothing (reductions only grow at their end, which a result's
+// slice does not reach); a user's deactivation or activation the users
+// map; other ledger events every map.
 func (a *account) snapshot() ledger.State {
-	if !a.hasFrozen || a.frozen.Version != a.state.Version {
-		a.frozen, a.hasFrozen = a.state.Clone(), true
+	a.usersShared, a.restShared = true, true
+	return a.state
+}
+
+// evolve folds e into the account's state, first copying the maps and
+// slices of the state that e changes in place (ledger.Evolve) while a
+// result shares them (snapshot).
+func (a *account) evolve(e ledger.Event) {
+	if (a.usersShared || a.restShared) && !ledger.IsActivity(e) {
+		switch e.(type) {
+		case ledger.SeatsPurchased, ledger.SeatReductionScheduled:
+			// Only scalars change, and Reductions grows at its end.
+		case ledger.UserDeactivated, ledger.UserActivated, ledger.UserRoleChanged:
+			// Only a user's entry in Users changes.
+			if a.usersShared {
+				a.state.Users = maps.Clone(a.state.Users)
+				a.usersShared = false
+			}
+		default:
+			a.state = a.state.Clone()
+			a.usersShared, a.restShared = false, false
+		}
 	}
-	s := a.frozen
-	s.LastAt = a.state.LastAt
-	return s
+	a.state = ledger.Evolve(a.state, e)
+}
+
+// reset replaces the account's state with st, which nothing else holds.
+func (a *account) reset(st ledger.State) {
+	a.state = st
+	a.usersShared, a.restShared = false, false
 }
 
 // New returns a Service.
@@ -512,7 +539,7 @@ func (s *Service) append(ctx context.Context, a *account, events []ledger.Event,
 	for i := range decoded {
 		decoded[i].Record.Revision = first + uint64(i)
 		decoded[i].Record.Position = res.Position // exact for the last; a lower bound for the others
-		a.state = ledger.Evolve(a.state, decoded[i].Event)
+		a.evolve(decoded[i].Event)
 		if del, ok := decoded[i].Event.(ledger.UserDeleted); ok {
 			s.destroyKey(ctx, a, del.UserID)
 		}
@@ -580,8 +607,8 @@ func (s *Service) ForgetDeletedUser(account, user string) {
 		scrub(a, user)
 		return
 	}
-	a.loaded, a.state, a.keys = false, ledger.State{}, s.newKeys()
-	a.frozen, a.hasFrozen = ledger.State{}, false
+	a.loaded, a.keys = false, s.newKeys()
+	a.reset(ledger.State{})
 }
 
 // scrub blanks a deleted user's personal data in the results the account
@@ -621,14 +648,15 @@ func (s *Service) retryDestroys(ctx context.Context, a *account) {
 func (s *Service) catchUp(ctx context.Context, a *account, fresh bool) error {
 	ledgerFrom, activityFrom := a.state.Version, a.activityLen
 	if fresh {
-		a.state, a.ledgerHead, a.activityHead, a.activityLen, a.lastPosition = ledger.State{}, codec.Hash{}, codec.Hash{}, 0, 0
+		a.ledgerHead, a.activityHead, a.activityLen, a.lastPosition = codec.Hash{}, codec.Hash{}, 0, 0
+		a.reset(ledger.State{})
 		a.keys = s.newKeys()
-		a.frozen, a.hasFrozen = ledger.State{}, false
 		ledgerFrom, activityFrom = 0, 0
 		a.fromModel = false
 		if h, ok := s.held(a.id); ok && !a.streamsOnly {
 			a.fromModel = true
-			a.state, a.lastPosition = h.state, h.lastPosition
+			a.reset(h.state) // a copy of the read model's
+			a.lastPosition = h.lastPosition
 			a.state.Version, a.ledgerHead = h.ledger.keys.Next, h.ledger.keys.Hash
 			a.activityLen, a.activityHead = h.activity.keys.Next, h.activity.keys.Hash
 			ledgerFrom, activityFrom = h.ledger.fold.Next, h.activity.fold.Next
@@ -786,7 +814,7 @@ func (s *Service) readNew(ctx context.Context, a *account, stream eventstore.Str
 			return fmt.Errorf("load %s: %w", stream, err)
 		}
 		if r.Revision >= fold {
-			a.state = ledger.Evolve(a.state, d.Event)
+			a.evolve(d.Event)
 			also(r, d)
 		}
 		if now.IsZero() && d.Meta.IdempotencyKey != "" {

@@ -2,6 +2,8 @@ package accounts_test
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -50,5 +52,76 @@ func TestResultStateIsThatOfItsCommand(t *testing.T) {
 	}
 	if !reflect.DeepEqual(fresh, third.State) {
 		t.Fatalf("state after the last command\n%+v\nloaded afresh\n%+v", third.State, fresh)
+	}
+}
+
+// Results share the account's maps and slices until an event changes
+// them, which the account copies first: every result's state stays as it
+// was given while later commands of every kind (seats, users added,
+// deactivated, activated, updated, deleted, activities) evolve the
+// account, also while other goroutines read the results (go test -race
+// sees a write to a map a result holds). Each result's state is compared
+// with a deep copy taken when it was given.
+func TestResultStatesStayAsGiven(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	svc := e.service(t)
+	rng := rand.New(rand.NewPCG(5, 6))
+	type given struct {
+		state, copy ledger.State
+	}
+	var results []given
+	var users []string
+	must(t)(svc.Execute(ctx, "acme", ledger.OpenAccount{Account: "acme", Name: "Acme", Seats: 8, At: t0}, admin))
+	readers := make(chan ledger.State, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for st := range readers {
+			for id, u := range st.Users {
+				if u.ID != id {
+					t.Errorf("user %q under id %q", u.ID, id)
+				}
+			}
+			_ = st.EmailInUse("nobody@acme.test")
+			_ = st.SeatsAfterReductions()
+		}
+	}()
+	for step := range 600 {
+		now := t0.Add(time.Duration(step) * time.Minute)
+		var cmd ledger.Command
+		if n := rng.IntN(10); n == 0 && len(users) > 0 {
+			u := users[rng.IntN(len(users))]
+			role, name := ledger.RoleAdmin, fmt.Sprintf("Renamed %d", step)
+			if rng.IntN(2) == 0 {
+				role = ledger.RoleMember
+			}
+			email := fmt.Sprintf("%s-%d@acme.test", u, step)
+			cmd = ledger.UpdateUser{UserID: u, Role: &role, Name: &name, Email: &email, At: now}
+		} else {
+			cmd = randomCommand(rng, "acme", users, now, step)
+		}
+		res, err := svc.Execute(ctx, "acme", cmd, admin)
+		if err != nil {
+			continue // refused: changes nothing
+		}
+		if add, ok := cmd.(ledger.AddUser); ok {
+			users = append(users, add.UserID)
+		}
+		results = append(results, given{res.State, res.State.Clone()})
+		select {
+		case readers <- res.State:
+		default:
+		}
+	}
+	close(readers)
+	<-done
+	if len(results) < 300 {
+		t.Fatalf("only %d commands accepted", len(results))
+	}
+	for i, r := range results {
+		if !reflect.DeepEqual(r.state, r.copy) {
+			t.Fatalf("result %d changed after it was given:\n%+v\nwhen given\n%+v", i, r.state, r.copy)
+		}
 	}
 }

@@ -107,6 +107,11 @@ type wireMeta struct {
 	IdempotencyKey string    `json:"idempotencykey,omitempty"`
 	Fingerprint    string    `json:"commandfingerprint,omitempty"`
 	PrevHash       Hash      `json:"prevhash"`
+	// With ids set, correlation and causation stand for CorrelationID and
+	// CausationID, left empty: marshalMeta writes their text without
+	// making strings of them (ULID text is always plain JSON).
+	correlation, causation ulid.ULID
+	ids                    bool
 }
 
 // Decoded is a stored event decoded: the domain event, its metadata and
@@ -154,8 +159,9 @@ func (c *Codec) Encode(ctx context.Context, e ledger.Event, meta Metadata) (even
 		Account:        meta.Account,
 		ActorID:        meta.Actor.ID,
 		ActorRole:      meta.Actor.Role,
-		CorrelationID:  meta.CorrelationID.String(),
-		CausationID:    meta.CausationID.String(),
+		correlation:    meta.CorrelationID,
+		causation:      meta.CausationID,
+		ids:            true,
 		Traceparent:    meta.Traceparent,
 		Tracestate:     meta.Tracestate,
 		IdempotencyKey: meta.IdempotencyKey,

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json"
+	"github.com/oklog/ulid/v2"
 )
 
 // marshalMeta encodes metadata as json.Marshal(wm, json.Deterministic(true))
@@ -15,6 +16,10 @@ import (
 func marshalMeta(wm *wireMeta) ([]byte, error) {
 	if b, ok := appendMeta(make([]byte, 0, 512), wm); ok {
 		return b, nil
+	}
+	if wm.ids {
+		wm.CorrelationID, wm.CausationID = wm.correlation.String(), wm.causation.String()
+		wm.ids = false
 	}
 	return json.Marshal(wm, json.Deterministic(true))
 }
@@ -49,8 +54,13 @@ func appendMeta(b []byte, wm *wireMeta) ([]byte, bool) {
 	str("account", wm.Account, false)
 	str("actorid", wm.ActorID, false)
 	str("actorrole", wm.ActorRole, false)
-	str("correlationid", wm.CorrelationID, false)
-	str("causationid", wm.CausationID, false)
+	if wm.ids {
+		b = appendULID(b, "correlationid", wm.correlation)
+		b = appendULID(b, "causationid", wm.causation)
+	} else {
+		str("correlationid", wm.CorrelationID, false)
+		str("causationid", wm.CausationID, false)
+	}
 	str("traceparent", wm.Traceparent, true)
 	str("tracestate", wm.Tracestate, true)
 	str("idempotencykey", wm.IdempotencyKey, true)
@@ -59,6 +69,17 @@ func appendMeta(b []byte, wm *wireMeta) ([]byte, bool) {
 	b = hex.AppendEncode(b, wm.PrevHash[:])
 	b = append(b, `"}`...)
 	return b, ok
+}
+
+// appendULID appends the member name with id's text as its value.
+func appendULID(b []byte, name string, id ulid.ULID) []byte {
+	var text [ulid.EncodedSize]byte
+	_ = id.MarshalTextTo(text[:]) // fails only on a buffer of another size
+	b = append(b, `,"`...)
+	b = append(b, name...)
+	b = append(b, `":"`...)
+	b = append(b, text[:]...)
+	return append(b, '"')
 }
 
 // plainJSON reports whether s is written in JSON as it is between quotes:

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json"
+	"github.com/oklog/ulid/v2"
 
 	"github.com/licenseledger/ledger/domain/ledger"
 )
@@ -79,6 +80,23 @@ func TestMarshalMetaAsJSON(t *testing.T) {
 			wm.PrevHash = Hash{}
 		}
 		check(wm)
+		// The correlation and causation ids given as ULIDs (as Encode
+		// does) write what their strings write.
+		ids := wm
+		for _, id := range []*ulid.ULID{&ids.correlation, &ids.causation} {
+			if rnd.IntN(4) > 0 {
+				for i := range id {
+					id[i] = byte(rnd.Uint32())
+				}
+			}
+		}
+		wm.CorrelationID, wm.CausationID = ids.correlation.String(), ids.causation.String()
+		ids.CorrelationID, ids.CausationID, ids.ids = "", "", true
+		want, wantErr := json.Marshal(&wm, json.Deterministic(true))
+		got, err := marshalMeta(&ids)
+		if (err != nil) != (wantErr != nil) || !bytes.Equal(got, want) {
+			t.Fatalf("marshalMeta with ULIDs (%+v) = %s, %v; json.Marshal %s, %v", ids, got, err, want, wantErr)
+		}
 	}
 }
 

@@ -334,12 +334,19 @@ func (k *Keyring) Seal(ctx context.Context, id, field, plaintext string) (string
 	if err != nil {
 		return "", fmt.Errorf("seal %s of %s: %w", field, id, err)
 	}
-	buf := make([]byte, a.NonceSize(), a.NonceSize()+len(plaintext)+a.Overhead())
-	if _, err := io.ReadFull(k.rand, buf); err != nil {
+	// One buffer holds the nonce, the plaintext sealed in place into the
+	// ciphertext, the additional data, then the base64 of nonce and
+	// ciphertext: one allocation besides the string returned.
+	n, sealed := a.NonceSize(), a.NonceSize()+len(plaintext)+a.Overhead()
+	ad := len(id) + 1 + len(field)
+	buf := make([]byte, sealed+ad, sealed+ad+base64.StdEncoding.EncodedLen(sealed))
+	if _, err := io.ReadFull(k.rand, buf[:n]); err != nil {
 		return "", fmt.Errorf("seal %s of %s: %w", field, id, err)
 	}
-	buf = a.Seal(buf, buf, []byte(plaintext), additional(id, field))
-	return base64.StdEncoding.EncodeToString(buf), nil
+	copy(buf[n:], plaintext)
+	additional := append(append(append(buf[sealed:sealed], id...), 0), field...)
+	out := a.Seal(buf[n:n], buf[:n], buf[n:n+len(plaintext)], additional)
+	return string(base64.StdEncoding.AppendEncode(buf[sealed+ad:], buf[:n+len(out)])), nil
 }
 
 // Open opens a value Seal returned. It returns ErrErased (wrapped) when the

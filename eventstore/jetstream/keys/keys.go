@@ -170,11 +170,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	storejs "github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/eventstore/jetstream/internal/reply"
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
@@ -272,6 +274,7 @@ func (p *part) subject(account, user string) string {
 // to let it finish the erasures it queued.
 type Store struct {
 	js     jetstream.JetStream
+	boxes  *reply.Boxes // reply inboxes of the key and tombstone writes
 	shards []*part
 	// legacy is the stream of the single-stream layout when it exists and
 	// the Store writes new keys to the shards: the keys stored in it
@@ -280,6 +283,37 @@ type Store struct {
 	log    *slog.Logger
 	er     *eraser
 	sync   func(context.Context) error // nil: the server's acknowledgement is enough
+
+	// put holds the sequence of each key this Store stored (PutNew that
+	// reported true), by id, until Destroy takes it (at most maxPut): a
+	// destroy of such a key writes its tombstone expecting that sequence
+	// without reading the subject first. Another writer's tombstone since
+	// makes the server refuse the expectation, and Destroy then reads the
+	// subject as for any other key.
+	putMu sync.Mutex
+	put   map[string]uint64
+}
+
+// maxPut bounds the keys whose sequence a Store remembers.
+const maxPut = 1 << 16
+
+// remember keeps seq as the sequence of the key of id this Store stored.
+func (s *Store) remember(id string, seq uint64) {
+	s.putMu.Lock()
+	defer s.putMu.Unlock()
+	if len(s.put) < maxPut {
+		s.put[id] = seq
+	}
+}
+
+// takePut returns and forgets the sequence of the key of id this Store
+// stored, if it remembers one.
+func (s *Store) takePut(id string) (uint64, bool) {
+	s.putMu.Lock()
+	defer s.putMu.Unlock()
+	seq, ok := s.put[id]
+	delete(s.put, id)
+	return seq, ok
 }
 
 var _ pii.KeyPutter = (*Store)(nil)
@@ -319,7 +353,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if cfg.shards < 1 || cfg.shards > 100 {
 		return nil, fmt.Errorf("keys: invalid shard count %d", cfg.shards)
 	}
-	s := &Store{js: js, log: cfg.Logger, sync: cfg.Sync}
+	s := &Store{js: js, boxes: reply.New(js.Conn()), log: cfg.Logger, sync: cfg.Sync, put: make(map[string]uint64)}
 	if cfg.single {
 		p, err := ensurePart(ctx, js, cfg, cfg.Stream, cfg.SubjectPrefix)
 		if err != nil {
@@ -429,7 +463,9 @@ func (s *Store) Flush(ctx context.Context) error {
 // their erasure again. After Close, Get and Put still work and Destroy
 // erases (and syncs) before it returns. Closing twice is not an error.
 func (s *Store) Close(ctx context.Context) error {
-	return s.er.close(ctx)
+	err := s.er.close(ctx)
+	s.boxes.Close()
+	return err
 }
 
 // StreamOf returns the name of the stream that holds, or would hold, the
@@ -524,11 +560,10 @@ func (s *Store) PutNew(ctx context.Context, id string, key []byte) (bool, error)
 	p := s.shard(account, user)
 	subj := p.subject(account, user)
 	for range maxAttempts {
-		_, err := s.js.Publish(ctx, subj, key,
-			jetstream.WithExpectStream(p.name),
-			jetstream.WithExpectLastSequencePerSubject(0))
+		seq, err := s.publish(ctx, p, subj, key, 0, nil)
 		if err == nil {
 			// The subject held nothing: this key is its first message.
+			s.remember(id, seq)
 			return true, s.synced(ctx, "put key", id)
 		}
 		if !isWrongLastSeq(err) {
@@ -580,9 +615,24 @@ func (s *Store) Get(ctx context.Context, id string) ([]byte, error) {
 // Config.Sync it returns nil only once the tombstone is on disk. A key
 // stored in the single-stream layout gets its tombstone and erasure there.
 func (s *Store) Destroy(ctx context.Context, id string) error {
+	putSeq, put := s.takePut(id)
 	for range maxAttempts {
-		p, subj, last, err := s.locate(ctx, id)
-		if err != nil {
+		var p *part
+		var subj string
+		var last *jetstream.RawStreamMsg
+		var err error
+		var keySeq uint64
+		if put {
+			// This Store stored the key at putSeq, in its shard: expect
+			// it there rather than read it (see Store.put).
+			put = false
+			account, user, err := splitID(id)
+			if err != nil {
+				return fmt.Errorf("destroy key %s: %w", id, err)
+			}
+			p = s.shard(account, user)
+			subj, keySeq = p.subject(account, user), putSeq
+		} else if p, subj, last, err = s.locate(ctx, id); err != nil {
 			return fmt.Errorf("destroy key %s: %w", id, err)
 		}
 		if last != nil && isTombstone(last) {
@@ -599,15 +649,10 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 			// Another writer's tombstone, which may not be on disk yet.
 			return s.synced(ctx, "destroy key", id)
 		}
-		var keySeq uint64
 		if last != nil {
 			keySeq = last.Sequence
 		}
-		msg := nats.NewMsg(subj)
-		msg.Header.Set(TombstoneHeader, strconv.FormatUint(keySeq, 10))
-		_, err = s.js.PublishMsg(ctx, msg,
-			jetstream.WithExpectStream(p.name),
-			jetstream.WithExpectLastSequencePerSubject(keySeq))
+		_, err = s.publish(ctx, p, subj, nil, keySeq, nats.Header{TombstoneHeader: {strconv.FormatUint(keySeq, 10)}})
 		if isWrongLastSeq(err) {
 			continue // a Put or another Destroy got in first: look again
 		}
@@ -630,6 +675,29 @@ func (s *Store) Destroy(ctx context.Context, id string) error {
 		return nil
 	}
 	return fmt.Errorf("destroy key %s: subject keeps changing", id)
+}
+
+// publish writes data with headers hdr (nil: none) on subj of p's
+// stream, expecting the last message on subj to be at lastSeq (0: none),
+// and returns the sequence it was stored at,
+// as the JetStream client's PublishMsg with WithExpectStream(p.name) and
+// WithExpectLastSequencePerSubject(lastSeq) does, with the same errors
+// and the client's default timeout when ctx has no deadline, but waiting
+// on a reply box of the Store's and reading the acknowledgement without
+// encoding/json (reply.Boxes.Publish).
+func (s *Store) publish(ctx context.Context, p *part, subj string, data []byte, lastSeq uint64, hdr nats.Header) (uint64, error) {
+	if hdr == nil {
+		hdr = make(nats.Header, 2)
+	}
+	hdr[jetstream.ExpectedStreamHeader] = []string{p.name}
+	hdr[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(lastSeq, 10)}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
+		defer cancel()
+	}
+	seq, _, err := s.boxes.Publish(ctx, &nats.Msg{Subject: subj, Header: hdr, Data: data})
+	return seq, err
 }
 
 // synced waits, when the Store was given a Sync, until the writes the

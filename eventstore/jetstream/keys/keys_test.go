@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -962,5 +963,87 @@ func TestSingleStreamDeleted(t *testing.T) {
 	flush(t, s)
 	if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
 		t.Fatalf("Get after Destroy: %v, want ErrErased", err)
+	}
+}
+
+// TestDestroyOfOwnKeyReadsNothing checks that a Store destroys a key it
+// stored without reading the key's subject first (it expects the key's
+// sequence from its own write), that it still destroys a key another
+// Store destroyed in between (the server refuses the stale expectation;
+// it then reads the subject and finds the tombstone), and that a key
+// another Store stored is read first as before.
+func TestDestroyOfOwnKeyReadsNothing(t *testing.T) {
+	ctx := t.Context()
+	ts := newTestServer(t)
+	a, b := ts.open(ctx), ts.open(ctx)
+	nc := ts.connect().Conn()
+	var reads atomic.Int64
+	for _, subj := range []string{"$JS.API.STREAM.MSG.GET.>", "$JS.API.DIRECT.GET.>"} {
+		sub, err := nc.Subscribe(subj, func(*nats.Msg) { reads.Add(1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	readsDuring := func(f func() error) int64 {
+		t.Helper()
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		n := reads.Load()
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil { // the copies of its requests came before
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		return reads.Load() - n
+	}
+	erased := func(id string) {
+		t.Helper()
+		for _, s := range []*Store{a, b} {
+			if _, err := s.Get(ctx, id); !errors.Is(err, pii.ErrErased) {
+				t.Fatalf("Get %s after Destroy: %v, want ErrErased", id, err)
+			}
+		}
+	}
+	put := func(s *Store, id string) {
+		t.Helper()
+		if stored, err := s.PutNew(ctx, id, newKey(t)); err != nil || !stored {
+			t.Fatalf("PutNew %s = %v, %v", id, stored, err)
+		}
+	}
+
+	own := pii.KeyID("acme", "own")
+	put(a, own)
+	if n := readsDuring(func() error { return a.Destroy(ctx, own) }); n != 0 {
+		t.Errorf("Destroy of a key the Store stored read %d messages, want none", n)
+	}
+	erased(own)
+
+	stale := pii.KeyID("acme", "stale")
+	put(a, stale)
+	if err := b.Destroy(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	if n := readsDuring(func() error { return a.Destroy(ctx, stale) }); n == 0 {
+		t.Errorf("Destroy of a key destroyed elsewhere read nothing, want the subject read")
+	}
+	erased(stale)
+
+	other := pii.KeyID("acme", "other")
+	put(b, other)
+	if n := readsDuring(func() error { return a.Destroy(ctx, other) }); n == 0 {
+		t.Errorf("Destroy of a key another Store stored read nothing, want the subject read")
+	}
+	erased(other)
+	for _, s := range []*Store{a, b} {
+		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

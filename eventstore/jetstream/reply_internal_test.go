@@ -1,0 +1,147 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// TestRequestReplyBoxes checks the store's own request: answers come back
+// to the publish that asked, a box is kept for the next publish once
+// answered, a box whose publish was abandoned is dropped so that its late
+// answer never reaches another publish, a publish nothing listens to gets
+// nats.ErrNoResponders, and Close unsubscribes the boxes kept.
+func TestRequestReplyBoxes(t *testing.T) {
+	ctx := context.Background()
+	s, err := Embedded(ctx, ServerConfig{DataDir: t.TempDir(), Port: -1, Durability: DurabilityInterval}, Config{MaxBatch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	release := make(chan struct{})
+	answered := make(chan struct{})
+	responder, err := s.nc.Subscribe("svc.*", func(m *nats.Msg) {
+		if m.Subject == "svc.late" {
+			<-release
+			defer close(answered)
+		}
+		_ = m.Respond([]byte("answer to " + m.Subject + " " + string(m.Data)))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer responder.Unsubscribe()
+	subs := s.nc.NumSubscriptions()
+	ask := func(ctx context.Context, subj, data string) (string, error) {
+		m := &nats.Msg{Subject: subj, Data: []byte(data)}
+		resp, err := s.boxes.Request(ctx, m)
+		if m.Reply != "" {
+			t.Errorf("request left reply %q on the message", m.Reply)
+		}
+		if err != nil {
+			return "", err
+		}
+		return string(resp.Data), nil
+	}
+	for i := range 5 {
+		got, err := ask(ctx, "svc.now", fmt.Sprint(i))
+		if want := fmt.Sprintf("answer to svc.now %d", i); err != nil || got != want {
+			t.Fatalf("request %d: %q, %v; want %q", i, got, err, want)
+		}
+	}
+	if n := s.nc.NumSubscriptions() - subs; n != 1 {
+		t.Fatalf("%d reply boxes after 5 requests one after the other, want 1 kept", n)
+	}
+
+	// Abandoned: the answer comes after the caller gave up, and before
+	// the next request, which must not take it.
+	actx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err = ask(actx, "svc.late", "x")
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("abandoned request: %v, want the deadline", err)
+	}
+	close(release)
+	<-answered
+	if err := s.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // the late answer reaches the client
+	got, err := ask(ctx, "svc.now", "after")
+	if want := "answer to svc.now after"; err != nil || got != want {
+		t.Fatalf("request after an abandoned one: %q, %v; want %q", got, err, want)
+	}
+
+	if _, err := ask(ctx, "nobody.listens", "x"); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("request to no one: %v, want no responders", err)
+	}
+	if got, err := ask(ctx, "svc.now", "again"); err != nil || got != "answer to svc.now again" {
+		t.Fatalf("request after no responders: %q, %v", got, err)
+	}
+	if n := s.nc.NumSubscriptions() - subs; n != 1 {
+		t.Fatalf("%d reply boxes kept, want 1", n)
+	}
+	s.boxes.Close()
+	if n := s.nc.NumSubscriptions() - subs; n != 0 {
+		t.Fatalf("%d reply boxes left after close, want 0", n)
+	}
+}
+
+// BenchmarkPublishOne publishes single messages to the store's stream
+// from 64 goroutines, each waiting for its acknowledgement, on a server
+// that leaves syncing to the operating system (no group sync: only the
+// client's round trip and the server's store are measured), with the
+// connection's request call (RequestMsgWithContext, as before) and with
+// the store's reply boxes. It reports the process's CPU time per publish
+// (client and embedded server) and the allocations per publish.
+//
+//	go test -run '^$' -bench PublishOne -count 5 ./eventstore/jetstream/
+func BenchmarkPublishOne(b *testing.B) {
+	ctx := context.Background()
+	s, err := Embedded(ctx, ServerConfig{DataDir: b.TempDir(), Port: -1, Durability: DurabilityInterval}, Config{MaxBatch: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for _, way := range []struct {
+		name    string
+		request func(context.Context, *nats.Msg) (*nats.Msg, error)
+	}{
+		{"request", s.nc.RequestMsgWithContext},
+		{"reply-box", s.boxes.Request},
+	} {
+		b.Run(way.name, func(b *testing.B) {
+			const writers = 64
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ReportAllocs()
+			cpu := processCPU()
+			b.ResetTimer()
+			for w := range writers {
+				wg.Go(func() {
+					for next.Add(1) <= int64(b.N) {
+						m := &nats.Msg{Subject: fmt.Sprintf("ledger.bench%02d.SeatsPurchased", w), Data: []byte(`{"count":1}`)}
+						resp, err := way.request(ctx, m)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						if _, _, ok := parseAck(resp.Data); !ok {
+							b.Errorf("acknowledgement %s", resp.Data)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64((processCPU()-cpu).Microseconds())/float64(b.N), "cpu-us/op")
+		})
+	}
+}
