@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -143,5 +144,59 @@ func BenchmarkPublishOne(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64((processCPU()-cpu).Microseconds())/float64(b.N), "cpu-us/op")
 		})
+	}
+}
+
+// TestReplyBoxesStaySmall: the boxes kept after many publishes at once
+// hold little memory. A box subscribed synchronously holds a queue of
+// 65,536 message pointers (512 KiB) for its lifetime, so the 256 boxes
+// kept here would hold 128 MiB.
+func TestReplyBoxesStaySmall(t *testing.T) {
+	ctx := context.Background()
+	s, err := Embedded(ctx, ServerConfig{DataDir: t.TempDir(), Port: -1, Durability: DurabilityInterval}, Config{MaxBatch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const boxes = 256
+	var arrived sync.WaitGroup
+	arrived.Add(boxes)
+	all := make(chan struct{})
+	go func() { arrived.Wait(); close(all) }()
+	responder, err := s.nc.Subscribe("svc.wait", func(m *nats.Msg) {
+		arrived.Done()
+		go func() {
+			<-all
+			_ = m.Respond([]byte("ok"))
+		}()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer responder.Unsubscribe()
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	before := heap()
+	subs := s.nc.NumSubscriptions()
+	var wg sync.WaitGroup
+	for range boxes {
+		wg.Go(func() {
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if _, err := s.boxes.Request(rctx, &nats.Msg{Subject: "svc.wait"}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := s.nc.NumSubscriptions() - subs; n != boxes {
+		t.Fatalf("%d reply boxes kept after %d requests at once, want %d", n, boxes, boxes)
+	}
+	if grew := int64(heap()) - int64(before); grew > 32<<20 {
+		t.Fatalf("%d reply boxes kept hold %d MiB", boxes, grew>>20)
 	}
 }

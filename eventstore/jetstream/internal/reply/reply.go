@@ -3,8 +3,10 @@
 // the key store use for their writes.
 //
 // A publish waits for the server's acknowledgement on a reply box: an
-// inbox with a synchronous subscription, kept for the next publish once it
-// has received the one answer its publish gets. The
+// inbox subscribed with a channel of one message (a synchronous
+// subscription would hold a queue of 65,536 pointers, 512 KiB, for the
+// box's lifetime), kept for the next publish once it has received the one
+// answer its publish gets. The
 // connection's request call (RequestMsgWithContext) makes a channel, an
 // inbox name and an entry of a map shared by every request for each call,
 // and its answers pass through one more goroutine (the handler of the
@@ -35,10 +37,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// box is a reply inbox and its subscription.
+// box is a reply inbox, its subscription and the channel its one answer
+// arrives on; closed tells that the subscription was closed (the
+// connection closed), which no message on ch would.
 type box struct {
 	subject string
 	sub     *nats.Subscription
+	ch      chan *nats.Msg
+	closed  <-chan nats.SubStatus
 }
 
 // keptBoxes bounds the boxes kept between publishes: as many as appends
@@ -65,15 +71,21 @@ func (p *Boxes) take() (*box, error) {
 		p.free[n-1] = nil
 		p.free = p.free[:n-1]
 		p.mu.Unlock()
+		// Whatever reached the box while it was free is nobody's answer.
+		select {
+		case <-b.ch:
+		default:
+		}
 		return b, nil
 	}
 	p.mu.Unlock()
 	subject := p.nc.NewInbox()
-	sub, err := p.nc.SubscribeSync(subject)
+	ch := make(chan *nats.Msg, 1)
+	sub, err := p.nc.ChanSubscribe(subject, ch)
 	if err != nil {
 		return nil, fmt.Errorf("reply inbox: %w", err)
 	}
-	return &box{subject: subject, sub: sub}, nil
+	return &box{subject: subject, sub: sub, ch: ch, closed: sub.StatusChanged(nats.SubscriptionClosed)}, nil
 }
 
 // put returns a box whose publish got its answer.
@@ -124,10 +136,15 @@ func (p *Boxes) Request(ctx context.Context, m *nats.Msg) (*nats.Msg, error) {
 		return nil, err
 	}
 	for {
-		resp, err := b.sub.NextMsgWithContext(ctx)
-		if err != nil {
+		var resp *nats.Msg
+		select {
+		case resp = <-b.ch:
+		case <-b.closed:
 			p.drop(b)
-			return nil, err
+			return nil, nats.ErrConnectionClosed
+		case <-ctx.Done():
+			p.drop(b)
+			return nil, ctx.Err()
 		}
 		if resp.Subject != b.subject {
 			continue
