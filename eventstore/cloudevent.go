@@ -65,7 +65,7 @@ func CloudEvent(stream StreamID, p Proposed) ([]byte, error) {
 	b := make([]byte, 0, 160+len(stream.Account)+len(p.Type)+len(inner)+len(p.Data))
 	b = append(b, `{"specversion":"1.0","id":"`...)
 	var id [36]byte
-	hexUUID(&id, p.ID)
+	FormatUUID(&id, p.ID)
 	b = append(b, id[:]...)
 	b = append(b, `","source":`...)
 	if b, err = jsontext.AppendQuote(b, CloudEventSource(stream.Account)); err != nil {
@@ -88,7 +88,10 @@ func CloudEvent(stream StreamID, p Proposed) ([]byte, error) {
 	return b, nil
 }
 
-func hexUUID(dst *[36]byte, id uuid.UUID) {
+// FormatUUID writes id into dst in its canonical text form, lower-case
+// hexadecimal in groups of 8-4-4-4-12 as id.String returns it, without
+// allocating: the CloudEvent id and the JetStream message id of an event.
+func FormatUUID(dst *[36]byte, id uuid.UUID) {
 	const hexdigits = "0123456789abcdef"
 	j := 0
 	for i, c := range id {

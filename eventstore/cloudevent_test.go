@@ -292,3 +292,22 @@ func BenchmarkParseCloudEvent(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
+
+// FormatUUID writes what uuid.UUID.String returns.
+func TestFormatUUID(t *testing.T) {
+	ids := []uuid.UUID{{}, uuid.Max, ceID}
+	for i := range 16 {
+		var id uuid.UUID
+		for j := range id {
+			id[j] = byte(i*16 + j*17)
+		}
+		ids = append(ids, id)
+	}
+	for _, id := range ids {
+		var got [36]byte
+		eventstore.FormatUUID(&got, id)
+		if string(got[:]) != id.String() {
+			t.Errorf("FormatUUID(%x) = %s, want %s", id[:], got[:], id.String())
+		}
+	}
+}

@@ -91,7 +91,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -611,7 +610,7 @@ func newMessage(stream eventstore.StreamID, e eventstore.Proposed, body []byte, 
 	var buf [256]byte
 	b := buf[:0]
 	var id [36]byte
-	hexUUID(&id, e.ID)
+	eventstore.FormatUUID(&id, e.ID)
 	b = append(b, id[:]...)
 	if qualify { // "@<stream>", as stream.String() writes it
 		b = append(b, '@')
@@ -663,21 +662,6 @@ func newMessage(stream eventstore.StreamID, e eventstore.Proposed, body []byte, 
 	}
 	m.msg = nats.Msg{Subject: all[revEnd:subjEnd], Header: hdr, Data: body}
 	return &m.msg
-}
-
-// hexUUID writes id in its canonical text form.
-func hexUUID(dst *[36]byte, id uuid.UUID) {
-	const hexdigits = "0123456789abcdef"
-	j := 0
-	for i, c := range id {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			dst[j] = '-'
-			j++
-		}
-		dst[j] = hexdigits[c>>4]
-		dst[j+1] = hexdigits[c&0xf]
-		j += 2
-	}
 }
 
 // lastID returns the event id of the last of msgs, which the store made:

@@ -17,6 +17,7 @@ import (
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/flatjson"
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
@@ -256,7 +257,7 @@ func register[E ledger.Event](s spec[E]) {
 type registered struct {
 	info    EventInfo
 	fields  []member
-	names   []string     // member names, in field order, for scanFlat
+	names   []string     // member names, in field order, for flatjson.Scan
 	wire    reflect.Type // the payload as a struct, for the general JSON codec
 	subject int          // index of the subject member, -1 for none
 	sealed  []int        // indexes of the sealed members
@@ -543,9 +544,9 @@ func (c *Codec) decode(ctx context.Context, r *registered, meta *Metadata, ms *m
 // meta.
 func (r *registered) scan(data []byte, p any, seal *[maxMembers]string, meta *Metadata, ms *metaStrings) bool {
 	var v [maxMembers][]byte
-	var k [maxMembers]valueKind
+	var k [maxMembers]flatjson.Kind
 	n := len(r.names)
-	if !scanFlat(data, r.names, v[:n], k[:n]) {
+	if !flatjson.Scan(data, r.names, v[:n], k[:n]) {
 		return false
 	}
 	// Strings not interned are made in one allocation with those of meta.
@@ -554,13 +555,13 @@ func (r *registered) scan(data []byte, p any, seal *[maxMembers]string, meta *Me
 	nd := 0
 	for i := range r.fields {
 		f := &r.fields[i]
-		if k[i] == absent && !f.OmitEmpty {
+		if k[i] == flatjson.Absent && !f.OmitEmpty {
 			return false // a required member is missing: the general decoder says which
 		}
 		switch f.Kind {
 		case KindString:
 			switch {
-			case k[i] == intValue:
+			case k[i] == flatjson.Int:
 				return false
 			case f.Sealed != "":
 				dst[nd], src[nd] = &seal[i], v[i]

@@ -32,6 +32,7 @@ import (
 
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/flatjson"
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
@@ -282,8 +283,8 @@ func (ms *metaStrings) set(m *Metadata) { ms.setWith(m, nil, nil) }
 // it found are returned in ms, not set in m.
 func scanMeta(data []byte) (m Metadata, ms metaStrings, ok bool) {
 	var v [13][]byte
-	var k [13]valueKind
-	if !scanFlat(data, metaNames, v[:], k[:]) {
+	var k [13]flatjson.Kind
+	if !flatjson.Scan(data, metaNames, v[:], k[:]) {
 		return Metadata{}, ms, false
 	}
 	if m.Time, ok = timeOf(v[0], k[0]); !ok {
@@ -299,8 +300,8 @@ func scanMeta(data []byte) (m Metadata, ms metaStrings, ok bool) {
 		return Metadata{}, ms, false
 	}
 	switch k[12] {
-	case absent:
-	case stringValue:
+	case flatjson.Absent:
+	case flatjson.String:
 		if m.PrevHash.UnmarshalText(v[12]) != nil {
 			return Metadata{}, ms, false
 		}
@@ -316,7 +317,7 @@ func scanMeta(data []byte) (m Metadata, ms metaStrings, ok bool) {
 
 // isObject reports whether data, valid JSON, is an object.
 func isObject(data []byte) bool {
-	i := skipSpace(data, 0)
+	i := flatjson.SkipSpace(data, 0)
 	return i < len(data) && data[i] == '{'
 }
 

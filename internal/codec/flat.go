@@ -1,17 +1,18 @@
 package codec
 
 import (
-	"encoding/binary"
 	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
+
+	"github.com/licenseledger/ledger/internal/flatjson"
 )
 
 // The fast path of decoding. Every stored payload and metadata object the
 // codec writes is a flat JSON object of strings and integers, compact, its
-// strings (ids, base64, times) printable ASCII. scanFlat reads that form,
-// without reflection and without allocating; scanMeta and the scan of
+// strings (ids, base64, times) printable ASCII. flatjson.Scan reads that
+// form, without reflection and without allocating; scanMeta and the scan of
 // every registration (catalogue.go) turn what it found into values, with
 // one allocation for all the strings of an event, metadata and payload.
 //
@@ -24,186 +25,16 @@ import (
 // with the general decoder on what it does accept, which
 // FuzzFastPathAgrees checks.
 
-// valueKind is the kind of a member's value as scanFlat found it.
-type valueKind uint8
-
-const (
-	absent valueKind = iota
-	stringValue
-	intValue
-)
-
-// maxMembers is the most members scanFlat can track.
+// maxMembers is the most members of a payload the codec's fixed arrays
+// hold, fewer than flatjson.MaxNames.
 const maxMembers = 16
 
-// scanFlat scans data, a JSON object whose members are all named in names,
-// setting vals[i] and kinds[i] for the member names[i]: the bytes between
-// the quotes of a string, or the literal of an integer. It reports false
-// when data is not in the simple form it reads (see above).
-func scanFlat(data []byte, names []string, vals [][]byte, kinds []valueKind) bool {
-	i := skipSpace(data, 0)
-	if i >= len(data) || data[i] != '{' {
-		return false
-	}
-	i = skipSpace(data, i+1)
-	if i < len(data) && data[i] == '}' {
-		return skipSpace(data, i+1) == len(data)
-	}
-	var seen uint32
-	next := 0 // the member expected next: members come in the order of names
-	for {
-		if i >= len(data) || data[i] != '"' {
-			return false
-		}
-		m, j := -1, 0
-		if next < len(names) {
-			// Most often the member expected next: compare it in place.
-			n := names[next]
-			if end := i + 1 + len(n); end < len(data) && data[end] == '"' && string(data[i+1:end]) == n {
-				m, j = next, end+1
-			}
-		}
-		if m < 0 {
-			name, end, ok := scanString(data, i+1)
-			if !ok {
-				return false
-			}
-			for k, n := range names {
-				if string(name) == n {
-					m = k
-					break
-				}
-			}
-			j = end
-		}
-		next = m + 1
-		if m < 0 || seen&(1<<m) != 0 {
-			return false
-		}
-		seen |= 1 << m
-		i = skipSpace(data, j)
-		if i >= len(data) || data[i] != ':' {
-			return false
-		}
-		i = skipSpace(data, i+1)
-		if i >= len(data) {
-			return false
-		}
-		var v []byte
-		var ok bool
-		switch c := data[i]; {
-		case c == '"':
-			v, j, ok = scanString(data, i+1)
-			kinds[m] = stringValue
-		case c == '-' || '0' <= c && c <= '9':
-			v, j, ok = scanInt(data, i)
-			kinds[m] = intValue
-		default:
-			return false
-		}
-		if !ok {
-			return false
-		}
-		vals[m] = v
-		i = skipSpace(data, j)
-		if i >= len(data) {
-			return false
-		}
-		switch data[i] {
-		case ',':
-			i = skipSpace(data, i+1)
-		case '}':
-			return skipSpace(data, i+1) == len(data)
-		default:
-			return false
-		}
-	}
-}
-
-func skipSpace(data []byte, i int) int {
-	for i < len(data) {
-		switch data[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
-// scanString scans a string whose opening quote is before data[i], made of
-// printable ASCII without escapes. It returns its contents and the index
-// after the closing quote.
-func scanString(data []byte, i int) ([]byte, int, bool) {
-	j := i
-	// Eight bytes at a time while none is special: a quote, a backslash,
-	// a control character or a byte outside printable ASCII.
-	for ; j+8 <= len(data); j += 8 {
-		if special(binary.LittleEndian.Uint64(data[j:])) {
-			break
-		}
-	}
-	for ; j < len(data); j++ {
-		switch c := data[j]; {
-		case c == '"':
-			return data[i:j], j + 1, true
-		case c < 0x20 || c == '\\' || c >= 0x7f:
-			return nil, 0, false
-		}
-	}
-	return nil, 0, false
-}
-
-const (
-	ones  = 0x0101010101010101
-	highs = 0x8080808080808080
-)
-
-// special reports whether any byte of w is '"', '\\', below 0x20 or above
-// 0x7e.
-func special(w uint64) bool {
-	// hasZero(x) is non-zero when a byte of x is zero; below(w, n) when a
-	// byte of w (all below 0x80) is below n.
-	hasZero := func(x uint64) uint64 { return (x - ones) &^ x & highs }
-	if w&highs != 0 {
-		return true
-	}
-	below := (w - ones*0x20) &^ w & highs
-	return below|hasZero(w^(ones*'"'))|hasZero(w^(ones*'\\'))|hasZero(w^(ones*0x7f)) != 0
-}
-
-// scanInt scans an integer literal of at most 18 digits at data[i]: 0, or
-// an optional minus and digits not starting with 0.
-func scanInt(data []byte, i int) ([]byte, int, bool) {
-	j := i
-	if data[j] == '-' {
-		j++
-	}
-	start := j
-	for j < len(data) && '0' <= data[j] && data[j] <= '9' {
-		j++
-	}
-	switch n := j - start; {
-	case n == 0 || n > 18:
-		return nil, 0, false
-	case data[start] == '0' && (n > 1 || start > i): // leading zero, or -0
-		return nil, 0, false
-	}
-	if j < len(data) {
-		if c := data[j]; c == '.' || c == 'e' || c == 'E' {
-			return nil, 0, false
-		}
-	}
-	return data[i:j], j, true
-}
-
-// intOf returns the integer scanFlat found, 0 when absent.
-func intOf(v []byte, k valueKind) (int, bool) {
+// intOf returns the integer flatjson.Scan found, 0 when absent.
+func intOf(v []byte, k flatjson.Kind) (int, bool) {
 	switch k {
-	case absent:
+	case flatjson.Absent:
 		return 0, true
-	case intValue:
+	case flatjson.Int:
 	default:
 		return 0, false
 	}
@@ -221,13 +52,13 @@ func intOf(v []byte, k valueKind) (int, bool) {
 	return n, true
 }
 
-// timeOf parses a time scanFlat found in the form the codec writes,
+// timeOf parses a time flatjson.Scan found in the form the codec writes,
 // "2006-01-02T15:04:05.999999999Z"; the zero time when absent.
-func timeOf(v []byte, k valueKind) (time.Time, bool) {
+func timeOf(v []byte, k flatjson.Kind) (time.Time, bool) {
 	switch k {
-	case absent:
+	case flatjson.Absent:
 		return time.Time{}, true
-	case stringValue:
+	case flatjson.String:
 	default:
 		return time.Time{}, false
 	}
@@ -248,12 +79,12 @@ func timeOf(v []byte, k valueKind) (time.Time, bool) {
 	return t, true
 }
 
-// ulidOf parses a ULID scanFlat found, zero when absent or empty.
-func ulidOf(v []byte, k valueKind) (ulid.ULID, bool) {
+// ulidOf parses a ULID flatjson.Scan found, zero when absent or empty.
+func ulidOf(v []byte, k flatjson.Kind) (ulid.ULID, bool) {
 	switch {
-	case k == absent || k == stringValue && len(v) == 0:
+	case k == flatjson.Absent || k == flatjson.String && len(v) == 0:
 		return ulid.ULID{}, true
-	case k != stringValue || len(v) != ulid.EncodedSize:
+	case k != flatjson.String || len(v) != ulid.EncodedSize:
 		return ulid.ULID{}, false
 	}
 	id, err := ulid.ParseStrict(string(v))
@@ -261,9 +92,9 @@ func ulidOf(v []byte, k valueKind) (ulid.ULID, bool) {
 }
 
 // stringsOK reports whether every kind is a string or absent.
-func stringsOK(kinds ...valueKind) bool {
+func stringsOK(kinds ...flatjson.Kind) bool {
 	for _, k := range kinds {
-		if k == intValue {
+		if k == flatjson.Int {
 			return false
 		}
 	}

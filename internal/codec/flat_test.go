@@ -1,7 +1,6 @@
 package codec
 
 import (
-	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -189,24 +188,6 @@ func FuzzFastPathAgrees(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		agreeAll(t, data)
 	})
-}
-
-func TestSpecial(t *testing.T) {
-	for c := range 256 {
-		want := c == '"' || c == '\\' || c < 0x20 || c >= 0x7f
-		for pos := range 8 {
-			for _, fill := range []byte{'a', ' ', '~', '!'} {
-				var b [8]byte
-				for i := range b {
-					b[i] = fill
-				}
-				b[pos] = byte(c)
-				if got := special(binary.LittleEndian.Uint64(b[:])); got != want {
-					t.Fatalf("special(%q) = %v, want %v", b, got, want)
-				}
-			}
-		}
-	}
 }
 
 // utcTime agrees with time.Time.UnmarshalText wherever it answers, and

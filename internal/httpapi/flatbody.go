@@ -1,11 +1,15 @@
 package httpapi
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/licenseledger/ledger/internal/flatjson"
+)
 
 // The fast path of reading a request body. The bodies of the writes
 // clients send most (an activity, a deactivation's reason, a user to add,
 // a seat count) are flat JSON objects of a few strings and integers.
-// scanFlat reads that form without reflection when every string is
+// flatjson.Scan reads that form without reflection when every string is
 // printable ASCII without escapes and every number a plain integer; any
 // other body (an escape, non-ASCII text, an unknown or repeated member, a
 // value of another kind, trailing data...) goes to json.Unmarshal, which
@@ -15,122 +19,10 @@ import "strconv"
 
 // flatBody is a request body with a fast path.
 type flatBody interface {
-	// decodeFlat decodes body when it is in the form scanFlat reads and
+	// decodeFlat decodes body when it is in the form flatjson.Scan reads and
 	// names only members of the body, each once; false otherwise, with
 	// the receiver unchanged.
 	decodeFlat(body []byte) bool
-}
-
-// scanFlat scans body, a JSON object of at most len(vals) members named
-// in names, setting vals[i] to the bytes between the quotes of member
-// names[i]'s string, or to its integer literal with isInt[i] set. It
-// reports false when body is in any other form, names a member not in
-// names or one twice.
-func scanFlat(body []byte, names []string, vals [][]byte, isInt []bool) bool {
-	i := skipSpace(body, 0)
-	if i >= len(body) || body[i] != '{' {
-		return false
-	}
-	i = skipSpace(body, i+1)
-	if i < len(body) && body[i] == '}' {
-		return skipSpace(body, i+1) == len(body)
-	}
-	var seen uint32
-	for {
-		name, j, ok := scanString(body, i)
-		if !ok {
-			return false
-		}
-		m := -1
-		for k, n := range names {
-			if n == string(name) {
-				m = k
-				break
-			}
-		}
-		if m < 0 || seen&(1<<m) != 0 {
-			return false
-		}
-		seen |= 1 << m
-		i = skipSpace(body, j)
-		if i >= len(body) || body[i] != ':' {
-			return false
-		}
-		i = skipSpace(body, i+1)
-		if i >= len(body) {
-			return false
-		}
-		if body[i] == '"' {
-			if vals[m], i, ok = scanString(body, i); !ok {
-				return false
-			}
-			isInt[m] = false
-		} else {
-			if vals[m], i, ok = scanInt(body, i); !ok {
-				return false
-			}
-			isInt[m] = true
-		}
-		i = skipSpace(body, i)
-		if i >= len(body) {
-			return false
-		}
-		switch body[i] {
-		case ',':
-			i = skipSpace(body, i+1)
-		case '}':
-			return skipSpace(body, i+1) == len(body)
-		default:
-			return false
-		}
-	}
-}
-
-// skipSpace returns the index of the first byte at or after i that is not
-// JSON whitespace.
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// scanString scans the string starting at b[i] ('"'), of printable ASCII
-// without escapes, returning its contents and the index after it.
-func scanString(b []byte, i int) ([]byte, int, bool) {
-	if i >= len(b) || b[i] != '"' {
-		return nil, i, false
-	}
-	for j := i + 1; j < len(b); j++ {
-		switch c := b[j]; {
-		case c == '"':
-			return b[i+1 : j], j + 1, true
-		case c < 0x20 || c > 0x7e || c == '\\':
-			return nil, i, false
-		}
-	}
-	return nil, i, false
-}
-
-// scanInt scans an integer of at most 15 digits without fraction,
-// exponent or leading zero, returning its literal and the index after it.
-func scanInt(b []byte, i int) ([]byte, int, bool) {
-	j := i
-	if j < len(b) && b[j] == '-' {
-		j++
-	}
-	d := j
-	for j < len(b) && '0' <= b[j] && b[j] <= '9' {
-		j++
-	}
-	switch n := j - d; {
-	case n == 0 || n > 15, n > 1 && b[d] == '0':
-		return nil, i, false
-	}
-	if j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E') {
-		return nil, i, false
-	}
-	return b[i:j], j, true
 }
 
 // flatStrings decodes a body of string members only into dst, one per
@@ -138,13 +30,13 @@ func scanInt(b []byte, i int) ([]byte, int, bool) {
 func flatStrings(body []byte, names []string, dst ...*string) bool {
 	var (
 		vals  [4][]byte
-		isInt [4]bool
+		kinds [4]flatjson.Kind
 	)
-	if len(names) > len(vals) || !scanFlat(body, names, vals[:len(names)], isInt[:len(names)]) {
+	if len(names) > len(vals) || !flatjson.Scan(body, names, vals[:len(names)], kinds[:len(names)]) {
 		return false
 	}
-	for i := range names {
-		if isInt[i] {
+	for _, k := range kinds[:len(names)] {
+		if k == flatjson.Int {
 			return false
 		}
 	}
@@ -184,13 +76,13 @@ func (b *addUserBody) decodeFlat(body []byte) bool {
 func (b *countBody) decodeFlat(body []byte) bool {
 	var (
 		vals  [1][]byte
-		isInt [1]bool
+		kinds [1]flatjson.Kind
 	)
-	if !scanFlat(body, []string{"count"}, vals[:], isInt[:]) || (vals[0] != nil && !isInt[0]) {
+	if !flatjson.Scan(body, []string{"count"}, vals[:], kinds[:]) || kinds[0] == flatjson.String {
 		return false
 	}
 	var v countBody
-	if vals[0] != nil {
+	if kinds[0] == flatjson.Int {
 		n, err := strconv.Atoi(string(vals[0]))
 		if err != nil {
 			return false
