@@ -8,6 +8,7 @@ import (
 	"io"
 	"iter"
 	"log/slog"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
@@ -68,9 +69,7 @@ type Log struct {
 	frontier []frontierHash
 	pending  []tlog.Hash
 	written  int64 // stored hashes in the file
-	// writerReader is writerRead as a tlog.HashReader; leafBuf, flushBuf
-	// and posBuf are kept from one append to the next.
-	writerReader              tlog.HashReader
+	// leafBuf, flushBuf and posBuf are kept from one append to the next.
 	leafBuf, flushBuf, posBuf []byte
 	posScratch                []eventstore.Position
 
@@ -116,7 +115,6 @@ func Open(cfg Config) (*Log, error) {
 		return nil, fmt.Errorf("log dir: %w", err)
 	}
 	l := &Log{cfg: cfg, origin: cfg.Key.Signer.Name(), log: cfg.Logger, wake: make(chan struct{})}
-	l.writerReader = tlog.HashReaderFunc(l.writerRead)
 	var err error
 	if l.hashes, err = os.OpenFile(filepath.Join(cfg.Dir, hashesFile), os.O_RDWR|os.O_CREATE, 0o600); err != nil {
 		return nil, fmt.Errorf("log hashes: %w", err)
@@ -263,16 +261,10 @@ func (l *Log) Append(leaves ...Leaf) error {
 			continue
 		}
 		buf = appendLeafData(buf[:0], lf.Record, lf.Err)
-		hs, err := tlog.StoredHashesForRecordHash(n, tlog.RecordHash(buf), l.writerReader)
-		if err != nil {
+		if err := l.storeLeaf(n, tlog.RecordHash(buf)); err != nil {
 			l.pending = nil
 			return fmt.Errorf("log leaf %d: %w", n, err)
 		}
-		base := tlog.StoredHashIndex(0, n)
-		for k, h := range hs {
-			l.setFrontier(k, base+int64(k), h)
-		}
-		l.pending = append(l.pending, hs...)
 		pos = append(pos, lf.Record.Position)
 		last = lf.Record.Position
 		n++
@@ -293,6 +285,45 @@ func (l *Log) Append(leaves ...Leaf) error {
 	l.wake = make(chan struct{})
 	l.wakeMu.Unlock()
 	return nil
+}
+
+// storeLeaf appends to the pending hashes those stored for leaf n of
+// hash h, as tlog.StoredHashesForRecordHash computes them (the leaf's,
+// then one per subtree it completes), without allocating, and sets the
+// frontier to them.
+func (l *Log) storeLeaf(n int64, h tlog.Hash) error {
+	start := len(l.pending)
+	l.pending = append(l.pending, h)
+	for i := range bits.TrailingZeros64(uint64(n + 1)) {
+		// The left sibling, stored before: n>>i is odd.
+		var left tlog.Hash
+		if err := l.writerHash(tlog.StoredHashIndex(i, n>>uint(i)-1), &left); err != nil {
+			return err
+		}
+		h = tlog.NodeHash(left, h)
+		l.pending = append(l.pending, h)
+	}
+	base := tlog.StoredHashIndex(0, n)
+	for k, h := range l.pending[start:] {
+		l.setFrontier(k, base+int64(k), h)
+	}
+	return nil
+}
+
+// writerHash reads the stored hash at index x for the appending
+// goroutine, as writerRead does.
+func (l *Log) writerHash(x int64, h *tlog.Hash) error {
+	if x >= l.written && x-l.written < int64(len(l.pending)) {
+		*h = l.pending[x-l.written]
+		return nil
+	}
+	for _, f := range l.frontier {
+		if f.index == x {
+			*h = f.hash
+			return nil
+		}
+	}
+	return l.readHash(x, h)
 }
 
 func (l *Log) setFrontier(level int, index int64, h tlog.Hash) {
@@ -324,36 +355,6 @@ func (l *Log) flush(start int64, pos []eventstore.Position) error {
 	l.written += int64(len(l.pending))
 	l.pending = l.pending[:0]
 	return nil
-}
-
-// writerRead reads stored hashes for the appending goroutine: pending
-// ones, the frontier, then the file.
-func (l *Log) writerRead(indexes []int64) ([]tlog.Hash, error) {
-	out := make([]tlog.Hash, len(indexes))
-	var miss []int
-	for i, x := range indexes {
-		switch {
-		case x >= l.written && x-l.written < int64(len(l.pending)):
-			out[i] = l.pending[x-l.written]
-		default:
-			found := false
-			for _, f := range l.frontier {
-				if f.index == x {
-					out[i], found = f.hash, true
-					break
-				}
-			}
-			if !found {
-				miss = append(miss, i)
-			}
-		}
-	}
-	for _, i := range miss {
-		if err := l.readHash(indexes[i], &out[i]); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
 }
 
 func (l *Log) readHash(index int64, h *tlog.Hash) error {
