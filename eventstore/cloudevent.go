@@ -9,6 +9,8 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
+
+	"github.com/licenseledger/ledger/internal/flatjson"
 )
 
 // CloudEventContentType is the Content-Type of a message whose body is a
@@ -388,7 +390,7 @@ func parseCloudEvent(dec *jsontext.Decoder, b []byte) (ParsedCloudEvent, error) 
 				return e, err
 			}
 		}
-		colon := skipSpace(b, int(dec.InputOffset()))
+		colon := flatjson.SkipSpace(b, int(dec.InputOffset()))
 		if colon >= len(b) || b[colon] != ':' {
 			return e, fmt.Errorf("member %q: missing ':'", name)
 		}
@@ -396,7 +398,7 @@ func parseCloudEvent(dec *jsontext.Decoder, b []byte) (ParsedCloudEvent, error) 
 		if err != nil {
 			return e, err
 		}
-		sep := skipSpace(b, int(dec.InputOffset()))
+		sep := flatjson.SkipSpace(b, int(dec.InputOffset()))
 		if sep >= len(b) || (b[sep] != ',' && b[sep] != '}') {
 			return e, fmt.Errorf("member %q: missing ',' or '}'", name)
 		}
@@ -442,7 +444,7 @@ func parseCloudEvent(dec *jsontext.Decoder, b []byte) (ParsedCloudEvent, error) 
 	if _, err := dec.ReadToken(); err != nil {
 		return e, err
 	}
-	if end := skipSpace(b, int(dec.InputOffset())); end != len(b) {
+	if end := flatjson.SkipSpace(b, int(dec.InputOffset())); end != len(b) {
 		return e, errors.New("trailing data after the envelope")
 	}
 	if seen != seenSpec|seenID|seenSource|seenType {
@@ -621,16 +623,4 @@ func stringValue(v jsontext.Value) (string, error) {
 	}
 	s, err := jsontext.AppendUnquote(nil, v)
 	return string(s), err
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/internal/flatjson"
 )
 
 // ContentType is the Content-Type of every published message: a
@@ -237,13 +238,13 @@ type flatMeta struct {
 // scan reads a flat JSON object whose values are strings, numbers or
 // booleans, keeping the members the envelope needs.
 func (m *flatMeta) scan(b []byte) error {
-	i := skipSpace(b, 0)
+	i := flatjson.SkipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return errors.New("not a JSON object")
 	}
-	i = skipSpace(b, i+1)
+	i = flatjson.SkipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
-		if skipSpace(b, i+1) != len(b) {
+		if flatjson.SkipSpace(b, i+1) != len(b) {
 			return errors.New("trailing data after the object")
 		}
 		return nil
@@ -257,11 +258,11 @@ func (m *flatMeta) scan(b []byte) error {
 			return err
 		}
 		name := b[i+1 : end-1]
-		i = skipSpace(b, end)
+		i = flatjson.SkipSpace(b, end)
 		if i >= len(b) || b[i] != ':' {
 			return errors.New("':' expected")
 		}
-		i = skipSpace(b, i+1)
+		i = flatjson.SkipSpace(b, i+1)
 		vstart := i
 		if i >= len(b) {
 			return errors.New("value expected")
@@ -284,12 +285,12 @@ func (m *flatMeta) scan(b []byte) error {
 		}
 		v := b[vstart:i]
 		m.keep(string(name), v)
-		i = skipSpace(b, i)
+		i = flatjson.SkipSpace(b, i)
 		if i >= len(b) {
 			return errors.New("unterminated object")
 		}
 		if b[i] == '}' {
-			if skipSpace(b, i+1) != len(b) {
+			if flatjson.SkipSpace(b, i+1) != len(b) {
 				return errors.New("trailing data after the object")
 			}
 			return nil
@@ -297,7 +298,7 @@ func (m *flatMeta) scan(b []byte) error {
 		if b[i] != ',' {
 			return errors.New("',' or '}' expected")
 		}
-		i = skipSpace(b, i+1)
+		i = flatjson.SkipSpace(b, i+1)
 	}
 }
 
@@ -368,13 +369,6 @@ func stringEnd(b []byte, i int) (int, error) {
 }
 
 func bytesHasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
 
 // numberEnd returns the index just after the JSON number starting at
 // b[i], or -1 when there is none.
