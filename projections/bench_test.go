@@ -5,13 +5,13 @@ import (
 	"reflect"
 	"runtime"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
 
 	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/cputime"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/attribution"
 	"github.com/licenseledger/ledger/projections/audit"
@@ -63,21 +63,12 @@ func measure(b *testing.B) (done func(events int)) {
 	settle()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	cpu := cpuTime()
+	cpu := cputime.Process()
 	b.ResetTimer()
 	return func(events int) {
 		b.StopTimer()
-		report(b, events, &ms, cpuTime()-cpu)
+		report(b, events, &ms, cputime.Process()-cpu)
 	}
-}
-
-// cpuTime returns the CPU time the process has used, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // report sets events/s and allocs/event from the events folded, the time
@@ -170,7 +161,7 @@ func foldDecoded(b *testing.B, batched bool) {
 	var untimed uint64 // mallocs while decoding, timer stopped
 	settle()
 	runtime.ReadMemStats(&ms)
-	cpu := -cpuTime() // CPU time of the timed parts only
+	cpu := -cputime.Process() // CPU time of the timed parts only
 	b.ResetTimer()
 	for range b.N {
 		set := allModels()
@@ -178,7 +169,7 @@ func foldDecoded(b *testing.B, batched bool) {
 			b.StopTimer()
 			runtime.ReadMemStats(&pause)
 			untimed -= pause.Mallocs
-			cpu += cpuTime()
+			cpu += cputime.Process()
 			buf = buf[:0]
 			for _, r := range recs[i:min(i+chunk, len(recs))] {
 				d, err := l.Codec.Decode(ctx, r)
@@ -189,7 +180,7 @@ func foldDecoded(b *testing.B, batched bool) {
 			}
 			runtime.ReadMemStats(&pause)
 			untimed += pause.Mallocs
-			cpu -= cpuTime()
+			cpu -= cputime.Process()
 			b.StartTimer()
 			if batched {
 				for j := 0; j < len(buf); j += batchSize {
@@ -207,7 +198,7 @@ func foldDecoded(b *testing.B, batched bool) {
 		}
 	}
 	b.StopTimer()
-	cpu += cpuTime()
+	cpu += cputime.Process()
 	ms.Mallocs += untimed
 	report(b, len(recs), &ms, cpu)
 }

@@ -5,18 +5,16 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/licenseledger/ledger/internal/cputime"
 )
 
 // cpuClock returns the CPU time (user and system) used so far by this
 // process and by the process pid (0: none; its time is then 0). On a shared
 // machine, CPU time per command is steadier than wall-clock rates.
 func cpuClock(pid int) (self, other time.Duration) {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
+	self = cputime.Process()
 	if pid > 0 {
 		other, _ = procCPU(pid)
 	}

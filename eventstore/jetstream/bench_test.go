@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/internal/cputime"
 )
 
 const benchAccounts = 1000
@@ -78,7 +78,7 @@ func benchAppendN(b *testing.B, s *jetstream.Store, benchAccounts int) {
 	rounds0 := jetstream.SyncRounds(s)
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	cpu := cpuTime()
+	cpu := cputime.Process()
 	b.ResetTimer()
 	for a := range benchAccounts {
 		wg.Go(func() {
@@ -93,7 +93,7 @@ func benchAppendN(b *testing.B, s *jetstream.Store, benchAccounts int) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	reportRate(b, b.N, cpuTime()-cpu)
+	reportRate(b, b.N, cputime.Process()-cpu)
 	if batches, batched := jetstream.BatchStats(s); batches > batches0 {
 		b.ReportMetric(float64(batched-batched0)/float64(batches-batches0), "events/batch")
 	}
@@ -112,15 +112,6 @@ func benchStream(a int) eventstore.StreamID {
 func reportRate(b *testing.B, events int, cpu time.Duration) {
 	b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(events), "cpu-us/event")
-}
-
-// cpuTime returns the CPU time the process has used, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rawMsg returns a message as the store would write it for account a,
@@ -188,7 +179,7 @@ func BenchmarkRawBatch(b *testing.B) {
 			var last atomic.Uint64 // sequence of the last message stored
 			lastOf := make([]uint64, benchAccounts)
 			var wg sync.WaitGroup
-			cpu := cpuTime()
+			cpu := cputime.Process()
 			b.ResetTimer()
 			for range c.inflight {
 				wg.Go(func() {
@@ -217,7 +208,7 @@ func BenchmarkRawBatch(b *testing.B) {
 			}
 			wg.Wait()
 			b.StopTimer()
-			reportRate(b, batches*benchAccounts, cpuTime()-cpu)
+			reportRate(b, batches*benchAccounts, cputime.Process()-cpu)
 			if got, want := last.Load(), uint64(batches*benchAccounts); got != want && c.inflight == 1 {
 				b.Fatalf("last sequence %d, want %d", got, want)
 			}
@@ -347,7 +338,7 @@ func BenchmarkReadStream(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			cpu := cpuTime()
+			cpu := cputime.Process()
 			b.ResetTimer()
 			for b.Loop() {
 				var wg sync.WaitGroup
@@ -369,7 +360,7 @@ func BenchmarkReadStream(b *testing.B) {
 				wg.Wait()
 			}
 			b.StopTimer()
-			reportRate(b, b.N*c.events*c.readers, cpuTime()-cpu)
+			reportRate(b, b.N*c.events*c.readers, cputime.Process()-cpu)
 		})
 	}
 }

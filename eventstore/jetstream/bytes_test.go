@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/licenseledger/ledger/internal/cputime"
 )
 
 // BenchmarkStoredBytes reports where the bytes of the ledger's events go
@@ -301,7 +303,7 @@ func BenchmarkBlockS2(b *testing.B) {
 		// the elapsed time.
 		var cpu0 time.Duration
 		report := func(b *testing.B) {
-			cpu := cpuTime() - cpu0
+			cpu := cputime.Process() - cpu0
 			b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/block")
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(events), "cpu-ns/event")
 			b.ReportMetric(float64(len(buf))/float64(len(c)), "ratio")
@@ -309,7 +311,7 @@ func BenchmarkBlockS2(b *testing.B) {
 		}
 		b.Run(name+"/compress", func(b *testing.B) {
 			b.SetBytes(int64(len(buf)))
-			cpu0 = cpuTime()
+			cpu0 = cputime.Process()
 			for range b.N {
 				if _, err := server.S2Compression.Compress(buf); err != nil {
 					b.Fatal(err)
@@ -319,7 +321,7 @@ func BenchmarkBlockS2(b *testing.B) {
 		})
 		b.Run(name+"/decompress", func(b *testing.B) {
 			b.SetBytes(int64(len(buf)))
-			cpu0 = cpuTime()
+			cpu0 = cputime.Process()
 			for range b.N {
 				if _, err := server.S2Compression.Decompress(c); err != nil {
 					b.Fatal(err)
@@ -333,7 +335,7 @@ func BenchmarkBlockS2(b *testing.B) {
 		}
 		b.Run(name+"/read", func(b *testing.B) {
 			b.SetBytes(int64(len(buf)))
-			cpu0 = cpuTime()
+			cpu0 = cputime.Process()
 			for range b.N {
 				if _, err := os.ReadFile(tmp); err != nil {
 					b.Fatal(err)

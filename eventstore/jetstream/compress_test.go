@@ -15,6 +15,7 @@ import (
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/jetstream"
+	"github.com/licenseledger/ledger/internal/cputime"
 )
 
 // BenchmarkColdExpectation measures what the stream's blocks cost the
@@ -112,14 +113,14 @@ func benchColdExpectation(b *testing.B, compress, largeBlocks bool) {
 			for k, into := range []*[]time.Duration{&cold, &warm} {
 				a := account(p, (2*n+k)%perPhase)
 				m := msg(a)
-				c0, t0 := cpuTime(), time.Now()
+				c0, t0 := cputime.Process(), time.Now()
 				ack, err := js.PublishMsg(ctx, m)
 				d := time.Since(t0)
 				if err != nil {
 					b.Fatalf("account %d: %v", a, err)
 				}
 				if k == 0 {
-					cpu += cpuTime() - c0
+					cpu += cputime.Process() - c0
 				}
 				last[a] = ack.Sequence
 				*into = append(*into, d)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/licenseledger/ledger/internal/cputime"
 )
 
 // TestRequestReplyBoxes checks the store's own request: answers come back
@@ -122,7 +124,7 @@ func BenchmarkPublishOne(b *testing.B) {
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			b.ReportAllocs()
-			cpu := processCPU()
+			cpu := cputime.Process()
 			b.ResetTimer()
 			for w := range writers {
 				wg.Go(func() {
@@ -142,7 +144,7 @@ func BenchmarkPublishOne(b *testing.B) {
 			}
 			wg.Wait()
 			b.StopTimer()
-			b.ReportMetric(float64((processCPU()-cpu).Microseconds())/float64(b.N), "cpu-us/op")
+			b.ReportMetric(float64((cputime.Process()-cpu).Microseconds())/float64(b.N), "cpu-us/op")
 		})
 	}
 }

@@ -6,9 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/licenseledger/ledger/internal/cputime"
 )
 
 // BenchmarkSyncRound runs group sync rounds over a streams directory laid
@@ -69,7 +70,7 @@ func BenchmarkSyncRound(b *testing.B) {
 			}
 			named := y.named.Load()
 			b.ResetTimer()
-			cpu := processCPU()
+			cpu := cputime.Process()
 			for i := range b.N {
 				put("LEDGER")
 				if i%4 == 0 {
@@ -82,17 +83,8 @@ func BenchmarkSyncRound(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64((processCPU()-cpu).Nanoseconds())/1e3/float64(b.N), "cpu-us/round")
+			b.ReportMetric(float64((cputime.Process()-cpu).Nanoseconds())/1e3/float64(b.N), "cpu-us/round")
 			b.ReportMetric(float64(y.named.Load()-named)/float64(b.N), "by-name/round")
 		})
 	}
-}
-
-// processCPU returns the CPU time the process has used, user and system.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

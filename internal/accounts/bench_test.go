@@ -8,7 +8,6 @@ import (
 	mrand "math/rand/v2"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/licenseledger/ledger/eventstore/memory"
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/cputime"
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
@@ -129,7 +129,7 @@ func benchExecute(b *testing.B, svc *accounts.Service) {
 	}
 	var next atomic.Int64
 	var refused atomic.Int64
-	cpu := cpuTime()
+	cpu := cputime.Process()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for w := range writers {
@@ -183,19 +183,10 @@ func benchExecute(b *testing.B, svc *accounts.Service) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	used := cpuTime() - cpu
+	used := cputime.Process() - cpu
 	b.ReportMetric(float64(used.Microseconds())/float64(b.N), "cpu-us/op")
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commands/s")
 	if n := refused.Load(); n > 0 {
 		b.ReportMetric(float64(n)/float64(b.N), "refused/op")
 	}
-}
-
-// cpuTime returns the CPU time the process has used, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/licenseledger/ledger/domain/ledger"
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/cputime"
 )
 
 // benchRecords returns n stored events in the proportions of a busy
@@ -72,7 +73,7 @@ func BenchmarkDecode(b *testing.B) {
 	n := 0
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	cpu := cpuTime()
+	cpu := cputime.Process()
 	for b.Loop() {
 		for _, r := range recs {
 			if _, err := c.Decode(ctx, r); err != nil {
@@ -81,7 +82,7 @@ func BenchmarkDecode(b *testing.B) {
 		}
 		n += len(recs)
 	}
-	cpu = cpuTime() - cpu
+	cpu = cputime.Process() - cpu
 	runtime.ReadMemStats(&after)
 	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(n), "allocs/event")
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "events/s")
@@ -136,7 +137,7 @@ func BenchmarkDecodeNext(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	n := 0
-	cpu := cpuTime()
+	cpu := cputime.Process()
 	for b.Loop() {
 		var l codec.Link
 		for _, r := range recs {
@@ -146,7 +147,7 @@ func BenchmarkDecodeNext(b *testing.B) {
 		}
 		n += len(recs)
 	}
-	cpu = cpuTime() - cpu
+	cpu = cputime.Process() - cpu
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/event")
 	if cpu > 0 {
 		b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/event")

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/auth"
 	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/cputime"
 	"github.com/licenseledger/ledger/internal/httpapi"
 	"github.com/licenseledger/ledger/internal/pii"
 	"github.com/licenseledger/ledger/internal/telemetry"
@@ -131,15 +131,6 @@ func (s *sink) Write(b []byte) (int, error) {
 	}
 	s.n += len(b)
 	return len(b), nil
-}
-
-// cpuTime is the process's user and system CPU time.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkHandler is the API's handler around a command, as the service
@@ -258,11 +249,11 @@ func BenchmarkHandler(b *testing.B) {
 			var build time.Duration
 			n := 0
 			b.ReportAllocs()
-			c0 := cpuTime(b)
+			c0 := cputime.Process()
 			for b.Loop() {
 				if next == len(batch) {
 					b.StopTimer()
-					c := cpuTime(b)
+					c := cputime.Process()
 					for j := range batch {
 						method, path, body := k.req(n + j)
 						var rd io.Reader = http.NoBody
@@ -277,7 +268,7 @@ func BenchmarkHandler(b *testing.B) {
 						batch[j] = req
 					}
 					next = 0
-					build += cpuTime(b) - c
+					build += cputime.Process() - c
 					b.StartTimer()
 				}
 				req := batch[next]
@@ -291,7 +282,7 @@ func BenchmarkHandler(b *testing.B) {
 				}
 				n++
 			}
-			cpu := cpuTime(b) - c0 - build
+			cpu := cputime.Process() - c0 - build
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/op")
 		})
 	}

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/cputime"
 	"github.com/licenseledger/ledger/internal/pii"
 	"github.com/licenseledger/ledger/internal/translog"
 	"github.com/licenseledger/ledger/projections"
@@ -114,7 +114,7 @@ func benchRawPublish(b *testing.B, d jetstream.Durability) {
 	events := benchEvents(b, ctx, codec.New(pii.NewKeyring(pii.NewMemoryKeys(), rand.Reader)), b.N)
 	var wg sync.WaitGroup
 	b.ResetTimer()
-	cpu := processCPU(b)
+	cpu := cputime.Process()
 	for a := range benchWriters {
 		wg.Go(func() {
 			stream := eventstore.ActivityStream(fmt.Sprintf("acct%04d", a))
@@ -134,7 +134,7 @@ func benchRawPublish(b *testing.B, d jetstream.Durability) {
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/event")
+	b.ReportMetric(float64(cputime.Process()-cpu)/float64(b.N), "cpu-ns/event")
 }
 
 func benchAppend(b *testing.B, d jetstream.Durability, withRunner, withLog, fed bool) {
@@ -192,7 +192,7 @@ func benchAppend(b *testing.B, d jetstream.Durability, withRunner, withLog, fed 
 	var last atomic.Uint64
 	var wg sync.WaitGroup
 	b.ResetTimer()
-	cpu := processCPU(b)
+	cpu := cputime.Process()
 	for a := range benchWriters {
 		wg.Go(func() {
 			stream := eventstore.ActivityStream(fmt.Sprintf("acct%04d", a))
@@ -220,7 +220,7 @@ func benchAppend(b *testing.B, d jetstream.Durability, withRunner, withLog, fed 
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/event")
+	b.ReportMetric(float64(cputime.Process()-cpu)/float64(b.N), "cpu-ns/event")
 }
 
 // BenchmarkLogAppend is the transparency log's own cost per record, the
@@ -250,7 +250,7 @@ func BenchmarkLogAppend(b *testing.B) {
 		}
 		defer l.Close()
 		batch := make([]translog.Leaf, 0, 64)
-		cpu := processCPU(b)
+		cpu := cputime.Process()
 		i := 0
 		for b.Loop() {
 			batch = append(batch, translog.Leaf{Record: rec(i)})
@@ -265,10 +265,10 @@ func BenchmarkLogAppend(b *testing.B) {
 		if err := l.Append(batch...); err != nil {
 			b.Fatal(err)
 		}
-		b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/record")
+		b.ReportMetric(float64(cputime.Process()-cpu)/float64(b.N), "cpu-ns/record")
 	})
 	b.Run("leaf-hash", func(b *testing.B) {
-		cpu := processCPU(b)
+		cpu := cputime.Process()
 		i := 0
 		for b.Loop() {
 			if h := translog.LeafHash(rec(i), nil); h[0]|h[1]|h[2]|h[3] == 0 {
@@ -276,7 +276,7 @@ func BenchmarkLogAppend(b *testing.B) {
 			}
 			i++
 		}
-		b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/record")
+		b.ReportMetric(float64(cputime.Process()-cpu)/float64(b.N), "cpu-ns/record")
 	})
 }
 
@@ -423,7 +423,7 @@ func BenchmarkVerifyBundle(b *testing.B) {
 	}
 	b.Run("verify", func(b *testing.B) {
 		b.SetBytes(st.Size())
-		cpu := processCPU(b)
+		cpu := cputime.Process()
 		for b.Loop() {
 			f, err := os.Open(path)
 			if err != nil {
@@ -439,11 +439,11 @@ func BenchmarkVerifyBundle(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
-		b.ReportMetric(float64(processCPU(b)-cpu)/float64(n)/float64(b.N), "cpu-ns/record")
+		b.ReportMetric(float64(cputime.Process()-cpu)/float64(n)/float64(b.N), "cpu-ns/record")
 	})
 	b.Run("read", func(b *testing.B) {
 		b.SetBytes(st.Size())
-		cpu := processCPU(b)
+		cpu := cputime.Process()
 		for b.Loop() {
 			f, err := os.Open(path)
 			if err != nil {
@@ -464,7 +464,7 @@ func BenchmarkVerifyBundle(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
-		b.ReportMetric(float64(processCPU(b)-cpu)/float64(n)/float64(b.N), "cpu-ns/record")
+		b.ReportMetric(float64(cputime.Process()-cpu)/float64(n)/float64(b.N), "cpu-ns/record")
 	})
 	b.Run("decode-lines", func(b *testing.B) {
 		b.SetBytes(st.Size())
@@ -491,17 +491,6 @@ func BenchmarkVerifyBundle(b *testing.B) {
 		}
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	})
-}
-
-// processCPU returns the CPU time the process has used, user and system,
-// on every core: divided by the work done, a figure that the other
-// processes of the machine change much less than the time elapsed.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkInclusionProof is the latency of one inclusion proof in a tree

@@ -16,6 +16,7 @@ import (
 	"github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/cputime"
 	"github.com/licenseledger/ledger/internal/pii"
 	"github.com/licenseledger/ledger/projections/runner"
 )
@@ -77,7 +78,7 @@ func BenchmarkFollowLive(b *testing.B) {
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			b.ResetTimer()
-			cpu, batches, events := cpuTime(), f.batches.Load(), f.events.Load()
+			cpu, batches, events := cputime.Process(), f.batches.Load(), f.events.Load()
 			for w := range writers {
 				acct := fmt.Sprintf("acct%02d", w)
 				wg.Go(func() {
@@ -100,7 +101,7 @@ func BenchmarkFollowLive(b *testing.B) {
 			}
 			wg.Wait()
 			b.StopTimer()
-			used := cpuTime() - cpu
+			used := cputime.Process() - cpu
 			b.ReportMetric(float64(used.Microseconds())/float64(b.N), "cpu-us/event")
 			if n := f.batches.Load() - batches; n > 0 {
 				b.ReportMetric(float64(f.events.Load()-events)/float64(n), "events/fold")

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/licenseledger/ledger/eventstore/jetstream"
 	"github.com/licenseledger/ledger/internal/accounts"
 	"github.com/licenseledger/ledger/internal/codec"
+	"github.com/licenseledger/ledger/internal/cputime"
 	"github.com/licenseledger/ledger/internal/pii"
 	"github.com/licenseledger/ledger/projections"
 	"github.com/licenseledger/ledger/projections/attribution"
@@ -264,15 +264,6 @@ func freshModels() []projections.Projection {
 	return []projections.Projection{seats.New(), attribution.New(), audit.New(), billing.New()}
 }
 
-// cpuTime returns the CPU time the process has used, user and system.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func reportReplay(b *testing.B, events int, cpu time.Duration) {
 	total := float64(events) * float64(b.N)
 	b.ReportMetric(total/b.Elapsed().Seconds(), "events/s")
@@ -290,7 +281,7 @@ func BenchmarkReplayRaw(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	cpu := cpuTime()
+	cpu := cputime.Process()
 	b.ResetTimer()
 	for range b.N {
 		cons, err := js.OrderedConsumer(ctx, "LEDGER", natsjs.OrderedConsumerConfig{})
@@ -315,7 +306,7 @@ func BenchmarkReplayRaw(b *testing.B) {
 		it.Stop()
 	}
 	b.StopTimer()
-	reportReplay(b, d.events, cpuTime()-cpu)
+	reportReplay(b, d.events, cputime.Process()-cpu)
 }
 
 // BenchmarkReplayProjections replays the history into all four read models
@@ -336,7 +327,7 @@ func BenchmarkReplayProjections(b *testing.B) {
 	ctx := context.Background()
 	for _, stage := range []string{"read", "decode", "all", "runner", "service"} {
 		b.Run(stage, func(b *testing.B) {
-			cpu := cpuTime()
+			cpu := cputime.Process()
 			b.ResetTimer()
 			for range b.N {
 				if stage == "runner" || stage == "service" {
@@ -381,7 +372,7 @@ func BenchmarkReplayProjections(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			reportReplay(b, d.events, cpuTime()-cpu)
+			reportReplay(b, d.events, cputime.Process()-cpu)
 		})
 	}
 }

@@ -10,12 +10,12 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/licenseledger/ledger/internal/cputime"
 	"github.com/licenseledger/ledger/internal/pii"
 )
 
@@ -75,7 +75,7 @@ func benchDestroy(b *testing.B, n int, cfg Config, mode string) {
 	victims := rand.New(rand.NewPCG(1, 2)).Perm(n)
 
 	lat := make([]time.Duration, 0, 1024)
-	cpu0, w0 := cpuTime(b), writtenBytes(b)
+	cpu0, w0 := cputime.Process(), writtenBytes(b)
 	start := time.Now()
 	i := 0
 	for b.Loop() {
@@ -97,7 +97,7 @@ func benchDestroy(b *testing.B, n int, cfg Config, mode string) {
 	if err := s.Flush(ctx); err != nil {
 		b.Fatal(err)
 	}
-	wall, cpu, written := time.Since(start), cpuTime(b)-cpu0, writtenBytes(b)-w0
+	wall, cpu, written := time.Since(start), cputime.Process()-cpu0, writtenBytes(b)-w0
 
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
@@ -163,15 +163,6 @@ func (ts *testServer) blockSizes(name string) ([]string, error) {
 		}
 	}
 	return sizes, nil
-}
-
-// cpuTime returns the user and system CPU time of the process so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // writtenBytes returns the bytes the process passed to write calls so far
@@ -287,7 +278,7 @@ func BenchmarkPutNew(b *testing.B) {
 			var next atomic.Int64
 			var wg sync.WaitGroup
 			b.ReportAllocs()
-			cpu0 := cpuTime(b)
+			cpu0 := cputime.Process()
 			for range 16 {
 				wg.Go(func() {
 					for next.Add(1) <= int64(b.N) {
@@ -300,7 +291,7 @@ func BenchmarkPutNew(b *testing.B) {
 				})
 			}
 			wg.Wait()
-			b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
+			b.ReportMetric(float64((cputime.Process()-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
 		})
 	}
 }
