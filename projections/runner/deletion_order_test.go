@@ -27,31 +27,8 @@ import (
 func TestCatchUpDecodesAfterTheDeletionIsFolded(t *testing.T) {
 	for _, gap := range []int{0, 300} {
 		ctx := context.Background()
-		store := memory.New()
-		t.Cleanup(func() { store.Close() })
-		keys := pii.NewMemoryKeys()
-		writer := codec.New(pii.NewKeyring(keys, crand.Reader))
-		at := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
-		var head codec.Hash
-		var n uint64
-		stream := eventstore.LedgerStream("acme")
-		appendEvent := func(e ledger.Event) {
-			t.Helper()
-			if added, ok := e.(ledger.UserAdded); ok {
-				if err := writer.Keys().Create(ctx, pii.KeyID("acme", added.UserID)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			p, err := writer.Encode(ctx, e, codec.Metadata{EventID: uuid.New(), Time: at, Account: "acme",
-				Actor: codec.Actor{ID: "op", Role: "admin"}, PrevHash: head})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := store.Append(ctx, stream, eventstore.ExpectRevisionAfter(n), p); err != nil {
-				t.Fatal(err)
-			}
-			head, n = codec.NextHash(head, p), n+1
-		}
+		store, keys, appendEvent := acmeHistory(t)
+		at := acmeAt
 		appendEvent(ledger.AccountOpened{Account: "acme", Name: "Acme", Seats: 5, At: at})
 		appendEvent(ledger.UserAdded{UserID: "bob", Name: "Bob Byte", Email: "bob@acme.test", Role: ledger.RoleMember, At: at})
 		appendEvent(ledger.UserDeleted{UserID: "bob", At: at})
@@ -106,34 +83,8 @@ func TestCatchUpDecodesAfterTheDeletionIsFolded(t *testing.T) {
 // the first live event is slowed so that the others queue up behind it
 // and arrive together.
 func TestFollowDecodesAfterTheDeletionIsFolded(t *testing.T) {
-	ctx := context.Background()
-	store := memory.New()
-	t.Cleanup(func() { store.Close() })
-	keys := pii.NewMemoryKeys()
-	writer := codec.New(pii.NewKeyring(keys, crand.Reader))
-	at := time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
-	var head codec.Hash
-	var n uint64
-	stream := eventstore.LedgerStream("acme")
-	appendEvent := func(e ledger.Event) eventstore.Position {
-		t.Helper()
-		if added, ok := e.(ledger.UserAdded); ok {
-			if err := writer.Keys().Create(ctx, pii.KeyID("acme", added.UserID)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		p, err := writer.Encode(ctx, e, codec.Metadata{EventID: uuid.New(), Time: at, Account: "acme",
-			Actor: codec.Actor{ID: "op", Role: "admin"}, PrevHash: head})
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := store.Append(ctx, stream, eventstore.ExpectRevisionAfter(n), p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		head, n = codec.NextHash(head, p), n+1
-		return res.Position
-	}
+	store, keys, appendEvent := acmeHistory(t)
+	at := acmeAt
 
 	reader := codec.New(pii.NewKeyring(keys, crand.Reader))
 	var mu sync.Mutex
@@ -173,5 +124,42 @@ func TestFollowDecodesAfterTheDeletionIsFolded(t *testing.T) {
 	}
 	if types, _ := tl.snapshot(); types["UserDeactivated"] != 1 || types["UserDeleted"] != 1 {
 		t.Fatalf("applied %v", types)
+	}
+}
+
+// acmeAt is when the events of acmeHistory happen.
+var acmeAt = time.Date(2026, 1, 5, 8, 0, 0, 0, time.UTC)
+
+// acmeHistory returns a memory store, its data keys, and a function that
+// appends an event to account acme's ledger stream, chained to the one
+// before, creating the data key of a user it adds, and returns its
+// position.
+func acmeHistory(t *testing.T) (*memory.Store, *pii.MemoryKeys, func(ledger.Event) eventstore.Position) {
+	ctx := context.Background()
+	store := memory.New()
+	t.Cleanup(func() { store.Close() })
+	keys := pii.NewMemoryKeys()
+	writer := codec.New(pii.NewKeyring(keys, crand.Reader))
+	var head codec.Hash
+	var n uint64
+	stream := eventstore.LedgerStream("acme")
+	return store, keys, func(e ledger.Event) eventstore.Position {
+		t.Helper()
+		if added, ok := e.(ledger.UserAdded); ok {
+			if err := writer.Keys().Create(ctx, pii.KeyID("acme", added.UserID)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, err := writer.Encode(ctx, e, codec.Metadata{EventID: uuid.New(), Time: acmeAt, Account: "acme",
+			Actor: codec.Actor{ID: "op", Role: "admin"}, PrevHash: head})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := store.Append(ctx, stream, eventstore.ExpectRevisionAfter(n), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, n = codec.NextHash(head, p), n+1
+		return res.Position
 	}
 }
