@@ -168,7 +168,7 @@ func testCrash(t *testing.T, compress bool) {
 				}
 			case <-started:
 				cmd.Process.Signal(syscall.SIGKILL)
-				t.Fatalf("round %d: in 60 s the child acknowledged %d events and no block was compressed; stderr: %s", round, n, stderr.String())
+				t.Fatalf("round %d: 60 s and no kill scheduled (%d events acknowledged; compressed: waits for a compressed block); stderr: %s", round, n, stderr.String())
 			case <-kill:
 				cmd.Process.Signal(syscall.SIGKILL)
 				kill = nil
