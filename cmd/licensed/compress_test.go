@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,12 +18,12 @@ import (
 
 func TestCompressSetting(t *testing.T) {
 	none := func(string) string { return "" }
-	if c, err := ParseConfig(nil, none, io.Discard); err != nil || c.Compress != CompressPublished {
-		t.Fatalf("default: %q %v, want %q", c.Compress, err, CompressPublished)
+	if c, err := ParseConfig(nil, none, io.Discard); err != nil || c.Compress != CompressAll {
+		t.Fatalf("default: %q %v, want %q", c.Compress, err, CompressAll)
 	}
-	env := func(k string) string { return map[string]string{"LICENSED_COMPRESS": "all"}[k] }
-	if c, err := ParseConfig(nil, env, io.Discard); err != nil || c.Compress != CompressAll {
-		t.Fatalf("LICENSED_COMPRESS=all: %q %v", c.Compress, err)
+	env := func(k string) string { return map[string]string{"LICENSED_COMPRESS": "published"}[k] }
+	if c, err := ParseConfig(nil, env, io.Discard); err != nil || c.Compress != CompressPublished {
+		t.Fatalf("LICENSED_COMPRESS=published: %q %v", c.Compress, err)
 	}
 	if c, err := ParseConfig([]string{"--compress", "none"}, env, io.Discard); err != nil || c.Compress != CompressNone {
 		t.Fatalf("--compress none over the variable: %q %v", c.Compress, err)
@@ -32,24 +34,42 @@ func TestCompressSetting(t *testing.T) {
 }
 
 // TestCompressedStreams checks which streams the server compresses under
-// each value of --compress: by default the published stream and the
-// downstream mirror, not the event store's stream; and that a data
-// directory started with another value has its streams updated.
+// each value of --compress: by default every stream of the events, the
+// event store's stream included; and that a data directory started with
+// another value has its streams updated and keeps every event: one
+// created under "published" (the default of earlier versions, the store's
+// stream plain) is reopened with the default, whose store's stream then
+// says S2, and so on through the other values, each start reading back
+// the events of all the starts before it.
 func TestCompressedStreams(t *testing.T) {
 	dir := t.TempDir()
-	for _, tc := range []struct {
+	var opened []string // the accounts opened so far, one per start
+	for i, tc := range []struct {
 		setting                  string
 		store, published, mirror natsjs.StoreCompression
 	}{
-		{"", natsjs.NoCompression, natsjs.S2Compression, natsjs.S2Compression},
-		{"all", natsjs.S2Compression, natsjs.S2Compression, natsjs.S2Compression},
+		{"published", natsjs.NoCompression, natsjs.S2Compression, natsjs.S2Compression},
+		{"", natsjs.S2Compression, natsjs.S2Compression, natsjs.S2Compression},
 		{"none", natsjs.NoCompression, natsjs.NoCompression, natsjs.NoCompression},
+		{"all", natsjs.S2Compression, natsjs.S2Compression, natsjs.S2Compression},
 	} {
 		var extra []string
 		if tc.setting != "" {
 			extra = []string{"--compress", tc.setting}
 		}
 		svc := startService(t, dir, io.Discard, extra...)
+		op := operatorToken(t, dir)
+		for _, id := range opened {
+			if got := svc.expect(200, op, "GET", "/v1/accounts/"+id+"/seats", nil); num(t, got.body, "purchased") != 2 {
+				t.Fatalf("--compress %q: account %s read back as %s", tc.setting, id, got.raw)
+			}
+			if got := svc.expect(200, op, "GET", "/v1/accounts/"+id+"/events", nil); strings.Count(got.raw, "\n") != 1 {
+				t.Fatalf("--compress %q: account %s's history read back as %q", tc.setting, id, got.raw)
+			}
+		}
+		id := fmt.Sprintf("acct-%d", i)
+		svc.expect(201, op, "POST", "/v1/accounts", map[string]any{"id": id, "name": "Account " + id, "seats": 2})
+		opened = append(opened, id)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		got := map[string]natsjs.StoreCompression{}
 		for _, s := range []struct{ seed, stream string }{

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,7 +20,12 @@ import (
 	"github.com/licenseledger/ledger/eventstore/jetstream"
 )
 
-const crashDirEnv = "LEDGER_JETSTREAM_CRASH_DIR"
+const (
+	crashDirEnv = "LEDGER_JETSTREAM_CRASH_DIR"
+	// crashCompressEnv set to 1 has the child compress the stream's
+	// blocks and append events of about 10 KB, which fill them sooner.
+	crashCompressEnv = "LEDGER_JETSTREAM_CRASH_COMPRESS"
+)
 
 // TestCrashChild is the child of TestCrash: it appends until killed,
 // printing the id of every acknowledged event. It does nothing when run on
@@ -30,11 +36,13 @@ func TestCrashChild(t *testing.T) {
 		t.Skip("run by TestCrash")
 	}
 	ctx := context.Background()
-	s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: dir, Port: -1}, jetstream.Config{})
+	compress := os.Getenv(crashCompressEnv) == "1"
+	s, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: dir, Port: -1}, jetstream.Config{Compress: compress})
 	if err != nil {
 		fmt.Println("ERR", err)
 		os.Exit(2)
 	}
+	note := []byte(`{"seats":1,"note":"` + strings.Repeat("x", 10000) + `"}`)
 	out := bufio.NewWriter(os.Stdout)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -54,6 +62,11 @@ func TestCrashChild(t *testing.T) {
 			mu.Unlock()
 			for n := uint64(0); ; n++ {
 				evs := events(1 + int(n%3))
+				for i := range evs {
+					if compress {
+						evs[i].Data = note
+					}
+				}
 				if _, err := s.Append(ctx, stream, eventstore.ExpectRevisionAfter(revs(stream, &mu)), evs...); err != nil {
 					fmt.Fprintln(os.Stderr, "append:", err)
 					os.Exit(3)
@@ -84,15 +97,34 @@ func revs(stream eventstore.StreamID, mu *sync.Mutex) uint64 {
 // that every acknowledged event is stored exactly once with dense
 // revisions. SIGKILL stops the process, not the OS, so this shows that no
 // acknowledged write is held only in the process.
+//
+// The compressed variant has the server compress the stream's full
+// blocks: a crash leaves compressed full blocks, the last one plain (and
+// possibly a full block not compressed yet, or a compression's temporary
+// file), and the store must read every acknowledged event back from them,
+// from the block files as through the server.
 func TestCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills and restarts a child process")
 	}
+	t.Run("plain", func(t *testing.T) { testCrash(t, false) })
+	t.Run("compressed", func(t *testing.T) { testCrash(t, true) })
+}
+
+func testCrash(t *testing.T, compress bool) {
 	dir := t.TempDir()
+	blocks := func() []string {
+		t.Helper()
+		blks, err := filepath.Glob(filepath.Join(dir, "jetstream", "*", "streams", "LEDGER", "msgs", "*.blk"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return blks
+	}
 	acked := map[uuid.UUID]string{}
 	for round := range 4 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir)
+		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, fmt.Sprintf("%s=%d", crashCompressEnv, map[bool]int{true: 1}[compress]))
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -129,12 +161,14 @@ func TestCrash(t *testing.T) {
 				}
 				acked[uuid.MustParse(f[2])] = f[1]
 				n++
-				if n == 1 {
+				// Compressed, the first round runs until a block is
+				// compressed, so that every restart finds one.
+				if kill == nil && started != nil && (!compress || round > 0 || n%100 == 0 && countCompressed(t, blocks()) > 0) {
 					kill, started = time.After(time.Duration(rand.IntN(1200))*time.Millisecond), nil
 				}
 			case <-started:
 				cmd.Process.Signal(syscall.SIGKILL)
-				t.Fatalf("round %d: child acknowledged nothing in 60 s; stderr: %s", round, stderr.String())
+				t.Fatalf("round %d: 60 s and no kill scheduled (%d events acknowledged; compressed: waits for a compressed block); stderr: %s", round, n, stderr.String())
 			case <-kill:
 				cmd.Process.Signal(syscall.SIGKILL)
 				kill = nil
@@ -147,7 +181,14 @@ func TestCrash(t *testing.T) {
 		t.Logf("round %d: %d events acknowledged before SIGKILL", round, n)
 	}
 
-	s, err := jetstream.Embedded(t.Context(), jetstream.ServerConfig{DataDir: dir, Port: -1}, jetstream.Config{})
+	if compress {
+		if n := countCompressed(t, blocks()); n == 0 {
+			t.Fatalf("none of the %d blocks is compressed", len(blocks()))
+		}
+		// Every read of more than a few events from the files.
+		defer jetstream.SetMinFileRead(jetstream.SetMinFileRead(16))
+	}
+	s, err := jetstream.Embedded(t.Context(), jetstream.ServerConfig{DataDir: dir, Port: -1}, jetstream.Config{Compress: compress})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,5 +215,9 @@ func TestCrash(t *testing.T) {
 			t.Errorf("event %s stored %d times", id, n)
 		}
 	}
-	t.Logf("%d acknowledged, %d stored", len(acked), len(seen))
+	t.Logf("%d acknowledged, %d stored, %d read from the block files, %d of %d blocks compressed",
+		len(acked), len(seen), jetstream.FileReads(s), countCompressed(t, blocks()), len(blocks()))
+	if compress && jetstream.FileReads(s) != uint64(len(seen)) {
+		t.Errorf("%d of %d events read from the block files", jetstream.FileReads(s), len(seen))
+	}
 }

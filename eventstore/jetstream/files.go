@@ -1,6 +1,7 @@
 package jetstream
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -75,7 +76,8 @@ const (
 var minFileRead uint64 = 4096
 
 // filesReadable reports whether ReadAll may read the stream's block
-// files: an embedded server, one replica, no compression, no encryption,
+// files: an embedded server, one replica, no encryption (compressed blocks
+// are decompressed as they are read, see [blockReader]),
 // and no message ever removed.
 func (s *Store) filesReadable(ctx context.Context) bool {
 	if s.streamsDir == "" || s.replicated {
@@ -183,6 +185,7 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 		return first, false
 	}
 	next = first
+	var br blockReader
 	var buf []byte
 	// Subjects repeat (a stream's events, one type after the other):
 	// each is parsed once, up to a bound.
@@ -194,7 +197,7 @@ func (s *Store) readFiles(ctx context.Context, first, last uint64, yield func(ev
 			yield(eventstore.Record{}, fmt.Errorf("jetstream: read: %w", err))
 			return 0, true
 		}
-		buf, err = readBlock(b.path, buf)
+		buf, err = br.read(b.path)
 		if err != nil {
 			return next, false
 		}
@@ -281,8 +284,26 @@ type subjectStream struct {
 // maxSubjects bounds the subjects readFiles keeps parsed.
 const maxSubjects = 4096
 
-// readBlock reads the block file at path into buf's storage.
-func readBlock(path string, buf []byte) ([]byte, error) {
+// blockReader reads block files one after the other, reusing its buffers
+// and its decompressor from one block to the next: a read of the whole
+// stream decompresses hundreds of blocks of 4 MB, and the server's
+// StoreCompression.Decompress would allocate each one's output anew,
+// growing it from a few bytes (io.ReadAll), and a decompressor with its
+// own buffers.
+type blockReader struct {
+	raw   []byte // the file's bytes
+	plain []byte // a compressed block's records
+	dec   *s2.Reader
+}
+
+// maxBlock bounds the size of a block once decompressed: the file
+// store's blocks are at most 16 MB, and a larger size read from a file's
+// compression metadata is not one of them.
+const maxBlock = 64 << 20
+
+// read returns the records of the block file at path, decompressed when
+// the block is compressed, in storage that the next read reuses.
+func (br *blockReader) read(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -293,10 +314,10 @@ func readBlock(path string, buf []byte) ([]byte, error) {
 		return nil, err
 	}
 	n := int(fi.Size())
-	if cap(buf) < n {
-		buf = make([]byte, n)
+	if cap(br.raw) < n {
+		br.raw = make([]byte, n)
 	}
-	buf = buf[:n]
+	buf := br.raw[:n]
 	m, err := io.ReadFull(f, buf)
 	if err = ignoreShort(err); err != nil {
 		return nil, err
@@ -310,7 +331,32 @@ func readBlock(path string, buf []byte) ([]byte, error) {
 	if err != nil || n == 0 {
 		return buf, err
 	}
-	return ci.Algorithm.Decompress(buf[n:])
+	// Then the records compressed as one S2 stream, but for the last
+	// record's checksum, which follows as it is; the metadata's size is
+	// the whole once decompressed.
+	size := ci.OriginalSize
+	if ci.Algorithm != server.S2Compression || len(buf)-n < recChecksum || size < recChecksum || size > maxBlock {
+		return nil, errNoFiles
+	}
+	body, sum := buf[n:len(buf)-recChecksum], buf[len(buf)-recChecksum:]
+	if uint64(cap(br.plain)) < size {
+		br.plain = make([]byte, size)
+	}
+	out := br.plain[:size]
+	if br.dec == nil {
+		br.dec = s2.NewReader(nil)
+	}
+	br.dec.Reset(bytes.NewReader(body))
+	if _, err := io.ReadFull(br.dec, out[:size-recChecksum]); err != nil {
+		return nil, fmt.Errorf("jetstream: decompress %s: %w", path, err)
+	}
+	var more [1]byte
+	if _, err := io.ReadFull(br.dec, more[:]); !errors.Is(err, io.EOF) {
+		// More records than the metadata says: not the file store's.
+		return nil, errNoFiles
+	}
+	copy(out[size-recChecksum:], sum)
+	return out, nil
 }
 
 // ignoreShort ignores a file that shrank while it was read: the records
