@@ -173,6 +173,13 @@ type Config struct {
 	// of the new size from its next start on, and those already written
 	// keep theirs.
 	LargeBlocks bool
+	// PerSubjectChecks has every append carry its stream's own
+	// expectation (Nats-Expected-Last-Subject-Sequence), which the server
+	// checks by loading the last message of the stream's subjects, even
+	// on a store that could sequence its appends (see the package doc,
+	// "Sequenced appends"). For comparisons and for stores that share the
+	// stream with other writers all the time.
+	PerSubjectChecks bool
 	// Committers is the number of coalesced batches committing at once
 	// while the next one fills; default 2.
 	Committers int
@@ -324,6 +331,9 @@ type Store struct {
 	// syncer fsyncs the embedded server's files before an append
 	// returns; nil when the server syncs them itself, or does not.
 	syncer *syncer
+	// chain orders sequenced appends; nil when appends carry their
+	// stream's own expectation (see the package doc).
+	chain *chain
 
 	// Coalesced batches committed and the events they held, for
 	// benchmarks.
@@ -477,6 +487,15 @@ func open(ctx context.Context, nc *nats.Conn, cfg Config, y *syncer) (*Store, er
 	}
 	if info := stream.CachedInfo(); info != nil {
 		s.replicated = info.Config.Replicas > 1
+	}
+	if y != nil && !s.replicated && !cfg.PerSubjectChecks {
+		// Sequenced appends: the chain starts at the stream's end, not
+		// knowing its last message's id.
+		var last uint64
+		if info := stream.CachedInfo(); info != nil {
+			last = info.State.LastSeq
+		}
+		s.chain = newChain(last)
 	}
 	if cfg.MaxBatch > 1 && y == nil {
 		s.workers.Add(1)
@@ -739,7 +758,7 @@ func isDuplicate(err error) bool {
 // place in any stream's order: a foreign message, whatever revision it
 // claims.
 func written(h nats.Header) bool {
-	if h.Get(jetstream.ExpectedLastSubjSeqHeader) != "" {
+	if h.Get(jetstream.ExpectedLastSubjSeqHeader) != "" || sequencedHeader(h) {
 		return true
 	}
 	n, err := strconv.Atoi(h.Get(batchSeqHeader))
@@ -773,6 +792,21 @@ func (s *Store) loadHead(ctx context.Context, stream eventstore.StreamID) (head,
 // scanHead when recount is set or the message is not one the store wrote
 // (a recount also forgets the account's cached pair of heads).
 func (s *Store) readHead(ctx context.Context, stream eventstore.StreamID, recount bool) (head, error) {
+	h, err := s.fetchHead(ctx, stream, recount)
+	if err != nil {
+		return head{}, err
+	}
+	s.mu.Lock()
+	s.heads[stream] = h
+	if recount {
+		delete(s.pairs, stream.Account)
+	}
+	s.mu.Unlock()
+	return h, nil
+}
+
+// fetchHead is readHead without caching what it reads.
+func (s *Store) fetchHead(ctx context.Context, stream eventstore.StreamID, recount bool) (head, error) {
 	m, err := s.stream.GetLastMsgForSubject(ctx, filter(stream))
 	var h head
 	switch {
@@ -789,12 +823,6 @@ func (s *Store) readHead(ctx context.Context, stream eventstore.StreamID, recoun
 			}
 		}
 	}
-	s.mu.Lock()
-	s.heads[stream] = h
-	if recount {
-		delete(s.pairs, stream.Account)
-	}
-	s.mu.Unlock()
 	return h, nil
 }
 
@@ -897,7 +925,15 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 		return eventstore.AppendResult{}, err
 	}
 	defer s.inflight.Done()
-	res, err := s.append(ctx, stream, expected, events)
+	var res eventstore.AppendResult
+	var err error
+	if s.chain != nil {
+		if err = checkStream(stream); err == nil {
+			res, err = s.appendSequenced(ctx, stream, expected, nil, events)
+		}
+	} else {
+		res, err = s.append(ctx, stream, expected, events)
+	}
 	if err != nil || s.syncer == nil {
 		return res, err
 	}
@@ -1233,7 +1269,13 @@ func (s *Store) AppendIf(ctx context.Context, stream eventstore.StreamID, expect
 	case s.replicated:
 		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s if %s: replicated stream: %w", stream, cond, errors.ErrUnsupported)
 	}
-	res, err := s.appendIf(ctx, stream, expected, cond, events)
+	var res eventstore.AppendResult
+	var err error
+	if s.chain != nil {
+		res, err = s.appendSequenced(ctx, stream, expected, &cond, events)
+	} else {
+		res, err = s.appendIf(ctx, stream, expected, cond, events)
+	}
 	if err != nil || s.syncer == nil {
 		return res, err
 	}
