@@ -63,9 +63,7 @@ func (s *Store) ConfirmEnds(ctx context.Context, account string, after eventstor
 	}
 	var gen uint64
 	if s.chain != nil {
-		s.chain.mu.Lock()
-		gen = s.chain.gen
-		s.chain.mu.Unlock()
+		gen = s.chainGen()
 	}
 	f := accountFilter(account)
 	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(f))

@@ -792,6 +792,16 @@ func (s *Store) loadHead(ctx context.Context, stream eventstore.StreamID) (head,
 // scanHead when recount is set or the message is not one the store wrote
 // (a recount also forgets the account's cached pair of heads).
 func (s *Store) readHead(ctx context.Context, stream eventstore.StreamID, recount bool) (head, error) {
+	if s.chain != nil {
+		// Sequenced appends check against the cache: it takes only
+		// heads exact as of the chain (see settle).
+		gen := s.chainGen()
+		h, err := s.fetchHead(ctx, stream, recount)
+		if err == nil {
+			s.settle(gen, stream, h)
+		}
+		return h, err
+	}
 	h, err := s.fetchHead(ctx, stream, recount)
 	if err != nil {
 		return head{}, err

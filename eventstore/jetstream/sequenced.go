@@ -112,6 +112,13 @@ func (s *Store) view(stream eventstore.StreamID) (head, bool, bool) {
 	return h, false, ok
 }
 
+// chainGen returns the chain's generation (see settle).
+func (s *Store) chainGen() uint64 {
+	s.chain.mu.Lock()
+	defer s.chain.mu.Unlock()
+	return s.chain.gen
+}
+
 // settle caches h, read from the server when the chain's generation was
 // gen, as the head of stream unless a later one is known or a resync
 // ran since (or the chain is broken: the resync to come sets the heads).
