@@ -72,6 +72,9 @@ type chain struct {
 	gen uint64
 	// pred holds the heads predicted by appends in flight, per stream.
 	pred map[eventstore.StreamID]predicted
+	// pipelined counts appends sent behind another in flight, resyncs
+	// the resyncs, for tests.
+	pipelined, resyncs uint64
 }
 
 // predicted is the head of a stream once its appends in flight are
@@ -361,6 +364,7 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 		// Behind an append in flight: the sequence alone could be met by
 		// another writer's message stored in place of a failed one.
 		first.Header[expectedLastMsgIDHeader] = []string{c.lastID}
+		c.pipelined++
 	}
 	var w *reply.Pending
 	var err error
@@ -523,6 +527,7 @@ func (s *Store) resync(ctx context.Context, good uint64) error {
 	c.last, c.lastID = n, lastID
 	c.broken = false
 	c.gen++
+	c.resyncs++
 	s.log.Debug("sequenced appends resynced", "from", good, "to", n)
 	return nil
 }
