@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -51,7 +52,8 @@ type acked struct {
 // every acknowledged append be stored where its result says, and no
 // refused one be stored at all.
 func TestSequencedAppendsWithAnotherWriter(t *testing.T) {
-	ctx := t.Context()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
 	s := newStore(t, jetstream.Config{})
 	o := otherProcess(t, s)
 	accounts := []string{"seq-a", "seq-b"}
