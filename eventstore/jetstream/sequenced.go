@@ -170,19 +170,12 @@ func (s *Store) chainHead(ctx context.Context, stream eventstore.StreamID, reloa
 	return r, false, true, nil
 }
 
-// waitChain waits until the predicted heads of stream are confirmed or
-// dropped, or the chain changes otherwise.
-func (s *Store) waitChain(ctx context.Context) error {
-	c := s.chain
-	c.mu.Lock()
-	ch := c.changed
-	c.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+// chainChanged returns the channel closed at the chain's next change:
+// taken before a view is read, it tells when that view may have changed.
+func (s *Store) chainChanged() <-chan struct{} {
+	s.chain.mu.Lock()
+	defer s.chain.mu.Unlock()
+	return s.chain.changed
 }
 
 // appendSequenced appends events to stream at expected (on condition
@@ -199,6 +192,7 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 	var serverErr error // the server's refusal, kept as the cause of a conflict
 	broken := 0
 	for attempt := 0; ; attempt++ {
+		wake := s.chainChanged()
 		h, hp, fresh, err := s.chainHead(ctx, stream, reload, recount)
 		if err != nil {
 			return eventstore.AppendResult{}, err
@@ -214,8 +208,10 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 		if !expected.Matches(h.n) || (cond != nil && !cond.Expected.Matches(ch.n)) {
 			if hp || chp {
 				// Decided by an append in flight: wait for its answer.
-				if err := s.waitChain(ctx); err != nil {
-					return eventstore.AppendResult{}, err
+				select {
+				case <-wake:
+				case <-ctx.Done():
+					return eventstore.AppendResult{}, ctx.Err()
 				}
 				continue
 			}

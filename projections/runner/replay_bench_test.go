@@ -547,6 +547,15 @@ func stopRunner(r *runner.Runner) {
 //     as other accounts' commands do on a service in use: the stream's
 //     last sequence moves between an account's load and its append.
 //
+//   - command-model-accepted-fsync: command-model-accepted with the
+//     service's default durability, fsync: the store syncs the server's
+//     files itself and sequences its appends (checked against the
+//     stream's last sequence, which the server holds in memory);
+//     append-p99-ms includes the wait for the sync round;
+//   - command-model-accepted-fsync-per-subject: the same with every
+//     append checked by its stream's own expectation
+//     (jetstream.Config.PerSubjectChecks), the baseline of the one above.
+//
 // command-model's command is one the ledger refuses (deactivating a user
 // the account never had), decided on the loaded state: nothing is
 // appended, so the stored history stays as it is.
@@ -561,7 +570,8 @@ func BenchmarkColdAccount(b *testing.B) {
 		}
 	}()
 	accepted := 0 // accounts taken by command-model-accepted so far
-	for _, mode := range []string{"streams", "heads", "command-streams", "command-model", "command-model-accepted", "command-model-accepted-busy"} {
+	for _, mode := range []string{"streams", "heads", "command-streams", "command-model", "command-model-accepted", "command-model-accepted-busy",
+		"command-model-accepted-fsync", "command-model-accepted-fsync-per-subject"} {
 		b.Run(mode, func(b *testing.B) {
 			b.StopTimer()
 			if strings.HasPrefix(mode, "command-model") && held == nil {
@@ -586,7 +596,17 @@ func BenchmarkColdAccount(b *testing.B) {
 			var appends []time.Duration     // the store's appends alone (command-model-accepted)
 			for i := range b.N {
 				b.StopTimer()
-				s := openStore(b, dir)
+				var s *jetstream.Store
+				switch mode {
+				case "command-model-accepted-fsync":
+					s = openStoreWith(b, dir, jetstream.DurabilityFsync, replayConfig)
+				case "command-model-accepted-fsync-per-subject":
+					cfg := replayConfig
+					cfg.PerSubjectChecks = true
+					s = openStoreWith(b, dir, jetstream.DurabilityFsync, cfg)
+				default:
+					s = openStore(b, dir)
+				}
 				var svc *accounts.Service
 				if strings.HasPrefix(mode, "command-") {
 					cfg := accounts.Config{Store: s, Codec: d.newCodec(), Clock: time.Now, NewEventID: uuid.New, NewULID: ulid.Make}
@@ -618,7 +638,7 @@ func BenchmarkColdAccount(b *testing.B) {
 					}
 					t0 := time.Now()
 					switch mode {
-					case "command-model-accepted", "command-model-accepted-busy":
+					case "command-model-accepted", "command-model-accepted-busy", "command-model-accepted-fsync", "command-model-accepted-fsync-per-subject":
 						res, err := svc.Execute(ctx, account, ledger.PurchaseSeats{Count: 1, At: time.Now()}, accounts.Request{Actor: codec.Actor{ID: "bench", Role: "admin"}})
 						if err != nil || len(res.Events) != 1 {
 							b.Fatalf("%s: %d events, %v; want one seat purchased", account, len(res.Events), err)
@@ -705,7 +725,13 @@ func busyWrites(b *testing.B, s *jetstream.Store) (stop func()) {
 // process does.
 func openStore(b *testing.B, dir string) *jetstream.Store {
 	b.Helper()
-	s, err := jetstream.Embedded(context.Background(), jetstream.ServerConfig{DataDir: dir, Port: -1, Durability: jetstream.DurabilityInterval}, replayConfig)
+	return openStoreWith(b, dir, jetstream.DurabilityInterval, replayConfig)
+}
+
+// openStoreWith is openStore with durability d and configuration cfg.
+func openStoreWith(b *testing.B, dir string, d jetstream.Durability, cfg jetstream.Config) *jetstream.Store {
+	b.Helper()
+	s, err := jetstream.Embedded(context.Background(), jetstream.ServerConfig{DataDir: dir, Port: -1, Durability: d}, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
