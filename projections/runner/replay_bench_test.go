@@ -524,15 +524,19 @@ func stopRunner(r *runner.Runner) {
 //   - streams: the store's read of both streams whole (ReadStream of the
 //     ledger and the activity stream), what loading an account costs
 //     without the accounts' read model;
+//
 //   - heads: only their last events (Store.LastEvent), the baseline: a
 //     message get of each stream's last message;
+//
 //   - command-streams: the first command through a new accounts.Service
 //     that loads the account from its streams;
+//
 //   - command-model: the same with the accounts' read model
 //     (accounts.ReadModel, restored from the snapshot a runner took at
 //     the end of the history, untimed): the state is taken from the read
 //     model once the store confirms that nothing followed it
 //     (Store.ConfirmEnds), else what follows it is read from the store;
+//
 //   - command-model-accepted: the same with a command the ledger accepts
 //     (a purchase of one seat), appended to a copy of the history's store
 //     (made once per process, untimed, removed at the end) so that the
@@ -542,6 +546,7 @@ func stopRunner(r *runner.Runner) {
 //     append-p50-ms and append-p99-ms are the store's append alone
 //     (accounts.Config.OnAppend), the server's check of the expectation
 //     included;
+//
 //   - command-model-accepted-busy: the same while another writer appends
 //     to a stream of its own, one event every 200 microseconds at most,
 //     as other accounts' commands do on a service in use: the stream's
@@ -552,6 +557,7 @@ func stopRunner(r *runner.Runner) {
 //     files itself and sequences its appends (checked against the
 //     stream's last sequence, which the server holds in memory);
 //     append-p99-ms includes the wait for the sync round;
+//
 //   - command-model-accepted-fsync-per-subject: the same with every
 //     append checked by its stream's own expectation
 //     (jetstream.Config.PerSubjectChecks), the baseline of the one above.
