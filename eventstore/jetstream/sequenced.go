@@ -30,6 +30,10 @@ const resyncReads = 1000
 // before it is published with its own stream's expectation instead.
 const brokenRounds = 3
 
+// maxMoves is how many times an append may find the view it checked
+// moved before it is sent; past it the append takes its stream's own path.
+const maxMoves = 100
+
 // errMoved says the view of a stream changed between an append's check
 // and its send: the append checks again.
 var errMoved = errors.New("jetstream: stream moved since checked")
@@ -190,7 +194,7 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 	reload, recount := false, false
 	rescanned := false
 	var serverErr error // the server's refusal, kept as the cause of a conflict
-	broken := 0
+	broken, moved := 0, 0
 	for attempt := 0; ; attempt++ {
 		wake := s.chainChanged()
 		h, hp, fresh, err := s.chainHead(ctx, stream, reload, recount)
@@ -244,6 +248,12 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 		seq, dup, err := s.sendChained(ctx, stream, h, checks, msgs)
 		switch {
 		case errors.Is(err, errMoved):
+			// Another append to the stream, or a resync, came first.
+			// Under a writer that keeps breaking the chain the view can
+			// keep moving: take the stream's own path then.
+			if moved++; moved > maxMoves {
+				return s.bypassChain(ctx, stream, expected, cond, events)
+			}
 			continue
 		case err == nil && dup:
 			if res, done, err := s.storedBefore(ctx, stream, events, seq, qualify, attempt); done {

@@ -419,3 +419,43 @@ func TestSequencedRestart(t *testing.T) {
 		}
 	}
 }
+
+// With no other writer the chain never breaks: appends of one event
+// pipelined behind others, batches among them, are all stored as sent,
+// with no resync (the server's last message id after a batch is its last
+// event's, which the next append expects).
+func TestSequencedAlone(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := newStore(t, jetstream.Config{})
+	const writers, perWriter = 16, 20
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			st := eventstore.LedgerStream(fmt.Sprintf("alone-%d", w))
+			n := uint64(0)
+			for i := range perWriter {
+				k := 1
+				if i%5 == 4 {
+					k = 3
+				}
+				res, err := s.Append(ctx, st, eventstore.ExpectRevisionAfter(n), events(k)...)
+				if err != nil {
+					t.Errorf("%s: %v", st, err)
+					return
+				}
+				n += uint64(k)
+				if res.NextRevision != n-1 {
+					t.Errorf("%s: appended at %d, want %d", st, res.NextRevision, n-1)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	pipelined, resyncs, ok := jetstream.ChainStats(s)
+	if !ok || resyncs != 0 || pipelined == 0 {
+		t.Fatalf("%d resyncs, %d appends pipelined (sequenced: %v), want none and some", resyncs, pipelined, ok)
+	}
+	t.Logf("%d appends pipelined", pipelined)
+}
