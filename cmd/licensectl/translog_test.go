@@ -137,6 +137,8 @@ func jetstreamHistory(s *jetstream.Store) history {
 			msg.Header.Set(natsjs.MsgIDHeader, uuid.NewString())
 			msg.Header.Del(natsjs.ExpectedLastSubjSeqHeader)
 			msg.Header.Del(natsjs.ExpectedLastSubjSeqSubjHeader)
+			msg.Header.Del(natsjs.ExpectedLastSeqHeader)
+			msg.Header.Del(natsjs.ExpectedLastMsgIDHeader)
 			_, err = js.PublishMsg(ctx, msg)
 			return err
 		},

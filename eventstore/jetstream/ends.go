@@ -61,6 +61,10 @@ func (s *Store) ConfirmEnds(ctx context.Context, account string, after eventstor
 			return false, nil
 		}
 	}
+	var gen uint64
+	if s.chain != nil {
+		gen = s.chainGen()
+	}
 	f := accountFilter(account)
 	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(f))
 	if err != nil {
@@ -94,6 +98,12 @@ func (s *Store) ConfirmEnds(ctx context.Context, account string, after eventstor
 	}
 	lh := head{n: ledger.Revisions, seq: uint64(ledger.Position)}
 	ah := head{n: activity.Revisions, seq: uint64(activity.Position)}
+	if s.chain != nil {
+		// Exact as of the chain unless it resynced since the info.
+		s.settle(gen, ls, lh)
+		s.settle(gen, as, ah)
+		return true, nil
+	}
 	s.advance(ls, lh)
 	s.advance(as, ah)
 	if !s.replicated { // pairs serve conditional appends, not offered there

@@ -60,3 +60,15 @@ func SetMinFileRead(n uint64) uint64 {
 	minFileRead = n
 	return old
 }
+
+// ChainStats returns how many sequenced appends of s were sent behind
+// another in flight, and how many times the chain resynced; ok is false
+// when s does not sequence its appends.
+func ChainStats(s *Store) (pipelined, resyncs uint64, ok bool) {
+	if s.chain == nil {
+		return 0, 0, false
+	}
+	s.chain.mu.Lock()
+	defer s.chain.mu.Unlock()
+	return s.chain.pipelined, s.chain.resyncs, true
+}

@@ -41,6 +41,24 @@ func TestRawHeadersAgree(t *testing.T) {
 	blocks = append(blocks, "NATS/1.0\r\n"+RevisionHeader+": 4\r\n"+RevisionHeader+": 5\r\n"+jetstream.ExpectedLastSubjSeqHeader+": 1\r\n\r\n",
 		"NATS/1.0\r\n"+RevisionHeader+":\r\n"+RevisionHeader+": 6\r\n"+jetstream.ExpectedLastSubjSeqHeader+": 1\r\n\r\n",
 		"NATS/1.0\r\n"+RevisionHeader+":\t9 \r\n"+jetstream.ExpectedLastSubjSeqHeader+": 1\r\n\r\n")
+	// Sequenced appends' expectation, with or without the message id and
+	// the per-subject one; the message id alone is no sign.
+	for _, rev := range []string{"", "0", "3", "x"} {
+		for _, exp := range []string{
+			jetstream.ExpectedLastSeqHeader + ": 12\r\n",
+			jetstream.ExpectedLastSeqHeader + ": 12\r\n" + jetstream.ExpectedLastMsgIDHeader + ": a-b\r\n",
+			jetstream.ExpectedLastMsgIDHeader + ": a-b\r\n",
+			jetstream.ExpectedLastMsgIDHeader + ": a-b\r\n" + jetstream.ExpectedLastSeqHeader + ": 0\r\n",
+			jetstream.ExpectedLastSeqHeader + ":\r\n",
+			jetstream.ExpectedLastSeqHeader + ": 4\r\n" + jetstream.ExpectedLastSubjSeqHeader + ": 2\r\n",
+		} {
+			h := "NATS/1.0\r\n" + exp
+			if rev != "" {
+				h += RevisionHeader + ": " + rev + "\r\n"
+			}
+			blocks = append(blocks, h+"\r\n")
+		}
+	}
 	for _, b := range blocks {
 		t.Run(strconv.Quote(b), func(t *testing.T) {
 			raw, err := parseStoredHeaders([]byte(b))
@@ -62,5 +80,30 @@ func TestRawHeadersAgree(t *testing.T) {
 				t.Fatalf("in place %+v, through nats.Header %+v", got, want)
 			}
 		})
+	}
+}
+
+// TestWrittenBySequencedAppend checks which headers make a message one
+// the store wrote: either expectation on an append's first message, the
+// batch headers on its later ones; the message id expectation alone, or
+// nothing, leaves it foreign.
+func TestWrittenBySequencedAppend(t *testing.T) {
+	for _, tc := range []struct {
+		h    nats.Header
+		want bool
+	}{
+		{nats.Header{jetstream.ExpectedLastSubjSeqHeader: {"3"}, RevisionHeader: {"1"}}, true},
+		{nats.Header{jetstream.ExpectedLastSeqHeader: {"3"}, RevisionHeader: {"1"}}, true},
+		{nats.Header{jetstream.ExpectedLastSeqHeader: {"0"}, jetstream.ExpectedLastMsgIDHeader: {"x"}}, true},
+		{nats.Header{jetstream.ExpectedLastMsgIDHeader: {"x"}, RevisionHeader: {"1"}}, false},
+		{nats.Header{RevisionHeader: {"1"}}, false},
+		{nats.Header{batchIDHeader: {"b"}, batchSeqHeader: {"2"}}, true},
+	} {
+		if got := written(tc.h); got != tc.want {
+			t.Errorf("written(%v) = %v, want %v", tc.h, got, tc.want)
+		}
+		if got := storedHeadersOf(tc.h).written(); got != tc.want {
+			t.Errorf("storedHeaders(%v).written() = %v, want %v", tc.h, got, tc.want)
+		}
 	}
 }

@@ -16,15 +16,60 @@
 //
 // # Concurrency and atomicity
 //
-// An append carries the JetStream per-subject expectation
-// Nats-Expected-Last-Subject-Sequence for the filter "<category>.<account>.*":
-// the server refuses it when another event of the stream was stored since
-// the sequence the writer knows (error 10071, or 10164 on replicated
-// streams), which the store reports as [eventstore.ErrConflict]. The store
-// caches, per stream, the revision and sequence of its last event, and
-// reloads them from the server on a miss or a conflict. Several events are
-// appended as one JetStream atomic batch (stream AllowAtomicPublish): all are
-// stored or none.
+// An append on the way of most stores carries the JetStream per-subject
+// expectation Nats-Expected-Last-Subject-Sequence for the filter
+// "<category>.<account>.*": the server refuses it when another event of
+// the stream was stored since the sequence the writer knows (error
+// 10071, or 10164 on replicated streams), which the store reports as
+// [eventstore.ErrConflict]. The store caches, per stream, the revision and
+// sequence of its last event, and reloads them from the server on a miss
+// or a conflict. Several events are appended as one JetStream atomic batch
+// (stream AllowAtomicPublish): all are stored or none. The server checks
+// that expectation by loading the last message on the filter's subjects,
+// which for an account not written lately means loading (and, on a
+// compressed stream, decompressing) the block that holds it.
+//
+// # Sequenced appends
+//
+// A store that publishes alone to a stream of one replica (the group sync
+// of [Embedded], see [DurabilityFsync]) sequences its appends instead,
+// unless [Config.PerSubjectChecks] is set: it checks each append against
+// its own view of the stream's head, and has the server check that the
+// view is current with expectations the server holds in memory, so that
+// no append loads a block. The store predicts the stream's last sequence,
+// counting its appends in flight; each append carries
+// Nats-Expected-Last-Sequence, that prediction, and, when an append of
+// the store is still in flight before it, Nats-Expected-Last-Msg-Id, the
+// message id of that append's last event. If the server stores it, the
+// message before it is the store's previous append, itself stored under
+// the same rule: the stream is exactly what the store knows plus its
+// chain of appends, so the append's check against its stream's head
+// (the predicted head, when an append to the same stream is in flight)
+// was right. The sequence alone could be met by another writer's message
+// stored in place of a refused predecessor, the id alone by a copy of the
+// predecessor stored elsewhere. Appends are written to the connection in
+// the order they take their place in the chain, and NATS keeps the order
+// of one connection's publishes.
+//
+// Any write that is not one of the store's sequenced appends (another
+// process, a duplicate that stored nothing, a publish whose answer was
+// lost) makes the next sequenced append fail at the server (10071 or
+// 10070). The store then waits for its appends in flight to end and
+// resyncs: it reads the stream's last sequence and the messages stored
+// since the last one it knows exact, each setting its stream's head (or
+// dropping it, for a message the store did not write), and the refused
+// appends check again; after a few such rounds an append is published
+// with its stream's own expectation. An atomic batch is sent only when no
+// append is in flight (the server refuses Nats-Expected-Last-Msg-Id in a
+// batch and checks the last sequence on its first message only). Reads of
+// a stream's head cache it only when it is exact as of the chain: the
+// later by sequence of what is known, never one read before a resync.
+// After a start the store knows the stream's last sequence, not its last
+// message's id: its first append goes alone.
+//
+// The reader takes a message as one the store wrote by the expectation on
+// an append's first message, either kind, and by the batch headers on
+// the later ones.
 //
 // # Conditional appends
 //
@@ -37,7 +82,10 @@
 // published alone), so that the pair stays exact and the next conditional
 // append needs no read; when the other stream moved they fall back to
 // their own stream's expectation. Conditional appends are not offered on
-// replicated streams (see [Store.AppendIf]).
+// replicated streams (see [Store.AppendIf]). A store with sequenced
+// appends checks the condition against its view of both heads and
+// appends through the chain, which proves the view current: no pair, no
+// wildcard expectation.
 //
 // # Group commit
 //
@@ -173,6 +221,13 @@ type Config struct {
 	// of the new size from its next start on, and those already written
 	// keep theirs.
 	LargeBlocks bool
+	// PerSubjectChecks has every append carry its stream's own
+	// expectation (Nats-Expected-Last-Subject-Sequence), which the server
+	// checks by loading the last message of the stream's subjects, even
+	// on a store that could sequence its appends (see the package doc,
+	// "Sequenced appends"). For comparisons and for stores that share the
+	// stream with other writers all the time.
+	PerSubjectChecks bool
 	// Committers is the number of coalesced batches committing at once
 	// while the next one fills; default 2.
 	Committers int
@@ -324,6 +379,9 @@ type Store struct {
 	// syncer fsyncs the embedded server's files before an append
 	// returns; nil when the server syncs them itself, or does not.
 	syncer *syncer
+	// chain orders sequenced appends; nil when appends carry their
+	// stream's own expectation (see the package doc).
+	chain *chain
 
 	// Coalesced batches committed and the events they held, for
 	// benchmarks.
@@ -477,6 +535,15 @@ func open(ctx context.Context, nc *nats.Conn, cfg Config, y *syncer) (*Store, er
 	}
 	if info := stream.CachedInfo(); info != nil {
 		s.replicated = info.Config.Replicas > 1
+	}
+	if y != nil && !s.replicated && !cfg.PerSubjectChecks {
+		// Sequenced appends: the chain starts at the stream's end, not
+		// knowing its last message's id.
+		var last uint64
+		if info := stream.CachedInfo(); info != nil {
+			last = info.State.LastSeq
+		}
+		s.chain = newChain(last)
 	}
 	if cfg.MaxBatch > 1 && y == nil {
 		s.workers.Add(1)
@@ -733,13 +800,15 @@ func isDuplicate(err error) bool {
 
 // written reports whether a message with headers h can be one the store
 // wrote: the first message of every append carries the expectation that
-// orders it after the stream's last event, and every later message of an
+// orders it after the stream's last event (Nats-Expected-Last-Subject-Sequence)
+// or, for a sequenced append, after the whole stream's last message
+// (Nats-Expected-Last-Sequence), and every later message of an
 // append is a later message of its atomic batch. The server keeps these
 // headers. A message with neither was published past the store, with no
 // place in any stream's order: a foreign message, whatever revision it
 // claims.
 func written(h nats.Header) bool {
-	if h.Get(jetstream.ExpectedLastSubjSeqHeader) != "" {
+	if h.Get(jetstream.ExpectedLastSubjSeqHeader) != "" || sequencedHeader(h) {
 		return true
 	}
 	n, err := strconv.Atoi(h.Get(batchSeqHeader))
@@ -773,6 +842,31 @@ func (s *Store) loadHead(ctx context.Context, stream eventstore.StreamID) (head,
 // scanHead when recount is set or the message is not one the store wrote
 // (a recount also forgets the account's cached pair of heads).
 func (s *Store) readHead(ctx context.Context, stream eventstore.StreamID, recount bool) (head, error) {
+	if s.chain != nil {
+		// Sequenced appends check against the cache: it takes only
+		// heads exact as of the chain (see settle).
+		gen := s.chainGen()
+		h, err := s.fetchHead(ctx, stream, recount)
+		if err == nil {
+			s.settle(gen, stream, h)
+		}
+		return h, err
+	}
+	h, err := s.fetchHead(ctx, stream, recount)
+	if err != nil {
+		return head{}, err
+	}
+	s.mu.Lock()
+	s.heads[stream] = h
+	if recount {
+		delete(s.pairs, stream.Account)
+	}
+	s.mu.Unlock()
+	return h, nil
+}
+
+// fetchHead is readHead without caching what it reads.
+func (s *Store) fetchHead(ctx context.Context, stream eventstore.StreamID, recount bool) (head, error) {
 	m, err := s.stream.GetLastMsgForSubject(ctx, filter(stream))
 	var h head
 	switch {
@@ -789,12 +883,6 @@ func (s *Store) readHead(ctx context.Context, stream eventstore.StreamID, recoun
 			}
 		}
 	}
-	s.mu.Lock()
-	s.heads[stream] = h
-	if recount {
-		delete(s.pairs, stream.Account)
-	}
-	s.mu.Unlock()
 	return h, nil
 }
 
@@ -897,7 +985,15 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 		return eventstore.AppendResult{}, err
 	}
 	defer s.inflight.Done()
-	res, err := s.append(ctx, stream, expected, events)
+	var res eventstore.AppendResult
+	var err error
+	if s.chain != nil {
+		if err = checkStream(stream); err == nil {
+			res, err = s.appendSequenced(ctx, stream, expected, nil, events)
+		}
+	} else {
+		res, err = s.append(ctx, stream, expected, events)
+	}
 	if err != nil || s.syncer == nil {
 		return res, err
 	}
@@ -1233,7 +1329,13 @@ func (s *Store) AppendIf(ctx context.Context, stream eventstore.StreamID, expect
 	case s.replicated:
 		return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s if %s: replicated stream: %w", stream, cond, errors.ErrUnsupported)
 	}
-	res, err := s.appendIf(ctx, stream, expected, cond, events)
+	var res eventstore.AppendResult
+	var err error
+	if s.chain != nil {
+		res, err = s.appendSequenced(ctx, stream, expected, &cond, events)
+	} else {
+		res, err = s.appendIf(ctx, stream, expected, cond, events)
+	}
 	if err != nil || s.syncer == nil {
 		return res, err
 	}

@@ -311,7 +311,7 @@ func record(subj string, h nats.Header, body []byte, seq uint64, stored time.Tim
 func storedHeadersOf(h nats.Header) storedHeaders {
 	return storedHeaders{
 		revision: h.Get(RevisionHeader),
-		expected: h.Get(jetstream.ExpectedLastSubjSeqHeader),
+		expected: expectedOf(h),
 		batchSeq: h.Get(batchSeqHeader),
 		batchID:  h.Get(batchIDHeader),
 		metadata: h.Get(MetadataHeader),
@@ -410,7 +410,7 @@ func parseStoredHeaders(b []byte) (rawHeaders, error) {
 		switch string(line[:i]) { // no allocation: compared in place
 		case RevisionHeader:
 			dst, bit = &h.revision, 1
-		case jetstream.ExpectedLastSubjSeqHeader:
+		case jetstream.ExpectedLastSubjSeqHeader, expectedLastSeqHeader:
 			dst, bit = &h.expected, 2
 		case batchSeqHeader:
 			dst, bit = &h.batchSeq, 4

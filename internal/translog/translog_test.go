@@ -655,6 +655,8 @@ func TestWatchDetectsRewrittenHistory(t *testing.T) {
 					msg.Header.Set(natsjs.MsgIDHeader, uuid.NewString())
 					msg.Header.Del(natsjs.ExpectedLastSubjSeqHeader)
 					msg.Header.Del(natsjs.ExpectedLastSubjSeqSubjHeader)
+					msg.Header.Del(natsjs.ExpectedLastSeqHeader)
+					msg.Header.Del(natsjs.ExpectedLastMsgIDHeader)
 					if _, err := js.PublishMsg(ctx, msg); err != nil {
 						t.Fatal(err)
 					}

@@ -524,15 +524,19 @@ func stopRunner(r *runner.Runner) {
 //   - streams: the store's read of both streams whole (ReadStream of the
 //     ledger and the activity stream), what loading an account costs
 //     without the accounts' read model;
+//
 //   - heads: only their last events (Store.LastEvent), the baseline: a
 //     message get of each stream's last message;
+//
 //   - command-streams: the first command through a new accounts.Service
 //     that loads the account from its streams;
+//
 //   - command-model: the same with the accounts' read model
 //     (accounts.ReadModel, restored from the snapshot a runner took at
 //     the end of the history, untimed): the state is taken from the read
 //     model once the store confirms that nothing followed it
 //     (Store.ConfirmEnds), else what follows it is read from the store;
+//
 //   - command-model-accepted: the same with a command the ledger accepts
 //     (a purchase of one seat), appended to a copy of the history's store
 //     (made once per process, untimed, removed at the end) so that the
@@ -542,10 +546,21 @@ func stopRunner(r *runner.Runner) {
 //     append-p50-ms and append-p99-ms are the store's append alone
 //     (accounts.Config.OnAppend), the server's check of the expectation
 //     included;
+//
 //   - command-model-accepted-busy: the same while another writer appends
 //     to a stream of its own, one event every 200 microseconds at most,
 //     as other accounts' commands do on a service in use: the stream's
 //     last sequence moves between an account's load and its append.
+//
+//   - command-model-accepted-fsync: command-model-accepted with the
+//     service's default durability, fsync: the store syncs the server's
+//     files itself and sequences its appends (checked against the
+//     stream's last sequence, which the server holds in memory);
+//     append-p99-ms includes the wait for the sync round;
+//
+//   - command-model-accepted-fsync-per-subject: the same with every
+//     append checked by its stream's own expectation
+//     (jetstream.Config.PerSubjectChecks), the baseline of the one above.
 //
 // command-model's command is one the ledger refuses (deactivating a user
 // the account never had), decided on the loaded state: nothing is
@@ -561,7 +576,8 @@ func BenchmarkColdAccount(b *testing.B) {
 		}
 	}()
 	accepted := 0 // accounts taken by command-model-accepted so far
-	for _, mode := range []string{"streams", "heads", "command-streams", "command-model", "command-model-accepted", "command-model-accepted-busy"} {
+	for _, mode := range []string{"streams", "heads", "command-streams", "command-model", "command-model-accepted", "command-model-accepted-busy",
+		"command-model-accepted-fsync", "command-model-accepted-fsync-per-subject"} {
 		b.Run(mode, func(b *testing.B) {
 			b.StopTimer()
 			if strings.HasPrefix(mode, "command-model") && held == nil {
@@ -586,7 +602,17 @@ func BenchmarkColdAccount(b *testing.B) {
 			var appends []time.Duration     // the store's appends alone (command-model-accepted)
 			for i := range b.N {
 				b.StopTimer()
-				s := openStore(b, dir)
+				var s *jetstream.Store
+				switch mode {
+				case "command-model-accepted-fsync":
+					s = openStoreWith(b, dir, jetstream.DurabilityFsync, replayConfig)
+				case "command-model-accepted-fsync-per-subject":
+					cfg := replayConfig
+					cfg.PerSubjectChecks = true
+					s = openStoreWith(b, dir, jetstream.DurabilityFsync, cfg)
+				default:
+					s = openStore(b, dir)
+				}
 				var svc *accounts.Service
 				if strings.HasPrefix(mode, "command-") {
 					cfg := accounts.Config{Store: s, Codec: d.newCodec(), Clock: time.Now, NewEventID: uuid.New, NewULID: ulid.Make}
@@ -618,7 +644,7 @@ func BenchmarkColdAccount(b *testing.B) {
 					}
 					t0 := time.Now()
 					switch mode {
-					case "command-model-accepted", "command-model-accepted-busy":
+					case "command-model-accepted", "command-model-accepted-busy", "command-model-accepted-fsync", "command-model-accepted-fsync-per-subject":
 						res, err := svc.Execute(ctx, account, ledger.PurchaseSeats{Count: 1, At: time.Now()}, accounts.Request{Actor: codec.Actor{ID: "bench", Role: "admin"}})
 						if err != nil || len(res.Events) != 1 {
 							b.Fatalf("%s: %d events, %v; want one seat purchased", account, len(res.Events), err)
@@ -705,7 +731,13 @@ func busyWrites(b *testing.B, s *jetstream.Store) (stop func()) {
 // process does.
 func openStore(b *testing.B, dir string) *jetstream.Store {
 	b.Helper()
-	s, err := jetstream.Embedded(context.Background(), jetstream.ServerConfig{DataDir: dir, Port: -1, Durability: jetstream.DurabilityInterval}, replayConfig)
+	return openStoreWith(b, dir, jetstream.DurabilityInterval, replayConfig)
+}
+
+// openStoreWith is openStore with durability d and configuration cfg.
+func openStoreWith(b *testing.B, dir string, d jetstream.Durability, cfg jetstream.Config) *jetstream.Store {
+	b.Helper()
+	s, err := jetstream.Embedded(context.Background(), jetstream.ServerConfig{DataDir: dir, Port: -1, Durability: d}, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

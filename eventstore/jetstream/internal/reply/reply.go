@@ -123,6 +123,25 @@ func (p *Boxes) Request(ctx context.Context, m *nats.Msg) (*nats.Msg, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	w, err := p.Send(m)
+	if err != nil {
+		return nil, err
+	}
+	return w.Wait(ctx)
+}
+
+// Pending is a request sent and not yet answered (see Send).
+type Pending struct {
+	p *Boxes
+	b *box
+}
+
+// Send publishes m with a reply box as its reply subject and returns
+// once m is handed to the connection, without waiting for the answer:
+// the caller takes it with Wait, exactly once. Messages one goroutine
+// sends this way reach the server in the order of the calls, as every
+// publish on one connection. m is left as it was given.
+func (p *Boxes) Send(m *nats.Msg) (*Pending, error) {
 	b, err := p.take()
 	if err != nil {
 		return nil, err
@@ -135,6 +154,13 @@ func (p *Boxes) Request(ctx context.Context, m *nats.Msg) (*nats.Msg, error) {
 		p.drop(b)
 		return nil, err
 	}
+	return &Pending{p: p, b: b}, nil
+}
+
+// Wait returns the answer to the request Send sent, as Request does.
+// When ctx ends first the box is dropped and the answer is lost.
+func (w *Pending) Wait(ctx context.Context) (*nats.Msg, error) {
+	p, b := w.p, w.b
 	for {
 		var resp *nats.Msg
 		select {
@@ -186,11 +212,18 @@ func (p *Boxes) Publish(ctx context.Context, m *nats.Msg) (uint64, bool, error) 
 	if err != nil {
 		return 0, false, err
 	}
-	if seq, dup, ok := ParseAck(resp.Data); ok {
+	return Ack(resp.Data)
+}
+
+// Ack reads the server's answer to a publish to a stream as Publish
+// does: the sequence the message was stored at and whether it was a
+// duplicate, or the server's *jetstream.APIError wrapped.
+func Ack(data []byte) (uint64, bool, error) {
+	if seq, dup, ok := ParseAck(data); ok {
 		return seq, dup, nil
 	}
 	var ack PubAck
-	if err := json.Unmarshal(resp.Data, &ack); err != nil {
+	if err := json.Unmarshal(data, &ack); err != nil {
 		return 0, false, jetstream.ErrInvalidJSAck
 	}
 	if ack.Error != nil {
