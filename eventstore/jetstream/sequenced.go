@@ -79,10 +79,6 @@ type chain struct {
 	// pipelined counts appends sent behind another in flight, resyncs
 	// the resyncs, for tests.
 	pipelined, resyncs uint64
-	// Test hooks, nil otherwise: sendHook runs under mu before an append
-	// is sent, answerHook once its answer arrived, before the chain
-	// takes it.
-	sendHook, answerHook func()
 }
 
 // predicted is the head of a stream once its appends in flight are
@@ -367,9 +363,6 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 		c.mu.Unlock()
 		return 0, false, errMoved
 	}
-	if c.sendHook != nil {
-		c.sendHook()
-	}
 	prev := c.last
 	first := msgs[0]
 	first.Header[expectedLastSeqHeader] = []string{strconv.FormatUint(prev, 10)}
@@ -408,9 +401,6 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 		defer cancel()
 	}
 	resp, err := w.Wait(wctx)
-	if c.answerHook != nil {
-		c.answerHook()
-	}
 	var seq uint64
 	var dup bool
 	switch {

@@ -1,0 +1,181 @@
+package jetstream_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/licenseledger/ledger/eventstore"
+	"github.com/licenseledger/ledger/eventstore/jetstream"
+)
+
+// heldConn is a connection to the server whose writes can be held back:
+// while held, what the client writes is kept, in order, and reaches the
+// server on release.
+type heldConn struct {
+	net.Conn
+	mu   sync.Mutex
+	held bool
+	kept []byte
+}
+
+func (c *heldConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held {
+		c.kept = append(c.kept, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *heldConn) hold() {
+	c.mu.Lock()
+	c.held = true
+	c.mu.Unlock()
+}
+
+// holds reports whether the writes held back contain s.
+func (c *heldConn) holds(s string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return bytes.Contains(c.kept, []byte(s))
+}
+
+func (c *heldConn) release() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.held = false
+	_, err := c.Conn.Write(c.kept)
+	c.kept = nil
+	return err
+}
+
+type heldDialer struct {
+	mu   sync.Mutex
+	conn *heldConn
+}
+
+func (d *heldDialer) Dial(network, address string) (net.Conn, error) {
+	nc, err := net.Dial(network, address)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.conn = &heldConn{Conn: nc}
+	return d.conn, nil
+}
+
+// TestSequencedAppendBehindARefusedOne makes the case the chain's rules
+// are there for: an append A1 is refused because another process stored
+// a message just before it, a message of the very stream the next append
+// writes to, at the sequence that append expects to follow A1's. A single
+// event sent behind A1 is refused by its expectation of A1's message id;
+// an atomic batch, which cannot carry that expectation, is not sent
+// before A1's answer. Without either rule the second append would be
+// stored at a revision its stream already has.
+func TestSequencedAppendBehindARefusedOne(t *testing.T) {
+	for name, size := range map[string]int{"one event": 1, "a batch": 2} {
+		t.Run(name, func(t *testing.T) { appendBehindARefusedOne(t, size) })
+	}
+}
+
+func appendBehindARefusedOne(t *testing.T, size int) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	d := &heldDialer{}
+	a, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1}, jetstream.Config{},
+		nats.InProcessServer(nil), nats.SetCustomDialer(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if _, _, ok := jetstream.ChainStats(a); !ok {
+		t.Fatal("the store does not sequence its appends")
+	}
+	b, err := jetstream.Connect(ctx, a.Server().ClientURL(), jetstream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	x, y := eventstore.LedgerStream("acme"), eventstore.LedgerStream("globex")
+	if _, err := a.Append(ctx, x, eventstore.NoStream(), events(1)...); err != nil {
+		t.Fatal(err)
+	}
+	// The store knows globex has no event (as the accounts' read model
+	// tells it), so the second append below reads nothing first.
+	if ok, err := a.ConfirmEnds(ctx, "globex", 1, eventstore.StreamEnd{}, eventstore.StreamEnd{}); err != nil || !ok {
+		t.Fatalf("ConfirmEnds: %v, %v", ok, err)
+	}
+	d.mu.Lock()
+	conn := d.conn
+	d.mu.Unlock()
+	conn.hold()
+	e1, e2 := events(1), events(size)
+	type answer struct {
+		res eventstore.AppendResult
+		err error
+	}
+	first, second := make(chan answer, 1), make(chan answer, 1)
+	go func() {
+		res, err := a.Append(ctx, x, eventstore.Exact(0), e1...)
+		first <- answer{res, err}
+	}()
+	waitFor(t, func() bool { return conn.holds(e1[0].ID.String()) })
+	go func() {
+		res, err := a.Append(ctx, y, eventstore.NoStream(), e2...)
+		second <- answer{res, err}
+	}()
+	if size == 1 {
+		waitFor(t, func() bool { return conn.holds(e2[0].ID.String()) })
+		if p, _, _ := jetstream.ChainStats(a); p == 0 {
+			t.Fatal("the second append was not sent behind the first")
+		}
+	} else {
+		// A batch waits for the first append's answer: give it the time
+		// it would take to be sent.
+		time.Sleep(200 * time.Millisecond)
+	}
+	// The other process stores the first event of globex, at the sequence
+	// the first append expected to follow.
+	other := events(1)
+	if _, err := b.Append(ctx, y, eventstore.NoStream(), other...); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.release(); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-first; got.err != nil || got.res.NextRevision != 1 {
+		t.Errorf("first append: %+v, %v; want it stored at revision 1 once the chain is read again", got.res, got.err)
+	}
+	if got := <-second; !errors.Is(got.err, eventstore.ErrConflict) {
+		t.Errorf("second append: %+v, %v; want ErrConflict: globex already holds the other process's event", got.res, got.err)
+	}
+	var ids []string
+	for r, err := range a.ReadStream(ctx, y, 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID.String())
+	}
+	if len(ids) != 1 || ids[0] != other[0].ID.String() {
+		t.Fatalf("globex holds %v, want only the other process's event %s", ids, other[0].ID)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
