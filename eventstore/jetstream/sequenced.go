@@ -186,7 +186,9 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 	if err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	qualify := false
+	// Message ids are always qualified with the stream: see the package
+	// doc, "Sequenced appends".
+	const qualify = true
 	reload, recount := false, false
 	rescanned := false
 	var serverErr error // the server's refusal, kept as the cause of a conflict
@@ -252,10 +254,9 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 			}
 			continue
 		case err == nil && dup:
-			if res, done, err := s.storedBefore(ctx, stream, events, seq, qualify, attempt); done {
-				return res, err
-			}
-			qualify = true
+			// The ids being qualified, the answer is final.
+			res, _, err := s.storedBefore(ctx, stream, events, seq, qualify, attempt)
+			return res, err
 		case err == nil:
 			return eventstore.AppendResult{NextRevision: h.n + uint64(len(msgs)) - 1, Position: eventstore.Position(seq)}, nil
 		case chainRefused(err), isDuplicate(err):
@@ -269,10 +270,9 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 				if err2 != nil {
 					return eventstore.AppendResult{}, err2
 				}
-				if res, done, err3 := s.afterDuplicate(ctx, stream, expected, rh, events, qualify, err); done {
-					return res, err3
-				}
-				qualify = true
+				// The ids being qualified, the answer is final.
+				res, _, err3 := s.afterDuplicate(ctx, stream, expected, rh, events, qualify, err)
+				return res, err3
 			}
 		default:
 			return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: %w", stream, err)
@@ -569,9 +569,9 @@ func (s *Store) bypassChain(ctx context.Context, stream eventstore.StreamID, exp
 		c.mu.Unlock()
 	}()
 	if cond != nil {
-		return s.appendIf(ctx, stream, expected, *cond, events)
+		return s.appendIf(ctx, stream, expected, *cond, events, true)
 	}
-	return s.append(ctx, stream, expected, events)
+	return s.append(ctx, stream, expected, events, true)
 }
 
 // sequencedHeader reports whether a stored message's headers show the
