@@ -1,6 +1,9 @@
 package jetstream
 
-import "os"
+import (
+	"os"
+	"time"
+)
 
 // BatchStats returns how many coalesced batches s committed and how many
 // events they held.
@@ -71,4 +74,12 @@ func ChainStats(s *Store) (pipelined, resyncs uint64, ok bool) {
 	s.chain.mu.Lock()
 	defer s.chain.mu.Unlock()
 	return s.chain.pipelined, s.chain.resyncs, true
+}
+
+// SetAnswerTimeout sets how long a sequenced append waits for its
+// answer, and returns the previous bound. Call it when no append runs.
+func SetAnswerTimeout(d time.Duration) time.Duration {
+	old := answerTimeout
+	answerTimeout = d
+	return old
 }

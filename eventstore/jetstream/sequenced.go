@@ -34,6 +34,13 @@ const brokenRounds = 3
 // moved before it is sent; past it the append takes its stream's own path.
 const maxMoves = 100
 
+// answerTimeout bounds the wait for the answer to a sequenced append,
+// one event or a batch, whatever the caller's context: an answer that
+// does not come in time is taken as lost (the chain breaks and resyncs),
+// so that no append in flight holds the chain, and Close, forever. A
+// variable for tests.
+var answerTimeout = batchTimeout
+
 // errMoved says the view of a stream changed between an append's check
 // and its send: the append checks again.
 var errMoved = errors.New("jetstream: stream moved since checked")
@@ -178,6 +185,20 @@ func (s *Store) chainChanged() <-chan struct{} {
 	return s.chain.changed
 }
 
+// await waits for wake, a channel the chain closes at its next change
+// (see chainChanged). It ends early with the context's error, or with
+// [eventstore.ErrClosed] once the store closes. c.mu is not held.
+func (s *Store) await(ctx context.Context, wake <-chan struct{}) error {
+	select {
+	case <-wake:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		return fmt.Errorf("jetstream: append: %w", eventstore.ErrClosed)
+	}
+}
+
 // appendSequenced appends events to stream at expected (on condition
 // cond, when not nil) through the chain: the condition is checked against
 // the store's view, and the server checks that the view is current.
@@ -210,10 +231,8 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 		if !expected.Matches(h.n) || (cond != nil && !cond.Expected.Matches(ch.n)) {
 			if hp || chp {
 				// Decided by an append in flight: wait for its answer.
-				select {
-				case <-wake:
-				case <-ctx.Done():
-					return eventstore.AppendResult{}, ctx.Err()
+				if err := s.await(ctx, wake); err != nil {
+					return eventstore.AppendResult{}, err
 				}
 				continue
 			}
@@ -330,16 +349,14 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 		}
 		wake := c.changed
 		c.mu.Unlock()
-		select {
-		case <-wake:
-		case <-ctx.Done():
+		if err := s.await(ctx, wake); err != nil {
 			c.mu.Lock()
 			if batch {
 				c.batches--
 				c.notify()
 			}
 			c.mu.Unlock()
-			return 0, false, ctx.Err()
+			return 0, false, err
 		}
 		c.mu.Lock()
 	}
@@ -394,18 +411,17 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 	c.pred[stream] = predicted{h: next, n: p.n + 1}
 	c.mu.Unlock()
 
-	wctx := ctx
-	if _, ok := ctx.Deadline(); !ok && batch {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, batchTimeout)
-		defer cancel()
-	}
+	wctx, cancel := context.WithTimeout(ctx, answerTimeout)
+	defer cancel()
 	resp, err := w.Wait(wctx)
 	var seq uint64
 	var dup bool
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		err = jetstream.ErrNoStreamResponse
+	case err != nil && ctx.Err() == nil:
+		// The store's own bound, not the caller's: the answer is lost.
+		err = fmt.Errorf("no answer in %s: %w", answerTimeout, err)
 	case err != nil:
 	case batch:
 		seq, err = batchAcked(resp.Data, len(msgs))
@@ -550,14 +566,12 @@ func (s *Store) bypassChain(ctx context.Context, stream eventstore.StreamID, exp
 	for c.inflight > 0 || c.resyncing {
 		wake := c.changed
 		c.mu.Unlock()
-		select {
-		case <-wake:
-		case <-ctx.Done():
+		if err := s.await(ctx, wake); err != nil {
 			c.mu.Lock()
 			c.bypass--
 			c.notify()
 			c.mu.Unlock()
-			return eventstore.AppendResult{}, ctx.Err()
+			return eventstore.AppendResult{}, err
 		}
 		c.mu.Lock()
 	}

@@ -333,3 +333,66 @@ func TestSequencedRetryAfterLostAck(t *testing.T) {
 		before = res.NextRevision + 1
 	}
 }
+
+// TestSequencedAnswerLost holds back a single event's append until its
+// answer is overdue: the append fails instead of holding the chain, the
+// next appends (a batch waits for nothing in flight) go through once the
+// connection writes again, and Close returns.
+func TestSequencedAnswerLost(t *testing.T) {
+	defer jetstream.SetAnswerTimeout(jetstream.SetAnswerTimeout(300 * time.Millisecond))
+	ctx := t.Context() // no deadline: only the store's bound ends the wait
+	d := &heldDialer{}
+	a, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1}, jetstream.Config{},
+		nats.InProcessServer(nil), nats.SetCustomDialer(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			a.Close()
+		}
+	}()
+	x := eventstore.LedgerStream("acme")
+	if _, err := a.Append(ctx, x, eventstore.NoStream(), events(1)...); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	conn := d.conn
+	d.mu.Unlock()
+	conn.hold()
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Append(ctx, x, eventstore.Exact(0), events(1)...)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("an append whose answer never came succeeded")
+		}
+	case <-time.After(30 * time.Second):
+		_ = conn.release()
+		t.Fatal("an append whose answer never comes still waits")
+	}
+	if err := conn.release(); err != nil {
+		t.Fatal(err)
+	}
+	// The held event reached the server on release; the chain reads the
+	// stream again and the batch goes after it.
+	res, err := a.Append(ctx, x, eventstore.Any(), events(2)...)
+	if err != nil || res.NextRevision != 3 {
+		t.Fatalf("batch after the lost answer: %+v, %v; want it at revisions 2 and 3", res, err)
+	}
+	closing := make(chan error, 1)
+	go func() { closing <- a.Close() }()
+	select {
+	case err := <-closing:
+		closed = true
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close still waits")
+	}
+}
