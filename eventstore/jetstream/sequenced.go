@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -64,10 +65,15 @@ type chain struct {
 	// unknown (after a start or a resync that found none).
 	last   uint64
 	lastID string
-	// inflight counts appends sent and not yet answered; batches the
-	// multi-event appends waiting for nothing to be in flight (other
-	// appends wait behind them).
-	inflight, batches int
+	// inflight counts appends sent and not yet answered.
+	inflight int
+	// Appends are served in the order they arrive: each takes a ticket
+	// (the last one given is ticket); queued holds, in order, the tickets
+	// of the multi-event appends waiting for nothing to be in flight. A
+	// batch is sent when it is first in queued and nothing is in flight;
+	// a single event waits only for the batches queued before it.
+	ticket uint64
+	queued []uint64
 	// broken is set when an answer did not confirm the prediction (or a
 	// write bypassed the chain): appends wait until nothing is in flight,
 	// then one of them resyncs. good is the sequence up to which the
@@ -317,8 +323,18 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 	k := uint64(len(msgs))
 	batch := k > 1
 	c.mu.Lock()
+	c.ticket++
+	me := c.ticket
 	if batch {
-		c.batches++
+		c.queued = append(c.queued, me)
+	}
+	// leave takes the batch out of the queue, and lets the appends
+	// queued behind it go on. c.mu is held.
+	leave := func() {
+		if batch {
+			c.queued = slices.DeleteFunc(c.queued, func(t uint64) bool { return t == me })
+			c.notify()
+		}
 	}
 	for {
 		if c.broken && c.inflight == 0 && c.bypass == 0 && !c.resyncing {
@@ -330,9 +346,7 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 			c.resyncing = false
 			c.notify()
 			if err != nil {
-				if batch {
-					c.batches--
-				}
+				leave()
 				c.mu.Unlock()
 				return 0, false, err
 			}
@@ -340,9 +354,9 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 		}
 		ready := !c.broken && !c.resyncing
 		if batch {
-			ready = ready && c.inflight == 0
+			ready = ready && c.inflight == 0 && c.queued[0] == me
 		} else {
-			ready = ready && c.batches == 0 && (c.inflight == 0 || c.lastID != "")
+			ready = ready && (len(c.queued) == 0 || c.queued[0] > me) && (c.inflight == 0 || c.lastID != "")
 		}
 		if ready {
 			break
@@ -351,18 +365,15 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 		c.mu.Unlock()
 		if err := s.await(ctx, wake); err != nil {
 			c.mu.Lock()
-			if batch {
-				c.batches--
-				c.notify()
-			}
+			leave()
 			c.mu.Unlock()
 			return 0, false, err
 		}
 		c.mu.Lock()
 	}
-	if batch {
-		c.batches--
-	}
+	// Sent or moved, the batch leaves the queue: the appends behind it
+	// may go on, pipelined behind it once it is sent.
+	leave()
 	// The check stands only if the views it used are still the latest.
 	moved := false
 	if v, _, ok := s.view(stream); !ok || v != h {
@@ -374,9 +385,6 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 		}
 	}
 	if moved {
-		if batch {
-			c.notify()
-		}
 		c.mu.Unlock()
 		return 0, false, errMoved
 	}

@@ -459,3 +459,44 @@ func TestSequencedAlone(t *testing.T) {
 	}
 	t.Logf("%d appends pipelined", pipelined)
 }
+
+// TestSequencedSingleAmongBatches appends one event while 32 writers loop
+// appending two events each: batches are sent only when nothing is in
+// flight, and the single append, served in its turn, must not wait for
+// the batches that come after it.
+func TestSequencedSingleAmongBatches(t *testing.T) {
+	s := newStore(t, jetstream.Config{})
+	if _, _, ok := jetstream.ChainStats(s); !ok {
+		t.Fatal("the store does not sequence its appends")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	started := make(chan struct{}, 32)
+	for i := range 32 {
+		wg.Go(func() {
+			stream := eventstore.LedgerStream(fmt.Sprintf("batch%d", i))
+			for n := 0; ctx.Err() == nil; n += 2 {
+				if _, err := s.Append(ctx, stream, eventstore.Any(), events(2)...); err != nil {
+					if ctx.Err() == nil {
+						t.Errorf("batch: %v", err)
+					}
+					return
+				}
+				if n == 0 {
+					started <- struct{}{}
+				}
+			}
+		})
+	}
+	for range 32 {
+		<-started
+	}
+	single, scancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer scancel()
+	if _, err := s.Append(single, eventstore.LedgerStream("single"), eventstore.NoStream(), events(1)...); err != nil {
+		t.Fatalf("a single event among looping batches: %v", err)
+	}
+}
