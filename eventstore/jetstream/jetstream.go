@@ -77,6 +77,15 @@
 // After a start the store knows the stream's last sequence, not its last
 // message's id: its first append goes alone.
 //
+// Removing messages is not a write the chain sees: deleting the stream's
+// last message (nats stream rmm) or purging by subject changes neither
+// the stream's last sequence nor its last message id, so the next
+// sequenced append is stored, at the revision its stream's head had,
+// leaving a gap where the removed event was (the per-subject expectation
+// refused it). Removing a message of the ledger breaks its stream's hash
+// chain for every reader anyway: remove a record only once a later one
+// is stored, and fold the read models again.
+//
 // The reader takes a message as one the store wrote by the expectation on
 // an append's first message, either kind, and by the batch headers on
 // the later ones.
