@@ -74,8 +74,9 @@
 // batch and checks the last sequence on its first message only). Reads of
 // a stream's head cache it only when it is exact as of the chain: the
 // later by sequence of what is known, never one read before a resync.
-// After a start the store knows the stream's last sequence, not its last
-// message's id: its first append goes alone.
+// After a start or a resync the store knows the stream's last sequence,
+// not its last message's id, which no append needs then: the next one
+// goes with nothing in flight before it.
 //
 // Removing messages is not a write the chain sees: deleting the stream's
 // last message (nats stream rmm) or purging by subject changes neither

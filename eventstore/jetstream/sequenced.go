@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/jetstream/internal/reply"
@@ -61,8 +60,9 @@ type chain struct {
 	// waiting append go on.
 	changed chan struct{}
 	// last is the stream's last sequence once every append sent is
-	// stored; lastID the Nats-Msg-Id of the message there, "" when
-	// unknown (after a start or a resync that found none).
+	// stored; lastID the Nats-Msg-Id of the last append sent, which the
+	// next one expects while it is in flight (when nothing is, only last
+	// counts, and lastID is not read).
 	last   uint64
 	lastID string
 	// inflight counts appends sent and not yet answered.
@@ -90,7 +90,7 @@ type chain struct {
 	// pred holds the heads predicted by appends in flight, per stream.
 	pred map[eventstore.StreamID]predicted
 	// pipelined counts appends sent behind another in flight, resyncs
-	// the resyncs, for tests.
+	// the resyncs. Only tests read them (ChainStats, in export_test.go).
 	pipelined, resyncs uint64
 }
 
@@ -150,7 +150,9 @@ func (s *Store) settle(gen uint64, stream eventstore.StreamID, h head) {
 		return
 	}
 	s.mu.Lock()
-	if cur, ok := s.heads[stream]; !ok || cur.seq <= h.seq {
+	// An equal head read elsewhere may lack the last id a cached one
+	// has (ConfirmEnds): keep the cached one.
+	if cur, ok := s.heads[stream]; !ok || cur.seq < h.seq {
 		s.heads[stream] = h
 	}
 	s.mu.Unlock()
@@ -201,7 +203,7 @@ func (s *Store) await(ctx context.Context, wake <-chan struct{}) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.done:
-		return fmt.Errorf("jetstream: append: %w", eventstore.ErrClosed)
+		return eventstore.ErrClosed
 	}
 }
 
@@ -289,7 +291,8 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 			if broken++; broken >= brokenRounds {
 				return s.bypassChain(ctx, stream, expected, cond, events)
 			}
-			reload = true
+			// The resync the chain runs before the next append makes the
+			// view exact: no need to read the head from the server here.
 			if isDuplicate(err) {
 				rh, _, _, err2 := s.chainHead(ctx, stream, true, false)
 				if err2 != nil {
@@ -356,7 +359,7 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 		if batch {
 			ready = ready && c.inflight == 0 && c.queued[0] == me
 		} else {
-			ready = ready && (len(c.queued) == 0 || c.queued[0] > me) && (c.inflight == 0 || c.lastID != "")
+			ready = ready && (len(c.queued) == 0 || c.queued[0] > me)
 		}
 		if ready {
 			break
@@ -400,7 +403,10 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 	var w *reply.Pending
 	var err error
 	if batch {
-		w, err = s.sendBatch(msgs)
+		var last *nats.Msg
+		if last, err = s.stageBatch(msgs); err == nil {
+			w, err = s.boxes.Send(last)
+		}
 	} else {
 		w, err = s.boxes.Send(first)
 	}
@@ -461,27 +467,9 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 	delete(c.pred, stream)
 	c.breakAt(prev)
 	if err == nil && !dup {
-		err = fmt.Errorf("jetstream: append stored at %d, %d predicted", seq, next.seq)
+		err = fmt.Errorf("append stored at %d, %d predicted", seq, next.seq)
 	}
 	return seq, dup, err
-}
-
-// sendBatch sends msgs as one atomic batch and returns its pending
-// commit answer. c.mu is held.
-func (s *Store) sendBatch(msgs []*nats.Msg) (*reply.Pending, error) {
-	id := nuid.Next()
-	for i, m := range msgs {
-		m.Header[batchIDHeader] = []string{id}
-		m.Header[batchSeqHeader] = []string{strconv.Itoa(i + 1)}
-	}
-	last := msgs[len(msgs)-1]
-	last.Header[batchCommitHeader] = []string{"1"}
-	for _, m := range msgs[:len(msgs)-1] {
-		if err := s.nc.PublishMsg(m); err != nil {
-			return nil, err
-		}
-	}
-	return s.boxes.Send(last)
 }
 
 // chainRefused reports whether err is the server's refusal of a
@@ -495,11 +483,12 @@ func chainRefused(err error) bool {
 // resync brings the chain to the stream's end after it broke, nothing
 // being in flight: it reads the messages after good, each setting the
 // head of its stream (or forgetting it, for a message the store did not
-// write), and takes the stream's last sequence and message id.
+// write), and takes the stream's last sequence. (The last message's id
+// is not needed: the next append goes with nothing in flight before it.)
 func (s *Store) resync(ctx context.Context, good uint64) error {
 	info, err := s.stream.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("jetstream: resync: %w", err)
+		return fmt.Errorf("resync: %w", err)
 	}
 	n := info.State.LastSeq
 	type seen struct {
@@ -508,27 +497,17 @@ func (s *Store) resync(ctx context.Context, good uint64) error {
 	}
 	touched := make(map[eventstore.StreamID]seen)
 	all := n > good && n-good > resyncReads
-	lastID := ""
 	from := good + 1
 	if all || n < good {
-		from = n // only the last message, for its id
+		from = n + 1 // read nothing: every head is forgotten
 	}
-	for seq := from; seq <= n && seq > 0; seq++ {
+	for seq := from; seq <= n; seq++ {
 		m, err := s.stream.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			if seq == n {
-				lastID = ""
-			}
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("jetstream: resync at %d: %w", seq, err)
-		}
-		if seq == n {
-			lastID = m.Header.Get(jetstream.MsgIDHeader)
-		}
-		if all {
-			continue
+			return fmt.Errorf("resync at %d: %w", seq, err)
 		}
 		stream, ok := streamOf(m.Subject)
 		if !ok {
@@ -554,7 +533,7 @@ func (s *Store) resync(ctx context.Context, good uint64) error {
 	}
 	s.mu.Unlock()
 	clear(c.pred)
-	c.last, c.lastID = n, lastID
+	c.last, c.lastID = n, ""
 	c.broken = false
 	c.gen++
 	c.resyncs++
