@@ -1,8 +1,11 @@
 package jetstream
 
 import (
+	"context"
 	"os"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // BatchStats returns how many coalesced batches s committed and how many
@@ -82,4 +85,20 @@ func SetAnswerTimeout(d time.Duration) time.Duration {
 	old := answerTimeout
 	answerTimeout = d
 	return old
+}
+
+// OpenSequenced opens a store over nc that sequences its appends as a
+// store with group sync does, without syncing any file: a second writer
+// with sequenced appends on a stream another store writes.
+func OpenSequenced(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	s, err := open(ctx, nc, cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	var last uint64
+	if info := s.stream.CachedInfo(); info != nil {
+		last = info.State.LastSeq
+	}
+	s.chain = newChain(last)
+	return s, nil
 }
