@@ -104,19 +104,9 @@ type batchAck struct {
 // carrying Nats-Batch-Commit arrives. It returns the last message's
 // sequence; the batch's sequences are contiguous.
 func (s *Store) publishBatch(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
-	id := nuid.Next()
-	for i, m := range msgs {
-		m.Header.Set(batchIDHeader, id)
-		m.Header.Set(batchSeqHeader, strconv.Itoa(i+1))
-	}
-	last := msgs[len(msgs)-1]
-	last.Header.Set(batchCommitHeader, "1")
-	// Staged messages are sent without a reply subject: the server then
-	// sends no per-message acknowledgement, only the commit's.
-	for _, m := range msgs[:len(msgs)-1] {
-		if err := s.nc.PublishMsg(m); err != nil {
-			return 0, fmt.Errorf("publish batch: %w", err)
-		}
+	last, err := s.stageBatch(msgs)
+	if err != nil {
+		return 0, err
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -128,6 +118,26 @@ func (s *Store) publishBatch(ctx context.Context, msgs []*nats.Msg) (uint64, err
 		return 0, fmt.Errorf("commit batch: %w", err)
 	}
 	return batchAcked(resp.Data, len(msgs))
+}
+
+// stageBatch marks msgs as one atomic batch, the last one committing
+// it, publishes all but the last and returns the last, for the caller to
+// send with a reply subject. Staged messages are sent without one: the
+// server then sends no per-message acknowledgement, only the commit's.
+func (s *Store) stageBatch(msgs []*nats.Msg) (*nats.Msg, error) {
+	id := nuid.Next()
+	for i, m := range msgs {
+		m.Header[batchIDHeader] = []string{id}
+		m.Header[batchSeqHeader] = []string{strconv.Itoa(i + 1)}
+	}
+	last := msgs[len(msgs)-1]
+	last.Header[batchCommitHeader] = []string{"1"}
+	for _, m := range msgs[:len(msgs)-1] {
+		if err := s.nc.PublishMsg(m); err != nil {
+			return nil, fmt.Errorf("publish batch: %w", err)
+		}
+	}
+	return last, nil
 }
 
 func stripBatchHeaders(msgs []*nats.Msg) {

@@ -1,6 +1,12 @@
 package jetstream
 
-import "os"
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
 
 // BatchStats returns how many coalesced batches s committed and how many
 // events they held.
@@ -71,4 +77,28 @@ func ChainStats(s *Store) (pipelined, resyncs uint64, ok bool) {
 	s.chain.mu.Lock()
 	defer s.chain.mu.Unlock()
 	return s.chain.pipelined, s.chain.resyncs, true
+}
+
+// SetAnswerTimeout sets how long a sequenced append waits for its
+// answer, and returns the previous bound. Call it when no append runs.
+func SetAnswerTimeout(d time.Duration) time.Duration {
+	old := answerTimeout
+	answerTimeout = d
+	return old
+}
+
+// OpenSequenced opens a store over nc that sequences its appends as a
+// store with group sync does, without syncing any file: a second writer
+// with sequenced appends on a stream another store writes.
+func OpenSequenced(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+	s, err := open(ctx, nc, cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	var last uint64
+	if info := s.stream.CachedInfo(); info != nil {
+		last = info.State.LastSeq
+	}
+	s.chain = newChain(last)
+	return s, nil
 }

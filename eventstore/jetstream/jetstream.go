@@ -8,7 +8,10 @@
 // activity.acme.ActivityRecorded. Every message body is the event's
 // CloudEvents 1.0 structured-mode envelope ([eventstore.CloudEvent]), with
 // headers Nats-Msg-Id: the event id (server-side de-duplication), and
-// Ledger-Revision: the event's revision in its stream. (Messages written
+// Ledger-Revision: the event's revision in its stream. Sequenced appends
+// (below), and an event whose id the server holds for another stream,
+// qualify the message id with the stream: "<event id>@<stream>" (readers
+// take the event id from the record's body, or strip the suffix). (Messages written
 // by earlier versions also carry Content-Type:
 // application/cloudevents+json, which no reader needs: 44 bytes an
 // event. The published stream's messages carry it, as the contract
@@ -40,16 +43,23 @@
 // counting its appends in flight; each append carries
 // Nats-Expected-Last-Sequence, that prediction, and, when an append of
 // the store is still in flight before it, Nats-Expected-Last-Msg-Id, the
-// message id of that append's last event. If the server stores it, the
-// message before it is the store's previous append, itself stored under
-// the same rule: the stream is exactly what the store knows plus its
-// chain of appends, so the append's check against its stream's head
+// message id of that append's last event. Sequenced appends always
+// qualify their message ids with their stream ("<event id>@<stream>"),
+// so that id names one event of one stream. If the server stores an
+// append, the message at the predicted sequence before it carries that
+// id: it is that event of that stream, stored by an append of the store
+// (a retry of one included) checked against the same view, under the
+// same rule; by induction the stream is exactly what the store knows plus
+// its chain of appends, so the append's check against its stream's head
 // (the predicted head, when an append to the same stream is in flight)
 // was right. The sequence alone could be met by another writer's message
-// stored in place of a refused predecessor, the id alone by a copy of the
-// predecessor stored elsewhere. Appends are written to the connection in
-// the order they take their place in the chain, and NATS keeps the order
-// of one connection's publishes.
+// stored in place of a refused predecessor; a bare event id by any
+// message another writer stores with that id, on any subject, in place of
+// it. Appends are written to the connection in the order they take their
+// place in the chain, and NATS keeps the order of one connection's
+// publishes. An append that falls back to its stream's own expectation
+// (below) qualifies its ids the same way, so a retry of it through the
+// chain is still de-duplicated.
 //
 // Any write that is not one of the store's sequenced appends (another
 // process, a duplicate that stored nothing, a publish whose answer was
@@ -64,8 +74,18 @@
 // batch and checks the last sequence on its first message only). Reads of
 // a stream's head cache it only when it is exact as of the chain: the
 // later by sequence of what is known, never one read before a resync.
-// After a start the store knows the stream's last sequence, not its last
-// message's id: its first append goes alone.
+// After a start or a resync the store knows the stream's last sequence,
+// not its last message's id, which no append needs then: the next one
+// goes with nothing in flight before it.
+//
+// Removing messages is not a write the chain sees: deleting the stream's
+// last message (nats stream rmm) or purging by subject changes neither
+// the stream's last sequence nor its last message id, so the next
+// sequenced append is stored, at the revision its stream's head had,
+// leaving a gap where the removed event was (the per-subject expectation
+// refused it). Removing a message of the ledger breaks its stream's hash
+// chain for every reader anyway: remove a record only once a later one
+// is stored, and fold the read models again.
 //
 // The reader takes a message as one the store wrote by the expectation on
 // an append's first message, either kind, and by the batch headers on
@@ -992,7 +1012,7 @@ func (s *Store) Append(ctx context.Context, stream eventstore.StreamID, expected
 			res, err = s.appendSequenced(ctx, stream, expected, nil, events)
 		}
 	} else {
-		res, err = s.append(ctx, stream, expected, events)
+		res, err = s.append(ctx, stream, expected, events, false)
 	}
 	if err != nil || s.syncer == nil {
 		return res, err
@@ -1026,7 +1046,10 @@ func (s *Store) Sync(ctx context.Context) error {
 	return nil
 }
 
-func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, events []eventstore.Proposed) (eventstore.AppendResult, error) {
+// append appends events to stream with the stream's own expectation.
+// With qualify the message ids are qualified from the start (see Message),
+// as sequenced appends write them.
+func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, events []eventstore.Proposed, qualify bool) (eventstore.AppendResult, error) {
 	if err := checkStream(stream); err != nil {
 		return eventstore.AppendResult{}, err
 	}
@@ -1035,7 +1058,7 @@ func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected
 		return eventstore.AppendResult{}, err
 	}
 
-	if res, done, err := s.appendPaired(ctx, stream, expected, events, bodies); done {
+	if res, done, err := s.appendPaired(ctx, stream, expected, events, bodies, qualify); done {
 		return res, err
 	}
 
@@ -1049,7 +1072,6 @@ func (s *Store) append(ctx context.Context, stream eventstore.StreamID, expected
 	fresh := false
 	// qualify makes the message ids unique to the stream, for events whose
 	// ids the server already holds in another stream.
-	qualify := false
 	var serverErr error // the server's refusal, kept as the cause of a conflict
 	rescanned := false  // whether the head was counted anew (see behind)
 	for attempt := 0; ; attempt++ {
@@ -1265,7 +1287,7 @@ func messages(stream eventstore.StreamID, events []eventstore.Proposed, bodies [
 // moved too: the caller then appends with the stream's own expectation.
 // It publishes alone, never in a coalesced batch, where the server does
 // not check a wildcard expectation against the batch's earlier messages.
-func (s *Store) appendPaired(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, events []eventstore.Proposed, bodies [][]byte) (eventstore.AppendResult, bool, error) {
+func (s *Store) appendPaired(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, events []eventstore.Proposed, bodies [][]byte, qualify bool) (eventstore.AppendResult, bool, error) {
 	p, ok := s.cachedPair(stream.Account)
 	if !ok {
 		return eventstore.AppendResult{}, false, nil
@@ -1277,7 +1299,7 @@ func (s *Store) appendPaired(ctx context.Context, stream eventstore.StreamID, ex
 	if err := ctx.Err(); err != nil {
 		return eventstore.AppendResult{}, true, err
 	}
-	msgs := messages(stream, events, bodies, h.n, accountExpectation, p.last(), false)
+	msgs := messages(stream, events, bodies, h.n, accountExpectation, p.last(), qualify)
 	seq, dup, err := s.publishAlone(ctx, msgs)
 	switch {
 	case err == nil && !dup:
@@ -1334,7 +1356,7 @@ func (s *Store) AppendIf(ctx context.Context, stream eventstore.StreamID, expect
 	if s.chain != nil {
 		res, err = s.appendSequenced(ctx, stream, expected, &cond, events)
 	} else {
-		res, err = s.appendIf(ctx, stream, expected, cond, events)
+		res, err = s.appendIf(ctx, stream, expected, cond, events, false)
 	}
 	if err != nil || s.syncer == nil {
 		return res, err
@@ -1345,14 +1367,16 @@ func (s *Store) AppendIf(ctx context.Context, stream eventstore.StreamID, expect
 	return res, nil
 }
 
-func (s *Store) appendIf(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, cond eventstore.Condition, events []eventstore.Proposed) (eventstore.AppendResult, error) {
+// appendIf is AppendIf's path without sequenced appends; qualify as for
+// append.
+func (s *Store) appendIf(ctx context.Context, stream eventstore.StreamID, expected eventstore.ExpectedRevision, cond eventstore.Condition, events []eventstore.Proposed, qualify bool) (eventstore.AppendResult, error) {
 	bodies, err := encode(stream, events)
 	if err != nil {
 		return eventstore.AppendResult{}, err
 	}
 	account := stream.Account
 	p, cached := s.cachedPair(account)
-	fresh, qualify, rescanned := false, false, false
+	fresh, rescanned := false, false
 	var serverErr error // the server's refusal, kept as the cause of a conflict
 	for attempt := 0; ; attempt++ {
 		if !cached {

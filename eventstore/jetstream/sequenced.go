@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/jetstream/internal/reply"
@@ -34,6 +34,13 @@ const brokenRounds = 3
 // moved before it is sent; past it the append takes its stream's own path.
 const maxMoves = 100
 
+// answerTimeout bounds the wait for the answer to a sequenced append,
+// one event or a batch, whatever the caller's context: an answer that
+// does not come in time is taken as lost (the chain breaks and resyncs),
+// so that no append in flight holds the chain, and Close, forever. A
+// variable for tests.
+var answerTimeout = batchTimeout
+
 // errMoved says the view of a stream changed between an append's check
 // and its send: the append checks again.
 var errMoved = errors.New("jetstream: stream moved since checked")
@@ -53,14 +60,20 @@ type chain struct {
 	// waiting append go on.
 	changed chan struct{}
 	// last is the stream's last sequence once every append sent is
-	// stored; lastID the Nats-Msg-Id of the message there, "" when
-	// unknown (after a start or a resync that found none).
+	// stored; lastID the Nats-Msg-Id of the last append sent, which the
+	// next one expects while it is in flight (when nothing is, only last
+	// counts, and lastID is not read).
 	last   uint64
 	lastID string
-	// inflight counts appends sent and not yet answered; batches the
-	// multi-event appends waiting for nothing to be in flight (other
-	// appends wait behind them).
-	inflight, batches int
+	// inflight counts appends sent and not yet answered.
+	inflight int
+	// Appends are served in the order they arrive: each takes a ticket
+	// (the last one given is ticket); queued holds, in order, the tickets
+	// of the multi-event appends waiting for nothing to be in flight. A
+	// batch is sent when it is first in queued and nothing is in flight;
+	// a single event waits only for the batches queued before it.
+	ticket uint64
+	queued []uint64
 	// broken is set when an answer did not confirm the prediction (or a
 	// write bypassed the chain): appends wait until nothing is in flight,
 	// then one of them resyncs. good is the sequence up to which the
@@ -77,7 +90,7 @@ type chain struct {
 	// pred holds the heads predicted by appends in flight, per stream.
 	pred map[eventstore.StreamID]predicted
 	// pipelined counts appends sent behind another in flight, resyncs
-	// the resyncs, for tests.
+	// the resyncs. Only tests read them (ChainStats, in export_test.go).
 	pipelined, resyncs uint64
 }
 
@@ -137,7 +150,9 @@ func (s *Store) settle(gen uint64, stream eventstore.StreamID, h head) {
 		return
 	}
 	s.mu.Lock()
-	if cur, ok := s.heads[stream]; !ok || cur.seq <= h.seq {
+	// An equal head read elsewhere may lack the last id a cached one
+	// has (ConfirmEnds): keep the cached one.
+	if cur, ok := s.heads[stream]; !ok || cur.seq < h.seq {
 		s.heads[stream] = h
 	}
 	s.mu.Unlock()
@@ -178,6 +193,20 @@ func (s *Store) chainChanged() <-chan struct{} {
 	return s.chain.changed
 }
 
+// await waits for wake, a channel the chain closes at its next change
+// (see chainChanged). It ends early with the context's error, or with
+// [eventstore.ErrClosed] once the store closes. c.mu is not held.
+func (s *Store) await(ctx context.Context, wake <-chan struct{}) error {
+	select {
+	case <-wake:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		return eventstore.ErrClosed
+	}
+}
+
 // appendSequenced appends events to stream at expected (on condition
 // cond, when not nil) through the chain: the condition is checked against
 // the store's view, and the server checks that the view is current.
@@ -186,7 +215,9 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 	if err != nil {
 		return eventstore.AppendResult{}, err
 	}
-	qualify := false
+	// Message ids are always qualified with the stream: see the package
+	// doc, "Sequenced appends".
+	const qualify = true
 	reload, recount := false, false
 	rescanned := false
 	var serverErr error // the server's refusal, kept as the cause of a conflict
@@ -208,10 +239,8 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 		if !expected.Matches(h.n) || (cond != nil && !cond.Expected.Matches(ch.n)) {
 			if hp || chp {
 				// Decided by an append in flight: wait for its answer.
-				select {
-				case <-wake:
-				case <-ctx.Done():
-					return eventstore.AppendResult{}, ctx.Err()
+				if err := s.await(ctx, wake); err != nil {
+					return eventstore.AppendResult{}, err
 				}
 				continue
 			}
@@ -252,10 +281,9 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 			}
 			continue
 		case err == nil && dup:
-			if res, done, err := s.storedBefore(ctx, stream, events, seq, qualify, attempt); done {
-				return res, err
-			}
-			qualify = true
+			// The ids being qualified, the answer is final.
+			res, _, err := s.storedBefore(ctx, stream, events, seq, qualify, attempt)
+			return res, err
 		case err == nil:
 			return eventstore.AppendResult{NextRevision: h.n + uint64(len(msgs)) - 1, Position: eventstore.Position(seq)}, nil
 		case chainRefused(err), isDuplicate(err):
@@ -263,16 +291,16 @@ func (s *Store) appendSequenced(ctx context.Context, stream eventstore.StreamID,
 			if broken++; broken >= brokenRounds {
 				return s.bypassChain(ctx, stream, expected, cond, events)
 			}
-			reload = true
+			// The resync the chain runs before the next append makes the
+			// view exact: no need to read the head from the server here.
 			if isDuplicate(err) {
 				rh, _, _, err2 := s.chainHead(ctx, stream, true, false)
 				if err2 != nil {
 					return eventstore.AppendResult{}, err2
 				}
-				if res, done, err3 := s.afterDuplicate(ctx, stream, expected, rh, events, qualify, err); done {
-					return res, err3
-				}
-				qualify = true
+				// The ids being qualified, the answer is final.
+				res, _, err3 := s.afterDuplicate(ctx, stream, expected, rh, events, qualify, err)
+				return res, err3
 			}
 		default:
 			return eventstore.AppendResult{}, fmt.Errorf("jetstream: append to %s: %w", stream, err)
@@ -298,8 +326,18 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 	k := uint64(len(msgs))
 	batch := k > 1
 	c.mu.Lock()
+	c.ticket++
+	me := c.ticket
 	if batch {
-		c.batches++
+		c.queued = append(c.queued, me)
+	}
+	// leave takes the batch out of the queue, and lets the appends
+	// queued behind it go on. c.mu is held.
+	leave := func() {
+		if batch {
+			c.queued = slices.DeleteFunc(c.queued, func(t uint64) bool { return t == me })
+			c.notify()
+		}
 	}
 	for {
 		if c.broken && c.inflight == 0 && c.bypass == 0 && !c.resyncing {
@@ -311,9 +349,7 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 			c.resyncing = false
 			c.notify()
 			if err != nil {
-				if batch {
-					c.batches--
-				}
+				leave()
 				c.mu.Unlock()
 				return 0, false, err
 			}
@@ -321,31 +357,26 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 		}
 		ready := !c.broken && !c.resyncing
 		if batch {
-			ready = ready && c.inflight == 0
+			ready = ready && c.inflight == 0 && c.queued[0] == me
 		} else {
-			ready = ready && c.batches == 0 && (c.inflight == 0 || c.lastID != "")
+			ready = ready && (len(c.queued) == 0 || c.queued[0] > me)
 		}
 		if ready {
 			break
 		}
 		wake := c.changed
 		c.mu.Unlock()
-		select {
-		case <-wake:
-		case <-ctx.Done():
+		if err := s.await(ctx, wake); err != nil {
 			c.mu.Lock()
-			if batch {
-				c.batches--
-				c.notify()
-			}
+			leave()
 			c.mu.Unlock()
-			return 0, false, ctx.Err()
+			return 0, false, err
 		}
 		c.mu.Lock()
 	}
-	if batch {
-		c.batches--
-	}
+	// Sent or moved, the batch leaves the queue: the appends behind it
+	// may go on, pipelined behind it once it is sent.
+	leave()
 	// The check stands only if the views it used are still the latest.
 	moved := false
 	if v, _, ok := s.view(stream); !ok || v != h {
@@ -357,9 +388,6 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 		}
 	}
 	if moved {
-		if batch {
-			c.notify()
-		}
 		c.mu.Unlock()
 		return 0, false, errMoved
 	}
@@ -375,7 +403,10 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 	var w *reply.Pending
 	var err error
 	if batch {
-		w, err = s.sendBatch(msgs)
+		var last *nats.Msg
+		if last, err = s.stageBatch(msgs); err == nil {
+			w, err = s.boxes.Send(last)
+		}
 	} else {
 		w, err = s.boxes.Send(first)
 	}
@@ -394,18 +425,17 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 	c.pred[stream] = predicted{h: next, n: p.n + 1}
 	c.mu.Unlock()
 
-	wctx := ctx
-	if _, ok := ctx.Deadline(); !ok && batch {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, batchTimeout)
-		defer cancel()
-	}
+	wctx, cancel := context.WithTimeout(ctx, answerTimeout)
+	defer cancel()
 	resp, err := w.Wait(wctx)
 	var seq uint64
 	var dup bool
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		err = jetstream.ErrNoStreamResponse
+	case err != nil && ctx.Err() == nil:
+		// The store's own bound, not the caller's: the answer is lost.
+		err = fmt.Errorf("no answer in %s: %w", answerTimeout, err)
 	case err != nil:
 	case batch:
 		seq, err = batchAcked(resp.Data, len(msgs))
@@ -437,27 +467,9 @@ func (s *Store) sendChained(ctx context.Context, stream eventstore.StreamID, h h
 	delete(c.pred, stream)
 	c.breakAt(prev)
 	if err == nil && !dup {
-		err = fmt.Errorf("jetstream: append stored at %d, %d predicted", seq, next.seq)
+		err = fmt.Errorf("append stored at %d, %d predicted", seq, next.seq)
 	}
 	return seq, dup, err
-}
-
-// sendBatch sends msgs as one atomic batch and returns its pending
-// commit answer. c.mu is held.
-func (s *Store) sendBatch(msgs []*nats.Msg) (*reply.Pending, error) {
-	id := nuid.Next()
-	for i, m := range msgs {
-		m.Header[batchIDHeader] = []string{id}
-		m.Header[batchSeqHeader] = []string{strconv.Itoa(i + 1)}
-	}
-	last := msgs[len(msgs)-1]
-	last.Header[batchCommitHeader] = []string{"1"}
-	for _, m := range msgs[:len(msgs)-1] {
-		if err := s.nc.PublishMsg(m); err != nil {
-			return nil, err
-		}
-	}
-	return s.boxes.Send(last)
 }
 
 // chainRefused reports whether err is the server's refusal of a
@@ -471,11 +483,12 @@ func chainRefused(err error) bool {
 // resync brings the chain to the stream's end after it broke, nothing
 // being in flight: it reads the messages after good, each setting the
 // head of its stream (or forgetting it, for a message the store did not
-// write), and takes the stream's last sequence and message id.
+// write), and takes the stream's last sequence. (The last message's id
+// is not needed: the next append goes with nothing in flight before it.)
 func (s *Store) resync(ctx context.Context, good uint64) error {
 	info, err := s.stream.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("jetstream: resync: %w", err)
+		return fmt.Errorf("resync: %w", err)
 	}
 	n := info.State.LastSeq
 	type seen struct {
@@ -484,27 +497,17 @@ func (s *Store) resync(ctx context.Context, good uint64) error {
 	}
 	touched := make(map[eventstore.StreamID]seen)
 	all := n > good && n-good > resyncReads
-	lastID := ""
 	from := good + 1
 	if all || n < good {
-		from = n // only the last message, for its id
+		from = n + 1 // read nothing: every head is forgotten
 	}
-	for seq := from; seq <= n && seq > 0; seq++ {
+	for seq := from; seq <= n; seq++ {
 		m, err := s.stream.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			if seq == n {
-				lastID = ""
-			}
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("jetstream: resync at %d: %w", seq, err)
-		}
-		if seq == n {
-			lastID = m.Header.Get(jetstream.MsgIDHeader)
-		}
-		if all {
-			continue
+			return fmt.Errorf("resync at %d: %w", seq, err)
 		}
 		stream, ok := streamOf(m.Subject)
 		if !ok {
@@ -530,7 +533,7 @@ func (s *Store) resync(ctx context.Context, good uint64) error {
 	}
 	s.mu.Unlock()
 	clear(c.pred)
-	c.last, c.lastID = n, lastID
+	c.last, c.lastID = n, ""
 	c.broken = false
 	c.gen++
 	c.resyncs++
@@ -550,14 +553,12 @@ func (s *Store) bypassChain(ctx context.Context, stream eventstore.StreamID, exp
 	for c.inflight > 0 || c.resyncing {
 		wake := c.changed
 		c.mu.Unlock()
-		select {
-		case <-wake:
-		case <-ctx.Done():
+		if err := s.await(ctx, wake); err != nil {
 			c.mu.Lock()
 			c.bypass--
 			c.notify()
 			c.mu.Unlock()
-			return eventstore.AppendResult{}, ctx.Err()
+			return eventstore.AppendResult{}, err
 		}
 		c.mu.Lock()
 	}
@@ -569,9 +570,9 @@ func (s *Store) bypassChain(ctx context.Context, stream eventstore.StreamID, exp
 		c.mu.Unlock()
 	}()
 	if cond != nil {
-		return s.appendIf(ctx, stream, expected, *cond, events)
+		return s.appendIf(ctx, stream, expected, *cond, events, true)
 	}
-	return s.append(ctx, stream, expected, events)
+	return s.append(ctx, stream, expected, events, true)
 }
 
 // sequencedHeader reports whether a stored message's headers show the

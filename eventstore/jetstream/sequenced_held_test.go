@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	njs "github.com/nats-io/nats.go/jetstream"
 
 	"github.com/licenseledger/ledger/eventstore"
 	"github.com/licenseledger/ledger/eventstore/jetstream"
@@ -177,5 +178,221 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("timed out")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestSequencedAppendBehindACopiedID makes another process store, just
+// before a held append A1, a message whose Nats-Msg-Id is A1's event id,
+// on a subject of another stream. A1 is refused; A2, appended to the same
+// stream behind A1 and checked against A1's predicted head, expects the
+// stream's last message id to be A1's: it must be refused too, since the
+// message there is not A1. Sequenced appends qualify their message ids
+// with their stream for that reason.
+func TestSequencedAppendBehindACopiedID(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	d := &heldDialer{}
+	a, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1}, jetstream.Config{},
+		nats.InProcessServer(nil), nats.SetCustomDialer(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	nc, err := nats.Connect(a.Server().ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	x := eventstore.LedgerStream("acme")
+	if _, err := a.Append(ctx, x, eventstore.NoStream(), events(1)...); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	conn := d.conn
+	d.mu.Unlock()
+	conn.hold()
+	e1, e2 := events(1), events(1)
+	type answer struct {
+		res eventstore.AppendResult
+		err error
+	}
+	first, second := make(chan answer, 1), make(chan answer, 1)
+	go func() {
+		res, err := a.Append(ctx, x, eventstore.Exact(0), e1...)
+		first <- answer{res, err}
+	}()
+	waitFor(t, func() bool { return conn.holds(e1[0].ID.String()) })
+	go func() {
+		res, err := a.Append(ctx, x, eventstore.Exact(1), e2...)
+		second <- answer{res, err}
+	}()
+	waitFor(t, func() bool { return conn.holds(e2[0].ID.String()) })
+	if p, _, _ := jetstream.ChainStats(a); p == 0 {
+		t.Fatal("the second append was not sent behind the first")
+	}
+	// The other process stores a message with A1's event id as its
+	// message id, on another stream's subject, where A1 was to be stored.
+	js, err := njs.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg("activity.globex.ActivityRecorded")
+	m.Header.Set(nats.MsgIdHdr, e1[0].ID.String())
+	m.Data = []byte("{}")
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.release(); err != nil {
+		t.Fatal(err)
+	}
+	got1, got2 := <-first, <-second
+	if got1.err != nil || got1.res.NextRevision != 1 {
+		t.Errorf("first append: %+v, %v; want it stored at revision 1: acme held one event", got1.res, got1.err)
+	}
+	var ids []string
+	for r, err := range a.ReadStream(ctx, x, 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID.String())
+	}
+	switch {
+	case got2.err == nil:
+		// Stored after A1, checked again: the stream holds both, in order.
+		if got2.res.NextRevision != 2 || len(ids) != 3 || ids[1] != e1[0].ID.String() || ids[2] != e2[0].ID.String() {
+			t.Errorf("second append stored at %+v, acme holds %v; want it after the first", got2.res, ids)
+		}
+	case errors.Is(got2.err, eventstore.ErrConflict):
+		if len(ids) != 2 || ids[1] != e1[0].ID.String() {
+			t.Errorf("acme holds %v, want its first event and the first append's", ids)
+		}
+	default:
+		t.Errorf("second append: %v", got2.err)
+	}
+}
+
+// TestSequencedRetryAfterLostAck retries, through the same store, an
+// append whose caller gave up before its answer came, with Any: the
+// server takes the qualified ids for the stored ones and the retry
+// answers with the first append's place, storing nothing.
+func TestSequencedRetryAfterLostAck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	d := &heldDialer{}
+	a, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1}, jetstream.Config{},
+		nats.InProcessServer(nil), nats.SetCustomDialer(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	x := eventstore.LedgerStream("acme")
+	if _, err := a.Append(ctx, x, eventstore.NoStream(), events(1)...); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	conn := d.conn
+	d.mu.Unlock()
+	before := uint64(1) // events in x
+	for _, size := range []int{1, 2} {
+		conn.hold()
+		evs := events(size)
+		lost, give := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			_, err := a.Append(lost, x, eventstore.Any(), evs...)
+			done <- err
+		}()
+		waitFor(t, func() bool { return conn.holds(evs[size-1].ID.String()) })
+		give()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("append given up: %v", err)
+		}
+		if err := conn.release(); err != nil {
+			t.Fatal(err)
+		}
+		res, err := a.Append(ctx, x, eventstore.Any(), evs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for r, err := range a.ReadStream(ctx, x, 0) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, r.ID.String())
+		}
+		if n := uint64(len(ids)); res.NextRevision != n-1 || n != before+uint64(size) || ids[n-1] != evs[size-1].ID.String() {
+			t.Fatalf("retry of %d events: %+v, stream holds %v; want the first append's place, stored once", size, res, ids)
+		}
+		// The duplicate broke the chain and dropped the stream's head:
+		// read both again now, not through the connection held next.
+		res, err = a.Append(ctx, x, eventstore.Any(), events(1)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = res.NextRevision + 1
+	}
+}
+
+// TestSequencedAnswerLost holds back a single event's append until its
+// answer is overdue: the append fails instead of holding the chain, the
+// next appends (a batch waits for nothing in flight) go through once the
+// connection writes again, and Close returns.
+func TestSequencedAnswerLost(t *testing.T) {
+	defer jetstream.SetAnswerTimeout(jetstream.SetAnswerTimeout(300 * time.Millisecond))
+	ctx := t.Context() // no deadline: only the store's bound ends the wait
+	d := &heldDialer{}
+	a, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1}, jetstream.Config{},
+		nats.InProcessServer(nil), nats.SetCustomDialer(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			a.Close()
+		}
+	}()
+	x := eventstore.LedgerStream("acme")
+	if _, err := a.Append(ctx, x, eventstore.NoStream(), events(1)...); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	conn := d.conn
+	d.mu.Unlock()
+	conn.hold()
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Append(ctx, x, eventstore.Exact(0), events(1)...)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("an append whose answer never came succeeded")
+		}
+	case <-time.After(30 * time.Second):
+		_ = conn.release()
+		t.Fatal("an append whose answer never comes still waits")
+	}
+	if err := conn.release(); err != nil {
+		t.Fatal(err)
+	}
+	// The held event reached the server on release; the chain reads the
+	// stream again and the batch goes after it.
+	res, err := a.Append(ctx, x, eventstore.Any(), events(2)...)
+	if err != nil || res.NextRevision != 3 {
+		t.Fatalf("batch after the lost answer: %+v, %v; want it at revisions 2 and 3", res, err)
+	}
+	closing := make(chan error, 1)
+	go func() { closing <- a.Close() }()
+	select {
+	case err := <-closing:
+		closed = true
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close still waits")
 	}
 }

@@ -459,3 +459,122 @@ func TestSequencedAlone(t *testing.T) {
 	}
 	t.Logf("%d appends pipelined", pipelined)
 }
+
+// TestSequencedSingleAmongBatches appends one event while 32 writers loop
+// appending two events each: batches are sent only when nothing is in
+// flight, and the single append, served in its turn, must not wait for
+// the batches that come after it.
+func TestSequencedSingleAmongBatches(t *testing.T) {
+	s := newStore(t, jetstream.Config{})
+	if _, _, ok := jetstream.ChainStats(s); !ok {
+		t.Fatal("the store does not sequence its appends")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	started := make(chan struct{}, 32)
+	for i := range 32 {
+		wg.Go(func() {
+			stream := eventstore.LedgerStream(fmt.Sprintf("batch%d", i))
+			for n := 0; ctx.Err() == nil; n += 2 {
+				if _, err := s.Append(ctx, stream, eventstore.Any(), events(2)...); err != nil {
+					if ctx.Err() == nil {
+						t.Errorf("batch: %v", err)
+					}
+					return
+				}
+				if n == 0 {
+					started <- struct{}{}
+				}
+			}
+		})
+	}
+	for range 32 {
+		<-started
+	}
+	single, scancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer scancel()
+	if _, err := s.Append(single, eventstore.LedgerStream("single"), eventstore.NoStream(), events(1)...); err != nil {
+		t.Fatalf("a single event among looping batches: %v", err)
+	}
+}
+
+// TestTwoSequencedStores runs two stores with sequenced appends on one
+// stream, each breaking the other's chain, with appends of one and two
+// events to the same few streams: every append answered stored is in its
+// stream at the revision and position it was answered, once, and every
+// stream's revisions are dense.
+func TestTwoSequencedStores(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	a := newStore(t, jetstream.Config{})
+	nc, err := nats.Connect(a.Server().ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	b, err := jetstream.OpenSequenced(ctx, nc, jetstream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	type stored struct {
+		rev uint64
+		pos eventstore.Position
+	}
+	var mu sync.Mutex
+	want := make(map[string]stored)
+	streams := []eventstore.StreamID{eventstore.LedgerStream("s0"), eventstore.LedgerStream("s1"), eventstore.LedgerStream("s2")}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		s := a
+		if w%2 == 1 {
+			s = b
+		}
+		wg.Go(func() {
+			for i := range 25 {
+				evs := events(1 + (w+i)%2)
+				stream := streams[(w+i)%len(streams)]
+				res, err := s.Append(ctx, stream, eventstore.Any(), evs...)
+				if err != nil {
+					t.Errorf("append: %v", err)
+					return
+				}
+				mu.Lock()
+				for j, e := range evs {
+					k := uint64(len(evs) - 1 - j)
+					want[e.ID.String()] = stored{res.NextRevision - k, res.Position - eventstore.Position(k)}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	n := 0
+	for _, stream := range streams {
+		var rev uint64
+		for r, err := range a.ReadStream(ctx, stream, 0) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, ok := want[r.ID.String()]
+			if !ok || w.rev != r.Revision || w.pos != r.Position || r.Revision != rev {
+				t.Errorf("%s: event %s at revision %d, position %d; answered %+v (%v), want revision %d", stream, r.ID, r.Revision, r.Position, w, ok, rev)
+			}
+			rev++
+			n++
+		}
+	}
+	if n != len(want) {
+		t.Errorf("streams hold %d events, %d answered stored", n, len(want))
+	}
+	// The stores wrote while the other's chain ran: one of them, at
+	// least, read the other's writes (which one the scheduling decides).
+	_, ra, _ := jetstream.ChainStats(a)
+	_, rb, _ := jetstream.ChainStats(b)
+	if ra+rb == 0 {
+		t.Error("no store resynced: their appends did not interleave")
+	}
+}

@@ -138,9 +138,12 @@ type Pending struct {
 
 // Send publishes m with a reply box as its reply subject and returns
 // once m is handed to the connection, without waiting for the answer:
-// the caller takes it with Wait, exactly once. Messages one goroutine
-// sends this way reach the server in the order of the calls, as every
-// publish on one connection. m is left as it was given.
+// the caller takes it with Wait, exactly once. Messages sent this way
+// reach the server in the order of the calls, as every publish on one
+// connection, whichever goroutines call it: the order is that in which
+// the calls hand them to the connection, so callers on several
+// goroutines that need an order (the store's sequenced appends) make
+// their calls under one lock. m is left as it was given.
 func (p *Boxes) Send(m *nats.Msg) (*Pending, error) {
 	b, err := p.take()
 	if err != nil {
