@@ -74,6 +74,40 @@ func (d *heldDialer) Dial(network, address string) (net.Conn, error) {
 	return d.conn, nil
 }
 
+// heldStore opens a store with sequenced appends on an embedded server
+// over a connection whose writes can be held back (see heldConn).
+func heldStore(ctx context.Context, t *testing.T) (*jetstream.Store, *heldConn) {
+	t.Helper()
+	d := &heldDialer{}
+	a, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1}, jetstream.Config{},
+		nats.InProcessServer(nil), nats.SetCustomDialer(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return a, d.conn
+}
+
+// streamIDs returns the ids of the events of stream, in order.
+func streamIDs(ctx context.Context, t *testing.T, s *jetstream.Store, stream eventstore.StreamID) []string {
+	t.Helper()
+	var ids []string
+	for r, err := range s.ReadStream(ctx, stream, 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID.String())
+	}
+	return ids
+}
+
+// answer is what an append answered.
+type answer struct {
+	res eventstore.AppendResult
+	err error
+}
+
 // TestSequencedAppendBehindARefusedOne makes the case the chain's rules
 // are there for: an append A1 is refused because another process stored
 // a message just before it, a message of the very stream the next append
@@ -91,12 +125,7 @@ func TestSequencedAppendBehindARefusedOne(t *testing.T) {
 func appendBehindARefusedOne(t *testing.T, size int) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	d := &heldDialer{}
-	a, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1}, jetstream.Config{},
-		nats.InProcessServer(nil), nats.SetCustomDialer(d))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, conn := heldStore(ctx, t)
 	defer a.Close()
 	if _, _, ok := jetstream.ChainStats(a); !ok {
 		t.Fatal("the store does not sequence its appends")
@@ -115,15 +144,8 @@ func appendBehindARefusedOne(t *testing.T, size int) {
 	if ok, err := a.ConfirmEnds(ctx, "globex", 1, eventstore.StreamEnd{}, eventstore.StreamEnd{}); err != nil || !ok {
 		t.Fatalf("ConfirmEnds: %v, %v", ok, err)
 	}
-	d.mu.Lock()
-	conn := d.conn
-	d.mu.Unlock()
 	conn.hold()
 	e1, e2 := events(1), events(size)
-	type answer struct {
-		res eventstore.AppendResult
-		err error
-	}
 	first, second := make(chan answer, 1), make(chan answer, 1)
 	go func() {
 		res, err := a.Append(ctx, x, eventstore.Exact(0), e1...)
@@ -159,13 +181,7 @@ func appendBehindARefusedOne(t *testing.T, size int) {
 	if got := <-second; !errors.Is(got.err, eventstore.ErrConflict) {
 		t.Errorf("second append: %+v, %v; want ErrConflict: globex already holds the other process's event", got.res, got.err)
 	}
-	var ids []string
-	for r, err := range a.ReadStream(ctx, y, 0) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, r.ID.String())
-	}
+	ids := streamIDs(ctx, t, a, y)
 	if len(ids) != 1 || ids[0] != other[0].ID.String() {
 		t.Fatalf("globex holds %v, want only the other process's event %s", ids, other[0].ID)
 	}
@@ -191,12 +207,7 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestSequencedAppendBehindACopiedID(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	d := &heldDialer{}
-	a, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1}, jetstream.Config{},
-		nats.InProcessServer(nil), nats.SetCustomDialer(d))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, conn := heldStore(ctx, t)
 	defer a.Close()
 	nc, err := nats.Connect(a.Server().ClientURL())
 	if err != nil {
@@ -207,15 +218,8 @@ func TestSequencedAppendBehindACopiedID(t *testing.T) {
 	if _, err := a.Append(ctx, x, eventstore.NoStream(), events(1)...); err != nil {
 		t.Fatal(err)
 	}
-	d.mu.Lock()
-	conn := d.conn
-	d.mu.Unlock()
 	conn.hold()
 	e1, e2 := events(1), events(1)
-	type answer struct {
-		res eventstore.AppendResult
-		err error
-	}
 	first, second := make(chan answer, 1), make(chan answer, 1)
 	go func() {
 		res, err := a.Append(ctx, x, eventstore.Exact(0), e1...)
@@ -249,13 +253,7 @@ func TestSequencedAppendBehindACopiedID(t *testing.T) {
 	if got1.err != nil || got1.res.NextRevision != 1 {
 		t.Errorf("first append: %+v, %v; want it stored at revision 1: acme held one event", got1.res, got1.err)
 	}
-	var ids []string
-	for r, err := range a.ReadStream(ctx, x, 0) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, r.ID.String())
-	}
+	ids := streamIDs(ctx, t, a, x)
 	switch {
 	case got2.err == nil:
 		// Stored after A1, checked again: the stream holds both, in order.
@@ -278,20 +276,12 @@ func TestSequencedAppendBehindACopiedID(t *testing.T) {
 func TestSequencedRetryAfterLostAck(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	d := &heldDialer{}
-	a, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1}, jetstream.Config{},
-		nats.InProcessServer(nil), nats.SetCustomDialer(d))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, conn := heldStore(ctx, t)
 	defer a.Close()
 	x := eventstore.LedgerStream("acme")
 	if _, err := a.Append(ctx, x, eventstore.NoStream(), events(1)...); err != nil {
 		t.Fatal(err)
 	}
-	d.mu.Lock()
-	conn := d.conn
-	d.mu.Unlock()
 	before := uint64(1) // events in x
 	for _, size := range []int{1, 2} {
 		conn.hold()
@@ -314,13 +304,7 @@ func TestSequencedRetryAfterLostAck(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ids []string
-		for r, err := range a.ReadStream(ctx, x, 0) {
-			if err != nil {
-				t.Fatal(err)
-			}
-			ids = append(ids, r.ID.String())
-		}
+		ids := streamIDs(ctx, t, a, x)
 		if n := uint64(len(ids)); res.NextRevision != n-1 || n != before+uint64(size) || ids[n-1] != evs[size-1].ID.String() {
 			t.Fatalf("retry of %d events: %+v, stream holds %v; want the first append's place, stored once", size, res, ids)
 		}
@@ -341,12 +325,7 @@ func TestSequencedRetryAfterLostAck(t *testing.T) {
 func TestSequencedAnswerLost(t *testing.T) {
 	defer jetstream.SetAnswerTimeout(jetstream.SetAnswerTimeout(300 * time.Millisecond))
 	ctx := t.Context() // no deadline: only the store's bound ends the wait
-	d := &heldDialer{}
-	a, err := jetstream.Embedded(ctx, jetstream.ServerConfig{DataDir: t.TempDir(), Port: -1}, jetstream.Config{},
-		nats.InProcessServer(nil), nats.SetCustomDialer(d))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, conn := heldStore(ctx, t)
 	closed := false
 	defer func() {
 		if !closed {
@@ -357,9 +336,6 @@ func TestSequencedAnswerLost(t *testing.T) {
 	if _, err := a.Append(ctx, x, eventstore.NoStream(), events(1)...); err != nil {
 		t.Fatal(err)
 	}
-	d.mu.Lock()
-	conn := d.conn
-	d.mu.Unlock()
 	conn.hold()
 	done := make(chan error, 1)
 	go func() {
