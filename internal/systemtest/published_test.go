@@ -58,7 +58,14 @@ func readAll(t *testing.T, ctx context.Context, js jetstream.JetStream, stream s
 			if err != nil {
 				t.Fatal(err)
 			}
-			out = append(out, publishedMsg{id: m.Headers().Get("Nats-Msg-Id"), subject: m.Subject(), header: m.Headers(), body: m.Data()})
+			id := m.Headers().Get("Nats-Msg-Id")
+			if stream == ledgerStream {
+				// The store's message ids name their stream too
+				// ("<event id>@<stream>", sequenced appends); the
+				// published stream's are the event id alone.
+				id, _, _ = strings.Cut(id, "@")
+			}
+			out = append(out, publishedMsg{id: id, subject: m.Subject(), header: m.Headers(), body: m.Data()})
 			if md.Sequence.Stream >= info.State.LastSeq {
 				return out
 			}
