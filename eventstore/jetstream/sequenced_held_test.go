@@ -108,6 +108,17 @@ type answer struct {
 	err error
 }
 
+// appendAsync appends events to stream in a goroutine of its own and
+// delivers the answer on the returned channel.
+func appendAsync(ctx context.Context, s *jetstream.Store, stream eventstore.StreamID, expected eventstore.ExpectedRevision, evs ...eventstore.Proposed) <-chan answer {
+	ch := make(chan answer, 1)
+	go func() {
+		res, err := s.Append(ctx, stream, expected, evs...)
+		ch <- answer{res, err}
+	}()
+	return ch
+}
+
 // TestSequencedAppendBehindARefusedOne makes the case the chain's rules
 // are there for: an append A1 is refused because another process stored
 // a message just before it, a message of the very stream the next append
@@ -146,16 +157,9 @@ func appendBehindARefusedOne(t *testing.T, size int) {
 	}
 	conn.hold()
 	e1, e2 := events(1), events(size)
-	first, second := make(chan answer, 1), make(chan answer, 1)
-	go func() {
-		res, err := a.Append(ctx, x, eventstore.Exact(0), e1...)
-		first <- answer{res, err}
-	}()
+	first := appendAsync(ctx, a, x, eventstore.Exact(0), e1...)
 	waitFor(t, func() bool { return conn.holds(e1[0].ID.String()) })
-	go func() {
-		res, err := a.Append(ctx, y, eventstore.NoStream(), e2...)
-		second <- answer{res, err}
-	}()
+	second := appendAsync(ctx, a, y, eventstore.NoStream(), e2...)
 	if size == 1 {
 		waitFor(t, func() bool { return conn.holds(e2[0].ID.String()) })
 		if p, _, _ := jetstream.ChainStats(a); p == 0 {
@@ -220,16 +224,9 @@ func TestSequencedAppendBehindACopiedID(t *testing.T) {
 	}
 	conn.hold()
 	e1, e2 := events(1), events(1)
-	first, second := make(chan answer, 1), make(chan answer, 1)
-	go func() {
-		res, err := a.Append(ctx, x, eventstore.Exact(0), e1...)
-		first <- answer{res, err}
-	}()
+	first := appendAsync(ctx, a, x, eventstore.Exact(0), e1...)
 	waitFor(t, func() bool { return conn.holds(e1[0].ID.String()) })
-	go func() {
-		res, err := a.Append(ctx, x, eventstore.Exact(1), e2...)
-		second <- answer{res, err}
-	}()
+	second := appendAsync(ctx, a, x, eventstore.Exact(1), e2...)
 	waitFor(t, func() bool { return conn.holds(e2[0].ID.String()) })
 	if p, _, _ := jetstream.ChainStats(a); p == 0 {
 		t.Fatal("the second append was not sent behind the first")
