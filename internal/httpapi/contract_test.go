@@ -83,7 +83,8 @@ func TestEventsAsCloudEvents(t *testing.T) {
 	if bytes.Contains(out, []byte("idem-export-42")) || bytes.Contains(out, []byte("idempotencykey")) {
 		t.Fatalf("the CloudEvents export holds the idempotency key: %s", out)
 	}
-	if bytes.Contains(out, []byte("Ada")) {
+	// Not the three letters "Ada", which base64 ciphertext holds by chance.
+	if bytes.Contains(out, []byte("Lovelace")) || bytes.Contains(out, []byte("ada@acme.test")) {
 		t.Fatal("personal data in clear")
 	}
 	e.must(400, e.operator, "GET", "/v1/accounts/acme/events?format=xml", nil)
