@@ -102,3 +102,14 @@ func OpenSequenced(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, erro
 	s.chain = newChain(last)
 	return s, nil
 }
+
+// BlocksFrom returns the indexes of the block files in dir that a read
+// from sequence first opens, in order.
+func BlocksFrom(dir string, first uint64) ([]uint64, error) {
+	bs, err := blocksFrom(dir, first)
+	var idx []uint64
+	for _, b := range bs {
+		idx = append(idx, b.index)
+	}
+	return idx, err
+}

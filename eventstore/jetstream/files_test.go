@@ -2,9 +2,12 @@ package jetstream_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -194,4 +197,52 @@ func compressed(t *testing.T, blks []string) bool {
 		}
 	}
 	return false
+}
+
+// TestBlocksFrom checks that a read from any sequence starts at the last
+// block file that begins at or before it, over streams of 0 to 40 blocks
+// with gaps between their indexes, the last one sometimes just created and
+// still empty.
+func TestBlocksFrom(t *testing.T) {
+	for n := range 41 {
+		for _, emptyLast := range []bool{false, true} {
+			dir := t.TempDir()
+			var idx []uint64    // the blocks' indexes
+			var starts []uint64 // the first sequence of each
+			seq := uint64(1)
+			for i := range n {
+				var h [22]byte
+				binary.LittleEndian.PutUint32(h[:], 22)
+				binary.LittleEndian.PutUint64(h[4:], seq)
+				idx = append(idx, uint64(3*i+1+i%2))
+				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%d.blk", idx[i])), h[:], 0o600); err != nil {
+					t.Fatal(err)
+				}
+				starts = append(starts, seq)
+				seq += uint64(1 + i*i%7)
+			}
+			if emptyLast {
+				last := uint64(3*n + 5)
+				idx = append(idx, last)
+				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%d.blk", last)), nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for first := range seq + 2 {
+				from := 0 // the last block that begins at or before first
+				for i, s := range starts {
+					if s <= first {
+						from = i
+					}
+				}
+				got, err := jetstream.BlocksFrom(dir, first)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(got, idx[from:]) {
+					t.Fatalf("%d blocks beginning at %v (one more empty: %v): a read from %d opens %v, want %v", n, starts, emptyLast, first, got, idx[from:])
+				}
+			}
+		}
+	}
 }
