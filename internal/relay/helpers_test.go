@@ -198,12 +198,12 @@ func startDownstream(t testing.TB, ctx context.Context, js jetstream.JetStream, 
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatal(ctx.Err())
+			t.Fatalf("the stream %s was not created in time: %v", stream, ctx.Err())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("consumer %s on %s: %v", durable, stream, err)
 	}
 	d := &downstream{ids: map[string]int{}}
 	d.cc, err = cons.Consume(func(m jetstream.Msg) {

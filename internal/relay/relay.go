@@ -145,7 +145,8 @@ type Config struct {
 	// MaxInFlight is the largest number of publishes awaiting their
 	// acknowledgement; default 256. 1 publishes one event at a time.
 	MaxInFlight int
-	// AckTimeout bounds the wait for one acknowledgement; default 10 s.
+	// AckTimeout bounds the wait for one acknowledgement, and for each
+	// request to the server when a pass starts; default 10 s.
 	AckTimeout time.Duration
 	// Head, when set, returns the position of the last event in the
 	// source store, for [Relay.Lag].
@@ -432,14 +433,24 @@ type inflight struct {
 	span telemetry.Span // the publish's, ended at its acknowledgement
 }
 
+// start ensures the stream and reads its checkpoint, each request to the
+// server bounded by Config.AckTimeout whatever ctx allows: a request whose
+// answer is lost fails the pass, which Run logs and retries, rather than
+// holding the relay until ctx ends.
+func (r *Relay) start(ctx context.Context) (checkpoint, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
+	defer cancel()
+	if err := r.ensureStream(ctx); err != nil {
+		return checkpoint{}, err
+	}
+	return r.readCheckpoint(ctx)
+}
+
 // pass relays from the stream's checkpoint until ctx ends or something
 // fails; it returns why it stopped after every publish in flight was
 // answered (or timed out).
 func (r *Relay) pass(ctx context.Context) error {
-	if err := r.ensureStream(ctx); err != nil {
-		return err
-	}
-	cp, err := r.readCheckpoint(ctx)
+	cp, err := r.start(ctx)
 	if err != nil {
 		return err
 	}

@@ -564,3 +564,45 @@ func TestBillingNotificationsInterleaved(t *testing.T) {
 		}
 	}
 }
+
+// lostAnswerJS wraps a JetStream client whose first stream lookup gets no
+// answer: it waits until its context ends, as a request whose reply was
+// lost does.
+type lostAnswerJS struct {
+	jetstream.JetStream
+	lost atomic.Bool
+}
+
+func (j *lostAnswerJS) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	if j.lost.CompareAndSwap(false, true) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return j.JetStream.Stream(ctx, name)
+}
+
+// TestLostAnswerAtStart checks that a request of the relay's start whose
+// answer never comes is given up after the acknowledgement timeout and
+// tried again, whatever time the caller's context leaves: the relay then
+// creates the stream and relays, long before that context ends.
+func TestLostAnswerAtStart(t *testing.T) {
+	ctx := testCtx(t)
+	srv := startNATS(t)
+	store, h := filledStore(t, 2, 1)
+	_, rjs := connect(t, srv, "relay")
+	js := &lostAnswerJS{JetStream: rjs}
+	r := newRelay(t, relay.Config{Source: store, JS: js, AckTimeout: 200 * time.Millisecond})
+	stop := runRelay(ctx, r)
+	defer stop()
+	_, djs := connect(t, srv, "downstream")
+	soon, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d := startDownstream(t, soon, djs, contract.Stream, "svc")
+	waitFor(t, soon, "every event relayed", func() bool { return d.count() >= int(h.n) })
+	if !js.lost.Load() {
+		t.Fatal("control: no stream lookup went unanswered")
+	}
+	if st := r.Status(); st.Resyncs == 0 {
+		t.Errorf("the relay relayed without retrying its start: %+v", st)
+	}
+}
