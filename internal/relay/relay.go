@@ -145,9 +145,15 @@ type Config struct {
 	// MaxInFlight is the largest number of publishes awaiting their
 	// acknowledgement; default 256. 1 publishes one event at a time.
 	MaxInFlight int
-	// AckTimeout bounds the wait for one acknowledgement, and for each
-	// request to the server when a pass starts; default 10 s.
+	// AckTimeout bounds the wait for one acknowledgement; default 10 s.
 	AckTimeout time.Duration
+	// RequestTimeout bounds each request to the server when a pass
+	// starts (the stream's creation or update, the reads of its
+	// checkpoint) whatever time the caller's context leaves: a request
+	// whose answer is lost fails the pass, which Run logs and retries.
+	// Default 5 s, the JetStream client's own bound for a context
+	// without a deadline.
+	RequestTimeout time.Duration
 	// Head, when set, returns the position of the last event in the
 	// source store, for [Relay.Lag].
 	Head func(ctx context.Context) (eventstore.Position, error)
@@ -205,6 +211,9 @@ func New(cfg Config) (*Relay, error) {
 	}
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 10 * time.Second
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -367,6 +376,8 @@ func (r *Relay) ensureStream(ctx context.Context) error {
 	if r.stream != nil {
 		return nil
 	}
+	ctx, cancel := r.request(ctx)
+	defer cancel()
 	st, err := storejs.EnsureStream(ctx, r.cfg.JS, r.StreamConfig())
 	if err != nil {
 		return fmt.Errorf("relay: create stream %s: %w", r.cfg.Stream, err)
@@ -386,7 +397,9 @@ var eventFilters = []string{
 // the stream; seq is the stream's last sequence, which the next publish
 // expects.
 func (r *Relay) readCheckpoint(ctx context.Context) (checkpoint, error) {
-	info, err := r.stream.Info(ctx)
+	rctx, cancel := r.request(ctx)
+	info, err := r.stream.Info(rctx)
+	cancel()
 	if err != nil {
 		return checkpoint{}, fmt.Errorf("relay: stream info: %w", err)
 	}
@@ -401,7 +414,9 @@ func (r *Relay) readCheckpoint(ctx context.Context) (checkpoint, error) {
 		// events are published again once the server's de-duplication
 		// window no longer holds their ids (until then their publishes
 		// are duplicates and the relay retries).
-		fm, err := r.stream.GetLastMsgForSubject(ctx, f)
+		rctx, cancel := r.request(ctx)
+		fm, err := r.stream.GetLastMsgForSubject(rctx, f)
+		cancel()
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue
 		}
@@ -434,16 +449,21 @@ type inflight struct {
 }
 
 // start ensures the stream and reads its checkpoint, each request to the
-// server bounded by Config.AckTimeout whatever ctx allows: a request whose
-// answer is lost fails the pass, which Run logs and retries, rather than
-// holding the relay until ctx ends.
+// server bounded by Config.RequestTimeout (see request).
 func (r *Relay) start(ctx context.Context) (checkpoint, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.AckTimeout)
-	defer cancel()
 	if err := r.ensureStream(ctx); err != nil {
 		return checkpoint{}, err
 	}
 	return r.readCheckpoint(ctx)
+}
+
+// request returns ctx bounded by Config.RequestTimeout, for one request to
+// the server (or the two of ensuring the stream): a request whose answer
+// is lost then fails, rather than holding the relay until ctx ends, which
+// for a caller's context with a deadline the JetStream client does not
+// bound itself.
+func (r *Relay) request(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, r.cfg.RequestTimeout)
 }
 
 // pass relays from the stream's checkpoint until ctx ends or something

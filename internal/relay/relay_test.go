@@ -582,7 +582,7 @@ func (j *lostAnswerJS) Stream(ctx context.Context, name string) (jetstream.Strea
 }
 
 // TestLostAnswerAtStart checks that a request of the relay's start whose
-// answer never comes is given up after the acknowledgement timeout and
+// answer never comes is given up after the request timeout and
 // tried again, whatever time the caller's context leaves: the relay then
 // creates the stream and relays, long before that context ends.
 func TestLostAnswerAtStart(t *testing.T) {
@@ -591,7 +591,7 @@ func TestLostAnswerAtStart(t *testing.T) {
 	store, h := filledStore(t, 2, 1)
 	_, rjs := connect(t, srv, "relay")
 	js := &lostAnswerJS{JetStream: rjs}
-	r := newRelay(t, relay.Config{Source: store, JS: js, AckTimeout: 200 * time.Millisecond})
+	r := newRelay(t, relay.Config{Source: store, JS: js, RequestTimeout: 200 * time.Millisecond})
 	stop := runRelay(ctx, r)
 	defer stop()
 	_, djs := connect(t, srv, "downstream")
