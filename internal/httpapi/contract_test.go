@@ -84,6 +84,9 @@ func TestEventsAsCloudEvents(t *testing.T) {
 		t.Fatalf("the CloudEvents export holds the idempotency key: %s", out)
 	}
 	// Not the three letters "Ada", which base64 ciphertext holds by chance.
+	if !bytes.Contains(out, []byte("name_sealed")) {
+		t.Fatalf("control: the export holds no sealed name: %s", out)
+	}
 	if bytes.Contains(out, []byte("Lovelace")) || bytes.Contains(out, []byte("ada@acme.test")) {
 		t.Fatal("personal data in clear")
 	}
