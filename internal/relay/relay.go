@@ -448,15 +448,6 @@ type inflight struct {
 	span telemetry.Span // the publish's, ended at its acknowledgement
 }
 
-// start ensures the stream and reads its checkpoint, each request to the
-// server bounded by Config.RequestTimeout (see request).
-func (r *Relay) start(ctx context.Context) (checkpoint, error) {
-	if err := r.ensureStream(ctx); err != nil {
-		return checkpoint{}, err
-	}
-	return r.readCheckpoint(ctx)
-}
-
 // request returns ctx bounded by Config.RequestTimeout, for one request to
 // the server (or the two of ensuring the stream): a request whose answer
 // is lost then fails, rather than holding the relay until ctx ends, which
@@ -470,7 +461,10 @@ func (r *Relay) request(ctx context.Context) (context.Context, context.CancelFun
 // fails; it returns why it stopped after every publish in flight was
 // answered (or timed out).
 func (r *Relay) pass(ctx context.Context) error {
-	cp, err := r.start(ctx)
+	if err := r.ensureStream(ctx); err != nil {
+		return err
+	}
+	cp, err := r.readCheckpoint(ctx)
 	if err != nil {
 		return err
 	}
